@@ -1,0 +1,164 @@
+import Glibc
+
+/// One blocked attempt, as the SOC reviews it. Captured on the query path as plain values and
+/// encoded to JSON by the log writer, off the query path.
+public struct BlockEvent: Sendable {
+    /// Version of the JSON line schema documented in the README (`sinkhole.schema_version`).
+    public static let schemaVersion = 1
+    /// ECS version the field names follow.
+    public static let ecsVersion = "8.11.0"
+
+    public var time: timespec
+    public var client: SocketAddress
+    public var transport: Transport
+    public var id: UInt16
+    /// The name exactly as asked, wire form.
+    public var qname: [UInt8]
+    public var qtype: UInt16
+    public var qclass: UInt16
+    public var answer: BlockAnswer
+    /// What matched: `qname` for the query name itself or a parent of it.
+    public var matchedOn: String
+
+    public init(time: timespec = BlockEvent.now(), client: SocketAddress, transport: Transport, id: UInt16,
+                qname: [UInt8], qtype: UInt16, qclass: UInt16, answer: BlockAnswer, matchedOn: String = "qname") {
+        self.time = time
+        self.client = client
+        self.transport = transport
+        self.id = id
+        self.qname = qname
+        self.qtype = qtype
+        self.qclass = qclass
+        self.answer = answer
+        self.matchedOn = matchedOn
+    }
+
+    public static func now() -> timespec {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return ts
+    }
+
+    /// One JSON object, no trailing newline. Field names follow ECS; see the README's schema.
+    public func jsonLine() -> String {
+        var j = JSONObjectWriter()
+        j.string("@timestamp", BlockEvent.rfc3339(time))
+        j.object("ecs") { $0.string("version", BlockEvent.ecsVersion) }
+        j.object("event") {
+            $0.string("kind", "event")
+            $0.string("category", "network")
+            $0.string("type", "denied")
+            $0.string("action", answer.action.rawValue)
+            $0.string("dataset", "sinkhole.block")
+        }
+        j.object("source") {
+            $0.string("ip", client.ipText)
+            $0.number("port", Int(client.port))
+        }
+        j.object("network") {
+            $0.string("transport", transport.rawValue)
+            $0.string("protocol", "dns")
+        }
+        j.object("dns") {
+            $0.string("type", "answer")
+            $0.number("id", Int(id))
+            $0.object("question") {
+                $0.string("name", WireName.text(qname))
+                $0.string("type", RRType.name(qtype))
+                $0.string("class", RRType.className(qclass))
+            }
+            $0.string("response_code", Rcode.name(UInt16(answer.rcode)))
+            if let address = answer.address {
+                $0.stringArray("resolved_ip", [IPAddress.text(address)])
+            }
+        }
+        j.object("rule") {
+            $0.string("name", answer.match.rule)
+            $0.string("ruleset", answer.match.list)
+        }
+        j.object("sinkhole") {
+            $0.number("schema_version", BlockEvent.schemaVersion)
+            $0.string("match", matchedOn)
+            $0.number("rule_line", answer.match.line)
+            $0.number("ttl", Int(answer.ttl))
+        }
+        return j.finish()
+    }
+
+    /// `2026-11-26T20:31:02.123Z`: UTC, RFC 3339, milliseconds.
+    public static func rfc3339(_ ts: timespec) -> String {
+        var seconds = ts.tv_sec
+        var tm = Glibc.tm()
+        gmtime_r(&seconds, &tm)
+        func pad(_ v: Int32, _ width: Int) -> String {
+            let s = String(v)
+            return String(repeating: "0", count: max(0, width - s.count)) + s
+        }
+        let millis = Int32(ts.tv_nsec / 1_000_000)
+        return "\(pad(tm.tm_year + 1900, 4))-\(pad(tm.tm_mon + 1, 2))-\(pad(tm.tm_mday, 2))T"
+            + "\(pad(tm.tm_hour, 2)):\(pad(tm.tm_min, 2)):\(pad(tm.tm_sec, 2)).\(pad(millis, 3))Z"
+    }
+}
+
+/// A minimal streaming JSON object writer: keys in the order written, strings escaped per RFC 8259.
+struct JSONObjectWriter {
+    private var out = "{"
+    private var first = true
+
+    private mutating func key(_ k: String) {
+        if !first { out += "," }
+        first = false
+        JSONObjectWriter.appendString(k, to: &out)
+        out += ":"
+    }
+
+    mutating func string(_ k: String, _ v: String) {
+        key(k)
+        JSONObjectWriter.appendString(v, to: &out)
+    }
+
+    mutating func number(_ k: String, _ v: Int) {
+        key(k)
+        out += String(v)
+    }
+
+    mutating func stringArray(_ k: String, _ values: [String]) {
+        key(k)
+        out += "["
+        for (i, v) in values.enumerated() {
+            if i > 0 { out += "," }
+            JSONObjectWriter.appendString(v, to: &out)
+        }
+        out += "]"
+    }
+
+    mutating func object(_ k: String, _ body: (inout JSONObjectWriter) -> Void) {
+        key(k)
+        var inner = JSONObjectWriter()
+        body(&inner)
+        out += inner.finish()
+    }
+
+    func finish() -> String { out + "}" }
+
+    static func appendString(_ s: String, to out: inout String) {
+        out += "\""
+        for scalar in s.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            default:
+                if scalar.value < 0x20 {
+                    let hex = String(scalar.value, radix: 16)
+                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+                } else {
+                    out.unicodeScalars.append(scalar)
+                }
+            }
+        }
+        out += "\""
+    }
+}

@@ -1,0 +1,141 @@
+import Dispatch
+import Glibc
+import Logging
+import Synchronization
+
+/// The blocked-query log: one JSON line per blocked query, appended to a file.
+///
+/// `record` only appends the event to an in-memory queue under a short lock; a writer on its
+/// own queue encodes and writes whole lines every 200 ms (so at most the last fraction of a
+/// second is in memory), at `close()`, and reopens the file on `reopen()` (SIGHUP, for
+/// logrotate). If the queue ever holds `maxPending` events the writer is not keeping up: further
+/// events are dropped, counted, and the count is logged, never silently.
+public final class BlockLog: @unchecked Sendable {
+    public let path: String
+    public static let maxPending = 1_000_000
+    public static let flushInterval = 0.2
+
+    private struct Pending {
+        var events: [BlockEvent] = []
+        var dropped = 0
+        var recorded = 0
+    }
+
+    private struct WriterState {
+        var fd: Int32
+        var written = 0
+        var droppedReported = 0
+    }
+
+    private let pending = Mutex(Pending())
+    private let writer: Mutex<WriterState>
+    private let queue = DispatchQueue(label: "sinkhole.blocklog")
+    private let timer: DispatchSourceTimer
+    private let logger: Logger
+
+    /// Opens (creating if needed, mode 0640) for appending; throws a readable error.
+    public init(path: String, logger: Logger) throws {
+        self.path = path
+        self.logger = logger
+        writer = Mutex(WriterState(fd: try BlockLog.open(path)))
+        timer = DispatchSource.makeTimerSource(queue: queue)
+        timer.schedule(deadline: .now() + BlockLog.flushInterval, repeating: BlockLog.flushInterval)
+        timer.setEventHandler { [weak self] in self?.flush() }
+        timer.resume()
+    }
+
+    static func open(_ path: String) throws -> Int32 {
+        let fd = Glibc.open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)
+        guard fd >= 0 else { throw SystemError("cannot open block log \(path)") }
+        return fd
+    }
+
+    /// Queues one event. Cheap: no encoding, no I/O.
+    public func record(_ event: BlockEvent) {
+        pending.withLock { p in
+            if p.events.count >= BlockLog.maxPending {
+                p.dropped += 1
+            } else {
+                p.events.append(event)
+                p.recorded += 1
+            }
+        }
+    }
+
+    /// Events written to the file so far, and events dropped because the writer fell behind.
+    public var counts: (written: Int, dropped: Int) {
+        let dropped = pending.withLock { $0.dropped }
+        return (writer.withLock { $0.written }, dropped)
+    }
+
+    /// Writes every queued event now. Safe from any thread; writes are serialised.
+    public func flush() {
+        writer.withLock { state in
+            let (events, dropped) = pending.withLock { p -> ([BlockEvent], Int) in
+                let taken = p.events
+                p.events.removeAll(keepingCapacity: true)
+                return (taken, p.dropped)
+            }
+            if dropped > state.droppedReported {
+                logger.error("block log writer fell behind; events dropped", metadata: [
+                    "dropped.total": "\(dropped)", "path": "\(path)",
+                ])
+                state.droppedReported = dropped
+            }
+            guard !events.isEmpty else { return }
+            var text = ""
+            text.reserveCapacity(events.count * 600)
+            for event in events {
+                text += event.jsonLine()
+                text += "\n"
+            }
+            if writeAll(state.fd, text) {
+                state.written += events.count
+            } else {
+                logger.error("cannot write to block log", metadata: [
+                    "path": "\(path)", "error": "\(SystemError("write").description)", "events.lost": "\(events.count)",
+                ])
+            }
+        }
+    }
+
+    private func writeAll(_ fd: Int32, _ text: String) -> Bool {
+        var utf8 = Array(text.utf8)
+        var offset = 0
+        while offset < utf8.count {
+            let n = utf8.withUnsafeMutableBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                return false
+            }
+            offset += n
+        }
+        return true
+    }
+
+    /// Flushes, then closes and reopens the path (after logrotate moved the file away).
+    public func reopen() {
+        flush()
+        writer.withLock { state in
+            do {
+                let fd = try BlockLog.open(path)
+                Glibc.close(state.fd)
+                state.fd = fd
+                logger.info("block log reopened", metadata: ["path": "\(path)"])
+            } catch {
+                logger.error("cannot reopen block log; still writing to the old file", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    /// Stops the timer, writes everything queued and closes the file.
+    public func close() {
+        timer.cancel()
+        flush()
+        writer.withLock { state in
+            fsync(state.fd)
+            Glibc.close(state.fd)
+            state.fd = -1
+        }
+    }
+}

@@ -1,0 +1,73 @@
+import Foundation
+
+/// Everything `sinkhole serve` needs, with every default in one place.
+public struct ServerConfiguration: Sendable {
+    /// Addresses to answer on, UDP and TCP each. Default: 127.0.0.1:53 and [::1]:53.
+    public var listen: [SocketAddress]
+    /// Upstream resolvers, tried in order. Default: the nameservers of /etc/resolv.conf.
+    public var upstreams: [SocketAddress]
+    /// Directory of list files. Default: `blocklists/` of the checkout, else /etc/sinkhole/blocklists.
+    public var blocklistDirectory: String
+    /// JSON-lines file of blocked queries; nil = not written.
+    public var blockLogPath: String?
+    /// How blocked names are answered. Default: NXDOMAIN.
+    public var blockPolicy: BlockPolicy
+    /// Seconds to wait for one upstream try. Default 2.
+    public var upstreamTimeout: Double
+    /// Seconds a TCP connection may sit idle before it is closed. Default 10.
+    public var tcpIdleTimeout: Double
+    /// Open TCP client connections at most, per listening address. Default 256.
+    public var tcpMaxConnections: Int
+    /// UDP payload size we advertise in OPT records, in bytes. Default 1232 (DNS flag day 2020).
+    public var ednsPayloadSize: UInt16
+
+    public static let defaultListen = ["127.0.0.1:53", "[::1]:53"]
+    public static let installedBlocklistDirectory = "/etc/sinkhole/blocklists"
+
+    public init(listen: [SocketAddress], upstreams: [SocketAddress], blocklistDirectory: String,
+                blockLogPath: String? = nil, blockPolicy: BlockPolicy = BlockPolicy(mode: .nxdomain),
+                upstreamTimeout: Double = 2, tcpIdleTimeout: Double = 10, tcpMaxConnections: Int = 256,
+                ednsPayloadSize: UInt16 = 1232) {
+        self.listen = listen
+        self.upstreams = upstreams
+        self.blocklistDirectory = blocklistDirectory
+        self.blockLogPath = blockLogPath
+        self.blockPolicy = blockPolicy
+        self.upstreamTimeout = upstreamTimeout
+        self.tcpIdleTimeout = tcpIdleTimeout
+        self.tcpMaxConnections = tcpMaxConnections
+        self.ednsPayloadSize = ednsPayloadSize
+    }
+
+    /// One line per setting, for the start-up log.
+    public var summary: [String: String] {
+        [
+            "listen": listen.map(\.description).joined(separator: ","),
+            "upstream": upstreams.map(\.description).joined(separator: ","),
+            "blocklist-dir": blocklistDirectory,
+            "block-log": blockLogPath ?? "(none)",
+            "block-mode": blockPolicy.mode.rawValue,
+            "sinkhole-ipv4": IPAddress.text(blockPolicy.sinkholeIPv4),
+            "sinkhole-ipv6": IPAddress.text(blockPolicy.sinkholeIPv6),
+            "block-ttl": "\(blockPolicy.ttl)s",
+            "upstream-timeout": "\(upstreamTimeout)s",
+            "tcp-idle-timeout": "\(tcpIdleTimeout)s",
+            "tcp-max-connections": "\(tcpMaxConnections)",
+            "edns-buffer-size": "\(ednsPayloadSize)",
+        ]
+    }
+}
+
+/// Parses durations as written on the command line: `2`, `2s`, `1500ms`, `1m`, `1h`.
+public enum DurationText {
+    public static func seconds(_ text: String) -> Double? {
+        let t = text.trimmingCharacters(in: .whitespaces).lowercased()
+        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86_400)]
+        for (suffix, factor) in units where t.hasSuffix(suffix) {
+            guard let v = Double(t.dropLast(suffix.count)), v >= 0, v.isFinite else { return nil }
+            return v * factor
+        }
+        guard let v = Double(t), v >= 0, v.isFinite else { return nil }
+        return v
+    }
+}

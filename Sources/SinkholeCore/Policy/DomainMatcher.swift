@@ -1,0 +1,162 @@
+/// An immutable set of domain names with a rule attached to each, answering "is this name,
+/// or a name above it, listed?" with one hash probe per label.
+///
+/// Memory is kept compact for multi-million-entry feeds: names live in one byte arena
+/// (lowercase wire labels, no root byte), entries are 12-byte records, and the open-addressing
+/// table holds 4-byte indexes at a load factor of at most 1/2, about 40 bytes an entry in all.
+public struct DomainMatcher: Sendable {
+    /// What kind of rule an entry is.
+    public enum Kind: UInt8, Sendable {
+        /// Blocks the name and every name below it.
+        case block = 0
+        /// Blocks only names strictly below the name (`*.name`).
+        case blockBelow = 1
+        /// Allows the name and every name below it; wins over any block.
+        case allow = 2
+    }
+
+    /// One listed name: where its bytes are, where it came from.
+    struct Entry {
+        var offset: UInt32
+        var line: UInt32
+        var list: UInt16
+        var length: UInt8
+        var kind: UInt8
+    }
+
+    /// A hit: the listed name (lowercase wire form, no root byte), its kind, list index and line.
+    public struct Hit: Sendable, Equatable {
+        public var name: [UInt8]
+        public var kind: Kind
+        public var list: Int
+        public var line: Int
+        /// Byte offset in the queried name at which the listed name starts.
+        public var suffixStart: Int
+    }
+
+    private var arena: [UInt8]
+    private var entries: [Entry]
+    private var table: [UInt32]
+    private var mask: Int
+
+    public var count: Int { entries.count }
+
+    public static let empty = DomainMatcher(arena: [], entries: [], table: [0, 0], mask: 1)
+
+    private init(arena: [UInt8], entries: [Entry], table: [UInt32], mask: Int) {
+        self.arena = arena
+        self.entries = entries
+        self.table = table
+        self.mask = mask
+    }
+
+    /// Collects entries, then builds the table once.
+    public struct Builder {
+        var arena: [UInt8] = []
+        var entries: [Entry] = []
+
+        public init() {}
+
+        /// `name` is a lowercase wire name; a trailing root byte is ignored.
+        public mutating func add(name: [UInt8], kind: Kind, list: Int, line: Int) {
+            var bytes = name[...]
+            if bytes.last == 0 { bytes = bytes.dropLast() }
+            guard !bytes.isEmpty, bytes.count <= 255 else { return }
+            entries.append(Entry(offset: UInt32(arena.count), line: UInt32(clamping: line),
+                                 list: UInt16(clamping: list), length: UInt8(bytes.count), kind: kind.rawValue))
+            arena.append(contentsOf: bytes)
+        }
+
+        public var count: Int { entries.count }
+
+        /// Builds the table. Duplicates (same name and kind) keep the first occurrence.
+        public func build() -> DomainMatcher {
+            var capacity = 2
+            while capacity < entries.count * 2 { capacity <<= 1 }
+            let mask = capacity - 1
+            var table = [UInt32](repeating: 0, count: capacity)
+            var kept: [Entry] = []
+            kept.reserveCapacity(entries.count)
+            arena.withUnsafeBufferPointer { arenaBytes in
+                for entry in entries {
+                    let key = UnsafeBufferPointer(rebasing: arenaBytes[Int(entry.offset)..<Int(entry.offset) + Int(entry.length)])
+                    var slot = Int(DomainMatcher.hash(key)) & mask
+                    var duplicate = false
+                    while table[slot] != 0 {
+                        let other = kept[Int(table[slot]) - 1]
+                        if other.kind == entry.kind, other.length == entry.length,
+                           key.elementsEqual(arenaBytes[Int(other.offset)..<Int(other.offset) + Int(other.length)]) {
+                            duplicate = true
+                            break
+                        }
+                        slot = (slot + 1) & mask
+                    }
+                    if duplicate { continue }
+                    kept.append(entry)
+                    table[slot] = UInt32(kept.count)
+                }
+            }
+            return DomainMatcher(arena: arena, entries: kept, table: table, mask: mask)
+        }
+    }
+
+    @inline(__always)
+    static func hash<C: Collection>(_ bytes: C) -> UInt32 where C.Element == UInt8 {
+        var h: UInt32 = 2_166_136_261
+        for b in bytes {
+            h = (h ^ UInt32(WireName.lower(b))) &* 16_777_619
+        }
+        return h
+    }
+
+    /// Decides for a queried wire name (any letter case, ending with the root label).
+    /// Allow entries on the name or any parent win; otherwise the most specific block entry.
+    public func decide(_ qname: [UInt8]) -> Hit? {
+        guard let starts = WireName.labelStarts(qname), !entries.isEmpty else { return nil }
+        let end = qname.count - 1   // exclude the root byte
+        var block: Hit?
+        return qname.withUnsafeBufferPointer { q -> Hit? in
+            for (index, start) in starts.enumerated() {
+                let key = UnsafeBufferPointer(rebasing: q[start..<end])
+                var slot = Int(DomainMatcher.hash(key)) & mask
+                while table[slot] != 0 {
+                    let entry = entries[Int(table[slot]) - 1]
+                    if Int(entry.length) == key.count, equalsArena(entry, key) {
+                        let kind = Kind(rawValue: entry.kind) ?? .block
+                        let hit = Hit(name: Array(arena[Int(entry.offset)..<Int(entry.offset) + Int(entry.length)]),
+                                      kind: kind, list: Int(entry.list), line: Int(entry.line), suffixStart: start)
+                        switch kind {
+                        case .allow:
+                            return hit
+                        case .block:
+                            if block == nil { block = hit }
+                        case .blockBelow:
+                            if index > 0, block == nil { block = hit }
+                        }
+                    }
+                    slot = (slot + 1) & mask
+                }
+            }
+            return block
+        }
+    }
+
+    @inline(__always)
+    private func equalsArena(_ entry: Entry, _ key: UnsafeBufferPointer<UInt8>) -> Bool {
+        arena.withUnsafeBufferPointer { a in
+            var i = 0
+            var j = Int(entry.offset)
+            while i < key.count {
+                if a[j] != WireName.lower(key[i]) { return false }
+                i += 1
+                j += 1
+            }
+            return true
+        }
+    }
+
+    /// Approximate bytes held, for start-up logging and the memory benchmark.
+    public var memoryFootprint: Int {
+        arena.capacity + entries.capacity * MemoryLayout<Entry>.stride + table.capacity * 4
+    }
+}

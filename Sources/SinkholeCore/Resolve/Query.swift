@@ -1,0 +1,30 @@
+/// A decoded query and where it came from: what every stage after the decoder sees.
+public struct Query: Sendable {
+    public let header: Header
+    public let message: Message
+    /// The question exactly as asked (letter case preserved).
+    public let question: Question
+    /// The client's OPT record, or nil when it sent none.
+    public let edns: EDNS?
+    public let client: SocketAddress
+    public let transport: Transport
+
+    public init(header: Header, message: Message, question: Question, edns: EDNS?,
+                client: SocketAddress, transport: Transport) {
+        self.header = header
+        self.message = message
+        self.question = question
+        self.edns = edns
+        self.client = client
+        self.transport = transport
+    }
+
+    /// The largest reply the client accepts over this transport (RFC 1035 §4.2.1, RFC 6891 §6.2.5):
+    /// 512 bytes over UDP without EDNS, else the advertised size but never below 512; 65535 over TCP.
+    public var replySizeLimit: Int {
+        switch transport {
+        case .tcp: return 65_535
+        case .udp: return max(512, Int(edns?.udpPayloadSize ?? 512))
+        }
+    }
+}

@@ -1,0 +1,62 @@
+import Dispatch
+import Logging
+
+/// The path every query takes, in order. Each step either answers or hands on to the next.
+///
+/// 1. HeaderGate  – 12 raw header bytes: drop responses and runts, NOTIMP other opcodes,
+///                  FORMERR QDCOUNT≠1. Cheapest checks first; nothing is parsed that is dropped.
+/// 2. decode      – libldns parses the message: FORMERR if it cannot; BADVERS for EDNS version > 0.
+/// 3. BlockingStage – listed name or a parent of it: block answer + one BlockEvent. Before any
+///                  stage that could send the name off the host.
+/// 4. Forwarder   – everything else goes upstream; SERVFAIL when no upstream answers.
+/// 5. ReplyBuilder – header/question/OPT rules, TC=1 when over the client's UDP size.
+public final class QueryChain: Sendable {
+    public let blocking: BlockingStage
+    public let forwarder: Forwarder
+    public let replies: ReplyBuilder
+    private let inFlight = DispatchGroup()
+    private let logger: Logger
+
+    public init(blocking: BlockingStage, forwarder: Forwarder, replies: ReplyBuilder, logger: Logger) {
+        self.blocking = blocking
+        self.forwarder = forwarder
+        self.replies = replies
+        self.logger = logger
+    }
+
+    /// Handles one received message; `respond` is called exactly once (empty = no reply).
+    public func handle(_ packet: [UInt8], client: SocketAddress, transport: Transport,
+                       respond: @escaping @Sendable ([UInt8]) -> Void) {
+        let header: Header
+        switch HeaderGate.inspect(packet) {
+        case .drop:
+            return respond([])
+        case .reject(let rejected, let rcode):
+            return respond(HeaderGate.headerOnlyReply(to: rejected, rcode: rcode))
+        case .proceed(let h):
+            header = h
+        }
+        guard let message = Message(wire: packet), let question = message.question else {
+            return respond(HeaderGate.headerOnlyReply(to: header, rcode: Rcode.formErr))
+        }
+        let query = Query(header: header, message: message, question: question, edns: message.edns,
+                          client: client, transport: transport)
+        if let edns = query.edns, edns.version > 0 {
+            return respond(replies.reply(to: query, .badVersion))
+        }
+        if let blocked = blocking.process(query) {
+            return respond(replies.reply(to: query, blocked))
+        }
+        inFlight.enter()
+        forwarder.forward(query) { [replies, inFlight] resolution in
+            respond(replies.reply(to: query, resolution))
+            inFlight.leave()
+        }
+    }
+
+    /// Waits until every forwarded query has been answered, or the timeout passes.
+    @discardableResult
+    public func waitForInFlight(timeout: Double) -> Bool {
+        inFlight.wait(timeout: .now() + timeout) == .success
+    }
+}

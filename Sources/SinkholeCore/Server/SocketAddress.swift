@@ -1,0 +1,163 @@
+import Glibc
+
+/// An IPv4 or IPv6 address and port, convertible to and from `sockaddr` and `ADDR:PORT` text.
+public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
+    /// 4 or 16 bytes.
+    public var address: [UInt8]
+    public var port: UInt16
+
+    public init(address: [UInt8], port: UInt16) {
+        self.address = address
+        self.port = port
+    }
+
+    public var isIPv6: Bool { address.count == 16 }
+    public var family: Int32 { isIPv6 ? AF_INET6 : AF_INET }
+    public var ipText: String { IPAddress.text(address) }
+
+    /// `127.0.0.1:53` or `[::1]:53`.
+    public var description: String { isIPv6 ? "[\(ipText)]:\(port)" : "\(ipText):\(port)" }
+
+    public enum ParseError: Error, CustomStringConvertible {
+        case bad(String, String)
+        public var description: String {
+            if case .bad(let text, let why) = self { return "'\(text)': \(why)" }
+            return ""
+        }
+    }
+
+    /// Parses `ADDR:PORT`, `[V6]:PORT`, and, when `defaultPort` is given, `ADDR`, `V6` or `[V6]`.
+    public static func parse(_ text: String, defaultPort: UInt16? = nil) throws -> SocketAddress {
+        var host = text
+        var portText: String?
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]") else {
+                throw ParseError.bad(text, "missing ']' after an IPv6 address")
+            }
+            host = String(text[text.index(after: text.startIndex)..<close])
+            let rest = text[text.index(after: close)...]
+            if rest.hasPrefix(":") { portText = String(rest.dropFirst()) }
+            else if !rest.isEmpty { throw ParseError.bad(text, "expected ':PORT' after ']'") }
+        } else if text.filter({ $0 == ":" }).count == 1, let colon = text.firstIndex(of: ":") {
+            host = String(text[..<colon])
+            portText = String(text[text.index(after: colon)...])
+        }
+        guard let bytes = IPAddress.parse(host) else {
+            throw ParseError.bad(text, "not an IPv4 or IPv6 address literal (use e.g. 127.0.0.1:53 or [::1]:53)")
+        }
+        let port: UInt16
+        if let portText {
+            guard let p = UInt16(portText) else { throw ParseError.bad(text, "port must be a number from 0 to 65535") }
+            port = p
+        } else if let defaultPort {
+            port = defaultPort
+        } else {
+            throw ParseError.bad(text, "missing ':PORT'")
+        }
+        return SocketAddress(address: bytes, port: port)
+    }
+
+    /// Reads a `sockaddr_storage` filled by the kernel; nil for families other than IPv4/IPv6.
+    public init?(storage: UnsafePointer<sockaddr_storage>) {
+        switch Int32(storage.pointee.ss_family) {
+        case AF_INET:
+            let sin = UnsafeRawPointer(storage).assumingMemoryBound(to: sockaddr_in.self).pointee
+            var a = sin.sin_addr
+            address = withUnsafeBytes(of: &a) { Array($0) }
+            port = UInt16(bigEndian: sin.sin_port)
+        case AF_INET6:
+            let sin6 = UnsafeRawPointer(storage).assumingMemoryBound(to: sockaddr_in6.self).pointee
+            var a = sin6.sin6_addr
+            address = withUnsafeBytes(of: &a) { Array($0) }
+            port = UInt16(bigEndian: sin6.sin6_port)
+        default:
+            return nil
+        }
+    }
+
+    /// Calls `body` with this address as a `sockaddr` and its length.
+    public func withSockAddr<R>(_ body: (UnsafePointer<sockaddr>, socklen_t) -> R) -> R {
+        var storage = sockaddr_storage()
+        let length = fill(&storage)
+        return withUnsafePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, length) }
+        }
+    }
+
+    /// Writes this address into `storage`; returns the length to pass to the kernel.
+    @discardableResult
+    public func fill(_ storage: inout sockaddr_storage) -> socklen_t {
+        storage = sockaddr_storage()
+        return withUnsafeMutableBytes(of: &storage) { raw -> socklen_t in
+            if isIPv6 {
+                var sin6 = sockaddr_in6()
+                sin6.sin6_family = sa_family_t(AF_INET6)
+                sin6.sin6_port = port.bigEndian
+                withUnsafeMutableBytes(of: &sin6.sin6_addr) { $0.copyBytes(from: address) }
+                withUnsafeBytes(of: &sin6) { raw.copyMemory(from: $0) }
+                return socklen_t(MemoryLayout<sockaddr_in6>.size)
+            } else {
+                var sin = sockaddr_in()
+                sin.sin_family = sa_family_t(AF_INET)
+                sin.sin_port = port.bigEndian
+                withUnsafeMutableBytes(of: &sin.sin_addr) { $0.copyBytes(from: address) }
+                withUnsafeBytes(of: &sin) { raw.copyMemory(from: $0) }
+                return socklen_t(MemoryLayout<sockaddr_in>.size)
+            }
+        }
+    }
+
+    /// The address the socket is bound to (getsockname).
+    public static func local(of fd: Int32) -> SocketAddress? {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let rc = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        guard rc == 0 else { return nil }
+        return SocketAddress(storage: &storage)
+    }
+}
+
+/// A failed system call, with the operator-readable reason from strerror.
+public struct SystemError: Error, CustomStringConvertible {
+    public var operation: String
+    public var code: Int32
+
+    public init(_ operation: String, _ code: Int32 = errno) {
+        self.operation = operation
+        self.code = code
+    }
+
+    public var description: String { "\(operation): \(String(cString: strerror(code)))" }
+}
+
+/// Small wrappers over the socket calls used by the listeners and the forwarder.
+public enum Socket {
+    public static func setNonBlocking(_ fd: Int32) {
+        let flags = fcntl(fd, F_GETFL, 0)
+        _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK)
+    }
+
+    public static func setOption(_ fd: Int32, _ level: Int32, _ name: Int32, _ value: Int32) {
+        var v = value
+        _ = setsockopt(fd, level, name, &v, socklen_t(MemoryLayout<Int32>.size))
+    }
+
+    /// A new non-blocking socket bound to `address`. For IPv6 the socket is IPv6-only, so that
+    /// `0.0.0.0:53` and `[::]:53` can both be listened on.
+    public static func bound(_ address: SocketAddress, type: Int32) throws -> Int32 {
+        let fd = socket(address.family, type | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw SystemError("socket") }
+        setOption(fd, SOL_SOCKET, SO_REUSEADDR, 1)
+        if address.isIPv6 { setOption(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, 1) }
+        let rc = address.withSockAddr { bind(fd, $0, $1) }
+        if rc != 0 {
+            let code = errno
+            close(fd)
+            throw SystemError("bind \(address)", code)
+        }
+        setNonBlocking(fd)
+        return fd
+    }
+}

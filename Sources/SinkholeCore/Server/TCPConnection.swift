@@ -1,0 +1,179 @@
+import Dispatch
+import Glibc
+
+/// One DNS-over-TCP client connection: 2-byte length-prefixed messages (RFC 1035 §4.2.2),
+/// several queries in flight at once and answered in any order (RFC 7766 §6.2.1.1), messages
+/// split across reads, and an idle timeout. All state lives on the connection's serial queue,
+/// so a slow or idle client holds nothing that others need.
+final class TCPConnection: @unchecked Sendable {
+    /// Queries of one connection in flight at once; past this, reading pauses until replies go out.
+    static let maxInFlight = 128
+    /// Replies a client has not read; past this the client is dropped rather than buffered for.
+    static let maxPendingOutput = 1 << 20
+
+    private let fd: Int32
+    private let peer: SocketAddress
+    private let queue: DispatchQueue
+    private let idleTimeout: Double
+    private let handler: QueryHandler
+    private let onClose: @Sendable (TCPConnection) -> Void
+
+    private let readSource: DispatchSourceRead
+    private let writeSource: DispatchSourceWrite
+    private let timer: DispatchSourceTimer
+    private var readSuspended = false
+    private var writeSuspended = true
+    private var input: [UInt8] = []
+    private var output: [UInt8] = []
+    private var inFlight = 0
+    private var lastActivity = DispatchTime.now()
+    private var finishing = false
+    private var closed = false
+
+    init(fd: Int32, peer: SocketAddress, queue: DispatchQueue, idleTimeout: Double,
+         handler: @escaping QueryHandler, onClose: @escaping @Sendable (TCPConnection) -> Void) {
+        self.fd = fd
+        self.peer = peer
+        self.queue = queue
+        self.idleTimeout = idleTimeout
+        self.handler = handler
+        self.onClose = onClose
+        readSource = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
+        writeSource = DispatchSource.makeWriteSource(fileDescriptor: fd, queue: queue)
+        timer = DispatchSource.makeTimerSource(queue: queue)
+    }
+
+    func start() {
+        readSource.setEventHandler { [self] in readAvailable() }
+        writeSource.setEventHandler { [self] in flush() }
+        timer.setEventHandler { [self] in checkIdle() }
+        timer.schedule(deadline: .now() + idleTimeout, repeating: .never)
+        readSource.resume()
+        timer.resume()
+    }
+
+    /// Stop reading; close once every received query is answered and written.
+    func finish() {
+        queue.async { [self] in
+            guard !closed else { return }
+            finishing = true
+            if !readSuspended { readSource.suspend(); readSuspended = true }
+            closeIfDone()
+        }
+    }
+
+    private func readAvailable() {
+        var chunk = [UInt8](repeating: 0, count: 65_536)
+        let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if n == 0 {
+            // Peer closed its side: answer what was asked, then close.
+            finishing = true
+            if !readSuspended { readSource.suspend(); readSuspended = true }
+            closeIfDone()
+            return
+        }
+        if n < 0 {
+            if errno == EAGAIN || errno == EINTR { return }
+            close()
+            return
+        }
+        lastActivity = .now()
+        input.append(contentsOf: chunk[0..<n])
+        extractMessages()
+    }
+
+    private func extractMessages() {
+        var offset = 0
+        while input.count - offset >= 2 && inFlight < TCPConnection.maxInFlight {
+            let length = Int(input[offset]) << 8 | Int(input[offset + 1])
+            guard input.count - offset - 2 >= length else { break }
+            let message = Array(input[(offset + 2)..<(offset + 2 + length)])
+            offset += 2 + length
+            inFlight += 1
+            handler(message, peer, .tcp) { [self] reply in
+                queue.async { self.replied(reply) }
+            }
+        }
+        if offset > 0 { input.removeFirst(offset) }
+        if inFlight >= TCPConnection.maxInFlight && !readSuspended {
+            readSource.suspend()
+            readSuspended = true
+        }
+    }
+
+    private func replied(_ reply: [UInt8]) {
+        inFlight -= 1
+        guard !closed else { return }
+        if !reply.isEmpty && reply.count <= 65_535 {
+            output.append(UInt8(reply.count >> 8))
+            output.append(UInt8(reply.count & 0xFF))
+            output.append(contentsOf: reply)
+            lastActivity = .now()
+        }
+        if output.count > TCPConnection.maxPendingOutput {
+            close()
+            return
+        }
+        flush()
+        if !finishing && readSuspended && inFlight < TCPConnection.maxInFlight {
+            readSource.resume()
+            readSuspended = false
+            extractMessages()
+        }
+        closeIfDone()
+    }
+
+    private func flush() {
+        guard !closed else { return }
+        while !output.isEmpty {
+            let n = output.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if n > 0 {
+                output.removeFirst(n)
+                continue
+            }
+            if n < 0 && (errno == EAGAIN || errno == EINTR) {
+                if writeSuspended { writeSource.resume(); writeSuspended = false }
+                return
+            }
+            close()
+            return
+        }
+        if !writeSuspended { writeSource.suspend(); writeSuspended = true }
+        closeIfDone()
+    }
+
+    private func closeIfDone() {
+        if finishing && inFlight == 0 && output.isEmpty { close() }
+    }
+
+    private func checkIdle() {
+        guard !closed else { return }
+        let idleFor = Double(DispatchTime.now().uptimeNanoseconds - lastActivity.uptimeNanoseconds) / 1e9
+        if inFlight == 0 && output.isEmpty && idleFor >= idleTimeout {
+            close()
+        } else {
+            timer.schedule(deadline: lastActivity + idleTimeout + 0.01, repeating: .never)
+        }
+    }
+
+    private func close() {
+        guard !closed else { return }
+        closed = true
+        // A suspended source must be resumed before it is cancelled and released.
+        if readSuspended { readSource.resume(); readSuspended = false }
+        if writeSuspended { writeSource.resume(); writeSuspended = false }
+        let fd = self.fd
+        let group = DispatchGroup()
+        group.enter()
+        group.enter()
+        readSource.setCancelHandler { group.leave() }
+        writeSource.setCancelHandler { group.leave() }
+        readSource.cancel()
+        writeSource.cancel()
+        timer.cancel()
+        group.notify(queue: queue) { Glibc.close(fd) }
+        input = []
+        output = []
+        onClose(self)
+    }
+}

@@ -1,0 +1,281 @@
+import CLdns
+import Glibc
+
+/// The question of a DNS message: the name exactly as asked (wire format, letter case
+/// preserved, ending with the root label), its type and class.
+public struct Question: Sendable, Hashable {
+    public var name: [UInt8]
+    public var type: UInt16
+    public var qclass: UInt16
+
+    public init(name: [UInt8], type: UInt16, qclass: UInt16) {
+        self.name = name
+        self.type = type
+        self.qclass = qclass
+    }
+
+    /// Same name (ASCII case-insensitively, RFC 4343), type and class.
+    public func matches(_ other: Question) -> Bool {
+        type == other.type && qclass == other.qclass && WireName.equalIgnoringCase(name, other.name)
+    }
+}
+
+/// What an OPT pseudo-record (RFC 6891) said.
+public struct EDNS: Sendable, Equatable {
+    public var udpPayloadSize: UInt16
+    public var version: UInt8
+    public var extendedRcode: UInt8
+    public var dnssecOK: Bool
+
+    public init(udpPayloadSize: UInt16, version: UInt8 = 0, extendedRcode: UInt8 = 0, dnssecOK: Bool = false) {
+        self.udpPayloadSize = udpPayloadSize
+        self.version = version
+        self.extendedRcode = extendedRcode
+        self.dnssecOK = dnssecOK
+    }
+}
+
+/// A DNS message held as an `ldns_pkt`.
+///
+/// Ownership: the `Message` owns its `ldns_pkt` and frees it (`ldns_pkt_free`, which deep-frees
+/// every section) in `deinit`. Records pushed into it are owned by it from then on.
+/// A `Message` is used by one thread at a time; it is `Sendable` so that it can be handed over.
+public final class Message: @unchecked Sendable {
+    let pkt: UnsafeMutablePointer<ldns_pkt>
+
+    private init(owning pkt: UnsafeMutablePointer<ldns_pkt>) {
+        self.pkt = pkt
+    }
+
+    deinit {
+        ldns_pkt_free(pkt)
+    }
+
+    /// Decodes wire bytes with `ldns_wire2pkt`; nil when ldns cannot parse them.
+    public convenience init?(wire bytes: UnsafeRawBufferPointer) {
+        guard let base = bytes.baseAddress, bytes.count >= Header.size else { return nil }
+        var out: UnsafeMutablePointer<ldns_pkt>?
+        let status = ldns_wire2pkt(&out, base.assumingMemoryBound(to: UInt8.self), bytes.count)
+        guard status == LDNS_STATUS_OK, let pkt = out else {
+            if let out { ldns_pkt_free(out) }
+            return nil
+        }
+        self.init(owning: pkt)
+    }
+
+    public convenience init?(wire bytes: [UInt8]) {
+        guard let pkt = bytes.withUnsafeBytes({ raw -> UnsafeMutablePointer<ldns_pkt>? in
+            guard let base = raw.baseAddress, raw.count >= Header.size else { return nil }
+            var out: UnsafeMutablePointer<ldns_pkt>?
+            let status = ldns_wire2pkt(&out, base.assumingMemoryBound(to: UInt8.self), raw.count)
+            if status != LDNS_STATUS_OK {
+                if let out { ldns_pkt_free(out) }
+                return nil
+            }
+            return out
+        }) else { return nil }
+        self.init(owning: pkt)
+    }
+
+    /// An empty message (all counts zero, no OPT).
+    public static func empty() -> Message? {
+        guard let pkt = ldns_pkt_new() else { return nil }
+        return Message(owning: pkt)
+    }
+
+    /// Encodes with `ldns_pkt2wire`. ldns allocates the output; it is copied and freed here.
+    public func wire() -> [UInt8]? {
+        var buffer: UnsafeMutablePointer<UInt8>?
+        var size = 0
+        guard ldns_pkt2wire(&buffer, pkt, &size) == LDNS_STATUS_OK, let buffer else { return nil }
+        defer { free(buffer) }
+        return Array(UnsafeBufferPointer(start: buffer, count: size))
+    }
+
+    // MARK: Header fields
+
+    public var id: UInt16 {
+        get { ldns_pkt_id(pkt) }
+        set { ldns_pkt_set_id(pkt, newValue) }
+    }
+    public var isResponse: Bool {
+        get { ldns_pkt_qr(pkt) }
+        set { ldns_pkt_set_qr(pkt, newValue) }
+    }
+    public var opcode: UInt8 {
+        get { UInt8(truncatingIfNeeded: ldns_pkt_get_opcode(pkt).rawValue) }
+        set { ldns_pkt_set_opcode(pkt, ldns_pkt_opcode(rawValue: UInt32(newValue))) }
+    }
+    public var authoritative: Bool {
+        get { ldns_pkt_aa(pkt) }
+        set { ldns_pkt_set_aa(pkt, newValue) }
+    }
+    public var truncated: Bool {
+        get { ldns_pkt_tc(pkt) }
+        set { ldns_pkt_set_tc(pkt, newValue) }
+    }
+    public var recursionDesired: Bool {
+        get { ldns_pkt_rd(pkt) }
+        set { ldns_pkt_set_rd(pkt, newValue) }
+    }
+    public var recursionAvailable: Bool {
+        get { ldns_pkt_ra(pkt) }
+        set { ldns_pkt_set_ra(pkt, newValue) }
+    }
+    public var authenticData: Bool {
+        get { ldns_pkt_ad(pkt) }
+        set { ldns_pkt_set_ad(pkt, newValue) }
+    }
+    public var checkingDisabled: Bool {
+        get { ldns_pkt_cd(pkt) }
+        set { ldns_pkt_set_cd(pkt, newValue) }
+    }
+    /// The 4-bit header RCODE.
+    public var rcode: UInt8 {
+        get { UInt8(truncatingIfNeeded: ldns_pkt_get_rcode(pkt).rawValue) }
+        set { ldns_pkt_set_rcode(pkt, newValue) }
+    }
+
+    public var answerCount: Int { Int(ldns_pkt_ancount(pkt)) }
+    public var authorityCount: Int { Int(ldns_pkt_nscount(pkt)) }
+    public var additionalCount: Int { Int(ldns_pkt_arcount(pkt)) }
+    public var questionCount: Int { Int(ldns_pkt_qdcount(pkt)) }
+
+    /// The first question, or nil when there is none.
+    public var question: Question? {
+        guard let list = ldns_pkt_question(pkt), ldns_rr_list_rr_count(list) > 0,
+              let rr = ldns_rr_list_rr(list, 0), let owner = ldns_rr_owner(rr),
+              let data = ldns_rdf_data(owner) else { return nil }
+        let name = Array(UnsafeBufferPointer(start: data, count: ldns_rdf_size(owner)))
+        return Question(name: name, type: UInt16(ldns_rr_get_type(rr).rawValue),
+                        qclass: UInt16(ldns_rr_get_class(rr).rawValue))
+    }
+
+    /// The OPT record's contents, or nil when the message has no OPT record.
+    public var edns: EDNS? {
+        get {
+            guard pkt.pointee._edns_present != 0 || ldns_pkt_edns_udp_size(pkt) > 0 else { return nil }
+            return EDNS(udpPayloadSize: ldns_pkt_edns_udp_size(pkt),
+                        version: ldns_pkt_edns_version(pkt),
+                        extendedRcode: ldns_pkt_edns_extended_rcode(pkt),
+                        dnssecOK: ldns_pkt_edns_do(pkt))
+        }
+        set {
+            // Drop whatever OPT data the message carried (options are never echoed).
+            if let data = pkt.pointee._edns_data { ldns_rdf_deep_free(data) }
+            pkt.pointee._edns_data = nil
+            if let list = pkt.pointee._edns_list { ldns_edns_option_list_deep_free(list) }
+            pkt.pointee._edns_list = nil
+            pkt.pointee._edns_z = 0
+            guard let value = newValue else {
+                pkt.pointee._edns_present = 0
+                pkt.pointee._edns_udp_size = 0
+                pkt.pointee._edns_version = 0
+                pkt.pointee._edns_extended_rcode = 0
+                return
+            }
+            pkt.pointee._edns_present = 1
+            pkt.pointee._edns_udp_size = value.udpPayloadSize
+            pkt.pointee._edns_version = value.version
+            pkt.pointee._edns_extended_rcode = value.extendedRcode
+            ldns_pkt_set_edns_do(pkt, value.dnssecOK)
+        }
+    }
+
+    /// Sets the question section to a single question. The record is created here and owned by the message.
+    public func setQuestion(_ q: Question) {
+        guard let rr = ldns_rr_new(), let owner = Message.dnameRdf(q.name) else { return }
+        ldns_rr_set_owner(rr, owner)
+        ldns_rr_set_type(rr, ldns_rr_type(rawValue: UInt32(q.type)))
+        ldns_rr_set_class(rr, ldns_rr_class(rawValue: UInt32(q.qclass)))
+        ldns_rr_set_question(rr, true)
+        if let old = ldns_pkt_question(pkt) { ldns_rr_list_deep_free(old) }
+        let list = ldns_rr_list_new()
+        ldns_rr_list_push_rr(list, rr)
+        ldns_pkt_set_question(pkt, list)
+        ldns_pkt_set_qdcount(pkt, 1)
+    }
+
+    /// Removes every record from the answer, authority and additional sections.
+    public func clearRecords() {
+        for section in [LDNS_SECTION_ANSWER, LDNS_SECTION_AUTHORITY, LDNS_SECTION_ADDITIONAL] {
+            let fresh = ldns_rr_list_new()
+            switch section {
+            case LDNS_SECTION_ANSWER:
+                if let old = ldns_pkt_answer(pkt) { ldns_rr_list_deep_free(old) }
+                ldns_pkt_set_answer(pkt, fresh)
+                ldns_pkt_set_ancount(pkt, 0)
+            case LDNS_SECTION_AUTHORITY:
+                if let old = ldns_pkt_authority(pkt) { ldns_rr_list_deep_free(old) }
+                ldns_pkt_set_authority(pkt, fresh)
+                ldns_pkt_set_nscount(pkt, 0)
+            default:
+                if let old = ldns_pkt_additional(pkt) { ldns_rr_list_deep_free(old) }
+                ldns_pkt_set_additional(pkt, fresh)
+                ldns_pkt_set_arcount(pkt, 0)
+            }
+        }
+    }
+
+    public enum Section { case answer, authority, additional }
+
+    /// Appends a record built from its parts. `rdata` is a list of (ldns rdf type, wire bytes).
+    public func append(_ section: Section, owner: [UInt8], type: UInt16, qclass: UInt16, ttl: UInt32,
+                       rdata: [(ldns_rdf_type, [UInt8])]) {
+        guard let rr = ldns_rr_new(), let ownerRdf = Message.dnameRdf(owner) else { return }
+        ldns_rr_set_owner(rr, ownerRdf)
+        ldns_rr_set_type(rr, ldns_rr_type(rawValue: UInt32(type)))
+        ldns_rr_set_class(rr, ldns_rr_class(rawValue: UInt32(qclass)))
+        ldns_rr_set_ttl(rr, ttl)
+        for (kind, bytes) in rdata {
+            let rdf = bytes.withUnsafeBytes { ldns_rdf_new_frm_data(kind, bytes.count, $0.baseAddress) }
+            if let rdf { ldns_rr_push_rdf(rr, rdf) }
+        }
+        let ldnsSection: ldns_pkt_section
+        switch section {
+        case .answer: ldnsSection = LDNS_SECTION_ANSWER
+        case .authority: ldnsSection = LDNS_SECTION_AUTHORITY
+        case .additional: ldnsSection = LDNS_SECTION_ADDITIONAL
+        }
+        if !ldns_pkt_push_rr(pkt, ldnsSection, rr) { ldns_rr_free(rr) }
+    }
+
+    /// A new ldns dname rdf holding a copy of wire-format name bytes; the caller owns it.
+    static func dnameRdf(_ wire: [UInt8]) -> UnsafeMutablePointer<ldns_rdf>? {
+        wire.withUnsafeBytes { ldns_dname_new_frm_data(UInt16(wire.count), $0.baseAddress) }
+    }
+
+    /// Each record of a section as (owner, type, rdata bytes concatenated), for inspection and tests.
+    public func records(_ section: Section) -> [(owner: [UInt8], type: UInt16, ttl: UInt32, rdata: [UInt8])] {
+        let list: UnsafeMutablePointer<ldns_rr_list>?
+        switch section {
+        case .answer: list = ldns_pkt_answer(pkt)
+        case .authority: list = ldns_pkt_authority(pkt)
+        case .additional: list = ldns_pkt_additional(pkt)
+        }
+        guard let list else { return [] }
+        var out: [(owner: [UInt8], type: UInt16, ttl: UInt32, rdata: [UInt8])] = []
+        for i in 0..<ldns_rr_list_rr_count(list) {
+            guard let rr = ldns_rr_list_rr(list, i) else { continue }
+            var owner: [UInt8] = []
+            if let o = ldns_rr_owner(rr), let d = ldns_rdf_data(o) {
+                owner = Array(UnsafeBufferPointer(start: d, count: ldns_rdf_size(o)))
+            }
+            var rdata: [UInt8] = []
+            for j in 0..<ldns_rr_rd_count(rr) {
+                if let f = ldns_rr_rdf(rr, j), let d = ldns_rdf_data(f) {
+                    rdata += UnsafeBufferPointer(start: d, count: ldns_rdf_size(f))
+                }
+            }
+            out.append((owner, UInt16(ldns_rr_get_type(rr).rawValue), ldns_rr_ttl(rr), rdata))
+        }
+        return out
+    }
+
+    /// Presentation text of the whole message (ldns_pkt2str), for debugging and tests.
+    public var text: String {
+        guard let s = ldns_pkt2str(pkt) else { return "" }
+        defer { free(s) }
+        return String(cString: s)
+    }
+}

@@ -1,0 +1,26 @@
+import CLdns
+import Glibc
+
+/// Record types and classes sinkhole refers to by number, and their mnemonics from ldns.
+public enum RRType {
+    public static let a: UInt16 = 1
+    public static let soa: UInt16 = 6
+    public static let cname: UInt16 = 5
+    public static let aaaa: UInt16 = 28
+    public static let opt: UInt16 = 41
+    public static let classIN: UInt16 = 1
+
+    /// `A`, `AAAA`, `TYPE65280` (RFC 3597 form for unknown types).
+    public static func name(_ type: UInt16) -> String {
+        guard let s = ldns_rr_type2str(ldns_rr_type(rawValue: UInt32(type))) else { return "TYPE\(type)" }
+        defer { free(s) }
+        return String(cString: s)
+    }
+
+    /// `IN`, `CH`, `CLASS42`.
+    public static func className(_ qclass: UInt16) -> String {
+        guard let s = ldns_rr_class2str(ldns_rr_class(rawValue: UInt32(qclass))) else { return "CLASS\(qclass)" }
+        defer { free(s) }
+        return String(cString: s)
+    }
+}

@@ -1,0 +1,103 @@
+import CLdns
+
+/// Builds reply bytes for a query from a `Resolution`, applying the rules every reply follows:
+/// ID, opcode, RD, CD and the question copied exactly as asked; QR and RA set; Z clear;
+/// exactly one OPT (version 0, our payload size, the client's DO bit, no options) when the query
+/// had one and none otherwise; over UDP, a reply larger than the client takes is sent with
+/// TC=1 and empty sections so that the client retries over TCP.
+public struct ReplyBuilder: Sendable {
+    /// Our UDP payload size, advertised in every OPT record we send (default 1232).
+    public var payloadSize: UInt16
+
+    public init(payloadSize: UInt16) {
+        self.payloadSize = payloadSize
+    }
+
+    /// SOA names of block answers: under `.invalid` (RFC 6761), so they can never resolve.
+    static let soaMname = WireName.fromText("sinkhole.invalid")!
+    static let soaRname = WireName.fromText("blocked.sinkhole.invalid")!
+
+    public func reply(to query: Query, _ resolution: Resolution) -> [UInt8] {
+        let message: Message?
+        switch resolution {
+        case .blocked(let answer):
+            message = blockReply(to: query, answer)
+        case .upstream(let upstream, _):
+            message = relay(upstream, to: query)
+        case .failure(let rcode, _):
+            message = base(for: query)
+            message?.rcode = rcode
+        case .badVersion:
+            message = base(for: query)
+            message?.rcode = 0
+            message?.edns = EDNS(udpPayloadSize: payloadSize, version: 0, extendedRcode: UInt8(Rcode.badVers >> 4),
+                                 dnssecOK: query.edns?.dnssecOK ?? false)
+        }
+        guard let message, var wire = message.wire() else {
+            return HeaderGate.headerOnlyReply(to: query.header, rcode: Rcode.servFail)
+        }
+        if wire.count > query.replySizeLimit {
+            message.clearRecords()
+            message.truncated = true
+            wire = message.wire() ?? HeaderGate.headerOnlyReply(to: query.header, rcode: Rcode.servFail)
+        }
+        return wire
+    }
+
+    /// A reply with the header, question and OPT rules applied and no records.
+    func base(for query: Query) -> Message? {
+        guard let m = Message.empty() else { return nil }
+        m.id = query.header.id
+        m.isResponse = true
+        m.opcode = query.header.opcode
+        m.recursionDesired = query.header.recursionDesired
+        m.checkingDisabled = query.header.checkingDisabled
+        m.recursionAvailable = true
+        m.setQuestion(query.question)
+        m.edns = ednsReply(for: query)
+        return m
+    }
+
+    func ednsReply(for query: Query) -> EDNS? {
+        guard let edns = query.edns else { return nil }
+        return EDNS(udpPayloadSize: payloadSize, version: 0, extendedRcode: 0, dnssecOK: edns.dnssecOK)
+    }
+
+    func blockReply(to query: Query, _ answer: BlockAnswer) -> Message? {
+        guard let m = base(for: query) else { return nil }
+        m.rcode = answer.rcode
+        m.authoritative = true
+        if let address = answer.address {
+            m.append(.answer, owner: query.question.name, type: query.question.type, qclass: query.question.qclass,
+                     ttl: answer.ttl, rdata: [(address.count == 4 ? LDNS_RDF_TYPE_A : LDNS_RDF_TYPE_AAAA, address)])
+        } else {
+            m.append(.authority, owner: answer.match.zone, type: RRType.soa, qclass: RRType.classIN, ttl: answer.ttl,
+                     rdata: [(LDNS_RDF_TYPE_DNAME, ReplyBuilder.soaMname), (LDNS_RDF_TYPE_DNAME, ReplyBuilder.soaRname),
+                             (LDNS_RDF_TYPE_INT32, be32(1)), (LDNS_RDF_TYPE_PERIOD, be32(3600)),
+                             (LDNS_RDF_TYPE_PERIOD, be32(600)), (LDNS_RDF_TYPE_PERIOD, be32(86_400)),
+                             (LDNS_RDF_TYPE_PERIOD, be32(answer.ttl))])
+        }
+        return m
+    }
+
+    /// The upstream's message made into our reply: every section and its rcode kept; ID,
+    /// question case, RA and OPT set as for any reply. The upstream's own OPT options are dropped.
+    func relay(_ upstream: Message, to query: Query) -> Message {
+        upstream.id = query.header.id
+        upstream.isResponse = true
+        upstream.recursionDesired = query.header.recursionDesired
+        upstream.recursionAvailable = true
+        upstream.truncated = false
+        upstream.setQuestion(query.question)
+        let extended = upstream.edns?.extendedRcode ?? 0
+        var edns = ednsReply(for: query)
+        edns?.extendedRcode = extended
+        upstream.edns = edns
+        return upstream
+    }
+}
+
+@inline(__always)
+func be32(_ v: UInt32) -> [UInt8] {
+    [UInt8(v >> 24), UInt8((v >> 16) & 0xFF), UInt8((v >> 8) & 0xFF), UInt8(v & 0xFF)]
+}

@@ -1,0 +1,80 @@
+/// Helpers for domain names in uncompressed wire format: length-prefixed labels ending
+/// with the zero-length root label (RFC 1035 §3.1). Pure Swift, no ldns.
+public enum WireName {
+    /// ASCII case-insensitive equality (RFC 4343); other bytes compare exactly.
+    public static func equalIgnoringCase(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        guard a.count == b.count else { return false }
+        for i in 0..<a.count where lower(a[i]) != lower(b[i]) { return false }
+        return true
+    }
+
+    @inline(__always)
+    public static func lower(_ byte: UInt8) -> UInt8 {
+        (byte >= 0x41 && byte <= 0x5A) ? byte | 0x20 : byte
+    }
+
+    public static func lowercased(_ name: [UInt8]) -> [UInt8] {
+        name.map(lower)
+    }
+
+    /// Offsets at which each label starts (the root label excluded). Nil when the bytes are not
+    /// a well-formed uncompressed name.
+    public static func labelStarts(_ name: [UInt8]) -> [Int]? {
+        var starts: [Int] = []
+        var i = 0
+        while i < name.count {
+            let length = Int(name[i])
+            if length == 0 { return i == name.count - 1 ? starts : nil }
+            if length > 63 { return nil }
+            starts.append(i)
+            i += 1 + length
+        }
+        return nil
+    }
+
+    /// Presentation form without the trailing dot (`www.example.org`; the root is `.`).
+    /// Dots and backslashes inside labels are escaped, bytes outside printable ASCII as `\DDD`.
+    public static func text(_ name: [UInt8]) -> String {
+        var out = ""
+        var i = 0
+        while i < name.count {
+            let length = Int(name[i])
+            if length == 0 { break }
+            if !out.isEmpty { out.append(".") }
+            let end = min(name.count, i + 1 + length)
+            for byte in name[(i + 1)..<end] {
+                switch byte {
+                case UInt8(ascii: "."), UInt8(ascii: "\\"), UInt8(ascii: "\""):
+                    out.append("\\")
+                    out.append(Character(Unicode.Scalar(byte)))
+                case 0x21...0x7E:
+                    out.append(Character(Unicode.Scalar(byte)))
+                default:
+                    let d = String(byte)
+                    out.append("\\" + String(repeating: "0", count: 3 - d.count) + d)
+                }
+            }
+            i = end
+        }
+        return out.isEmpty ? "." : out
+    }
+
+    /// Wire form of a plain dotted name such as `www.example.org` or `www.example.org.`.
+    /// Accepts any bytes in labels except dots; nil on an empty label, a label over 63 bytes or
+    /// a name over 255 bytes. Callers that need hostname rules check them separately.
+    public static func fromText(_ text: String) -> [UInt8]? {
+        var s = Substring(text)
+        if s == "." { return [0] }
+        if s.hasSuffix(".") { s = s.dropLast() }
+        guard !s.isEmpty else { return nil }
+        var out: [UInt8] = []
+        for label in s.split(separator: ".", omittingEmptySubsequences: false) {
+            let bytes = Array(label.utf8)
+            guard !bytes.isEmpty, bytes.count <= 63 else { return nil }
+            out.append(UInt8(bytes.count))
+            out += bytes
+        }
+        out.append(0)
+        return out.count <= 255 ? out : nil
+    }
+}

@@ -1,0 +1,11 @@
+import ArgumentParser
+
+@main
+struct Sinkhole: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sinkhole",
+        abstract: "A DNS sinkhole: answers listed names with NXDOMAIN or a sinkhole address, forwards the rest, logs every blocked attempt.",
+        subcommands: [Serve.self],
+        defaultSubcommand: Serve.self
+    )
+}
