@@ -77,7 +77,7 @@ public enum ListParser {
         if IPAddress.isAddress(String(first)) {
             // Hosts-file line: ADDRESS name [name ...].
             let names = tokens.dropFirst()
-            if names.isEmpty { return fail("hosts-file line without a name") }
+            if names.isEmpty { return fail("an IP address where a domain name is expected (a hosts-file line needs a name after the address)") }
             for name in names where !hostsFileSelfNames.contains(name.lowercased()) {
                 accept(name, .block)
             }

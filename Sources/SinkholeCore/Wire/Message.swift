@@ -240,6 +240,46 @@ public final class Message: @unchecked Sendable {
         if !ldns_pkt_push_rr(pkt, ldnsSection, rr) { ldns_rr_free(rr) }
     }
 
+    /// Appends a record given in presentation format (`example.org. 300 IN A 192.0.2.1`),
+    /// parsed by `ldns_rr_new_frm_str`. Returns false when ldns cannot parse it. For fixtures and
+    /// test upstreams; the query path never parses text.
+    @discardableResult
+    public func append(_ section: Section, presentation: String) -> Bool {
+        var rr: UnsafeMutablePointer<ldns_rr>?
+        guard ldns_rr_new_frm_str(&rr, presentation, 3600, nil, nil) == LDNS_STATUS_OK, let rr else { return false }
+        let ldnsSection: ldns_pkt_section
+        switch section {
+        case .answer: ldnsSection = LDNS_SECTION_ANSWER
+        case .authority: ldnsSection = LDNS_SECTION_AUTHORITY
+        case .additional: ldnsSection = LDNS_SECTION_ADDITIONAL
+        }
+        if !ldns_pkt_push_rr(pkt, ldnsSection, rr) {
+            ldns_rr_free(rr)
+            return false
+        }
+        return true
+    }
+
+    /// Each record of a section in presentation format (ldns_rr2str), without the trailing newline.
+    public func presentation(_ section: Section) -> [String] {
+        let list: UnsafeMutablePointer<ldns_rr_list>?
+        switch section {
+        case .answer: list = ldns_pkt_answer(pkt)
+        case .authority: list = ldns_pkt_authority(pkt)
+        case .additional: list = ldns_pkt_additional(pkt)
+        }
+        guard let list else { return [] }
+        var out: [String] = []
+        for i in 0..<ldns_rr_list_rr_count(list) {
+            guard let rr = ldns_rr_list_rr(list, i), let s = ldns_rr2str(rr) else { continue }
+            var text = String(cString: s)
+            free(s)
+            while text.hasSuffix("\n") || text.hasSuffix("\t") { text.removeLast() }
+            out.append(text)
+        }
+        return out
+    }
+
     /// A new ldns dname rdf holding a copy of wire-format name bytes; the caller owns it.
     static func dnameRdf(_ wire: [UInt8]) -> UnsafeMutablePointer<ldns_rdf>? {
         wire.withUnsafeBytes { ldns_dname_new_frm_data(UInt16(wire.count), $0.baseAddress) }

@@ -1,0 +1,105 @@
+import Foundation
+import SinkholeCore
+import SinkholeTestSupport
+import Testing
+
+@Suite struct BlockingTests {
+    static let records = [
+        "notevil.example. 300 IN A 192.0.2.10",
+        "evil.example.com. 300 IN A 192.0.2.11",
+        "www.example.org. 300 IN A 192.0.2.12",
+    ]
+
+    @Test func blockedNameAndSubdomainsGetNXDOMAINOverUDPAndTCPAndNeverLeave() throws {
+        let h = try TestHarness(lists: ["intel.txt": "# test list\nevil.example\n"], records: BlockingTests.records)
+        defer { h.stop() }
+        for name in ["evil.example", "a.b.evil.example", "EVIL.Example"] {
+            for type: UInt16 in [1, 28, 16, 15, 255, 65, 65280] {
+                let udp = try #require(DNSTestClient.ask(name, type: type, server: h.address))
+                #expect(udp.rcode == Rcode.nxDomain, "\(name) type \(type)")
+                #expect(udp.records(.authority).first?.type == RRType.soa)
+                #expect(udp.answerCount == 0)
+                let tcp = try #require(DNSTestClient.tcp(DNSTestClient.query(name, type: type), to: h.address).flatMap { Message(wire: $0) })
+                #expect(tcp.rcode == Rcode.nxDomain)
+            }
+        }
+        #expect(h.upstream.received.isEmpty, "a blocked query must never reach the upstream")
+    }
+
+    @Test func lookAlikeNamesAreForwarded() throws {
+        let h = try TestHarness(lists: ["intel.txt": "evil.example\n"], records: BlockingTests.records)
+        defer { h.stop() }
+        for (name, address) in [("notevil.example", [192, 0, 2, 10]), ("evil.example.com", [192, 0, 2, 11])] as [(String, [UInt8])] {
+            let r = try #require(DNSTestClient.ask(name, server: h.address))
+            #expect(r.rcode == 0)
+            #expect(r.records(.answer).map(\.rdata) == [address])
+        }
+        #expect(h.upstream.received.count == 2)
+    }
+
+    @Test func sinkholeModeAnswersConfiguredAddressesAndNodataForOtherTypes() throws {
+        let h = try TestHarness(lists: ["intel.txt": "0.0.0.0 evil.example\n"]) { c in
+            c.blockPolicy = BlockPolicy(mode: .sinkhole, sinkholeIPv4: [192, 0, 2, 99],
+                                        sinkholeIPv6: IPAddress.parse("2001:db8::99")!, ttl: 120)
+        }
+        defer { h.stop() }
+        let a = try #require(DNSTestClient.ask("x.evil.example", type: RRType.a, server: h.address))
+        #expect(a.rcode == 0)
+        #expect(a.records(.answer).map(\.rdata) == [[192, 0, 2, 99]])
+        #expect(a.records(.answer).first?.ttl == 120)
+        let aaaa = try #require(DNSTestClient.ask("evil.example", type: RRType.aaaa, server: h.address))
+        #expect(aaaa.records(.answer).map(\.rdata) == [IPAddress.parse("2001:db8::99")!])
+        for type: UInt16 in [16, 15, 5, 255] {
+            let r = try #require(DNSTestClient.ask("evil.example", type: type, server: h.address))
+            #expect(r.rcode == 0 && r.answerCount == 0)
+            #expect(r.records(.authority).first?.ttl == 120)
+        }
+        #expect(h.upstream.received.isEmpty)
+        let actions = try h.blockLogLines().compactMap { $0.at("event.action") as? String }
+        #expect(actions == ["sinkhole", "sinkhole", "nodata", "nodata", "nodata", "nodata"])
+    }
+
+    @Test func everyBlockedQueryIsLoggedOnceWithItsFields() throws {
+        let h = try TestHarness(lists: ["crowdstrike-3cx.txt": "# 3CX\nmsstorageboxes.com\nsbmsa.wiki\n"])
+        defer { h.stop() }
+        var sent: [UInt16: String] = [:]
+        for i in 0..<300 {
+            let id = UInt16(i + 1)
+            let name = i % 2 == 0 ? "MsStorageBoxes.com" : "cdn\(i).sbmsa.wiki"
+            let reply = DNSTestClient.udp(DNSTestClient.query(name, id: id), to: h.address)
+            #expect(reply != nil)
+            sent[id] = name
+        }
+        let tcpReply = DNSTestClient.tcp(DNSTestClient.query("sbmsa.wiki", type: 16, id: 4000), to: h.address)
+        #expect(tcpReply != nil)
+        let lines = try h.blockLogLines()
+        #expect(lines.count == 301)
+        let ids = lines.compactMap { $0.at("dns.id") as? Int }
+        #expect(Set(ids).count == 301, "no line doubled")
+        for line in lines where (line.at("network.transport") as? String) == "udp" {
+            let id = UInt16(line.at("dns.id") as? Int ?? -1)
+            #expect(line.at("dns.question.name") as? String == sent[id])
+            #expect(line.at("source.ip") as? String == "127.0.0.1")
+            #expect((line.at("source.port") as? Int ?? 0) > 0)
+            #expect(line.at("dns.question.type") as? String == "A")
+            #expect(line.at("dns.question.class") as? String == "IN")
+            #expect(line.at("dns.response_code") as? String == "NXDOMAIN")
+            #expect(line.at("event.action") as? String == "nxdomain")
+            #expect(line.at("rule.ruleset") as? String == "crowdstrike-3cx.txt")
+            let expectedRule = sent[id] == "MsStorageBoxes.com" ? "msstorageboxes.com" : "sbmsa.wiki"
+            #expect(line.at("rule.name") as? String == expectedRule)
+            #expect((line.at("@timestamp") as? String)?.hasSuffix("Z") == true)
+        }
+        let tcpLine = try #require(lines.first { ($0.at("dns.id") as? Int) == 4000 })
+        #expect(tcpLine.at("network.transport") as? String == "tcp")
+        #expect(tcpLine.at("dns.question.type") as? String == "TXT")
+    }
+
+    @Test func badListLinesAreSkippedAndGoodOnesStillBlock() throws {
+        let h = try TestHarness(lists: ["mixed.txt": "exa mple.com\nevil.example\n192.0.2.1\n"])
+        defer { h.stop() }
+        let r = try #require(DNSTestClient.ask("evil.example", server: h.address))
+        #expect(r.rcode == Rcode.nxDomain)
+        #expect(h.server.store.snapshot.lists.first?.rejectedLines == 2)
+    }
+}

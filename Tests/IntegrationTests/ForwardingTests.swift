@@ -1,0 +1,101 @@
+import Foundation
+import SinkholeCore
+import SinkholeTestSupport
+import Testing
+
+@Suite struct ForwardingTests {
+    @Test func answersAreRelayedWithClientIDAndQuestionCase() throws {
+        let h = try TestHarness(records: ["www.example.org. 300 IN A 192.0.2.12", "www.example.org. 300 IN A 192.0.2.13"])
+        defer { h.stop() }
+        let bytes = try #require(DNSTestClient.udp(DNSTestClient.query("WWW.Example.Org", id: 0xBEEF), to: h.address))
+        let r = try #require(Message(wire: bytes))
+        #expect(r.id == 0xBEEF)
+        #expect(r.question?.name == WireName.fromText("WWW.Example.Org"))
+        #expect(r.recursionAvailable)
+        #expect(Set(r.records(.answer).map(\.rdata)) == [[192, 0, 2, 12], [192, 0, 2, 13]])
+        #expect(r.records(.answer).first?.ttl == 300)
+        #expect(h.upstream.received.count == 1)
+    }
+
+    @Test func upstreamRcodesAndDNSSECRecordsAreRelayed() throws {
+        let h = try TestHarness(records: [
+            "signed.example.org. 300 IN A 192.0.2.20",
+            "signed.example.org. 300 IN RRSIG A 13 3 300 20300101000000 20200101000000 12345 example.org. dGVzdHNpZ25hdHVyZQ==",
+        ])
+        defer { h.stop() }
+        h.upstream.set(.rcode(Rcode.refused), for: "refused.example.org")
+        h.upstream.set(.rcode(Rcode.servFail), for: "broken.example.org")
+        #expect(DNSTestClient.ask("missing.example.org", server: h.address)?.rcode == Rcode.nxDomain)
+        #expect(DNSTestClient.ask("refused.example.org", server: h.address)?.rcode == Rcode.refused)
+        #expect(DNSTestClient.ask("broken.example.org", server: h.address)?.rcode == Rcode.servFail)
+        let withDO = try #require(DNSTestClient.ask("signed.example.org", edns: EDNS(udpPayloadSize: 1232, dnssecOK: true), server: h.address))
+        #expect(withDO.records(.answer).map(\.type).sorted() == [1, 46])
+        #expect(withDO.edns?.dnssecOK == true)
+        #expect(h.upstream.received(for: "signed.example.org").last?.dnssecOK == true)
+    }
+
+    @Test func eachUpstreamTryUsesAFreshIDAndSourcePort() throws {
+        let h = try TestHarness(records: ["www.example.org. 300 IN A 192.0.2.12"])
+        defer { h.stop() }
+        for _ in 0..<20 {
+            #expect(DNSTestClient.udp(DNSTestClient.query("www.example.org", id: 7), to: h.address) != nil)
+        }
+        let seen = h.upstream.received
+        #expect(seen.count == 20)
+        #expect(Set(seen.map(\.id)).count >= 18, "IDs are random, not the client's")
+        #expect(Set(seen.map(\.sourcePort)).count >= 18, "a new source port per try")
+        #expect(seen.allSatisfy { $0.hadOPT })
+    }
+
+    @Test func spoofedRepliesAreIgnored() throws {
+        let h = try TestHarness(records: ["target.example.org. 300 IN A 192.0.2.30"])
+        defer { h.stop() }
+        h.upstream.set(.spoofFirst(spoofAddress: "203.0.113.66"), for: "target.example.org")
+        let r = try #require(DNSTestClient.ask("target.example.org", server: h.address))
+        #expect(r.records(.answer).map(\.rdata) == [[192, 0, 2, 30]])
+    }
+
+    @Test func truncatedUpstreamReplyIsRetriedOverTCP() throws {
+        let h = try TestHarness(records: ["tc.example.org. 300 IN A 192.0.2.40"])
+        defer { h.stop() }
+        h.upstream.set(.truncateUDP, for: "tc.example.org")
+        let r = try #require(DNSTestClient.ask("tc.example.org", server: h.address))
+        #expect(!r.truncated)
+        #expect(r.records(.answer).map(\.rdata) == [[192, 0, 2, 40]])
+        #expect(h.upstream.received(for: "tc.example.org").map(\.transport) == [.udp, .tcp])
+    }
+
+    @Test func largeAnswerIsTruncatedForUDPClientAndWholeOverTCP() throws {
+        let txt = (0..<6).map { "big.example.org. 300 IN TXT \"\(String(repeating: "y", count: 200))\($0)\"" }
+        let h = try TestHarness(records: txt)
+        defer { h.stop() }
+        let udp = try #require(DNSTestClient.ask("big.example.org", type: 16, server: h.address))
+        #expect(udp.truncated)
+        #expect(udp.answerCount == 0)
+        let bigEDNS = try #require(DNSTestClient.ask("big.example.org", type: 16, edns: EDNS(udpPayloadSize: 4096), server: h.address))
+        #expect(!bigEDNS.truncated && bigEDNS.answerCount == 6)
+        let tcp = try #require(DNSTestClient.tcp(DNSTestClient.query("big.example.org", type: 16), to: h.address).flatMap { Message(wire: $0) })
+        #expect(!tcp.truncated)
+        #expect(tcp.answerCount == 6)
+    }
+
+    @Test func silentUpstreamMovesToTheNextThenSERVFAIL() throws {
+        let silent = try FakeUpstream()
+        defer { silent.stop() }
+        silent.set(.silent, for: "www.example.org")
+        silent.set(.silent, for: "gone.example.org")
+        let h = try TestHarness(records: ["www.example.org. 300 IN A 192.0.2.12"]) { c in
+            c.upstreams = [silent.address, c.upstreams[0]]
+            c.upstreamTimeout = 0.2
+        }
+        defer { h.stop() }
+        let r = try #require(DNSTestClient.ask("www.example.org", server: h.address))
+        #expect(r.records(.answer).map(\.rdata) == [[192, 0, 2, 12]])
+        #expect(silent.received(for: "www.example.org").count == 1)
+
+        h.upstream.set(.silent, for: "gone.example.org")
+        let failed = try #require(DNSTestClient.ask("gone.example.org", server: h.address))
+        #expect(failed.rcode == Rcode.servFail)
+        #expect(failed.question?.name == WireName.fromText("gone.example.org"))
+    }
+}

@@ -1,0 +1,120 @@
+import Foundation
+import SinkholeCore
+import SinkholeTestSupport
+import Testing
+
+@Suite struct WireTests {
+    @Test func malformedPacketsGetFormErrOrNothingAndServiceContinues() throws {
+        let h = try TestHarness(records: ["www.example.org. 300 IN A 192.0.2.12"])
+        defer { h.stop() }
+        let good = DNSTestClient.query("www.example.org", id: 0x1111)
+        let cases: [[UInt8]] = [
+            Array(good.prefix(12)) + [0x3F],                                   // label length past the end
+            Array(good.prefix(12)) + [0xC0, 0x0C, 0, 1, 0, 1],                 // pointer loop onto itself
+            Array(good.prefix(good.count - 2)),                                // question cut short
+            [0x11, 0x11, 0x01, 0x00, 0, 0, 0, 0, 0, 0, 0, 0],                  // QDCOUNT 0
+            [0x11, 0x11, 0x01, 0x00, 0, 2, 0, 0, 0, 0, 0, 0] + Array(good.dropFirst(12)), // QDCOUNT 2, one question
+        ]
+        for packet in cases {
+            let reply = try #require(DNSTestClient.udp(packet, to: h.address, timeout: 2), "no reply to \(packet)")
+            let header = try #require(Header(reply))
+            #expect(header.rcode == Rcode.formErr)
+            #expect(header.id == 0x1111)
+            #expect(header.isResponse)
+            #expect(header.recursionDesired)
+        }
+        // Nothing comes back for runts and responses; the next good query is still answered.
+        #expect(DNSTestClient.udp([0x11, 0x11, 0x01], to: h.address, timeout: 0.3) == nil)
+        var response = good
+        response[2] |= 0x80
+        #expect(DNSTestClient.udp(response, to: h.address, timeout: 0.3) == nil)
+        let r = try #require(DNSTestClient.ask("www.example.org", server: h.address))
+        #expect(r.records(.answer).map(\.rdata) == [[192, 0, 2, 12]])
+    }
+
+    @Test func otherOpcodesGetNotImp() throws {
+        let h = try TestHarness()
+        defer { h.stop() }
+        var notify = DNSTestClient.query("evil.example", id: 0x2222)
+        notify[2] = (notify[2] & 0x87) | (4 << 3)
+        let reply = try #require(DNSTestClient.udp(notify, to: h.address))
+        #expect(Header(reply)?.rcode == Rcode.notImp)
+        #expect(Header(reply)?.opcode == 4)
+        #expect(h.upstream.received.isEmpty)
+    }
+
+    @Test func ednsVersionAboveZeroGetsBadVers() throws {
+        let h = try TestHarness()
+        defer { h.stop() }
+        let r = try #require(DNSTestClient.ask("www.example.org", edns: EDNS(udpPayloadSize: 1232, version: 1), server: h.address))
+        #expect(r.edns?.extendedRcode == 1)
+        #expect(r.edns?.version == 0)
+        #expect(h.upstream.received.isEmpty)
+    }
+
+    @Test func unknownEDNSOptionsAreNotEchoed() throws {
+        let h = try TestHarness()
+        defer { h.stop() }
+        // A query whose OPT carries option 65001 with 4 bytes, and an unknown flag bit set.
+        var q = DNSTestClient.query("evil.example", id: 0x3333)
+        q[11] = 1
+        q += [0, 0, 41, 0x04, 0xD0, 0, 0, 0x40, 0x01, 0, 8, 0xFD, 0xE9, 0, 4, 1, 2, 3, 4]
+        let reply = try #require(DNSTestClient.udp(q, to: h.address))
+        let m = try #require(Message(wire: reply))
+        #expect(m.edns == EDNS(udpPayloadSize: 1232, version: 0, extendedRcode: 0, dnssecOK: false))
+        #expect(Header(reply)?.arcount == 1)
+        // The OPT record is the last 11 bytes: root, type 41, class 1232, TTL 0, RDLENGTH 0.
+        #expect(Array(reply.suffix(11)) == [0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0, 0, 0])
+    }
+
+    @Test func tcpHandlesPipelinedAndSplitMessages() throws {
+        let h = try TestHarness(records: ["a.example.org. 300 IN A 192.0.2.1", "b.example.org. 300 IN A 192.0.2.2"])
+        defer { h.stop() }
+        let c = try #require(DNSTestClient.TCPConnection(to: h.address))
+        // Three queries in one write: two forwarded, one blocked.
+        let queries = [DNSTestClient.query("a.example.org", id: 1), DNSTestClient.query("evil.example", id: 2),
+                       DNSTestClient.query("b.example.org", id: 3)]
+        #expect(c.write(queries.flatMap(DNSTestClient.TCPConnection.framed)))
+        var ids: Set<UInt16> = []
+        for _ in 0..<3 {
+            let reply = try #require(c.receive())
+            ids.insert(Header(reply)?.id ?? 0)
+        }
+        #expect(ids == [1, 2, 3])
+        // One message written a byte at a time.
+        for byte in DNSTestClient.TCPConnection.framed(DNSTestClient.query("evil.example", id: 4)) {
+            #expect(c.write([byte]))
+        }
+        let reply = try #require(c.receive())
+        #expect(Header(reply)?.id == 4)
+        #expect(Header(reply)?.rcode == Rcode.nxDomain)
+    }
+
+    @Test func idleTCPClientIsClosedAndDoesNotStallOthers() throws {
+        let h = try TestHarness { $0.tcpIdleTimeout = 0.3 }
+        defer { h.stop() }
+        let idle = try #require(DNSTestClient.TCPConnection(to: h.address, timeout: 5))
+        let slow = try #require(DNSTestClient.TCPConnection(to: h.address, timeout: 5))
+        #expect(slow.write([0, 40, 0x12]))   // a message that never completes
+        // Others are answered meanwhile, over both transports.
+        #expect(DNSTestClient.ask("evil.example", server: h.address)?.rcode == Rcode.nxDomain)
+        #expect(DNSTestClient.tcp(DNSTestClient.query("evil.example"), to: h.address) != nil)
+        #expect(idle.closedByServer())
+        #expect(slow.closedByServer())
+    }
+
+    @Test func connectionsPastTheCapAreClosed() throws {
+        let h = try TestHarness { $0.tcpMaxConnections = 2 }
+        defer { h.stop() }
+        let first = try #require(DNSTestClient.TCPConnection(to: h.address))
+        let second = try #require(DNSTestClient.TCPConnection(to: h.address))
+        #expect(first.send(DNSTestClient.query("evil.example")))
+        #expect(first.receive() != nil)
+        #expect(second.send(DNSTestClient.query("evil.example")))
+        #expect(second.receive() != nil)
+        let third = try #require(DNSTestClient.TCPConnection(to: h.address))
+        #expect(third.closedByServer())
+        #expect(first.send(DNSTestClient.query("evil.example")))
+        #expect(first.receive() != nil, "connections within the cap keep working")
+    }
+}

@@ -1,0 +1,49 @@
+import Foundation
+import Glibc
+import Testing
+@testable import SinkholeCore
+
+@Suite struct BlockEventTests {
+    @Test func jsonLineCarriesEveryDocumentedField() throws {
+        let match = RuleMatch(rule: "msstorageboxes.com", list: "crowdstrike-3cx.txt", line: 18,
+                              zone: WireName.fromText("msstorageboxes.com")!, allowed: false)
+        let answer = BlockAnswer(match: match, action: .sinkhole, rcode: 0, address: [0, 0, 0, 0], ttl: 60)
+        let event = BlockEvent(time: timespec(tv_sec: 1_680_048_000, tv_nsec: 123_456_789),
+                               client: SocketAddress(address: IPAddress.parse("2001:db8::7")!, port: 40000),
+                               transport: .tcp, id: 4660, qname: WireName.fromText("Www.MsStorageBoxes.com")!,
+                               qtype: 28, qclass: 1, answer: answer)
+        let line = event.jsonLine()
+        #expect(!line.contains("\n"))
+        let o = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+        #expect(o["@timestamp"] as? String == "2023-03-29T00:00:00.123Z")
+        #expect((o["source"] as? [String: Any])?["ip"] as? String == "2001:db8::7")
+        #expect((o["source"] as? [String: Any])?["port"] as? Int == 40000)
+        #expect((o["network"] as? [String: Any])?["transport"] as? String == "tcp")
+        let dns = try #require(o["dns"] as? [String: Any])
+        #expect(dns["id"] as? Int == 4660)
+        let question = try #require(dns["question"] as? [String: Any])
+        #expect(question["name"] as? String == "Www.MsStorageBoxes.com")
+        #expect(question["type"] as? String == "AAAA")
+        #expect(question["class"] as? String == "IN")
+        #expect(dns["response_code"] as? String == "NOERROR")
+        #expect(dns["resolved_ip"] as? [String] == ["0.0.0.0"])
+        #expect((o["event"] as? [String: Any])?["action"] as? String == "sinkhole")
+        #expect((o["rule"] as? [String: Any])?["name"] as? String == "msstorageboxes.com")
+        #expect((o["rule"] as? [String: Any])?["ruleset"] as? String == "crowdstrike-3cx.txt")
+        #expect((o["sinkhole"] as? [String: Any])?["schema_version"] as? Int == 1)
+        #expect((o["sinkhole"] as? [String: Any])?["rule_line"] as? Int == 18)
+    }
+
+    @Test func oddBytesInNamesStayValidJSON() throws {
+        let match = RuleMatch(rule: "x", list: "l", line: 1, zone: [1, 0x78, 0], allowed: false)
+        let answer = BlockAnswer(match: match, action: .nxdomain, rcode: 3, address: nil, ttl: 60)
+        let qname: [UInt8] = [4, 0x22, 0x5C, 0x01, 0xFF, 1, 0x78, 0]
+        let event = BlockEvent(client: SocketAddress(address: [127, 0, 0, 1], port: 1), transport: .udp, id: 1,
+                               qname: qname, qtype: 65280, qclass: 3, answer: answer)
+        let o = try #require(try JSONSerialization.jsonObject(with: Data(event.jsonLine().utf8)) as? [String: Any])
+        let q = (o["dns"] as? [String: Any])?["question"] as? [String: Any]
+        #expect(q?["name"] as? String == "\\\"\\\\\\001\\255.x")
+        #expect(q?["type"] as? String == "TYPE65280")
+        #expect(q?["class"] as? String == "CH")
+    }
+}

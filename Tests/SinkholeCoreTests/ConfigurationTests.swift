@@ -1,0 +1,49 @@
+import Foundation
+import Testing
+@testable import SinkholeCore
+
+@Suite struct ConfigurationTests {
+    @Test func socketAddressesParse() throws {
+        #expect(try SocketAddress.parse("127.0.0.1:5300").description == "127.0.0.1:5300")
+        #expect(try SocketAddress.parse("[::1]:5300").description == "[::1]:5300")
+        #expect(try SocketAddress.parse("192.0.2.53", defaultPort: 53).port == 53)
+        #expect(try SocketAddress.parse("2001:db8::53", defaultPort: 53).isIPv6)
+        #expect(try SocketAddress.parse("[2001:db8::53]", defaultPort: 53).port == 53)
+        #expect(throws: SocketAddress.ParseError.self) { try SocketAddress.parse("localhost:53") }
+        #expect(throws: SocketAddress.ParseError.self) { try SocketAddress.parse("127.0.0.1:99999") }
+        #expect(throws: SocketAddress.ParseError.self) { try SocketAddress.parse("127.0.0.1") }
+        #expect(throws: SocketAddress.ParseError.self) { try SocketAddress.parse("[::1:53") }
+    }
+
+    @Test func durationsParse() {
+        #expect(DurationText.seconds("2") == 2)
+        #expect(DurationText.seconds("2s") == 2)
+        #expect(DurationText.seconds("1500ms") == 1.5)
+        #expect(DurationText.seconds("1m") == 60)
+        #expect(DurationText.seconds("abc") == nil)
+        #expect(DurationText.seconds("-1s") == nil)
+    }
+
+    @Test func resolvConfNameserversExcludeSinkholeItself() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("resolv-\(UUID()).conf").path
+        try "# comment\nnameserver 127.0.0.1\nnameserver 192.0.2.53\nnameserver fe80::1%eth0\nsearch example.org\n"
+            .write(toFile: path, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let servers = ResolvConf.nameservers(path: path)
+        #expect(servers.map(\.description) == ["127.0.0.1:53", "192.0.2.53:53", "[fe80::1]:53"])
+        let kept = ResolvConf.excludingSelf(servers, listen: [try SocketAddress.parse("127.0.0.1:53")])
+        #expect(kept.map(\.description) == ["192.0.2.53:53", "[fe80::1]:53"])
+        let wildcard = ResolvConf.excludingSelf(servers, listen: [try SocketAddress.parse("0.0.0.0:53")])
+        #expect(wildcard.map(\.description) == ["[fe80::1]:53"])
+    }
+
+    @Test func listFileNamesSkipDocsBackupsAndHiddenFiles() {
+        #expect(BlocklistLoader.isListFileName("crowdstrike-3cx.txt"))
+        #expect(BlocklistLoader.isListFileName("hosts"))
+        #expect(!BlocklistLoader.isListFileName("README.md"))
+        #expect(!BlocklistLoader.isListFileName(".hidden"))
+        #expect(!BlocklistLoader.isListFileName("..data"))
+        #expect(!BlocklistLoader.isListFileName("list.txt~"))
+        #expect(!BlocklistLoader.isListFileName("list.txt.swp"))
+    }
+}

@@ -1,0 +1,72 @@
+import Testing
+@testable import SinkholeCore
+
+@Suite struct ListParserTests {
+    struct Parsed {
+        var entries: [(String, DomainMatcher.Kind, Int)] = []
+        var errors: [ListLineError] = []
+    }
+
+    func parse(_ text: String, file: String = "intel.txt") -> Parsed {
+        var p = Parsed()
+        ListParser.parse(Array(text.utf8), file: file, add: { wire, kind, line, _ in
+            p.entries.append((WireName.text(wire), kind, line))
+        }, reject: { p.errors.append($0) })
+        return p
+    }
+
+    @Test func plainDomainsCommentsAndBlankLines() {
+        let p = parse("# header\n\nEvil.Example\n  spaced.example  \ninline.example # why\nfqdn.example.\n")
+        #expect(p.entries.map(\.0) == ["evil.example", "spaced.example", "inline.example", "fqdn.example"])
+        #expect(p.entries.map(\.2) == [3, 4, 5, 6])
+        #expect(p.errors.isEmpty)
+    }
+
+    @Test func hostsFileLinesWithSeveralNamesAndSelfNamesIgnored() {
+        let p = parse("127.0.0.1 localhost\n0.0.0.0 a.example b.example\n::1 ip6-localhost\n127.0.0.1\tc.example\n0.0.0.0 0.0.0.0\n")
+        #expect(p.entries.map(\.0) == ["a.example", "b.example", "c.example"])
+        #expect(p.entries.map(\.2) == [2, 2, 4])
+        #expect(p.errors.isEmpty)
+    }
+
+    @Test func windowsLineEndingsAndNoFinalNewline() {
+        let p = parse("a.example\r\nb.example")
+        #expect(p.entries.map(\.0) == ["a.example", "b.example"])
+    }
+
+    @Test func badLinesAreReportedWithFileLineAndReason() {
+        let long = String(repeating: "a", count: 64)
+        let tooLong = (0..<60).map { _ in "abcd" }.joined(separator: ".")
+        let text = """
+        ok.example
+        exa mple.com
+        192.0.2.1
+        \(long).example
+        \(tooLong)
+        bad!name.example
+        a..example
+        bücher.example
+        -lead.example
+        0.0.0.0
+        """
+        let p = parse(text)
+        #expect(p.entries.map(\.0) == ["ok.example"])
+        #expect(p.errors.map(\.line) == [2, 3, 4, 5, 6, 7, 8, 9, 10])
+        #expect(p.errors[0].description == "intel.txt:2: unexpected text after the name: 'exa mple.com'")
+        #expect(p.errors[1].reason.contains("IP address"))
+        #expect(p.errors[2].reason.contains("label of 64 bytes"))
+        #expect(p.errors[3].reason.contains("at most 253"))
+        #expect(p.errors[4].reason.contains("'!'"))
+        #expect(p.errors[5].reason.contains("empty label"))
+        #expect(p.errors[6].reason.contains("non-ASCII"))
+        #expect(p.errors[7].reason.contains("hyphen"))
+        #expect(p.errors[8].reason.contains("IP address"))
+    }
+
+    @Test func wildcardAndAdblockRules() {
+        let p = parse("*.ads.example\n||tracker.example^\n@@||good.example^\n||path.example/x^\n||nocaret.example\n! comment\n[Adblock Plus 2.0]\n")
+        #expect(p.entries.map(\.0) == ["ads.example", "tracker.example", "good.example"])
+        #expect(p.entries.map(\.1) == [.blockBelow, .block, .allow])
+        #expect(p.errors.map(\.line) == [4, 5])
+    }
+}
