@@ -149,7 +149,9 @@ public enum Socket {
     public static func bound(_ address: SocketAddress, type: Int32) throws -> Int32 {
         let fd = socket(address.family, type | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw SystemError("socket") }
-        setOption(fd, SOL_SOCKET, SO_REUSEADDR, 1)
+        // TCP only: lets a restart bind while old connections sit in TIME_WAIT. On UDP it would let
+        // a second process share the port silently, so a port in use must fail instead.
+        if type == Int32(SOCK_STREAM.rawValue) { setOption(fd, SOL_SOCKET, SO_REUSEADDR, 1) }
         if address.isIPv6 { setOption(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, 1) }
         let rc = address.withSockAddr { bind(fd, $0, $1) }
         if rc != 0 {

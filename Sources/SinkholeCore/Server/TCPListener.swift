@@ -11,6 +11,7 @@ public final class TCPListener: @unchecked Sendable {
     private let fd: Int32
     private let source: DispatchSourceRead
     private let handler: QueryHandler
+    private var started = false
     private let idleTimeout: Double
     private let maxConnections: Int
     private let connections = Mutex<[ObjectIdentifier: TCPConnection]>([:])
@@ -38,12 +39,15 @@ public final class TCPListener: @unchecked Sendable {
 
     public func start() {
         source.setEventHandler { [unowned self] in self.acceptAll() }
+        started = true
         source.resume()
     }
 
     /// Stops accepting and stops reading on every open connection; replies to queries already
     /// received are still written, then each connection closes.
     public func stop() {
+        // A Dispatch source must be resumed once before it may be cancelled and released.
+        if !started { started = true; source.resume() }
         source.cancel()
         let open = connections.withLock { Array($0.values) }
         for connection in open { connection.finish() }

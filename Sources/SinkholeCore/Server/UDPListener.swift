@@ -11,6 +11,7 @@ public final class UDPListener: @unchecked Sendable {
     private let fd: Int32
     private let source: DispatchSourceRead
     private let handler: QueryHandler
+    private var started = false
 
     /// Binds; throws with the reason (address in use, not available) so start-up can fail clearly.
     public init(address requested: SocketAddress, queue: DispatchQueue, handler: @escaping QueryHandler) throws {
@@ -23,12 +24,15 @@ public final class UDPListener: @unchecked Sendable {
 
     public func start() {
         source.setEventHandler { [unowned self] in self.drain() }
+        started = true
         source.resume()
     }
 
     /// Stops receiving. The socket stays open so that queries already in flight can still be
     /// answered; `close()` releases it once they are done.
     public func stop() {
+        // A Dispatch source must be resumed once before it may be cancelled and released.
+        if !started { started = true; source.resume() }
         source.cancel()
     }
 

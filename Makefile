@@ -1,0 +1,38 @@
+# sinkhole developer and operator entry points. `make help` lists them.
+SHELL := /bin/bash
+# The machine image keeps the Swift toolchain in /opt/swift.
+export PATH := /opt/swift/usr/bin:$(PATH)
+
+SWIFT_FLAGS ?= -Xswiftc -warnings-as-errors
+APT_PACKAGES := libldns-dev libssl-dev pkg-config ldnsutils bind9-dnsutils
+LISTEN ?= --listen 127.0.0.1:53 --listen [::1]:53
+BLOCK_LOG ?= block.log
+
+.PHONY: help deps build release run test check-deps clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+deps: ## Install the Debian packages sinkhole and its tests need (as root, only what is missing)
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@command -v swift >/dev/null || { echo "swift not found: install the Swift 6 toolchain (see README)"; exit 1; }
+
+build: deps ## Debug build (warnings are errors)
+	swift build $(SWIFT_FLAGS)
+
+release: deps ## Optimised build: .build/release/sinkhole
+	swift build -c release $(SWIFT_FLAGS)
+
+run: release ## Start sinkhole with the shipped lists on 127.0.0.1:53 and [::1]:53, upstreams from /etc/resolv.conf
+	.build/release/sinkhole serve $(LISTEN) --blocklist-dir blocklists --block-log $(BLOCK_LOG)
+
+test: build ## Run every test: unit, loopback integration, end-to-end with drill and dig
+	swift test $(SWIFT_FLAGS)
+
+clean: ## Remove build products
+	rm -rf .build

@@ -1,0 +1,119 @@
+import Foundation
+import Glibc
+import SinkholeCore
+import SinkholeTestSupport
+import Testing
+
+/// The built binary, driven as an operator would: real `drill` and `dig` against it.
+@Suite struct EndToEndTests {
+    func listDirectory(_ files: [String: String]) throws -> URL {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sinkhole-e2e-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        for (name, text) in files {
+            try text.write(to: dir.appendingPathComponent(name), atomically: true, encoding: .utf8)
+        }
+        return dir
+    }
+
+    static var shippedList: String {
+        URL(fileURLWithPath: SinkholeProcess.binaryPath()).deletingLastPathComponent()
+            .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("blocklists").path
+    }
+
+    @Test func binaryBlocksShippedListForDrillAndDigAndLogsEachAttempt() throws {
+        #expect(FileManager.default.isExecutableFile(atPath: SinkholeProcess.binaryPath()),
+                "build the binary first: swift build")
+        let upstream = try FakeUpstream(records: ["www.example.org. 300 IN A 192.0.2.12"])
+        defer { upstream.stop() }
+        let work = try listDirectory([:])
+        defer { try? FileManager.default.removeItem(at: work) }
+        let log = work.appendingPathComponent("block.log").path
+        let sinkhole = SinkholeProcess(arguments: [
+            "serve", "--listen", "127.0.0.1:0", "--upstream", upstream.address.description,
+            "--blocklist-dir", EndToEndTests.shippedList, "--block-log", log,
+        ])
+        #expect(try sinkhole.start(), "no 'listening on' line: \(sinkhole.stderr)")
+        let port = String(sinkhole.port)
+
+        let drill = try runTool("drill", ["-p", port, "@127.0.0.1", "MsStorageBoxes.com", "A"])
+        #expect(drill.contains("rcode: NXDOMAIN"), "\(drill)")
+        #expect(drill.contains("MsStorageBoxes.com.\tIN\tA"), "question echoed in the case asked")
+        #expect(drill.contains("SOA"))
+
+        let digTCP = try runTool("dig", ["-p", port, "@127.0.0.1", "+tcp", "update.sourceslabs.com", "AAAA"])
+        #expect(digTCP.contains("status: NXDOMAIN"), "\(digTCP)")
+        #expect(digTCP.contains("; EDNS: version: 0, flags:; udp: 1232"), "one OPT with our size")
+
+        let forwarded = try runTool("dig", ["-p", port, "@127.0.0.1", "+short", "www.example.org"])
+        #expect(forwarded.trimmingCharacters(in: .whitespacesAndNewlines) == "192.0.2.12")
+        let lookAlike = try runTool("dig", ["-p", port, "@127.0.0.1", "notsbmsa.wiki"])
+        #expect(lookAlike.contains("status: NXDOMAIN"), "the fake upstream says NXDOMAIN for unknown names")
+        #expect(upstream.received(for: "notsbmsa.wiki").count == 1, "a look-alike name is forwarded")
+        #expect(upstream.received(for: "msstorageboxes.com").isEmpty)
+        #expect(upstream.received(for: "update.sourceslabs.com").isEmpty)
+
+        #expect(sinkhole.stop(signal: SIGTERM) == 0)
+        let lines = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n")
+        #expect(lines.count == 2)
+        let first = try #require(try JSONSerialization.jsonObject(with: Data(lines[0].utf8)) as? [String: Any])
+        #expect(first.at("dns.question.name") as? String == "MsStorageBoxes.com")
+        #expect(first.at("dns.question.type") as? String == "A")
+        #expect(first.at("dns.question.class") as? String == "IN")
+        #expect(first.at("network.transport") as? String == "udp")
+        #expect(first.at("source.ip") as? String == "127.0.0.1")
+        #expect(first.at("dns.response_code") as? String == "NXDOMAIN")
+        #expect(first.at("event.action") as? String == "nxdomain")
+        #expect(first.at("rule.name") as? String == "msstorageboxes.com")
+        #expect(first.at("rule.ruleset") as? String == "crowdstrike-3cx.txt")
+        let timestamp = try #require(first.at("@timestamp") as? String)
+        #expect(timestamp.range(of: #"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$"#, options: .regularExpression) != nil)
+        let second = try #require(try JSONSerialization.jsonObject(with: Data(lines[1].utf8)) as? [String: Any])
+        #expect(second.at("network.transport") as? String == "tcp")
+        #expect(second.at("rule.name") as? String == "sourceslabs.com")
+    }
+
+    @Test func sinkholeModeThroughTheBinary() throws {
+        let upstream = try FakeUpstream()
+        defer { upstream.stop() }
+        let lists = try listDirectory(["intel.txt": "0.0.0.0 evil.example\n"])
+        defer { try? FileManager.default.removeItem(at: lists) }
+        let sinkhole = SinkholeProcess(arguments: [
+            "serve", "--listen", "127.0.0.1:0", "--upstream", upstream.address.description,
+            "--blocklist-dir", lists.path, "--block-mode", "sinkhole", "--sinkhole-ipv4", "192.0.2.1",
+        ])
+        #expect(try sinkhole.start(), "\(sinkhole.stderr)")
+        let port = String(sinkhole.port)
+        #expect(try runTool("dig", ["-p", port, "@127.0.0.1", "+short", "a.evil.example"]).contains("192.0.2.1"))
+        #expect(try runTool("dig", ["-p", port, "@127.0.0.1", "+short", "evil.example", "AAAA"]).contains("::"))
+        let mx = try runTool("dig", ["-p", port, "@127.0.0.1", "evil.example", "MX"])
+        #expect(mx.contains("status: NOERROR") && mx.contains("ANSWER: 0"), "\(mx)")
+        #expect(sinkhole.stop(signal: SIGINT) == 0)
+        #expect(upstream.received.isEmpty)
+    }
+
+    @Test func startupFailsClearlyOnBadConfiguration() throws {
+        let lists = try listDirectory(["intel.txt": "evil.example\n"])
+        defer { try? FileManager.default.removeItem(at: lists) }
+        let base = ["serve", "--upstream", "127.0.0.1:9", "--blocklist-dir", lists.path]
+
+        let badMode = try SinkholeProcess.run(base + ["--listen", "127.0.0.1:0", "--block-mode", "refuse"])
+        #expect(badMode.status != 0)
+        #expect(badMode.stderr.contains("--block-mode 'refuse'"), "\(badMode.stderr)")
+
+        let badListen = try SinkholeProcess.run(base + ["--listen", "localhost:53"])
+        #expect(badListen.status != 0)
+        #expect(badListen.stderr.contains("--listen"), "\(badListen.stderr)")
+
+        let missingDir = try SinkholeProcess.run(["serve", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9",
+                                                  "--blocklist-dir", "/nonexistent/lists"])
+        #expect(missingDir.status != 0)
+        #expect(missingDir.stderr.contains("cannot read blocklist directory /nonexistent/lists"), "\(missingDir.stderr)")
+
+        // A port in use: hold one with a running server, then start another on it.
+        let holder = try TestHarness()
+        defer { holder.stop() }
+        let inUse = try SinkholeProcess.run(base + ["--listen", holder.address.description])
+        #expect(inUse.status != 0)
+        #expect(inUse.stderr.contains("Address already in use"), "\(inUse.stderr)")
+    }
+}
