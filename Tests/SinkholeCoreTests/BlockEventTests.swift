@@ -6,8 +6,8 @@ import Testing
 @Suite struct BlockEventTests {
     @Test func jsonLineCarriesEveryDocumentedField() throws {
         let match = RuleMatch(rule: "msstorageboxes.com", list: "crowdstrike-3cx.txt", line: 18,
-                              zone: WireName.fromText("msstorageboxes.com")!, allowed: false)
-        let answer = BlockAnswer(match: match, action: .sinkhole, rcode: 0, address: [0, 0, 0, 0], ttl: 60)
+                              zone: WireName.fromText("msstorageboxes.com")!)
+        let answer = BlockAnswer(match: match, action: .sinkhole, rcode: 0, addresses: [[0, 0, 0, 0]], ttl: 60)
         let event = BlockEvent(time: timespec(tv_sec: 1_680_048_000, tv_nsec: 123_456_789),
                                client: SocketAddress(address: IPAddress.parse("2001:db8::7")!, port: 40000),
                                transport: .tcp, id: 4660, qname: WireName.fromText("Www.MsStorageBoxes.com")!,
@@ -35,8 +35,8 @@ import Testing
     }
 
     @Test func oddBytesInNamesStayValidJSON() throws {
-        let match = RuleMatch(rule: "x", list: "l", line: 1, zone: [1, 0x78, 0], allowed: false)
-        let answer = BlockAnswer(match: match, action: .nxdomain, rcode: 3, address: nil, ttl: 60)
+        let match = RuleMatch(rule: "x", list: "l", line: 1, zone: [1, 0x78, 0])
+        let answer = BlockAnswer(match: match, action: .nxdomain, rcode: 3, addresses: [], ttl: 60)
         let qname: [UInt8] = [4, 0x22, 0x5C, 0x01, 0xFF, 1, 0x78, 0]
         let event = BlockEvent(client: SocketAddress(address: [127, 0, 0, 1], port: 1), transport: .udp, id: 1,
                                qname: qname, qtype: 65280, qclass: 3, answer: answer)

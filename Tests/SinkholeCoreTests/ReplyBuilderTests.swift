@@ -15,7 +15,7 @@ import Testing
     }
 
     func match(_ zone: String) -> RuleMatch {
-        RuleMatch(rule: zone, list: "test.txt", line: 1, zone: WireName.fromText(zone)!, allowed: false)
+        RuleMatch(rule: zone, list: "test.txt", line: 1, zone: WireName.fromText(zone)!)
     }
 
     func decode(_ bytes: [UInt8]) -> Message { Message(wire: bytes)! }

@@ -68,8 +68,8 @@ public struct BlockEvent: Sendable {
                 $0.string("class", RRType.className(qclass))
             }
             $0.string("response_code", Rcode.name(UInt16(answer.rcode)))
-            if let address = answer.address {
-                $0.stringArray("resolved_ip", [IPAddress.text(address)])
+            if !answer.addresses.isEmpty {
+                $0.stringArray("resolved_ip", answer.addresses.map(IPAddress.text))
             }
         }
         j.object("rule") {

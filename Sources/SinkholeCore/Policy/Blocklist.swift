@@ -1,4 +1,4 @@
-/// Where a block or allow decision came from: the rule as written (normalised), its list and line.
+/// Where a decision came from: the rule as written (normalised), its list and line, and what it does.
 public struct RuleMatch: Sendable, Equatable {
     /// The list entry, e.g. `msstorageboxes.com` or `*.example.org`.
     public var rule: String
@@ -8,10 +8,24 @@ public struct RuleMatch: Sendable, Equatable {
     public var line: Int
     /// The listed name in lowercase wire form with the root byte: the owner of the block answer's SOA.
     public var zone: [UInt8]
-    public var allowed: Bool
+    public var action: DomainMatcher.Action
+    /// RPZ local data for the name, when `action == .localData`.
+    public var localData: [LocalRecord]
+
+    public init(rule: String, list: String, line: Int, zone: [UInt8], action: DomainMatcher.Action = .block,
+                localData: [LocalRecord] = []) {
+        self.rule = rule
+        self.list = list
+        self.line = line
+        self.zone = zone
+        self.action = action
+        self.localData = localData
+    }
+
+    public var allowed: Bool { action == .allow }
 }
 
-/// One loaded list file.
+/// Counts for one loaded list file.
 public struct ListFile: Sendable, Equatable {
     public var name: String
     public var path: String
@@ -22,26 +36,38 @@ public struct ListFile: Sendable, Equatable {
 /// An immutable snapshot of every loaded list, as the query path sees it. A reload builds a new
 /// snapshot and swaps it in whole, so a query sees either the old lists or the new ones.
 public final class Blocklist: Sendable {
-    public let lists: [ListFile]
-    let matcher: DomainMatcher
+    public let loaded: [LoadedList]
+    /// Increases by one with every snapshot swapped in.
+    public let generation: Int
 
-    public init(lists: [ListFile], matcher: DomainMatcher) {
-        self.lists = lists
-        self.matcher = matcher
+    public init(lists: [LoadedList], generation: Int = 0) {
+        self.loaded = lists
+        self.generation = generation
     }
 
-    public static let empty = Blocklist(lists: [], matcher: .empty)
+    public static let empty = Blocklist(lists: [])
 
-    public var entryCount: Int { matcher.count }
+    public var lists: [ListFile] { loaded.map(\.summary) }
+    public var entryCount: Int { loaded.reduce(0) { $0 + $1.entries } }
 
     /// The rule that decides `qname` (any case, wire form), or nil when no list mentions it.
-    /// An allow rule on the name or a parent wins over any block rule (`allowed == true`).
+    /// An allow rule in any list wins; otherwise the most specific rule, the first list on ties.
     public func decide(_ qname: [UInt8]) -> RuleMatch? {
-        guard let hit = matcher.decide(qname) else { return nil }
+        var best: (hit: DomainMatcher.Hit, list: LoadedList)?
+        for list in loaded {
+            guard let hit = list.matcher.decide(qname) else { continue }
+            if hit.kind.action == .allow { return match(hit, list) }
+            if let current = best, current.hit.suffixStart <= hit.suffixStart { continue }
+            best = (hit, list)
+        }
+        return best.map { match($0.hit, $0.list) }
+    }
+
+    private func match(_ hit: DomainMatcher.Hit, _ list: LoadedList) -> RuleMatch {
         var text = WireName.text(hit.name + [0])
-        if hit.kind == .blockBelow { text = "*." + text }
-        let list = hit.list < lists.count ? lists[hit.list].name : "?"
-        return RuleMatch(rule: text, list: list, line: hit.line, zone: hit.name + [0], allowed: hit.kind == .allow)
+        if hit.kind.scope == .below { text = "*." + text }
+        return RuleMatch(rule: text, list: list.name, line: hit.line, zone: hit.name + [0], action: hit.kind.action,
+                         localData: hit.kind.action == .localData ? list.localData[hit.name] ?? [] : [])
     }
 
     /// The block rule for `qname`, or nil when it is not blocked (unlisted or allowed).

@@ -1,15 +1,5 @@
 import Foundation
 
-/// What loading a directory of lists found: the snapshot, and what to tell the operator.
-public struct LoadReport: Sendable {
-    public var blocklist: Blocklist
-    /// Lines skipped, each with `file:line: reason`.
-    public var lineErrors: [ListLineError]
-    /// Files that could not be used at all, with the reason.
-    public var fileErrors: [(path: String, reason: String)]
-    public var seconds: Double
-}
-
 public enum BlocklistLoadError: Error, CustomStringConvertible {
     case directoryUnreadable(String, String)
 
@@ -20,18 +10,32 @@ public enum BlocklistLoadError: Error, CustomStringConvertible {
     }
 }
 
-/// Reads every list file of a directory and builds one `Blocklist`.
-///
-/// Which files are lists: every regular file (or link to one) whose name does not start with a
-/// dot and does not end in `.md`, `~`, `.swp`, `.tmp`, `.bak`, `.dpkg-*` or `.rpm*`.
+/// What reading one list file gave: the list, or why the file cannot be used; and its bad lines.
+public struct FileLoadResult: Sendable {
+    public var path: String
+    public var list: LoadedList?
+    /// Why the file is unusable (unreadable, not text, no valid entry); nil when `list` is set.
+    public var failure: String?
+    /// The first bad lines (at most 100), each `file:line: reason: 'text'`.
+    public var lineErrors: [ListLineError]
+    public var rejectedLines: Int
+}
+
+/// Reads list files. Which files of a directory are lists: every regular file (or link to one)
+/// whose name does not start with a dot and does not end in `.md`, `~`, `.swp`, `.tmp`, `.bak`,
+/// `.part`, `.dpkg-*` or `.rpm*`. A file whose name ends in `.allow` is an allowlist: each of its
+/// entries allows instead of blocks, whatever its format.
 public enum BlocklistLoader {
     static let ignoredSuffixes = [".md", "~", ".swp", ".tmp", ".bak", ".part", ".dpkg-old", ".dpkg-new",
                                   ".dpkg-dist", ".rpmnew", ".rpmsave"]
+    public static let maxReportedLineErrors = 100
 
     public static func isListFileName(_ name: String) -> Bool {
         if name.hasPrefix(".") { return false }
         return !ignoredSuffixes.contains { name.hasSuffix($0) }
     }
+
+    public static func isAllowList(_ name: String) -> Bool { name.hasSuffix(".allow") }
 
     /// Paths of the list files in `directory`, sorted by name.
     public static func listFiles(in directory: String) throws -> [String] {
@@ -39,7 +43,7 @@ public enum BlocklistLoader {
         do {
             names = try FileManager.default.contentsOfDirectory(atPath: directory)
         } catch {
-            throw BlocklistLoadError.directoryUnreadable(directory, Self.reason(error))
+            throw BlocklistLoadError.directoryUnreadable(directory, reason(error))
         }
         var out: [String] = []
         for name in names.sorted() where isListFileName(name) {
@@ -52,48 +56,56 @@ public enum BlocklistLoader {
         return out
     }
 
-    public static func load(directory: String) throws -> LoadReport {
-        try load(files: listFiles(in: directory))
-    }
-
-    public static func load(files: [String]) -> LoadReport {
-        let started = Date()
-        var builder = DomainMatcher.Builder()
-        var lists: [ListFile] = []
-        var lineErrors: [ListLineError] = []
-        var fileErrors: [(String, String)] = []
-        for path in files {
-            let name = (path as NSString).lastPathComponent
-            guard let data = FileManager.default.contents(atPath: path) else {
-                fileErrors.append((path, "cannot be read"))
-                continue
-            }
-            let bytes = [UInt8](data)
-            if bytes.contains(0) {
-                fileErrors.append((path, "not a text file (contains NUL bytes)"))
-                continue
-            }
-            let listIndex = lists.count
-            let before = builder.count
-            var rejected = 0
-            var firstErrors: [ListLineError] = []
-            ListParser.parse(bytes, file: name, add: { wire, kind, line, _ in
-                builder.add(name: wire, kind: kind, list: listIndex, line: line)
-            }, reject: { error in
-                rejected += 1
-                if firstErrors.count < 100 { firstErrors.append(error) }
-            })
-            lineErrors += firstErrors
-            let entries = builder.count - before
-            if entries == 0 && rejected > 0 {
-                fileErrors.append((path, "no valid entry (\(rejected) lines rejected)"))
-                continue
-            }
-            lists.append(ListFile(name: name, path: path, entries: entries, rejectedLines: rejected))
+    /// Reads and parses one file.
+    public static func load(file path: String) -> FileLoadResult {
+        let started = DispatchTime.now()
+        let name = (path as NSString).lastPathComponent
+        let signature = FileSignature(path: path)
+        var result = FileLoadResult(path: path, list: nil, failure: nil, lineErrors: [], rejectedLines: 0)
+        guard let data = FileManager.default.contents(atPath: path) else {
+            result.failure = "cannot be read (\(String(cString: strerror(errno))))"
+            return result
         }
-        let blocklist = Blocklist(lists: lists, matcher: builder.build())
-        return LoadReport(blocklist: blocklist, lineErrors: lineErrors, fileErrors: fileErrors,
-                          seconds: Date().timeIntervalSince(started))
+        let bytes = [UInt8](data)
+        if bytes.contains(0) {
+            result.failure = "not a text file (it contains NUL bytes)"
+            return result
+        }
+        let allow = isAllowList(name)
+        var builder = DomainMatcher.Builder()
+        var localData: [[UInt8]: [LocalRecord]] = [:]
+        var errors: [ListLineError] = []
+        var rejected = 0
+        let reject: (ListLineError) -> Void = { error in
+            rejected += 1
+            if errors.count < maxReportedLineErrors { errors.append(error) }
+        }
+        let format = ListFormat.detect(name: name, bytes: bytes)
+        switch format {
+        case .lines:
+            ListParser.parse(bytes, file: name, add: { wire, kind, line, _ in
+                builder.add(name: wire, kind: allow ? .init(kind.scope, .allow) : kind, list: 0, line: line)
+            }, reject: reject)
+        case .rpz:
+            let readable = RPZParser.parse(path: path, file: name, add: { wire, kind, line, local in
+                builder.add(name: wire, kind: allow ? .init(kind.scope, .allow) : kind, list: 0, line: line)
+                if let local, !allow { localData[Array(wire.dropLast()), default: []].append(local) }
+            }, reject: reject)
+            if !readable {
+                result.failure = "cannot be read (\(String(cString: strerror(errno))))"
+                return result
+            }
+        }
+        result.lineErrors = errors
+        result.rejectedLines = rejected
+        if builder.count == 0 && rejected > 0 {
+            result.failure = "no valid entry (\(rejected) lines rejected)"
+            return result
+        }
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
+        result.list = LoadedList(name: name, path: path, format: format, matcher: builder.build(),
+                                 rejectedLines: rejected, signature: signature, seconds: seconds, localData: localData)
+        return result
     }
 
     static func reason(_ error: Error) -> String {

@@ -1,18 +1,135 @@
+import Foundation
+import Logging
 import Synchronization
 
-/// Holds the blocklist snapshot in force. Readers take the current snapshot (a reference copy
-/// under a lock held for nanoseconds); a reload builds a whole new snapshot elsewhere and
-/// `replace`s it in one step, so no query ever sees a half-built list.
+/// Holds the blocklist snapshot in force and builds new ones.
+///
+/// Readers take the current snapshot (a reference copy under a lock held for nanoseconds). A
+/// refresh stats every list file, re-reads only those whose signature changed, and swaps in a
+/// whole new snapshot, so no query ever sees a half-built list. A file that changed but cannot
+/// be used keeps its previous version in force; only a file that is gone loses its list.
 public final class BlocklistStore: Sendable {
     private let current: Mutex<Blocklist>
+    /// Lists in force by path, and the signatures of files that failed (not re-read until they
+    /// change). Its lock also serialises refreshes.
+    private struct Files {
+        var lists: [String: LoadedList] = [:]
+        var failed: [String: FileSignature] = [:]
+    }
+    private let refreshLock = Mutex(Files())
+    private let swapped = NSCondition()
 
     public init(_ initial: Blocklist = .empty) {
         current = Mutex(initial)
+        refreshLock.withLock { files in
+            for list in initial.loaded { files.lists[list.path] = list }
+        }
     }
 
     public var snapshot: Blocklist { current.withLock { $0 } }
+    public var generation: Int { snapshot.generation }
 
-    public func replace(_ blocklist: Blocklist) {
-        current.withLock { $0 = blocklist }
+    /// What a refresh did, for the operator's log and for tests.
+    public struct RefreshReport: Sendable {
+        public var loaded: [LoadedList] = []
+        public var removed: [String] = []
+        public var failed: [FileLoadResult] = []
+        public var lineErrors: [ListLineError] = []
+        public var unchanged = 0
+        public var seconds = 0.0
+        public var changed: Bool { !loaded.isEmpty || !removed.isEmpty }
+    }
+
+    /// Re-reads what changed in `directory` and swaps in a new snapshot if anything did.
+    /// Throws only when the directory itself cannot be listed (the lists in force stay).
+    @discardableResult
+    public func refresh(directory: String, force: Bool = false) throws -> RefreshReport {
+        let started = DispatchTime.now()
+        let paths = try BlocklistLoader.listFiles(in: directory)
+        return refreshLock.withLock { files -> RefreshReport in
+            var report = RefreshReport()
+            var next: [String: LoadedList] = [:]
+            var failed: [String: FileSignature] = [:]
+            for path in paths {
+                let previous = files.lists[path]
+                let signature = FileSignature(path: path)
+                if !force, let signature {
+                    if let previous, previous.signature == signature {
+                        next[path] = previous
+                        report.unchanged += 1
+                        continue
+                    }
+                    if files.failed[path] == signature {
+                        failed[path] = signature
+                        if let previous { next[path] = previous }
+                        report.unchanged += 1
+                        continue
+                    }
+                }
+                let result = BlocklistLoader.load(file: path)
+                report.lineErrors += result.lineErrors
+                if let list = result.list {
+                    next[path] = list
+                    report.loaded.append(list)
+                } else {
+                    report.failed.append(result)
+                    if let signature { failed[path] = signature }
+                    if let previous { next[path] = previous }   // protection already in force stays
+                }
+            }
+            files.failed = failed
+            report.removed = files.lists.keys.filter { next[$0] == nil }.sorted()
+            report.seconds = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
+            if report.changed {
+                files.lists = next
+                let lists = next.values.sorted { $0.name < $1.name }
+                swap(lists)
+            }
+            return report
+        }
+    }
+
+    private func swap(_ lists: [LoadedList]) {
+        swapped.lock()
+        current.withLock { $0 = Blocklist(lists: lists, generation: $0.generation + 1) }
+        swapped.broadcast()
+        swapped.unlock()
+    }
+
+    /// Waits until a snapshot newer than `generation` is in force; false on timeout.
+    public func waitForGeneration(after generation: Int, timeout: Double) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        swapped.lock()
+        defer { swapped.unlock() }
+        while self.generation <= generation {
+            if !swapped.wait(until: deadline) { return self.generation > generation }
+        }
+        return true
+    }
+
+    /// Logs a refresh: per-file counts and timings at info, each bad line at warning, unusable
+    /// files at error with their first bad lines.
+    public static func log(_ report: RefreshReport, logger: Logger) {
+        for error in report.lineErrors {
+            logger.warning("\(error.description)")
+        }
+        for failed in report.failed {
+            logger.error("list not loaded; its previous version (if any) stays in force", metadata: [
+                "file.path": "\(failed.path)", "reason": "\(failed.failure ?? "?")",
+                "first_bad_lines": "\(failed.lineErrors.prefix(3).map(\.description).joined(separator: " | "))",
+            ])
+        }
+        for list in report.loaded {
+            logger.info("list loaded", metadata: [
+                "file.path": "\(list.path)", "format": "\(list.format.rawValue)", "entries": "\(list.entries)",
+                "rejected_lines": "\(list.rejectedLines)", "seconds": "\(String(format: "%.3f", list.seconds))",
+            ])
+            if list.rejectedLines > 0 {
+                logger.warning("lines skipped", metadata: ["file.path": "\(list.path)", "count": "\(list.rejectedLines)"])
+            }
+        }
+        for path in report.removed {
+            logger.info("list removed", metadata: ["file.path": "\(path)"])
+        }
     }
 }

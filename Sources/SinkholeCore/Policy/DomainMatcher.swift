@@ -5,14 +5,51 @@
 /// (lowercase wire labels, no root byte), entries are 12-byte records, and the open-addressing
 /// table holds 4-byte indexes at a load factor of at most 1/2, about 40 bytes an entry in all.
 public struct DomainMatcher: Sendable {
-    /// What kind of rule an entry is.
-    public enum Kind: UInt8, Sendable {
-        /// Blocks the name and every name below it.
+    /// Which names a rule covers, relative to the listed name.
+    public enum Scope: UInt8, Sendable {
+        /// The name and every name below it (plain lists, hosts files, `||name^`).
+        case subtree = 0
+        /// Only names strictly below it (`*.name`).
+        case below = 1
+        /// Only the name itself (an RPZ QNAME trigger without a wildcard).
+        case exact = 2
+    }
+
+    /// What a rule does when it applies.
+    public enum Action: UInt8, Sendable {
+        /// Block with the configured block mode.
         case block = 0
-        /// Blocks only names strictly below the name (`*.name`).
-        case blockBelow = 1
-        /// Allows the name and every name below it; wins over any block.
-        case allow = 2
+        /// Allow; wins over every block rule for the names it covers.
+        case allow = 1
+        /// RPZ `CNAME .`: NXDOMAIN whatever the block mode.
+        case nxdomain = 2
+        /// RPZ `CNAME *.`: NODATA.
+        case nodata = 3
+        /// RPZ `CNAME rpz-drop.`: no answer at all.
+        case drop = 4
+        /// RPZ local data: answer with the list's own A/AAAA records for the name.
+        case localData = 5
+    }
+
+    /// A rule's scope and action.
+    public struct Kind: Sendable, Equatable {
+        public var scope: Scope
+        public var action: Action
+
+        public init(_ scope: Scope, _ action: Action) {
+            self.scope = scope
+            self.action = action
+        }
+
+        public static let block = Kind(.subtree, .block)
+        public static let blockBelow = Kind(.below, .block)
+        public static let allow = Kind(.subtree, .allow)
+
+        var packed: UInt8 { scope.rawValue | action.rawValue << 2 }
+        init(packed: UInt8) {
+            scope = Scope(rawValue: packed & 3) ?? .subtree
+            action = Action(rawValue: packed >> 2) ?? .block
+        }
     }
 
     /// One listed name: where its bytes are, where it came from.
@@ -63,7 +100,7 @@ public struct DomainMatcher: Sendable {
             if bytes.last == 0 { bytes = bytes.dropLast() }
             guard !bytes.isEmpty, bytes.count <= 255 else { return }
             entries.append(Entry(offset: UInt32(arena.count), line: UInt32(clamping: line),
-                                 list: UInt16(clamping: list), length: UInt8(bytes.count), kind: kind.rawValue))
+                                 list: UInt16(clamping: list), length: UInt8(bytes.count), kind: kind.packed))
             arena.append(contentsOf: bytes)
         }
 
@@ -110,34 +147,34 @@ public struct DomainMatcher: Sendable {
     }
 
     /// Decides for a queried wire name (any letter case, ending with the root label).
-    /// Allow entries on the name or any parent win; otherwise the most specific block entry.
+    /// An allow rule covering the name wins; otherwise the most specific covering rule.
     public func decide(_ qname: [UInt8]) -> Hit? {
-        guard let starts = WireName.labelStarts(qname), !entries.isEmpty else { return nil }
+        guard !entries.isEmpty, let starts = WireName.labelStarts(qname) else { return nil }
         let end = qname.count - 1   // exclude the root byte
-        var block: Hit?
+        var found: Hit?
         return qname.withUnsafeBufferPointer { q -> Hit? in
             for (index, start) in starts.enumerated() {
                 let key = UnsafeBufferPointer(rebasing: q[start..<end])
                 var slot = Int(DomainMatcher.hash(key)) & mask
                 while table[slot] != 0 {
                     let entry = entries[Int(table[slot]) - 1]
-                    if Int(entry.length) == key.count, equalsArena(entry, key) {
-                        let kind = Kind(rawValue: entry.kind) ?? .block
-                        let hit = Hit(name: Array(arena[Int(entry.offset)..<Int(entry.offset) + Int(entry.length)]),
-                                      kind: kind, list: Int(entry.list), line: Int(entry.line), suffixStart: start)
-                        switch kind {
-                        case .allow:
-                            return hit
-                        case .block:
-                            if block == nil { block = hit }
-                        case .blockBelow:
-                            if index > 0, block == nil { block = hit }
-                        }
-                    }
                     slot = (slot + 1) & mask
+                    guard Int(entry.length) == key.count, equalsArena(entry, key) else { continue }
+                    let kind = Kind(packed: entry.kind)
+                    let applies: Bool
+                    switch kind.scope {
+                    case .subtree: applies = true
+                    case .below: applies = index > 0
+                    case .exact: applies = index == 0
+                    }
+                    guard applies else { continue }
+                    let hit = Hit(name: Array(arena[Int(entry.offset)..<Int(entry.offset) + Int(entry.length)]),
+                                  kind: kind, list: Int(entry.list), line: Int(entry.line), suffixStart: start)
+                    if kind.action == .allow { return hit }
+                    if found == nil { found = hit }
                 }
             }
-            return block
+            return found
         }
     }
 

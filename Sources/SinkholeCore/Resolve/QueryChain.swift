@@ -45,6 +45,7 @@ public final class QueryChain: Sendable {
             return respond(replies.reply(to: query, .badVersion))
         }
         if let blocked = blocking.process(query) {
+            if case .blocked(let answer) = blocked, answer.action == .drop { return respond([]) }
             return respond(replies.reply(to: query, blocked))
         }
         inFlight.enter()

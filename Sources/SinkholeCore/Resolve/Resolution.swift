@@ -24,6 +24,10 @@ public enum BlockAction: String, Sendable {
     case nxdomain
     case sinkhole
     case nodata
+    /// RPZ `rpz-drop`: no reply at all.
+    case drop
+    /// RPZ local data: the list's own addresses.
+    case localData = "local-data"
 }
 
 /// A synthesized answer for a blocked name.
@@ -31,8 +35,8 @@ public struct BlockAnswer: Sendable {
     public var match: RuleMatch
     public var action: BlockAction
     public var rcode: UInt8
-    /// The address answered (4 or 16 bytes) for `sinkhole`, nil otherwise.
-    public var address: [UInt8]?
+    /// The addresses answered (4 or 16 bytes each) for `sinkhole` and `local-data`.
+    public var addresses: [[UInt8]]
     /// TTL of the answer record and of the SOA (and the SOA's negative-caching minimum).
     public var ttl: UInt32
 }
@@ -53,18 +57,30 @@ public struct BlockPolicy: Sendable {
     }
 
     public func answer(for question: Question, match: RuleMatch) -> BlockAnswer {
+        func make(_ action: BlockAction, _ rcode: UInt8, _ addresses: [[UInt8]] = []) -> BlockAnswer {
+            BlockAnswer(match: match, action: action, rcode: rcode, addresses: addresses, ttl: ttl)
+        }
+        let isIN = question.qclass == RRType.classIN
+        switch match.action {
+        case .nxdomain:
+            return make(.nxdomain, Rcode.nxDomain)
+        case .nodata:
+            return make(.nodata, Rcode.noError)
+        case .drop:
+            return make(.drop, Rcode.noError)
+        case .localData:
+            let records = isIN ? match.localData.filter { $0.type == question.type } : []
+            return records.isEmpty ? make(.nodata, Rcode.noError) : make(.localData, Rcode.noError, records.map(\.rdata))
+        case .block, .allow:
+            break
+        }
         switch mode {
         case .nxdomain:
-            return BlockAnswer(match: match, action: .nxdomain, rcode: Rcode.nxDomain, address: nil, ttl: ttl)
+            return make(.nxdomain, Rcode.nxDomain)
         case .sinkhole:
-            let isIN = question.qclass == RRType.classIN
-            if isIN && question.type == RRType.a {
-                return BlockAnswer(match: match, action: .sinkhole, rcode: Rcode.noError, address: sinkholeIPv4, ttl: ttl)
-            }
-            if isIN && question.type == RRType.aaaa {
-                return BlockAnswer(match: match, action: .sinkhole, rcode: Rcode.noError, address: sinkholeIPv6, ttl: ttl)
-            }
-            return BlockAnswer(match: match, action: .nodata, rcode: Rcode.noError, address: nil, ttl: ttl)
+            if isIN && question.type == RRType.a { return make(.sinkhole, Rcode.noError, [sinkholeIPv4]) }
+            if isIN && question.type == RRType.aaaa { return make(.sinkhole, Rcode.noError, [sinkholeIPv6]) }
+            return make(.nodata, Rcode.noError)
         }
     }
 }

@@ -12,14 +12,21 @@ public final class SinkholeServer: Sendable {
     public let blockLog: BlockLog?
     public let chain: QueryChain
     private let logger: Logger
+    private let watcher: DirectoryWatcher
     private let listeners = Mutex<(udp: [UDPListener], tcp: [TCPListener])>(([], []))
 
     public init(configuration: ServerConfiguration, logger: Logger) throws {
         self.configuration = configuration
         self.logger = logger
-        let report = try BlocklistLoader.load(directory: configuration.blocklistDirectory)
-        SinkholeServer.log(report, logger: logger)
-        store = BlocklistStore(report.blocklist)
+        store = BlocklistStore()
+        let report = try store.refresh(directory: configuration.blocklistDirectory)
+        BlocklistStore.log(report, logger: logger)
+        SinkholeServer.logTotals(store.snapshot, seconds: report.seconds, logger: logger)
+        let directory = configuration.blocklistDirectory
+        let store = self.store
+        watcher = DirectoryWatcher(directory: directory, logger: logger) {
+            SinkholeServer.refresh(store, directory: directory, force: false, logger: logger)
+        }
         blockLog = try configuration.blockLogPath.map { try BlockLog(path: $0, logger: logger) }
         let blocking = BlockingStage(store: store, policy: configuration.blockPolicy, log: blockLog)
         let forwarder = Forwarder(upstreams: configuration.upstreams, timeout: configuration.upstreamTimeout,
@@ -28,23 +35,22 @@ public final class SinkholeServer: Sendable {
                            replies: ReplyBuilder(payloadSize: configuration.ednsPayloadSize), logger: logger)
     }
 
-    /// Logs what a load found: per-file counts at info, each bad line at warning, unusable files at error.
-    public static func log(_ report: LoadReport, logger: Logger) {
-        for error in report.lineErrors {
-            logger.warning("\(error.description)")
-        }
-        for (path, reason) in report.fileErrors {
-            logger.error("list not loaded", metadata: ["file.path": "\(path)", "reason": "\(reason)"])
-        }
-        for list in report.blocklist.lists {
-            logger.info("list loaded", metadata: [
-                "file.path": "\(list.path)", "entries": "\(list.entries)", "rejected_lines": "\(list.rejectedLines)",
-            ])
-        }
-        logger.info("blocklists ready", metadata: [
-            "lists": "\(report.blocklist.lists.count)", "entries": "\(report.blocklist.entryCount)",
-            "seconds": "\(String(format: "%.3f", report.seconds))",
+    static func logTotals(_ blocklist: Blocklist, seconds: Double, logger: Logger) {
+        logger.info("blocklists in force", metadata: [
+            "lists": "\(blocklist.loaded.count)", "entries": "\(blocklist.entryCount)",
+            "generation": "\(blocklist.generation)", "seconds": "\(String(format: "%.3f", seconds))",
         ])
+    }
+
+    /// Re-reads what changed (everything when `force`), swaps, and logs; never throws.
+    static func refresh(_ store: BlocklistStore, directory: String, force: Bool, logger: Logger) {
+        do {
+            let report = try store.refresh(directory: directory, force: force)
+            BlocklistStore.log(report, logger: logger)
+            if report.changed { logTotals(store.snapshot, seconds: report.seconds, logger: logger) }
+        } catch {
+            logger.error("blocklist reload failed; the lists in force stay", metadata: ["error": "\(error)"])
+        }
     }
 
     /// The addresses actually bound (a port 0 request is replaced by the port the kernel chose;
@@ -72,6 +78,7 @@ public final class SinkholeServer: Sendable {
             throw error
         }
         listeners.withLock { $0 = (udp, tcp) }
+        watcher.start()
         for (u, t) in zip(udp, tcp) {
             u.start()
             t.start()
@@ -103,6 +110,7 @@ public final class SinkholeServer: Sendable {
     /// block log flushed and closed.
     public func stop() {
         let (udp, tcp) = listeners.withLock { ($0.udp, $0.tcp) }
+        watcher.stop()
         udp.forEach { $0.stop() }
         tcp.forEach { $0.stop() }
         let budget = configuration.upstreamTimeout * Double(max(1, configuration.upstreams.count)) + 1
@@ -114,15 +122,9 @@ public final class SinkholeServer: Sendable {
         logger.info("stopped")
     }
 
-    /// SIGHUP: reopen the block log (logrotate) and reload the lists.
+    /// SIGHUP: reopen the block log (logrotate) and re-read every list.
     public func reload() {
         blockLog?.reopen()
-        do {
-            let report = try BlocklistLoader.load(directory: configuration.blocklistDirectory)
-            SinkholeServer.log(report, logger: logger)
-            store.replace(report.blocklist)
-        } catch {
-            logger.error("blocklist reload failed; previous lists stay in force", metadata: ["error": "\(error)"])
-        }
+        SinkholeServer.refresh(store, directory: configuration.blocklistDirectory, force: true, logger: logger)
     }
 }

@@ -67,9 +67,11 @@ public struct ReplyBuilder: Sendable {
         guard let m = base(for: query) else { return nil }
         m.rcode = answer.rcode
         m.authoritative = true
-        if let address = answer.address {
-            m.append(.answer, owner: query.question.name, type: query.question.type, qclass: query.question.qclass,
-                     ttl: answer.ttl, rdata: [(address.count == 4 ? LDNS_RDF_TYPE_A : LDNS_RDF_TYPE_AAAA, address)])
+        if !answer.addresses.isEmpty {
+            for address in answer.addresses {
+                m.append(.answer, owner: query.question.name, type: query.question.type, qclass: query.question.qclass,
+                         ttl: answer.ttl, rdata: [(address.count == 4 ? LDNS_RDF_TYPE_A : LDNS_RDF_TYPE_AAAA, address)])
+            }
         } else {
             m.append(.authority, owner: answer.match.zone, type: RRType.soa, qclass: RRType.classIN, ttl: answer.ttl,
                      rdata: [(LDNS_RDF_TYPE_DNAME, ReplyBuilder.soaMname), (LDNS_RDF_TYPE_DNAME, ReplyBuilder.soaRname),

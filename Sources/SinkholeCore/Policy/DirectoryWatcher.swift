@@ -1,0 +1,124 @@
+import Dispatch
+import Glibc
+import Logging
+
+/// Watches the blocklist directory with inotify and refreshes the store when anything in it
+/// changes: a file added, replaced by rename, edited in place or removed, or a ConfigMap-style
+/// `..data` symlink swap (which renames a hidden link, so every event counts, hidden names
+/// included). Events are coalesced: the refresh runs once the directory has been quiet for
+/// `settle` seconds (100 ms), well inside the one-second promise. A slow periodic rescan
+/// (every 30 s) backs inotify up for changes it cannot see, such as a listed file that is a
+/// link to a file elsewhere being edited there.
+public final class DirectoryWatcher: @unchecked Sendable {
+    public let directory: String
+    private let queue = DispatchQueue(label: "sinkhole.blocklist.watch")
+    private let settle: Double
+    private let rescanInterval: Double
+    private let onChange: @Sendable () -> Void
+    private let logger: Logger
+    private var fd: Int32 = -1
+    private var watch: Int32 = -1
+    private var source: DispatchSourceRead?
+    private var debounce: DispatchSourceTimer?
+    private var rescan: DispatchSourceTimer?
+    private var firstPending: DispatchTime?
+    /// However busy the directory, a refresh runs at most this long after the first event.
+    private let maxDelay = 0.5
+
+    public init(directory: String, settle: Double = 0.1, rescanInterval: Double = 30, logger: Logger,
+                onChange: @escaping @Sendable () -> Void) {
+        self.directory = directory
+        self.settle = settle
+        self.rescanInterval = rescanInterval
+        self.logger = logger
+        self.onChange = onChange
+    }
+
+    public func start() {
+        queue.sync {
+            fd = inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC))
+            if fd < 0 {
+                logger.error("cannot watch the blocklist directory; changes are picked up every \(Int(rescanInterval)) s",
+                             metadata: ["error": "\(SystemError("inotify_init1"))"])
+            } else {
+                addWatch()
+                let source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
+                source.setEventHandler { [unowned self] in drainEvents() }
+                source.resume()
+                self.source = source
+            }
+            let rescan = DispatchSource.makeTimerSource(queue: queue)
+            rescan.schedule(deadline: .now() + rescanInterval, repeating: rescanInterval)
+            rescan.setEventHandler { [unowned self] in
+                if watch < 0 { addWatch() }
+                onChange()
+            }
+            rescan.resume()
+            self.rescan = rescan
+        }
+    }
+
+    public func stop() {
+        queue.sync {
+            debounce?.cancel()
+            rescan?.cancel()
+            source?.cancel()
+            if fd >= 0 { close(fd) }
+            fd = -1
+        }
+    }
+
+    private func addWatch() {
+        let mask = UInt32(IN_CREATE | IN_DELETE | IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO
+            | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF)
+        watch = inotify_add_watch(fd, directory, mask)
+        if watch < 0 {
+            logger.error("cannot watch the blocklist directory", metadata: [
+                "path": "\(directory)", "error": "\(SystemError("inotify_add_watch"))",
+            ])
+        }
+    }
+
+    private func drainEvents() {
+        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        var sawEvent = false
+        var lostWatch = false
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n <= 0 { break }
+            sawEvent = true
+            var offset = 0
+            while offset + MemoryLayout<inotify_event>.size <= n {
+                let (mask, length) = buffer.withUnsafeBytes { raw -> (UInt32, Int) in
+                    let event = raw.loadUnaligned(fromByteOffset: offset, as: inotify_event.self)
+                    return (event.mask, Int(event.len))
+                }
+                if mask & UInt32(IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF) != 0 { lostWatch = true }
+                offset += MemoryLayout<inotify_event>.size + length
+            }
+        }
+        if lostWatch {
+            // The directory itself was removed or renamed: watch its path again when it is back.
+            if watch >= 0 { inotify_rm_watch(fd, watch) }
+            watch = -1
+            addWatch()
+        }
+        if sawEvent { scheduleRefresh() }
+    }
+
+    private func scheduleRefresh() {
+        let first = firstPending ?? .now()
+        firstPending = first
+        let deadline = min(DispatchTime.now() + settle, first + maxDelay)
+        if debounce == nil {
+            let timer = DispatchSource.makeTimerSource(queue: queue)
+            timer.setEventHandler { [unowned self] in
+                firstPending = nil
+                onChange()
+            }
+            timer.resume()
+            debounce = timer
+        }
+        debounce?.schedule(deadline: deadline, repeating: .never)
+    }
+}

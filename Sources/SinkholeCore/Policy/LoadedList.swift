@@ -1,0 +1,60 @@
+import Glibc
+
+/// Identifies one version of a file's contents as the kernel reports it (following links), so
+/// that a reload re-reads only files that changed, including a ConfigMap `..data` swap.
+public struct FileSignature: Sendable, Equatable {
+    var device: UInt64
+    var inode: UInt64
+    var size: Int64
+    var modified: Int64
+    var changed: Int64
+
+    /// nil when the path cannot be stat'ed.
+    public init?(path: String) {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return nil }
+        device = UInt64(st.st_dev)
+        inode = UInt64(st.st_ino)
+        size = Int64(st.st_size)
+        modified = Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec)
+        changed = Int64(st.st_ctim.tv_sec) * 1_000_000_000 + Int64(st.st_ctim.tv_nsec)
+    }
+}
+
+/// A record an RPZ list answers with for a name (local data), in wire form.
+public struct LocalRecord: Sendable, Equatable {
+    public var type: UInt16
+    public var rdata: [UInt8]
+}
+
+/// One list file, parsed: its own matcher, its provenance and its counts. Immutable.
+public final class LoadedList: Sendable {
+    /// File name, e.g. `crowdstrike-3cx.txt`: `rule.ruleset` in the block log.
+    public let name: String
+    public let path: String
+    public let format: ListFormat
+    public let entries: Int
+    public let rejectedLines: Int
+    public let signature: FileSignature?
+    public let seconds: Double
+    let matcher: DomainMatcher
+    /// RPZ local data by lowercase wire name (root byte excluded).
+    let localData: [[UInt8]: [LocalRecord]]
+
+    init(name: String, path: String, format: ListFormat, matcher: DomainMatcher, rejectedLines: Int,
+         signature: FileSignature?, seconds: Double, localData: [[UInt8]: [LocalRecord]] = [:]) {
+        self.name = name
+        self.path = path
+        self.format = format
+        self.entries = matcher.count
+        self.matcher = matcher
+        self.rejectedLines = rejectedLines
+        self.signature = signature
+        self.seconds = seconds
+        self.localData = localData
+    }
+
+    public var summary: ListFile {
+        ListFile(name: name, path: path, entries: entries, rejectedLines: rejectedLines)
+    }
+}

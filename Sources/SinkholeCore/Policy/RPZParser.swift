@@ -1,0 +1,108 @@
+import CLdns
+import Glibc
+
+/// Reads an RPZ zone file (the format Spamhaus, URLhaus and commercial feeds publish) record by
+/// record with ldns's zone-file reader (`ldns_rr_new_frm_fp_l`, which handles `$ORIGIN`, `$TTL`,
+/// parentheses and relative names), and turns QNAME triggers into rules:
+///
+/// | record                          | rule                                  |
+/// |---------------------------------|---------------------------------------|
+/// | `name CNAME .`                  | NXDOMAIN for `name`                   |
+/// | `name CNAME *.`                 | NODATA for `name`                     |
+/// | `name CNAME rpz-passthru.`      | allow `name`                          |
+/// | `name CNAME rpz-drop.`          | no answer for `name`                  |
+/// | `name A/AAAA addr`              | answer with that address (local data) |
+/// | `*.name ...`                    | the same for names below `name`       |
+///
+/// Trigger names are relative to the zone's origin (the SOA owner or `$ORIGIN`). A record that
+/// ldns cannot parse, or a trigger we do not support (rpz-ip, rpz-nsdname, rpz-client-ip,
+/// rpz-nsip, a CNAME to another name), is skipped and reported with its line.
+enum RPZParser {
+    static let unsupportedTriggers = ["rpz-ip", "rpz-nsdname", "rpz-nsip", "rpz-client-ip"]
+
+    static func parse(
+        path: String, file: String,
+        add: (_ name: [UInt8], _ kind: DomainMatcher.Kind, _ line: Int, _ local: LocalRecord?) -> Void,
+        reject: (ListLineError) -> Void
+    ) -> Bool {
+        guard let fp = fopen(path, "r") else { return false }
+        defer { fclose(fp) }
+        var defaultTTL: UInt32 = 3600
+        var origin: UnsafeMutablePointer<ldns_rdf>?
+        var previous: UnsafeMutablePointer<ldns_rdf>?
+        var lineNumber: Int32 = 0
+        defer {
+            if let origin { ldns_rdf_deep_free(origin) }
+            if let previous { ldns_rdf_deep_free(previous) }
+        }
+        var zoneOrigin: [UInt8]?   // lowercase wire, with root byte
+        var badRecords = 0
+        while feof(fp) == 0 {
+            let before = lineNumber
+            var rr: UnsafeMutablePointer<ldns_rr>?
+            let status = ldns_rr_new_frm_fp_l(&rr, fp, &defaultTTL, &origin, &previous, &lineNumber)
+            let line = Int(lineNumber)
+            switch status {
+            case LDNS_STATUS_OK:
+                break
+            case LDNS_STATUS_SYNTAX_EMPTY, LDNS_STATUS_SYNTAX_TTL, LDNS_STATUS_SYNTAX_ORIGIN,
+                 LDNS_STATUS_SYNTAX_INCLUDE:
+                continue
+            default:
+                if feof(fp) != 0 && lineNumber == before { break }
+                badRecords += 1
+                let reason = String(cString: ldns_get_errorstr_by_id(status))
+                reject(ListLineError(file: file, line: line, reason: "not a valid zone-file record: \(reason)", text: ""))
+                if badRecords > 10_000 { return true }
+                continue
+            }
+            guard let rr else { continue }
+            defer { ldns_rr_free(rr) }
+            let type = UInt16(ldns_rr_get_type(rr).rawValue)
+            guard let ownerRdf = ldns_rr_owner(rr), let ownerData = ldns_rdf_data(ownerRdf) else { continue }
+            let owner = WireName.lowercased(Array(UnsafeBufferPointer(start: ownerData, count: ldns_rdf_size(ownerRdf))))
+            if type == RRType.soa || type == 2 /* NS */ {
+                if type == RRType.soa && zoneOrigin == nil { zoneOrigin = owner }
+                continue
+            }
+            var name = owner
+            if let zoneOrigin, name.count > zoneOrigin.count, name.suffix(zoneOrigin.count).elementsEqual(zoneOrigin) {
+                name = Array(name.prefix(name.count - zoneOrigin.count)) + [0]
+            }
+            var scope = DomainMatcher.Scope.exact
+            if name.count >= 2, name[0] == 1, name[1] == UInt8(ascii: "*") {
+                scope = .below
+                name = Array(name.dropFirst(2))
+            }
+            let nameText = WireName.text(name)
+            if let trigger = unsupportedTriggers.first(where: { name.count > 1 && WireName.text(name).hasSuffix("." + $0) }) {
+                reject(ListLineError(file: file, line: line, reason: "\(trigger) triggers are not supported", text: nameText))
+                continue
+            }
+            func fail(_ reason: String) {
+                reject(ListLineError(file: file, line: line, reason: reason, text: nameText))
+            }
+            guard name.count > 1 else { fail("a trigger for the zone apex itself"); continue }
+            switch type {
+            case RRType.cname:
+                guard let target = ldns_rr_rdf(rr, 0), let data = ldns_rdf_data(target) else { continue }
+                let wire = WireName.lowercased(Array(UnsafeBufferPointer(start: data, count: ldns_rdf_size(target))))
+                switch WireName.text(wire) {
+                case ".": add(name, .init(scope, .nxdomain), line, nil)
+                case "*": add(name, .init(scope, .nodata), line, nil)
+                case "rpz-passthru": add(name, .init(scope, .allow), line, nil)
+                case "rpz-drop": add(name, .init(scope, .drop), line, nil)
+                case "rpz-tcp-only": fail("rpz-tcp-only is not supported")
+                default: fail("CNAME to another name (a redirect) is not supported")
+                }
+            case RRType.a, RRType.aaaa:
+                guard let rdf = ldns_rr_rdf(rr, 0), let data = ldns_rdf_data(rdf) else { continue }
+                let address = Array(UnsafeBufferPointer(start: data, count: ldns_rdf_size(rdf)))
+                add(name, .init(scope, .localData), line, LocalRecord(type: type, rdata: address))
+            default:
+                fail("\(RRType.name(type)) records are not an RPZ action sinkhole supports")
+            }
+        }
+        return true
+    }
+}
