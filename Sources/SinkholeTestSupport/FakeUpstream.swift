@@ -140,7 +140,7 @@ public final class FakeUpstream: @unchecked Sendable {
         var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
         _ = withUnsafeMutablePointer(to: &peer) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(fd, $0, &len) } }
         let client = SocketAddress(storage: &peer) ?? address
-        DispatchQueue.global().async { [weak self] in
+        Thread.detachNewThread { [weak self] in
             defer { close(fd) }
             var tv = timeval(tv_sec: 3, tv_usec: 0)
             setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))

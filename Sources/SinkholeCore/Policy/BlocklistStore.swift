@@ -18,6 +18,10 @@ public final class BlocklistStore: Sendable {
     }
     private let refreshLock = Mutex(Files())
     private let swapped = NSCondition()
+    private let refreshes = Mutex(0)
+
+    /// Refreshes completed so far, whether or not they changed anything.
+    public var refreshCount: Int { refreshes.withLock { $0 } }
 
     public init(_ initial: Blocklist = .empty) {
         current = Mutex(initial)
@@ -80,29 +84,35 @@ public final class BlocklistStore: Sendable {
             files.failed = failed
             report.removed = files.lists.keys.filter { next[$0] == nil }.sorted()
             report.seconds = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
+            swapped.lock()
             if report.changed {
                 files.lists = next
                 let lists = next.values.sorted { $0.name < $1.name }
-                swap(lists)
+                current.withLock { $0 = Blocklist(lists: lists, generation: $0.generation + 1) }
             }
+            refreshes.withLock { $0 += 1 }
+            swapped.broadcast()
+            swapped.unlock()
             return report
         }
     }
 
-    private func swap(_ lists: [LoadedList]) {
-        swapped.lock()
-        current.withLock { $0 = Blocklist(lists: lists, generation: $0.generation + 1) }
-        swapped.broadcast()
-        swapped.unlock()
-    }
-
     /// Waits until a snapshot newer than `generation` is in force; false on timeout.
     public func waitForGeneration(after generation: Int, timeout: Double) -> Bool {
+        waitUntil(timeout: timeout) { self.generation > generation }
+    }
+
+    /// Waits until more than `count` refreshes have completed; false on timeout.
+    public func waitForRefresh(after count: Int, timeout: Double) -> Bool {
+        waitUntil(timeout: timeout) { self.refreshCount > count }
+    }
+
+    private func waitUntil(timeout: Double, _ condition: () -> Bool) -> Bool {
         let deadline = Date().addingTimeInterval(timeout)
         swapped.lock()
         defer { swapped.unlock() }
-        while self.generation <= generation {
-            if !swapped.wait(until: deadline) { return self.generation > generation }
+        while !condition() {
+            if !swapped.wait(until: deadline) { return condition() }
         }
         return true
     }

@@ -15,7 +15,7 @@ public final class TCPListener: @unchecked Sendable {
     private let idleTimeout: Double
     private let maxConnections: Int
     private let connections = Mutex<[ObjectIdentifier: TCPConnection]>([:])
-    private let connectionQueue: DispatchQueue
+    private let connectionQueues = QueuePool(label: "sinkhole.tcp.connection")
 
     public init(address requested: SocketAddress, queue: DispatchQueue, idleTimeout: Double,
                 maxConnections: Int, handler: @escaping QueryHandler) throws {
@@ -29,7 +29,6 @@ public final class TCPListener: @unchecked Sendable {
         self.handler = handler
         self.idleTimeout = idleTimeout
         self.maxConnections = maxConnections
-        self.connectionQueue = DispatchQueue(label: "sinkhole.tcp.connections", attributes: .concurrent)
         source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
         let fd = self.fd
         source.setCancelHandler { Glibc.close(fd) }
@@ -69,7 +68,7 @@ public final class TCPListener: @unchecked Sendable {
                 Glibc.close(client)
                 continue
             }
-            let queue = DispatchQueue(label: "sinkhole.tcp.connection", target: connectionQueue)
+            let queue = connectionQueues.queue()
             let connection = TCPConnection(fd: client, peer: peer, queue: queue, idleTimeout: idleTimeout,
                                            handler: handler) { [weak self] closed in
                 _ = self?.connections.withLock { $0.removeValue(forKey: ObjectIdentifier(closed)) }

@@ -9,7 +9,7 @@ public final class Forwarder: Sendable {
     public let timeout: Double
     /// The UDP payload size we advertise to upstreams (RFC 6891), the same as to clients.
     public let payloadSize: UInt16
-    private let queue = DispatchQueue(label: "sinkhole.upstream", attributes: .concurrent)
+    private let queues = QueuePool(label: "sinkhole.upstream")
     private let logger: Logger
 
     public init(upstreams: [SocketAddress], timeout: Double, payloadSize: UInt16, logger: Logger) {
@@ -46,7 +46,7 @@ public final class Forwarder: Sendable {
             return completion(.failure(rcode: Rcode.servFail, reason: "no upstream answered"))
         }
         let upstream = upstreams[index]
-        let exchangeQueue = DispatchQueue(label: "sinkhole.upstream.exchange", target: queue)
+        let exchangeQueue = queues.queue()
         let exchange = UpstreamExchange(upstream: upstream, query: wire, question: question, timeout: timeout,
                                         queue: exchangeQueue) { [self] result in
             switch result {

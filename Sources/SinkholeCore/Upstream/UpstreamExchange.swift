@@ -1,4 +1,5 @@
 import Dispatch
+import Foundation
 import Glibc
 import Synchronization
 
@@ -123,7 +124,8 @@ final class UpstreamExchange: @unchecked Sendable {
                 let remaining = max(0.05, Double(Int64(deadline.uptimeNanoseconds) - Int64(DispatchTime.now().uptimeNanoseconds)) / 1e9)
                 let upstream = self.upstream, query = self.query
                 let expected = expectedID
-                DispatchQueue.global().async { [self] in
+                // Blocking, but rare: its own thread, so it never holds a queue others need.
+                Thread.detachNewThread { [self] in
                     let result = TCPExchange.run(upstream: upstream, query: query, timeout: remaining)
                     switch result {
                     case .success(let bytes):

@@ -1,0 +1,23 @@
+import Dispatch
+import Foundation
+import Synchronization
+
+/// A fixed set of serial Dispatch queues handed out round-robin.
+///
+/// Why not one concurrent queue: on Linux a concurrent queue draws from libdispatch's
+/// width-limited pool (one thread per core), so any blocking work there starves every queue
+/// that targets it. Serial queues get their own threads as needed, and a fixed number of them
+/// bounds how many there can be.
+public final class QueuePool: Sendable {
+    private let queues: [DispatchQueue]
+    private let next = Atomic<Int>(0)
+
+    public init(label: String, count: Int = max(4, 2 * ProcessInfo.processInfo.activeProcessorCount)) {
+        queues = (0..<max(1, count)).map { DispatchQueue(label: "\(label).\($0)") }
+    }
+
+    public func queue() -> DispatchQueue {
+        let i = next.add(1, ordering: .relaxed).oldValue
+        return queues[abs(i % queues.count)]
+    }
+}
