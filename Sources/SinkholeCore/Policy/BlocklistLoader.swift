@@ -87,7 +87,7 @@ public enum BlocklistLoader {
                 builder.add(name: wire, kind: allow ? .init(kind.scope, .allow) : kind, list: 0, line: line)
             }, reject: reject)
         case .rpz:
-            let readable = RPZParser.parse(path: path, file: name, add: { wire, kind, line, local in
+            let readable = RPZParser.parse(path: path, file: name, bytes: bytes, add: { wire, kind, line, local in
                 builder.add(name: wire, kind: allow ? .init(kind.scope, .allow) : kind, list: 0, line: line)
                 if let local, !allow { localData[Array(wire.dropLast()), default: []].append(local) }
             }, reject: reject)

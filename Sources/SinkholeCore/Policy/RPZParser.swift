@@ -20,8 +20,20 @@ import Glibc
 enum RPZParser {
     static let unsupportedTriggers = ["rpz-ip", "rpz-nsdname", "rpz-nsip", "rpz-client-ip"]
 
+    /// The text of 1-based line `n` of `bytes`, for error messages.
+    static func lineText(_ bytes: [UInt8], _ n: Int) -> String {
+        var line = 1
+        var start = 0
+        for (i, b) in bytes.enumerated() where b == UInt8(ascii: "\n") {
+            if line == n { return String(decoding: bytes[start..<i], as: UTF8.self).trimmingSpace }
+            line += 1
+            start = i + 1
+        }
+        return line == n ? String(decoding: bytes[start...], as: UTF8.self).trimmingSpace : ""
+    }
+
     static func parse(
-        path: String, file: String,
+        path: String, file: String, bytes: [UInt8],
         add: (_ name: [UInt8], _ kind: DomainMatcher.Kind, _ line: Int, _ local: LocalRecord?) -> Void,
         reject: (ListLineError) -> Void
     ) -> Bool {
@@ -38,10 +50,9 @@ enum RPZParser {
         var zoneOrigin: [UInt8]?   // lowercase wire, with root byte
         var badRecords = 0
         while feof(fp) == 0 {
-            let before = lineNumber
             var rr: UnsafeMutablePointer<ldns_rr>?
             let status = ldns_rr_new_frm_fp_l(&rr, fp, &defaultTTL, &origin, &previous, &lineNumber)
-            let line = Int(lineNumber)
+            let line = max(1, Int(lineNumber))
             switch status {
             case LDNS_STATUS_OK:
                 break
@@ -49,10 +60,10 @@ enum RPZParser {
                  LDNS_STATUS_SYNTAX_INCLUDE:
                 continue
             default:
-                if feof(fp) != 0 && lineNumber == before { break }
                 badRecords += 1
                 let reason = String(cString: ldns_get_errorstr_by_id(status))
-                reject(ListLineError(file: file, line: line, reason: "not a valid zone-file record: \(reason)", text: ""))
+                reject(ListLineError(file: file, line: line, reason: "not a valid zone-file record: \(reason)",
+                                     text: lineText(bytes, line)))
                 if badRecords > 10_000 { return true }
                 continue
             }

@@ -1,0 +1,106 @@
+import ArgumentParser
+import Foundation
+import SinkholeCore
+
+/// `sinkhole check PATH…`: parse list files or directories exactly as `serve` would.
+struct Check: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Parse list files or directories as serve would: entries per file, rejected lines with reasons.",
+        discussion: "Exits 1 when a file or directory cannot be used, 0 otherwise (rejected lines alone do not fail the check)."
+    )
+
+    @Argument(help: ArgumentHelp("List files or directories of lists.", valueName: "PATH"))
+    var paths: [String] = []
+
+    @Option(name: .customLong("max-errors"), help: "Rejected lines printed per file.")
+    var maxErrors: Int = 20
+
+    func run() throws {
+        guard !paths.isEmpty else { throw ValidationError("give at least one list file or directory") }
+        var unusable = 0
+        var total = 0
+        for path in paths {
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+                print("\(path): UNUSABLE: no such file or directory")
+                unusable += 1
+                continue
+            }
+            let files: [String]
+            if isDirectory.boolValue {
+                do { files = try BlocklistLoader.listFiles(in: path) } catch {
+                    print("\(path): UNUSABLE: \(error)")
+                    unusable += 1
+                    continue
+                }
+                if files.isEmpty { print("\(path): no list files") }
+            } else {
+                files = [path]
+            }
+            for file in files {
+                let result = BlocklistLoader.load(file: file)
+                if let list = result.list {
+                    let kind = BlocklistLoader.isAllowList(list.name) ? "allowlist, " : ""
+                    print("\(file): \(list.entries) entries (\(kind)\(list.format.rawValue)), \(result.rejectedLines) lines rejected")
+                    total += list.entries
+                } else {
+                    print("\(file): UNUSABLE: \(result.failure ?? "unknown reason")")
+                    unusable += 1
+                }
+                for error in result.lineErrors.prefix(maxErrors) { print("  \(error)") }
+                if result.rejectedLines > maxErrors { print("  … and \(result.rejectedLines - maxErrors) more") }
+            }
+        }
+        print("total: \(total) entries, \(unusable) unusable")
+        if unusable > 0 { throw ExitCode(1) }
+    }
+}
+
+/// `sinkhole explain NAME`: which rule of which file decides a name.
+struct Explain: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Say whether a name is blocked or allowed, and by which rule of which file and line.",
+        discussion: "Exits 0 when the name is blocked, 1 when it is not (allowed or unlisted), 2 on error."
+    )
+
+    @Argument(help: "The name to look up, e.g. update.msstorageboxes.com")
+    var name: String
+
+    @Option(name: .customLong("blocklist-dir"), help: ArgumentHelp("Directory of list files (default as for serve).", valueName: "DIR"))
+    var blocklistDir: String?
+
+    func run() throws {
+        guard let wire = WireName.fromText(name) else {
+            print("'\(name)' is not a domain name")
+            throw ExitCode(2)
+        }
+        let directory = blocklistDir ?? DefaultPaths.blocklistDirectory()
+        let store = BlocklistStore()
+        do { try store.refresh(directory: directory) } catch {
+            print("\(error)")
+            throw ExitCode(2)
+        }
+        let display = WireName.text(wire)
+        guard let match = store.snapshot.decide(wire) else {
+            print("\(display): not listed in \(directory) (\(store.snapshot.entryCount) entries): forwarded upstream")
+            throw ExitCode(1)
+        }
+        let source = "rule '\(match.rule)' at \(match.list):\(match.line)"
+        switch match.action {
+        case .allow:
+            print("\(display): ALLOWED by \(source): forwarded upstream")
+            throw ExitCode(1)
+        case .block:
+            print("\(display): BLOCKED by \(source): answered per --block-mode (NXDOMAIN by default)")
+        case .nxdomain:
+            print("\(display): BLOCKED by \(source): answered NXDOMAIN (RPZ CNAME .)")
+        case .nodata:
+            print("\(display): BLOCKED by \(source): answered NODATA (RPZ CNAME *.)")
+        case .drop:
+            print("\(display): BLOCKED by \(source): no answer (RPZ rpz-drop)")
+        case .localData:
+            let addresses = match.localData.map { IPAddress.text($0.rdata) }.joined(separator: ", ")
+            print("\(display): BLOCKED by \(source): answered with local data \(addresses)")
+        }
+    }
+}

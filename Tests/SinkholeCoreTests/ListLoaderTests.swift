@@ -1,0 +1,125 @@
+import Foundation
+import Testing
+@testable import SinkholeCore
+
+@Suite struct ListLoaderTests {
+    func directory(_ files: [String: String]) throws -> String {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("lists-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        for (name, text) in files { try text.write(toFile: dir + "/" + name, atomically: true, encoding: .utf8) }
+        return dir
+    }
+
+    func store(_ files: [String: String]) throws -> BlocklistStore {
+        let s = BlocklistStore()
+        try s.refresh(directory: try directory(files))
+        return s
+    }
+
+    func decide(_ s: BlocklistStore, _ name: String) -> RuleMatch? {
+        s.snapshot.decide(WireName.fromText(name)!)
+    }
+
+    static let rpz = """
+    $TTL 300
+    $ORIGIN rpz.example.test.
+    @ IN SOA ns.rpz.example.test. hostmaster.rpz.example.test. ( 1 3600 600 86400 60 )
+      IN NS ns.rpz.example.test.
+    nx.example        CNAME .
+    *.wild.example    CNAME .
+    nodata.example    CNAME *.
+    pass.nx.example   CNAME rpz-passthru.
+    drop.example      CNAME rpz-drop.
+    local.example     A     192.0.2.7
+    local.example     AAAA  2001:db8::7
+    abs.example.rpz.example.test. CNAME .
+    32.1.2.0.192.rpz-ip CNAME .
+    redirect.example  CNAME walled-garden.example.
+    broken.example    A     not-an-address
+    """
+
+    @Test func rpzTriggersAndActions() throws {
+        let s = try store(["feed.rpz": ListLoaderTests.rpz])
+        #expect(s.snapshot.loaded.first?.format == .rpz)
+        #expect(decide(s, "nx.example")?.action == .nxdomain)
+        #expect(decide(s, "nx.example")?.line == 5)
+        #expect(decide(s, "sub.nx.example") == nil, "a QNAME trigger without * is exact")
+        #expect(decide(s, "a.wild.example")?.action == .nxdomain)
+        #expect(decide(s, "a.wild.example")?.rule == "*.wild.example")
+        #expect(decide(s, "wild.example") == nil, "*.name does not cover name")
+        #expect(decide(s, "nodata.example")?.action == .nodata)
+        #expect(decide(s, "pass.nx.example")?.action == .allow)
+        #expect(decide(s, "drop.example")?.action == .drop)
+        let local = try #require(decide(s, "LOCAL.example"))
+        #expect(local.action == .localData)
+        #expect(local.localData == [LocalRecord(type: 1, rdata: [192, 0, 2, 7]),
+                                    LocalRecord(type: 28, rdata: IPAddress.parse("2001:db8::7")!)])
+        #expect(decide(s, "abs.example")?.action == .nxdomain, "absolute owner names under the origin")
+        #expect(decide(s, "redirect.example") == nil)
+        #expect(s.snapshot.loaded.first?.rejectedLines == 3)
+    }
+
+    @Test func rpzActionsBecomeAnswers() {
+        let policy = BlockPolicy(mode: .sinkhole)
+        let q = { (t: UInt16) in Question(name: WireName.fromText("local.example")!, type: t, qclass: 1) }
+        let local = RuleMatch(rule: "local.example", list: "f.rpz", line: 1, zone: WireName.fromText("local.example")!,
+                              action: .localData, localData: [LocalRecord(type: 1, rdata: [192, 0, 2, 7])])
+        #expect(policy.answer(for: q(1), match: local).addresses == [[192, 0, 2, 7]])
+        #expect(policy.answer(for: q(1), match: local).action == .localData)
+        #expect(policy.answer(for: q(28), match: local).action == .nodata)
+        var nx = local
+        nx.action = .nxdomain
+        #expect(policy.answer(for: q(1), match: nx).rcode == Rcode.nxDomain, "RPZ action wins over the block mode")
+        nx.action = .drop
+        #expect(policy.answer(for: q(1), match: nx).action == .drop)
+    }
+
+    @Test func allowListFilesWinOverBlocksForNameAndBelow() throws {
+        let s = try store(["intel.txt": "example.test\nads.partner.test\n", "ours.allow": "good.example.test\n||partner.test^\n"])
+        #expect(decide(s, "bad.example.test")?.action == .block)
+        #expect(decide(s, "good.example.test")?.action == .allow)
+        #expect(decide(s, "x.good.example.test")?.action == .allow)
+        #expect(decide(s, "ads.partner.test")?.action == .allow)
+        #expect(decide(s, "ads.partner.test")?.list == "ours.allow")
+        #expect(s.snapshot.blockingRule(for: WireName.fromText("good.example.test")!) == nil)
+    }
+
+    @Test func mostSpecificRuleAcrossListsAndProvenance() throws {
+        let s = try store(["a.txt": "example.test\n", "b.txt": "# comment\n\nevil.example.test\n"])
+        let m = try #require(decide(s, "x.evil.example.test"))
+        #expect(m.rule == "evil.example.test")
+        #expect(m.list == "b.txt")
+        #expect(m.line == 3)
+    }
+
+    @Test func unusableFilesAreReportedWithReasons() throws {
+        let dir = try directory(["empty-of-rules.txt": "exa mple\n"])
+        FileManager.default.createFile(atPath: dir + "/bin.dat", contents: Data([0x1F, 0x8B, 0, 0]))
+        let s = BlocklistStore()
+        let report = try s.refresh(directory: dir)
+        #expect(report.failed.count == 2)
+        #expect(Set(report.failed.compactMap(\.failure)) == ["not a text file (it contains NUL bytes)", "no valid entry (1 lines rejected)"])
+        #expect(report.lineErrors.first?.description == "empty-of-rules.txt:1: unexpected text after the name: 'exa mple'")
+    }
+
+    @Test func formatDetection() {
+        #expect(ListFormat.detect(name: "x.rpz", bytes: []) == .rpz)
+        #expect(ListFormat.detect(name: "feed", bytes: Array("; zone\n$TTL 60\n".utf8)) == .rpz)
+        #expect(ListFormat.detect(name: "feed", bytes: Array("rpz. 60 IN SOA a. b. 1 2 3 4 5\n".utf8)) == .rpz)
+        #expect(ListFormat.detect(name: "hosts", bytes: Array("0.0.0.0 a.example\n".utf8)) == .lines)
+    }
+
+    @Test func unchangedFilesAreNotReRead() throws {
+        let dir = try directory(["a.txt": "a.example\n", "b.txt": "b.example\n"])
+        let s = BlocklistStore()
+        try s.refresh(directory: dir)
+        let before = s.snapshot.loaded.first { $0.name == "a.txt" }
+        try "c.example\n".write(toFile: dir + "/b.txt", atomically: true, encoding: .utf8)
+        let report = try s.refresh(directory: dir)
+        #expect(report.loaded.map(\.name) == ["b.txt"])
+        #expect(report.unchanged == 1)
+        #expect(s.snapshot.loaded.first { $0.name == "a.txt" } === before)
+        let nothing = try s.refresh(directory: dir)
+        #expect(!nothing.changed)
+    }
+}
