@@ -70,6 +70,9 @@ struct Serve: ParsableCommand {
             try address($0, flag: "listen")
         }
         var upstreams = try upstream.map { try address($0, flag: "upstream", defaultPort: 53) }
+        if let zero = upstreams.first(where: { $0.port == 0 }) {
+            throw ValidationError("--upstream \(zero): port 0 cannot be sent to")
+        }
         if upstreams.isEmpty {
             upstreams = ResolvConf.excludingSelf(ResolvConf.nameservers(), listen: listenAddresses)
             if upstreams.isEmpty {

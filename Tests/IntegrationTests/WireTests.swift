@@ -43,6 +43,47 @@ import Testing
         #expect(h.upstream.received.isEmpty)
     }
 
+    @Test func notImpAndFormErrCopyQuestionAndOPTWhenParseable() throws {
+        let h = try TestHarness()
+        defer { h.stop() }
+        var notify = DNSTestClient.query("WwW.Example.TEST", id: 0x7101, edns: EDNS(udpPayloadSize: 4096))
+        notify[2] = (notify[2] & 0x87) | (4 << 3)
+        let reply = try #require(DNSTestClient.udp(notify, to: h.address).flatMap { Message(wire: $0) })
+        #expect(reply.rcode == Rcode.notImp)
+        #expect(reply.opcode == 4)
+        #expect(reply.question?.name == WireName.fromText("WwW.Example.TEST"))
+        #expect(reply.edns == EDNS(udpPayloadSize: 1232))
+
+        // QDCOUNT 2 with a valid OPT: FORMERR, no question copied, one OPT.
+        let q1 = DNSTestClient.query("a.example.test", id: 0x7102)
+        let q2 = DNSTestClient.query("b.example.test")
+        var two = Array(q1.prefix(12)) + Array(q1.dropFirst(12)) + Array(q2.dropFirst(12))
+        two[5] = 2
+        two[11] = 1
+        two += [0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0, 0, 0]
+        let formerr = try #require(DNSTestClient.udp(two, to: h.address))
+        #expect(Header(formerr)?.rcode == Rcode.formErr)
+        #expect(Header(formerr)?.qdcount == 0)
+        #expect(Message(wire: formerr)?.edns?.udpPayloadSize == 1232)
+    }
+
+    @Test func malformedOPTGetsFormErr() throws {
+        let h = try TestHarness()
+        defer { h.stop() }
+        let opt: [UInt8] = [0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0, 0, 0]
+        var twoOPT = DNSTestClient.query("www.example.org", id: 0x7103)
+        twoOPT[11] = 2
+        twoOPT += opt + opt
+        var namedOPT = DNSTestClient.query("www.example.org", id: 0x7104)
+        namedOPT[11] = 1
+        namedOPT += [1, 0x61] + opt
+        for packet in [twoOPT, namedOPT] {
+            let reply = try #require(DNSTestClient.udp(packet, to: h.address))
+            #expect(Header(reply)?.rcode == Rcode.formErr)
+        }
+        #expect(h.upstream.received.isEmpty)
+    }
+
     @Test func ednsVersionAboveZeroGetsBadVers() throws {
         let h = try TestHarness()
         defer { h.stop() }

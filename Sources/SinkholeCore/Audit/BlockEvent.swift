@@ -67,7 +67,9 @@ public struct BlockEvent: Sendable {
                 $0.string("type", RRType.name(qtype))
                 $0.string("class", RRType.className(qclass))
             }
-            $0.string("response_code", Rcode.name(UInt16(answer.rcode)))
+            if answer.action != .drop {   // rpz-drop sends no response at all
+                $0.string("response_code", Rcode.name(UInt16(answer.rcode)))
+            }
             if !answer.addresses.isEmpty {
                 $0.stringArray("resolved_ip", answer.addresses.map(IPAddress.text))
             }

@@ -5,7 +5,8 @@ import Logging
 ///
 /// 1. HeaderGate  – 12 raw header bytes: drop responses and runts, NOTIMP other opcodes,
 ///                  FORMERR QDCOUNT≠1. Cheapest checks first; nothing is parsed that is dropped.
-/// 2. decode      – libldns parses the message: FORMERR if it cannot; BADVERS for EDNS version > 0.
+/// 2. decode      – libldns parses the message: FORMERR if it cannot or its OPT is malformed;
+///                  BADVERS for EDNS version > 0.
 /// 3. BlockingStage – listed name or a parent of it: block answer + one BlockEvent. Before any
 ///                  stage that could send the name off the host.
 /// 4. Forwarder   – everything else goes upstream; SERVFAIL when no upstream answers.
@@ -32,11 +33,11 @@ public final class QueryChain: Sendable {
         case .drop:
             return respond([])
         case .reject(let rejected, let rcode):
-            return respond(HeaderGate.headerOnlyReply(to: rejected, rcode: rcode))
+            return respond(replies.rejection(to: rejected, packet: packet, rcode: rcode))
         case .proceed(let h):
             header = h
         }
-        guard let message = Message(wire: packet), let question = message.question else {
+        guard let message = Message(wire: packet), let question = message.question, OPTCheck.isValid(packet) else {
             return respond(HeaderGate.headerOnlyReply(to: header, rcode: Rcode.formErr))
         }
         let query = Query(header: header, message: message, question: question, edns: message.edns,

@@ -44,6 +44,27 @@ public struct ReplyBuilder: Sendable {
         return wire
     }
 
+    /// The reply to a query the header gate rejected (NOTIMP, FORMERR for QDCOUNT≠1). When ldns
+    /// can parse the message, the reply copies its single question (if it had exactly one) and
+    /// carries an OPT when the query did; otherwise it is the bare header.
+    public func rejection(to header: Header, packet: [UInt8], rcode: UInt8) -> [UInt8] {
+        guard let query = Message(wire: packet), OPTCheck.isValid(packet), let m = Message.empty() else {
+            return HeaderGate.headerOnlyReply(to: header, rcode: rcode)
+        }
+        m.id = header.id
+        m.isResponse = true
+        m.opcode = header.opcode
+        m.recursionDesired = header.recursionDesired
+        m.checkingDisabled = header.checkingDisabled
+        m.recursionAvailable = true
+        m.rcode = rcode
+        if header.qdcount == 1, let question = query.question { m.setQuestion(question) }
+        if let edns = query.edns {
+            m.edns = EDNS(udpPayloadSize: payloadSize, version: 0, extendedRcode: 0, dnssecOK: edns.dnssecOK)
+        }
+        return m.wire() ?? HeaderGate.headerOnlyReply(to: header, rcode: rcode)
+    }
+
     /// A reply with the header, question and OPT rules applied and no records.
     func base(for query: Query) -> Message? {
         guard let m = Message.empty() else { return nil }
