@@ -103,3 +103,27 @@ import Testing
         #expect(h.server.store.snapshot.lists.first?.rejectedLines == 2)
     }
 }
+
+@Suite struct CNAMECloakingTests {
+    @Test func aliasToABlockedNameIsBlockedAndLoggedAsCNAMEMatch() throws {
+        let h = try TestHarness(lists: ["intel.txt": "evil.example\n"], records: [
+            "alias.example.org. 300 IN CNAME hop.example.net.",
+            "alias.example.org. 300 IN CNAME cdn.evil.example.",
+            "clean.example.org. 300 IN CNAME cdn.example.net.",
+            "clean.example.org. 300 IN A 192.0.2.60",
+        ])
+        defer { h.stop() }
+        let r = try #require(DNSTestClient.ask("alias.example.org", server: h.address))
+        #expect(r.rcode == Rcode.nxDomain)
+        #expect(r.answerCount == 0, "no upstream data for the listed name reaches the client")
+        let clean = try #require(DNSTestClient.ask("clean.example.org", server: h.address))
+        #expect(clean.rcode == 0 && clean.answerCount == 2)
+        let lines = try h.blockLogLines()
+        #expect(lines.count == 1)
+        #expect(lines.first?.at("sinkhole.match") as? String == "cname")
+        #expect(lines.first?.at("sinkhole.matched_name") as? String == "cdn.evil.example")
+        #expect(lines.first?.at("sinkhole.chain_position") as? Int == 2)
+        #expect(lines.first?.at("dns.question.name") as? String == "alias.example.org")
+        #expect(lines.first?.at("rule.name") as? String == "evil.example")
+    }
+}

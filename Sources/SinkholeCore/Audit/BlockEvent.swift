@@ -17,11 +17,16 @@ public struct BlockEvent: Sendable {
     public var qtype: UInt16
     public var qclass: UInt16
     public var answer: BlockAnswer
-    /// What matched: `qname` for the query name itself or a parent of it.
+    /// What matched: `qname` for the query name itself or a parent of it, `cname` for a CNAME
+    /// or DNAME target in the upstream's answer.
     public var matchedOn: String
+    /// For `cname`: the target that matched (wire form) and its 1-based position in the chain.
+    public var matchedName: [UInt8]?
+    public var chainPosition: Int?
 
     public init(time: timespec = BlockEvent.now(), client: SocketAddress, transport: Transport, id: UInt16,
-                qname: [UInt8], qtype: UInt16, qclass: UInt16, answer: BlockAnswer, matchedOn: String = "qname") {
+                qname: [UInt8], qtype: UInt16, qclass: UInt16, answer: BlockAnswer, matchedOn: String = "qname",
+                matchedName: [UInt8]? = nil, chainPosition: Int? = nil) {
         self.time = time
         self.client = client
         self.transport = transport
@@ -31,6 +36,8 @@ public struct BlockEvent: Sendable {
         self.qclass = qclass
         self.answer = answer
         self.matchedOn = matchedOn
+        self.matchedName = matchedName
+        self.chainPosition = chainPosition
     }
 
     public static func now() -> timespec {
@@ -81,6 +88,8 @@ public struct BlockEvent: Sendable {
         j.object("sinkhole") {
             $0.number("schema_version", BlockEvent.schemaVersion)
             $0.string("match", matchedOn)
+            if let matchedName { $0.string("matched_name", WireName.text(matchedName)) }
+            if let chainPosition { $0.number("chain_position", chainPosition) }
             $0.number("rule_line", answer.match.line)
             $0.number("ttl", Int(answer.ttl))
         }

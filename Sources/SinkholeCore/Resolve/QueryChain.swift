@@ -10,7 +10,9 @@ import Logging
 /// 3. BlockingStage – listed name or a parent of it: block answer + one BlockEvent. Before any
 ///                  stage that could send the name off the host.
 /// 4. Forwarder   – everything else goes upstream; SERVFAIL when no upstream answers.
-/// 5. ReplyBuilder – header/question/OPT rules, TC=1 when over the client's UDP size.
+/// 5. ResponseInspection – a CNAME/DNAME target in the answer that is listed blocks the answer,
+///                  so no upstream data for a listed name reaches the client through an alias.
+/// 6. ReplyBuilder – header/question/OPT rules, TC=1 when over the client's UDP size.
 public final class QueryChain: Sendable {
     public let blocking: BlockingStage
     public let forwarder: Forwarder
@@ -50,8 +52,9 @@ public final class QueryChain: Sendable {
             return respond(replies.reply(to: query, blocked))
         }
         inFlight.enter()
+        let inspection = ResponseInspection(blocking: blocking)
         forwarder.forward(query) { [replies, inFlight] resolution in
-            respond(replies.reply(to: query, resolution))
+            respond(replies.reply(to: query, inspection.process(query, resolution)))
             inFlight.leave()
         }
     }

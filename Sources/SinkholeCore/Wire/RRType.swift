@@ -7,6 +7,7 @@ public enum RRType {
     public static let soa: UInt16 = 6
     public static let cname: UInt16 = 5
     public static let aaaa: UInt16 = 28
+    public static let dname: UInt16 = 39
     public static let opt: UInt16 = 41
     public static let classIN: UInt16 = 1
 

@@ -1,0 +1,29 @@
+/// Looks inside forwarded answers: a CNAME or DNAME in the answer section whose target is a
+/// blocked name (CNAME cloaking) blocks the whole answer with the configured block mode, as if
+/// the query name had been listed, and logs `sinkhole.match: cname` with the target and its
+/// position in the chain. Without it, upstream data for a listed name would reach the client
+/// through an unlisted alias.
+public struct ResponseInspection: Sendable {
+    public let blocking: BlockingStage
+
+    public init(blocking: BlockingStage) {
+        self.blocking = blocking
+    }
+
+    public func process(_ query: Query, _ resolution: Resolution) -> Resolution {
+        guard case .upstream(let message, _) = resolution else { return resolution }
+        let snapshot = blocking.store.snapshot
+        var position = 0
+        for record in message.records(.answer) where record.type == RRType.cname || record.type == RRType.dname {
+            position += 1
+            guard let match = snapshot.blockingRule(for: record.rdata) else { continue }
+            let answer = blocking.policy.answer(for: query.question, match: match)
+            blocking.log?.record(BlockEvent(client: query.client, transport: query.transport, id: query.header.id,
+                                            qname: query.question.name, qtype: query.question.type,
+                                            qclass: query.question.qclass, answer: answer, matchedOn: "cname",
+                                            matchedName: record.rdata, chainPosition: position))
+            return .blocked(answer)
+        }
+        return resolution
+    }
+}
