@@ -9,7 +9,7 @@ import Testing
 
     func parse(_ text: String, file: String = "intel.txt") -> Parsed {
         var p = Parsed()
-        ListParser.parse(Array(text.utf8), file: file, add: { wire, kind, line, _ in
+        ListParser.parse(Array(text.utf8), file: file, add: { wire, kind, line in
             p.entries.append((WireName.text(wire), kind, line))
         }, reject: { p.errors.append($0) })
         return p

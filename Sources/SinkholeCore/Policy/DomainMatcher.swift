@@ -106,6 +106,13 @@ public struct DomainMatcher: Sendable {
 
         public var count: Int { entries.count }
 
+        /// Reserves room for a file of `bytes` bytes and at most `entries` names, so that a
+        /// large feed is not copied by repeated growth.
+        public mutating func reserve(bytes: Int, entries: Int) {
+            arena.reserveCapacity(bytes)
+            self.entries.reserveCapacity(entries)
+        }
+
         /// Builds the table. Duplicates (same name and kind) keep the first occurrence.
         public func build() -> DomainMatcher {
             var capacity = 2
