@@ -34,7 +34,7 @@ import Testing
         let kept = ResolvConf.excludingSelf(servers, listen: [try SocketAddress.parse("127.0.0.1:53")])
         #expect(kept.map(\.description) == ["192.0.2.53:53", "[fe80::1]:53"])
         let wildcard = ResolvConf.excludingSelf(servers, listen: [try SocketAddress.parse("0.0.0.0:53")])
-        #expect(wildcard.map(\.description) == ["[fe80::1]:53"])
+        #expect(wildcard.map(\.description) == ["192.0.2.53:53", "[fe80::1]:53"], "a wildcard listener is not every address")
     }
 
     @Test func listFileNamesSkipDocsBackupsAndHiddenFiles() {

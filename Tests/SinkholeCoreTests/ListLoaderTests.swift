@@ -59,6 +59,13 @@ import Testing
         #expect(s.snapshot.loaded.first?.rejectedLines == 3)
     }
 
+    @Test func rpzOriginWithoutSOAAndApexTriggerRejected() throws {
+        let s = try store(["feed.rpz": "$ORIGIN rpz2.example.\n@ CNAME .\nbad.example CNAME .\n"])
+        #expect(decide(s, "bad.example")?.action == .nxdomain)
+        #expect(decide(s, "rpz2.example") == nil)
+        #expect(s.snapshot.loaded.first?.rejectedLines == 1)
+    }
+
     @Test func rpzActionsBecomeAnswers() {
         let policy = BlockPolicy(mode: .sinkhole)
         let q = { (t: UInt16) in Question(name: WireName.fromText("local.example")!, type: t, qclass: 1) }

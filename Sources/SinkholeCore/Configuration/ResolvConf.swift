@@ -16,16 +16,17 @@ public enum ResolvConf {
     }
 
     /// Upstreams with our own listening addresses removed, so sinkhole never forwards to itself.
-    /// A wildcard listener (0.0.0.0 or ::) on a port excludes every local address on that port.
+    /// A wildcard listener (0.0.0.0 or ::) on a port also excludes loopback and unspecified
+    /// addresses on that port, the ones that certainly reach it.
     public static func excludingSelf(_ upstreams: [SocketAddress], listen: [SocketAddress]) -> [SocketAddress] {
         upstreams.filter { upstream in
             !listen.contains { l in
                 guard l.port == upstream.port else { return false }
                 if l.address == upstream.address { return true }
-                let wildcard = l.address.allSatisfy { $0 == 0 }
-                let loopback = upstream.address.first == 127 && upstream.address.count == 4
-                    || upstream.address == [UInt8](repeating: 0, count: 15) + [1]
-                return wildcard && (loopback || upstream.address.count == l.address.count)
+                guard l.address.allSatisfy({ $0 == 0 }) else { return false }
+                let a = upstream.address
+                let loopback = (a.count == 4 && a[0] == 127) || a == [UInt8](repeating: 0, count: 15) + [1]
+                return loopback || a.allSatisfy { $0 == 0 }
             }
         }
     }

@@ -76,9 +76,20 @@ enum RPZParser {
                 if type == RRType.soa && zoneOrigin == nil { zoneOrigin = owner }
                 continue
             }
+            if zoneOrigin == nil, let origin, let data = ldns_rdf_data(origin) {
+                // No SOA (yet): the $ORIGIN in force is the zone apex.
+                zoneOrigin = WireName.lowercased(Array(UnsafeBufferPointer(start: data, count: ldns_rdf_size(origin))))
+            }
             var name = owner
-            if let zoneOrigin, name.count > zoneOrigin.count, name.suffix(zoneOrigin.count).elementsEqual(zoneOrigin) {
-                name = Array(name.prefix(name.count - zoneOrigin.count)) + [0]
+            if let zoneOrigin, zoneOrigin.count > 1 {
+                if name == zoneOrigin {
+                    reject(ListLineError(file: file, line: line, reason: "a trigger for the zone apex itself",
+                                         text: WireName.text(name)))
+                    continue
+                }
+                if name.count > zoneOrigin.count, name.suffix(zoneOrigin.count).elementsEqual(zoneOrigin) {
+                    name = Array(name.prefix(name.count - zoneOrigin.count)) + [0]
+                }
             }
             var scope = DomainMatcher.Scope.exact
             if name.count >= 2, name[0] == 1, name[1] == UInt8(ascii: "*") {

@@ -54,7 +54,12 @@ public final class QueryChain: Sendable {
         inFlight.enter()
         let inspection = ResponseInspection(blocking: blocking)
         forwarder.forward(query) { [replies, inFlight] resolution in
-            respond(replies.reply(to: query, inspection.process(query, resolution)))
+            let inspected = inspection.process(query, resolution)
+            if case .blocked(let answer) = inspected, answer.action == .drop {
+                respond([])
+            } else {
+                respond(replies.reply(to: query, inspected))
+            }
             inFlight.leave()
         }
     }

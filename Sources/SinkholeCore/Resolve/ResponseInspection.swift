@@ -16,7 +16,9 @@ public struct ResponseInspection: Sendable {
         var position = 0
         for record in message.records(.answer) where record.type == RRType.cname || record.type == RRType.dname {
             position += 1
-            guard let match = snapshot.blockingRule(for: record.rdata) else { continue }
+            guard var match = snapshot.blockingRule(for: record.rdata) else { continue }
+            // The negative answer's SOA must own a zone that holds the name asked, not the target.
+            match.zone = WireName.lowercased(query.question.name)
             let answer = blocking.policy.answer(for: query.question, match: match)
             blocking.log?.record(BlockEvent(client: query.client, transport: query.transport, id: query.header.id,
                                             qname: query.question.name, qtype: query.question.type,

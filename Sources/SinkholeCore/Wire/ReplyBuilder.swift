@@ -94,7 +94,7 @@ public struct ReplyBuilder: Sendable {
                          ttl: answer.ttl, rdata: [(address.count == 4 ? LDNS_RDF_TYPE_A : LDNS_RDF_TYPE_AAAA, address)])
             }
         } else {
-            m.append(.authority, owner: answer.match.zone, type: RRType.soa, qclass: RRType.classIN, ttl: answer.ttl,
+            m.append(.authority, owner: answer.match.zone, type: RRType.soa, qclass: query.question.qclass, ttl: answer.ttl,
                      rdata: [(LDNS_RDF_TYPE_DNAME, ReplyBuilder.soaMname), (LDNS_RDF_TYPE_DNAME, ReplyBuilder.soaRname),
                              (LDNS_RDF_TYPE_INT32, be32(1)), (LDNS_RDF_TYPE_PERIOD, be32(3600)),
                              (LDNS_RDF_TYPE_PERIOD, be32(600)), (LDNS_RDF_TYPE_PERIOD, be32(86_400)),
