@@ -17,10 +17,12 @@ public enum DNSTestClient {
     }
 
     /// Sends one datagram and waits for one reply; nil on timeout.
-    public static func udp(_ packet: [UInt8], to server: SocketAddress, timeout: Double = 3) -> [UInt8]? {
+    public static func udp(_ packet: [UInt8], to server: SocketAddress, timeout: Double = 3,
+                           from source: SocketAddress? = nil) -> [UInt8]? {
         let fd = socket(server.family, Int32(SOCK_DGRAM.rawValue), 0)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
+        if let source, source.withSockAddr({ bind(fd, $0, $1) }) != 0 { return nil }
         setTimeout(fd, timeout)
         _ = server.withSockAddr { connect(fd, $0, $1) }
         _ = packet.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }

@@ -5,7 +5,7 @@ import SinkholeCore
 /// `sinkhole check PATH…`: parse list files or directories exactly as `serve` would.
 struct Check: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Parse list files or directories as serve would: entries per file, rejected lines with reasons.",
+        abstract: "Parse list files or directories (or a --config file) as serve would: entries per file, rejected lines with reasons.",
         discussion: "Exits 1 when a file or directory cannot be used, 0 otherwise (rejected lines alone do not fail the check)."
     )
 
@@ -15,8 +15,24 @@ struct Check: ParsableCommand {
     @Option(name: .customLong("max-errors"), help: "Rejected lines printed per file.")
     var maxErrors: Int = 20
 
+    @Option(name: .customLong("config"), help: ArgumentHelp("Validate this configuration file as serve would, then check its blocklist directory (unless PATHs are given).", valueName: "FILE"))
+    var config: String?
+
     func run() throws {
-        guard !paths.isEmpty else { throw ValidationError("give at least one list file or directory") }
+        var paths = self.paths
+        if let config {
+            do {
+                let settings = try Settings.load(yamlFile: config)
+                let configuration = try settings.configuration(defaultBlocklistDirectory: DefaultPaths.blocklistDirectory())
+                print("\(config): OK")
+                for (key, value) in configuration.summary.sorted(by: { $0.key < $1.key }) { print("  \(key): \(value)") }
+                if paths.isEmpty { paths = [configuration.blocklistDirectory] }
+            } catch {
+                print("\(error)")
+                throw ExitCode(1)
+            }
+        }
+        guard !paths.isEmpty else { throw ValidationError("give at least one list file or directory, or --config FILE") }
         var unusable = 0
         var total = 0
         for path in paths {

@@ -70,3 +70,43 @@ import Testing
         #expect(unlisted.out.contains("not listed"))
     }
 }
+
+@Suite struct ConfigFileCommandTests {
+    @Test func serveReadsTheConfigFileAndFlagsOverrideIt() throws {
+        let upstream = try FakeUpstream()
+        defer { upstream.stop() }
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cfg-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir + "/lists", withIntermediateDirectories: true)
+        try "evil.example\n".write(toFile: dir + "/lists/intel.txt", atomically: true, encoding: .utf8)
+        let yaml = """
+        listen: ["127.0.0.1:0"]
+        upstream: ["\(upstream.address)"]
+        blocklist-dir: \(dir)/lists
+        block-mode: sinkhole
+        sinkhole-ipv4: 192.0.2.77
+        """
+        try yaml.write(toFile: dir + "/sinkhole.yaml", atomically: true, encoding: .utf8)
+        let s = SinkholeProcess(arguments: ["serve", "--config", dir + "/sinkhole.yaml", "--block-ttl", "42s"])
+        #expect(try s.start(), "\(s.stderr)")
+        let r = try #require(DNSTestClient.ask("evil.example", server: SocketAddress(address: [127, 0, 0, 1], port: s.port)))
+        #expect(r.records(.answer).map(\.rdata) == [[192, 0, 2, 77]])
+        #expect(r.records(.answer).first?.ttl == 42)
+        #expect(s.stop() == 0)
+
+        let check = Process()
+        check.executableURL = URL(fileURLWithPath: SinkholeProcess.binaryPath())
+        check.arguments = ["check", "--config", dir + "/sinkhole.yaml"]
+        let out = Pipe()
+        check.standardOutput = out
+        try check.run()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        check.waitUntilExit()
+        #expect(check.terminationStatus == 0, "\(text)")
+        #expect(text.contains("sinkhole.yaml: OK") && text.contains("intel.txt: 1 entries"), "\(text)")
+
+        try (yaml + "\nblock-mod: nxdomain\n").write(toFile: dir + "/bad.yaml", atomically: true, encoding: .utf8)
+        let bad = try SinkholeProcess.run(["serve", "--config", dir + "/bad.yaml"])
+        #expect(bad.status != 0)
+        #expect(bad.stderr.contains("bad.yaml: block-mod: unknown key"), "\(bad.stderr)")
+    }
+}

@@ -159,3 +159,38 @@ import Testing
         #expect(first.receive() != nil, "connections within the cap keep working")
     }
 }
+
+@Suite struct AccessControlTests {
+    @Test func clientsOutsideTheAllowListAreRefusedAndNeverForwarded() throws {
+        let h = try TestHarness(records: ["www.example.org. 300 IN A 192.0.2.12"]) { c in
+            c.access = try! AccessPolicy(allow: ["127.0.0.1/32"], deny: [])
+        }
+        defer { h.stop() }
+        let q = DNSTestClient.query("www.example.org", id: 0x5151, edns: EDNS(udpPayloadSize: 1232))
+        let allowed = try #require(DNSTestClient.udp(q, to: h.address, from: SocketAddress(address: [127, 0, 0, 1], port: 0)))
+        #expect(Header(allowed)?.rcode == 0)
+        let refused = try #require(DNSTestClient.udp(q, to: h.address, from: SocketAddress(address: [127, 0, 0, 2], port: 0)))
+        let m = try #require(Message(wire: refused))
+        #expect(m.rcode == Rcode.refused)
+        #expect(m.answerCount == 0)
+        #expect(m.question?.name == WireName.fromText("www.example.org"))
+        #expect(refused.count <= q.count + 11, "never an amplified answer")
+        // Blocked names are refused too: a stranger learns nothing, and nothing is logged.
+        let blocked = DNSTestClient.udp(DNSTestClient.query("evil.example"), to: h.address, from: SocketAddress(address: [127, 0, 0, 2], port: 0))
+        #expect(blocked.flatMap(Header.init)?.rcode == Rcode.refused)
+        #expect(h.upstream.received.count == 1, "refused queries are never forwarded")
+        #expect(try h.blockLogLines().isEmpty)
+        #expect(h.server.chain.counters.refused.load(ordering: .relaxed) == 2)
+    }
+
+    @Test func dropActionSendsNothing() throws {
+        let h = try TestHarness { c in
+            c.access = try! AccessPolicy(allow: ["127.0.0.1/32"], deny: [])
+            c.refuseAction = .drop
+        }
+        defer { h.stop() }
+        let q = DNSTestClient.query("www.example.org")
+        #expect(DNSTestClient.udp(q, to: h.address, timeout: 0.3, from: SocketAddress(address: [127, 0, 0, 3], port: 0)) == nil)
+        #expect(DNSTestClient.udp(DNSTestClient.query("evil.example"), to: h.address) != nil)
+    }
+}

@@ -21,6 +21,11 @@ public struct ServerConfiguration: Sendable {
     /// UDP payload size we advertise in OPT records, in bytes. Default 1232 (DNS flag day 2020).
     public var ednsPayloadSize: UInt16
 
+    /// Who may query. Default: loopback and private ranges (AccessPolicy.defaultAllowed).
+    public var access: AccessPolicy = (try? AccessPolicy(allow: [], deny: [])) ?? .allowAll
+    /// What refused clients get. Default: REFUSED.
+    public var refuseAction: RefuseAction = .refuse
+
     public static let defaultListen = ["127.0.0.1:53", "[::1]:53"]
     public static let installedBlocklistDirectory = "/etc/sinkhole/blocklists"
 
@@ -54,6 +59,8 @@ public struct ServerConfiguration: Sendable {
             "tcp-idle-timeout": "\(tcpIdleTimeout)s",
             "tcp-max-connections": "\(tcpMaxConnections)",
             "edns-buffer-size": "\(ednsPayloadSize)",
+            "access": access.rules.map(\.description).joined(separator: ","),
+            "refuse-action": refuseAction.rawValue,
         ]
     }
 }

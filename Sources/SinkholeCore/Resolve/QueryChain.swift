@@ -1,26 +1,35 @@
 import Dispatch
+import Synchronization
 import Logging
 
 /// The path every query takes, in order. Each step either answers or hands on to the next.
 ///
 /// 1. HeaderGate  – 12 raw header bytes: drop responses and runts, NOTIMP other opcodes,
 ///                  FORMERR QDCOUNT≠1. Cheapest checks first; nothing is parsed that is dropped.
-/// 2. decode      – libldns parses the message: FORMERR if it cannot or its OPT is malformed;
+/// 2. AccessPolicy – clients no --allow rule covers get REFUSED (or nothing): no open resolver.
+///                  Before decoding, so refused traffic costs as little as possible.
+/// 3. decode      – libldns parses the message: FORMERR if it cannot or its OPT is malformed;
 ///                  BADVERS for EDNS version > 0.
-/// 3. BlockingStage – listed name or a parent of it: block answer + one BlockEvent. Before any
+/// 4. BlockingStage – listed name or a parent of it: block answer + one BlockEvent. Before any
 ///                  stage that could send the name off the host.
-/// 4. Forwarder   – everything else goes upstream; SERVFAIL when no upstream answers.
-/// 5. ResponseInspection – a CNAME/DNAME target in the answer that is listed blocks the answer,
+/// 5. Forwarder   – everything else goes upstream; SERVFAIL when no upstream answers.
+/// 6. ResponseInspection – a CNAME/DNAME target in the answer that is listed blocks the answer,
 ///                  so no upstream data for a listed name reaches the client through an alias.
-/// 6. ReplyBuilder – header/question/OPT rules, TC=1 when over the client's UDP size.
+/// 7. ReplyBuilder – header/question/OPT rules, TC=1 when over the client's UDP size.
 public final class QueryChain: Sendable {
     public let blocking: BlockingStage
     public let forwarder: Forwarder
     public let replies: ReplyBuilder
+    public let access: AccessPolicy
+    public let refuseAction: RefuseAction
+    public let counters = QueryCounters()
     private let inFlight = DispatchGroup()
     private let logger: Logger
 
-    public init(blocking: BlockingStage, forwarder: Forwarder, replies: ReplyBuilder, logger: Logger) {
+    public init(blocking: BlockingStage, forwarder: Forwarder, replies: ReplyBuilder,
+                access: AccessPolicy = .allowAll, refuseAction: RefuseAction = .refuse, logger: Logger) {
+        self.access = access
+        self.refuseAction = refuseAction
         self.blocking = blocking
         self.forwarder = forwarder
         self.replies = replies
@@ -38,6 +47,11 @@ public final class QueryChain: Sendable {
             return respond(replies.rejection(to: rejected, packet: packet, rcode: rcode))
         case .proceed(let h):
             header = h
+        }
+        guard access.allows(client.address) else {
+            counters.refused.add(1, ordering: .relaxed)
+            if refuseAction == .drop { return respond([]) }
+            return respond(replies.rejection(to: header, packet: packet, rcode: Rcode.refused))
         }
         guard let message = Message(wire: packet), let question = message.question, OPTCheck.isValid(packet) else {
             return respond(HeaderGate.headerOnlyReply(to: header, rcode: Rcode.formErr))
@@ -62,6 +76,11 @@ public final class QueryChain: Sendable {
             }
             inFlight.leave()
         }
+    }
+
+    /// Counts kept on the query path (atomics, no lock).
+    public final class QueryCounters: Sendable {
+        public let refused = Atomic<Int>(0)
     }
 
     /// Waits until every forwarded query has been answered, or the timeout passes.

@@ -32,7 +32,8 @@ public final class SinkholeServer: Sendable {
         let forwarder = Forwarder(upstreams: configuration.upstreams, timeout: configuration.upstreamTimeout,
                                   payloadSize: configuration.ednsPayloadSize, logger: logger)
         chain = QueryChain(blocking: blocking, forwarder: forwarder,
-                           replies: ReplyBuilder(payloadSize: configuration.ednsPayloadSize), logger: logger)
+                           replies: ReplyBuilder(payloadSize: configuration.ednsPayloadSize),
+                           access: configuration.access, refuseAction: configuration.refuseAction, logger: logger)
     }
 
     static func logTotals(_ blocklist: Blocklist, seconds: Double, logger: Logger) {

@@ -1,0 +1,175 @@
+import Foundation
+import Yams
+
+/// A readable configuration problem: where (flag or file and key) and why.
+public struct ConfigurationError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// The settings of `sinkhole serve` as raw text values keyed by flag name (`block-mode`,
+/// `listen`, ...), from a YAML file (`--config`) and from flags. Flags override the file key by
+/// key. `configuration()` validates everything and builds the `ServerConfiguration`; every
+/// default lives there. Keeping one representation for both sources means a key in the file and
+/// a flag can never mean different things.
+public struct Settings: Sendable {
+    /// Every key, and whether it takes several values (a list in YAML, a repeated flag).
+    public static let keys: [String: Bool] = [
+        "listen": true, "upstream": true, "allow": true, "deny": true,
+        "blocklist-dir": false, "block-log": false, "block-mode": false, "sinkhole-ipv4": false,
+        "sinkhole-ipv6": false, "block-ttl": false, "upstream-timeout": false, "tcp-idle-timeout": false,
+        "tcp-max-connections": false, "edns-buffer-size": false, "log-level": false, "refuse-action": false,
+    ]
+
+    public private(set) var values: [String: [String]] = [:]
+    /// Where each value came from, for error messages: `--block-mode` or `sinkhole.yaml: block-mode`.
+    public private(set) var origins: [String: String] = [:]
+
+    public init() {}
+
+    public mutating func set(_ key: String, _ value: [String], origin: String) {
+        values[key] = value
+        origins[key] = origin
+    }
+
+    /// Flags given on the command line (`nil` or empty means not given).
+    public mutating func setFlag(_ key: String, _ value: String?) {
+        if let value { set(key, [value], origin: "--\(key)") }
+    }
+
+    public mutating func setFlag(_ key: String, _ values: [String]) {
+        if !values.isEmpty { set(key, values, origin: "--\(key)") }
+    }
+
+    /// This file's settings with `other`'s keys replacing them.
+    public func overridden(by other: Settings) -> Settings {
+        var out = self
+        for (key, value) in other.values { out.set(key, value, origin: other.origins[key] ?? key) }
+        return out
+    }
+
+    /// Reads a YAML mapping of keys to scalars (or lists of scalars for repeatable keys).
+    /// Unknown keys, nesting, and lists for single-valued keys are rejected with the key path.
+    public static func load(yamlFile path: String) throws -> Settings {
+        let text: String
+        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
+            throw ConfigurationError("\(path): cannot be read")
+        }
+        return try parse(yaml: text, file: (path as NSString).lastPathComponent)
+    }
+
+    public static func parse(yaml text: String, file: String) throws -> Settings {
+        let node: Node?
+        do { node = try Yams.compose(yaml: text) } catch {
+            throw ConfigurationError("\(file): not valid YAML: \(error)")
+        }
+        var settings = Settings()
+        guard let node else { return settings }   // empty file
+        guard let mapping = node.mapping else { throw ConfigurationError("\(file): expected a mapping of settings at the top level") }
+        for (keyNode, valueNode) in mapping {
+            guard let key = keyNode.scalar?.string else { throw ConfigurationError("\(file): keys must be plain names") }
+            let path = "\(file): \(key)"
+            guard let repeatable = keys[key] else {
+                let known = keys.keys.sorted().joined(separator: ", ")
+                throw ConfigurationError("\(path): unknown key (known keys: \(known))")
+            }
+            if let scalar = valueNode.scalar {
+                settings.set(key, [scalar.string], origin: path)
+            } else if let sequence = valueNode.sequence {
+                guard repeatable else { throw ConfigurationError("\(path): takes one value, not a list") }
+                var items: [String] = []
+                for (index, item) in sequence.enumerated() {
+                    guard let scalar = item.scalar else { throw ConfigurationError("\(path)[\(index)]: expected a single value") }
+                    items.append(scalar.string)
+                }
+                settings.set(key, items, origin: path)
+            } else {
+                throw ConfigurationError("\(path): expected a value\(repeatable ? " or a list of values" : "")")
+            }
+        }
+        return settings
+    }
+
+    func one(_ key: String) -> String? { values[key]?.last }
+    func many(_ key: String) -> [String] { values[key] ?? [] }
+    func origin(_ key: String) -> String { origins[key] ?? "--\(key)" }
+
+    /// Validates every setting and builds the configuration. Each error names the flag or the
+    /// file and key, the value and the fix.
+    public func configuration(defaultBlocklistDirectory: String,
+                              resolvConf: String = "/etc/resolv.conf") throws -> ServerConfiguration {
+        func address(_ text: String, _ key: String, defaultPort: UInt16? = nil) throws -> SocketAddress {
+            do { return try SocketAddress.parse(text, defaultPort: defaultPort) } catch {
+                throw ConfigurationError("\(origin(key)) \(error)")
+            }
+        }
+        func duration(_ key: String, _ fallback: Double, positive: Bool = true) throws -> Double {
+            guard let text = one(key) else { return fallback }
+            guard let v = DurationText.seconds(text), !positive || v > 0 else {
+                throw ConfigurationError("\(origin(key)) '\(text)': not a \(positive ? "positive " : "")duration (use e.g. 2s, 500ms, 1m)")
+            }
+            return v
+        }
+        func integer(_ key: String, _ fallback: Int, _ range: ClosedRange<Int>) throws -> Int {
+            guard let text = one(key) else { return fallback }
+            guard let v = Int(text), range.contains(v) else {
+                throw ConfigurationError("\(origin(key)) '\(text)': must be a whole number from \(range.lowerBound) to \(range.upperBound)")
+            }
+            return v
+        }
+        let listen = try (many("listen").isEmpty ? ServerConfiguration.defaultListen : many("listen")).map { try address($0, "listen") }
+        var upstreams = try many("upstream").map { try address($0, "upstream", defaultPort: 53) }
+        if let zero = upstreams.first(where: { $0.port == 0 }) {
+            throw ConfigurationError("\(origin("upstream")) \(zero): port 0 cannot be sent to")
+        }
+        if upstreams.isEmpty {
+            upstreams = ResolvConf.excludingSelf(ResolvConf.nameservers(path: resolvConf), listen: listen)
+            if upstreams.isEmpty {
+                throw ConfigurationError("no upstream: give --upstream ADDR[:PORT] (\(resolvConf) names none other than sinkhole itself)")
+            }
+        } else if ResolvConf.excludingSelf(upstreams, listen: listen).count != upstreams.count {
+            throw ConfigurationError("\(origin("upstream")) names sinkhole's own listen address: queries would loop")
+        }
+        let modeText = one("block-mode") ?? "nxdomain"
+        guard let mode = BlockMode(rawValue: modeText) else {
+            throw ConfigurationError("\(origin("block-mode")) '\(modeText)': must be nxdomain or sinkhole")
+        }
+        let v4Text = one("sinkhole-ipv4") ?? "0.0.0.0"
+        guard let v4 = IPAddress.parse(v4Text), v4.count == 4 else {
+            throw ConfigurationError("\(origin("sinkhole-ipv4")) '\(v4Text)': not an IPv4 address")
+        }
+        let v6Text = one("sinkhole-ipv6") ?? "::"
+        guard let v6 = IPAddress.parse(v6Text), v6.count == 16 else {
+            throw ConfigurationError("\(origin("sinkhole-ipv6")) '\(v6Text)': not an IPv6 address")
+        }
+        let ttl = try duration("block-ttl", 60, positive: false)
+        guard ttl <= 604_800 else { throw ConfigurationError("\(origin("block-ttl")): at most 7 days") }
+        let access: AccessPolicy
+        do { access = try AccessPolicy(allow: many("allow"), deny: many("deny")) } catch {
+            let key = many("allow").contains { (try? AccessPolicy.parse($0, allow: true)) == nil } ? "allow" : "deny"
+            throw ConfigurationError("\(origin(key)) \(error)")
+        }
+        let refuseText = one("refuse-action") ?? "refuse"
+        guard let refuseAction = RefuseAction(rawValue: refuseText) else {
+            throw ConfigurationError("\(origin("refuse-action")) '\(refuseText)': must be refuse or drop")
+        }
+        if let level = one("log-level"), !["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(level) {
+            throw ConfigurationError("\(origin("log-level")) '\(level)': use trace, debug, info, notice, warning, error or critical")
+        }
+        var configuration = ServerConfiguration(
+            listen: listen, upstreams: upstreams,
+            blocklistDirectory: one("blocklist-dir") ?? defaultBlocklistDirectory,
+            blockLogPath: one("block-log"),
+            blockPolicy: BlockPolicy(mode: mode, sinkholeIPv4: v4, sinkholeIPv6: v6, ttl: UInt32(ttl)),
+            upstreamTimeout: try duration("upstream-timeout", 2),
+            tcpIdleTimeout: try duration("tcp-idle-timeout", 10),
+            tcpMaxConnections: try integer("tcp-max-connections", 256, 1...1_000_000),
+            ednsPayloadSize: UInt16(try integer("edns-buffer-size", 1232, 512...4096)))
+        configuration.access = access
+        configuration.refuseAction = refuseAction
+        return configuration
+    }
+
+    /// The operational log level (validated by `configuration()`).
+    public var logLevel: String { one("log-level") ?? "info" }
+}

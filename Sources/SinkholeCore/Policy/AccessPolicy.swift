@@ -1,0 +1,87 @@
+/// Which clients may use the resolver (no open resolver): `--allow` / `--deny` CIDR rules,
+/// longest prefix wins, deny wins a tie; a client no rule covers is refused.
+///
+/// Default (no `--allow` given): loopback, RFC 1918, RFC 6598 (carrier-grade NAT), IPv6 ULA
+/// and link-local, as Unbound's and dnsdist's defaults. Giving `--allow` replaces that set.
+public struct AccessPolicy: Sendable {
+    public struct Rule: Sendable, Equatable, CustomStringConvertible {
+        public var network: [UInt8]
+        public var prefixLength: Int
+        public var allow: Bool
+
+        public var description: String {
+            "\(allow ? "allow" : "deny") \(IPAddress.text(network))/\(prefixLength)"
+        }
+
+        func covers(_ address: [UInt8]) -> Bool {
+            guard address.count == network.count else { return false }
+            var bits = prefixLength
+            var i = 0
+            while bits >= 8 {
+                if address[i] != network[i] { return false }
+                bits -= 8
+                i += 1
+            }
+            if bits == 0 { return true }
+            let mask = UInt8(0xFF) << (8 - bits)
+            return address[i] & mask == network[i] & mask
+        }
+    }
+
+    public let rules: [Rule]
+
+    public static let defaultAllowed = ["127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+                                        "100.64.0.0/10", "169.254.0.0/16", "::1/128", "fc00::/7", "fe80::/10"]
+
+    public init(rules: [Rule]) {
+        self.rules = rules
+    }
+
+    /// Builds the policy from CIDR texts; throws naming the bad entry.
+    public init(allow: [String], deny: [String]) throws {
+        let allowed = try (allow.isEmpty ? AccessPolicy.defaultAllowed : allow).map { try AccessPolicy.parse($0, allow: true) }
+        rules = allowed + (try deny.map { try AccessPolicy.parse($0, allow: false) })
+    }
+
+    /// Everyone allowed: for tests and for operators who put their own ACL in front.
+    public static let allowAll = AccessPolicy(rules: [Rule(network: [0, 0, 0, 0], prefixLength: 0, allow: true),
+                                                      Rule(network: [UInt8](repeating: 0, count: 16), prefixLength: 0, allow: true)])
+
+    public struct ParseError: Error, CustomStringConvertible {
+        public var text: String
+        public var description: String { "'\(text)': not an address or CIDR (e.g. 192.0.2.0/24, 2001:db8::/32)" }
+    }
+
+    /// `ADDR/LEN` or a bare address (a /32 or /128).
+    public static func parse(_ text: String, allow: Bool) throws -> Rule {
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count <= 2, let address = IPAddress.parse(String(parts[0])) else { throw ParseError(text: text) }
+        let maxBits = address.count * 8
+        var length = maxBits
+        if parts.count == 2 {
+            guard let l = Int(parts[1]), (0...maxBits).contains(l) else { throw ParseError(text: text) }
+            length = l
+        }
+        return Rule(network: address, prefixLength: length, allow: allow)
+    }
+
+    /// True when the longest matching rule allows the address (deny on a tie, refuse when none).
+    public func allows(_ address: [UInt8]) -> Bool {
+        var best: Rule?
+        for rule in rules where rule.covers(address) {
+            if let b = best, b.prefixLength > rule.prefixLength || (b.prefixLength == rule.prefixLength && !b.allow) {
+                continue
+            }
+            best = rule
+        }
+        return best?.allow ?? false
+    }
+}
+
+/// What refused clients get (`--refuse-action`).
+public enum RefuseAction: String, Sendable, CaseIterable {
+    /// A REFUSED reply (header, question and OPT; never an amplified answer).
+    case refuse
+    /// Nothing.
+    case drop
+}
