@@ -56,23 +56,47 @@ public enum BlocklistLoader {
         return out
     }
 
-    /// Reads and parses one file.
+    /// Reads and parses one file. Line-format files are read in 4 MiB chunks, so a
+    /// multi-million-entry feed is never held as text and as entries at once.
     public static func load(file path: String) -> FileLoadResult {
         let started = DispatchTime.now()
         let name = (path as NSString).lastPathComponent
         let signature = FileSignature(path: path)
         var result = FileLoadResult(path: path, list: nil, failure: nil, lineErrors: [], rejectedLines: 0)
-        guard let bytes = readFile(path) else {
+        func unreadable() -> FileLoadResult {
             result.failure = "cannot be read (\(String(cString: strerror(errno))))"
             return result
         }
-        if bytes.contains(0) {
-            result.failure = "not a text file (it contains NUL bytes)"
-            return result
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return unreadable() }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { return unreadable() }
+        if (st.st_mode & S_IFMT) == S_IFDIR {
+            errno = EISDIR
+            return unreadable()
         }
+        let chunkSize = 4 << 20
+        var chunk = [UInt8](repeating: 0, count: chunkSize)
+        var filled = 0
+        /// Fills `chunk` after `filled`; false on a read error.
+        func fill() -> Bool {
+            while filled < chunk.count {
+                let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress.map { $0 + filled }, $0.count - filled) }
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    return false
+                }
+                if n == 0 { break }
+                filled += n
+            }
+            return true
+        }
+        guard fill() else { return unreadable() }
+        let format = ListFormat.detect(name: name, bytes: Array(chunk[0..<min(filled, 65_536)]))
+
         let allow = isAllowList(name)
         var builder = DomainMatcher.Builder()
-        builder.reserve(bytes: bytes.count, entries: bytes.reduce(into: 1) { if $1 == 0x0A { $0 += 1 } })
         var localData: [[UInt8]: [LocalRecord]] = [:]
         var errors: [ListLineError] = []
         var rejected = 0
@@ -80,30 +104,62 @@ public enum BlocklistLoader {
             rejected += 1
             if errors.count < maxReportedLineErrors { errors.append(error) }
         }
-        let format = ListFormat.detect(name: name, bytes: bytes)
+        let notText = "not a text file (it contains NUL bytes)"
         switch format {
         case .lines:
-            ListParser.parse(bytes, file: name, add: { wire, kind, line in
-                builder.add(name: wire, kind: allow ? .init(kind.scope, .allow) : kind, list: 0, line: line)
-            }, reject: reject)
+            // Room for the whole file's names, and for as many entries as the first chunk suggests.
+            let firstLines = chunk[0..<filled].reduce(into: 1) { if $1 == 0x0A { $0 += 1 } }
+            let estimate = filled == 0 ? 0 : Int(Double(firstLines) * Double(st.st_size) / Double(filled) * 1.02) + 16
+            builder.reserve(bytes: Int(st.st_size), entries: estimate)
+            var line = 1
+            while true {
+                let atEnd = filled < chunk.count
+                if chunk[0..<filled].contains(0) {
+                    result.failure = notText
+                    return result
+                }
+                // Whole lines only; the partial last line moves to the front of the next chunk.
+                var cut = filled
+                if !atEnd {
+                    guard let lastNewline = chunk[0..<filled].lastIndex(of: 0x0A) else {
+                        result.failure = "a line longer than \(chunkSize) bytes: not a list"
+                        return result
+                    }
+                    cut = lastNewline + 1
+                }
+                line += ListParser.parse(chunk[0..<cut], file: name, firstLine: line, add: { wire, kind, line in
+                    builder.add(name: wire, kind: allow ? .init(kind.scope, .allow) : kind, list: 0, line: line)
+                }, reject: reject)
+                if atEnd { break }
+                chunk.withUnsafeMutableBytes { raw in
+                    guard let base = raw.baseAddress else { return }
+                    memmove(base, base + cut, filled - cut)
+                }
+                filled -= cut
+                guard fill() else { return unreadable() }
+            }
         case .rpz:
+            guard let bytes = readFile(path) else { return unreadable() }
+            if bytes.contains(0) {
+                result.failure = notText
+                return result
+            }
             let readable = RPZParser.parse(path: path, file: name, bytes: bytes, add: { wire, kind, line, local in
                 builder.add(name: wire, kind: allow ? .init(kind.scope, .allow) : kind, list: 0, line: line)
                 if let local, !allow { localData[Array(wire.dropLast()), default: []].append(local) }
             }, reject: reject)
-            if !readable {
-                result.failure = "cannot be read (\(String(cString: strerror(errno))))"
-                return result
-            }
+            if !readable { return unreadable() }
         }
+        chunk = []
         result.lineErrors = errors
         result.rejectedLines = rejected
         if builder.count == 0 && rejected > 0 {
             result.failure = "no valid entry (\(rejected) lines rejected)"
             return result
         }
+        let matcher = builder.build()
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
-        result.list = LoadedList(name: name, path: path, format: format, matcher: builder.build(),
+        result.list = LoadedList(name: name, path: path, format: format, matcher: matcher,
                                  rejectedLines: rejected, signature: signature, seconds: seconds, localData: localData)
         return result
     }

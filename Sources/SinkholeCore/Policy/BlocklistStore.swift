@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import Logging
 import Synchronization
 
@@ -50,6 +51,11 @@ public final class BlocklistStore: Sendable {
     public func refresh(directory: String, force: Bool = false) throws -> RefreshReport {
         let started = DispatchTime.now()
         let paths = try BlocklistLoader.listFiles(in: directory)
+        defer {
+            // The replaced lists were large, short-lived allocations: hand their pages back to
+            // the kernel now rather than keep them in malloc's free lists.
+            _ = sinkhole_malloc_trim(0)
+        }
         return refreshLock.withLock { files -> RefreshReport in
             var report = RefreshReport()
             var next: [String: LoadedList] = [:]
@@ -143,3 +149,7 @@ public final class BlocklistStore: Sendable {
         }
     }
 }
+
+/// glibc's malloc_trim(3); <malloc.h> is not part of Swift's Glibc module.
+@_silgen_name("malloc_trim")
+func sinkhole_malloc_trim(_ pad: Int) -> Int32

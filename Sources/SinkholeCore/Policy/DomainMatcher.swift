@@ -113,34 +113,40 @@ public struct DomainMatcher: Sendable {
             self.entries.reserveCapacity(entries)
         }
 
-        /// Builds the table. Duplicates (same name and kind) keep the first occurrence.
-        public func build() -> DomainMatcher {
+        /// Builds the table, consuming the builder. Duplicates (same name and kind) keep the first
+        /// occurrence; they are squeezed out of the entry array in place, so a large list is never
+        /// held twice.
+        public consuming func build() -> DomainMatcher {
             var capacity = 2
             while capacity < entries.count * 2 { capacity <<= 1 }
             let mask = capacity - 1
             var table = [UInt32](repeating: 0, count: capacity)
-            var kept: [Entry] = []
-            kept.reserveCapacity(entries.count)
+            var kept = 0
             arena.withUnsafeBufferPointer { arenaBytes in
-                for entry in entries {
-                    let key = UnsafeBufferPointer(rebasing: arenaBytes[Int(entry.offset)..<Int(entry.offset) + Int(entry.length)])
-                    var slot = Int(DomainMatcher.hash(key)) & mask
-                    var duplicate = false
-                    while table[slot] != 0 {
-                        let other = kept[Int(table[slot]) - 1]
-                        if other.kind == entry.kind, other.length == entry.length,
-                           key.elementsEqual(arenaBytes[Int(other.offset)..<Int(other.offset) + Int(other.length)]) {
-                            duplicate = true
-                            break
+                entries.withUnsafeMutableBufferPointer { all in
+                    for i in 0..<all.count {
+                        let entry = all[i]
+                        let key = UnsafeBufferPointer(rebasing: arenaBytes[Int(entry.offset)..<Int(entry.offset) + Int(entry.length)])
+                        var slot = Int(DomainMatcher.hash(key)) & mask
+                        var duplicate = false
+                        while table[slot] != 0 {
+                            let other = all[Int(table[slot]) - 1]
+                            if other.kind == entry.kind, other.length == entry.length,
+                               key.elementsEqual(arenaBytes[Int(other.offset)..<Int(other.offset) + Int(other.length)]) {
+                                duplicate = true
+                                break
+                            }
+                            slot = (slot + 1) & mask
                         }
-                        slot = (slot + 1) & mask
+                        if duplicate { continue }
+                        all[kept] = entry
+                        kept += 1
+                        table[slot] = UInt32(kept)
                     }
-                    if duplicate { continue }
-                    kept.append(entry)
-                    table[slot] = UInt32(kept.count)
                 }
             }
-            return DomainMatcher(arena: arena, entries: kept, table: table, mask: mask)
+            entries.removeLast(entries.count - kept)
+            return DomainMatcher(arena: arena, entries: entries, table: table, mask: mask)
         }
     }
 

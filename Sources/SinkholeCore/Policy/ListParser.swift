@@ -21,15 +21,18 @@ public enum ListParser {
         "ip6-allhosts", "0.0.0.0",
     ]
 
+    /// Parses whole lines; `firstLine` is the number of the first one (for files read in chunks).
+    /// Returns the number of lines seen.
+    @discardableResult
     public static func parse(
-        _ bytes: [UInt8], file: String,
+        _ bytes: ArraySlice<UInt8>, file: String, firstLine: Int = 1,
         add: (_ name: [UInt8], _ kind: DomainMatcher.Kind, _ line: Int) -> Void,
         reject: (ListLineError) -> Void
-    ) {
-        var lineNumber = 0
-        var start = 0
-        let count = bytes.count
+    ) -> Int {
+        var lineNumber = firstLine - 1
         bytes.withUnsafeBufferPointer { buffer in
+            let count = buffer.count
+            var start = 0
             while start < count {
                 var end = start
                 while end < count && buffer[end] != UInt8(ascii: "\n") { end += 1 }
@@ -37,13 +40,22 @@ public enum ListParser {
                 if let wire = plainName(UnsafeBufferPointer(rebasing: buffer[start..<end])) {
                     add(wire, .block, lineNumber)
                 } else {
-                    var lineBytes = bytes[start..<end]
+                    var lineBytes = ArraySlice(buffer[start..<end])
                     if lineBytes.last == UInt8(ascii: "\r") { lineBytes = lineBytes.dropLast() }
                     parseLine(lineBytes, number: lineNumber, file: file, add: add, reject: reject)
                 }
                 start = end + 1
             }
         }
+        return lineNumber - firstLine + 1
+    }
+
+    public static func parse(
+        _ bytes: [UInt8], file: String,
+        add: (_ name: [UInt8], _ kind: DomainMatcher.Kind, _ line: Int) -> Void,
+        reject: (ListLineError) -> Void
+    ) {
+        parse(bytes[...], file: file, add: add, reject: reject)
     }
 
     /// Fast path for the common line: one valid hostname and nothing else (no comment, no
