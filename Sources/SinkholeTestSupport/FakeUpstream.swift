@@ -90,6 +90,18 @@ public final class FakeUpstream: @unchecked Sendable {
     }
 
     public var received: [Received] { state.withLock { $0.received } }
+    private let arrived = NSCondition()
+
+    /// Waits until at least `count` queries have arrived; false on timeout.
+    public func waitForQueries(_ count: Int, timeout: Double) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        arrived.lock()
+        defer { arrived.unlock() }
+        while received.count < count {
+            if !arrived.wait(until: deadline) { return received.count >= count }
+        }
+        return true
+    }
 
     /// Queries received for a name (any case).
     public func received(for name: String) -> [Received] {
@@ -175,6 +187,9 @@ public final class FakeUpstream: @unchecked Sendable {
                                        type: q.type, dnssecOK: query.edns?.dnssecOK ?? false, hadOPT: query.edns != nil))
             return (s.records[FakeUpstream.key(name)] ?? [], s.behaviours[FakeUpstream.key(name)] ?? .answer)
         }
+        arrived.lock()
+        arrived.broadcast()
+        arrived.unlock()
         func reply(rcode: UInt8 = 0, tc: Bool = false, answers: [String], id: UInt16? = nil) -> [UInt8] {
             guard let m = Message.empty() else { return [] }
             m.id = id ?? query.id

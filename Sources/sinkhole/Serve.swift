@@ -55,6 +55,24 @@ struct ServeOptions: ParsableArguments {
     @Option(name: .customLong("refuse-action"), help: ArgumentHelp("What clients outside --allow get: refuse (REFUSED, default) or drop (nothing).", valueName: "refuse|drop"))
     var refuseAction: String?
 
+    @Option(name: .customLong("rate-limit"), help: ArgumentHelp("UDP queries per second allowed per client /24 (IPv4) or /56 (IPv6); 0 = off (default).", valueName: "QPS"))
+    var rateLimit: String?
+
+    @Option(name: .customLong("rate-limit-burst"), help: ArgumentHelp("Queries a client prefix may send at once above the rate. Default: twice --rate-limit.", valueName: "N"))
+    var rateLimitBurst: String?
+
+    @Option(name: .customLong("rate-limit-action"), help: ArgumentHelp("What UDP clients over the limit get: truncate (empty TC=1 reply, default) or drop.", valueName: "truncate|drop"))
+    var rateLimitAction: String?
+
+    @Option(name: .customLong("max-inflight"), help: ArgumentHelp("Queries waiting on upstreams at most; past it, SERVFAIL at once. Default 2048.", valueName: "N"))
+    var maxInflight: String?
+
+    @Option(name: .customLong("tcp-max-per-client"), help: ArgumentHelp("Open TCP connections per client address at most. Default 16.", valueName: "N"))
+    var tcpMaxPerClient: String?
+
+    @Option(name: .customLong("tcp-max-queries"), help: ArgumentHelp("Queries answered on one TCP connection before it is closed. Default 1000.", valueName: "N"))
+    var tcpMaxQueries: String?
+
     @Option(name: .customLong("log-level"), help: ArgumentHelp("Operational log level on stderr: trace, debug, info (default), notice, warning, error, critical.", valueName: "LEVEL"))
     var logLevel: String?
 
@@ -77,6 +95,12 @@ struct ServeOptions: ParsableArguments {
         flags.setFlag("edns-buffer-size", ednsBufferSize)
         flags.setFlag("refuse-action", refuseAction)
         flags.setFlag("log-level", logLevel)
+        flags.setFlag("rate-limit", rateLimit)
+        flags.setFlag("rate-limit-burst", rateLimitBurst)
+        flags.setFlag("rate-limit-action", rateLimitAction)
+        flags.setFlag("max-inflight", maxInflight)
+        flags.setFlag("tcp-max-per-client", tcpMaxPerClient)
+        flags.setFlag("tcp-max-queries", tcpMaxQueries)
         guard let config else { return flags }
         return try Settings.load(yamlFile: config).overridden(by: flags)
     }

@@ -26,6 +26,19 @@ public struct ServerConfiguration: Sendable {
     /// What refused clients get. Default: REFUSED.
     public var refuseAction: RefuseAction = .refuse
 
+    /// UDP queries per second per client /24 or /56; 0 = no limit (the default).
+    public var rateLimit: Double = 0
+    /// Queries a client prefix may send at once above the rate. Default: twice the rate.
+    public var rateLimitBurst: Double = 0
+    /// What UDP clients over the limit get. Default: an empty TC=1 reply.
+    public var rateLimitAction: RateLimitAction = .truncate
+    /// Queries waiting on upstreams at most; past it, SERVFAIL at once. Default 2048.
+    public var maxInFlight = 2048
+    /// Open TCP connections per client address at most. Default 16.
+    public var tcpMaxPerClient = 16
+    /// Queries answered on one TCP connection before it is closed. Default 1000.
+    public var tcpMaxQueries = 1000
+
     public static let defaultListen = ["127.0.0.1:53", "[::1]:53"]
     public static let installedBlocklistDirectory = "/etc/sinkhole/blocklists"
 
@@ -61,6 +74,10 @@ public struct ServerConfiguration: Sendable {
             "edns-buffer-size": "\(ednsPayloadSize)",
             "access": access.rules.map(\.description).joined(separator: ","),
             "refuse-action": refuseAction.rawValue,
+            "rate-limit": rateLimit == 0 ? "off" : "\(rateLimit)/s burst \(rateLimitBurst) \(rateLimitAction.rawValue)",
+            "max-inflight": "\(maxInFlight)",
+            "tcp-max-per-client": "\(tcpMaxPerClient)",
+            "tcp-max-queries": "\(tcpMaxQueries)",
         ]
     }
 }

@@ -19,6 +19,8 @@ public struct Settings: Sendable {
         "blocklist-dir": false, "block-log": false, "block-mode": false, "sinkhole-ipv4": false,
         "sinkhole-ipv6": false, "block-ttl": false, "upstream-timeout": false, "tcp-idle-timeout": false,
         "tcp-max-connections": false, "edns-buffer-size": false, "log-level": false, "refuse-action": false,
+        "rate-limit": false, "rate-limit-burst": false, "rate-limit-action": false, "max-inflight": false,
+        "tcp-max-per-client": false, "tcp-max-queries": false,
     ]
 
     public private(set) var values: [String: [String]] = [:]
@@ -167,6 +169,16 @@ public struct Settings: Sendable {
             ednsPayloadSize: UInt16(try integer("edns-buffer-size", 1232, 512...4096)))
         configuration.access = access
         configuration.refuseAction = refuseAction
+        configuration.rateLimit = Double(try integer("rate-limit", 0, 0...10_000_000))
+        configuration.rateLimitBurst = Double(try integer("rate-limit-burst", Int(configuration.rateLimit * 2), 0...20_000_000))
+        let rateActionText = one("rate-limit-action") ?? "truncate"
+        guard let rateAction = RateLimitAction(rawValue: rateActionText) else {
+            throw ConfigurationError("\(origin("rate-limit-action")) '\(rateActionText)': must be truncate or drop")
+        }
+        configuration.rateLimitAction = rateAction
+        configuration.maxInFlight = try integer("max-inflight", 2048, 1...1_000_000)
+        configuration.tcpMaxPerClient = try integer("tcp-max-per-client", 16, 1...1_000_000)
+        configuration.tcpMaxQueries = try integer("tcp-max-queries", 1000, 1...100_000_000)
         return configuration
     }
 

@@ -8,26 +8,38 @@ import Logging
 ///                  FORMERR QDCOUNT≠1. Cheapest checks first; nothing is parsed that is dropped.
 /// 2. AccessPolicy – clients no --allow rule covers get REFUSED (or nothing): no open resolver.
 ///                  Before decoding, so refused traffic costs as little as possible.
-/// 3. decode      – libldns parses the message: FORMERR if it cannot or its OPT is malformed;
+/// 3. RateLimiter – UDP clients over --rate-limit (per /24 or /56) get an empty TC=1 reply (or
+///                  nothing): never an amplified answer to a spoofed source. TCP is not limited.
+/// 4. decode      – libldns parses the message: FORMERR if it cannot or its OPT is malformed;
 ///                  BADVERS for EDNS version > 0.
-/// 4. BlockingStage – listed name or a parent of it: block answer + one BlockEvent. Before any
+/// 5. BlockingStage – listed name or a parent of it: block answer + one BlockEvent. Before any
 ///                  stage that could send the name off the host.
-/// 5. Forwarder   – everything else goes upstream; SERVFAIL when no upstream answers.
-/// 6. ResponseInspection – a CNAME/DNAME target in the answer that is listed blocks the answer,
+/// 6. Forwarder   – everything else goes upstream; SERVFAIL when no upstream answers, and at
+///                  once when --max-inflight queries are already waiting upstream.
+/// 7. ResponseInspection – a CNAME/DNAME target in the answer that is listed blocks the answer,
 ///                  so no upstream data for a listed name reaches the client through an alias.
-/// 7. ReplyBuilder – header/question/OPT rules, TC=1 when over the client's UDP size.
+/// 8. ReplyBuilder – header/question/OPT rules, TC=1 when over the client's UDP size.
 public final class QueryChain: Sendable {
     public let blocking: BlockingStage
     public let forwarder: Forwarder
     public let replies: ReplyBuilder
     public let access: AccessPolicy
     public let refuseAction: RefuseAction
+    public let rateLimiter: RateLimiter?
+    public let rateLimitAction: RateLimitAction
+    public let maxInFlight: Int
+    private let inFlightCount = Atomic<Int>(0)
     public let counters = QueryCounters()
     private let inFlight = DispatchGroup()
     private let logger: Logger
 
     public init(blocking: BlockingStage, forwarder: Forwarder, replies: ReplyBuilder,
-                access: AccessPolicy = .allowAll, refuseAction: RefuseAction = .refuse, logger: Logger) {
+                access: AccessPolicy = .allowAll, refuseAction: RefuseAction = .refuse,
+                rateLimiter: RateLimiter? = nil, rateLimitAction: RateLimitAction = .truncate,
+                maxInFlight: Int = 2048, logger: Logger) {
+        self.rateLimiter = rateLimiter
+        self.rateLimitAction = rateLimitAction
+        self.maxInFlight = maxInFlight
         self.access = access
         self.refuseAction = refuseAction
         self.blocking = blocking
@@ -53,6 +65,11 @@ public final class QueryChain: Sendable {
             if refuseAction == .drop { return respond([]) }
             return respond(replies.rejection(to: header, packet: packet, rcode: Rcode.refused))
         }
+        if transport == .udp, let limiter = rateLimiter, !limiter.allow(client.address) {
+            counters.rateLimited.add(1, ordering: .relaxed)
+            if rateLimitAction == .drop { return respond([]) }
+            return respond(replies.rejection(to: header, packet: packet, rcode: Rcode.noError, truncated: true))
+        }
         guard let message = Message(wire: packet), let question = message.question, OPTCheck.isValid(packet) else {
             return respond(HeaderGate.headerOnlyReply(to: header, rcode: Rcode.formErr))
         }
@@ -65,15 +82,21 @@ public final class QueryChain: Sendable {
             if case .blocked(let answer) = blocked, answer.action == .drop { return respond([]) }
             return respond(replies.reply(to: query, blocked))
         }
+        if inFlightCount.add(1, ordering: .relaxed).newValue > maxInFlight {
+            inFlightCount.subtract(1, ordering: .relaxed)
+            counters.overloaded.add(1, ordering: .relaxed)
+            return respond(replies.reply(to: query, .failure(rcode: Rcode.servFail, reason: "too many queries in flight")))
+        }
         inFlight.enter()
         let inspection = ResponseInspection(blocking: blocking)
-        forwarder.forward(query) { [replies, inFlight] resolution in
+        forwarder.forward(query) { [self] resolution in
             let inspected = inspection.process(query, resolution)
             if case .blocked(let answer) = inspected, answer.action == .drop {
                 respond([])
             } else {
                 respond(replies.reply(to: query, inspected))
             }
+            inFlightCount.subtract(1, ordering: .relaxed)
             inFlight.leave()
         }
     }
@@ -81,6 +104,9 @@ public final class QueryChain: Sendable {
     /// Counts kept on the query path (atomics, no lock).
     public final class QueryCounters: Sendable {
         public let refused = Atomic<Int>(0)
+        public let rateLimited = Atomic<Int>(0)
+        /// SERVFAIL at once because --max-inflight queries were already upstream.
+        public let overloaded = Atomic<Int>(0)
     }
 
     /// Waits until every forwarded query has been answered, or the timeout passes.

@@ -33,7 +33,11 @@ public final class SinkholeServer: Sendable {
                                   payloadSize: configuration.ednsPayloadSize, logger: logger)
         chain = QueryChain(blocking: blocking, forwarder: forwarder,
                            replies: ReplyBuilder(payloadSize: configuration.ednsPayloadSize),
-                           access: configuration.access, refuseAction: configuration.refuseAction, logger: logger)
+                           access: configuration.access, refuseAction: configuration.refuseAction,
+                           rateLimiter: configuration.rateLimit > 0
+                               ? RateLimiter(queriesPerSecond: configuration.rateLimit, burst: configuration.rateLimitBurst) : nil,
+                           rateLimitAction: configuration.rateLimitAction, maxInFlight: configuration.maxInFlight,
+                           logger: logger)
     }
 
     static func logTotals(_ blocklist: Blocklist, seconds: Double, logger: Logger) {
@@ -96,7 +100,9 @@ public final class SinkholeServer: Sendable {
             do {
                 let tcp = try TCPListener(address: udp.address, queue: DispatchQueue(label: "sinkhole.tcp.accept"),
                                           idleTimeout: configuration.tcpIdleTimeout,
-                                          maxConnections: configuration.tcpMaxConnections, handler: handler)
+                                          maxConnections: configuration.tcpMaxConnections,
+                                          maxPerClient: configuration.tcpMaxPerClient,
+                                          maxQueries: configuration.tcpMaxQueries, handler: handler)
                 return (udp, tcp)
             } catch {
                 lastError = error

@@ -3,7 +3,9 @@ import Glibc
 
 /// One DNS-over-TCP client connection: 2-byte length-prefixed messages (RFC 1035 §4.2.2),
 /// several queries in flight at once and answered in any order (RFC 7766 §6.2.1.1), messages
-/// split across reads, and an idle timeout. All state lives on the connection's serial queue,
+/// split across reads, an idle timeout and a cap on queries per connection. Only whole
+/// messages and replies count as activity, so a client dribbling a message a byte at a time
+/// is closed at the idle timeout like a silent one. All state lives on the connection's serial queue,
 /// so a slow or idle client holds nothing that others need.
 final class TCPConnection: @unchecked Sendable {
     /// Queries of one connection in flight at once; past this, reading pauses until replies go out.
@@ -17,6 +19,10 @@ final class TCPConnection: @unchecked Sendable {
     private let idleTimeout: Double
     private let handler: QueryHandler
     private let onClose: @Sendable (TCPConnection) -> Void
+    private let maxQueries: Int
+    private var queriesRead = 0
+    /// The client's address, for the per-client connection cap.
+    let peerAddress: [UInt8]
 
     private let readSource: DispatchSourceRead
     private let writeSource: DispatchSourceWrite
@@ -30,8 +36,10 @@ final class TCPConnection: @unchecked Sendable {
     private var finishing = false
     private var closed = false
 
-    init(fd: Int32, peer: SocketAddress, queue: DispatchQueue, idleTimeout: Double,
+    init(fd: Int32, peer: SocketAddress, queue: DispatchQueue, idleTimeout: Double, maxQueries: Int = 1000,
          handler: @escaping QueryHandler, onClose: @escaping @Sendable (TCPConnection) -> Void) {
+        self.maxQueries = maxQueries
+        self.peerAddress = peer.address
         self.fd = fd
         self.peer = peer
         self.queue = queue
@@ -77,19 +85,25 @@ final class TCPConnection: @unchecked Sendable {
             close()
             return
         }
-        lastActivity = .now()
         input.append(contentsOf: chunk[0..<n])
         extractMessages()
     }
 
     private func extractMessages() {
         var offset = 0
-        while input.count - offset >= 2 && inFlight < TCPConnection.maxInFlight {
+        while input.count - offset >= 2 && inFlight < TCPConnection.maxInFlight && !finishing {
             let length = Int(input[offset]) << 8 | Int(input[offset + 1])
             guard input.count - offset - 2 >= length else { break }
             let message = Array(input[(offset + 2)..<(offset + 2 + length)])
             offset += 2 + length
             inFlight += 1
+            queriesRead += 1
+            lastActivity = .now()
+            if queriesRead >= maxQueries {
+                // Answer this one and what is in flight, then close (RFC 7766 §6.2.3 allows it).
+                finishing = true
+                if !readSuspended { readSource.suspend(); readSuspended = true }
+            }
             handler(message, peer, .tcp) { [self] reply in
                 queue.async { self.replied(reply) }
             }

@@ -17,8 +17,14 @@ public final class TCPListener: @unchecked Sendable {
     private let connections = Mutex<[ObjectIdentifier: TCPConnection]>([:])
     private let connectionQueues = QueuePool(label: "sinkhole.tcp.connection")
 
+    private let maxPerClient: Int
+    private let maxQueries: Int
+
     public init(address requested: SocketAddress, queue: DispatchQueue, idleTimeout: Double,
-                maxConnections: Int, handler: @escaping QueryHandler) throws {
+                maxConnections: Int, maxPerClient: Int = 16, maxQueries: Int = 1000,
+                handler: @escaping QueryHandler) throws {
+        self.maxPerClient = maxPerClient
+        self.maxQueries = maxQueries
         fd = try Socket.bound(requested, type: Int32(SOCK_STREAM.rawValue))
         guard listen(fd, 128) == 0 else {
             let code = errno
@@ -64,13 +70,14 @@ public final class TCPListener: @unchecked Sendable {
             if client < 0 { return }
             Socket.setNonBlocking(client)
             _ = fcntl(client, F_SETFD, FD_CLOEXEC)
-            guard let peer = SocketAddress(storage: &storage), openConnections < maxConnections else {
+            guard let peer = SocketAddress(storage: &storage), openConnections < maxConnections,
+                  connections.withLock({ open in open.values.filter { $0.peerAddress == peer.address }.count }) < maxPerClient else {
                 Glibc.close(client)
                 continue
             }
             let queue = connectionQueues.queue()
             let connection = TCPConnection(fd: client, peer: peer, queue: queue, idleTimeout: idleTimeout,
-                                           handler: handler) { [weak self] closed in
+                                           maxQueries: maxQueries, handler: handler) { [weak self] closed in
                 _ = self?.connections.withLock { $0.removeValue(forKey: ObjectIdentifier(closed)) }
             }
             connections.withLock { $0[ObjectIdentifier(connection)] = connection }

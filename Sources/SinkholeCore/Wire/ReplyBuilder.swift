@@ -47,7 +47,7 @@ public struct ReplyBuilder: Sendable {
     /// The reply to a query the header gate rejected (NOTIMP, FORMERR for QDCOUNT≠1). When ldns
     /// can parse the message, the reply copies its single question (if it had exactly one) and
     /// carries an OPT when the query did; otherwise it is the bare header.
-    public func rejection(to header: Header, packet: [UInt8], rcode: UInt8) -> [UInt8] {
+    public func rejection(to header: Header, packet: [UInt8], rcode: UInt8, truncated: Bool = false) -> [UInt8] {
         guard let query = Message(wire: packet), OPTCheck.isValid(packet), let m = Message.empty() else {
             return HeaderGate.headerOnlyReply(to: header, rcode: rcode)
         }
@@ -58,6 +58,7 @@ public struct ReplyBuilder: Sendable {
         m.checkingDisabled = header.checkingDisabled
         m.recursionAvailable = true
         m.rcode = rcode
+        m.truncated = truncated
         if header.qdcount == 1, let question = query.question { m.setQuestion(question) }
         if let edns = query.edns {
             m.edns = EDNS(udpPayloadSize: payloadSize, version: 0, extendedRcode: 0, dnssecOK: edns.dnssecOK)

@@ -1,0 +1,101 @@
+import Foundation
+import SinkholeCore
+import SinkholeTestSupport
+import Synchronization
+import Testing
+
+/// Rate limits, the in-flight cap and TCP caps, through the running server.
+@Suite struct AbuseTests {
+    @Test func udpClientsOverTheRateGetEmptyTruncatedRepliesAndTCPIsNotLimited() throws {
+        let h = try TestHarness(records: ["www.example.org. 300 IN A 192.0.2.12"]) { c in
+            c.rateLimit = 1
+            c.rateLimitBurst = 5
+        }
+        defer { h.stop() }
+        let limited = SocketAddress(address: [127, 0, 9, 1], port: 0)
+        var normal = 0
+        var truncated = 0
+        for i in 0..<20 {
+            let q = DNSTestClient.query("www.example.org", id: UInt16(100 + i))
+            guard let reply = DNSTestClient.udp(q, to: h.address, from: limited), let m = Message(wire: reply) else { continue }
+            if m.truncated {
+                truncated += 1
+                #expect(m.answerCount == 0 && reply.count <= q.count, "never an amplified answer")
+                #expect(m.id == UInt16(100 + i))
+            } else {
+                normal += 1
+            }
+        }
+        #expect(normal >= 5 && normal <= 7, "burst of 5 plus what refills during the test")
+        #expect(truncated >= 13)
+        // Another /24 has its own bucket; TCP from the limited prefix is answered in full.
+        #expect(DNSTestClient.udp(DNSTestClient.query("www.example.org"), to: h.address,
+                                  from: SocketAddress(address: [127, 0, 10, 1], port: 0)).flatMap { Message(wire: $0) }?.answerCount == 1)
+        let tcp = DNSTestClient.tcp(DNSTestClient.query("www.example.org"), to: h.address).flatMap { Message(wire: $0) }
+        #expect(tcp?.answerCount == 1 && tcp?.truncated == false)
+        #expect(h.server.chain.counters.rateLimited.load(ordering: .relaxed) == truncated)
+    }
+
+    @Test func rateLimiterStateIsBoundedAndRefills() {
+        let limiter = RateLimiter(queriesPerSecond: 10, burst: 2)
+        let t0: UInt64 = 1_000_000_000
+        #expect(limiter.allow([192, 0, 2, 1], now: t0))
+        #expect(limiter.allow([192, 0, 2, 200], now: t0), "same /24 shares the bucket")
+        #expect(!limiter.allow([192, 0, 2, 3], now: t0))
+        #expect(limiter.allow([192, 0, 2, 3], now: t0 + 100_000_000), "one token back after 100 ms at 10/s")
+        #expect(limiter.allow([198, 51, 100, 1], now: t0))
+        let v6 = IPAddress.parse("2001:db8:0:1::1")!
+        let sameSlash56 = IPAddress.parse("2001:db8:0:ff::1")!
+        #expect(limiter.allow(v6, now: t0) && limiter.allow(sameSlash56, now: t0))
+        #expect(!limiter.allow(v6, now: t0))
+        // A million spoofed sources: the table does not grow (fixed slots), and nothing crashes.
+        for i in 0..<1_000_000 {
+            _ = limiter.allow([UInt8(i >> 16 & 0xFF), UInt8(i >> 8 & 0xFF), UInt8(i & 0xFF), 1], now: t0)
+        }
+    }
+
+    @Test func queriesPastTheInFlightCapGetServfailAtOnce() throws {
+        let h = try TestHarness { c in
+            c.maxInFlight = 2
+            c.upstreamTimeout = 2
+        }
+        defer { h.stop() }
+        h.upstream.set(.silent, for: "slow.example.org")
+        let results = Mutex<[Double]>([])
+        let group = DispatchGroup()
+        for i in 0..<2 {
+            group.enter()
+            Thread.detachNewThread {
+                defer { group.leave() }
+                _ = DNSTestClient.udp(DNSTestClient.query("slow.example.org", id: UInt16(i)), to: h.address, timeout: 5)
+            }
+        }
+        // Wait until both are upstream, observed at the fake upstream, then the third is refused work.
+        #expect(h.upstream.waitForQueries(2, timeout: 3))
+        let started = Date()
+        let third = try #require(DNSTestClient.ask("other.example.org", server: h.address, timeout: 5))
+        results.withLock { $0.append(Date().timeIntervalSince(started)) }
+        #expect(third.rcode == Rcode.servFail)
+        #expect(results.withLock { $0[0] } < 1.0, "answered at once, not after the upstream timeout")
+        #expect(h.server.chain.counters.overloaded.load(ordering: .relaxed) == 1)
+        #expect(group.wait(timeout: .now() + 10) == .success)
+    }
+
+    @Test func tcpPerClientCapAndQueriesPerConnection() throws {
+        let h = try TestHarness { c in
+            c.tcpMaxPerClient = 2
+            c.tcpMaxQueries = 3
+        }
+        defer { h.stop() }
+        let a = try #require(DNSTestClient.TCPConnection(to: h.address))
+        let b = try #require(DNSTestClient.TCPConnection(to: h.address))
+        #expect(a.send(DNSTestClient.query("evil.example")) && a.receive() != nil)
+        #expect(b.send(DNSTestClient.query("evil.example")) && b.receive() != nil)
+        let c = try #require(DNSTestClient.TCPConnection(to: h.address))
+        #expect(c.closedByServer(), "a third connection from the same address is closed")
+        // a has used 1 of 3 queries: two more are answered, then the server closes.
+        #expect(a.send(DNSTestClient.query("evil.example")) && a.receive() != nil)
+        #expect(a.send(DNSTestClient.query("evil.example")) && a.receive() != nil)
+        #expect(a.closedByServer())
+    }
+}
