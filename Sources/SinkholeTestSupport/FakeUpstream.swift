@@ -43,12 +43,13 @@ public final class FakeUpstream: @unchecked Sendable {
     private let state = Mutex<(records: [String: [String]], behaviours: [String: Behaviour], received: [Received])>(([:], [:], []))
 
     /// Records in presentation format, e.g. `www.example.org. 300 IN A 192.0.2.1`.
-    public init(records: [String] = []) throws {
+    /// `port` 0 lets the kernel choose; a fixed port restarts an upstream where a stopped one was.
+    public init(records: [String] = [], port: UInt16 = 0) throws {
         var udp: Int32 = -1
         var tcp: Int32 = -1
         var bound: SocketAddress?
         for _ in 0..<8 {
-            udp = try Socket.bound(SocketAddress(address: [127, 0, 0, 1], port: 0), type: Int32(SOCK_DGRAM.rawValue))
+            udp = try Socket.bound(SocketAddress(address: [127, 0, 0, 1], port: port), type: Int32(SOCK_DGRAM.rawValue))
             guard let a = SocketAddress.local(of: udp) else { continue }
             if let t = try? Socket.bound(a, type: Int32(SOCK_STREAM.rawValue)) {
                 tcp = t

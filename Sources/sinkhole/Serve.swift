@@ -73,6 +73,18 @@ struct ServeOptions: ParsableArguments {
     @Option(name: .customLong("tcp-max-queries"), help: ArgumentHelp("Queries answered on one TCP connection before it is closed. Default 1000.", valueName: "N"))
     var tcpMaxQueries: String?
 
+    @Option(name: .customLong("upstream-strategy"), help: ArgumentHelp("Order of upstreams per query: first (in the order given, default), random, fastest (lowest smoothed RTT). Upstreams that failed 3 times in a row go last until probed again.", valueName: "first|random|fastest"))
+    var upstreamStrategy: String?
+
+    @Option(name: .customLong("upstream-deadline"), help: ArgumentHelp("Time for one query's whole retry loop over the upstreams. Default: --upstream-timeout × number of upstreams.", valueName: "DURATION"))
+    var upstreamDeadline: String?
+
+    @Option(name: .customLong("user"), help: ArgumentHelp("After binding, drop root privileges to this user (before any query is handled).", valueName: "USER"))
+    var user: String?
+
+    @Option(name: .customLong("group"), help: ArgumentHelp("Group to drop to with --user. Default: the user's primary group.", valueName: "GROUP"))
+    var group: String?
+
     @Option(name: .customLong("log-level"), help: ArgumentHelp("Operational log level on stderr: trace, debug, info (default), notice, warning, error, critical.", valueName: "LEVEL"))
     var logLevel: String?
 
@@ -101,6 +113,10 @@ struct ServeOptions: ParsableArguments {
         flags.setFlag("max-inflight", maxInflight)
         flags.setFlag("tcp-max-per-client", tcpMaxPerClient)
         flags.setFlag("tcp-max-queries", tcpMaxQueries)
+        flags.setFlag("upstream-strategy", upstreamStrategy)
+        flags.setFlag("upstream-deadline", upstreamDeadline)
+        flags.setFlag("user", user)
+        flags.setFlag("group", group)
         guard let config else { return flags }
         return try Settings.load(yamlFile: config).overridden(by: flags)
     }

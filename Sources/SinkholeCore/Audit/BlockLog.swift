@@ -113,6 +113,11 @@ public final class BlockLog: @unchecked Sendable {
         return true
     }
 
+    /// Gives the open file to the identity sinkhole drops to, so it can keep writing it.
+    public func chown(to identity: Privileges.Identity) {
+        writer.withLock { _ = fchown($0.fd, identity.uid, identity.gid) }
+    }
+
     /// Flushes, then closes and reopens the path (after logrotate moved the file away).
     public func reopen() {
         flush()

@@ -39,6 +39,17 @@ public struct ServerConfiguration: Sendable {
     /// Queries answered on one TCP connection before it is closed. Default 1000.
     public var tcpMaxQueries = 1000
 
+    /// How upstreams are ordered for each query. Default: first.
+    public var upstreamStrategy: UpstreamStrategy = .first
+    /// Seconds for one query's whole retry loop; nil = upstream timeout × number of upstreams.
+    public var upstreamDeadline: Double?
+    /// Seconds before a down upstream is probed again (doubling to 60). Default 5.
+    public var upstreamRetryBackoff: Double = 5
+
+    /// User and group to drop to after binding; nil = keep the identity started with.
+    public var user: String?
+    public var group: String?
+
     public static let defaultListen = ["127.0.0.1:53", "[::1]:53"]
     public static let installedBlocklistDirectory = "/etc/sinkhole/blocklists"
 
@@ -76,6 +87,9 @@ public struct ServerConfiguration: Sendable {
             "refuse-action": refuseAction.rawValue,
             "rate-limit": rateLimit == 0 ? "off" : "\(rateLimit)/s burst \(rateLimitBurst) \(rateLimitAction.rawValue)",
             "max-inflight": "\(maxInFlight)",
+            "upstream-strategy": upstreamStrategy.rawValue,
+            "user": user.map { "\($0)\(group.map { ":" + $0 } ?? "")" } ?? "(unchanged)",
+            "upstream-deadline": upstreamDeadline.map { "\($0)s" } ?? "\(upstreamTimeout * Double(max(1, upstreams.count)))s",
             "tcp-max-per-client": "\(tcpMaxPerClient)",
             "tcp-max-queries": "\(tcpMaxQueries)",
         ]

@@ -20,7 +20,8 @@ public struct Settings: Sendable {
         "sinkhole-ipv6": false, "block-ttl": false, "upstream-timeout": false, "tcp-idle-timeout": false,
         "tcp-max-connections": false, "edns-buffer-size": false, "log-level": false, "refuse-action": false,
         "rate-limit": false, "rate-limit-burst": false, "rate-limit-action": false, "max-inflight": false,
-        "tcp-max-per-client": false, "tcp-max-queries": false,
+        "tcp-max-per-client": false, "tcp-max-queries": false, "upstream-strategy": false, "upstream-deadline": false,
+        "user": false, "group": false,
     ]
 
     public private(set) var values: [String: [String]] = [:]
@@ -179,6 +180,14 @@ public struct Settings: Sendable {
         configuration.maxInFlight = try integer("max-inflight", 2048, 1...1_000_000)
         configuration.tcpMaxPerClient = try integer("tcp-max-per-client", 16, 1...1_000_000)
         configuration.tcpMaxQueries = try integer("tcp-max-queries", 1000, 1...100_000_000)
+        let strategyText = one("upstream-strategy") ?? "first"
+        guard let strategy = UpstreamStrategy(rawValue: strategyText) else {
+            throw ConfigurationError("\(origin("upstream-strategy")) '\(strategyText)': must be first, random or fastest")
+        }
+        configuration.upstreamStrategy = strategy
+        if one("upstream-deadline") != nil { configuration.upstreamDeadline = try duration("upstream-deadline", 0) }
+        configuration.user = one("user")
+        configuration.group = one("group")
         return configuration
     }
 

@@ -250,8 +250,15 @@ public struct BlockLogLine {
                 let bytes = BlockLogLine.unescape(UnsafeRawBufferPointer(start: p + key.start, count: key.end - key.start))
                 return bytes.elementsEqual(UnsafeBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount))
             }
-            guard key.end - key.start == name.utf8CodeUnitCount else { return false }
-            return memcmp(p + key.start, name.utf8Start, name.utf8CodeUnitCount) == 0
+            let count = name.utf8CodeUnitCount
+            guard key.end - key.start == count else { return false }
+            return Scanner.equal(p + key.start, name.utf8Start, count)
+        }
+
+        /// Byte comparison for short keys; inlined, cheaper than a call to memcmp.
+        @inline(__always) static func equal(_ a: UnsafePointer<UInt8>, _ b: UnsafePointer<UInt8>, _ count: Int) -> Bool {
+            for k in 0..<count where a[k] != b[k] { return false }
+            return true
         }
 
         /// Any JSON value.
@@ -318,7 +325,7 @@ public struct BlockLogLine {
 
         mutating func literal(_ word: StaticString) -> Bool {
             let count = word.utf8CodeUnitCount
-            guard i + count <= n, memcmp(p + i, word.utf8Start, count) == 0 else { return false }
+            guard i + count <= n, Scanner.equal(p + i, word.utf8Start, count) else { return false }
             i += count
             return true
         }

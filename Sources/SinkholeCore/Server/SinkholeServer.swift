@@ -30,7 +30,9 @@ public final class SinkholeServer: Sendable {
         blockLog = try configuration.blockLogPath.map { try BlockLog(path: $0, logger: logger) }
         let blocking = BlockingStage(store: store, policy: configuration.blockPolicy, log: blockLog)
         let forwarder = Forwarder(upstreams: configuration.upstreams, timeout: configuration.upstreamTimeout,
-                                  payloadSize: configuration.ednsPayloadSize, logger: logger)
+                                  payloadSize: configuration.ednsPayloadSize, strategy: configuration.upstreamStrategy,
+                                  deadline: configuration.upstreamDeadline,
+                                  retryBackoff: configuration.upstreamRetryBackoff, logger: logger)
         chain = QueryChain(blocking: blocking, forwarder: forwarder,
                            replies: ReplyBuilder(payloadSize: configuration.ednsPayloadSize),
                            access: configuration.access, refuseAction: configuration.refuseAction,
@@ -83,6 +85,18 @@ public final class SinkholeServer: Sendable {
             throw error
         }
         listeners.withLock { $0 = (udp, tcp) }
+        if let user = configuration.user {
+            do {
+                let identity = try Privileges.resolve(user: user, group: configuration.group)
+                blockLog?.chown(to: identity)
+                try Privileges.drop(to: identity)
+                logger.info("dropped privileges", metadata: ["user": "\(user)", "uid": "\(identity.uid)", "gid": "\(identity.gid)"])
+            } catch {
+                udp.forEach { $0.stop(); $0.close() }
+                tcp.forEach { $0.stop() }
+                throw error
+            }
+        }
         watcher.start()
         for (u, t) in zip(udp, tcp) {
             u.start()

@@ -1,20 +1,30 @@
 import Dispatch
 import Logging
 
-/// Sends queries that no earlier stage answered to the upstream resolvers, in order: each try
-/// has `timeout` seconds; a timeout or network error moves on to the next upstream, and when
-/// every upstream has failed the query is answered SERVFAIL.
+/// Sends queries that no earlier stage answered to the upstream resolvers, in the order the
+/// strategy and their health give: each try has `timeout` seconds, and the whole loop one
+/// `deadline`; a timeout, network error or SERVFAIL moves on to the next upstream. When every
+/// upstream has failed, the last upstream SERVFAIL is relayed, or SERVFAIL is answered.
 public final class Forwarder: Sendable {
     public let upstreams: [SocketAddress]
     public let timeout: Double
+    /// Seconds for the whole retry loop of one query.
+    public let deadline: Double
+    public let strategy: UpstreamStrategy
+    public let health: UpstreamHealth
     /// The UDP payload size we advertise to upstreams (RFC 6891), the same as to clients.
     public let payloadSize: UInt16
     private let queues = QueuePool(label: "sinkhole.upstream")
     private let logger: Logger
 
-    public init(upstreams: [SocketAddress], timeout: Double, payloadSize: UInt16, logger: Logger) {
+    public init(upstreams: [SocketAddress], timeout: Double, payloadSize: UInt16,
+                strategy: UpstreamStrategy = .first, deadline: Double? = nil, retryBackoff: Double = 5,
+                logger: Logger) {
         self.upstreams = upstreams
         self.timeout = timeout
+        self.strategy = strategy
+        self.deadline = deadline ?? timeout * Double(max(1, upstreams.count))
+        self.health = UpstreamHealth(upstreams: upstreams, firstBackoff: retryBackoff)
         self.payloadSize = payloadSize
         self.logger = logger
     }
@@ -37,29 +47,52 @@ public final class Forwarder: Sendable {
         guard let wire = upstreamQuery(for: query) else {
             return completion(.failure(rcode: Rcode.servFail, reason: "could not encode the upstream query"))
         }
-        attempt(0, wire: wire, question: query.question, completion: completion)
+        let order = health.order(strategy)
+        attempt(order[...], wire: wire, question: query.question, until: .now() + deadline,
+                lastServfail: nil, completion: completion)
     }
 
-    private func attempt(_ index: Int, wire: [UInt8], question: Question,
-                         completion: @escaping @Sendable (Resolution) -> Void) {
-        guard index < upstreams.count else {
-            return completion(.failure(rcode: Rcode.servFail, reason: "no upstream answered"))
+    private func attempt(_ order: ArraySlice<Int>, wire: [UInt8], question: Question, until deadline: DispatchTime,
+                         lastServfail: Resolution?, completion: @escaping @Sendable (Resolution) -> Void) {
+        let left = Double(Int64(deadline.uptimeNanoseconds) - Int64(DispatchTime.now().uptimeNanoseconds)) / 1e9
+        guard let index = order.first, left > 0.001 else {
+            return completion(lastServfail ?? .failure(rcode: Rcode.servFail, reason: "no upstream answered"))
         }
         let upstream = upstreams[index]
-        let exchangeQueue = queues.queue()
-        let exchange = UpstreamExchange(upstream: upstream, query: wire, question: question, timeout: timeout,
-                                        queue: exchangeQueue) { [self] result in
+        let started = DispatchTime.now()
+        let exchange = UpstreamExchange(upstream: upstream, query: wire, question: question, timeout: min(timeout, left),
+                                        queue: queues.queue()) { [self] result in
+            let rest = order.dropFirst()
             switch result {
+            case .success(let reply) where reply.rcode == Rcode.servFail:
+                failed(index, "answered SERVFAIL", question)
+                attempt(rest, wire: wire, question: question, until: deadline,
+                        lastServfail: .upstream(reply, from: upstream), completion: completion)
             case .success(let reply):
+                let rtt = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
+                if health.success(index, rtt: rtt) {
+                    logger.notice("upstream answering again", metadata: ["upstream": "\(upstream)"])
+                }
                 completion(.upstream(reply, from: upstream))
             case .failure(let failure):
-                logger.warning("upstream try failed", metadata: [
-                    "upstream": "\(upstream)", "reason": "\(failure)",
-                    "dns.question.name": "\(WireName.text(question.name))",
-                ])
-                attempt(index + 1, wire: wire, question: question, completion: completion)
+                failed(index, "\(failure)", question)
+                attempt(rest, wire: wire, question: question, until: deadline, lastServfail: lastServfail,
+                        completion: completion)
             }
         }
         exchange.start()
+    }
+
+    private func failed(_ index: Int, _ reason: String, _ question: Question) {
+        let markedDown = health.failure(index)
+        let metadata: Logger.Metadata = [
+            "upstream": "\(upstreams[index])", "reason": "\(reason)",
+            "dns.question.name": "\(WireName.text(question.name))",
+        ]
+        if markedDown {
+            logger.error("upstream marked down after \(UpstreamHealth.downAfter) failures in a row; probing it again later", metadata: metadata)
+        } else {
+            logger.warning("upstream try failed", metadata: metadata)
+        }
     }
 }

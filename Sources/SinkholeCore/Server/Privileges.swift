@@ -1,0 +1,36 @@
+import Glibc
+
+/// Dropping root after the listening sockets are bound (`--user`, `--group`), before any query
+/// is handled: supplementary groups cleared, then the group, then the user, and a check that
+/// root cannot be regained. (The alternative, running unprivileged with CAP_NET_BIND_SERVICE,
+/// needs nothing here: see the systemd unit in deploy/.)
+public enum Privileges {
+    public struct Identity: Sendable, Equatable {
+        public var uid: uid_t
+        public var gid: gid_t
+    }
+
+    /// Looks the user (and group, else the user's primary group) up; throws a readable error.
+    public static func resolve(user: String, group: String?) throws -> Identity {
+        guard let pw = getpwnam(user) else { throw ConfigurationError("--user \(user): no such user") }
+        var gid = pw.pointee.pw_gid
+        if let group {
+            guard let gr = getgrnam(group) else { throw ConfigurationError("--group \(group): no such group") }
+            gid = gr.pointee.gr_gid
+        }
+        return Identity(uid: pw.pointee.pw_uid, gid: gid)
+    }
+
+    public static func drop(to identity: Identity) throws {
+        guard geteuid() == 0 else {
+            if geteuid() == identity.uid { return }
+            throw ConfigurationError("--user needs sinkhole to be started as root")
+        }
+        guard setgroups(0, nil) == 0 else { throw SystemError("setgroups") }
+        guard setgid(identity.gid) == 0 else { throw SystemError("setgid \(identity.gid)") }
+        guard setuid(identity.uid) == 0 else { throw SystemError("setuid \(identity.uid)") }
+        if identity.uid != 0 && setuid(0) == 0 {
+            throw ConfigurationError("privileges could not be dropped: root could be regained")
+        }
+    }
+}

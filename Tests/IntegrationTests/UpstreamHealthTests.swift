@@ -1,0 +1,107 @@
+import Foundation
+import Glibc
+import SinkholeCore
+import SinkholeTestSupport
+import Testing
+
+@Suite struct UpstreamHealthTests {
+    static let records = ["www.example.org. 300 IN A 192.0.2.12"]
+
+    @Test func deadUpstreamIsMarkedDownSkippedAndUsedAgainWhenItComesBack() throws {
+        let first = try FakeUpstream(records: UpstreamHealthTests.records)
+        let port = first.address.port
+        let h = try TestHarness(records: UpstreamHealthTests.records) { c in
+            c.upstreams = [first.address, c.upstreams[0]]
+            c.upstreamTimeout = 0.3
+            c.upstreamRetryBackoff = 0.5
+        }
+        defer { h.stop() }
+        #expect(DNSTestClient.ask("www.example.org", server: h.address)?.answerCount == 1)
+        #expect(first.received.count == 1)
+
+        // The first upstream goes away: queries still answered by the second.
+        first.stop()
+        for _ in 0..<UpstreamHealth.downAfter {
+            #expect(DNSTestClient.ask("www.example.org", server: h.address)?.answerCount == 1)
+        }
+        let health = h.server.chain.forwarder.health
+        #expect(health.snapshot[0].down)
+        // Marked down: the next query goes to the second upstream first and is not slowed.
+        let before = h.upstream.received.count
+        let started = Date()
+        #expect(DNSTestClient.ask("www.example.org", server: h.address)?.answerCount == 1)
+        #expect(Date().timeIntervalSince(started) < 0.25, "no time spent on the down upstream")
+        #expect(h.upstream.received.count == before + 1)
+
+        // It comes back on the same port; after the back-off it is probed and used again.
+        let back = try FakeUpstream(records: UpstreamHealthTests.records, port: port)
+        defer { back.stop() }
+        let deadline = Date().addingTimeInterval(5)
+        while back.received.isEmpty && Date() < deadline {
+            #expect(DNSTestClient.ask("www.example.org", server: h.address)?.answerCount == 1)
+            _ = back.waitForQueries(1, timeout: 0.2)
+        }
+        #expect(!back.received.isEmpty, "the recovered upstream is probed")
+        #expect(!health.snapshot[0].down)
+    }
+
+    @Test func servfailMovesOnAndTheDeadlineBoundsTheWholeLoop() throws {
+        let a = try FakeUpstream()
+        let b = try FakeUpstream()
+        defer { a.stop(); b.stop() }
+        a.set(.rcode(Rcode.servFail), for: "www.example.org")
+        b.set(.silent, for: "www.example.org")
+        b.set(.silent, for: "slow.example.org")
+        a.set(.silent, for: "slow.example.org")
+        let h = try TestHarness(records: UpstreamHealthTests.records) { c in
+            c.upstreams = [a.address, b.address, c.upstreams[0]]
+            c.upstreamTimeout = 0.4
+            c.upstreamDeadline = 0.6
+        }
+        defer { h.stop() }
+        h.upstream.set(.silent, for: "slow.example.org")
+        // a SERVFAILs at once, b is silent 0.4 s, the third answers.
+        let r = try #require(DNSTestClient.ask("www.example.org", server: h.address))
+        #expect(r.answerCount == 1)
+        // Everything silent: SERVFAIL once the 0.6 s deadline passes, not after 3 × 0.4 s.
+        let started = Date()
+        let failed = try #require(DNSTestClient.ask("slow.example.org", server: h.address))
+        let took = Date().timeIntervalSince(started)
+        #expect(failed.rcode == Rcode.servFail)
+        #expect(took < 1.0, "took \(took) s")
+    }
+
+    @Test func strategiesOrderUpstreams() {
+        let ups = (1...3).map { SocketAddress(address: [127, 0, 0, 1], port: UInt16($0)) }
+        let health = UpstreamHealth(upstreams: ups)
+        #expect(health.order(.first) == [0, 1, 2])
+        health.success(0, rtt: 0.050)
+        health.success(1, rtt: 0.005)
+        health.success(2, rtt: 0.020)
+        #expect(health.order(.fastest) == [1, 2, 0])
+        #expect(Set(health.order(.random)) == [0, 1, 2])
+        for _ in 0..<UpstreamHealth.downAfter { health.failure(1) }
+        #expect(health.order(.fastest) == [2, 0, 1], "a down upstream goes last")
+        #expect(health.order(.first) == [0, 2, 1])
+    }
+
+    @Test func privilegesAreDroppedBeforeServing() throws {
+        guard getuid() == 0 else { return }   // only root can drop privileges; CI runs as root
+        let lists = FileManager.default.temporaryDirectory.appendingPathComponent("priv-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: lists, withIntermediateDirectories: true)
+        try "evil.example\n".write(toFile: lists + "/intel.txt", atomically: true, encoding: .utf8)
+        let log = lists + "/block.log"
+        let s = SinkholeProcess(arguments: ["serve", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9",
+                                            "--blocklist-dir", lists, "--block-log", log, "--user", "nobody"])
+        #expect(try s.start(), "\(s.stderr)")
+        let status = try String(contentsOfFile: "/proc/\(s.process.processIdentifier)/status", encoding: .utf8)
+        let uidLine = status.split(separator: "\n").first { $0.hasPrefix("Uid:") } ?? ""
+        #expect(uidLine.split(whereSeparator: { $0 == "\t" || $0 == " " }).dropFirst().allSatisfy { $0 == "65534" }, "\(uidLine)")
+        #expect(DNSTestClient.ask("evil.example", server: SocketAddress(address: [127, 0, 0, 1], port: s.port))?.rcode == Rcode.nxDomain)
+        #expect(s.stop() == 0)
+        #expect(try String(contentsOfFile: log, encoding: .utf8).contains("evil.example"), "the log stays writable")
+        let bad = try SinkholeProcess.run(["serve", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9",
+                                           "--blocklist-dir", lists, "--user", "no-such-user-here"])
+        #expect(bad.status != 0 && bad.stderr.contains("no such user"), "\(bad.stderr)")
+    }
+}
