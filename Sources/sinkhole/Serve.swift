@@ -79,6 +79,9 @@ struct ServeOptions: ParsableArguments {
     @Option(name: .customLong("upstream-deadline"), help: ArgumentHelp("Time for one query's whole retry loop over the upstreams. Default: --upstream-timeout × number of upstreams.", valueName: "DURATION"))
     var upstreamDeadline: String?
 
+    @Option(name: .customLong("metrics-listen"), help: ArgumentHelp("Serve Prometheus /metrics and /health over HTTP on this address. Off by default.", valueName: "ADDR:PORT"))
+    var metricsListen: String?
+
     @Option(name: .customLong("user"), help: ArgumentHelp("After binding, drop root privileges to this user (before any query is handled).", valueName: "USER"))
     var user: String?
 
@@ -115,6 +118,7 @@ struct ServeOptions: ParsableArguments {
         flags.setFlag("tcp-max-queries", tcpMaxQueries)
         flags.setFlag("upstream-strategy", upstreamStrategy)
         flags.setFlag("upstream-deadline", upstreamDeadline)
+        flags.setFlag("metrics-listen", metricsListen)
         flags.setFlag("user", user)
         flags.setFlag("group", group)
         guard let config else { return flags }

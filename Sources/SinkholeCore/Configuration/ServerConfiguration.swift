@@ -50,6 +50,9 @@ public struct ServerConfiguration: Sendable {
     public var user: String?
     public var group: String?
 
+    /// Address of the Prometheus /metrics and /health endpoint; nil = off (the default).
+    public var metricsListen: SocketAddress?
+
     public static let defaultListen = ["127.0.0.1:53", "[::1]:53"]
     public static let installedBlocklistDirectory = "/etc/sinkhole/blocklists"
 
@@ -88,6 +91,7 @@ public struct ServerConfiguration: Sendable {
             "rate-limit": rateLimit == 0 ? "off" : "\(rateLimit)/s burst \(rateLimitBurst) \(rateLimitAction.rawValue)",
             "max-inflight": "\(maxInFlight)",
             "upstream-strategy": upstreamStrategy.rawValue,
+            "metrics-listen": metricsListen?.description ?? "(off)",
             "user": user.map { "\($0)\(group.map { ":" + $0 } ?? "")" } ?? "(unchanged)",
             "upstream-deadline": upstreamDeadline.map { "\($0)s" } ?? "\(upstreamTimeout * Double(max(1, upstreams.count)))s",
             "tcp-max-per-client": "\(tcpMaxPerClient)",

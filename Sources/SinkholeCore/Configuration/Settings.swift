@@ -21,7 +21,7 @@ public struct Settings: Sendable {
         "tcp-max-connections": false, "edns-buffer-size": false, "log-level": false, "refuse-action": false,
         "rate-limit": false, "rate-limit-burst": false, "rate-limit-action": false, "max-inflight": false,
         "tcp-max-per-client": false, "tcp-max-queries": false, "upstream-strategy": false, "upstream-deadline": false,
-        "user": false, "group": false,
+        "user": false, "group": false, "metrics-listen": false,
     ]
 
     public private(set) var values: [String: [String]] = [:]
@@ -186,6 +186,7 @@ public struct Settings: Sendable {
         }
         configuration.upstreamStrategy = strategy
         if one("upstream-deadline") != nil { configuration.upstreamDeadline = try duration("upstream-deadline", 0) }
+        if let text = one("metrics-listen") { configuration.metricsListen = try address(text, "metrics-listen") }
         configuration.user = one("user")
         configuration.group = one("group")
         return configuration

@@ -32,6 +32,11 @@ public final class BlocklistStore: Sendable {
     }
 
     public var snapshot: Blocklist { current.withLock { $0 } }
+
+    /// File names whose latest version could not be used (their previous version, if any, is in force).
+    public var failedFiles: Set<String> {
+        refreshLock.withLock { Set($0.failed.keys.map { ($0 as NSString).lastPathComponent }) }
+    }
     public var generation: Int { snapshot.generation }
 
     /// What a refresh did, for the operator's log and for tests.

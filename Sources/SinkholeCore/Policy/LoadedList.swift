@@ -37,6 +37,8 @@ public final class LoadedList: Sendable {
     public let rejectedLines: Int
     public let signature: FileSignature?
     public let seconds: Double
+    /// When it was loaded, seconds since the Unix epoch.
+    public let loadedAt: Double
     let matcher: DomainMatcher
     /// RPZ local data by lowercase wire name (root byte excluded).
     let localData: [[UInt8]: [LocalRecord]]
@@ -52,6 +54,9 @@ public final class LoadedList: Sendable {
         self.signature = signature
         self.seconds = seconds
         self.localData = localData
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        self.loadedAt = Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
     }
 
     public var summary: ListFile {

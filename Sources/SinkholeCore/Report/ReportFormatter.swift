@@ -48,14 +48,15 @@ public enum ReportFormatter {
             if case .count? = table.rows.first?[c] { return true }
             return false
         }
-        var widths = table.columns.map { $0.title.count }
+        // Width in Unicode scalars: names are ASCII in practice, and counting graphemes is slow.
+        var widths = table.columns.map { $0.title.unicodeScalars.count }
         for row in cells {
-            for (c, cell) in row.enumerated() where c < widths.count { widths[c] = max(widths[c], cell.count) }
+            for (c, cell) in row.enumerated() where c < widths.count { widths[c] = max(widths[c], cell.unicodeScalars.count) }
         }
         func line(_ row: [String]) -> String {
             var out = ""
             for (c, cell) in row.enumerated() {
-                let pad = String(repeating: " ", count: max(0, widths[c] - cell.count))
+                let pad = String(repeating: " ", count: max(0, widths[c] - cell.unicodeScalars.count))
                 let last = c == row.count - 1
                 if c > 0 { out += "  " }
                 if rightAligned[c] {

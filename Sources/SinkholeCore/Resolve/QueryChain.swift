@@ -30,13 +30,15 @@ public final class QueryChain: Sendable {
     public let maxInFlight: Int
     private let inFlightCount = Atomic<Int>(0)
     public let counters = QueryCounters()
+    public let metrics: ServerMetrics?
     private let inFlight = DispatchGroup()
     private let logger: Logger
 
     public init(blocking: BlockingStage, forwarder: Forwarder, replies: ReplyBuilder,
                 access: AccessPolicy = .allowAll, refuseAction: RefuseAction = .refuse,
                 rateLimiter: RateLimiter? = nil, rateLimitAction: RateLimitAction = .truncate,
-                maxInFlight: Int = 2048, logger: Logger) {
+                maxInFlight: Int = 2048, metrics: ServerMetrics? = nil, logger: Logger) {
+        self.metrics = metrics
         self.rateLimiter = rateLimiter
         self.rateLimitAction = rateLimitAction
         self.maxInFlight = maxInFlight
@@ -54,43 +56,63 @@ public final class QueryChain: Sendable {
         let header: Header
         switch HeaderGate.inspect(packet) {
         case .drop:
+            metrics?.query(transport, .dropped)
             return respond([])
         case .reject(let rejected, let rcode):
+            metrics?.query(transport, rcode == Rcode.notImp ? .notimp : .formerr)
             return respond(replies.rejection(to: rejected, packet: packet, rcode: rcode))
         case .proceed(let h):
             header = h
         }
         guard access.allows(client.address) else {
             counters.refused.add(1, ordering: .relaxed)
+            metrics?.query(transport, .refused)
             if refuseAction == .drop { return respond([]) }
             return respond(replies.rejection(to: header, packet: packet, rcode: Rcode.refused))
         }
         if transport == .udp, let limiter = rateLimiter, !limiter.allow(client.address) {
             counters.rateLimited.add(1, ordering: .relaxed)
+            metrics?.query(transport, .ratelimited)
             if rateLimitAction == .drop { return respond([]) }
             return respond(replies.rejection(to: header, packet: packet, rcode: Rcode.noError, truncated: true))
         }
         guard let message = Message(wire: packet), let question = message.question, OPTCheck.isValid(packet) else {
+            metrics?.query(transport, .formerr)
             return respond(HeaderGate.headerOnlyReply(to: header, rcode: Rcode.formErr))
         }
         let query = Query(header: header, message: message, question: question, edns: message.edns,
                           client: client, transport: transport)
         if let edns = query.edns, edns.version > 0 {
+            metrics?.query(transport, .formerr)
             return respond(replies.reply(to: query, .badVersion))
         }
         if let blocked = blocking.process(query) {
+            if case .blocked(let answer) = blocked {
+                metrics?.query(transport, .blocked)
+                metrics?.blocked(list: answer.match.list)
+            }
             if case .blocked(let answer) = blocked, answer.action == .drop { return respond([]) }
             return respond(replies.reply(to: query, blocked))
         }
         if inFlightCount.add(1, ordering: .relaxed).newValue > maxInFlight {
             inFlightCount.subtract(1, ordering: .relaxed)
             counters.overloaded.add(1, ordering: .relaxed)
+            metrics?.query(transport, .servfail)
             return respond(replies.reply(to: query, .failure(rcode: Rcode.servFail, reason: "too many queries in flight")))
         }
         inFlight.enter()
         let inspection = ResponseInspection(blocking: blocking)
         forwarder.forward(query) { [self] resolution in
             let inspected = inspection.process(query, resolution)
+            switch inspected {
+            case .blocked(let answer):
+                metrics?.query(transport, .blocked)
+                metrics?.blocked(list: answer.match.list)
+            case .upstream:
+                metrics?.query(transport, .forwarded)
+            case .failure, .badVersion:
+                metrics?.query(transport, .servfail)
+            }
             if case .blocked(let answer) = inspected, answer.action == .drop {
                 respond([])
             } else {

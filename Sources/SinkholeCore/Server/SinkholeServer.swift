@@ -11,6 +11,9 @@ public final class SinkholeServer: Sendable {
     public let store: BlocklistStore
     public let blockLog: BlockLog?
     public let chain: QueryChain
+    public let metrics = ServerMetrics()
+    private let metricsServer = Mutex<MetricsServer?>(nil)
+    private let stopping = Atomic<Bool>(false)
     private let logger: Logger
     private let watcher: DirectoryWatcher
     private let listeners = Mutex<(udp: [UDPListener], tcp: [TCPListener])>(([], []))
@@ -32,14 +35,14 @@ public final class SinkholeServer: Sendable {
         let forwarder = Forwarder(upstreams: configuration.upstreams, timeout: configuration.upstreamTimeout,
                                   payloadSize: configuration.ednsPayloadSize, strategy: configuration.upstreamStrategy,
                                   deadline: configuration.upstreamDeadline,
-                                  retryBackoff: configuration.upstreamRetryBackoff, logger: logger)
+                                  retryBackoff: configuration.upstreamRetryBackoff, metrics: metrics, logger: logger)
         chain = QueryChain(blocking: blocking, forwarder: forwarder,
                            replies: ReplyBuilder(payloadSize: configuration.ednsPayloadSize),
                            access: configuration.access, refuseAction: configuration.refuseAction,
                            rateLimiter: configuration.rateLimit > 0
                                ? RateLimiter(queriesPerSecond: configuration.rateLimit, burst: configuration.rateLimitBurst) : nil,
                            rateLimitAction: configuration.rateLimitAction, maxInFlight: configuration.maxInFlight,
-                           logger: logger)
+                           metrics: metrics, logger: logger)
     }
 
     static func logTotals(_ blocklist: Blocklist, seconds: Double, logger: Logger) {
@@ -85,6 +88,18 @@ public final class SinkholeServer: Sendable {
             throw error
         }
         listeners.withLock { $0 = (udp, tcp) }
+        if let address = configuration.metricsListen {
+            do {
+                let server = try MetricsServer(address: address) { [weak self] path in self?.route(path) }
+                metricsServer.withLock { $0 = server }
+                server.start()
+                logger.info("metrics on http://\(server.address)/metrics")
+            } catch {
+                udp.forEach { $0.stop(); $0.close() }
+                tcp.forEach { $0.stop() }
+                throw error
+            }
+        }
         if let user = configuration.user {
             do {
                 let identity = try Privileges.resolve(user: user, group: configuration.group)
@@ -127,10 +142,33 @@ public final class SinkholeServer: Sendable {
         throw lastError ?? SystemError("bind \(address)", EADDRINUSE)
     }
 
+    /// The address the metrics endpoint is bound to, when it is on.
+    public var metricsAddress: SocketAddress? { metricsServer.withLock { $0?.address } }
+
+    /// Responses of the metrics endpoint.
+    func route(_ path: String) -> (status: Int, contentType: String, body: String)? {
+        switch path {
+        case "/metrics":
+            let (_, tcp) = listeners.withLock { ($0.udp, $0.tcp) }
+            let snapshot = store.snapshot
+            metrics.update(lists: snapshot.loaded, failedLists: store.failedFiles,
+                           reloadTimes: Dictionary(snapshot.loaded.map { ($0.name, $0.loadedAt) }, uniquingKeysWith: { a, _ in a }),
+                           blockLog: blockLog?.counts, tcpOpen: tcp.reduce(0) { $0 + $1.openConnections },
+                           upstreams: zip(configuration.upstreams, chain.forwarder.health.snapshot).map { ($0, !$1.down) })
+            return (200, "text/plain; version=0.0.4; charset=utf-8", metrics.exposition())
+        case "/health":
+            if stopping.load(ordering: .relaxed) { return (503, "text/plain; charset=utf-8", "stopping\n") }
+            return (200, "text/plain; charset=utf-8", "ok\n")
+        default:
+            return nil
+        }
+    }
+
     /// Graceful stop: no new queries, in-flight ones answered (or failed at their deadline),
     /// block log flushed and closed.
     public func stop() {
         let (udp, tcp) = listeners.withLock { ($0.udp, $0.tcp) }
+        stopping.store(true, ordering: .relaxed)
         watcher.stop()
         udp.forEach { $0.stop() }
         tcp.forEach { $0.stop() }
@@ -139,6 +177,7 @@ public final class SinkholeServer: Sendable {
             logger.warning("stopping with queries still in flight")
         }
         udp.forEach { $0.close() }
+        metricsServer.withLock { $0?.stop() }
         blockLog?.close()
         logger.info("stopped")
     }

@@ -12,6 +12,7 @@ public final class Forwarder: Sendable {
     public let deadline: Double
     public let strategy: UpstreamStrategy
     public let health: UpstreamHealth
+    public let metrics: ServerMetrics?
     /// The UDP payload size we advertise to upstreams (RFC 6891), the same as to clients.
     public let payloadSize: UInt16
     private let queues = QueuePool(label: "sinkhole.upstream")
@@ -19,7 +20,8 @@ public final class Forwarder: Sendable {
 
     public init(upstreams: [SocketAddress], timeout: Double, payloadSize: UInt16,
                 strategy: UpstreamStrategy = .first, deadline: Double? = nil, retryBackoff: Double = 5,
-                logger: Logger) {
+                metrics: ServerMetrics? = nil, logger: Logger) {
+        self.metrics = metrics
         self.upstreams = upstreams
         self.timeout = timeout
         self.strategy = strategy
@@ -66,16 +68,19 @@ public final class Forwarder: Sendable {
             switch result {
             case .success(let reply) where reply.rcode == Rcode.servFail:
                 failed(index, "answered SERVFAIL", question)
+                metrics?.upstreamFailed(upstream, reason: "servfail")
                 attempt(rest, wire: wire, question: question, until: deadline,
                         lastServfail: .upstream(reply, from: upstream), completion: completion)
             case .success(let reply):
                 let rtt = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
+                metrics?.upstreamAnswered(upstream, seconds: rtt)
                 if health.success(index, rtt: rtt) {
                     logger.notice("upstream answering again", metadata: ["upstream": "\(upstream)"])
                 }
                 completion(.upstream(reply, from: upstream))
             case .failure(let failure):
                 failed(index, "\(failure)", question)
+                metrics?.upstreamFailed(upstream, reason: failure.kind)
                 attempt(rest, wire: wire, question: question, until: deadline, lastServfail: lastServfail,
                         completion: completion)
             }

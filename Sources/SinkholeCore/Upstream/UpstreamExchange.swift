@@ -9,6 +9,15 @@ public enum UpstreamFailure: Error, Sendable, CustomStringConvertible {
     case network(String)
     case badReply(String)
 
+    /// The `reason` label of `sinkhole_upstream_errors_total`.
+    public var kind: String {
+        switch self {
+        case .timeout: return "timeout"
+        case .network: return "network"
+        case .badReply: return "bad_reply"
+        }
+    }
+
     public var description: String {
         switch self {
         case .timeout: return "timed out"

@@ -1,0 +1,113 @@
+import Dispatch
+import Foundation
+import Glibc
+import Synchronization
+
+/// A small HTTP/1.1 server for `/metrics` (Prometheus text format 0.0.4) and `/health`, on
+/// `--metrics-listen`. One request per connection (`Connection: close`), GET and HEAD only,
+/// requests over 8 KiB or slower than 5 s dropped, at most 16 connections served at once:
+/// enough for Prometheus, curl and a load balancer's health check, and nothing more to attack.
+public final class MetricsServer: @unchecked Sendable {
+    public let address: SocketAddress
+    private let fd: Int32
+    private let source: DispatchSourceRead
+    private let active = Atomic<Int>(0)
+    private let routes: @Sendable (String) -> (status: Int, contentType: String, body: String)?
+    private var started = false
+
+    /// `routes` maps a path to a response, or nil for 404.
+    public init(address requested: SocketAddress,
+                routes: @escaping @Sendable (String) -> (status: Int, contentType: String, body: String)?) throws {
+        fd = try Socket.bound(requested, type: Int32(SOCK_STREAM.rawValue))
+        guard listen(fd, 16) == 0 else {
+            let code = errno
+            Glibc.close(fd)
+            throw SystemError("listen \(requested)", code)
+        }
+        address = SocketAddress.local(of: fd) ?? requested
+        self.routes = routes
+        source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: DispatchQueue(label: "sinkhole.metrics"))
+        let fd = self.fd
+        source.setCancelHandler { Glibc.close(fd) }
+    }
+
+    public func start() {
+        source.setEventHandler { [unowned self] in acceptAll() }
+        started = true
+        source.resume()
+    }
+
+    public func stop() {
+        if !started { started = true; source.resume() }
+        source.cancel()
+    }
+
+    private func acceptAll() {
+        while true {
+            let client = accept(fd, nil, nil)
+            if client < 0 { return }
+            if active.add(1, ordering: .relaxed).newValue > 16 {
+                active.subtract(1, ordering: .relaxed)
+                Glibc.close(client)
+                continue
+            }
+            Thread.detachNewThread { [self] in
+                serve(client)
+                Glibc.close(client)
+                active.subtract(1, ordering: .relaxed)
+            }
+        }
+    }
+
+    private func serve(_ client: Int32) {
+        var tv = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(client, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var request: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while request.count < 8192 {
+            let n = chunk.withUnsafeMutableBytes { recv(client, $0.baseAddress, $0.count, 0) }
+            if n <= 0 { return }
+            request += chunk[0..<n]
+            if request.count >= 4, request.suffix(from: max(0, request.count - n - 3)).containsCRLFCRLF { break }
+        }
+        let head = String(decoding: request, as: UTF8.self)
+        let requestLine = head.split(separator: "\r\n", maxSplits: 1).first ?? ""
+        let parts = requestLine.split(separator: " ")
+        var response: (status: Int, contentType: String, body: String)
+        var sendBody = true
+        if parts.count < 3 || !parts[2].hasPrefix("HTTP/1.") {
+            response = (400, "text/plain; charset=utf-8", "bad request\n")
+        } else if parts[0] != "GET" && parts[0] != "HEAD" {
+            response = (405, "text/plain; charset=utf-8", "only GET and HEAD\n")
+        } else {
+            sendBody = parts[0] == "GET"
+            let path = String(parts[1].split(separator: "?", maxSplits: 1).first ?? "")
+            response = routes(path) ?? (404, "text/plain; charset=utf-8", "not found: try /metrics or /health\n")
+        }
+        let reason = [200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"][response.status] ?? "OK"
+        let body = Array(response.body.utf8)
+        var out = Array(("HTTP/1.1 \(response.status) \(reason)\r\nContent-Type: \(response.contentType)\r\n"
+            + "Content-Length: \(body.count)\r\nConnection: close\r\n"
+            + (response.status == 405 ? "Allow: GET, HEAD\r\n" : "") + "\r\n").utf8)
+        if sendBody { out += body }
+        var offset = 0
+        while offset < out.count {
+            let n = out.withUnsafeBytes { send(client, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL)) }
+            if n <= 0 { return }
+            offset += n
+        }
+    }
+}
+
+extension ArraySlice where Element == UInt8 {
+    var containsCRLFCRLF: Bool {
+        guard count >= 4 else { return false }
+        var i = startIndex
+        while i + 3 < endIndex {
+            if self[i] == 13 && self[i + 1] == 10 && self[i + 2] == 13 && self[i + 3] == 10 { return true }
+            i += 1
+        }
+        return false
+    }
+}

@@ -1,0 +1,122 @@
+import CoreMetrics
+import Foundation
+import Prometheus
+import Synchronization
+
+/// Every counter sinkhole exports, kept in its own Prometheus registry (one per server, so
+/// tests can run several) through swift-metrics handles created with the registry's factory.
+/// Hot-path handles are made once up front; the per-list and per-upstream ones on first use.
+public final class ServerMetrics: Sendable {
+    /// What happened to a query, the `outcome` label of `sinkhole_queries_total`.
+    public enum Outcome: String, Sendable, CaseIterable {
+        case blocked, forwarded, cached, refused, servfail, formerr, notimp, ratelimited, dropped
+    }
+
+    public let registry = PrometheusCollectorRegistry()
+    private let factory: PrometheusMetricsFactory
+    private let queries: [String: CoreMetrics.Counter]
+    private let blockedByList = Mutex<[String: CoreMetrics.Counter]>([:])
+    private let upstreamLatency = Mutex<[String: CoreMetrics.Timer]>([:])
+    private let upstreamErrors = Mutex<[String: CoreMetrics.Counter]>([:])
+    private let listGauges = Mutex<[String: (entries: Prometheus.Gauge, reload: Prometheus.Gauge, ok: Prometheus.Gauge)]>([:])
+    private let logWritten: Prometheus.Gauge
+    private let logDropped: Prometheus.Gauge
+    private let tcpOpen: Prometheus.Gauge
+    private let upstreamUp = Mutex<[String: Prometheus.Gauge]>([:])
+
+    public init() {
+        var f = PrometheusMetricsFactory(registry: registry)
+        f.defaultDurationHistogramBuckets = [.microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2),
+                                             .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
+                                             .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
+                                             .seconds(2), .seconds(5)]
+        factory = f
+        var q: [String: CoreMetrics.Counter] = [:]
+        for transport in [Transport.udp, .tcp] {
+            for outcome in Outcome.allCases {
+                q["\(transport.rawValue)/\(outcome.rawValue)"] = CoreMetrics.Counter(
+                    label: "sinkhole_queries_total",
+                    dimensions: [("transport", transport.rawValue), ("outcome", outcome.rawValue)], factory: f)
+            }
+        }
+        queries = q
+        logWritten = registry.makeGauge(name: "sinkhole_block_log_events_written",
+                                        help: "Block-log events written to the file since start")
+        logDropped = registry.makeGauge(name: "sinkhole_block_log_events_dropped",
+                                        help: "Block-log events dropped because the writer fell behind")
+        tcpOpen = registry.makeGauge(name: "sinkhole_tcp_connections_open", help: "Open TCP client connections")
+    }
+
+    public func query(_ transport: Transport, _ outcome: Outcome) {
+        queries["\(transport.rawValue)/\(outcome.rawValue)"]?.increment()
+    }
+
+    public func blocked(list: String) {
+        let counter = blockedByList.withLock { counters in
+            if let c = counters[list] { return c }
+            let c = CoreMetrics.Counter(label: "sinkhole_blocked_total", dimensions: [("list", list)], factory: factory)
+            counters[list] = c
+            return c
+        }
+        counter.increment()
+    }
+
+    public func upstreamAnswered(_ upstream: SocketAddress, seconds: Double) {
+        let timer = upstreamLatency.withLock { timers in
+            if let t = timers[upstream.description] { return t }
+            let t = CoreMetrics.Timer(label: "sinkhole_upstream_latency_seconds",
+                                      dimensions: [("upstream", upstream.description)], factory: factory)
+            timers[upstream.description] = t
+            return t
+        }
+        timer.recordNanoseconds(Int64(seconds * 1e9))
+    }
+
+    public func upstreamFailed(_ upstream: SocketAddress, reason: String) {
+        let key = "\(upstream)/\(reason)"
+        let counter = upstreamErrors.withLock { counters in
+            if let c = counters[key] { return c }
+            let c = CoreMetrics.Counter(label: "sinkhole_upstream_errors_total",
+                                        dimensions: [("upstream", upstream.description), ("reason", reason)], factory: factory)
+            counters[key] = c
+            return c
+        }
+        counter.increment()
+    }
+
+    /// Sets the gauges read at scrape time.
+    public func update(lists: [LoadedList], failedLists: Set<String>, reloadTimes: [String: Double],
+                       blockLog: (written: Int, dropped: Int)?, tcpOpen open: Int,
+                       upstreams: [(SocketAddress, Bool)]) {
+        listGauges.withLock { gauges in
+            for list in lists {
+                let g = gauges[list.name] ?? (
+                    registry.makeGauge(name: "sinkhole_list_entries", labels: [("list", list.name)]),
+                    registry.makeGauge(name: "sinkhole_list_last_reload_timestamp_seconds", labels: [("list", list.name)]),
+                    registry.makeGauge(name: "sinkhole_list_last_reload_success", labels: [("list", list.name)]))
+                gauges[list.name] = g
+                g.entries.set(Double(list.entries))
+                g.reload.set(reloadTimes[list.name] ?? 0)
+                g.ok.set(failedLists.contains(list.name) ? 0.0 : 1.0)
+            }
+        }
+        if let blockLog {
+            logWritten.set(Double(blockLog.written))
+            logDropped.set(Double(blockLog.dropped))
+        }
+        tcpOpen.set(Double(open))
+        upstreamUp.withLock { gauges in
+            for (address, up) in upstreams {
+                let g = gauges[address.description] ?? registry.makeGauge(name: "sinkhole_upstream_up",
+                                                                           labels: [("upstream", address.description)])
+                gauges[address.description] = g
+                g.set(up ? 1.0 : 0.0)
+            }
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    public func exposition() -> String {
+        registry.emitToString()
+    }
+}

@@ -1,0 +1,51 @@
+import Foundation
+import SinkholeCore
+import SinkholeTestSupport
+import Testing
+
+@Suite struct MetricsTests {
+    func value(_ text: String, _ series: String) -> Double? {
+        for line in text.split(separator: "\n") where line.hasPrefix(series + " ") {
+            return Double(line.dropFirst(series.count + 1))
+        }
+        return nil
+    }
+
+    @Test func prometheusEndpointCountsWhatWasSent() throws {
+        let h = try TestHarness(lists: ["intel.txt": "evil.example\n"], records: ["www.example.org. 300 IN A 192.0.2.12"]) { c in
+            c.metricsListen = SocketAddress(address: [127, 0, 0, 1], port: 0)
+            c.access = try! AccessPolicy(allow: ["127.0.0.1/32"], deny: [])
+        }
+        defer { h.stop() }
+        for _ in 0..<3 { #expect(DNSTestClient.ask("a.evil.example", server: h.address)?.rcode == Rcode.nxDomain) }
+        for _ in 0..<2 { #expect(DNSTestClient.ask("www.example.org", server: h.address)?.answerCount == 1) }
+        #expect(DNSTestClient.tcp(DNSTestClient.query("evil.example"), to: h.address) != nil)
+        #expect(DNSTestClient.udp(DNSTestClient.query("www.example.org"), to: h.address,
+                                  from: SocketAddress(address: [127, 0, 0, 2], port: 0)) != nil)
+        #expect(DNSTestClient.udp([0x12, 0x34, 0x01, 0x00, 0, 0, 0, 0, 0, 0, 0, 0], to: h.address) != nil)
+
+        let address = try #require(h.server.metricsAddress)
+        let body = try runTool("curl", ["-sS", "--max-time", "5", "http://\(address)/metrics"])
+        #expect(value(body, #"sinkhole_queries_total{transport="udp",outcome="blocked"}"#) == 3, "\(body)")
+        #expect(value(body, #"sinkhole_queries_total{transport="tcp",outcome="blocked"}"#) == 1)
+        #expect(value(body, #"sinkhole_queries_total{transport="udp",outcome="forwarded"}"#) == 2)
+        #expect(value(body, #"sinkhole_queries_total{transport="udp",outcome="refused"}"#) == 1)
+        #expect(value(body, #"sinkhole_queries_total{transport="udp",outcome="formerr"}"#) == 1)
+        #expect(value(body, #"sinkhole_queries_total{transport="udp",outcome="cached"}"#) == 0)
+        #expect(value(body, #"sinkhole_blocked_total{list="intel.txt"}"#) == 4)
+        #expect(value(body, #"sinkhole_list_entries{list="intel.txt"}"#) == 1)
+        #expect(value(body, #"sinkhole_list_last_reload_success{list="intel.txt"}"#) == 1)
+        #expect(value(body, "sinkhole_block_log_events_written") != nil)
+        #expect(value(body, "sinkhole_tcp_connections_open") != nil)
+        #expect(value(body, #"sinkhole_upstream_latency_seconds_count{upstream="\#(h.upstream.address)"}"#) == 2)
+        #expect(value(body, #"sinkhole_upstream_up{upstream="\#(h.upstream.address)"}"#) == 1)
+        #expect(body.contains("# TYPE sinkhole_queries_total counter"))
+
+        let health = try runTool("curl", ["-sS", "-i", "--max-time", "5", "http://\(address)/health"])
+        #expect(health.hasPrefix("HTTP/1.1 200 OK") && health.hasSuffix("ok\n"), "\(health)")
+        let missing = try runTool("curl", ["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", "http://\(address)/nope"])
+        #expect(missing == "404")
+        let post = try runTool("curl", ["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "--max-time", "5", "http://\(address)/metrics"])
+        #expect(post == "405")
+    }
+}
