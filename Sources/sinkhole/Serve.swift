@@ -22,6 +22,12 @@ struct ServeOptions: ParsableArguments {
     @Option(name: .customLong("block-log"), help: ArgumentHelp("Append one JSON line per blocked query to this file.", valueName: "FILE"))
     var blockLog: String?
 
+    @Option(name: .customLong("block-log-max-size"), help: ArgumentHelp("Rotate the block log when it reaches this size (e.g. 100M); rotated files are gzip-compressed. Default: no size rotation.", valueName: "SIZE"))
+    var blockLogMaxSize: String?
+
+    @Option(name: .customLong("block-log-keep"), help: ArgumentHelp("Rotated block logs kept (block.log.1.gz …). Default 10.", valueName: "N"))
+    var blockLogKeep: String?
+
     @Option(name: .customLong("block-mode"), help: ArgumentHelp("nxdomain (default): NXDOMAIN with an SOA. sinkhole: A/AAAA answered with the sinkhole addresses, other types NODATA.", valueName: "nxdomain|sinkhole"))
     var blockMode: String?
 
@@ -101,6 +107,8 @@ struct ServeOptions: ParsableArguments {
         flags.setFlag("blocklist-dir", blocklistDir)
         flags.setFlag("block-log", blockLog)
         flags.setFlag("block-mode", blockMode)
+        flags.setFlag("block-log-max-size", blockLogMaxSize)
+        flags.setFlag("block-log-keep", blockLogKeep)
         flags.setFlag("sinkhole-ipv4", sinkholeIPv4)
         flags.setFlag("sinkhole-ipv6", sinkholeIPv6)
         flags.setFlag("block-ttl", blockTTL)

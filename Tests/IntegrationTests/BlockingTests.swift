@@ -127,3 +127,38 @@ import Testing
         #expect(lines.first?.at("rule.name") as? String == "evil.example")
     }
 }
+
+@Suite struct BlockLogRotationTests {
+    @Test func sizeRotationCompressesAndKeepsEveryLine() throws {
+        let h = try TestHarness(lists: ["intel.txt": "evil.example\n"]) { c in
+            c.blockLogRotation = LogRotation(maxSize: 4096, keep: 3)
+        }
+        defer { h.stop() }
+        let log = try #require(h.server.blockLog)
+        var sent = 0
+        for round in 0..<6 {
+            for i in 0..<10 {
+                #expect(DNSTestClient.ask("r\(round)-\(i).evil.example", server: h.address) != nil)
+                sent += 1
+            }
+            log.flush()   // each flush writes ~6 KB, over the 4 KB limit: one rotation per round
+        }
+        LogRotation.compression.sync {}
+        let path = h.blockLogPath
+        let fm = FileManager.default
+        #expect(fm.fileExists(atPath: path + ".1.gz") && fm.fileExists(atPath: path + ".3.gz"))
+        #expect(!fm.fileExists(atPath: path + ".4.gz"), "keep 3")
+        #expect(!fm.fileExists(atPath: path + ".1"), "compressed")
+        // The three kept files hold the last three rounds, every line valid and complete.
+        var names: [String] = []
+        for i in 1...3 {
+            let text = try runTool("zcat", [path + ".\(i).gz"])
+            for line in text.split(separator: "\n") {
+                let o = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+                names.append(o.at("dns.question.name") as? String ?? "")
+            }
+        }
+        #expect(names.count == 30)
+        #expect(Set(names) == Set((3..<6).flatMap { r in (0..<10).map { "r\(r)-\($0).evil.example" } }))
+    }
+}

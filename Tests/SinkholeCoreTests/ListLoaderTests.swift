@@ -101,7 +101,7 @@ import Testing
 
     @Test func unusableFilesAreReportedWithReasons() throws {
         let dir = try directory(["empty-of-rules.txt": "exa mple\n"])
-        FileManager.default.createFile(atPath: dir + "/bin.dat", contents: Data([0x1F, 0x8B, 0, 0]))
+        _ = FileManager.default.createFile(atPath: dir + "/bin.dat", contents: Data([0x1F, 0x8B, 0, 0]))
         let s = BlocklistStore()
         let report = try s.refresh(directory: dir)
         #expect(report.failed.count == 2)

@@ -25,6 +25,7 @@ public final class BlockLog: @unchecked Sendable {
         var fd: Int32
         var written = 0
         var droppedReported = 0
+        var size = 0
     }
 
     private let pending = Mutex(Pending())
@@ -32,12 +33,21 @@ public final class BlockLog: @unchecked Sendable {
     private let queue = DispatchQueue(label: "sinkhole.blocklog")
     private let timer: DispatchSourceTimer
     private let logger: Logger
+    private let rotation: LogRotation?
+    /// Every event also goes here (syslog delivery), if set.
+    private let forward: (@Sendable ([BlockEvent]) -> Void)?
 
     /// Opens (creating if needed, mode 0640) for appending; throws a readable error.
-    public init(path: String, logger: Logger) throws {
+    public init(path: String, rotation: LogRotation? = nil, logger: Logger,
+                forward: (@Sendable ([BlockEvent]) -> Void)? = nil) throws {
         self.path = path
         self.logger = logger
-        writer = Mutex(WriterState(fd: try BlockLog.open(path)))
+        self.rotation = rotation.flatMap { $0.maxSize > 0 ? $0 : nil }
+        self.forward = forward
+        let fd = try BlockLog.open(path)
+        var st = stat()
+        fstat(fd, &st)
+        writer = Mutex(WriterState(fd: fd, size: Int(st.st_size)))
         timer = DispatchSource.makeTimerSource(queue: queue)
         timer.schedule(deadline: .now() + BlockLog.flushInterval, repeating: BlockLog.flushInterval)
         timer.setEventHandler { [weak self] in self?.flush() }
@@ -83,6 +93,7 @@ public final class BlockLog: @unchecked Sendable {
                 state.droppedReported = dropped
             }
             guard !events.isEmpty else { return }
+            forward?(events)
             var text = ""
             text.reserveCapacity(events.count * 600)
             for event in events {
@@ -91,6 +102,20 @@ public final class BlockLog: @unchecked Sendable {
             }
             if writeAll(state.fd, text) {
                 state.written += events.count
+                state.size += text.utf8.count
+                if let rotation, state.size >= rotation.maxSize {
+                    rotation.rotate(path)
+                    do {
+                        let fd = try BlockLog.open(path)
+                        Glibc.close(state.fd)
+                        state.fd = fd
+                        state.size = 0
+                        logger.info("block log rotated", metadata: ["path": "\(path)"])
+                    } catch {
+                        logger.error("cannot open a new block log after rotating; still writing the rotated file",
+                                     metadata: ["error": "\(error)"])
+                    }
+                }
             } else {
                 logger.error("cannot write to block log", metadata: [
                     "path": "\(path)", "error": "\(SystemError("write").description)", "events.lost": "\(events.count)",
@@ -126,6 +151,9 @@ public final class BlockLog: @unchecked Sendable {
                 let fd = try BlockLog.open(path)
                 Glibc.close(state.fd)
                 state.fd = fd
+                var st = stat()
+                fstat(fd, &st)
+                state.size = Int(st.st_size)
                 logger.info("block log reopened", metadata: ["path": "\(path)"])
             } catch {
                 logger.error("cannot reopen block log; still writing to the old file", metadata: ["error": "\(error)"])

@@ -53,6 +53,9 @@ public struct ServerConfiguration: Sendable {
     /// Address of the Prometheus /metrics and /health endpoint; nil = off (the default).
     public var metricsListen: SocketAddress?
 
+    /// Size-based rotation of the block log; maxSize 0 = off (the default; SIGHUP reopen always works).
+    public var blockLogRotation = LogRotation(maxSize: 0, keep: 10)
+
     public static let defaultListen = ["127.0.0.1:53", "[::1]:53"]
     public static let installedBlocklistDirectory = "/etc/sinkhole/blocklists"
 
@@ -92,6 +95,7 @@ public struct ServerConfiguration: Sendable {
             "max-inflight": "\(maxInFlight)",
             "upstream-strategy": upstreamStrategy.rawValue,
             "metrics-listen": metricsListen?.description ?? "(off)",
+            "block-log-max-size": blockLogRotation.maxSize == 0 ? "(no rotation)" : "\(blockLogRotation.maxSize) bytes, keep \(blockLogRotation.keep)",
             "user": user.map { "\($0)\(group.map { ":" + $0 } ?? "")" } ?? "(unchanged)",
             "upstream-deadline": upstreamDeadline.map { "\($0)s" } ?? "\(upstreamTimeout * Double(max(1, upstreams.count)))s",
             "tcp-max-per-client": "\(tcpMaxPerClient)",

@@ -21,7 +21,8 @@ public struct Settings: Sendable {
         "tcp-max-connections": false, "edns-buffer-size": false, "log-level": false, "refuse-action": false,
         "rate-limit": false, "rate-limit-burst": false, "rate-limit-action": false, "max-inflight": false,
         "tcp-max-per-client": false, "tcp-max-queries": false, "upstream-strategy": false, "upstream-deadline": false,
-        "user": false, "group": false, "metrics-listen": false,
+        "user": false, "group": false, "metrics-listen": false, "block-log-max-size": false, "block-log-keep": false,
+        "syslog": false, "syslog-server": false, "syslog-protocol": false,
     ]
 
     public private(set) var values: [String: [String]] = [:]
@@ -186,6 +187,13 @@ public struct Settings: Sendable {
         }
         configuration.upstreamStrategy = strategy
         if one("upstream-deadline") != nil { configuration.upstreamDeadline = try duration("upstream-deadline", 0) }
+        if let text = one("block-log-max-size") {
+            guard let bytes = SizeText.bytes(text) else {
+                throw ConfigurationError("\(origin("block-log-max-size")) '\(text)': not a size (use e.g. 100M, 1G, 500000)")
+            }
+            configuration.blockLogRotation.maxSize = bytes
+        }
+        configuration.blockLogRotation.keep = try integer("block-log-keep", 10, 1...1000)
         if let text = one("metrics-listen") { configuration.metricsListen = try address(text, "metrics-listen") }
         configuration.user = one("user")
         configuration.group = one("group")
@@ -194,4 +202,18 @@ public struct Settings: Sendable {
 
     /// The operational log level (validated by `configuration()`).
     public var logLevel: String { one("log-level") ?? "info" }
+}
+
+/// Sizes as written in settings: `500000`, `64K`, `100M`, `1G` (powers of 1024).
+public enum SizeText {
+    public static func bytes(_ text: String) -> Int? {
+        let t = text.trimmingCharacters(in: .whitespaces).uppercased()
+        let units: [(String, Int)] = [("K", 1 << 10), ("M", 1 << 20), ("G", 1 << 30), ("KB", 1 << 10), ("MB", 1 << 20), ("GB", 1 << 30)]
+        for (suffix, factor) in units.reversed() where t.hasSuffix(suffix) {
+            guard let v = Int(t.dropLast(suffix.count)), v >= 0 else { return nil }
+            return v * factor
+        }
+        guard let v = Int(t), v >= 0 else { return nil }
+        return v
+    }
 }

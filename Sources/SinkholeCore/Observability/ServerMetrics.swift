@@ -40,11 +40,14 @@ public final class ServerMetrics: Sendable {
             }
         }
         queries = q
-        logWritten = registry.makeGauge(name: "sinkhole_block_log_events_written",
-                                        help: "Block-log events written to the file since start")
-        logDropped = registry.makeGauge(name: "sinkhole_block_log_events_dropped",
-                                        help: "Block-log events dropped because the writer fell behind")
-        tcpOpen = registry.makeGauge(name: "sinkhole_tcp_connections_open", help: "Open TCP client connections")
+        logWritten = registry.makeGauge(descriptor: ServerMetrics.name("block_log_events_written", "Block-log events written to the file since start"))
+        logDropped = registry.makeGauge(descriptor: ServerMetrics.name("block_log_events_dropped", "Block-log events dropped because the writer fell behind"))
+        tcpOpen = registry.makeGauge(descriptor: ServerMetrics.name("tcp_connections_open", "Open TCP client connections"))
+    }
+
+    /// `sinkhole_<name>` with its help text.
+    static func name(_ name: String, _ help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(namespace: "sinkhole", metricName: name, unitName: "", helpText: help)
     }
 
     public func query(_ transport: Transport, _ outcome: Outcome) {
@@ -91,9 +94,12 @@ public final class ServerMetrics: Sendable {
         listGauges.withLock { gauges in
             for list in lists {
                 let g = gauges[list.name] ?? (
-                    registry.makeGauge(name: "sinkhole_list_entries", labels: [("list", list.name)]),
-                    registry.makeGauge(name: "sinkhole_list_last_reload_timestamp_seconds", labels: [("list", list.name)]),
-                    registry.makeGauge(name: "sinkhole_list_last_reload_success", labels: [("list", list.name)]))
+                    registry.makeGauge(descriptor: ServerMetrics.name("list_entries", "Entries of each loaded list"),
+                                       labels: [("list", list.name)]),
+                    registry.makeGauge(descriptor: ServerMetrics.name("list_last_reload_timestamp_seconds", "When each list was last loaded"),
+                                       labels: [("list", list.name)]),
+                    registry.makeGauge(descriptor: ServerMetrics.name("list_last_reload_success", "1 if the latest version of each list was usable"),
+                                       labels: [("list", list.name)]))
                 gauges[list.name] = g
                 g.entries.set(Double(list.entries))
                 g.reload.set(reloadTimes[list.name] ?? 0)
@@ -107,8 +113,9 @@ public final class ServerMetrics: Sendable {
         tcpOpen.set(Double(open))
         upstreamUp.withLock { gauges in
             for (address, up) in upstreams {
-                let g = gauges[address.description] ?? registry.makeGauge(name: "sinkhole_upstream_up",
-                                                                           labels: [("upstream", address.description)])
+                let g = gauges[address.description] ?? registry.makeGauge(
+                    descriptor: ServerMetrics.name("upstream_up", "1 unless the upstream is marked down"),
+                    labels: [("upstream", address.description)])
                 gauges[address.description] = g
                 g.set(up ? 1.0 : 0.0)
             }

@@ -40,8 +40,10 @@ public struct BlockLogRecord: Sendable, Equatable {
 
 /// A targeted scanner for block log lines. It checks that the whole line is one well-formed JSON
 /// object (so a line cut short or with garbage appended is rejected), and notes where the few
-/// string fields the report needs are, without building any value for the rest. About ten times
-/// faster than JSONSerialization on these lines, and it allocates nothing.
+/// string fields the report needs are, without building any value for the rest. It allocates
+/// nothing. Measured on block log lines (benchmarks/report-scale.sh, release build):
+/// JSONSerialization took about 15 µs a line; a whole `sinkhole report` over a 1,000,000-line
+/// log, reading and counting included, takes about 1.4 µs a line.
 public struct BlockLogLine {
     /// Where a string value lies in the line: the bytes between the quotes.
     public struct Span: Sendable {

@@ -30,7 +30,9 @@ public final class SinkholeServer: Sendable {
         watcher = DirectoryWatcher(directory: directory, logger: logger) {
             SinkholeServer.refresh(store, directory: directory, force: false, logger: logger)
         }
-        blockLog = try configuration.blockLogPath.map { try BlockLog(path: $0, logger: logger) }
+        blockLog = try configuration.blockLogPath.map {
+            try BlockLog(path: $0, rotation: configuration.blockLogRotation, logger: logger)
+        }
         let blocking = BlockingStage(store: store, policy: configuration.blockPolicy, log: blockLog)
         let forwarder = Forwarder(upstreams: configuration.upstreams, timeout: configuration.upstreamTimeout,
                                   payloadSize: configuration.ednsPayloadSize, strategy: configuration.upstreamStrategy,

@@ -1,0 +1,63 @@
+import CZlib
+import Dispatch
+import Foundation
+import Glibc
+
+/// Size-based rotation of the block log (`--block-log-max-size`, `--block-log-keep`):
+/// `block.log` → `block.log.1` → compressed to `block.log.1.gz`; older ones shift up
+/// (`.1.gz` → `.2.gz` …) and the oldest beyond `keep` is deleted. Compression runs on its own
+/// queue, so the writer only pays for two renames.
+public struct LogRotation: Sendable {
+    /// Rotate once the file is at least this many bytes; 0 = never (SIGHUP reopen still works).
+    public var maxSize: Int
+    /// Rotated files kept.
+    public var keep: Int
+
+    public init(maxSize: Int, keep: Int) {
+        self.maxSize = maxSize
+        self.keep = max(1, keep)
+    }
+
+    public static let compression = DispatchQueue(label: "sinkhole.blocklog.compress")
+
+    /// Moves `path` aside and shifts the older files. The caller reopens `path` afterwards.
+    func rotate(_ path: String) {
+        // A compression of the previous rotation still running must finish first: it reads `.1`.
+        LogRotation.compression.sync {}
+        let fm = FileManager.default
+        try? fm.removeItem(atPath: "\(path).\(keep).gz")
+        try? fm.removeItem(atPath: "\(path).\(keep)")
+        if keep > 1 {
+            for i in stride(from: keep - 1, through: 1, by: -1) {
+                _ = Glibc.rename("\(path).\(i).gz", "\(path).\(i + 1).gz")
+            }
+        }
+        guard Glibc.rename(path, "\(path).1") == 0 else { return }
+        LogRotation.compression.async { LogRotation.gzip("\(path).1", to: "\(path).1.gz") }
+    }
+
+    /// Compresses `source` into `destination` (through a temporary name), then removes `source`.
+    /// On any failure the uncompressed file is kept: nothing is lost.
+    @discardableResult
+    static func gzip(_ source: String, to destination: String) -> Bool {
+        guard let input = fopen(source, "rb") else { return false }
+        defer { fclose(input) }
+        let temporary = destination + ".tmp"
+        guard let output = gzopen(temporary, "wb6") else { return false }
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        var ok = true
+        while true {
+            let n = buffer.withUnsafeMutableBytes { fread($0.baseAddress, 1, $0.count, input) }
+            if n == 0 { break }
+            let written = buffer.withUnsafeBytes { gzwrite(output, $0.baseAddress, UInt32(n)) }
+            if written != Int32(n) { ok = false; break }
+        }
+        ok = gzclose(output) == Z_OK && ok && ferror(input) == 0
+        guard ok, Glibc.rename(temporary, destination) == 0 else {
+            unlink(temporary)
+            return false
+        }
+        unlink(source)
+        return true
+    }
+}

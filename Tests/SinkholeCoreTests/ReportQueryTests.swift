@@ -1,0 +1,199 @@
+import Testing
+@testable import SinkholeCore
+
+/// Groupings and filters of `sinkhole report`, with known answers over `ReportFixture.lines`.
+@Suite struct ReportQueryTests {
+    let ms = ReportFixture.ms
+
+    @Test func byClientCountsAttemptsDistinctDomainsFirstLastAndTopDomains() {
+        let a = ReportFixture.aggregate(ReportQuery(grouping: .client))
+        #expect(a.lines == 8)
+        #expect(a.malformed == 0)
+        #expect(a.matched == 8)
+        let t = a.table()
+        #expect(t.columns.map(\.name) == ["client", "attempts", "domains", "first_seen", "last_seen", "top_domains"])
+        // Most attempts first; ties in address order, IPv4 before IPv6.
+        #expect(t.keys == ["10.20.31.7", "10.20.31.9", "10.20.31.10", "192.168.1.5", "2001:db8::7"])
+        #expect(t.value(0, "attempts") == .count(3))
+        #expect(t.value(0, "domains") == .count(3))   // the WWW. name is lowercased, still a name of its own
+        #expect(t.value(0, "first_seen") == .time(ms("2026-11-26T10:00:00Z")))
+        #expect(t.value(0, "last_seen") == .time(ms("2026-11-26T12:00:00Z")))
+        #expect(t.value(0, "top_domains") == .counts([
+            NamedCount(name: "msstorageboxes.com", count: 1), NamedCount(name: "sbmsa.wiki", count: 1),
+            NamedCount(name: "www.msstorageboxes.com", count: 1),
+        ]))
+        #expect(t.value(1, "attempts") == .count(2))
+        #expect(t.value(1, "first_seen") == .time(ms("2026-11-26T11:00:00Z")))
+        #expect(t.value(1, "last_seen") == .time(ms("2026-11-26T13:30:00Z")))
+        // The retro-hit line of a later schema counts like any other attempt.
+        #expect(t.value(2, "top_domains") == .counts([NamedCount(name: "cdn.msstorageboxes.com", count: 1)]))
+        #expect(t.totalRows == 5)
+    }
+
+    @Test func topDomainsAreOrderedByAttemptsAndCut() {
+        let lines = (0..<3).map { _ in ReportFixture.line("2026-11-26T10:00:00Z", "10.0.0.1", "b.example", rule: "b.example", list: "l") }
+            + [ReportFixture.line("2026-11-26T10:00:00Z", "10.0.0.1", "a.example", rule: "a.example", list: "l")]
+            + (0..<2).map { _ in ReportFixture.line("2026-11-26T10:00:00Z", "10.0.0.1", "c.example", rule: "c.example", list: "l") }
+        let t = ReportFixture.table(ReportQuery(grouping: .client, topDomains: 2), lines)
+        #expect(t.value(0, "top_domains") == .counts([NamedCount(name: "b.example", count: 3), NamedCount(name: "c.example", count: 2)]))
+        #expect(t.value(0, "domains") == .count(3))
+    }
+
+    @Test func clientsWithEqualAttemptsSortNumericallyNotAsText() {
+        let lines = ["10.0.0.10", "10.0.0.9", "fd00::1", "10.0.0.100", "::1"].map {
+            ReportFixture.line("2026-11-26T10:00:00Z", $0, "x.example", rule: "x.example", list: "l")
+        }
+        #expect(ReportFixture.table(ReportQuery(grouping: .client), lines).keys == ["10.0.0.9", "10.0.0.10", "10.0.0.100", "::1", "fd00::1"])
+    }
+
+    @Test func byDomainLowercasesAndCountsClientsRuleAndList() {
+        let t = ReportFixture.table(ReportQuery(grouping: .domain))
+        #expect(t.columns.map(\.name) == ["domain", "attempts", "clients", "first_seen", "last_seen", "rule", "list"])
+        #expect(t.keys == ["sbmsa.wiki", "ads.example.net", "cdn.msstorageboxes.com", "msstorageboxes.com",
+                           "notmsstorageboxes.com", "www.cloaked.example.com", "www.msstorageboxes.com"])
+        #expect(t.value(0, "attempts") == .count(2))
+        #expect(t.value(0, "clients") == .count(2))
+        #expect(t.value(0, "first_seen") == .time(ms("2026-11-26T11:00:00Z")))
+        #expect(t.value(0, "last_seen") == .time(ms("2026-11-26T12:00:00Z")))
+        #expect(t.value(0, "rule") == .texts(["sbmsa.wiki"]))
+        #expect(t.value(0, "list") == .texts(["crowdstrike-3cx.txt"]))
+        // CNAME cloaking: the name asked, blocked by the rule of the name it pointed to.
+        #expect(t.value(5, "rule") == .texts(["msstorageboxes.com"]))
+    }
+
+    @Test func byDomainNamesEveryRuleThatBlockedAName() {
+        let lines = [
+            ReportFixture.line("2026-11-26T10:00:00Z", "10.0.0.1", "a.evil.example", rule: "evil.example", list: "one.txt"),
+            ReportFixture.line("2026-11-26T10:00:01Z", "10.0.0.1", "a.evil.example", rule: "a.evil.example", list: "two.txt"),
+            ReportFixture.line("2026-11-26T10:00:02Z", "10.0.0.2", "A.evil.example", rule: "a.evil.example", list: "two.txt"),
+        ]
+        let t = ReportFixture.table(ReportQuery(grouping: .domain), lines)
+        #expect(t.keys == ["a.evil.example"])
+        #expect(t.value(0, "clients") == .count(2))
+        #expect(t.value(0, "rule") == .texts(["a.evil.example", "evil.example"]))
+        #expect(t.value(0, "list") == .texts(["two.txt", "one.txt"]))
+    }
+
+    @Test func byListCountsAttemptsClientsAndDomains() {
+        let t = ReportFixture.table(ReportQuery(grouping: .list))
+        #expect(t.columns.map(\.name) == ["list", "attempts", "clients", "domains", "first_seen", "last_seen"])
+        #expect(t.keys == ["crowdstrike-3cx.txt", "ads.txt"])
+        #expect(t.rows[0] == [.text("crowdstrike-3cx.txt"), .count(6), .count(3), .count(5),
+                              .time(ms("2026-11-26T10:00:00Z")), .time(ms("2026-11-26T13:30:00Z"))])
+        #expect(t.rows[1] == [.text("ads.txt"), .count(2), .count(2), .count(2),
+                              .time(ms("2026-11-25T23:59:59.999Z")), .time(ms("2026-11-27T00:00:00Z"))])
+    }
+
+    @Test func domainFilterAnswersWhichClientsTriedThePublishedDomainsAndWhenFirst() throws {
+        let query = ReportQuery(grouping: .client, domains: [try DomainPattern("msstorageboxes.com"), try DomainPattern("sbmsa.wiki")])
+        let t = ReportFixture.table(query)
+        // Not notmsstorageboxes.com (no label boundary), not the CNAME-cloaked name.
+        #expect(t.keys == ["10.20.31.7", "10.20.31.9", "10.20.31.10"])
+        #expect(t.value(0, "attempts") == .count(3))
+        #expect(t.value(0, "first_seen") == .time(ms("2026-11-26T10:00:00Z")))
+        #expect(t.value(1, "first_seen") == .time(ms("2026-11-26T11:00:00Z")))
+        #expect(t.value(2, "first_seen") == .time(ms("2026-11-26T13:00:00Z")))
+        let upper = ReportFixture.table(ReportQuery(grouping: .client, domains: [try DomainPattern("MSStorageBoxes.COM."), try DomainPattern("SBMSA.wiki")]))
+        #expect(upper.rows == t.rows)
+    }
+
+    @Test func clientFilterTakesAddressesAndCIDRBlocks() throws {
+        func keys(_ patterns: [String], _ grouping: ReportGrouping = .client) throws -> [String] {
+            let clients = try patterns.map { try #require(ClientPattern($0)) }
+            return ReportFixture.table(ReportQuery(grouping: grouping, clients: clients)).keys
+        }
+        #expect(try keys(["10.20.31.9"]) == ["10.20.31.9"])
+        #expect(try keys(["10.20.31.9"], .domain) == ["sbmsa.wiki", "www.cloaked.example.com"])
+        #expect(try keys(["10.0.0.0/8"]) == ["10.20.31.7", "10.20.31.9", "10.20.31.10"])
+        #expect(try keys(["2001:db8::/32"]) == ["2001:db8::7"])
+        #expect(try keys(["2001:DB8:0::7"]) == ["2001:db8::7"])
+        #expect(try keys(["192.168.1.5", "10.20.31.10"]) == ["10.20.31.10", "192.168.1.5"])
+        #expect(try keys(["10.20.31.1"]) == [])
+    }
+
+    @Test func timeFiltersSinceInclusiveUntilExclusiveDatesCoverWholeDays() throws {
+        let now = ms("2026-11-26T13:15:00Z")
+        func keys(since: String?, until: String?) throws -> [String] {
+            let query = ReportQuery(grouping: .domain,
+                                    since: try since.map { try ReportTime.bound($0, now: now, upper: false) },
+                                    until: try until.map { try ReportTime.bound($0, now: now, upper: true) })
+            return ReportFixture.table(query).keys.sorted()
+        }
+        let day26 = ["cdn.msstorageboxes.com", "msstorageboxes.com", "sbmsa.wiki", "www.cloaked.example.com", "www.msstorageboxes.com"]
+        #expect(try keys(since: "2026-11-26", until: "2026-11-26") == day26)
+        #expect(try keys(since: "2026-11-26T00:00:00Z", until: "2026-11-27T00:00:00Z") == day26)
+        #expect(try keys(since: "2026-11-26T11:00:00Z", until: nil)
+            == ["cdn.msstorageboxes.com", "notmsstorageboxes.com", "sbmsa.wiki", "www.cloaked.example.com"])
+        #expect(try keys(since: nil, until: "2026-11-26T11:00:00Z") == ["ads.example.net", "msstorageboxes.com", "www.msstorageboxes.com"])
+        #expect(try keys(since: nil, until: "2026-11-26T11:00:00+01:00") == ["ads.example.net"])
+        // 2h before 13:15 is 11:15: the 12:00, 13:00 and 13:30 attempts and the next day's.
+        #expect(try keys(since: "2h", until: nil)
+            == ["cdn.msstorageboxes.com", "notmsstorageboxes.com", "sbmsa.wiki", "www.cloaked.example.com"])
+        #expect(try keys(since: "120m", until: "15m") == ["sbmsa.wiki"])   // 11:15 to 13:00, 13:00 itself excluded
+        #expect(try keys(since: "120m", until: "14m") == ["cdn.msstorageboxes.com", "sbmsa.wiki"])
+        #expect(try keys(since: "7d", until: "1d") == [])
+    }
+
+    @Test func filtersCombineAndLimitCutsRowsAfterSorting() throws {
+        let query = ReportQuery(grouping: .client, since: ms("2026-11-26T00:00:00Z"),
+                                clients: [try #require(ClientPattern("10.20.31.0/24"))],
+                                domains: [try DomainPattern("sbmsa.wiki")])
+        #expect(ReportFixture.table(query).keys == ["10.20.31.7", "10.20.31.9"])
+        let limited = ReportFixture.table(ReportQuery(grouping: .client, limit: 2))
+        #expect(limited.keys == ["10.20.31.7", "10.20.31.9"])
+        #expect(limited.totalRows == 5)
+    }
+
+    @Test func decodedRecordsGoThroughTheSameFiltersAndGroups() throws {
+        let a = ReportAggregator(query: ReportQuery(grouping: .list, domains: [try DomainPattern("example.com")]))
+        a.add(BlockLogRecord(time: 0, client: "10.0.0.1", domain: "www.example.com", rule: "example.com", list: "l.txt"))
+        a.add(BlockLogRecord(time: 5, client: "10.0.0.2", domain: "example.org", rule: "example.org", list: "l.txt"))
+        #expect(a.table().rows == [[.text("l.txt"), .count(1), .count(1), .count(1), .time(0), .time(0)]])
+    }
+}
+
+/// `--client` and `--domain` patterns.
+@Suite struct ReportFilterTests {
+    @Test func domainPatternMatchesTheNameAndNamesBelowOnLabelBoundaries() throws {
+        let p = try DomainPattern("MSStorageBoxes.com.")
+        #expect(p.name == "msstorageboxes.com")
+        #expect(p.matches("msstorageboxes.com"))
+        #expect(p.matches("www.msstorageboxes.com"))
+        #expect(p.matches("a.b.msstorageboxes.com"))
+        #expect(!p.matches("notmsstorageboxes.com"))
+        #expect(!p.matches("msstorageboxes.com.evil"))
+        #expect(!p.matches("storageboxes.com"))
+        // An escaped dot is inside a label, not between labels; an escaped backslash is not.
+        #expect(!p.matches(#"a\.msstorageboxes.com"#))
+        #expect(p.matches(#"a\\.msstorageboxes.com"#))
+    }
+
+    @Test func domainPatternRejectsWhatIsNotAName() {
+        #expect(throws: DomainPattern.ParseError.wildcard("*.example.com")) { try DomainPattern("*.example.com") }
+        #expect(throws: DomainPattern.ParseError.notAName("")) { try DomainPattern("") }
+        #expect(throws: DomainPattern.ParseError.notAName(".")) { try DomainPattern(".") }
+        #expect(throws: DomainPattern.ParseError.notAName("a..b")) { try DomainPattern("a..b") }
+        #expect(throws: DomainPattern.ParseError.notAName("a b")) { try DomainPattern("a b") }
+    }
+
+    @Test func clientPatternParsesAddressesAndBlocks() throws {
+        let block = try #require(ClientPattern("10.1.2.3/8"))
+        #expect(block.network == [10, 0, 0, 0])
+        #expect(block.prefixLength == 8)
+        #expect(block.matches("10.255.0.1"))
+        #expect(!block.matches("11.0.0.1"))
+        #expect(!block.matches("not an address"))
+        #expect(!block.matches("::a01:203"))
+        let odd = try #require(ClientPattern("192.168.1.128/25"))
+        #expect(odd.matches("192.168.1.200"))
+        #expect(!odd.matches("192.168.1.127"))
+        #expect(try #require(ClientPattern("0.0.0.0/0")).matches("203.0.113.9"))
+        #expect(try #require(ClientPattern("fd00::/8")).matches("fd00:20::31:7"))
+        // IPv4-mapped IPv6 is the IPv4 address, both ways.
+        #expect(block.matches("::ffff:10.20.31.7"))
+        #expect(try #require(ClientPattern("::ffff:10.20.31.7")).matches("10.20.31.7"))
+        for bad in ["", "10.0.0.0/33", "10.0.0.0/", "10.0.0.0/-1", "10.0.0.0/8/8", "fd00::/129", "example.com", "10.0.0"] {
+            #expect(ClientPattern(bad) == nil, "\(bad)")
+        }
+    }
+}
