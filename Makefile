@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export PATH := /opt/swift/usr/bin:$(PATH)
 
 SWIFT_FLAGS ?= -Xswiftc -warnings-as-errors
-APT_PACKAGES := libldns-dev libssl-dev zlib1g-dev pkg-config ldnsutils bind9-dnsutils curl
+APT_PACKAGES := libldns-dev libssl-dev zlib1g-dev pkg-config ldnsutils bind9-dnsutils curl systemd
 LISTEN ?= --listen 127.0.0.1:53 --listen [::1]:53
 BLOCK_LOG ?= block.log
 
@@ -36,3 +36,16 @@ test: build ## Run every test: unit, loopback integration, end-to-end with drill
 
 clean: ## Remove build products
 	rm -rf .build
+
+# --- fuzzing (Fuzz/README.md) ---------------------------------------------------------------
+FUZZ_SECONDS ?= 600
+FUZZ_JOBS ?= 1
+FUZZ_TARGETS ?=
+
+.PHONY: fuzz fuzz-ci
+
+fuzz: deps ## Build the libFuzzer targets (Fuzz/) and run each for FUZZ_SECONDS (600) s
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_JOBS=$(FUZZ_JOBS) Fuzz/run.sh $(FUZZ_TARGETS)
+
+fuzz-ci: deps ## Replay saved crashes, then fuzz each target for 20 s from the seeds
+	FUZZ_SECONDS=20 FUZZ_JOBS=$(FUZZ_JOBS) Fuzz/run.sh --ci $(FUZZ_TARGETS)

@@ -110,3 +110,27 @@ import Testing
         #expect(bad.stderr.contains("bad.yaml: block-mod: unknown key"), "\(bad.stderr)")
     }
 }
+
+@Suite struct DeploymentFileTests {
+    @Test func systemdUnitVerifies() throws {
+        let repo = URL(fileURLWithPath: SinkholeProcess.binaryPath()).deletingLastPathComponent()
+            .deletingLastPathComponent().deletingLastPathComponent()
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/sh")
+        p.arguments = [repo.appendingPathComponent("deploy/verify.sh").path]
+        let pipe = Pipe()
+        p.standardOutput = pipe
+        p.standardError = pipe
+        try p.run()
+        let text = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 0, "\(text)")
+    }
+
+    @Test func sampleConfigIsValid() throws {
+        let repo = URL(fileURLWithPath: SinkholeProcess.binaryPath()).deletingLastPathComponent()
+            .deletingLastPathComponent().deletingLastPathComponent()
+        let settings = try Settings.load(yamlFile: repo.appendingPathComponent("deploy/sinkhole.yaml").path)
+        _ = try settings.configuration(defaultBlocklistDirectory: "/etc/sinkhole/blocklists")
+    }
+}
