@@ -88,6 +88,15 @@ struct ServeOptions: ParsableArguments {
     @Option(name: .customLong("metrics-listen"), help: ArgumentHelp("Serve Prometheus /metrics and /health over HTTP on this address. Off by default.", valueName: "ADDR:PORT"))
     var metricsListen: String?
 
+    @Flag(name: .customLong("syslog"), help: "Also send each block event as an RFC 5424 message to the local syslog socket (/dev/log).")
+    var syslog = false
+
+    @Option(name: .customLong("syslog-server"), help: ArgumentHelp("Send block events to this syslog collector instead (IP literal; port default 514).", valueName: "HOST:PORT"))
+    var syslogServer: String?
+
+    @Option(name: .customLong("syslog-protocol"), help: ArgumentHelp("Transport to --syslog-server: udp (default) or tcp (octet-counting framing, RFC 6587).", valueName: "udp|tcp"))
+    var syslogProtocol: String?
+
     @Option(name: .customLong("user"), help: ArgumentHelp("After binding, drop root privileges to this user (before any query is handled).", valueName: "USER"))
     var user: String?
 
@@ -127,6 +136,9 @@ struct ServeOptions: ParsableArguments {
         flags.setFlag("upstream-strategy", upstreamStrategy)
         flags.setFlag("upstream-deadline", upstreamDeadline)
         flags.setFlag("metrics-listen", metricsListen)
+        if syslog { flags.setFlag("syslog", "true") }
+        flags.setFlag("syslog-server", syslogServer)
+        flags.setFlag("syslog-protocol", syslogProtocol)
         flags.setFlag("user", user)
         flags.setFlag("group", group)
         guard let config else { return flags }

@@ -11,7 +11,8 @@ import Synchronization
 /// logrotate). If the queue ever holds `maxPending` events the writer is not keeping up: further
 /// events are dropped, counted, and the count is logged, never silently.
 public final class BlockLog: @unchecked Sendable {
-    public let path: String
+    /// The file, or nil when events only go to `forward` (syslog without a file).
+    public let path: String?
     public static let maxPending = 1_000_000
     public static let flushInterval = 0.2
 
@@ -38,15 +39,15 @@ public final class BlockLog: @unchecked Sendable {
     private let forward: (@Sendable ([BlockEvent]) -> Void)?
 
     /// Opens (creating if needed, mode 0640) for appending; throws a readable error.
-    public init(path: String, rotation: LogRotation? = nil, logger: Logger,
+    public init(path: String?, rotation: LogRotation? = nil, logger: Logger,
                 forward: (@Sendable ([BlockEvent]) -> Void)? = nil) throws {
         self.path = path
         self.logger = logger
         self.rotation = rotation.flatMap { $0.maxSize > 0 ? $0 : nil }
         self.forward = forward
-        let fd = try BlockLog.open(path)
+        let fd = try path.map { try BlockLog.open($0) } ?? -1
         var st = stat()
-        fstat(fd, &st)
+        if fd >= 0 { fstat(fd, &st) }
         writer = Mutex(WriterState(fd: fd, size: Int(st.st_size)))
         timer = DispatchSource.makeTimerSource(queue: queue)
         timer.schedule(deadline: .now() + BlockLog.flushInterval, repeating: BlockLog.flushInterval)
@@ -88,12 +89,16 @@ public final class BlockLog: @unchecked Sendable {
             }
             if dropped > state.droppedReported {
                 logger.error("block log writer fell behind; events dropped", metadata: [
-                    "dropped.total": "\(dropped)", "path": "\(path)",
+                    "dropped.total": "\(dropped)", "path": "\(path ?? "-")",
                 ])
                 state.droppedReported = dropped
             }
             guard !events.isEmpty else { return }
             forward?(events)
+            guard let path, state.fd >= 0 else {
+                state.written += events.count
+                return
+            }
             var text = ""
             text.reserveCapacity(events.count * 600)
             for event in events {
@@ -146,6 +151,7 @@ public final class BlockLog: @unchecked Sendable {
     /// Flushes, then closes and reopens the path (after logrotate moved the file away).
     public func reopen() {
         flush()
+        guard let path else { return }
         writer.withLock { state in
             do {
                 let fd = try BlockLog.open(path)
@@ -166,8 +172,10 @@ public final class BlockLog: @unchecked Sendable {
         timer.cancel()
         flush()
         writer.withLock { state in
-            fsync(state.fd)
-            Glibc.close(state.fd)
+            if state.fd >= 0 {
+                fsync(state.fd)
+                Glibc.close(state.fd)
+            }
             state.fd = -1
         }
     }

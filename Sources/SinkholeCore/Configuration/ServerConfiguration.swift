@@ -56,6 +56,9 @@ public struct ServerConfiguration: Sendable {
     /// Size-based rotation of the block log; maxSize 0 = off (the default; SIGHUP reopen always works).
     public var blockLogRotation = LogRotation(maxSize: 0, keep: 10)
 
+    /// Where block events also go as RFC 5424 syslog messages; nil = nowhere (the default).
+    public var syslog: SyslogTarget?
+
     public static let defaultListen = ["127.0.0.1:53", "[::1]:53"]
     public static let installedBlocklistDirectory = "/etc/sinkhole/blocklists"
 
@@ -95,6 +98,7 @@ public struct ServerConfiguration: Sendable {
             "max-inflight": "\(maxInFlight)",
             "upstream-strategy": upstreamStrategy.rawValue,
             "metrics-listen": metricsListen?.description ?? "(off)",
+            "syslog": syslog?.description ?? "(off)",
             "block-log-max-size": blockLogRotation.maxSize == 0 ? "(no rotation)" : "\(blockLogRotation.maxSize) bytes, keep \(blockLogRotation.keep)",
             "user": user.map { "\($0)\(group.map { ":" + $0 } ?? "")" } ?? "(unchanged)",
             "upstream-deadline": upstreamDeadline.map { "\($0)s" } ?? "\(upstreamTimeout * Double(max(1, upstreams.count)))s",

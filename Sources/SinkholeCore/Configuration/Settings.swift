@@ -195,6 +195,22 @@ public struct Settings: Sendable {
         }
         configuration.blockLogRotation.keep = try integer("block-log-keep", 10, 1...1000)
         if let text = one("metrics-listen") { configuration.metricsListen = try address(text, "metrics-listen") }
+        let syslogOn: Bool
+        switch one("syslog")?.lowercased() {
+        case nil, "false", "no", "off": syslogOn = false
+        case "true", "yes", "on": syslogOn = true
+        case let other?: throw ConfigurationError("\(origin("syslog")) '\(other)': must be true or false")
+        }
+        let protocolText = one("syslog-protocol") ?? "udp"
+        guard protocolText == "udp" || protocolText == "tcp" else {
+            throw ConfigurationError("\(origin("syslog-protocol")) '\(protocolText)': must be udp or tcp")
+        }
+        if let text = one("syslog-server") {
+            let server = try address(text, "syslog-server", defaultPort: 514)
+            configuration.syslog = protocolText == "tcp" ? .tcp(server) : .udp(server)
+        } else if syslogOn {
+            configuration.syslog = .local(path: "/dev/log")
+        }
         configuration.user = one("user")
         configuration.group = one("group")
         return configuration

@@ -10,6 +10,7 @@ public final class SinkholeServer: Sendable {
     public let configuration: ServerConfiguration
     public let store: BlocklistStore
     public let blockLog: BlockLog?
+    public let syslog: SyslogSink?
     public let chain: QueryChain
     public let metrics = ServerMetrics()
     private let metricsServer = Mutex<MetricsServer?>(nil)
@@ -30,9 +31,16 @@ public final class SinkholeServer: Sendable {
         watcher = DirectoryWatcher(directory: directory, logger: logger) {
             SinkholeServer.refresh(store, directory: directory, force: false, logger: logger)
         }
-        blockLog = try configuration.blockLogPath.map {
-            try BlockLog(path: $0, rotation: configuration.blockLogRotation, logger: logger)
+        syslog = configuration.syslog.map { SyslogSink(target: $0, logger: logger) }
+        if configuration.blockLogPath != nil || syslog != nil {
+            var forward: (@Sendable ([BlockEvent]) -> Void)?
+            if let sink = syslog { forward = { events in sink.enqueue(events) } }
+            blockLog = try BlockLog(path: configuration.blockLogPath, rotation: configuration.blockLogRotation,
+                                    logger: logger, forward: forward)
+        } else {
+            blockLog = nil
         }
+        syslog?.start()
         let blocking = BlockingStage(store: store, policy: configuration.blockPolicy, log: blockLog)
         let forwarder = Forwarder(upstreams: configuration.upstreams, timeout: configuration.upstreamTimeout,
                                   payloadSize: configuration.ednsPayloadSize, strategy: configuration.upstreamStrategy,
@@ -181,6 +189,7 @@ public final class SinkholeServer: Sendable {
         udp.forEach { $0.close() }
         metricsServer.withLock { $0?.stop() }
         blockLog?.close()
+        syslog?.stop()
         logger.info("stopped")
     }
 

@@ -1,0 +1,248 @@
+import Foundation
+import Glibc
+import Logging
+import Synchronization
+
+/// Where syslog messages go (`--syslog`, `--syslog-server`, `--syslog-protocol`).
+public enum SyslogTarget: Sendable, Equatable, CustomStringConvertible {
+    /// The local syslog socket (`/dev/log`), datagrams.
+    case local(path: String)
+    case udp(SocketAddress)
+    /// TCP with octet-counting framing (RFC 6587 §3.4.1).
+    case tcp(SocketAddress)
+
+    public var description: String {
+        switch self {
+        case .local(let path): return "unix:\(path)"
+        case .udp(let a): return "udp://\(a)"
+        case .tcp(let a): return "tcp://\(a)"
+        }
+    }
+}
+
+/// Delivers block events as RFC 5424 syslog messages, with the JSON line's fields as structured
+/// data, from its own thread. DNS never waits for it: events are queued (at most `capacity`);
+/// while the collector is down or slow they wait and are re-sent once it is back; past the
+/// capacity the oldest are dropped, counted and reported. The block log file is written
+/// independently, so it stays complete whatever happens here.
+public final class SyslogSink: @unchecked Sendable {
+    public let target: SyslogTarget
+    public let capacity: Int
+    private let hostname: String
+    private let logger: Logger
+    private let condition = NSCondition()
+    private var queue: [BlockEvent] = []
+    private var head = 0
+    private var stopping = false
+    private var thread: Thread?
+    private let sentCount = Atomic<Int>(0)
+    private let droppedCount = Atomic<Int>(0)
+    private let connectedState = Atomic<Bool>(false)
+
+    public init(target: SyslogTarget, capacity: Int = 100_000, logger: Logger) {
+        self.target = target
+        self.capacity = capacity
+        self.logger = logger
+        var name = [CChar](repeating: 0, count: 256)
+        gethostname(&name, name.count)
+        let host = String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        hostname = host.isEmpty ? "-" : host
+    }
+
+    public var counts: (sent: Int, dropped: Int) {
+        (sentCount.load(ordering: .relaxed), droppedCount.load(ordering: .relaxed))
+    }
+
+    public var isConnected: Bool { connectedState.load(ordering: .relaxed) }
+
+    public func start() {
+        let t = Thread { [self] in run() }
+        t.name = "sinkhole.syslog"
+        thread = t
+        t.start()
+    }
+
+    /// Queues events; never blocks on the network.
+    public func enqueue(_ events: [BlockEvent]) {
+        condition.lock()
+        queue.append(contentsOf: events)
+        let pending = queue.count - head
+        if pending > capacity {
+            let excess = pending - capacity
+            head += excess
+            droppedCount.add(excess, ordering: .relaxed)
+        }
+        condition.signal()
+        condition.unlock()
+    }
+
+    /// Tries for up to `timeout` seconds to deliver what is queued, then stops the thread.
+    public func stop(timeout: Double = 2) {
+        let deadline = Date().addingTimeInterval(timeout)
+        condition.lock()
+        while queue.count > head && Date() < deadline && connectedState.load(ordering: .relaxed) {
+            _ = condition.wait(until: min(deadline, Date().addingTimeInterval(0.05)))
+        }
+        stopping = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    // MARK: sender thread
+
+    private var fd: Int32 = -1
+
+    private func run() {
+        var backoff = 0.2
+        var droppedReported = 0
+        while true {
+            condition.lock()
+            while queue.count == head && !stopping { condition.wait() }
+            if stopping { condition.unlock(); break }
+            let batchStart = head
+            let batch = Array(queue[head..<min(queue.count, head + 256)])
+            condition.unlock()
+
+            if fd >= 0, case .tcp = target, peerClosed() { disconnect("collector closed the connection") }
+            if fd < 0 && !connect() {
+                condition.lock()
+                _ = condition.wait(until: Date().addingTimeInterval(backoff))
+                condition.unlock()
+                backoff = min(30, backoff * 2)
+                continue
+            }
+            backoff = 0.2
+            var delivered = 0
+            for event in batch {
+                if send(SyslogSink.message(event, hostname: hostname, pid: getpid())) { delivered += 1 } else { break }
+            }
+            condition.lock()
+            // Events dropped meanwhile moved `head` on; never move it back.
+            head = min(queue.count, max(head, batchStart + delivered))
+            if head > 65_536 && head * 2 > queue.count {
+                queue.removeFirst(head)
+                head = 0
+            }
+            condition.broadcast()
+            condition.unlock()
+            sentCount.add(delivered, ordering: .relaxed)
+            if delivered < batch.count { disconnect("send failed") }
+            let dropped = droppedCount.load(ordering: .relaxed)
+            if dropped > droppedReported {
+                logger.error("syslog queue full; oldest events dropped (the block log file is complete)",
+                             metadata: ["dropped.total": "\(dropped)", "target": "\(target)"])
+                droppedReported = dropped
+            }
+        }
+        if fd >= 0 { close(fd) }
+    }
+
+    private func connect() -> Bool {
+        switch target {
+        case .local(let path):
+            fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            guard fd >= 0 else { return false }
+            var addr = sockaddr_un()
+            addr.sun_family = sa_family_t(AF_UNIX)
+            let bytes = Array(path.utf8.prefix(107))
+            withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+                for (i, b) in bytes.enumerated() { raw[i] = b }
+            }
+            let ok = withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                }
+            } == 0
+            return connected(ok)
+        case .udp(let address):
+            fd = socket(address.family, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            guard fd >= 0 else { return false }
+            return connected(address.withSockAddr { Glibc.connect(fd, $0, $1) } == 0)
+        case .tcp(let address):
+            fd = socket(address.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            guard fd >= 0 else { return false }
+            var tv = timeval(tv_sec: 2, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+            return connected(address.withSockAddr { Glibc.connect(fd, $0, $1) } == 0)
+        }
+    }
+
+    private func connected(_ ok: Bool) -> Bool {
+        if !ok {
+            close(fd)
+            fd = -1
+            return false
+        }
+        if !connectedState.exchange(true, ordering: .relaxed) {
+            logger.info("syslog connected", metadata: ["target": "\(target)"])
+        }
+        return true
+    }
+
+    private func disconnect(_ why: String) {
+        if fd >= 0 { close(fd) }
+        fd = -1
+        if connectedState.exchange(false, ordering: .relaxed) {
+            logger.warning("syslog collector unreachable; events are queued and re-sent", metadata: [
+                "target": "\(target)", "reason": "\(why)",
+            ])
+        }
+    }
+
+    /// True when a TCP collector has closed its end: checked before each batch, so that events
+    /// are not written into a connection that is already gone (the kernel would accept them).
+    private func peerClosed() -> Bool {
+        var p = pollfd(fd: fd, events: Int16(POLLIN) | Int16(0x2000) /* POLLRDHUP */, revents: 0)
+        guard poll(&p, 1, 0) == 1 else { return false }
+        if p.revents & (Int16(POLLHUP) | Int16(POLLERR) | Int16(0x2000)) != 0 { return true }
+        var byte: UInt8 = 0
+        return recv(fd, &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT)) == 0
+    }
+
+    private func send(_ message: String) -> Bool {
+        var bytes = Array(message.utf8)
+        if case .tcp = target { bytes = Array("\(bytes.count) ".utf8) + bytes }
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL)) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { return false }
+            offset += n
+            if case .tcp = target { continue }
+            break   // a datagram goes whole or not at all
+        }
+        return true
+    }
+
+    /// One RFC 5424 message: facility local0, severity notice, MSGID `block` (or the event's
+    /// action), structured data `[sinkhole@32473 …]` carrying the JSON line's fields by their ECS
+    /// names (32473 is the example enterprise number of RFC 5612), and a one-line summary.
+    static func message(_ e: BlockEvent, hostname: String, pid: Int32) -> String {
+        func escape(_ s: String) -> String {
+            var out = ""
+            for c in s {
+                if c == "\"" || c == "\\" || c == "]" { out.append("\\") }
+                out.append(c)
+            }
+            return out
+        }
+        let name = WireName.text(e.qname)
+        let type = RRType.name(e.qtype)
+        var sd: [(String, String)] = [
+            ("schema_version", "\(BlockEvent.schemaVersion)"),
+            ("source.ip", e.client.ipText), ("source.port", "\(e.client.port)"),
+            ("network.transport", e.transport.rawValue), ("dns.id", "\(e.id)"),
+            ("dns.question.name", name), ("dns.question.type", type),
+            ("dns.question.class", RRType.className(e.qclass)),
+            ("event.action", e.answer.action.rawValue),
+            ("rule.name", e.answer.match.rule), ("rule.ruleset", e.answer.match.list),
+            ("sinkhole.match", e.matchedOn),
+        ]
+        if e.answer.action != .drop { sd.append(("dns.response_code", Rcode.name(UInt16(e.answer.rcode)))) }
+        for address in e.answer.addresses { sd.append(("dns.resolved_ip", IPAddress.text(address))) }
+        if let matched = e.matchedName { sd.append(("sinkhole.matched_name", WireName.text(matched))) }
+        let data = sd.map { "\($0.0)=\"\(escape($0.1))\"" }.joined(separator: " ")
+        let summary = "blocked \(type) \(name) from \(e.client.ipText) by \(e.answer.match.list): \(e.answer.match.rule) (\(e.answer.action.rawValue))"
+        return "<133>1 \(BlockEvent.rfc3339(e.time)) \(hostname) sinkhole \(pid) block [sinkhole@32473 \(data)] \(summary)"
+    }
+}

@@ -1,0 +1,129 @@
+import Foundation
+import Glibc
+@testable import SinkholeCore
+import SinkholeTestSupport
+import Testing
+
+/// Block events delivered to in-test syslog collectors over UDP and TCP.
+@Suite struct SyslogTests {
+    /// A UDP collector on 127.0.0.1:0.
+    final class UDPCollector {
+        let fd: Int32
+        let address: SocketAddress
+        init() throws {
+            fd = try Socket.bound(SocketAddress(address: [127, 0, 0, 1], port: 0), type: Int32(SOCK_DGRAM.rawValue))
+            address = SocketAddress.local(of: fd)!
+            var flags = fcntl(fd, F_GETFL, 0)
+            flags &= ~O_NONBLOCK
+            _ = fcntl(fd, F_SETFL, flags)
+            var tv = timeval(tv_sec: 3, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        }
+        deinit { close(fd) }
+        func receive() -> String? {
+            var buffer = [UInt8](repeating: 0, count: 8192)
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            return n > 0 ? String(decoding: buffer[0..<n], as: UTF8.self) : nil
+        }
+    }
+
+    /// A TCP collector that reads octet-counted frames.
+    final class TCPCollector {
+        let listener: Int32
+        let address: SocketAddress
+        var connection: Int32 = -1
+        var buffer: [UInt8] = []
+        init(port: UInt16 = 0) throws {
+            listener = try Socket.bound(SocketAddress(address: [127, 0, 0, 1], port: port), type: Int32(SOCK_STREAM.rawValue))
+            address = SocketAddress.local(of: listener)!
+            guard listen(listener, 4) == 0 else { throw SystemError("listen") }
+        }
+        func close() {
+            if connection >= 0 { Glibc.close(connection) }
+            Glibc.close(listener)
+        }
+        /// The next framed message, waiting up to `timeout` seconds (accepting the sink's connection first).
+        func receive(timeout: Double = 5) -> String? {
+            let deadline = Date().addingTimeInterval(timeout)
+            while true {
+                if let frame = takeFrame() { return frame }
+                let fd = connection >= 0 ? connection : listener
+                var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                let left = Int32(max(0, deadline.timeIntervalSinceNow) * 1000)
+                guard left > 0, poll(&p, 1, left) == 1 else { return nil }
+                if connection < 0 {
+                    connection = accept(listener, nil, nil)
+                    continue
+                }
+                var chunk = [UInt8](repeating: 0, count: 8192)
+                let n = chunk.withUnsafeMutableBytes { recv(connection, $0.baseAddress, $0.count, 0) }
+                guard n > 0 else { return nil }
+                buffer += chunk[0..<n]
+            }
+        }
+        func takeFrame() -> String? {
+            guard let space = buffer.firstIndex(of: 0x20), let length = Int(String(decoding: buffer[..<space], as: UTF8.self)),
+                  buffer.count >= space + 1 + length else { return nil }
+            let message = String(decoding: buffer[(space + 1)..<(space + 1 + length)], as: UTF8.self)
+            buffer.removeFirst(space + 1 + length)
+            return message
+        }
+    }
+
+    @Test func udpCollectorGetsOneRFC5424MessagePerBlockedQuery() throws {
+        let collector = try UDPCollector()
+        let h = try TestHarness(lists: ["intel.txt": "evil.example\n"]) { $0.syslog = .udp(collector.address) }
+        defer { h.stop() }
+        for i in 0..<5 { #expect(DNSTestClient.ask("q\(i).evil.example", server: h.address)?.rcode == Rcode.nxDomain) }
+        h.server.blockLog?.flush()
+        var names: [String] = []
+        for _ in 0..<5 {
+            let m = try #require(collector.receive())
+            #expect(m.hasPrefix("<133>1 "))
+            #expect(m.contains(" sinkhole ") && m.contains(" block [sinkhole@32473 "))
+            #expect(m.contains("rule.ruleset=\"intel.txt\"") && m.contains("event.action=\"nxdomain\""))
+            #expect(m.contains("source.ip=\"127.0.0.1\""))
+            if let r = m.range(of: #"dns.question.name="[^"]*""#, options: .regularExpression) { names.append(String(m[r])) }
+        }
+        #expect(Set(names) == Set((0..<5).map { "dns.question.name=\"q\($0).evil.example\"" }))
+        #expect(try h.blockLogLines().count == 5, "the file log is written as well")
+    }
+
+    @Test func tcpCollectorThatGoesAwayGetsTheQueuedEventsWhenItComesBack() throws {
+        var collector = try TCPCollector()
+        let port = collector.address.port
+        let h = try TestHarness(lists: ["intel.txt": "evil.example\n"]) { $0.syslog = .tcp(collector.address) }
+        defer { h.stop() }
+        #expect(DNSTestClient.ask("first.evil.example", server: h.address) != nil)
+        h.server.blockLog?.flush()
+        #expect(collector.receive()?.contains("first.evil.example") == true)
+
+        // The collector goes away: DNS keeps answering, the file log stays complete.
+        collector.close()
+        for i in 0..<3 { #expect(DNSTestClient.ask("down\(i).evil.example", server: h.address)?.rcode == Rcode.nxDomain) }
+        h.server.blockLog?.flush()
+        #expect(try h.blockLogLines().count == 4)
+
+        // It comes back on the same port: the three queued events arrive.
+        collector = try TCPCollector(port: port)
+        defer { collector.close() }
+        var received: [String] = []
+        while received.count < 3, let m = collector.receive(timeout: 10) { received.append(m) }
+        #expect(received.count == 3)
+        for i in 0..<3 { #expect(received.contains { $0.contains("down\(i).evil.example") }) }
+        #expect(h.server.syslog?.counts.dropped == 0)
+    }
+
+    @Test func queueIsBoundedAndDropsAreCounted() throws {
+        // A collector that never exists: everything waits in the queue, the oldest beyond capacity dropped.
+        let sink = SyslogSink(target: .tcp(SocketAddress(address: [127, 0, 0, 1], port: 9)), capacity: 10,
+                              logger: TestHarness.quietLogger)
+        let match = RuleMatch(rule: "evil.example", list: "l", line: 1, zone: WireName.fromText("evil.example")!)
+        let event = BlockEvent(client: SocketAddress(address: [127, 0, 0, 1], port: 1), transport: .udp, id: 1,
+                               qname: WireName.fromText("evil.example")!, qtype: 1, qclass: 1,
+                               answer: BlockAnswer(match: match, action: .nxdomain, rcode: 3, addresses: [], ttl: 60))
+        sink.enqueue([BlockEvent](repeating: event, count: 25))
+        #expect(sink.counts.dropped == 15)
+        #expect(sink.counts.sent == 0)
+    }
+}
