@@ -97,7 +97,7 @@ import Testing
         let h = try TestHarness()
         defer { h.stop() }
         // A query whose OPT carries option 65001 with 4 bytes, and an unknown flag bit set.
-        var q = DNSTestClient.query("evil.example", id: 0x3333)
+        var q = DNSTestClient.query("www.example.org", id: 0x3333)
         q[11] = 1
         q += [0, 0, 41, 0x04, 0xD0, 0, 0, 0x40, 0x01, 0, 8, 0xFD, 0xE9, 0, 4, 1, 2, 3, 4]
         let reply = try #require(DNSTestClient.udp(q, to: h.address))

@@ -72,6 +72,24 @@ import Testing
         #expect(Header(bytes)?.arcount == 1)
     }
 
+    @Test func blockAnswersCarryExtendedDNSErrorWhenTheClientSentEDNS() {
+        let q = query("evil.example", edns: EDNS(udpPayloadSize: 1232))
+        let answer = BlockPolicy(mode: .nxdomain).answer(for: q.question, match: RuleMatch(
+            rule: "evil.example", list: "intel.txt", line: 3, zone: WireName.fromText("evil.example")!))
+        let r = decode(builder.reply(to: q, .blocked(answer)))
+        let text = Array("blocked by intel.txt: evil.example".utf8)
+        #expect(r.ednsOptions == [0, 15, 0, UInt8(2 + text.count), 0, 15] + text, "INFO-CODE 15 Blocked")
+
+        var filtered = answer
+        filtered.match.responseBased = true
+        let rf = decode(builder.reply(to: q, .blocked(filtered)))
+        #expect(Array(rf.ednsOptions.prefix(6)) == [0, 15, 0, UInt8(2 + text.count), 0, 17], "INFO-CODE 17 Filtered")
+
+        let plain = query("evil.example")
+        let rp = decode(builder.reply(to: plain, .blocked(answer)))
+        #expect(rp.edns == nil && rp.ednsOptions.isEmpty, "no OPT, no EDE without EDNS")
+    }
+
     @Test func badVersionAnswersWithExtendedRcodeAndVersionZero() {
         let q = query("example.org", edns: EDNS(udpPayloadSize: 1232, version: 1))
         let bytes = builder.reply(to: q, .badVersion)

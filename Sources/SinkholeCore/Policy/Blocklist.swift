@@ -11,6 +11,8 @@ public struct RuleMatch: Sendable, Equatable {
     public var action: DomainMatcher.Action
     /// RPZ local data for the name, when `action == .localData`.
     public var localData: [LocalRecord]
+    /// True when the match was found in the upstream's answer (a CNAME target), not the name asked.
+    public var responseBased = false
 
     public init(rule: String, list: String, line: Int, zone: [UInt8], action: DomainMatcher.Action = .block,
                 localData: [LocalRecord] = []) {

@@ -19,6 +19,7 @@ public struct ResponseInspection: Sendable {
             guard var match = snapshot.blockingRule(for: record.rdata) else { continue }
             // The negative answer's SOA must own a zone that holds the name asked, not the target.
             match.zone = WireName.lowercased(query.question.name)
+            match.responseBased = true
             let answer = blocking.policy.answer(for: query.question, match: match)
             blocking.log?.record(BlockEvent(client: query.client, transport: query.transport, id: query.header.id,
                                             qname: query.question.name, qtype: query.question.type,

@@ -182,6 +182,27 @@ public final class Message: @unchecked Sendable {
         }
     }
 
+    /// Sets the OPT record's options (RFC 6891 §6.1.2: code, length, data, repeated). Call after
+    /// setting `edns`, which clears them. The bytes are copied into an rdf the message owns.
+    public func setEDNSOptions(_ options: [UInt8]) {
+        if let data = pkt.pointee._edns_data { ldns_rdf_deep_free(data) }
+        pkt.pointee._edns_data = nil
+        guard !options.isEmpty else { return }
+        pkt.pointee._edns_data = options.withUnsafeBytes {
+            ldns_rdf_new_frm_data(LDNS_RDF_TYPE_UNKNOWN, options.count, $0.baseAddress)
+        }
+    }
+
+    /// The OPT record's raw options, empty when there are none.
+    public var ednsOptions: [UInt8] {
+        if let list = ldns_pkt_edns_get_option_list(pkt), let buffer = ldns_edns_option_list2wireformat_buffer(list) {
+            defer { ldns_buffer_free(buffer) }
+            return Array(UnsafeBufferPointer(start: ldns_buffer_begin(buffer), count: max(ldns_buffer_position(buffer), ldns_buffer_limit(buffer))))
+        }
+        guard let data = pkt.pointee._edns_data, let bytes = ldns_rdf_data(data) else { return [] }
+        return Array(UnsafeBufferPointer(start: bytes, count: ldns_rdf_size(data)))
+    }
+
     /// Sets the question section to a single question. The record is created here and owned by the message.
     public func setQuestion(_ q: Question) {
         guard let rr = ldns_rr_new(), let owner = Message.dnameRdf(q.name) else { return }

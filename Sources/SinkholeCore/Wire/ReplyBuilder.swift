@@ -89,6 +89,7 @@ public struct ReplyBuilder: Sendable {
         guard let m = base(for: query) else { return nil }
         m.rcode = answer.rcode
         m.authoritative = true
+        if query.edns != nil { m.setEDNSOptions(ReplyBuilder.extendedError(for: answer)) }
         if !answer.addresses.isEmpty {
             for address in answer.addresses {
                 m.append(.answer, owner: query.question.name, type: query.question.type, qclass: query.question.qclass,
@@ -118,6 +119,20 @@ public struct ReplyBuilder: Sendable {
         edns?.extendedRcode = extended
         upstream.edns = edns
         return upstream
+    }
+}
+
+extension ReplyBuilder {
+    /// Extended DNS Error (RFC 8914, option 15) for a block answer: INFO-CODE 15 "Blocked" when
+    /// the name asked was listed, 17 "Filtered" when the upstream's answer was (a CNAME target),
+    /// with EXTRA-TEXT naming the list and rule, so the person at the client can tell a block
+    /// from an outage.
+    static func extendedError(for answer: BlockAnswer) -> [UInt8] {
+        let code: UInt16 = answer.match.responseBased ? 17 : 15
+        var text = Array("blocked by \(answer.match.list): \(answer.match.rule)".utf8)
+        if text.count > 200 { text = Array(text.prefix(200)) }
+        let length = 2 + text.count
+        return [0, 15, UInt8(length >> 8), UInt8(length & 0xFF), UInt8(code >> 8), UInt8(code & 0xFF)] + text
     }
 }
 
