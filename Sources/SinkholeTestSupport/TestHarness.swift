@@ -27,6 +27,8 @@ public final class TestHarness: @unchecked Sendable {
             listen: [SocketAddress(address: [127, 0, 0, 1], port: 0)], upstreams: [upstream.address],
             blocklistDirectory: directory.appendingPathComponent("lists").path, blockLogPath: blockLogPath,
             upstreamTimeout: 1)
+        // Tests see every query at the fake upstream unless they turn the cache on themselves.
+        configuration.cacheBytes = 0
         configure(&configuration)
         server = try SinkholeServer(configuration: configuration, logger: TestHarness.quietLogger)
         try server.start()

@@ -88,6 +88,18 @@ struct ServeOptions: ParsableArguments {
     @Option(name: .customLong("metrics-listen"), help: ArgumentHelp("Serve Prometheus /metrics and /health over HTTP on this address. Off by default.", valueName: "ADDR:PORT"))
     var metricsListen: String?
 
+    @Option(name: .customLong("cache-size"), help: ArgumentHelp("Answer cache budget in MiB; 0 turns the cache off. Default 64.", valueName: "MIB"))
+    var cacheSize: String?
+
+    @Option(name: .customLong("cache-min-ttl"), help: ArgumentHelp("Cache answers at least this long, whatever their TTL. Default 0.", valueName: "DURATION"))
+    var cacheMinTTL: String?
+
+    @Option(name: .customLong("cache-max-ttl"), help: ArgumentHelp("Cache answers at most this long. Default 1d (86400 s).", valueName: "DURATION"))
+    var cacheMaxTTL: String?
+
+    @Flag(name: .customLong("serve-stale"), help: "When every upstream fails, answer from expired cache entries (TTL 30, RFC 8767).")
+    var serveStale = false
+
     @Flag(name: .customLong("syslog"), help: "Also send each block event as an RFC 5424 message to the local syslog socket (/dev/log).")
     var syslog = false
 
@@ -137,6 +149,10 @@ struct ServeOptions: ParsableArguments {
         flags.setFlag("upstream-deadline", upstreamDeadline)
         flags.setFlag("metrics-listen", metricsListen)
         if syslog { flags.setFlag("syslog", "true") }
+        if serveStale { flags.setFlag("serve-stale", "true") }
+        flags.setFlag("cache-size", cacheSize)
+        flags.setFlag("cache-min-ttl", cacheMinTTL)
+        flags.setFlag("cache-max-ttl", cacheMaxTTL)
         flags.setFlag("syslog-server", syslogServer)
         flags.setFlag("syslog-protocol", syslogProtocol)
         flags.setFlag("user", user)

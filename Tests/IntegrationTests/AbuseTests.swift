@@ -60,14 +60,15 @@ import Testing
             c.upstreamTimeout = 2
         }
         defer { h.stop() }
-        h.upstream.set(.silent, for: "slow.example.org")
+        h.upstream.set(.silent, for: "slow0.example.org")
+        h.upstream.set(.silent, for: "slow1.example.org")
         let results = Mutex<[Double]>([])
         let group = DispatchGroup()
         for i in 0..<2 {
             group.enter()
             Thread.detachNewThread {
                 defer { group.leave() }
-                _ = DNSTestClient.udp(DNSTestClient.query("slow.example.org", id: UInt16(i)), to: h.address, timeout: 5)
+                _ = DNSTestClient.udp(DNSTestClient.query("slow\(i).example.org", id: UInt16(i)), to: h.address, timeout: 5)
             }
         }
         // Wait until both are upstream, observed at the fake upstream, then the third is refused work.

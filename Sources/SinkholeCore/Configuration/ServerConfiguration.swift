@@ -59,6 +59,14 @@ public struct ServerConfiguration: Sendable {
     /// Where block events also go as RFC 5424 syslog messages; nil = nowhere (the default).
     public var syslog: SyslogTarget?
 
+    /// Answer cache budget in bytes; 0 = no cache. Default 64 MiB.
+    public var cacheBytes = 64 << 20
+    /// TTL bounds applied to cached answers, seconds. Defaults 0 and 86400.
+    public var cacheMinTTL: UInt32 = 0
+    public var cacheMaxTTL: UInt32 = 86_400
+    /// Serve expired answers (TTL 30) when every upstream fails (RFC 8767). Default off.
+    public var serveStale = false
+
     public static let defaultListen = ["127.0.0.1:53", "[::1]:53"]
     public static let installedBlocklistDirectory = "/etc/sinkhole/blocklists"
 
@@ -99,6 +107,7 @@ public struct ServerConfiguration: Sendable {
             "upstream-strategy": upstreamStrategy.rawValue,
             "metrics-listen": metricsListen?.description ?? "(off)",
             "syslog": syslog?.description ?? "(off)",
+            "cache-size": cacheBytes == 0 ? "(off)" : "\(cacheBytes >> 20) MiB, ttl \(cacheMinTTL)-\(cacheMaxTTL)s, serve-stale \(serveStale)",
             "block-log-max-size": blockLogRotation.maxSize == 0 ? "(no rotation)" : "\(blockLogRotation.maxSize) bytes, keep \(blockLogRotation.keep)",
             "user": user.map { "\($0)\(group.map { ":" + $0 } ?? "")" } ?? "(unchanged)",
             "upstream-deadline": upstreamDeadline.map { "\($0)s" } ?? "\(upstreamTimeout * Double(max(1, upstreams.count)))s",

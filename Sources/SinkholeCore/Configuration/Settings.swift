@@ -23,6 +23,7 @@ public struct Settings: Sendable {
         "tcp-max-per-client": false, "tcp-max-queries": false, "upstream-strategy": false, "upstream-deadline": false,
         "user": false, "group": false, "metrics-listen": false, "block-log-max-size": false, "block-log-keep": false,
         "syslog": false, "syslog-server": false, "syslog-protocol": false,
+        "cache-size": false, "cache-min-ttl": false, "cache-max-ttl": false, "serve-stale": false,
     ]
 
     public private(set) var values: [String: [String]] = [:]
@@ -195,12 +196,21 @@ public struct Settings: Sendable {
         }
         configuration.blockLogRotation.keep = try integer("block-log-keep", 10, 1...1000)
         if let text = one("metrics-listen") { configuration.metricsListen = try address(text, "metrics-listen") }
-        let syslogOn: Bool
-        switch one("syslog")?.lowercased() {
-        case nil, "false", "no", "off": syslogOn = false
-        case "true", "yes", "on": syslogOn = true
-        case let other?: throw ConfigurationError("\(origin("syslog")) '\(other)': must be true or false")
+        func flag(_ key: String) throws -> Bool {
+            switch one(key)?.lowercased() {
+            case nil, "false", "no", "off": return false
+            case "true", "yes", "on": return true
+            case let other?: throw ConfigurationError("\(origin(key)) '\(other)': must be true or false")
+            }
         }
+        let syslogOn = try flag("syslog")
+        configuration.cacheBytes = try integer("cache-size", 64, 0...65_536) << 20
+        configuration.cacheMinTTL = UInt32(try duration("cache-min-ttl", 0, positive: false))
+        configuration.cacheMaxTTL = UInt32(min(604_800, try duration("cache-max-ttl", 86_400)))
+        guard configuration.cacheMinTTL <= configuration.cacheMaxTTL else {
+            throw ConfigurationError("\(origin("cache-min-ttl")) is above --cache-max-ttl")
+        }
+        configuration.serveStale = try flag("serve-stale")
         let protocolText = one("syslog-protocol") ?? "udp"
         guard protocolText == "udp" || protocolText == "tcp" else {
             throw ConfigurationError("\(origin("syslog-protocol")) '\(protocolText)': must be udp or tcp")

@@ -14,11 +14,14 @@ import Logging
 ///                  BADVERS for EDNS version > 0.
 /// 5. BlockingStage – listed name or a parent of it: block answer + one BlockEvent. Before any
 ///                  stage that could send the name off the host.
-/// 6. Forwarder   – everything else goes upstream; SERVFAIL when no upstream answers, and at
+/// 6. AnswerCache – a fresh cached answer for the same question (after the block check, so a
+///                  newly listed name is never served from it); identical questions in flight
+///                  are coalesced into one upstream query.
+/// 7. Forwarder   – everything else goes upstream; SERVFAIL when no upstream answers, and at
 ///                  once when --max-inflight queries are already waiting upstream.
-/// 7. ResponseInspection – a CNAME/DNAME target in the answer that is listed blocks the answer,
+/// 8. ResponseInspection – a CNAME/DNAME target in the answer that is listed blocks the answer,
 ///                  so no upstream data for a listed name reaches the client through an alias.
-/// 8. ReplyBuilder – header/question/OPT rules, TC=1 when over the client's UDP size.
+/// 9. ReplyBuilder – header/question/OPT rules, TC=1 when over the client's UDP size.
 public final class QueryChain: Sendable {
     public let blocking: BlockingStage
     public let forwarder: Forwarder
@@ -31,14 +34,17 @@ public final class QueryChain: Sendable {
     private let inFlightCount = Atomic<Int>(0)
     public let counters = QueryCounters()
     public let metrics: ServerMetrics?
+    public let cache: AnswerCache?
+    private let pending = Mutex<[AnswerCache.Key: [Waiter]]>([:])
     private let inFlight = DispatchGroup()
     private let logger: Logger
 
     public init(blocking: BlockingStage, forwarder: Forwarder, replies: ReplyBuilder,
                 access: AccessPolicy = .allowAll, refuseAction: RefuseAction = .refuse,
                 rateLimiter: RateLimiter? = nil, rateLimitAction: RateLimitAction = .truncate,
-                maxInFlight: Int = 2048, metrics: ServerMetrics? = nil, logger: Logger) {
+                maxInFlight: Int = 2048, metrics: ServerMetrics? = nil, cache: AnswerCache? = nil, logger: Logger) {
         self.metrics = metrics
+        self.cache = cache
         self.rateLimiter = rateLimiter
         self.rateLimitAction = rateLimitAction
         self.maxInFlight = maxInFlight
@@ -94,32 +100,82 @@ public final class QueryChain: Sendable {
             if case .blocked(let answer) = blocked, answer.action == .drop { return respond([]) }
             return respond(replies.reply(to: query, blocked))
         }
+        let key = AnswerCache.Key(query.question, dnssecOK: query.edns?.dnssecOK ?? false)
+        if let cache, let hit = cache.lookup(key), let cached = AnswerCache.message(from: hit) {
+            return deliver(query, .upstream(cached, from: AnswerCache.origin), outcome: .cached, respond: respond)
+        }
+        // Identical questions already on their way upstream wait for that answer (coalescing).
+        let first = pending.withLock { waiting -> Bool in
+            if waiting[key] != nil {
+                waiting[key]?.append(Waiter(query: query, respond: respond))
+                return false
+            }
+            waiting[key] = []
+            return true
+        }
+        guard first else { return }
         if inFlightCount.add(1, ordering: .relaxed).newValue > maxInFlight {
             inFlightCount.subtract(1, ordering: .relaxed)
             counters.overloaded.add(1, ordering: .relaxed)
-            metrics?.query(transport, .servfail)
-            return respond(replies.reply(to: query, .failure(rcode: Rcode.servFail, reason: "too many queries in flight")))
+            let failure = Resolution.failure(rcode: Rcode.servFail, reason: "too many queries in flight")
+            deliver(query, failure, outcome: .servfail, respond: respond)
+            for waiter in pending.withLock({ $0.removeValue(forKey: key) ?? [] }) {
+                deliver(waiter.query, failure, outcome: .servfail, respond: waiter.respond)
+            }
+            return
         }
         inFlight.enter()
-        let inspection = ResponseInspection(blocking: blocking)
         forwarder.forward(query) { [self] resolution in
-            let inspected = inspection.process(query, resolution)
-            switch inspected {
-            case .blocked(let answer):
-                metrics?.query(transport, .blocked)
-                metrics?.blocked(list: answer.match.list)
-            case .upstream:
-                metrics?.query(transport, .forwarded)
-            case .failure, .badVersion:
-                metrics?.query(transport, .servfail)
+            var resolution = resolution
+            var wire: [UInt8]?
+            switch resolution {
+            case .upstream(let message, _):
+                cache?.store(key, message: message)
+                wire = message.wire()
+            case .failure:
+                // Every upstream failed: an expired answer is better than none (RFC 8767).
+                if let cache, let hit = cache.lookup(key, allowStale: true), let stale = AnswerCache.message(from: hit) {
+                    resolution = .upstream(stale, from: AnswerCache.origin)
+                    wire = hit.wire
+                }
+            default:
+                break
             }
-            if case .blocked(let answer) = inspected, answer.action == .drop {
-                respond([])
-            } else {
-                respond(replies.reply(to: query, inspected))
+            let waiters = pending.withLock { $0.removeValue(forKey: key) ?? [] }
+            deliver(query, resolution, outcome: .forwarded, respond: respond)
+            for waiter in waiters {
+                // Each waiter gets its own copy: building a reply changes the message.
+                let own = wire.flatMap { Message(wire: $0) }.map { Resolution.upstream($0, from: AnswerCache.origin) } ?? resolution
+                deliver(waiter.query, own, outcome: .forwarded, respond: waiter.respond)
             }
             inFlightCount.subtract(1, ordering: .relaxed)
             inFlight.leave()
+        }
+    }
+
+    /// A query waiting for an identical one already sent upstream.
+    struct Waiter: @unchecked Sendable {
+        let query: Query
+        let respond: @Sendable ([UInt8]) -> Void
+    }
+
+    /// Response inspection, metrics and the reply, for a forwarded or cached answer.
+    private func deliver(_ query: Query, _ resolution: Resolution, outcome: ServerMetrics.Outcome,
+                         respond: @Sendable ([UInt8]) -> Void) {
+        let inspected = ResponseInspection(blocking: blocking).process(query, resolution)
+        switch inspected {
+        case .blocked(let answer):
+            metrics?.query(query.transport, .blocked)
+            metrics?.blocked(list: answer.match.list)
+        case .upstream:
+            metrics?.query(query.transport, outcome)
+        case .failure, .badVersion:
+            metrics?.query(query.transport, .servfail)
+        }
+        if case .blocked(let answer) = inspected, answer.action == .drop {
+            respond([])
+        } else {
+            respond(replies.reply(to: query, inspected))
         }
     }
 

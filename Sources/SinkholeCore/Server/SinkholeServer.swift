@@ -52,7 +52,11 @@ public final class SinkholeServer: Sendable {
                            rateLimiter: configuration.rateLimit > 0
                                ? RateLimiter(queriesPerSecond: configuration.rateLimit, burst: configuration.rateLimitBurst) : nil,
                            rateLimitAction: configuration.rateLimitAction, maxInFlight: configuration.maxInFlight,
-                           metrics: metrics, logger: logger)
+                           metrics: metrics,
+                           cache: configuration.cacheBytes > 0
+                               ? AnswerCache(budgetBytes: configuration.cacheBytes, minTTL: configuration.cacheMinTTL,
+                                             maxTTL: configuration.cacheMaxTTL, serveStale: configuration.serveStale) : nil,
+                           logger: logger)
     }
 
     static func logTotals(_ blocklist: Blocklist, seconds: Double, logger: Logger) {

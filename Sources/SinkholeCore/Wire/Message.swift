@@ -306,6 +306,30 @@ public final class Message: @unchecked Sendable {
         wire.withUnsafeBytes { ldns_dname_new_frm_data(UInt16(wire.count), $0.baseAddress) }
     }
 
+    /// Lowers every record's TTL (all sections) by `seconds`, never below zero: what a cache does
+    /// to an answer it serves (RFC 1035 §7.4: TTLs count down).
+    public func ageTTLs(by seconds: UInt32) {
+        for list in [ldns_pkt_answer(pkt), ldns_pkt_authority(pkt), ldns_pkt_additional(pkt)] {
+            guard let list else { continue }
+            for i in 0..<ldns_rr_list_rr_count(list) {
+                guard let rr = ldns_rr_list_rr(list, i) else { continue }
+                let ttl = ldns_rr_ttl(rr)
+                ldns_rr_set_ttl(rr, ttl > seconds ? ttl - seconds : 0)
+            }
+        }
+    }
+
+    /// Sets every record's TTL to at least `seconds` (a stale answer is served with TTL 30, RFC 8767).
+    public func raiseTTLs(to seconds: UInt32) {
+        for list in [ldns_pkt_answer(pkt), ldns_pkt_authority(pkt), ldns_pkt_additional(pkt)] {
+            guard let list else { continue }
+            for i in 0..<ldns_rr_list_rr_count(list) {
+                guard let rr = ldns_rr_list_rr(list, i) else { continue }
+                if ldns_rr_ttl(rr) < seconds { ldns_rr_set_ttl(rr, seconds) }
+            }
+        }
+    }
+
     /// Each record of a section as (owner, type, rdata bytes concatenated), for inspection and tests.
     public func records(_ section: Section) -> [(owner: [UInt8], type: UInt16, ttl: UInt32, rdata: [UInt8])] {
         let list: UnsafeMutablePointer<ldns_rr_list>?

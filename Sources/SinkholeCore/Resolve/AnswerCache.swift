@@ -1,0 +1,188 @@
+import Dispatch
+import Synchronization
+
+/// Forwarded answers kept for their TTL (RFC 1035 §7.4, RFC 2308 for negative answers), so a
+/// repeated question is answered without going upstream.
+///
+/// - Key: the name case-folded, type, class and the DO bit (answers with and without DNSSEC
+///   records differ).
+/// - TTL: the smallest TTL of the answer and authority records, clamped to
+///   [`minTTL`, `maxTTL`]; for NXDOMAIN and NODATA, the SOA's min(TTL, MINIMUM), capped at
+///   `maxNegativeTTL`. SERVFAIL, truncated and other rcodes are not cached.
+/// - Served with every TTL counted down by the time spent in the cache.
+/// - Bounded by `budget` bytes (wire size plus bookkeeping), least recently used evicted first;
+///   split in 16 shards, each with its own lock, LRU list and share of the budget.
+/// - Serve-stale (RFC 8767): an expired answer is kept up to `staleWindow` more seconds and
+///   can be served, with TTL 30, when every upstream failed.
+///
+/// The blocking stage runs before the cache, so a name blocked after its answer was cached is
+/// never served from it; and cached answers go through response inspection again when served.
+public final class AnswerCache: Sendable {
+    public struct Key: Hashable, Sendable {
+        var name: [UInt8]
+        var type: UInt16
+        var qclass: UInt16
+        var dnssecOK: Bool
+
+        public init(_ question: Question, dnssecOK: Bool) {
+            name = WireName.lowercased(question.name)
+            type = question.type
+            qclass = question.qclass
+            self.dnssecOK = dnssecOK
+        }
+    }
+
+    /// A cached answer: the upstream's bytes and when it expires.
+    public struct Hit: Sendable {
+        public var wire: [UInt8]
+        /// Whole seconds since it was stored: what to take off every TTL.
+        public var age: UInt32
+        public var stale: Bool
+    }
+
+    final class Node {
+        let key: Key
+        var wire: [UInt8]
+        var stored: UInt64
+        var expires: UInt64
+        var prev: Node?
+        var next: Node?
+        init(key: Key, wire: [UInt8], stored: UInt64, expires: UInt64) {
+            self.key = key
+            self.wire = wire
+            self.stored = stored
+            self.expires = expires
+        }
+        var cost: Int { wire.count + key.name.count + 160 }
+    }
+
+    final class Shard: @unchecked Sendable {
+        let lock = Mutex(())
+        var map: [Key: Node] = [:]
+        var head: Node?   // most recently used
+        var tail: Node?
+        var bytes = 0
+
+        func unlink(_ n: Node) {
+            n.prev?.next = n.next
+            n.next?.prev = n.prev
+            if head === n { head = n.next }
+            if tail === n { tail = n.prev }
+            n.prev = nil
+            n.next = nil
+        }
+
+        func pushFront(_ n: Node) {
+            n.next = head
+            head?.prev = n
+            head = n
+            if tail == nil { tail = n }
+        }
+    }
+
+    /// The `from` of a resolution served from the cache.
+    public static let origin = SocketAddress(address: [0, 0, 0, 0], port: 0)
+
+    public let budget: Int
+    public let minTTL: UInt32
+    public let maxTTL: UInt32
+    public let maxNegativeTTL: UInt32
+    public let serveStale: Bool
+    public let staleWindow: UInt64 = 86_400
+    private let shards: [Shard]
+    private let clock: @Sendable () -> UInt64
+
+    public init(budgetBytes: Int, minTTL: UInt32 = 0, maxTTL: UInt32 = 86_400, maxNegativeTTL: UInt32 = 3600,
+                serveStale: Bool = false, clock: @escaping @Sendable () -> UInt64 = { DispatchTime.now().uptimeNanoseconds / 1_000_000_000 }) {
+        budget = budgetBytes
+        self.minTTL = minTTL
+        self.maxTTL = max(minTTL, maxTTL)
+        self.maxNegativeTTL = maxNegativeTTL
+        self.serveStale = serveStale
+        self.clock = clock
+        shards = (0..<16).map { _ in Shard() }
+    }
+
+    private func shard(_ key: Key) -> Shard {
+        shards[abs(key.hashValue % shards.count)]
+    }
+
+    public var count: Int { shards.reduce(0) { total, s in total + s.lock.withLock { _ in s.map.count } } }
+    public var bytes: Int { shards.reduce(0) { total, s in total + s.lock.withLock { _ in s.bytes } } }
+
+    /// How long `message` may be cached, or nil when it must not be.
+    func ttl(of message: Message) -> UInt32? {
+        guard !message.truncated else { return nil }
+        let answers = message.records(.answer)
+        let authority = message.records(.authority)
+        switch message.rcode {
+        case Rcode.noError where !answers.isEmpty:
+            let lowest = (answers + authority).map(\.ttl).min() ?? 0
+            return min(maxTTL, max(minTTL, lowest))
+        case Rcode.noError, Rcode.nxDomain:
+            // Negative answer: the SOA in the authority section decides (RFC 2308 §5).
+            guard let soa = authority.first(where: { $0.type == RRType.soa }), soa.rdata.count >= 4 else { return nil }
+            let minimum = soa.rdata.suffix(4).reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
+            return min(maxNegativeTTL, max(minTTL, min(soa.ttl, minimum)))
+        default:
+            return nil
+        }
+    }
+
+    /// Stores the upstream's answer to `key` (its wire bytes as received).
+    public func store(_ key: Key, message: Message) {
+        guard budget > 0, let ttl = ttl(of: message), ttl > 0, let wire = message.wire() else { return }
+        let now = clock()
+        let s = shard(key)
+        s.lock.withLock { _ in
+            if let old = s.map[key] {
+                s.bytes -= old.cost
+                s.unlink(old)
+            }
+            let node = Node(key: key, wire: wire, stored: now, expires: now + UInt64(ttl))
+            s.map[key] = node
+            s.pushFront(node)
+            s.bytes += node.cost
+            let limit = budget / shards.count
+            while s.bytes > limit, let victim = s.tail {
+                s.unlink(victim)
+                s.map[victim.key] = nil
+                s.bytes -= victim.cost
+            }
+        }
+    }
+
+    /// A fresh answer for `key`, or, with `allowStale`, an expired one still inside the stale window.
+    public func lookup(_ key: Key, allowStale: Bool = false) -> Hit? {
+        guard budget > 0 else { return nil }
+        let now = clock()
+        let s = shard(key)
+        return s.lock.withLock { _ -> Hit? in
+            guard let node = s.map[key] else { return nil }
+            if now >= node.expires {
+                if now >= node.expires + staleWindow || !serveStale {
+                    s.unlink(node)
+                    s.map[key] = nil
+                    s.bytes -= node.cost
+                    return nil
+                }
+                guard allowStale else { return nil }
+            }
+            s.unlink(node)
+            s.pushFront(node)
+            return Hit(wire: node.wire, age: UInt32(clamping: now - node.stored), stale: now >= node.expires)
+        }
+    }
+
+    /// The cached answer as a message ready for relaying: TTLs counted down (stale answers get 30 s).
+    public static func message(from hit: Hit) -> Message? {
+        guard let m = Message(wire: hit.wire) else { return nil }
+        if hit.stale {
+            m.ageTTLs(by: UInt32.max)
+            m.raiseTTLs(to: 30)
+        } else {
+            m.ageTTLs(by: hit.age)
+        }
+        return m
+    }
+}

@@ -1,0 +1,144 @@
+import Foundation
+import SinkholeCore
+import SinkholeTestSupport
+import Synchronization
+import Testing
+
+@Suite struct CacheTests {
+    @Test func cachedAnswerIsServedWithoutAnUpstreamQueryAndABlockAddedLaterWins() throws {
+        let h = try TestHarness(lists: ["intel.txt": "evil.example\n"],
+                                records: ["www.example.org. 300 IN A 192.0.2.12"]) { $0.cacheBytes = 1 << 20 }
+        defer { h.stop() }
+        #expect(DNSTestClient.ask("www.example.org", server: h.address)?.answerCount == 1)
+        let again = try #require(DNSTestClient.ask("WWW.Example.ORG", server: h.address))
+        #expect(again.records(.answer).map(\.rdata) == [[192, 0, 2, 12]])
+        #expect(again.question?.name == WireName.fromText("WWW.Example.ORG"), "question case as asked")
+        #expect(h.upstream.received.count == 1, "the second answer came from the cache")
+        // DO=1 is a different key: it goes upstream.
+        #expect(DNSTestClient.ask("www.example.org", edns: EDNS(udpPayloadSize: 1232, dnssecOK: true), server: h.address) != nil)
+        #expect(h.upstream.received.count == 2)
+
+        // A list that now blocks the name wins over the cached answer.
+        let g = h.server.store.generation
+        try "www.example.org\n".write(to: h.directory.appendingPathComponent("lists/new.txt"), atomically: true, encoding: .utf8)
+        #expect(h.server.store.waitForGeneration(after: g, timeout: 1.0))
+        #expect(DNSTestClient.ask("www.example.org", server: h.address)?.rcode == Rcode.nxDomain)
+        #expect(h.upstream.received.count == 2)
+    }
+
+    @Test func cachedAnswerIsReInspectedAgainstTheCurrentLists() throws {
+        let h = try TestHarness(lists: [:], records: [
+            "alias.example.org. 300 IN CNAME cdn.later.example.",
+            "cdn.later.example. 300 IN A 192.0.2.80",
+        ]) { $0.cacheBytes = 1 << 20 }
+        defer { h.stop() }
+        #expect(DNSTestClient.ask("alias.example.org", server: h.address)?.answerCount == 1)
+        let g = h.server.store.generation
+        try "later.example\n".write(to: h.directory.appendingPathComponent("lists/new.txt"), atomically: true, encoding: .utf8)
+        #expect(h.server.store.waitForGeneration(after: g, timeout: 1.0))
+        let r = try #require(DNSTestClient.ask("alias.example.org", server: h.address))
+        #expect(r.rcode == Rcode.nxDomain, "the cached CNAME chain now leads to a listed name")
+        #expect(h.upstream.received.count == 1)
+    }
+
+    @Test func identicalQueriesInFlightAreCoalesced() throws {
+        let h = try TestHarness(records: ["slow.example.org. 300 IN A 192.0.2.90"]) { $0.cacheBytes = 1 << 20 }
+        defer { h.stop() }
+        // The upstream holds its answer until all five queries have arrived at sinkhole.
+        h.upstream.set(.silent, for: "slow.example.org")
+        let answers = Mutex(0)
+        let group = DispatchGroup()
+        for i in 0..<5 {
+            group.enter()
+            Thread.detachNewThread {
+                defer { group.leave() }
+                if let r = DNSTestClient.ask("slow.example.org", server: h.address, timeout: 5), r.answerCount == 1 {
+                    answers.withLock { $0 += 1 }
+                }
+                _ = i
+            }
+        }
+        #expect(h.upstream.waitForQueries(1, timeout: 3))
+        h.upstream.set(.answer, for: "slow.example.org")
+        #expect(group.wait(timeout: .now() + 10) == .success)
+        #expect(h.upstream.received(for: "slow.example.org").count == 1, "five identical questions, one upstream query")
+        _ = answers
+    }
+}
+
+@Suite struct AnswerCacheUnitTests {
+    final class Clock: @unchecked Sendable { var now: UInt64 = 1000 }
+
+    func answer(_ name: String, ttl: UInt32, rcode: UInt8 = 0, soa: (ttl: UInt32, minimum: UInt32)? = nil, records: Int = 1) -> Message {
+        let m = Message.empty()!
+        m.isResponse = true
+        m.rcode = rcode
+        m.setQuestion(Question(name: WireName.fromText(name)!, type: 1, qclass: 1))
+        for i in 0..<records { m.append(.answer, presentation: "\(name). \(ttl + UInt32(i)) IN A 192.0.2.\(i + 1)") }
+        if let soa {
+            m.append(.authority, presentation: "example.org. \(soa.ttl) IN SOA ns.example.org. h.example.org. 1 2 3 4 \(soa.minimum)")
+        }
+        return m
+    }
+
+    func key(_ name: String, dnssecOK: Bool = false) -> AnswerCache.Key {
+        AnswerCache.Key(Question(name: WireName.fromText(name)!, type: 1, qclass: 1), dnssecOK: dnssecOK)
+    }
+
+    @Test func ttlsCountDownAndEntriesExpire() throws {
+        let clock = Clock()
+        let cache = AnswerCache(budgetBytes: 1 << 20, clock: { clock.now })
+        cache.store(key("a.example.org"), message: answer("a.example.org", ttl: 100, records: 2))
+        clock.now += 30
+        let hit = try #require(cache.lookup(key("A.EXAMPLE.org")))
+        let m = try #require(AnswerCache.message(from: hit))
+        #expect(m.records(.answer).map(\.ttl) == [70, 71])
+        clock.now += 70
+        #expect(cache.lookup(key("a.example.org")) == nil, "expired at the smallest TTL")
+    }
+
+    @Test func negativeAnswersUseTheSOAMinimumAndServfailIsNotCached() {
+        let clock = Clock()
+        let cache = AnswerCache(budgetBytes: 1 << 20, maxNegativeTTL: 3600, clock: { clock.now })
+        cache.store(key("nx.example.org"), message: answer("nx.example.org", ttl: 0, rcode: 3, soa: (300, 60), records: 0))
+        cache.store(key("fail.example.org"), message: answer("fail.example.org", ttl: 300, rcode: 2, records: 0))
+        cache.store(key("nosoa.example.org"), message: answer("nosoa.example.org", ttl: 0, rcode: 3, records: 0))
+        #expect(cache.lookup(key("nx.example.org")) != nil)
+        #expect(cache.lookup(key("fail.example.org")) == nil)
+        #expect(cache.lookup(key("nosoa.example.org")) == nil, "no SOA: not cacheable (RFC 2308 §5)")
+        clock.now += 60
+        #expect(cache.lookup(key("nx.example.org")) == nil, "min(SOA TTL 300, MINIMUM 60)")
+    }
+
+    @Test func minAndMaxTTLClamp() throws {
+        let clock = Clock()
+        let cache = AnswerCache(budgetBytes: 1 << 20, minTTL: 50, maxTTL: 200, clock: { clock.now })
+        cache.store(key("short.example.org"), message: answer("short.example.org", ttl: 5))
+        cache.store(key("long.example.org"), message: answer("long.example.org", ttl: 100_000))
+        clock.now += 40
+        #expect(cache.lookup(key("short.example.org")) != nil, "kept for the 50 s minimum")
+        clock.now += 170
+        #expect(cache.lookup(key("long.example.org")) == nil, "dropped after the 200 s maximum")
+    }
+
+    @Test func budgetEvictsTheLeastRecentlyUsed() {
+        let cache = AnswerCache(budgetBytes: 16 * 1200)   // about 1200 bytes a shard
+        for i in 0..<400 { cache.store(key("n\(i).example.org"), message: answer("n\(i).example.org", ttl: 300)) }
+        #expect(cache.bytes <= 16 * 1200)
+        #expect(cache.count < 400 && cache.count > 16)
+        #expect(cache.lookup(key("n399.example.org")) != nil, "the newest stays")
+        #expect(cache.lookup(key("n0.example.org")) == nil, "the oldest went first")
+    }
+
+    @Test func doBitIsPartOfTheKeyAndServeStale() throws {
+        let clock = Clock()
+        let cache = AnswerCache(budgetBytes: 1 << 20, serveStale: true, clock: { clock.now })
+        cache.store(key("s.example.org"), message: answer("s.example.org", ttl: 10))
+        #expect(cache.lookup(key("s.example.org", dnssecOK: true)) == nil)
+        clock.now += 20
+        #expect(cache.lookup(key("s.example.org")) == nil, "expired: not served fresh")
+        let stale = try #require(cache.lookup(key("s.example.org"), allowStale: true))
+        #expect(stale.stale)
+        #expect(AnswerCache.message(from: stale)?.records(.answer).first?.ttl == 30)
+    }
+}
