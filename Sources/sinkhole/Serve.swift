@@ -52,7 +52,7 @@ struct ServeOptions: ParsableArguments {
     @Option(name: .customLong("edns-buffer-size"), help: ArgumentHelp("UDP payload size advertised in OPT records (512-4096). Default 1232.", valueName: "BYTES"))
     var ednsBufferSize: String?
 
-    @Option(name: .customLong("allow"), help: ArgumentHelp("Clients allowed to query, as CIDR; repeatable. Replaces the default: loopback, RFC 1918, RFC 6598, fc00::/7, fe80::/10. Longest prefix wins.", valueName: "CIDR"))
+    @Option(name: .customLong("allow"), help: ArgumentHelp("Clients allowed to query, as CIDR; repeatable. Replaces the default: loopback, RFC 1918, RFC 6598, 169.254.0.0/16, fc00::/7, fe80::/10. Longest prefix wins.", valueName: "CIDR"))
     var allow: [String] = []
 
     @Option(name: .customLong("deny"), help: ArgumentHelp("Clients refused, as CIDR; repeatable. Wins over an --allow of the same length.", valueName: "CIDR"))

@@ -178,9 +178,13 @@ import Testing
         // Blocked names are refused too: a stranger learns nothing, and nothing is logged.
         let blocked = DNSTestClient.udp(DNSTestClient.query("evil.example"), to: h.address, from: SocketAddress(address: [127, 0, 0, 2], port: 0))
         #expect(blocked.flatMap(Header.init)?.rcode == Rcode.refused)
+        var notify = DNSTestClient.query("www.example.org", id: 0x5152)
+        notify[2] = (notify[2] & 0x87) | (4 << 3)
+        let refusedNotify = DNSTestClient.udp(notify, to: h.address, from: SocketAddress(address: [127, 0, 0, 2], port: 0))
+        #expect(refusedNotify.flatMap(Header.init)?.rcode == Rcode.refused, "a stranger gets REFUSED, not NOTIMP")
         #expect(h.upstream.received.count == 1, "refused queries are never forwarded")
         #expect(try h.blockLogLines().isEmpty)
-        #expect(h.server.chain.counters.refused.load(ordering: .relaxed) == 2)
+        #expect(h.server.chain.counters.refused.load(ordering: .relaxed) == 3)
     }
 
     @Test func dropActionSendsNothing() throws {

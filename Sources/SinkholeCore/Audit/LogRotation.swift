@@ -43,7 +43,14 @@ public struct LogRotation: Sendable {
         guard let input = fopen(source, "rb") else { return false }
         defer { fclose(input) }
         let temporary = destination + ".tmp"
-        guard let output = gzopen(temporary, "wb6") else { return false }
+        // Same mode as the live log (0640): rotated evidence is not world-readable.
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
+        guard fd >= 0 else { return false }
+        fchmod(fd, 0o640)
+        guard let output = gzdopen(fd, "wb6") else {
+            close(fd)
+            return false
+        }
         var buffer = [UInt8](repeating: 0, count: 1 << 16)
         var ok = true
         while true {

@@ -91,6 +91,7 @@ public final class SyslogSink: @unchecked Sendable {
     // MARK: sender thread
 
     private var fd: Int32 = -1
+    private var warnedUnreachable = false
 
     private func run() {
         var backoff = 0.2
@@ -105,6 +106,11 @@ public final class SyslogSink: @unchecked Sendable {
 
             if fd >= 0, case .tcp = target, peerClosed() { disconnect("collector closed the connection") }
             if fd < 0 && !connect() {
+                if !warnedUnreachable {
+                    warnedUnreachable = true
+                    logger.warning("syslog target unreachable; events are queued and sent once it answers",
+                                   metadata: ["target": "\(target)"])
+                }
                 condition.lock()
                 _ = condition.wait(until: Date().addingTimeInterval(backoff))
                 condition.unlock()
@@ -173,6 +179,7 @@ public final class SyslogSink: @unchecked Sendable {
             fd = -1
             return false
         }
+        warnedUnreachable = false
         if !connectedState.exchange(true, ordering: .relaxed) {
             logger.info("syslog connected", metadata: ["target": "\(target)"])
         }

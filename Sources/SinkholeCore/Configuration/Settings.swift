@@ -215,6 +215,9 @@ public struct Settings: Sendable {
         guard protocolText == "udp" || protocolText == "tcp" else {
             throw ConfigurationError("\(origin("syslog-protocol")) '\(protocolText)': must be udp or tcp")
         }
+        if one("syslog-protocol") != nil && one("syslog-server") == nil {
+            throw ConfigurationError("\(origin("syslog-protocol")) needs --syslog-server (the local socket is always datagrams)")
+        }
         if let text = one("syslog-server") {
             let server = try address(text, "syslog-server", defaultPort: 514)
             configuration.syslog = protocolText == "tcp" ? .tcp(server) : .udp(server)

@@ -4,10 +4,11 @@ import Logging
 
 /// The path every query takes, in order. Each step either answers or hands on to the next.
 ///
-/// 1. HeaderGate  – 12 raw header bytes: drop responses and runts, NOTIMP other opcodes,
+/// 1. AccessPolicy, HeaderGate – clients no --allow rule covers get REFUSED (or nothing) for
+///                  anything that has a header; then the 12 raw header bytes: drop responses and runts, NOTIMP other opcodes,
 ///                  FORMERR QDCOUNT≠1. Cheapest checks first; nothing is parsed that is dropped.
-/// 2. AccessPolicy – clients no --allow rule covers get REFUSED (or nothing): no open resolver.
-///                  Before decoding, so refused traffic costs as little as possible.
+/// 2. (AccessPolicy is checked with the header: no open resolver, and refused traffic costs
+///                  as little as possible.)
 /// 3. RateLimiter – UDP clients over --rate-limit (per /24 or /56) get an empty TC=1 reply (or
 ///                  nothing): never an amplified answer to a spoofed source. TCP is not limited.
 /// 4. decode      – libldns parses the message: FORMERR if it cannot or its OPT is malformed;
@@ -60,7 +61,20 @@ public final class QueryChain: Sendable {
     public func handle(_ packet: [UInt8], client: SocketAddress, transport: Transport,
                        respond: @escaping @Sendable ([UInt8]) -> Void) {
         let header: Header
-        switch HeaderGate.inspect(packet) {
+        let verdict = HeaderGate.inspect(packet)
+        // Strangers learn nothing, not even whether their packet was well formed.
+        guard access.allows(client.address) else {
+            counters.refused.add(1, ordering: .relaxed)
+            metrics?.query(transport, .refused)
+            switch verdict {
+            case .drop:
+                return respond([])
+            case .reject(let h, _), .proceed(let h):
+                if refuseAction == .drop { return respond([]) }
+                return respond(replies.rejection(to: h, packet: packet, rcode: Rcode.refused))
+            }
+        }
+        switch verdict {
         case .drop:
             metrics?.query(transport, .dropped)
             return respond([])
@@ -70,12 +84,7 @@ public final class QueryChain: Sendable {
         case .proceed(let h):
             header = h
         }
-        guard access.allows(client.address) else {
-            counters.refused.add(1, ordering: .relaxed)
-            metrics?.query(transport, .refused)
-            if refuseAction == .drop { return respond([]) }
-            return respond(replies.rejection(to: header, packet: packet, rcode: Rcode.refused))
-        }
+
         if transport == .udp, let limiter = rateLimiter, !limiter.allow(client.address) {
             counters.rateLimited.add(1, ordering: .relaxed)
             metrics?.query(transport, .ratelimited)

@@ -186,7 +186,7 @@ public final class SinkholeServer: Sendable {
         watcher.stop()
         udp.forEach { $0.stop() }
         tcp.forEach { $0.stop() }
-        let budget = configuration.upstreamTimeout * Double(max(1, configuration.upstreams.count)) + 1
+        let budget = chain.forwarder.deadline + 1
         if !chain.waitForInFlight(timeout: budget) {
             logger.warning("stopping with queries still in flight")
         }
