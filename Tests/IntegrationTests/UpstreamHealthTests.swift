@@ -71,6 +71,21 @@ import Testing
         #expect(took < 1.0, "took \(took) s")
     }
 
+    @Test func closedUpstreamPortFailsOverAtOnce() throws {
+        // A port nobody listens on: bind, note the port, close.
+        let probe = try Socket.bound(SocketAddress(address: [127, 0, 0, 1], port: 0), type: Int32(SOCK_DGRAM.rawValue))
+        let closed = try #require(SocketAddress.local(of: probe))
+        close(probe)
+        let h = try TestHarness(records: UpstreamHealthTests.records) { c in
+            c.upstreams = [closed, c.upstreams[0]]
+            c.upstreamTimeout = 2
+        }
+        defer { h.stop() }
+        let started = Date()
+        #expect(DNSTestClient.ask("www.example.org", server: h.address)?.answerCount == 1)
+        #expect(Date().timeIntervalSince(started) < 1.0, "ICMP port unreachable noticed, not the 2 s timeout")
+    }
+
     @Test func strategiesOrderUpstreams() {
         let ups = (1...3).map { SocketAddress(address: [127, 0, 0, 1], port: UInt16($0)) }
         let health = UpstreamHealth(upstreams: ups)

@@ -101,8 +101,21 @@ final class UpstreamExchange: @unchecked Sendable {
         source.setEventHandler { [self] in receiveUDP() }
         readSource = source
         let timer = DispatchSource.makeTimerSource(queue: queue)
-        timer.schedule(deadline: deadline)
-        timer.setEventHandler { [self] in finish(.failure(.timeout)) }
+        // An ICMP "port unreachable" leaves an error on the socket but does not wake a Dispatch
+        // read source, so look for it twice early (it arrives within a round trip), then wait
+        // out the deadline: a closed upstream fails over in milliseconds, not at the timeout.
+        var checks: [DispatchTime] = [.now() + 0.02, .now() + 0.2].filter { $0 < deadline }
+        timer.schedule(deadline: checks.first ?? deadline)
+        timer.setEventHandler { [self] in
+            guard !checks.isEmpty else { return finish(.failure(.timeout)) }
+            checks.removeFirst()
+            var error: Int32 = 0
+            var length = socklen_t(MemoryLayout<Int32>.size)
+            if getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) == 0, error != 0 {
+                return finish(.failure(.network(SystemError("receive from \(upstream)", error).description)))
+            }
+            self.timer?.schedule(deadline: checks.first ?? deadline)
+        }
         self.timer = timer
         source.resume()
         timer.resume()
