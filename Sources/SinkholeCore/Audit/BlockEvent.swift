@@ -23,10 +23,13 @@ public struct BlockEvent: Sendable {
     /// For `cname`: the target that matched (wire form) and its 1-based position in the chain.
     public var matchedName: [UInt8]?
     public var chainPosition: Int?
+    /// For `response-ip`: the address in the upstream's answer that matched.
+    public var matchedAddress: [UInt8]?
 
     public init(time: timespec = BlockEvent.now(), client: SocketAddress, transport: Transport, id: UInt16,
                 qname: [UInt8], qtype: UInt16, qclass: UInt16, answer: BlockAnswer, matchedOn: String = "qname",
-                matchedName: [UInt8]? = nil, chainPosition: Int? = nil) {
+                matchedName: [UInt8]? = nil, chainPosition: Int? = nil, matchedAddress: [UInt8]? = nil) {
+        self.matchedAddress = matchedAddress
         self.time = time
         self.client = client
         self.transport = transport
@@ -90,6 +93,7 @@ public struct BlockEvent: Sendable {
             $0.string("match", matchedOn)
             if let matchedName { $0.string("matched_name", WireName.text(matchedName)) }
             if let chainPosition { $0.number("chain_position", chainPosition) }
+            if let matchedAddress { $0.string("matched_ip", IPAddress.text(matchedAddress)) }
             $0.number("rule_line", answer.match.line)
             $0.number("ttl", Int(answer.ttl))
         }

@@ -72,6 +72,19 @@ public final class Blocklist: Sendable {
                          localData: hit.kind.action == .localData ? list.localData[hit.name] ?? [] : [])
     }
 
+    /// The rule for an address found in an upstream answer (4 or 16 bytes): an allow range in any
+    /// list wins; otherwise the first list's longest matching range. Nil when no list has it.
+    public func decideAddress(_ address: [UInt8]) -> RuleMatch? {
+        var found: RuleMatch?
+        for list in loaded where !list.addresses.isEmpty {
+            guard let rule = list.addresses.lookup(address) else { continue }
+            let match = RuleMatch(rule: rule.text, list: list.name, line: rule.line, zone: [0], action: rule.action)
+            if rule.action == .allow { return match }
+            if found == nil { found = match }
+        }
+        return found
+    }
+
     /// The block rule for `qname`, or nil when it is not blocked (unlisted or allowed).
     public func blockingRule(for qname: [UInt8]) -> RuleMatch? {
         guard let match = decide(qname), !match.allowed else { return nil }

@@ -98,6 +98,7 @@ public enum BlocklistLoader {
         let allow = isAllowList(name)
         var builder = DomainMatcher.Builder()
         var localData: [[UInt8]: [LocalRecord]] = [:]
+        var addresses = IPPrefixSet()
         var errors: [ListLineError] = []
         var rejected = 0
         let reject: (ListLineError) -> Void = { error in
@@ -138,6 +139,29 @@ public enum BlocklistLoader {
                 filled -= cut
                 guard fill() else { return unreadable() }
             }
+        case .ips:
+            guard let bytes = readFile(path) else { return unreadable() }
+            if bytes.contains(0) {
+                result.failure = notText
+                return result
+            }
+            var number = 0
+            for raw in bytes.split(separator: 0x0A, omittingEmptySubsequences: false) {
+                number += 1
+                let original = String(decoding: raw, as: UTF8.self)
+                let content = (original.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first ?? "")
+                    .trimmingCharacters(in: .whitespacesAndNewlines)
+                if content.isEmpty { continue }
+                guard let (address, prefix) = IPPrefixSet.parseCIDR(Substring(content)) else {
+                    reject(ListLineError(file: name, line: number,
+                                         reason: "not an IP address or CIDR (e.g. 192.0.2.0/24, 2001:db8::/32)",
+                                         text: original.trimmingTrailingSpace))
+                    continue
+                }
+                let text = "\(IPAddress.text(address))/\(prefix)"
+                addresses.insert(address: address, prefix: prefix,
+                                 rule: .init(text: text, action: allow ? .allow : .block, line: number))
+            }
         case .rpz:
             guard let bytes = readFile(path) else { return unreadable() }
             if bytes.contains(0) {
@@ -147,20 +171,24 @@ public enum BlocklistLoader {
             let readable = RPZParser.parse(path: path, file: name, bytes: bytes, add: { wire, kind, line, local in
                 builder.add(name: wire, kind: allow ? .init(kind.scope, .allow) : kind, list: 0, line: line)
                 if let local, !allow { localData[Array(wire.dropLast()), default: []].append(local) }
+            }, addAddress: { address, prefix, action, line in
+                addresses.insert(address: address, prefix: prefix, rule: .init(
+                    text: "\(IPAddress.text(address))/\(prefix)", action: allow ? .allow : action, line: line))
             }, reject: reject)
             if !readable { return unreadable() }
         }
         chunk = []
         result.lineErrors = errors
         result.rejectedLines = rejected
-        if builder.count == 0 && rejected > 0 {
+        if builder.count == 0 && addresses.isEmpty && rejected > 0 {
             result.failure = "no valid entry (\(rejected) lines rejected)"
             return result
         }
         let matcher = builder.build()
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
         result.list = LoadedList(name: name, path: path, format: format, matcher: matcher,
-                                 rejectedLines: rejected, signature: signature, seconds: seconds, localData: localData)
+                                 rejectedLines: rejected, signature: signature, seconds: seconds, localData: localData,
+                                 addresses: addresses)
         return result
     }
 

@@ -40,15 +40,19 @@ public final class LoadedList: Sendable {
     /// When it was loaded, seconds since the Unix epoch.
     public let loadedAt: Double
     let matcher: DomainMatcher
+    /// IP indicators (IP lists, RPZ rpz-ip triggers).
+    let addresses: IPPrefixSet
     /// RPZ local data by lowercase wire name (root byte excluded).
     let localData: [[UInt8]: [LocalRecord]]
 
     init(name: String, path: String, format: ListFormat, matcher: DomainMatcher, rejectedLines: Int,
-         signature: FileSignature?, seconds: Double, localData: [[UInt8]: [LocalRecord]] = [:]) {
+         signature: FileSignature?, seconds: Double, localData: [[UInt8]: [LocalRecord]] = [:],
+         addresses: IPPrefixSet = IPPrefixSet()) {
+        self.addresses = addresses
         self.name = name
         self.path = path
         self.format = format
-        self.entries = matcher.count
+        self.entries = matcher.count + addresses.count
         self.matcher = matcher
         self.rejectedLines = rejectedLines
         self.signature = signature

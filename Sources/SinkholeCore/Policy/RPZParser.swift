@@ -18,7 +18,7 @@ import Glibc
 /// ldns cannot parse, or a trigger we do not support (rpz-ip, rpz-nsdname, rpz-client-ip,
 /// rpz-nsip, a CNAME to another name), is skipped and reported with its line.
 enum RPZParser {
-    static let unsupportedTriggers = ["rpz-ip", "rpz-nsdname", "rpz-nsip", "rpz-client-ip"]
+    static let unsupportedTriggers = ["rpz-nsdname", "rpz-nsip", "rpz-client-ip"]
 
     /// The text of 1-based line `n` of `bytes`, for error messages.
     static func lineText(_ bytes: [UInt8], _ n: Int) -> String {
@@ -35,6 +35,7 @@ enum RPZParser {
     static func parse(
         path: String, file: String, bytes: [UInt8],
         add: (_ name: [UInt8], _ kind: DomainMatcher.Kind, _ line: Int, _ local: LocalRecord?) -> Void,
+        addAddress: (_ address: [UInt8], _ prefix: Int, _ action: DomainMatcher.Action, _ line: Int) -> Void = { _, _, _, _ in },
         reject: (ListLineError) -> Void
     ) -> Bool {
         guard let fp = fopen(path, "r") else { return false }
@@ -97,6 +98,31 @@ enum RPZParser {
                 name = Array(name.dropFirst(2))
             }
             let nameText = WireName.text(name)
+            if nameText.hasSuffix(".rpz-ip") {
+                // Response IP trigger: the answer holds an address in this range.
+                let labels = nameText.dropLast(".rpz-ip".count).split(separator: ".")
+                guard let (address, prefix) = IPPrefixSet.parseRPZTrigger(labels) else {
+                    reject(ListLineError(file: file, line: line, reason: "not a valid rpz-ip trigger", text: nameText))
+                    continue
+                }
+                var action = DomainMatcher.Action.nxdomain
+                if type == RRType.cname, let target = ldns_rr_rdf(rr, 0), let data = ldns_rdf_data(target) {
+                    switch WireName.text(WireName.lowercased(Array(UnsafeBufferPointer(start: data, count: ldns_rdf_size(target))))) {
+                    case ".": action = .nxdomain
+                    case "*": action = .nodata
+                    case "rpz-passthru": action = .allow
+                    case "rpz-drop": action = .drop
+                    default:
+                        reject(ListLineError(file: file, line: line, reason: "rpz-ip with a CNAME redirect is not supported", text: nameText))
+                        continue
+                    }
+                } else {
+                    reject(ListLineError(file: file, line: line, reason: "rpz-ip triggers need a CNAME action", text: nameText))
+                    continue
+                }
+                addAddress(address, prefix, action, line)
+                continue
+            }
             if let trigger = unsupportedTriggers.first(where: { name.count > 1 && WireName.text(name).hasSuffix("." + $0) }) {
                 reject(ListLineError(file: file, line: line, reason: "\(trigger) triggers are not supported", text: nameText))
                 continue

@@ -2,7 +2,8 @@
 /// blocked name (CNAME cloaking) blocks the whole answer with the configured block mode, as if
 /// the query name had been listed, and logs `sinkhole.match: cname` with the target and its
 /// position in the chain. Without it, upstream data for a listed name would reach the client
-/// through an unlisted alias.
+/// through an unlisted alias. Then IP indicators: an A/AAAA record whose address is in a listed
+/// range (IP lists, RPZ rpz-ip) blocks the answer too, logged as `sinkhole.match: response-ip`.
 public struct ResponseInspection: Sendable {
     public let blocking: BlockingStage
 
@@ -25,6 +26,20 @@ public struct ResponseInspection: Sendable {
                                             qname: query.question.name, qtype: query.question.type,
                                             qclass: query.question.qclass, answer: answer, matchedOn: "cname",
                                             matchedName: record.rdata, chainPosition: position))
+            return .blocked(answer)
+        }
+        // IP indicators: an A or AAAA in the answer inside a listed range blocks the answer.
+        for record in message.records(.answer) where record.type == RRType.a || record.type == RRType.aaaa {
+            guard let rule = snapshot.decideAddress(record.rdata), rule.action != .allow else { continue }
+            var match = rule
+            match.zone = WireName.lowercased(query.question.name)
+            match.responseBased = true
+            // Plain IP-list entries answer with the block mode; RPZ rpz-ip actions are honoured.
+            let answer = blocking.policy.answer(for: query.question, match: match)
+            blocking.log?.record(BlockEvent(client: query.client, transport: query.transport, id: query.header.id,
+                                            qname: query.question.name, qtype: query.question.type,
+                                            qclass: query.question.qclass, answer: answer, matchedOn: "response-ip",
+                                            matchedAddress: record.rdata))
             return .blocked(answer)
         }
         return resolution

@@ -1,0 +1,86 @@
+/// A set of IPv4 and IPv6 prefixes (CIDRs) with a rule attached to each, answering "which
+/// listed range holds this address?" with one hash probe per prefix length in use: the cost
+/// does not grow with the number of ranges.
+public struct IPPrefixSet: Sendable {
+    /// A listed range: its text as written (normalised), the action, where it came from.
+    public struct Rule: Sendable, Equatable {
+        public var text: String
+        public var action: DomainMatcher.Action
+        public var line: Int
+    }
+
+    /// Address bits above the prefix, as two 64-bit words (IPv4 uses the first).
+    struct Key: Hashable {
+        var high: UInt64
+        var low: UInt64
+    }
+
+    private var v4: [Int: [Key: Rule]] = [:]
+    private var v6: [Int: [Key: Rule]] = [:]
+    private var v4Lengths: [Int] = []   // longest first
+    private var v6Lengths: [Int] = []
+
+    public init() {}
+
+    public var count: Int { v4.values.reduce(0) { $0 + $1.count } + v6.values.reduce(0) { $0 + $1.count } }
+    public var isEmpty: Bool { v4.isEmpty && v6.isEmpty }
+
+    static func key(_ address: [UInt8], prefix: Int) -> Key {
+        var high: UInt64 = 0
+        var low: UInt64 = 0
+        for (i, byte) in address.enumerated() {
+            if i < 8 { high |= UInt64(byte) << (56 - 8 * UInt64(i)) } else { low |= UInt64(byte) << (56 - 8 * UInt64(i - 8)) }
+        }
+        let bits = prefix
+        if bits <= 0 { return Key(high: 0, low: 0) }
+        if bits < 64 { return Key(high: high & ~(UInt64.max >> UInt64(bits)), low: 0) }
+        if bits == 64 { return Key(high: high, low: 0) }
+        if bits < 128 { return Key(high: high, low: low & ~(UInt64.max >> UInt64(bits - 64))) }
+        return Key(high: high, low: low)
+    }
+
+    /// Adds a range; the first rule for the same range wins.
+    public mutating func insert(address: [UInt8], prefix: Int, rule: Rule) {
+        let k = IPPrefixSet.key(address, prefix: prefix)
+        if address.count == 4 {
+            if v4[prefix]?[k] == nil { v4[prefix, default: [:]][k] = rule }
+            v4Lengths = v4.keys.sorted(by: >)
+        } else {
+            if v6[prefix]?[k] == nil { v6[prefix, default: [:]][k] = rule }
+            v6Lengths = v6.keys.sorted(by: >)
+        }
+    }
+
+    /// The rule of the longest listed prefix holding `address`, or nil.
+    public func lookup(_ address: [UInt8]) -> Rule? {
+        let (tables, lengths) = address.count == 4 ? (v4, v4Lengths) : (v6, v6Lengths)
+        for length in lengths {
+            if let rule = tables[length]?[IPPrefixSet.key(address, prefix: length)] { return rule }
+        }
+        return nil
+    }
+
+    /// Parses `ADDR` or `ADDR/LEN` (host bits may be set; they are ignored).
+    public static func parseCIDR(_ text: Substring) -> (address: [UInt8], prefix: Int)? {
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count <= 2, let address = IPAddress.parse(String(parts[0])) else { return nil }
+        let maxBits = address.count * 8
+        guard parts.count == 2 else { return (address, maxBits) }
+        guard let length = Int(parts[1]), (0...maxBits).contains(length) else { return nil }
+        return (address, length)
+    }
+
+    /// The address of an RPZ `rpz-ip` trigger name's labels (without `rpz-ip` and the origin):
+    /// `32.1.2.0.192` → 192.0.2.1/32; `128.1.zz.db8.2001` → 2001:db8::1/128 (RFC draft-vixie-dnsop-dns-rpz).
+    public static func parseRPZTrigger(_ labels: [Substring]) -> (address: [UInt8], prefix: Int)? {
+        guard let first = labels.first, let prefix = Int(first) else { return nil }
+        let parts = labels.dropFirst().reversed().map(String.init)
+        if parts.count == 4, let address = IPAddress.parse(parts.joined(separator: ".")), address.count == 4 {
+            return prefix <= 32 ? (address, prefix) : nil
+        }
+        let text = parts.map { $0 == "zz" ? "" : $0 }.joined(separator: ":")
+        let normalised = text.hasPrefix(":") ? ":" + text : (text.hasSuffix(":") ? text + ":" : text)
+        guard let address = IPAddress.parse(normalised), address.count == 16, prefix <= 128 else { return nil }
+        return (address, prefix)
+    }
+}

@@ -1,0 +1,61 @@
+import Foundation
+@testable import SinkholeCore
+import SinkholeTestSupport
+import Testing
+
+@Suite struct ResponseIPTests {
+    static let records = [
+        "c2.example.org. 300 IN A 203.0.113.66",
+        "clean.example.org. 300 IN A 192.0.2.10",
+        "c2v6.example.org. 300 IN AAAA 2001:db8:bad::1",
+        "cleanv6.example.org. 300 IN AAAA 2001:db8:600d::1",
+        "edge.example.org. 300 IN A 198.51.100.255",
+        "rpz.example.org. 300 IN A 192.0.2.200",
+    ]
+
+    @Test func answersWithAddressesInListedRangesAreBlocked() throws {
+        let h = try TestHarness(lists: [
+            "c2.ips": "# C2 hosts\n203.0.113.0/24\n2001:db8:bad::/48\n198.51.100.255\nnot-an-address\n",
+            "feed.rpz": "$ORIGIN rpz.test.\n@ SOA ns. h. 1 2 3 4 5\n32.200.2.0.192.rpz-ip CNAME *.\n",
+        ], records: ResponseIPTests.records)
+        defer { h.stop() }
+        for (name, type) in [("c2.example.org", RRType.a), ("c2v6.example.org", RRType.aaaa), ("edge.example.org", RRType.a)] {
+            let r = try #require(DNSTestClient.ask(name, type: type, edns: EDNS(udpPayloadSize: 1232), server: h.address))
+            #expect(r.rcode == Rcode.nxDomain, "\(name)")
+            #expect(r.answerCount == 0, "no upstream data reaches the client")
+            #expect(Array(r.ednsOptions.prefix(6)).suffix(2) == [0, 17], "EDE 17 Filtered")
+        }
+        for (name, type) in [("clean.example.org", RRType.a), ("cleanv6.example.org", RRType.aaaa)] {
+            #expect(DNSTestClient.ask(name, type: type, server: h.address)?.answerCount == 1, "\(name)")
+        }
+        let nodata = try #require(DNSTestClient.ask("rpz.example.org", server: h.address))
+        #expect(nodata.rcode == 0 && nodata.answerCount == 0, "rpz-ip CNAME *. is NODATA")
+
+        let lines = try h.blockLogLines()
+        #expect(lines.count == 4)
+        let first = try #require(lines.first)
+        #expect(first.at("sinkhole.match") as? String == "response-ip")
+        #expect(first.at("sinkhole.matched_ip") as? String == "203.0.113.66")
+        #expect(first.at("rule.name") as? String == "203.0.113.0/24")
+        #expect(first.at("rule.ruleset") as? String == "c2.ips")
+        #expect(h.server.store.snapshot.loaded.first { $0.name == "c2.ips" }?.rejectedLines == 1)
+    }
+
+    @Test func prefixSetLongestMatchAndRPZTriggerNames() throws {
+        var set = IPPrefixSet()
+        set.insert(address: [10, 0, 0, 0], prefix: 8, rule: .init(text: "10.0.0.0/8", action: .block, line: 1))
+        set.insert(address: [10, 1, 0, 0], prefix: 16, rule: .init(text: "10.1.0.0/16", action: .allow, line: 2))
+        #expect(set.lookup([10, 1, 2, 3])?.text == "10.1.0.0/16")
+        #expect(set.lookup([10, 2, 2, 3])?.text == "10.0.0.0/8")
+        #expect(set.lookup([11, 0, 0, 1]) == nil)
+        for i in 0..<10_000 {
+            set.insert(address: [172, 16, UInt8(i >> 8), UInt8(i & 0xFF)], prefix: 32, rule: .init(text: "h\(i)", action: .block, line: i))
+        }
+        #expect(set.lookup([172, 16, 39, 15])?.text == "h9999")
+        let v4 = try #require(IPPrefixSet.parseRPZTrigger(["24", "0", "2", "0", "192"]))
+        #expect(v4.address == [192, 0, 2, 0] && v4.prefix == 24)
+        let v6 = try #require(IPPrefixSet.parseRPZTrigger(["48", "zz", "bad", "db8", "2001"]))
+        #expect(v6.address == IPAddress.parse("2001:db8:bad::") && v6.prefix == 48)
+        #expect(ListFormat.detect(name: "feed", bytes: Array("# c2\n192.0.2.1\n2001:db8::/32\n".utf8)) == .ips)
+    }
+}
