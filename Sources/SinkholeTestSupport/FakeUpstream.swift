@@ -32,6 +32,8 @@ public final class FakeUpstream: @unchecked Sendable {
         public var type: UInt16
         public var dnssecOK: Bool
         public var hadOPT: Bool
+        /// The OPT record's raw options (code, length, data …).
+        public var options: [UInt8] = []
     }
 
     public let address: SocketAddress
@@ -185,7 +187,8 @@ public final class FakeUpstream: @unchecked Sendable {
         let name = WireName.text(q.name)
         let (records, behaviour) = state.withLock { s -> ([String], Behaviour) in
             s.received.append(Received(id: query.id, sourcePort: client.port, transport: transport, name: name,
-                                       type: q.type, dnssecOK: query.edns?.dnssecOK ?? false, hadOPT: query.edns != nil))
+                                       type: q.type, dnssecOK: query.edns?.dnssecOK ?? false, hadOPT: query.edns != nil,
+                                       options: query.ednsOptions))
             return (s.records[FakeUpstream.key(name)] ?? [], s.behaviours[FakeUpstream.key(name)] ?? .answer)
         }
         arrived.lock()

@@ -100,6 +100,12 @@ struct ServeOptions: ParsableArguments {
     @Flag(name: .customLong("serve-stale"), help: "When every upstream fails, answer from expired cache entries (TTL 30, RFC 8767).")
     var serveStale = false
 
+    @Option(name: .customLong("trust-ecs-from"), help: ArgumentHelp("Downstream forwarders (CIDR; repeatable) whose EDNS Client Subnet names the real client in the block log.", valueName: "CIDR"))
+    var trustECSFrom: [String] = []
+
+    @Flag(name: .customLong("forward-ecs"), help: "Pass the client's EDNS Client Subnet option to the upstreams (off by default).")
+    var forwardECS = false
+
     @Flag(name: .customLong("syslog"), help: "Also send each block event as an RFC 5424 message to the local syslog socket (/dev/log).")
     var syslog = false
 
@@ -150,6 +156,8 @@ struct ServeOptions: ParsableArguments {
         flags.setFlag("metrics-listen", metricsListen)
         if syslog { flags.setFlag("syslog", "true") }
         if serveStale { flags.setFlag("serve-stale", "true") }
+        if forwardECS { flags.setFlag("forward-ecs", "true") }
+        flags.setFlag("trust-ecs-from", trustECSFrom)
         flags.setFlag("cache-size", cacheSize)
         flags.setFlag("cache-min-ttl", cacheMinTTL)
         flags.setFlag("cache-max-ttl", cacheMaxTTL)

@@ -25,6 +25,8 @@ public struct BlockEvent: Sendable {
     public var chainPosition: Int?
     /// For `response-ip`: the address in the upstream's answer that matched.
     public var matchedAddress: [UInt8]?
+    /// The client behind a trusted forwarder (EDNS Client Subnet); `client` is then the forwarder.
+    public var subnet: ClientSubnet?
 
     public init(time: timespec = BlockEvent.now(), client: SocketAddress, transport: Transport, id: UInt16,
                 qname: [UInt8], qtype: UInt16, qclass: UInt16, answer: BlockAnswer, matchedOn: String = "qname",
@@ -62,12 +64,22 @@ public struct BlockEvent: Sendable {
             $0.string("dataset", "sinkhole.block")
         }
         j.object("source") {
-            $0.string("ip", client.ipText)
-            $0.number("port", Int(client.port))
+            if let subnet {
+                // The client behind a trusted forwarder; the forwarder is network.forwarded_ip.
+                $0.string("ip", IPAddress.text(subnet.address))
+                $0.string("subnet", subnet.text)
+            } else {
+                $0.string("ip", client.ipText)
+                $0.number("port", Int(client.port))
+            }
         }
         j.object("network") {
             $0.string("transport", transport.rawValue)
             $0.string("protocol", "dns")
+            if subnet != nil {
+                $0.string("forwarded_ip", client.ipText)
+                $0.number("forwarded_port", Int(client.port))
+            }
         }
         j.object("dns") {
             $0.string("type", "answer")

@@ -67,6 +67,11 @@ public struct ServerConfiguration: Sendable {
     /// Serve expired answers (TTL 30) when every upstream fails (RFC 8767). Default off.
     public var serveStale = false
 
+    /// Forwarders trusted to name their clients with EDNS Client Subnet. Default: none.
+    public var trustECSFrom: [String] = []
+    /// Send the client's ECS option upstream. Default off.
+    public var forwardECS = false
+
     public static let defaultListen = ["127.0.0.1:53", "[::1]:53"]
     public static let installedBlocklistDirectory = "/etc/sinkhole/blocklists"
 
@@ -107,6 +112,8 @@ public struct ServerConfiguration: Sendable {
             "upstream-strategy": upstreamStrategy.rawValue,
             "metrics-listen": metricsListen?.description ?? "(off)",
             "syslog": syslog?.description ?? "(off)",
+            "trust-ecs-from": trustECSFrom.isEmpty ? "(none)" : trustECSFrom.joined(separator: ","),
+            "forward-ecs": "\(forwardECS)",
             "cache-size": cacheBytes == 0 ? "(off)" : "\(cacheBytes >> 20) MiB, ttl \(cacheMinTTL)-\(cacheMaxTTL)s, serve-stale \(serveStale)",
             "block-log-max-size": blockLogRotation.maxSize == 0 ? "(no rotation)" : "\(blockLogRotation.maxSize) bytes, keep \(blockLogRotation.keep)",
             "user": user.map { "\($0)\(group.map { ":" + $0 } ?? "")" } ?? "(unchanged)",

@@ -24,6 +24,7 @@ public struct Settings: Sendable {
         "user": false, "group": false, "metrics-listen": false, "block-log-max-size": false, "block-log-keep": false,
         "syslog": false, "syslog-server": false, "syslog-protocol": false,
         "cache-size": false, "cache-min-ttl": false, "cache-max-ttl": false, "serve-stale": false,
+        "trust-ecs-from": true, "forward-ecs": false,
     ]
 
     public private(set) var values: [String: [String]] = [:]
@@ -211,6 +212,13 @@ public struct Settings: Sendable {
             throw ConfigurationError("\(origin("cache-min-ttl")) is above --cache-max-ttl")
         }
         configuration.serveStale = try flag("serve-stale")
+        configuration.forwardECS = try flag("forward-ecs")
+        for cidr in many("trust-ecs-from") {
+            do { _ = try AccessPolicy.parse(cidr, allow: true) } catch {
+                throw ConfigurationError("\(origin("trust-ecs-from")) \(error)")
+            }
+        }
+        configuration.trustECSFrom = many("trust-ecs-from")
         let protocolText = one("syslog-protocol") ?? "udp"
         guard protocolText == "udp" || protocolText == "tcp" else {
             throw ConfigurationError("\(origin("syslog-protocol")) '\(protocolText)': must be udp or tcp")

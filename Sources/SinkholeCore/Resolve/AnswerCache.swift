@@ -23,6 +23,8 @@ public final class AnswerCache: Sendable {
         var type: UInt16
         var qclass: UInt16
         var dnssecOK: Bool
+        /// The ECS option sent upstream with `--forward-ecs` (answers may differ per subnet).
+        public var subnet: [UInt8] = []
 
         public init(_ question: Question, dnssecOK: Bool) {
             name = WireName.lowercased(question.name)

@@ -14,9 +14,7 @@ public struct BlockingStage: Sendable {
     public func process(_ query: Query) -> Resolution? {
         guard let match = store.snapshot.blockingRule(for: query.question.name) else { return nil }
         let answer = policy.answer(for: query.question, match: match)
-        log?.record(BlockEvent(client: query.client, transport: query.transport, id: query.header.id,
-                               qname: query.question.name, qtype: query.question.type,
-                               qclass: query.question.qclass, answer: answer))
+        log?.record(query.event(answer: answer))
         return .blocked(answer)
     }
 }

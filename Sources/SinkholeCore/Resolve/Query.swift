@@ -8,6 +8,11 @@ public struct Query: Sendable {
     public let edns: EDNS?
     public let client: SocketAddress
     public let transport: Transport
+    /// The EDNS Client Subnet the query carried, if any.
+    public var clientSubnet: ClientSubnet?
+    /// True when `client` is a forwarder trusted (`--trust-ecs-from`) to say who its client is:
+    /// the block log then names the ECS address as `source.ip`.
+    public var subnetTrusted = false
 
     public init(header: Header, message: Message, question: Question, edns: EDNS?,
                 client: SocketAddress, transport: Transport) {
@@ -26,5 +31,16 @@ public struct Query: Sendable {
         case .tcp: return 65_535
         case .udp: return max(512, Int(edns?.udpPayloadSize ?? 512))
         }
+    }
+
+    /// The block event for this query: client, transport, ID and question as asked, and the
+    /// client behind a trusted forwarder when there is one.
+    func event(answer: BlockAnswer, matchedOn: String = "qname", matchedName: [UInt8]? = nil,
+               chainPosition: Int? = nil, matchedAddress: [UInt8]? = nil) -> BlockEvent {
+        var e = BlockEvent(client: client, transport: transport, id: header.id, qname: question.name,
+                           qtype: question.type, qclass: question.qclass, answer: answer, matchedOn: matchedOn,
+                           matchedName: matchedName, chainPosition: chainPosition, matchedAddress: matchedAddress)
+        if subnetTrusted { e.subnet = clientSubnet }
+        return e
     }
 }

@@ -36,6 +36,8 @@ public final class QueryChain: Sendable {
     public let counters = QueryCounters()
     public let metrics: ServerMetrics?
     public let cache: AnswerCache?
+    /// Forwarders whose EDNS Client Subnet names the real client in the block log.
+    public let trustECSFrom: AccessPolicy
     private let pending = Mutex<[AnswerCache.Key: [Waiter]]>([:])
     private let inFlight = DispatchGroup()
     private let logger: Logger
@@ -43,7 +45,9 @@ public final class QueryChain: Sendable {
     public init(blocking: BlockingStage, forwarder: Forwarder, replies: ReplyBuilder,
                 access: AccessPolicy = .allowAll, refuseAction: RefuseAction = .refuse,
                 rateLimiter: RateLimiter? = nil, rateLimitAction: RateLimitAction = .truncate,
-                maxInFlight: Int = 2048, metrics: ServerMetrics? = nil, cache: AnswerCache? = nil, logger: Logger) {
+                maxInFlight: Int = 2048, metrics: ServerMetrics? = nil, cache: AnswerCache? = nil,
+                trustECSFrom: AccessPolicy = AccessPolicy(rules: []), logger: Logger) {
+        self.trustECSFrom = trustECSFrom
         self.metrics = metrics
         self.cache = cache
         self.rateLimiter = rateLimiter
@@ -95,8 +99,14 @@ public final class QueryChain: Sendable {
             metrics?.query(transport, .formerr)
             return respond(HeaderGate.headerOnlyReply(to: header, rcode: Rcode.formErr))
         }
-        let query = Query(header: header, message: message, question: question, edns: message.edns,
-                          client: client, transport: transport)
+        var decoded = Query(header: header, message: message, question: question, edns: message.edns,
+                            client: client, transport: transport)
+        if decoded.edns != nil, !trustECSFrom.rules.isEmpty || forwarder.forwardECS,
+           let subnet = ClientSubnet.parse(options: message.ednsOptions) {
+            decoded.clientSubnet = subnet
+            decoded.subnetTrusted = trustECSFrom.allows(client.address)
+        }
+        let query = decoded
         if let edns = query.edns, edns.version > 0 {
             metrics?.query(transport, .formerr)
             return respond(replies.reply(to: query, .badVersion))
@@ -109,7 +119,9 @@ public final class QueryChain: Sendable {
             if case .blocked(let answer) = blocked, answer.action == .drop { return respond([]) }
             return respond(replies.reply(to: query, blocked))
         }
-        let key = AnswerCache.Key(query.question, dnssecOK: query.edns?.dnssecOK ?? false)
+        var cacheKey = AnswerCache.Key(query.question, dnssecOK: query.edns?.dnssecOK ?? false)
+        if forwarder.forwardECS, let subnet = query.clientSubnet { cacheKey.subnet = subnet.option }
+        let key = cacheKey
         if let cache, let hit = cache.lookup(key), let cached = AnswerCache.message(from: hit) {
             return deliver(query, .upstream(cached, from: AnswerCache.origin), outcome: .cached, respond: respond)
         }

@@ -22,9 +22,7 @@ public struct ResponseInspection: Sendable {
             match.zone = WireName.lowercased(query.question.name)
             match.responseBased = true
             let answer = blocking.policy.answer(for: query.question, match: match)
-            blocking.log?.record(BlockEvent(client: query.client, transport: query.transport, id: query.header.id,
-                                            qname: query.question.name, qtype: query.question.type,
-                                            qclass: query.question.qclass, answer: answer, matchedOn: "cname",
+            blocking.log?.record(query.event(answer: answer, matchedOn: "cname",
                                             matchedName: record.rdata, chainPosition: position))
             return .blocked(answer)
         }
@@ -36,9 +34,7 @@ public struct ResponseInspection: Sendable {
             match.responseBased = true
             // Plain IP-list entries answer with the block mode; RPZ rpz-ip actions are honoured.
             let answer = blocking.policy.answer(for: query.question, match: match)
-            blocking.log?.record(BlockEvent(client: query.client, transport: query.transport, id: query.header.id,
-                                            qname: query.question.name, qtype: query.question.type,
-                                            qclass: query.question.qclass, answer: answer, matchedOn: "response-ip",
+            blocking.log?.record(query.event(answer: answer, matchedOn: "response-ip",
                                             matchedAddress: record.rdata))
             return .blocked(answer)
         }

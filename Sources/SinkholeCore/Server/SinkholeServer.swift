@@ -45,7 +45,8 @@ public final class SinkholeServer: Sendable {
         let forwarder = Forwarder(upstreams: configuration.upstreams, timeout: configuration.upstreamTimeout,
                                   payloadSize: configuration.ednsPayloadSize, strategy: configuration.upstreamStrategy,
                                   deadline: configuration.upstreamDeadline,
-                                  retryBackoff: configuration.upstreamRetryBackoff, metrics: metrics, logger: logger)
+                                  retryBackoff: configuration.upstreamRetryBackoff, metrics: metrics,
+                                  forwardECS: configuration.forwardECS, logger: logger)
         chain = QueryChain(blocking: blocking, forwarder: forwarder,
                            replies: ReplyBuilder(payloadSize: configuration.ednsPayloadSize),
                            access: configuration.access, refuseAction: configuration.refuseAction,
@@ -56,6 +57,7 @@ public final class SinkholeServer: Sendable {
                            cache: configuration.cacheBytes > 0
                                ? AnswerCache(budgetBytes: configuration.cacheBytes, minTTL: configuration.cacheMinTTL,
                                              maxTTL: configuration.cacheMaxTTL, serveStale: configuration.serveStale) : nil,
+                           trustECSFrom: AccessPolicy(rules: configuration.trustECSFrom.compactMap { try? AccessPolicy.parse($0, allow: true) }),
                            logger: logger)
     }
 

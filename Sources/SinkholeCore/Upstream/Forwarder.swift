@@ -13,6 +13,8 @@ public final class Forwarder: Sendable {
     public let strategy: UpstreamStrategy
     public let health: UpstreamHealth
     public let metrics: ServerMetrics?
+    /// Pass the client's EDNS Client Subnet option upstream (`--forward-ecs`); off by default.
+    public let forwardECS: Bool
     /// The UDP payload size we advertise to upstreams (RFC 6891), the same as to clients.
     public let payloadSize: UInt16
     private let queues = QueuePool(label: "sinkhole.upstream")
@@ -20,8 +22,9 @@ public final class Forwarder: Sendable {
 
     public init(upstreams: [SocketAddress], timeout: Double, payloadSize: UInt16,
                 strategy: UpstreamStrategy = .first, deadline: Double? = nil, retryBackoff: Double = 5,
-                metrics: ServerMetrics? = nil, logger: Logger) {
+                metrics: ServerMetrics? = nil, forwardECS: Bool = false, logger: Logger) {
         self.metrics = metrics
+        self.forwardECS = forwardECS
         self.upstreams = upstreams
         self.timeout = timeout
         self.strategy = strategy
@@ -32,7 +35,7 @@ public final class Forwarder: Sendable {
     }
 
     /// The message sent upstream: the client's question, RD and CD, and our own OPT record with
-    /// the client's DO bit. Nothing else of the client's query is passed on.
+    /// the client's DO bit (and its ECS option with `--forward-ecs`). Nothing else is passed on.
     func upstreamQuery(for query: Query) -> [UInt8]? {
         guard let message = Message.empty() else { return nil }
         message.id = 0
@@ -42,6 +45,7 @@ public final class Forwarder: Sendable {
         message.authenticData = query.message.authenticData
         message.setQuestion(query.question)
         message.edns = EDNS(udpPayloadSize: payloadSize, dnssecOK: query.edns?.dnssecOK ?? false)
+        if forwardECS, let subnet = query.clientSubnet { message.setEDNSOptions(subnet.option) }
         return message.wire()
     }
 

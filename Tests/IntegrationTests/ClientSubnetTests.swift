@@ -1,0 +1,56 @@
+import Foundation
+import SinkholeCore
+import SinkholeTestSupport
+import Testing
+
+/// EDNS Client Subnet: the client behind a trusted forwarder is the one logged; ECS is not
+/// passed upstream unless asked for.
+@Suite struct ClientSubnetTests {
+    /// A query for `name` with an ECS option for 10.1.2.0/24.
+    func query(_ name: String, id: UInt16) -> [UInt8] {
+        var q = DNSTestClient.query(name, id: id)
+        q[11] = 1
+        let ecs: [UInt8] = [0, 8, 0, 7, 0, 1, 24, 0, 10, 1, 2]
+        q += [0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0, 0, UInt8(ecs.count)] + ecs
+        return q
+    }
+
+    @Test func trustedForwarderECSIsLoggedAsTheClient() throws {
+        let h = try TestHarness(lists: ["intel.txt": "evil.example\n"]) { c in
+            c.trustECSFrom = ["127.0.0.1/32"]
+        }
+        defer { h.stop() }
+        #expect(DNSTestClient.udp(query("evil.example", id: 1), to: h.address).flatMap(Header.init)?.rcode == Rcode.nxDomain)
+        // From an untrusted address the same option is ignored for logging.
+        #expect(DNSTestClient.udp(query("evil.example", id: 2), to: h.address,
+                                  from: SocketAddress(address: [127, 0, 0, 3], port: 0)) != nil)
+        let lines = try h.blockLogLines()
+        let trusted = try #require(lines.first { ($0.at("dns.id") as? Int) == 1 })
+        #expect(trusted.at("source.ip") as? String == "10.1.2.0")
+        #expect(trusted.at("source.subnet") as? String == "10.1.2.0/24")
+        #expect(trusted.at("network.forwarded_ip") as? String == "127.0.0.1")
+        let untrusted = try #require(lines.first { ($0.at("dns.id") as? Int) == 2 })
+        #expect(untrusted.at("source.ip") as? String == "127.0.0.3")
+        #expect(untrusted.at("network.forwarded_ip") == nil)
+    }
+
+    @Test func ecsIsForwardedOnlyWhenAskedFor() throws {
+        let plain = try TestHarness(records: ["www.example.org. 300 IN A 192.0.2.12"]) { $0.trustECSFrom = ["127.0.0.1/32"] }
+        defer { plain.stop() }
+        #expect(DNSTestClient.udp(query("www.example.org", id: 3), to: plain.address) != nil)
+        #expect(plain.upstream.received.first?.options == [], "ECS not sent upstream by default")
+
+        let forwarding = try TestHarness(records: ["www.example.org. 300 IN A 192.0.2.12"]) { $0.forwardECS = true }
+        defer { forwarding.stop() }
+        #expect(DNSTestClient.udp(query("www.example.org", id: 4), to: forwarding.address) != nil)
+        #expect(forwarding.upstream.received.first?.options == [0, 8, 0, 7, 0, 1, 24, 0, 10, 1, 2])
+    }
+
+    @Test func optionParsing() {
+        #expect(ClientSubnet.parse(options: [0, 8, 0, 7, 0, 1, 24, 0, 10, 1, 2])?.text == "10.1.2.0/24")
+        #expect(ClientSubnet.parse(options: [0, 10, 0, 2, 1, 2, 0, 8, 0, 8, 0, 2, 32, 0, 0x20, 0x01, 0x0D, 0xB8])?.text == "2001:db8::/32", "after another option")
+        #expect(ClientSubnet.parse(options: [0, 8, 0, 7, 0, 1, 24, 0, 10, 1]) == nil, "length past the end")
+        #expect(ClientSubnet.parse(options: [0, 8, 0, 6, 0, 1, 24, 0, 10, 1]) == nil, "address shorter than the prefix says")
+        #expect(ClientSubnet.parse(options: [0, 8, 0, 4, 0, 9, 0, 0]) == nil, "unknown family")
+    }
+}
