@@ -59,3 +59,37 @@ import Testing
         #expect(ListFormat.detect(name: "feed", bytes: Array("# c2\n192.0.2.1\n2001:db8::/32\n".utf8)) == .ips)
     }
 }
+
+/// Response inspection through the built binary, with dig as the client.
+@Suite struct ResponseInspectionEndToEndTests {
+    @Test func binaryBlocksCNAMECloakingAndIPIndicatorsWithEDE() throws {
+        let upstream = try FakeUpstream(records: [
+            "alias.example.org. 300 IN CNAME cdn.msstorageboxes.com.",
+            "c2.example.org. 300 IN A 203.0.113.66",
+            "clean.example.org. 300 IN A 192.0.2.10",
+        ])
+        defer { upstream.stop() }
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ri-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try "msstorageboxes.com\n".write(toFile: dir + "/intel.txt", atomically: true, encoding: .utf8)
+        try "203.0.113.0/24\n".write(toFile: dir + "/c2.ips", atomically: true, encoding: .utf8)
+        let log = dir + "/block.log"
+        let s = SinkholeProcess(arguments: ["serve", "--listen", "127.0.0.1:0", "--upstream", upstream.address.description,
+                                            "--blocklist-dir", dir, "--block-log", log, "--trust-ecs-from", "127.0.0.1/32"])
+        #expect(try s.start(), "\(s.stderr)")
+        let port = String(s.port)
+        let alias = try runTool("dig", ["-p", port, "@127.0.0.1", "alias.example.org"])
+        #expect(alias.contains("status: NXDOMAIN") && alias.contains("EDE: 17 (Filtered)"), "\(alias)")
+        let c2 = try runTool("dig", ["-p", port, "@127.0.0.1", "c2.example.org", "+subnet=10.9.8.0/24"])
+        #expect(c2.contains("status: NXDOMAIN") && c2.contains("EDE: 17 (Filtered): (blocked by c2.ips: 203.0.113.0/24)"), "\(c2)")
+        #expect(try runTool("dig", ["-p", port, "@127.0.0.1", "+short", "clean.example.org"]).contains("192.0.2.10"))
+        #expect(s.stop() == 0)
+        let lines = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").map {
+            try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] ?? [:]
+        }
+        #expect(lines.count == 2)
+        #expect(lines.first?.at("sinkhole.match") as? String == "cname")
+        #expect(lines.last?.at("sinkhole.match") as? String == "response-ip")
+        #expect(lines.last?.at("source.ip") as? String == "10.9.8.0", "the client behind the trusted forwarder")
+    }
+}
