@@ -21,6 +21,8 @@ public final class FakeUpstream: @unchecked Sendable {
         /// Before the real reply, send one from another port and one with a wrong ID, both
         /// carrying `spoofAddress` in an A record.
         case spoofFirst(spoofAddress: String)
+        /// Answer NOERROR with exactly these records (presentation format) in the answer section.
+        case answerWith([String])
     }
 
     /// A query as the upstream saw it.
@@ -229,6 +231,10 @@ public final class FakeUpstream: @unchecked Sendable {
             return [(-1, reply(rcode: rcode, answers: answerRecords))]
         case .rcode(let code):
             return [(-1, reply(rcode: code, answers: []))]
+        case .answerWith(let records):
+            guard let m = Message(wire: reply(answers: [])) else { return [] }
+            for r in records { m.append(.answer, presentation: r) }
+            return [(-1, m.wire() ?? [])]
         case .spoofFirst(let address):
             let bogus = ["\(name). 300 IN A \(address)"]
             return [(spoofFD, reply(answers: bogus)),

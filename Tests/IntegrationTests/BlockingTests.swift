@@ -162,3 +162,58 @@ import Testing
         #expect(Set(names) == Set((3..<6).flatMap { r in (0..<10).map { "r\(r)-\($0).evil.example" } }))
     }
 }
+
+@Suite struct CNAMEChainTests {
+    /// `q.example.org` → c1 → … → cN, with the hop at `position` under the listed `evil.example`.
+    func chain(length: Int, blockedAt position: Int) -> [String] {
+        var records: [String] = []
+        var owner = "q.example.org."
+        for hop in 1...length {
+            let target = hop == position ? "hop\(hop).evil.example." : "hop\(hop).cdn.example.net."
+            records.append("\(owner) 300 IN CNAME \(target)")
+            owner = target
+        }
+        records.append("\(owner) 300 IN A 192.0.2.99")
+        return records
+    }
+
+    @Test func chainsOfLengthOneToEightWithTheBlockedNameAtEachPosition() throws {
+        let h = try TestHarness(lists: ["intel.txt": "evil.example\n"])
+        defer { h.stop() }
+        var expected = 0
+        for length in 1...8 {
+            for position in 1...length {
+                h.upstream.set(.answerWith(chain(length: length, blockedAt: position)), for: "q.example.org")
+                let r = try #require(DNSTestClient.ask("q.example.org", server: h.address))
+                #expect(r.rcode == Rcode.nxDomain && r.answerCount == 0, "length \(length), position \(position)")
+                expected += 1
+            }
+            // The same chain with no listed hop passes whole.
+            h.upstream.set(.answerWith(chain(length: length, blockedAt: 0)), for: "q.example.org")
+            #expect(DNSTestClient.ask("q.example.org", server: h.address)?.answerCount == length + 1)
+        }
+        let lines = try h.blockLogLines()
+        #expect(lines.count == expected)
+        #expect(lines.allSatisfy { $0.at("sinkhole.match") as? String == "cname" })
+        let positions = lines.compactMap { $0.at("sinkhole.chain_position") as? Int }
+        #expect(positions == (1...8).flatMap { length in Array(1...length) })
+    }
+
+    @Test func dnameAndChainsThroughAllowedNames() throws {
+        let h = try TestHarness(lists: ["intel.txt": "evil.example\n", "ours.allow": "good.evil.example\nallowed.example\n"])
+        defer { h.stop() }
+        h.upstream.set(.answerWith(["example.org. 300 IN DNAME evil.example.",
+                                    "x.example.org. 300 IN CNAME x.evil.example.",
+                                    "x.evil.example. 300 IN A 192.0.2.1"]), for: "x.example.org")
+        #expect(DNSTestClient.ask("x.example.org", server: h.address)?.rcode == Rcode.nxDomain, "DNAME to a listed name")
+        // Through an allowed name to a listed one: still blocked (the allow covers only its own names).
+        h.upstream.set(.answerWith(["a.example.org. 300 IN CNAME hop.allowed.example.",
+                                    "hop.allowed.example. 300 IN CNAME cdn.evil.example.",
+                                    "cdn.evil.example. 300 IN A 192.0.2.2"]), for: "a.example.org")
+        #expect(DNSTestClient.ask("a.example.org", server: h.address)?.rcode == Rcode.nxDomain)
+        // To an allowed name under a listed one: passes.
+        h.upstream.set(.answerWith(["b.example.org. 300 IN CNAME www.good.evil.example.",
+                                    "www.good.evil.example. 300 IN A 192.0.2.3"]), for: "b.example.org")
+        #expect(DNSTestClient.ask("b.example.org", server: h.address)?.answerCount == 2)
+    }
+}
