@@ -1,4 +1,5 @@
 import Dispatch
+import Foundation
 import Glibc
 import Logging
 import Synchronization
@@ -82,7 +83,7 @@ public final class SinkholeServer: Sendable {
     /// The addresses actually bound (a port 0 request is replaced by the port the kernel chose;
     /// UDP and TCP share it).
     public var boundAddresses: [SocketAddress] {
-        listeners.withLock { $0.udp.map(\.address) }
+        listeners.withLock { $0.tcp.map(\.address) }
     }
 
     /// Binds UDP and TCP on every listen address and starts answering.
@@ -95,7 +96,7 @@ public final class SinkholeServer: Sendable {
         do {
             for address in configuration.listen {
                 let (u, t) = try bindPair(address, handler: handler)
-                udp.append(u)
+                udp += u
                 tcp.append(t)
             }
         } catch {
@@ -129,30 +130,51 @@ public final class SinkholeServer: Sendable {
             }
         }
         watcher.start()
-        for (u, t) in zip(udp, tcp) {
-            u.start()
+        udp.forEach { $0.start() }
+        for t in tcp {
             t.start()
-            logger.info("listening on \(u.address)", metadata: ["network.transport": "udp,tcp"])
+            logger.info("listening on \(t.address)", metadata: [
+                "network.transport": "udp,tcp", "udp.sockets": "\(SinkholeServer.udpSocketsPerAddress)",
+            ])
         }
     }
 
     /// UDP then TCP on the same port; for port 0 the kernel picks the UDP port and TCP follows
     /// it (retried a few times if that TCP port happens to be taken).
-    private func bindPair(_ address: SocketAddress, handler: @escaping QueryHandler) throws -> (UDPListener, TCPListener) {
+    /// UDP sockets per listen address: one per core, joined with SO_REUSEPORT so the kernel spreads
+    /// queries over them and each is drained on its own queue.
+    static let udpSocketsPerAddress = max(1, ProcessInfo.processInfo.activeProcessorCount)
+
+    /// Binds UDP and TCP on the same port. A plain probe bind first (no SO_REUSEPORT) makes a port
+    /// already in use fail clearly, even by another sinkhole; for port 0 it also picks the port;
+    /// TCP is bound next, then the SO_REUSEPORT UDP sockets on that port.
+    private func bindPair(_ address: SocketAddress, handler: @escaping QueryHandler) throws -> ([UDPListener], TCPListener) {
         var lastError: Error?
         for _ in 0..<(address.port == 0 ? 8 : 1) {
-            let udp = try UDPListener(address: address, queue: DispatchQueue(label: "sinkhole.udp"), handler: handler)
+            let probe = try Socket.bound(address, type: Int32(SOCK_DGRAM.rawValue))
+            let port = SocketAddress.local(of: probe) ?? address
             do {
-                let tcp = try TCPListener(address: udp.address, queue: DispatchQueue(label: "sinkhole.tcp.accept"),
+                let tcp = try TCPListener(address: port, queue: DispatchQueue(label: "sinkhole.tcp.accept"),
                                           idleTimeout: configuration.tcpIdleTimeout,
                                           maxConnections: configuration.tcpMaxConnections,
                                           maxPerClient: configuration.tcpMaxPerClient,
                                           maxQueries: configuration.tcpMaxQueries, handler: handler)
+                Glibc.close(probe)
+                var udp: [UDPListener] = []
+                do {
+                    for i in 0..<SinkholeServer.udpSocketsPerAddress {
+                        udp.append(try UDPListener(address: port, queue: DispatchQueue(label: "sinkhole.udp.\(i)"),
+                                                   reusePort: true, handler: handler))
+                    }
+                } catch {
+                    udp.forEach { $0.stop(); $0.close() }
+                    tcp.stop()
+                    throw error
+                }
                 return (udp, tcp)
             } catch {
                 lastError = error
-                udp.stop()
-                udp.close()
+                Glibc.close(probe)
             }
         }
         throw lastError ?? SystemError("bind \(address)", EADDRINUSE)

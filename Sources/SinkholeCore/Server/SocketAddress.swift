@@ -146,9 +146,10 @@ public enum Socket {
 
     /// A new non-blocking socket bound to `address`. For IPv6 the socket is IPv6-only, so that
     /// `0.0.0.0:53` and `[::]:53` can both be listened on.
-    public static func bound(_ address: SocketAddress, type: Int32) throws -> Int32 {
+    public static func bound(_ address: SocketAddress, type: Int32, reusePort: Bool = false) throws -> Int32 {
         let fd = socket(address.family, type | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw SystemError("socket") }
+        if reusePort { setOption(fd, SOL_SOCKET, SO_REUSEPORT, 1) }
         // TCP only: lets a restart bind while old connections sit in TIME_WAIT. On UDP it would let
         // a second process share the port silently, so a port in use must fail instead.
         if type == Int32(SOCK_STREAM.rawValue) { setOption(fd, SOL_SOCKET, SO_REUSEADDR, 1) }

@@ -14,8 +14,9 @@ public final class UDPListener: @unchecked Sendable {
     private var started = false
 
     /// Binds; throws with the reason (address in use, not available) so start-up can fail clearly.
-    public init(address requested: SocketAddress, queue: DispatchQueue, handler: @escaping QueryHandler) throws {
-        fd = try Socket.bound(requested, type: Int32(SOCK_DGRAM.rawValue))
+    public init(address requested: SocketAddress, queue: DispatchQueue, reusePort: Bool = false,
+                handler: @escaping QueryHandler) throws {
+        fd = try Socket.bound(requested, type: Int32(SOCK_DGRAM.rawValue), reusePort: reusePort)
         Socket.setOption(fd, SOL_SOCKET, SO_RCVBUF, 4 << 20)
         address = SocketAddress.local(of: fd) ?? requested
         self.handler = handler
