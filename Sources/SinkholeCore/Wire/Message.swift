@@ -283,13 +283,7 @@ public final class Message: @unchecked Sendable {
 
     /// Each record of a section in presentation format (ldns_rr2str), without the trailing newline.
     public func presentation(_ section: Section) -> [String] {
-        let list: UnsafeMutablePointer<ldns_rr_list>?
-        switch section {
-        case .answer: list = ldns_pkt_answer(pkt)
-        case .authority: list = ldns_pkt_authority(pkt)
-        case .additional: list = ldns_pkt_additional(pkt)
-        }
-        guard let list else { return [] }
+        guard let list = list(section) else { return [] }
         var out: [String] = []
         for i in 0..<ldns_rr_list_rr_count(list) {
             guard let rr = ldns_rr_list_rr(list, i), let s = ldns_rr2str(rr) else { continue }
@@ -309,36 +303,40 @@ public final class Message: @unchecked Sendable {
     /// Lowers every record's TTL (all sections) by `seconds`, never below zero: what a cache does
     /// to an answer it serves (RFC 1035 §7.4: TTLs count down).
     public func ageTTLs(by seconds: UInt32) {
-        for list in [ldns_pkt_answer(pkt), ldns_pkt_authority(pkt), ldns_pkt_additional(pkt)] {
-            guard let list else { continue }
+        eachRecord { rr in
+            let ttl = ldns_rr_ttl(rr)
+            ldns_rr_set_ttl(rr, ttl > seconds ? ttl - seconds : 0)
+        }
+    }
+
+    /// Calls `body` with every record of the answer, authority and additional sections.
+    private func eachRecord(_ body: (UnsafeMutablePointer<ldns_rr>) -> Void) {
+        for section in [Section.answer, .authority, .additional] {
+            guard let list = list(section) else { continue }
             for i in 0..<ldns_rr_list_rr_count(list) {
-                guard let rr = ldns_rr_list_rr(list, i) else { continue }
-                let ttl = ldns_rr_ttl(rr)
-                ldns_rr_set_ttl(rr, ttl > seconds ? ttl - seconds : 0)
+                if let rr = ldns_rr_list_rr(list, i) { body(rr) }
             }
+        }
+    }
+
+    private func list(_ section: Section) -> UnsafeMutablePointer<ldns_rr_list>? {
+        switch section {
+        case .answer: return ldns_pkt_answer(pkt)
+        case .authority: return ldns_pkt_authority(pkt)
+        case .additional: return ldns_pkt_additional(pkt)
         }
     }
 
     /// Sets every record's TTL to at least `seconds` (a stale answer is served with TTL 30, RFC 8767).
     public func raiseTTLs(to seconds: UInt32) {
-        for list in [ldns_pkt_answer(pkt), ldns_pkt_authority(pkt), ldns_pkt_additional(pkt)] {
-            guard let list else { continue }
-            for i in 0..<ldns_rr_list_rr_count(list) {
-                guard let rr = ldns_rr_list_rr(list, i) else { continue }
-                if ldns_rr_ttl(rr) < seconds { ldns_rr_set_ttl(rr, seconds) }
-            }
+        eachRecord { rr in
+            if ldns_rr_ttl(rr) < seconds { ldns_rr_set_ttl(rr, seconds) }
         }
     }
 
     /// Each record of a section as (owner, type, rdata bytes concatenated), for inspection and tests.
     public func records(_ section: Section) -> [(owner: [UInt8], type: UInt16, ttl: UInt32, rdata: [UInt8])] {
-        let list: UnsafeMutablePointer<ldns_rr_list>?
-        switch section {
-        case .answer: list = ldns_pkt_answer(pkt)
-        case .authority: list = ldns_pkt_authority(pkt)
-        case .additional: list = ldns_pkt_additional(pkt)
-        }
-        guard let list else { return [] }
+        guard let list = list(section) else { return [] }
         var out: [(owner: [UInt8], type: UInt16, ttl: UInt32, rdata: [UInt8])] = []
         for i in 0..<ldns_rr_list_rr_count(list) {
             guard let rr = ldns_rr_list_rr(list, i) else { continue }
