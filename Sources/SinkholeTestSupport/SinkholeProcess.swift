@@ -86,16 +86,26 @@ public final class SinkholeProcess: @unchecked Sendable {
     }
 }
 
-/// Runs a command-line DNS client (`drill`, `dig`) and returns what it printed.
-public func runTool(_ tool: String, _ arguments: [String]) throws -> String {
+/// Runs a program to completion; returns its exit status and what it printed (stdout and stderr).
+public func runProgram(_ path: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
     let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    p.arguments = [tool] + arguments
+    p.executableURL = URL(fileURLWithPath: path)
+    p.arguments = arguments
     let out = Pipe()
     p.standardOutput = out
     p.standardError = out
     try p.run()
     let data = out.fileHandleForReading.readDataToEndOfFile()
     p.waitUntilExit()
-    return String(decoding: data, as: UTF8.self)
+    return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+}
+
+/// Runs a command-line tool (`drill`, `dig`, `curl`) from PATH and returns what it printed.
+public func runTool(_ tool: String, _ arguments: [String]) throws -> String {
+    try runProgram("/usr/bin/env", [tool] + arguments).output
+}
+
+/// Runs the built `sinkhole` binary to completion.
+public func runSinkhole(_ arguments: [String]) throws -> (status: Int32, output: String) {
+    try runProgram(SinkholeProcess.binaryPath(), arguments)
 }

@@ -13,16 +13,8 @@ import Testing
     }
 
     func run(_ args: [String]) throws -> (status: Int32, out: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: SinkholeProcess.binaryPath())
-        p.arguments = args
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        p.standardError = pipe
-        try p.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+        let r = try runSinkhole(args)
+        return (r.status, r.output)
     }
 
     @Test func checkReportsEntriesRejectedLinesAndUnusableFiles() throws {

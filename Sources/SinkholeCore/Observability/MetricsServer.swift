@@ -18,13 +18,7 @@ public final class MetricsServer: @unchecked Sendable {
     /// `routes` maps a path to a response, or nil for 404.
     public init(address requested: SocketAddress,
                 routes: @escaping @Sendable (String) -> (status: Int, contentType: String, body: String)?) throws {
-        fd = try Socket.bound(requested, type: Int32(SOCK_STREAM.rawValue))
-        guard listen(fd, 16) == 0 else {
-            let code = errno
-            Glibc.close(fd)
-            throw SystemError("listen \(requested)", code)
-        }
-        address = SocketAddress.local(of: fd) ?? requested
+        (fd, address) = try Socket.listening(requested, backlog: 16)
         self.routes = routes
         source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: DispatchQueue(label: "sinkhole.metrics"))
         let fd = self.fd

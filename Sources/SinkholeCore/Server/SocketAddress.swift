@@ -163,4 +163,15 @@ public enum Socket {
         setNonBlocking(fd)
         return fd
     }
+
+    /// A bound, listening, non-blocking TCP socket and the address it got.
+    public static func listening(_ address: SocketAddress, backlog: Int32) throws -> (fd: Int32, address: SocketAddress) {
+        let fd = try bound(address, type: Int32(SOCK_STREAM.rawValue))
+        guard listen(fd, backlog) == 0 else {
+            let code = errno
+            close(fd)
+            throw SystemError("listen \(address)", code)
+        }
+        return (fd, SocketAddress.local(of: fd) ?? address)
+    }
 }

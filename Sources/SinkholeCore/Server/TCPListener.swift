@@ -25,13 +25,7 @@ public final class TCPListener: @unchecked Sendable {
                 handler: @escaping QueryHandler) throws {
         self.maxPerClient = maxPerClient
         self.maxQueries = maxQueries
-        fd = try Socket.bound(requested, type: Int32(SOCK_STREAM.rawValue))
-        guard listen(fd, 128) == 0 else {
-            let code = errno
-            Glibc.close(fd)
-            throw SystemError("listen \(requested)", code)
-        }
-        address = SocketAddress.local(of: fd) ?? requested
+        (fd, address) = try Socket.listening(requested, backlog: 128)
         self.handler = handler
         self.idleTimeout = idleTimeout
         self.maxConnections = maxConnections
