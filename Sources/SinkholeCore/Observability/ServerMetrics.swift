@@ -92,6 +92,14 @@ public final class ServerMetrics: Sendable {
                        blockLog: (written: Int, dropped: Int)?, tcpOpen open: Int,
                        upstreams: [(SocketAddress, Bool)]) {
         listGauges.withLock { gauges in
+            // A list whose file was removed stops being exported.
+            let current = Set(lists.map(\.name))
+            for (name, g) in gauges where !current.contains(name) {
+                registry.unregisterGauge(g.entries)
+                registry.unregisterGauge(g.reload)
+                registry.unregisterGauge(g.ok)
+                gauges[name] = nil
+            }
             for list in lists {
                 let g = gauges[list.name] ?? (
                     registry.makeGauge(descriptor: ServerMetrics.name("list_entries", "Entries of each loaded list"),
