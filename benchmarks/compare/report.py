@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""Helpers for benchmarks/compare.sh.
+
+  report.py idle                       percent of CPU idle over one second, all cores
+  report.py row SIZE PATH SERVER THROUGHPUT_RAW LATENCY_RAW TICKS_T TICKS_L HZ RSS_KB LINES OTHER_T OTHER_L
+                                       one results.tsv line from two dnsperf outputs (TICKS: the
+                                       server's CPU ticks; OTHER: other ticks on core 0)
+  report.py tables RESULTS STARTUP DURATION LAT_DURATION RATE
+                                       the Markdown tables printed at the end
+"""
+import re
+import sys
+import time
+
+COLUMNS = ["size", "path", "server", "qps", "lost_pct", "p50_ms", "p99_ms", "cpu_us",
+           "cpu_us_rate", "rss_kb", "lat_lost_pct", "lat_qps", "answers", "notes",
+           "other_core0_pct", "other_core0_pct_rate"]
+PATHS = [
+    ("blocked", "blocked names (half with an extra subdomain label)", "NXDOMAIN"),
+    ("cached", "repeated allowed names (cache hits)", "NOERROR"),
+    ("unique", "unique allowed names (cache misses, forwarded to NSD)", "NOERROR"),
+    ("mix", "realistic mix (5% blocked, Zipf-like repetition over 1M names)", None),
+]
+SERVERS = ["echo", "sinkhole", "sinkhole+log", "unbound", "dnsdist", "dnsmasq"]
+PEERS = ["echo", "unbound", "dnsdist", "dnsmasq"]
+
+
+def idle():
+    def snap():
+        f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+        return f[3] + f[4], sum(f)
+    i0, t0 = snap()
+    time.sleep(1)
+    i1, t1 = snap()
+    print(round(100 * (i1 - i0) / max(1, t1 - t0)))
+
+
+def parse(path):
+    """Completed, lost, qps, {rcode: count} and per-answer latencies (s) from dnsperf output."""
+    text = open(path, errors="replace").read()
+    def num(label):
+        m = re.search(label + r":\s+([\d.]+)", text)
+        return float(m.group(1)) if m else 0.0
+    rcodes = {k: int(v) for k, v in re.findall(r"([A-Z]+) (\d+) \([\d.]+%\)",
+                                                 (re.search(r"Response codes:(.*)", text) or [None, ""])[1])}
+    # -v lines: "> NOERROR name A 0.000123" per answer, "> T name A" per timeout (skipped here).
+    lat = [float(m.group(1)) for m in re.finditer(r"^> [A-Z]+ .* ([\d.]+)$", text, re.M)]
+    return num("Queries completed"), num("Queries lost"), num("Queries per second"), rcodes, lat
+
+
+def pct(sorted_values, p):
+    if not sorted_values:
+        return float("nan")
+    return sorted_values[min(len(sorted_values) - 1, int(p / 100 * len(sorted_values)))]
+
+
+def run_time(path):
+    m = re.search(r"Run time \(s\):\s+([\d.]+)", open(path, errors="replace").read())
+    return float(m.group(1)) if m else float("nan")
+
+
+def row(size, path, server, raw_t, raw_l, ticks_t, ticks_l, hz, rss_kb, lines, other_t, other_l):
+    hz = float(hz)
+    comp, lost, qps, rcodes, _ = parse(raw_t)
+    lcomp, llost, lqps, lrcodes, lat = parse(raw_l)
+    lat.sort()
+    cpu = int(ticks_t) / hz * 1e6 / comp if comp else float("nan")
+    cpu_rate = int(ticks_l) / hz * 1e6 / lcomp if lcomp else float("nan")
+    total = sum(rcodes.values()) or 1
+    answers = " ".join(f"{k} {100 * v / total:.0f}%" for k, v in sorted(rcodes.items(), key=lambda kv: -kv[1]))
+    notes = []
+    expect = {p: e for p, _, e in PATHS}.get(path)
+    if server != "echo" and expect and rcodes.get(expect, 0) != total:
+        notes.append(f"unexpected answers ({answers})")
+    if server != "echo" and path == "mix" and abs(100 * rcodes.get("NXDOMAIN", 0) / total - 5) > 1:
+        notes.append(f"NXDOMAIN share off ({answers})")
+    if path in ("unique", "mix") and comp + lost > int(lines):
+        notes.append(f"query file wrapped ({int(comp + lost):,} queries > {int(lines):,} lines): repeats were cache hits")
+    if not comp:
+        notes.append("no answers")
+    fields = [size, path, server, f"{qps:.0f}", f"{100 * lost / max(1, comp + lost):.2f}",
+              f"{1000 * pct(lat, 50):.3f}", f"{1000 * pct(lat, 99):.3f}", f"{cpu:.2f}", f"{cpu_rate:.2f}",
+              rss_kb, f"{100 * llost / max(1, lcomp + llost):.2f}", f"{lqps:.0f}", answers, "; ".join(notes),
+              f"{max(0, 100 * int(other_t) / hz / run_time(raw_t)):.0f}",
+              f"{max(0, 100 * int(other_l) / hz / run_time(raw_l)):.0f}"]
+    print("\t".join(str(f) for f in fields))
+
+
+def ratio(a, b, digits=2):
+    try:
+        a, b = float(a), float(b)
+        return f"{a / b:.{digits}f}" if b else "–"
+    except ValueError:
+        return "–"
+
+
+def tables(results, startup, duration, lat_duration, rate):
+    rows = [dict(zip(COLUMNS, l.rstrip("\n").split("\t"))) for l in open(results) if l.strip()]
+    echo = next((r for r in rows if r["server"] == "echo"), None)
+    sizes = list(dict.fromkeys(r["size"] for r in rows if r["server"] != "echo"))
+    print(f"Throughput: dnsperf as fast as answers come ({duration} s, 200 outstanding). Latency: "
+          f"{rate} qps for {lat_duration} s. CPU µs/q = server utime+stime per answered query, at full speed "
+          f"and at {rate} qps. RSS = peak resident memory during the path. Server on core 0, dnsperf and "
+          f"NSD on core 1. echo = bare recvmmsg/sendmmsg UDP responder (one run, same for every path). "
+          f"core-0 other % = user+system CPU time other processes took on the server's core, throughput "
+          f"run / latency run: a measure of interference from other work on the machine.")
+    for size in sizes:
+        for path, title, _ in PATHS:
+            rs = {r["server"]: r for r in rows if r["size"] == size and r["path"] == path}
+            if echo:
+                rs["echo"] = echo
+            present = [s for s in SERVERS if s in rs]
+            if len(present) <= (1 if echo else 0):
+                continue
+            print(f"\n### {int(size):,}-entry list — {title}\n")
+            print(f"| server | qps | lost % | p50 ms | p99 ms | CPU µs/q | CPU µs/q @{rate} | peak RSS MiB | answers | core-0 other % |")
+            print("|---|--:|--:|--:|--:|--:|--:|--:|---|--:|")
+            notes = []
+            for s in present:
+                r = rs[s]
+                print(f"| {s} | {int(r['qps']):,} | {r['lost_pct']} | {r['p50_ms']} | {r['p99_ms']} | "
+                      f"{r['cpu_us']} | {r['cpu_us_rate']} | {int(r['rss_kb']) / 1024:.1f} | {r['answers']} | "
+                      f"{r['other_core0_pct']} / {r['other_core0_pct_rate']} |")
+                if r["notes"]:
+                    notes.append(f"{s}: {r['notes']}")
+                if float(r["lat_lost_pct"]) > 0.5:
+                    notes.append(f"{s}: {r['lat_lost_pct']}% lost in the {rate} qps run")
+            sh = rs.get("sinkhole")
+            peers = [p for p in PEERS if p in rs]
+            if sh and peers:
+                print(f"\n| sinkhole ÷ peer | qps | p50 | p99 | CPU µs/q | CPU µs/q @{rate} | peak RSS |")
+                print("|---|--:|--:|--:|--:|--:|--:|")
+                for p in peers:
+                    r = rs[p]
+                    print(f"| ÷ {p} | {ratio(sh['qps'], r['qps'])} | {ratio(sh['p50_ms'], r['p50_ms'])} | "
+                          f"{ratio(sh['p99_ms'], r['p99_ms'])} | {ratio(sh['cpu_us'], r['cpu_us'])} | "
+                          f"{ratio(sh['cpu_us_rate'], r['cpu_us_rate'])} | {ratio(sh['rss_kb'], r['rss_kb'])} |")
+            for n in notes:
+                print(f"\nnote — {n}")
+    st = [l.rstrip("\n").split("\t") for l in open(startup) if l.strip()]
+    if st:
+        print("\n### Start-up: time from exec to answering a listed and an allowed name; peak RSS then\n")
+        print("| list | server | seconds | peak RSS MiB |")
+        print("|--:|---|--:|--:|")
+        for size, server, secs, kb in st:
+            print(f"| {int(size):,} | {server} | {secs} | {int(kb) / 1024:.1f} |")
+
+
+if __name__ == "__main__":
+    cmd = sys.argv[1]
+    if cmd == "idle":
+        idle()
+    elif cmd == "row":
+        row(*sys.argv[2:14])
+    elif cmd == "tables":
+        tables(*sys.argv[2:7])
+    else:
+        sys.exit(__doc__)
