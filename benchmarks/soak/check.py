@@ -152,7 +152,8 @@ def main(out):
     ev = run.get("events", [])
     kills = [e["mono"] for e in ev if e["event"] == "upstream_kill"]
     readies = [e["mono"] for e in ev if e["event"] == "upstream_ready"]
-    downs = [(k, readies[i] if i < len(readies) else k + 10) for i, k in enumerate(kills)]
+    # Each outage lasts from a kill to the next time the upstream answered again.
+    downs = [(k, min([r for r in readies if r > k], default=run.get("end_mono", k + 10))) for k in kills]
     windows = [(k - 0.5, r + run.get("upstream_timeout", 2) + 0.5) for k, r in downs]
     sf_in, sf_out, sf_out_samples = 0, 0, []
     down_latency = []   # SERVFAIL latency of queries sent while the upstream was down

@@ -209,23 +209,33 @@ def main():
     upstream_n = [0]
 
     def start_upstream():
-        upstream_n[0] += 1
+        """Starts the fake upstream on its port; True when it is answering. The port is free
+        while the upstream is down, so another program on the host may take it for a moment:
+        retry (at most 40 times, 0.25 s apart) before giving up."""
         ready = os.path.join(out, "upstream.ready")
-        if os.path.exists(ready):
-            os.unlink(ready)
-        c = Child("upstream", [sys.executable, os.path.join(HERE, "fake_upstream.py"), "--port", str(uport),
-                               "--ready-file", ready, "--max-seconds", str(a.seconds + 600)],
-                  None, os.path.join(out, "upstream-%d.stderr" % upstream_n[0]))
-        children.append(c)
-        for _ in range(100):
-            if os.path.exists(ready) or not c.alive():
-                break
-            time.sleep(0.05)
-        if not os.path.exists(ready):
-            run["failures"].append("fake upstream did not start (see upstream-%d.stderr)" % upstream_n[0])
-        return c
+        for attempt in range(40):
+            upstream_n[0] += 1
+            if os.path.exists(ready):
+                os.unlink(ready)
+            c = Child("upstream", [sys.executable, os.path.join(HERE, "fake_upstream.py"), "--port", str(uport),
+                                   "--ready-file", ready, "--max-seconds", str(a.seconds + 600)],
+                      None, os.path.join(out, "upstream-%d.stderr" % upstream_n[0]))
+            children.append(c)
+            for _ in range(100):
+                if os.path.exists(ready) or not c.alive():
+                    break
+                time.sleep(0.05)
+            if os.path.exists(ready) and c.alive():
+                if attempt:
+                    event("upstream_retried", attempts=attempt + 1)
+                return c, True
+            c.stop(signal.SIGKILL, timeout=5)
+            time.sleep(0.25)
+        run["failures"].append("fake upstream could not be (re)started on port %d (see upstream-%d.stderr)"
+                               % (uport, upstream_n[0]))
+        return c, False
 
-    upstream = start_upstream()
+    upstream, _ = start_upstream()
     argv = [a.bin, "serve", "--listen", "127.0.0.1:%d" % port]
     if v6:
         argv += ["--listen", "[::1]:%d" % port]
@@ -333,15 +343,19 @@ def main():
             restart_at = now + a.upstream_down
             next_kill += a.upstream_restart_interval
         if restart_at is not None and now >= restart_at:
-            upstream = start_upstream()
-            event("upstream_ready")
-            log("fake upstream killed and restarted (down %.1f s)"
-                % (run["events"][-1]["mono"] - [e for e in run["events"] if e["event"] == "upstream_kill"][-1]["mono"]))
+            upstream, ok = start_upstream()
+            last_kill = [e for e in run["events"] if e["event"] == "upstream_kill"][-1]["mono"]
+            if ok:
+                event("upstream_ready")
+                log("fake upstream killed and restarted (down %.1f s)" % (time.monotonic() - last_kill))
+            else:
+                log("fake upstream killed and could NOT be restarted; trying again at the next restart")
             restart_at = None
         time.sleep(0.05)
     if restart_at is not None:
-        upstream = start_upstream()
-        event("upstream_ready")
+        upstream, ok = start_upstream()
+        if ok:
+            event("upstream_ready")
 
     if died is not None:
         # Workers stop sending on SIGTERM and still write what they saw, for the checks.
