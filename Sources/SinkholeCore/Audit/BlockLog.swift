@@ -56,7 +56,8 @@ public final class BlockLog: @unchecked Sendable {
     }
 
     static func open(_ path: String) throws -> Int32 {
-        let fd = Glibc.open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)
+        // O_NOFOLLOW: whoever can write the log directory cannot point the log at another file.
+        let fd = Glibc.open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o640)
         guard fd >= 0 else { throw SystemError("cannot open block log \(path)") }
         return fd
     }
