@@ -22,6 +22,7 @@ public final class SinkholeProcess: @unchecked Sendable {
     }
 
     public var stderr: String { stderrText.withLock { $0 } }
+    private let grew = NSCondition()
 
     public init(arguments: [String]) {
         process.executableURL = URL(fileURLWithPath: SinkholeProcess.binaryPath())
@@ -41,6 +42,9 @@ public final class SinkholeProcess: @unchecked Sendable {
                 s += String(decoding: data, as: UTF8.self)
                 return s
             }
+            self.grew.lock()
+            self.grew.broadcast()
+            self.grew.unlock()
             if let range = text.range(of: #"listening on 127\.0\.0\.1:(\d+)"#, options: .regularExpression) {
                 let match = text[range]
                 if let colon = match.lastIndex(of: ":"), let p = UInt16(match[match.index(after: colon)...]) {
@@ -49,6 +53,17 @@ public final class SinkholeProcess: @unchecked Sendable {
                 }
             }
         }
+    }
+
+    /// Waits until the operational log (stderr) holds `text` at least `count` times; false on timeout.
+    public func waitForLog(_ text: String, count: Int = 1, timeout: Double = 10) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        grew.lock()
+        defer { grew.unlock() }
+        while stderr.components(separatedBy: text).count - 1 < count {
+            if !grew.wait(until: deadline) { return stderr.components(separatedBy: text).count - 1 >= count }
+        }
+        return true
     }
 
     private func signalReady() {

@@ -115,6 +115,15 @@ struct ServeOptions: ParsableArguments {
     @Option(name: .customLong("syslog-protocol"), help: ArgumentHelp("Transport to --syslog-server: udp (default) or tcp (octet-counting framing, RFC 6587).", valueName: "udp|tcp"))
     var syslogProtocol: String?
 
+    @Option(name: .customLong("query-history"), help: ArgumentHelp("Record every answered, unblocked query (client, name, type, hour) in this SQLite file, and hunt it for clients that resolved a name before a list blocked it (retro-hit events in the block log). Off unless given; on in the shipped configuration.", valueName: "FILE"))
+    var queryHistory: String?
+
+    @Flag(name: .customLong("no-query-history"), help: "Keep no query history, even if the configuration file names a file.")
+    var noQueryHistory = false
+
+    @Option(name: .customLong("history-retention"), help: ArgumentHelp("Query history kept this long (e.g. 30d, 12h); older rows are pruned. Default 30d.", valueName: "DURATION"))
+    var historyRetention: String?
+
     @Option(name: .customLong("user"), help: ArgumentHelp("After binding, drop root privileges to this user (before any query is handled).", valueName: "USER"))
     var user: String?
 
@@ -163,6 +172,9 @@ struct ServeOptions: ParsableArguments {
         flags.setFlag("cache-max-ttl", cacheMaxTTL)
         flags.setFlag("syslog-server", syslogServer)
         flags.setFlag("syslog-protocol", syslogProtocol)
+        flags.setFlag("query-history", queryHistory)
+        if noQueryHistory { flags.setFlag("no-query-history", "true") }
+        flags.setFlag("history-retention", historyRetention)
         flags.setFlag("user", user)
         flags.setFlag("group", group)
         guard let config else { return flags }

@@ -27,6 +27,30 @@ public struct BlockEvent: Sendable {
     public var matchedAddress: [UInt8]?
     /// The client behind a trusted forwarder (EDNS Client Subnet); `client` is then the forwarder.
     public var subnet: ClientSubnet?
+    /// For a retro-hit (`answer.action == .retroHit`): what the query history shows.
+    public var sighting: Sighting?
+
+    /// Resolutions of a name by a client found in the query history (retro-hunt).
+    public struct Sighting: Sendable, Equatable {
+        /// First and last time seen, ms since the epoch.
+        public var firstSeen: Int64
+        public var lastSeen: Int64
+        public var count: Int
+        /// Query types seen, e.g. `["A", "AAAA"]`.
+        public var types: [String]
+    }
+
+    /// The retro-hit event for a history hit: `event.action: retro-hit`, `source.ip` the client,
+    /// `dns.question.name` the name it resolved, `rule.*` the rule that blocks it now.
+    public static func retroHit(_ hit: RetroHit, time: timespec = BlockEvent.now()) -> BlockEvent {
+        let address = IPAddress.parse(hit.client) ?? [0, 0, 0, 0]
+        let answer = BlockAnswer(match: hit.rule, action: .retroHit, rcode: 0, addresses: [], ttl: 0)
+        var e = BlockEvent(time: time, client: SocketAddress(address: address, port: 0), transport: .udp, id: 0,
+                           qname: WireName.fromText(hit.name) ?? [0], qtype: RRType.value(hit.types.first ?? "A") ?? 1,
+                           qclass: 1, answer: answer, matchedOn: "history")
+        e.sighting = Sighting(firstSeen: hit.firstSeen, lastSeen: hit.lastSeen, count: hit.count, types: hit.types)
+        return e
+    }
 
     public init(time: timespec = BlockEvent.now(), client: SocketAddress, transport: Transport, id: UInt16,
                 qname: [UInt8], qtype: UInt16, qclass: UInt16, answer: BlockAnswer, matchedOn: String = "qname",
@@ -53,6 +77,7 @@ public struct BlockEvent: Sendable {
 
     /// One JSON object, no trailing newline. Field names follow ECS; see the README's schema.
     public func jsonLine() -> String {
+        if let sighting { return retroHitLine(sighting) }
         var j = JSONObjectWriter()
         j.string("@timestamp", BlockEvent.rfc3339(time))
         j.object("ecs") { $0.string("version", BlockEvent.ecsVersion) }
@@ -108,6 +133,49 @@ public struct BlockEvent: Sendable {
             if let matchedAddress { $0.string("matched_ip", IPAddress.text(matchedAddress)) }
             $0.number("rule_line", answer.match.line)
             $0.number("ttl", Int(answer.ttl))
+        }
+        return j.finish()
+    }
+
+    /// A retro-hit in the same schema: no port, transport, ID or response (no query was answered);
+    /// `event.start`/`event.end` and `sinkhole.history` say when and how often the client resolved it.
+    private func retroHitLine(_ s: Sighting) -> String {
+        var j = JSONObjectWriter()
+        j.string("@timestamp", BlockEvent.rfc3339(time))
+        j.object("ecs") { $0.string("version", BlockEvent.ecsVersion) }
+        j.object("event") {
+            $0.string("kind", "alert")
+            $0.string("category", "network")
+            $0.string("type", "info")
+            $0.string("action", BlockAction.retroHit.rawValue)
+            $0.string("dataset", "sinkhole.block")
+            $0.string("start", ReportTime.format(s.firstSeen))
+            $0.string("end", ReportTime.format(s.lastSeen))
+        }
+        j.object("source") { $0.string("ip", client.ipText) }
+        j.object("network") { $0.string("protocol", "dns") }
+        j.object("dns") {
+            $0.string("type", "query")
+            $0.object("question") {
+                $0.string("name", WireName.text(qname))
+                $0.string("type", RRType.name(qtype))
+                $0.string("class", RRType.className(qclass))
+            }
+        }
+        j.object("rule") {
+            $0.string("name", answer.match.rule)
+            $0.string("ruleset", answer.match.list)
+        }
+        j.object("sinkhole") {
+            $0.number("schema_version", BlockEvent.schemaVersion)
+            $0.string("match", matchedOn)
+            $0.number("rule_line", answer.match.line)
+            $0.object("history") {
+                $0.string("first_seen", ReportTime.format(s.firstSeen))
+                $0.string("last_seen", ReportTime.format(s.lastSeen))
+                $0.number("count", s.count)
+                $0.stringArray("types", s.types)
+            }
         }
         return j.finish()
     }

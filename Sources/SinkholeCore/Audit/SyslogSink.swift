@@ -235,6 +235,18 @@ public final class SyslogSink: @unchecked Sendable {
         }
         let name = WireName.text(e.qname)
         let type = RRType.name(e.qtype)
+        if let seen = e.sighting {
+            let sd: [(String, String)] = [
+                ("schema_version", "\(BlockEvent.schemaVersion)"), ("source.ip", e.client.ipText),
+                ("dns.question.name", name), ("dns.question.type", type),
+                ("event.action", e.answer.action.rawValue), ("event.start", ReportTime.format(seen.firstSeen)),
+                ("event.end", ReportTime.format(seen.lastSeen)), ("sinkhole.history.count", "\(seen.count)"),
+                ("rule.name", e.answer.match.rule), ("rule.ruleset", e.answer.match.list), ("sinkhole.match", e.matchedOn),
+            ]
+            let data = sd.map { "\($0.0)=\"\(escape($0.1))\"" }.joined(separator: " ")
+            let summary = "retro-hit: \(e.client.ipText) resolved \(name) \(seen.count) times before \(e.answer.match.list) listed it (\(e.answer.match.rule))"
+            return "<132>1 \(BlockEvent.rfc3339(e.time)) \(hostname) sinkhole \(pid) retro-hit [sinkhole@32473 \(data)] \(summary)"
+        }
         var sd: [(String, String)] = [
             ("schema_version", "\(BlockEvent.schemaVersion)"),
             ("source.ip", e.client.ipText), ("source.port", "\(e.client.port)"),

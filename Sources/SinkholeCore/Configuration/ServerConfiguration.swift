@@ -72,6 +72,12 @@ public struct ServerConfiguration: Sendable {
     /// Send the client's ECS option upstream. Default off.
     public var forwardECS = false
 
+    /// SQLite file of answered, unblocked queries for retro-hunts; nil = no history (the
+    /// default of a bare `serve`; the shipped configuration turns it on).
+    public var queryHistoryPath: String?
+    /// Seconds of query history kept. Default 30 days.
+    public var historyRetention: Double = 30 * 86_400
+
     public static let defaultListen = ["127.0.0.1:53", "[::1]:53"]
     public static let installedBlocklistDirectory = "/etc/sinkhole/blocklists"
 
@@ -120,6 +126,7 @@ public struct ServerConfiguration: Sendable {
             "upstream-deadline": upstreamDeadline.map { "\($0)s" } ?? "\(upstreamTimeout * Double(max(1, upstreams.count)))s",
             "tcp-max-per-client": "\(tcpMaxPerClient)",
             "tcp-max-queries": "\(tcpMaxQueries)",
+            "query-history": queryHistoryPath.map { "\($0), retention \(Int(historyRetention))s" } ?? "(off)",
         ]
     }
 }

@@ -25,6 +25,7 @@ public struct Settings: Sendable {
         "syslog": false, "syslog-server": false, "syslog-protocol": false,
         "cache-size": false, "cache-min-ttl": false, "cache-max-ttl": false, "serve-stale": false,
         "trust-ecs-from": true, "forward-ecs": false,
+        "query-history": false, "no-query-history": false, "history-retention": false,
     ]
 
     public private(set) var values: [String: [String]] = [:]
@@ -231,6 +232,14 @@ public struct Settings: Sendable {
             configuration.syslog = protocolText == "tcp" ? .tcp(server) : .udp(server)
         } else if syslogOn {
             configuration.syslog = .local(path: "/dev/log")
+        }
+        if try !flag("no-query-history"), let path = one("query-history") {
+            guard !path.isEmpty else { throw ConfigurationError("\(origin("query-history")): give a file path") }
+            configuration.queryHistoryPath = path
+        }
+        configuration.historyRetention = try duration("history-retention", 30 * 86_400)
+        guard configuration.historyRetention >= 3600 else {
+            throw ConfigurationError("\(origin("history-retention")): at least 1h (the history is kept per hour)")
         }
         configuration.user = one("user")
         configuration.group = one("group")

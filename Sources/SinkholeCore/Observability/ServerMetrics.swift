@@ -22,6 +22,8 @@ public final class ServerMetrics: Sendable {
     private let logWritten: Prometheus.Gauge
     private let logDropped: Prometheus.Gauge
     private let tcpOpen: Prometheus.Gauge
+    private let history: [String: Prometheus.Gauge]
+    private let retroHitCounter: CoreMetrics.Counter
     private let upstreamUp = Mutex<[String: Prometheus.Gauge]>([:])
 
     public init() {
@@ -43,6 +45,15 @@ public final class ServerMetrics: Sendable {
         logWritten = registry.makeGauge(descriptor: ServerMetrics.name("block_log_events_written", "Block-log events written to the file since start"))
         logDropped = registry.makeGauge(descriptor: ServerMetrics.name("block_log_events_dropped", "Block-log events dropped because the writer fell behind"))
         tcpOpen = registry.makeGauge(descriptor: ServerMetrics.name("tcp_connections_open", "Open TCP client connections"))
+        var h: [String: Prometheus.Gauge] = [:]
+        for (key, help) in [("recorded", "Answered queries handed to the query history since start"),
+                            ("dropped", "Queries not recorded in the query history because its writer fell behind"),
+                            ("written", "Queries written to the query history database since start"),
+                            ("pruned", "Query history rows pruned for age since start")] {
+            h[key] = registry.makeGauge(descriptor: ServerMetrics.name("history_queries_\(key)", help))
+        }
+        history = h
+        retroHitCounter = CoreMetrics.Counter(label: "sinkhole_retro_hits_total", factory: f)
     }
 
     /// `sinkhole_<name>` with its help text.
@@ -62,6 +73,19 @@ public final class ServerMetrics: Sendable {
             return c
         }
         counter.increment()
+    }
+
+    /// Retro-hit events reported (a client found in the query history resolving a newly listed name).
+    public func retroHits(_ count: Int) {
+        retroHitCounter.increment(by: Int64(count))
+    }
+
+    /// The query history's counters, read when /metrics is scraped.
+    public func update(history counts: QueryHistory.Counts) {
+        history["recorded"]?.set(Double(counts.recorded))
+        history["dropped"]?.set(Double(counts.dropped))
+        history["written"]?.set(Double(counts.written))
+        history["pruned"]?.set(Double(counts.pruned))
     }
 
     public func upstreamAnswered(_ upstream: SocketAddress, seconds: Double) {

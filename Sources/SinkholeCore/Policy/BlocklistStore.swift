@@ -42,6 +42,8 @@ public final class BlocklistStore: Sendable {
     /// What a refresh did, for the operator's log and for tests.
     public struct RefreshReport: Sendable {
         public var loaded: [LoadedList] = []
+        /// The versions that `loaded` replaced, by path (for the retro-hunt: what is new).
+        public var previous: [String: LoadedList] = [:]
         public var removed: [String] = []
         public var failed: [FileLoadResult] = []
         public var lineErrors: [ListLineError] = []
@@ -86,6 +88,7 @@ public final class BlocklistStore: Sendable {
                 if let list = result.list {
                     next[path] = list
                     report.loaded.append(list)
+                    if let previous { report.previous[path] = previous }
                 } else {
                     report.failed.append(result)
                     if let signature { failed[path] = signature }

@@ -35,9 +35,10 @@ public struct ReportQuery: Sendable {
         self.topDomains = topDomains
     }
 
-    /// Whether an attempt passes every filter.
+    /// Whether an attempt passes every filter. Retro-hit lines are findings of the query
+    /// history, not blocked attempts, and are never counted here (`sinkhole hunt` reports them).
     public func accepts(_ record: BlockLogRecord) -> Bool {
-        acceptsTime(record.time) && acceptsClient(record.client) && acceptsDomain(record.domain)
+        record.action != "retro-hit" && acceptsTime(record.time) && acceptsClient(record.client) && acceptsDomain(record.domain)
     }
 
     func acceptsTime(_ time: Int64) -> Bool {

@@ -22,6 +22,8 @@ import Logging
 ///                  once when --max-inflight queries are already waiting upstream.
 /// 8. ResponseInspection – a CNAME/DNAME target in the answer that is listed blocks the answer,
 ///                  so no upstream data for a listed name reaches the client through an alias.
+///                  Every answer that is not blocked is recorded in the query history (when on)
+///                  for retro-hunts: a buffer append, never a database call.
 /// 9. ReplyBuilder – header/question/OPT rules, TC=1 when over the client's UDP size.
 public final class QueryChain: Sendable {
     public let blocking: BlockingStage
@@ -38,6 +40,8 @@ public final class QueryChain: Sendable {
     public let cache: AnswerCache?
     /// Forwarders whose EDNS Client Subnet names the real client in the block log.
     public let trustECSFrom: AccessPolicy
+    /// Where answered, unblocked queries are recorded for retro-hunts (nil = no history).
+    public let history: QueryHistory?
     private let pending = Mutex<[AnswerCache.Key: [Waiter]]>([:])
     private let inFlight = DispatchGroup()
     private let logger: Logger
@@ -46,8 +50,9 @@ public final class QueryChain: Sendable {
                 access: AccessPolicy = .allowAll, refuseAction: RefuseAction = .refuse,
                 rateLimiter: RateLimiter? = nil, rateLimitAction: RateLimitAction = .truncate,
                 maxInFlight: Int = 2048, metrics: ServerMetrics? = nil, cache: AnswerCache? = nil,
-                trustECSFrom: AccessPolicy = AccessPolicy(rules: []), logger: Logger) {
+                trustECSFrom: AccessPolicy = AccessPolicy(rules: []), history: QueryHistory? = nil, logger: Logger) {
         self.trustECSFrom = trustECSFrom
+        self.history = history
         self.metrics = metrics
         self.cache = cache
         self.rateLimiter = rateLimiter
@@ -192,6 +197,11 @@ public final class QueryChain: Sendable {
             metrics?.query(query.transport, outcome)
         case .failure, .badVersion:
             metrics?.query(query.transport, .servfail)
+        }
+        if let history, inspected.reachedUpstream {
+            // The client behind a trusted forwarder, as in the block log.
+            let client = query.subnetTrusted ? (query.clientSubnet?.address ?? query.client.address) : query.client.address
+            history.record(client: client, name: query.question.name, qtype: query.question.type)
         }
         if case .blocked(let answer) = inspected, answer.action == .drop {
             respond([])

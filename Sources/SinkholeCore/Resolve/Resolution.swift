@@ -9,6 +9,15 @@ public enum Resolution: Sendable {
     case failure(rcode: UInt8, reason: String)
     /// The client asked with an EDNS version we do not speak (RFC 6891 §6.1.3).
     case badVersion
+
+    /// True for an answer that went to the upstreams (relayed, cached, or failed there): what
+    /// the query history records. False for blocked and malformed queries.
+    public var reachedUpstream: Bool {
+        switch self {
+        case .upstream, .failure: return true
+        case .blocked, .badVersion: return false
+        }
+    }
 }
 
 /// The operator's choice of block answer (`--block-mode`).
@@ -28,6 +37,9 @@ public enum BlockAction: String, Sendable {
     case drop
     /// RPZ local data: the list's own addresses.
     case localData = "local-data"
+    /// Not an answer: a client found in the query history resolving a name before a list blocked
+    /// it (retro-hunt). Only in the block log, never on the wire.
+    case retroHit = "retro-hit"
 }
 
 /// A synthesized answer for a blocked name.

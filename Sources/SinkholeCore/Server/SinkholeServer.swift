@@ -12,6 +12,9 @@ public final class SinkholeServer: Sendable {
     public let store: BlocklistStore
     public let blockLog: BlockLog?
     public let syslog: SyslogSink?
+    /// The query history and its retro-hunter, when `--query-history` is on.
+    public let history: QueryHistory?
+    public let hunter: RetroHunter?
     public let chain: QueryChain
     public let metrics = ServerMetrics()
     private let metricsServer = Mutex<MetricsServer?>(nil)
@@ -29,9 +32,6 @@ public final class SinkholeServer: Sendable {
         SinkholeServer.logTotals(store.snapshot, seconds: report.seconds, logger: logger)
         let directory = configuration.blocklistDirectory
         let store = self.store
-        watcher = DirectoryWatcher(directory: directory, logger: logger) {
-            SinkholeServer.refresh(store, directory: directory, force: false, logger: logger)
-        }
         syslog = configuration.syslog.map { SyslogSink(target: $0, logger: logger) }
         if configuration.blockLogPath != nil || syslog != nil {
             var forward: (@Sendable ([BlockEvent]) -> Void)?
@@ -40,6 +40,32 @@ public final class SinkholeServer: Sendable {
                                     logger: logger, forward: forward)
         } else {
             blockLog = nil
+        }
+        if let path = configuration.queryHistoryPath {
+            var options = QueryHistory.Options()
+            options.retention = configuration.historyRetention
+            let history = try QueryHistory(path: path, options: options, logger: logger)
+            let log = blockLog
+            let metrics = self.metrics
+            self.history = history
+            hunter = RetroHunter(history: history, logger: logger) { hits in
+                for hit in hits {
+                    logger.warning("retro-hit: client resolved a name before a list blocked it", metadata: [
+                        "source.ip": "\(hit.client)", "dns.question.name": "\(hit.name)", "rule.name": "\(hit.rule.rule)",
+                        "rule.ruleset": "\(hit.rule.list)", "count": "\(hit.count)",
+                        "first_seen": "\(ReportTime.format(hit.firstSeen))", "last_seen": "\(ReportTime.format(hit.lastSeen))",
+                    ])
+                    log?.record(BlockEvent.retroHit(hit))
+                }
+                metrics.retroHits(hits.count)
+            }
+        } else {
+            history = nil
+            hunter = nil
+        }
+        let hunter = self.hunter
+        watcher = DirectoryWatcher(directory: directory, logger: logger) {
+            SinkholeServer.refresh(store, directory: directory, force: false, hunter: hunter, logger: logger)
         }
         syslog?.start()
         let blocking = BlockingStage(store: store, policy: configuration.blockPolicy, log: blockLog)
@@ -59,7 +85,7 @@ public final class SinkholeServer: Sendable {
                                ? AnswerCache(budgetBytes: configuration.cacheBytes, minTTL: configuration.cacheMinTTL,
                                              maxTTL: configuration.cacheMaxTTL, serveStale: configuration.serveStale) : nil,
                            trustECSFrom: AccessPolicy(rules: configuration.trustECSFrom.compactMap { try? AccessPolicy.parse($0, allow: true) }),
-                           logger: logger)
+                           history: history, logger: logger)
     }
 
     static func logTotals(_ blocklist: Blocklist, seconds: Double, logger: Logger) {
@@ -70,11 +96,13 @@ public final class SinkholeServer: Sendable {
     }
 
     /// Re-reads what changed (everything when `force`), swaps, and logs; never throws.
-    static func refresh(_ store: BlocklistStore, directory: String, force: Bool, logger: Logger) {
+    /// A change queues a retro-hunt of the history for what the changed lists newly block.
+    static func refresh(_ store: BlocklistStore, directory: String, force: Bool, hunter: RetroHunter?, logger: Logger) {
         do {
             let report = try store.refresh(directory: directory, force: force)
             BlocklistStore.log(report, logger: logger)
             if report.changed { logTotals(store.snapshot, seconds: report.seconds, logger: logger) }
+            if !report.loaded.isEmpty { hunter?.listsChanged(report.loaded, previous: report.previous, store: store) }
         } catch {
             logger.error("blocklist reload failed; the lists in force stay", metadata: ["error": "\(error)"])
         }
@@ -121,6 +149,9 @@ public final class SinkholeServer: Sendable {
             do {
                 let identity = try Privileges.resolve(user: user, group: configuration.group)
                 blockLog?.chown(to: identity)
+                if let path = history?.path {
+                    for file in [path, path + "-wal", path + "-shm"] { _ = Glibc.chown(file, identity.uid, identity.gid) }
+                }
                 try Privileges.drop(to: identity)
                 logger.info("dropped privileges", metadata: ["user": "\(user)", "uid": "\(identity.uid)", "gid": "\(identity.gid)"])
             } catch {
@@ -131,6 +162,9 @@ public final class SinkholeServer: Sendable {
         }
         watcher.start()
         udp.forEach { $0.start() }
+        // Lists may have changed while sinkhole was down: hunt once for all of them (pairs
+        // already reported are not reported again).
+        hunter?.listsChanged(store.snapshot.loaded, previous: [:], store: store)
         for t in tcp {
             t.start()
             logger.info("listening on \(t.address)", metadata: [
@@ -193,6 +227,7 @@ public final class SinkholeServer: Sendable {
                            reloadTimes: Dictionary(snapshot.loaded.map { ($0.name, $0.loadedAt) }, uniquingKeysWith: { a, _ in a }),
                            blockLog: blockLog?.counts, tcpOpen: tcp.reduce(0) { $0 + $1.openConnections },
                            upstreams: zip(configuration.upstreams, chain.forwarder.health.snapshot).map { ($0, !$1.down) })
+            if let history { metrics.update(history: history.counts) }
             return (200, "text/plain; version=0.0.4; charset=utf-8", metrics.exposition())
         case "/health":
             if stopping.load(ordering: .relaxed) { return (503, "text/plain; charset=utf-8", "stopping\n") }
@@ -216,6 +251,7 @@ public final class SinkholeServer: Sendable {
         }
         udp.forEach { $0.close() }
         metricsServer.withLock { $0?.stop() }
+        history?.close()
         blockLog?.close()
         syslog?.stop()
         logger.info("stopped")
@@ -224,6 +260,6 @@ public final class SinkholeServer: Sendable {
     /// SIGHUP: reopen the block log (logrotate) and re-read every list.
     public func reload() {
         blockLog?.reopen()
-        SinkholeServer.refresh(store, directory: configuration.blocklistDirectory, force: true, logger: logger)
+        SinkholeServer.refresh(store, directory: configuration.blocklistDirectory, force: true, hunter: hunter, logger: logger)
     }
 }

@@ -18,6 +18,12 @@ public enum RRType {
         return String(cString: s)
     }
 
+    /// The number for a mnemonic (`AAAA` → 28, `TYPE65280` → 65280), nil when unknown.
+    public static func value(_ name: String) -> UInt16? {
+        let type = ldns_get_rr_type_by_name(name)
+        return type.rawValue == 0 ? nil : UInt16(truncatingIfNeeded: type.rawValue)
+    }
+
     /// `IN`, `CH`, `CLASS42`.
     public static func className(_ qclass: UInt16) -> String {
         guard let s = ldns_rr_class2str(ldns_rr_class(rawValue: UInt32(qclass))) else { return "CLASS\(qclass)" }

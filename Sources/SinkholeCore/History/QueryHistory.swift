@@ -1,0 +1,345 @@
+import Dispatch
+import Foundation
+import GRDB
+import Glibc
+import Logging
+import Synchronization
+
+/// Query history for retro-hunts: who resolved which name, of which type, and when, for every
+/// answered query that was not blocked, kept in a SQLite file (`--query-history`).
+///
+/// The query path only appends a sighting to one of a few in-memory buffers under a short lock
+/// (no encoding, no I/O, never the database). A writer on its own queue takes the buffers every
+/// `flushInterval`, aggregates them per (name, client, type, hour) and upserts the result in one
+/// transaction. When the buffers hold `capacity` sightings the writer is behind: further
+/// sightings are dropped and counted, the count is logged and exported, and DNS goes on.
+/// Rows older than the retention are pruned in small batches on the writer queue, so pruning
+/// delays only the writer, never a query.
+/// `@unchecked Sendable` only for the timer, which is set up in `init` and then only cancelled.
+public final class QueryHistory: @unchecked Sendable {
+    /// Tunables, with the defaults the server uses.
+    public struct Options: Sendable {
+        /// Rows whose hour ended longer ago than this are pruned (seconds). Default 30 days.
+        public var retention: Double = 30 * 86_400
+        /// Sightings held in memory at most, waiting for the writer.
+        public var capacity = 500_000
+        public var flushInterval = 1.0
+        public var pruneInterval = 600.0
+        /// Rows deleted per pruning step.
+        public var pruneBatch = 5_000
+        /// The clock, in milliseconds since the Unix epoch (injected by tests).
+        public var now: @Sendable () -> Int64 = { ReportTime.now() }
+        public init() {}
+    }
+
+    /// One answered query, as the query path hands it over.
+    struct Sighting {
+        var client: [UInt8]
+        var name: [UInt8]
+        var qtype: UInt16
+        var time: Int64
+    }
+
+    private struct Buffer {
+        var sightings: [Sighting] = []
+    }
+
+    /// One of a few buffers, so that queries on different cores rarely meet on one lock.
+    private final class Shard: Sendable {
+        let buffer = Mutex(Buffer())
+    }
+
+    /// Counts for metrics and tests.
+    public struct Counts: Sendable, Equatable {
+        public var recorded = 0
+        public var dropped = 0
+        /// Sightings written to the database.
+        public var written = 0
+        /// History rows pruned for age.
+        public var pruned = 0
+    }
+
+    public let path: String
+    public let options: Options
+    let database: DatabasePool
+    private static let shardCount = 8
+    private let shards: [Shard]
+    private let perShard: Int
+    private let recorded = Atomic<Int>(0)
+    private let dropped = Atomic<Int>(0)
+    private let written = Atomic<Int>(0)
+    private let pruned = Atomic<Int>(0)
+    private let droppedReported = Atomic<Int>(0)
+    private let queue = DispatchQueue(label: "sinkhole.history")
+    private let timer: DispatchSourceTimer
+    private let lastPrune = Atomic<Int64>(0)
+    private let ids = Mutex(IDCache())
+    private let logger: Logger
+
+    /// Opens (creating if needed) the database and its tables; throws a readable error.
+    public init(path: String, options: Options = Options(), logger: Logger) throws {
+        self.path = path
+        self.options = options
+        self.logger = logger
+        var configuration = Configuration()
+        configuration.label = "sinkhole.history"
+        configuration.busyMode = .timeout(5)
+        configuration.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = NORMAL")
+        }
+        do {
+            database = try DatabasePool(path: path, configuration: configuration)
+            try database.write { try HistorySchema.create($0) }
+        } catch {
+            throw HistoryError("cannot open query history \(path): \(QueryHistory.describe(error))")
+        }
+        shards = (0..<QueryHistory.shardCount).map { _ in Shard() }
+        perShard = max(1, options.capacity / QueryHistory.shardCount)
+        timer = DispatchSource.makeTimerSource(queue: queue)
+        timer.schedule(deadline: .now() + options.flushInterval, repeating: options.flushInterval)
+        timer.setEventHandler { [weak self] in self?.tick() }
+        timer.resume()
+    }
+
+    /// A readable problem with the history file.
+    public struct HistoryError: Error, CustomStringConvertible {
+        public var description: String
+        public init(_ description: String) { self.description = description }
+    }
+
+    static func describe(_ error: Error) -> String {
+        if let e = error as? DatabaseError { return e.message ?? "\(e.resultCode)" }
+        return "\(error)"
+    }
+
+    /// Records one answered query. Cheap: a clock read and an append under a short lock.
+    /// `client` is the IP address (4 or 16 bytes), `name` the question name in wire form.
+    public func record(client: [UInt8], name: [UInt8], qtype: UInt16) {
+        let sighting = Sighting(client: client, name: name, qtype: qtype, time: options.now())
+        let index = (Int(client.last ?? 0) ^ name.count) % shards.count
+        let kept = shards[index].buffer.withLock { buffer -> Bool in
+            guard buffer.sightings.count < perShard else { return false }
+            buffer.sightings.append(sighting)
+            return true
+        }
+        if kept {
+            recorded.add(1, ordering: .relaxed)
+        } else {
+            dropped.add(1, ordering: .relaxed)
+        }
+    }
+
+    public var counts: Counts {
+        Counts(recorded: recorded.load(ordering: .relaxed), dropped: dropped.load(ordering: .relaxed),
+               written: written.load(ordering: .relaxed), pruned: pruned.load(ordering: .relaxed))
+    }
+
+    /// Writes every buffered sighting now and waits for it. Safe from any thread except the writer's.
+    public func flush() {
+        queue.sync { writePending() }
+    }
+
+    /// Prunes rows past the retention now (all batches) and waits.
+    public func pruneNow() {
+        queue.sync {
+            while pruneStep() {}
+            cleanOrphans()
+        }
+    }
+
+    /// Stops the timer and writes what is buffered.
+    public func close() {
+        timer.cancel()
+        flush()
+    }
+
+    private func tick() {
+        writePending()
+        let now = options.now()
+        if now - lastPrune.load(ordering: .relaxed) >= Int64(options.pruneInterval * 1000) {
+            lastPrune.store(now, ordering: .relaxed)
+            prune()
+        }
+    }
+
+    /// One pruning step now, the next ones queued behind the writes in between.
+    private func prune() {
+        if pruneStep() {
+            queue.async { [weak self] in self?.prune() }
+        } else {
+            cleanOrphans()
+        }
+    }
+
+    /// The first hour still kept.
+    public var oldestKeptHour: Int64 {
+        (options.now() - Int64(options.retention * 1000)) / 3_600_000
+    }
+
+    /// Deletes up to `pruneBatch` rows older than the retention; true when there may be more.
+    private func pruneStep() -> Bool {
+        let cutoff = oldestKeptHour
+        do {
+            let deleted = try database.write { db -> Int in
+                try db.execute(sql: """
+                    DELETE FROM history WHERE (name_id, client_id, qtype, hour) IN (
+                        SELECT name_id, client_id, qtype, hour FROM history WHERE hour < ? LIMIT ?)
+                    """, arguments: [cutoff, options.pruneBatch])
+                return db.changesCount
+            }
+            pruned.add(deleted, ordering: .relaxed)
+            return deleted >= options.pruneBatch
+        } catch {
+            logger.error("query history: pruning failed", metadata: ["error": "\(QueryHistory.describe(error))"])
+            return false
+        }
+    }
+
+    /// Names and clients no row refers to any more, and retro-hunt bookkeeping past the retention.
+    private func cleanOrphans() {
+        let cutoffMs = options.now() - Int64(options.retention * 1000)
+        do {
+            try database.write { db in
+                try db.execute(sql: "DELETE FROM retro_reported WHERE last_seen < ?", arguments: [cutoffMs])
+                try db.execute(sql: "DELETE FROM names WHERE NOT EXISTS (SELECT 1 FROM history WHERE name_id = names.id)")
+                try db.execute(sql: """
+                    DELETE FROM clients WHERE NOT EXISTS (SELECT 1 FROM history WHERE client_id = clients.id)
+                        AND NOT EXISTS (SELECT 1 FROM retro_reported WHERE client_id = clients.id)
+                    """)
+            }
+            ids.withLock { $0 = IDCache() }
+        } catch {
+            logger.error("query history: cleaning up failed", metadata: ["error": "\(QueryHistory.describe(error))"])
+        }
+    }
+
+    /// One stored row, as the `query_history` view shows it (for tests and tools).
+    public struct Entry: Sendable, Equatable {
+        public var client: String
+        public var name: String
+        public var qtype: UInt16
+        public var hour: Int64
+        public var count: Int
+        public var firstSeen: Int64
+        public var lastSeen: Int64
+    }
+
+    /// Every stored row, oldest hour first, then by client and name.
+    public func entries() throws -> [Entry] {
+        try database.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT c.address, n.name, h.qtype, h.hour, h.count, h.first_seen, h.last_seen
+                FROM history h JOIN names n ON n.id = h.name_id JOIN clients c ON c.id = h.client_id
+                ORDER BY h.hour, c.address, n.name, h.qtype
+                """).map { Entry(client: $0[0], name: $0[1], qtype: UInt16(truncatingIfNeeded: $0[2] as Int), hour: $0[3],
+                                 count: $0[4], firstSeen: $0[5], lastSeen: $0[6]) }
+        }
+    }
+
+    /// Distinct names and clients stored (orphans are removed by pruning).
+    public func storedCounts() throws -> (names: Int, clients: Int) {
+        try database.read { db in
+            (try Int.fetchOne(db, sql: "SELECT count(*) FROM names") ?? 0,
+             try Int.fetchOne(db, sql: "SELECT count(*) FROM clients") ?? 0)
+        }
+    }
+
+    /// Aggregated sightings of one (name, client, type, hour).
+    struct Aggregate {
+        var count = 0
+        var first = Int64.max
+        var last = Int64.min
+    }
+
+    struct Key: Hashable {
+        var name: [UInt8]
+        var client: [UInt8]
+        var qtype: UInt16
+        var hour: Int64
+    }
+
+    /// Ids of names and clients already in the database, so most sightings need no lookup.
+    struct IDCache {
+        var names: [String: Int64] = [:]
+        var clients: [String: Int64] = [:]
+        static let limit = 200_000
+    }
+
+    /// Aggregates the buffered sightings; writer queue only.
+    private func writePending() {
+        var batch: [Key: Aggregate] = [:]
+        var taken = 0
+        for shard in shards {
+            let sightings = shard.buffer.withLock { buffer -> [Sighting] in
+                let s = buffer.sightings
+                buffer.sightings.removeAll(keepingCapacity: true)
+                return s
+            }
+            taken += sightings.count
+            for s in sightings {
+                let key = Key(name: WireName.lowercased(s.name), client: s.client, qtype: s.qtype, hour: s.time / 3_600_000)
+                var a = batch[key] ?? Aggregate()
+                a.count += 1
+                a.first = min(a.first, s.time)
+                a.last = max(a.last, s.time)
+                batch[key] = a
+            }
+        }
+        reportDrops()
+        guard !batch.isEmpty else { return }
+        do {
+            try ids.withLock { cache in
+                try database.write { db in
+                    let upsert = try db.cachedStatement(sql: """
+                        INSERT INTO history(name_id, client_id, qtype, hour, count, first_seen, last_seen)
+                        VALUES (?, ?, ?, ?, ?, ?, ?)
+                        ON CONFLICT(name_id, client_id, qtype, hour) DO UPDATE SET
+                            count = count + excluded.count,
+                            first_seen = min(first_seen, excluded.first_seen),
+                            last_seen = max(last_seen, excluded.last_seen)
+                        """)
+                    for (key, a) in batch {
+                        let nameID = try QueryHistory.id(db, &cache.names, table: "names", column: "name",
+                                                         value: WireName.text(key.name))
+                        let clientID = try QueryHistory.id(db, &cache.clients, table: "clients", column: "address",
+                                                           value: IPAddress.text(key.client))
+                        try upsert.execute(arguments: [nameID, clientID, Int(key.qtype), key.hour, a.count, a.first, a.last])
+                    }
+                }
+            }
+            written.add(taken, ordering: .relaxed)
+        } catch {
+            ids.withLock { $0 = IDCache() }   // a rolled-back transaction may have taken new ids with it
+            logger.error("query history: write failed; sightings lost", metadata: [
+                "error": "\(QueryHistory.describe(error))", "sightings": "\(taken)", "path": "\(path)",
+            ])
+        }
+    }
+
+    private func reportDrops() {
+        let total = dropped.load(ordering: .relaxed)
+        if total > droppedReported.load(ordering: .relaxed) {
+            droppedReported.store(total, ordering: .relaxed)
+            logger.error("query history writer fell behind; sightings dropped (DNS unaffected)", metadata: [
+                "dropped.total": "\(total)", "path": "\(path)",
+            ])
+        }
+    }
+
+    /// The id of `value` in `table`, inserting it when new.
+    static func id(_ db: Database, _ cache: inout [String: Int64], table: String, column: String, value: String) throws -> Int64 {
+        if let id = cache[value] { return id }
+        let insert = try db.cachedStatement(sql: "INSERT INTO \(table)(\(column)) VALUES (?) ON CONFLICT(\(column)) DO NOTHING")
+        try insert.execute(arguments: [value])
+        let id: Int64
+        if db.changesCount > 0 {
+            id = db.lastInsertedRowID
+        } else {
+            let select = try db.cachedStatement(sql: "SELECT id FROM \(table) WHERE \(column) = ?")
+            id = try Int64.fetchOne(select, arguments: [value]) ?? 0
+        }
+        if cache.count >= IDCache.limit { cache.removeAll(keepingCapacity: true) }
+        cache[value] = id
+        return id
+    }
+}
