@@ -77,6 +77,9 @@ public struct ServerConfiguration: Sendable {
     public var queryHistoryPath: String?
     /// Seconds of query history kept. Default 30 days.
     public var historyRetention: Double = 30 * 86_400
+    /// Answered queries held in memory at most while the history writer catches up; past it they
+    /// are dropped and counted. Default 500,000 (about 40 MB at worst).
+    public var historyCapacity = 500_000
 
     public static let defaultListen = ["127.0.0.1:53", "[::1]:53"]
     public static let installedBlocklistDirectory = "/etc/sinkhole/blocklists"

@@ -236,6 +236,17 @@ public final class QueryHistory: @unchecked Sendable {
         }
     }
 
+    /// Runs `body` while another connection holds the database's write lock, as a slow disk or
+    /// a long pruning would: for tests and benchmarks that show DNS does not wait on the writer.
+    public func holdWriteLock<T>(_ body: () throws -> T) throws -> T {
+        let other = try DatabaseQueue(path: path)
+        return try other.inDatabase { db in
+            try db.execute(sql: "BEGIN IMMEDIATE")
+            defer { try? db.execute(sql: "ROLLBACK") }
+            return try body()
+        }
+    }
+
     /// Distinct names and clients stored (orphans are removed by pruning).
     public func storedCounts() throws -> (names: Int, clients: Int) {
         try database.read { db in

@@ -44,6 +44,7 @@ public final class SinkholeServer: Sendable {
         if let path = configuration.queryHistoryPath {
             var options = QueryHistory.Options()
             options.retention = configuration.historyRetention
+            options.capacity = configuration.historyCapacity
             let history = try QueryHistory(path: path, options: options, logger: logger)
             let log = blockLog
             let metrics = self.metrics
