@@ -11,7 +11,8 @@
 #     resolves), as the upstream of every server. NSD shares core 1 with dnsperf.
 #   - Each server runs alone, pinned to core 0 (taskset), started fresh for each list size, with
 #     the same N-entry blocklist (blocked names get NXDOMAIN, subdomains included) and an answer
-#     cache of similar size: sinkhole (default 64 MiB cache, no block log), sinkhole+log (the
+#     cache of similar size: sinkhole (default 64 MiB cache, no block log), sinkhole+history (the
+#     same with --query-history: cached, unique and mix paths; HISTORY=0 skips it), sinkhole+log (the
 #     same with --block-log, blocked path only), Unbound (forwarder, no validation, 1 thread,
 #     32m+32m caches, local-zone always_nxdomain), dnsdist (SuffixMatchNodeRule → NXDOMAIN,
 #     200k-entry packet cache), dnsmasq (address=/name/, cache-size 10000: its documented limit).
@@ -77,7 +78,7 @@ DNSPERF_OPTS=(-s 127.0.0.1 -c 4 -q 200 -t 2)   # 4 source ports, 200 outstanding
 HZ=$(getconf CLK_TCK)
 
 port_of() {
-  case $1 in echo) echo $((PORT_BASE + 1)) ;; sinkhole|sinkhole+log) echo $((PORT_BASE + 2)) ;;
+  case $1 in echo) echo $((PORT_BASE + 1)) ;; sinkhole|sinkhole+log|sinkhole+history) echo $((PORT_BASE + 2)) ;;
     unbound) echo $((PORT_BASE + 3)) ;; dnsdist) echo $((PORT_BASE + 4)) ;; dnsmasq) echo $((PORT_BASE + 5)) ;; esac
 }
 
@@ -207,9 +208,10 @@ start_server() {
   case $name in
     echo)
       taskset -c 0 "$OUT/echo" 127.0.0.1 "$port" > "$log" 2>&1 & ;;
-    sinkhole|sinkhole+log)
+    sinkhole|sinkhole+log|sinkhole+history)
       local extra=()
       [ "$name" = sinkhole+log ] && extra=(--block-log "$OUT/block.log")
+      [ "$name" = sinkhole+history ] && extra=(--query-history "$OUT/history.db")
       taskset -c 0 "$BIN" serve --listen 127.0.0.1:"$port" --upstream 127.0.0.1:$NSD_PORT \
         --blocklist-dir "$lists/sinkhole" --log-level warning "${extra[@]}" > "$log" 2>&1 & ;;
     unbound)
@@ -345,6 +347,21 @@ for size in $SIZES; do
         stop_pid "$PID"
       fi
       rm -f "$OUT/block.log"
+      # The cost of the query history (every answered, unblocked query recorded), on the paths
+      # it records: the same server with --query-history, against the row without it above.
+      if [ "${HISTORY:-1}" = 1 ]; then
+        echo "-- sinkhole+history (--query-history)"
+        rm -f "$OUT"/history.db*
+        start_server sinkhole+history "$size"
+        if [ "$PID" != 0 ]; then
+          run_path sinkhole+history "$size" cached "$Q/cached.txt" "$Q/cached.txt"
+          run_path sinkhole+history "$size" unique "$Q/unique.txt" "$Q/unique-lat.txt"
+          run_path sinkhole+history "$size" mix "$L/mix.txt" "$L/mix-lat.txt"
+          stop_pid "$PID"
+          echo "   history file: $(du -k "$OUT/history.db" | cut -f1) KiB + WAL $(du -k "$OUT/history.db-wal" 2>/dev/null | cut -f1) KiB"
+        fi
+        rm -f "$OUT"/history.db*
+      fi
     fi
   done
   rm -rf "$L"   # the big lists and query files are only needed for this size

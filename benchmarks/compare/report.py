@@ -21,7 +21,7 @@ PATHS = [
     ("unique", "unique allowed names (cache misses, forwarded to NSD)", "NOERROR"),
     ("mix", "realistic mix (5% blocked, Zipf-like repetition over 1M names)", None),
 ]
-SERVERS = ["echo", "sinkhole", "sinkhole+log", "unbound", "dnsdist", "dnsmasq"]
+SERVERS = ["echo", "sinkhole", "sinkhole+history", "sinkhole+log", "unbound", "dnsdist", "dnsmasq"]
 PEERS = ["echo", "unbound", "dnsdist", "dnsmasq"]
 
 
@@ -135,6 +135,11 @@ def tables(results, startup, duration, lat_duration, rate):
                     print(f"| ÷ {p} | {ratio(sh['qps'], r['qps'])} | {ratio(sh['p50_ms'], r['p50_ms'])} | "
                           f"{ratio(sh['p99_ms'], r['p99_ms'])} | {ratio(sh['cpu_us'], r['cpu_us'])} | "
                           f"{ratio(sh['cpu_us_rate'], r['cpu_us_rate'])} | {ratio(sh['rss_kb'], r['rss_kb'])} |")
+            hist = rs.get("sinkhole+history")
+            if sh and hist:
+                print(f"\nquery history cost: sinkhole+history ÷ sinkhole = CPU µs/q {ratio(hist['cpu_us'], sh['cpu_us'])} "
+                      f"at full speed, {ratio(hist['cpu_us_rate'], sh['cpu_us_rate'])} at {rate} qps; "
+                      f"qps {ratio(hist['qps'], sh['qps'])}")
             for n in notes:
                 print(f"\nnote — {n}")
     st = [l.rstrip("\n").split("\t") for l in open(startup) if l.strip()]
