@@ -4,9 +4,10 @@ SHELL := /bin/bash
 export PATH := /opt/swift/usr/bin:$(PATH)
 
 SWIFT_FLAGS ?= -Xswiftc -warnings-as-errors
-APT_PACKAGES := libldns-dev libssl-dev zlib1g-dev pkg-config ldnsutils bind9-dnsutils curl systemd
+APT_PACKAGES := libldns-dev libssl-dev zlib1g-dev libsqlite3-dev pkg-config ldnsutils bind9-dnsutils curl systemd sqlite3
 LISTEN ?= --listen 127.0.0.1:53 --listen [::1]:53
 BLOCK_LOG ?= block.log
+QUERY_HISTORY ?= history.db
 
 .PHONY: help deps build release run test check-deps clean
 
@@ -29,7 +30,7 @@ release: deps ## Optimised build: .build/release/sinkhole
 	swift build -c release $(SWIFT_FLAGS)
 
 run: release ## Start sinkhole with the shipped lists on 127.0.0.1:53 and [::1]:53, upstreams from /etc/resolv.conf
-	.build/release/sinkhole serve $(LISTEN) --blocklist-dir blocklists --block-log $(BLOCK_LOG)
+	.build/release/sinkhole serve $(LISTEN) --blocklist-dir blocklists --block-log $(BLOCK_LOG) --query-history $(QUERY_HISTORY)
 
 test: build ## Run every test: unit, loopback integration, end-to-end with drill and dig
 	swift test $(SWIFT_FLAGS)

@@ -157,4 +157,20 @@ import Testing
         #expect(sqlite.contains("127.0.0.4|benign.example|A|1"))
         #expect(!sqlite.contains("evil.example"))
     }
+
+    @Test func anUnusableHistoryFileFailsStartUpClearly() throws {
+        let work = FileManager.default.temporaryDirectory.appendingPathComponent("sinkhole-hunt-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: work) }
+        let base = ["serve", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9", "--blocklist-dir", work.path]
+        let missing = try SinkholeProcess.run(base + ["--query-history", "/nonexistent/dir/history.db"])
+        #expect(missing.status != 0)
+        #expect(missing.stderr.contains("cannot open query history /nonexistent/dir/history.db"), "\(missing.stderr)")
+        let garbage = work.appendingPathComponent("garbage.db").path
+        try String(repeating: "not a database\n", count: 400).write(toFile: garbage, atomically: true, encoding: .utf8)
+        let bad = try SinkholeProcess.run(base + ["--query-history", garbage])
+        #expect(bad.status != 0)
+        #expect(bad.stderr.contains("cannot open query history \(garbage)"), "\(bad.stderr)")
+        #expect(try String(contentsOfFile: garbage, encoding: .utf8).hasPrefix("not a database"), "the file is left as it was")
+    }
 }

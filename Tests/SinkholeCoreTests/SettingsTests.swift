@@ -75,6 +75,21 @@ import Testing
         #expect(!c.access.allows([203, 0, 113, 1]))
     }
 
+    @Test func queryHistoryIsOnWhenNamedAndOffWithTheFlag() throws {
+        let yaml = "upstream: 192.0.2.53\nquery-history: /var/lib/sinkhole/history.db\nhistory-retention: 7d\n"
+        let on = try configuration(yaml)
+        #expect(on.queryHistoryPath == "/var/lib/sinkhole/history.db")
+        #expect(on.historyRetention == 7 * 86_400)
+        #expect(try configuration("upstream: 192.0.2.53\n").queryHistoryPath == nil, "off unless named")
+        #expect(try configuration("upstream: 192.0.2.53\n").historyRetention == 30 * 86_400)
+        var flags = Settings()
+        flags.setFlag("no-query-history", "true")
+        #expect(try configuration(yaml, flags: flags).queryHistoryPath == nil, "--no-query-history wins over the file")
+        #expect(error("upstream: 192.0.2.53\nhistory-retention: forever\n").hasPrefix("sinkhole.yaml: history-retention 'forever'"))
+        #expect(error("upstream: 192.0.2.53\nhistory-retention: 10m\n") == "sinkhole.yaml: history-retention: at least 1h (the history is kept per hour)")
+        #expect(error("upstream: 192.0.2.53\nquery-history: \"\"\n") == "sinkhole.yaml: query-history: give a file path")
+    }
+
     @Test func badFilesAreRejectedWithKeyPathAndReason() {
         #expect(error("upstream: 192.0.2.53\nblok-mode: sinkhole\n").hasPrefix("sinkhole.yaml: blok-mode: unknown key"))
         #expect(error("upstream: 192.0.2.53\nblock-mode: refuse\n") == "sinkhole.yaml: block-mode 'refuse': must be nxdomain or sinkhole")
