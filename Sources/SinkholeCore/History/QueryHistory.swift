@@ -87,6 +87,13 @@ public final class QueryHistory: @unchecked Sendable {
         configuration.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = NORMAL")
         }
+        // Created 0640 like the block log (SQLite gives its -wal and -shm files the same mode):
+        // the history says what the network resolved. O_NOFOLLOW: not through a planted link.
+        let fd = Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o640)
+        guard fd >= 0 else {
+            throw HistoryError("cannot open query history \(path): \(String(cString: strerror(errno)))")
+        }
+        Glibc.close(fd)
         do {
             database = try DatabasePool(path: path, configuration: configuration)
             try database.write { try HistorySchema.create($0) }
