@@ -30,6 +30,12 @@ import Testing
         #expect(t.totalRows == 5)
     }
 
+    @Test func retroHitLinesAreNotCountedAsBlockedAttempts() {
+        let query = ReportQuery(grouping: .client)
+        #expect(query.accepts(BlockLogRecord(time: 1, client: "192.0.2.1", domain: "c2.example", action: "nxdomain")))
+        #expect(!query.accepts(BlockLogRecord(time: 1, client: "192.0.2.1", domain: "c2.example", action: "retro-hit")))
+    }
+
     @Test func topDomainsAreOrderedByAttemptsAndCut() {
         let lines = (0..<3).map { _ in ReportFixture.line("2026-11-26T10:00:00Z", "10.0.0.1", "b.example", rule: "b.example", list: "l") }
             + [ReportFixture.line("2026-11-26T10:00:00Z", "10.0.0.1", "a.example", rule: "a.example", list: "l")]
