@@ -22,16 +22,7 @@ struct Hunt: ParsableCommand {
         """
     )
 
-    enum Format: String, ExpressibleByArgument, CaseIterable {
-        case table, json, csv
-        var core: ReportFormat {
-            switch self {
-            case .table: return .table
-            case .json: return .json
-            case .csv: return .csv
-            }
-        }
-    }
+    typealias Format = Report.Format
 
     @Option(name: .customLong("query-history"), help: ArgumentHelp("The history file serve writes (serve --query-history).", valueName: "FILE"))
     var queryHistory: String

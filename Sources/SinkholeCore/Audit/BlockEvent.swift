@@ -78,16 +78,7 @@ public struct BlockEvent: Sendable {
     /// One JSON object, no trailing newline. Field names follow ECS; see the README's schema.
     public func jsonLine() -> String {
         if let sighting { return retroHitLine(sighting) }
-        var j = JSONObjectWriter()
-        j.string("@timestamp", BlockEvent.rfc3339(time))
-        j.object("ecs") { $0.string("version", BlockEvent.ecsVersion) }
-        j.object("event") {
-            $0.string("kind", "event")
-            $0.string("category", "network")
-            $0.string("type", "denied")
-            $0.string("action", answer.action.rawValue)
-            $0.string("dataset", "sinkhole.block")
-        }
+        var j = head(kind: "event", type: "denied") { _ in }
         j.object("source") {
             if let subnet {
                 // The client behind a trusted forwarder; the forwarder is network.forwarded_ip.
@@ -137,18 +128,26 @@ public struct BlockEvent: Sendable {
         return j.finish()
     }
 
-    /// A retro-hit in the same schema: no port, transport, ID or response (no query was answered);
-    /// `event.start`/`event.end` and `sinkhole.history` say when and how often the client resolved it.
-    private func retroHitLine(_ s: Sighting) -> String {
+    /// `@timestamp`, `ecs` and `event`, the same for every kind of line.
+    private func head(kind: String, type: String, _ more: (inout JSONObjectWriter) -> Void) -> JSONObjectWriter {
         var j = JSONObjectWriter()
         j.string("@timestamp", BlockEvent.rfc3339(time))
         j.object("ecs") { $0.string("version", BlockEvent.ecsVersion) }
         j.object("event") {
-            $0.string("kind", "alert")
+            $0.string("kind", kind)
             $0.string("category", "network")
-            $0.string("type", "info")
-            $0.string("action", BlockAction.retroHit.rawValue)
+            $0.string("type", type)
+            $0.string("action", answer.action.rawValue)
             $0.string("dataset", "sinkhole.block")
+            more(&$0)
+        }
+        return j
+    }
+
+    /// A retro-hit in the same schema: no port, transport, ID or response (no query was answered);
+    /// `event.start`/`event.end` and `sinkhole.history` say when and how often the client resolved it.
+    private func retroHitLine(_ s: Sighting) -> String {
+        var j = head(kind: "alert", type: "info") {
             $0.string("start", ReportTime.format(s.firstSeen))
             $0.string("end", ReportTime.format(s.lastSeen))
         }
