@@ -295,7 +295,9 @@ public final class QueryHistory: @unchecked Sendable {
             }
             taken += sightings.count
             for s in sightings {
-                let key = Key(name: WireName.lowercased(s.name), client: s.client, qtype: s.qtype, hour: s.time / 3_600_000)
+                // Most names arrive lowercase already: copy only those that are not.
+                let name = s.name.contains { $0 >= 0x41 && $0 <= 0x5A } ? WireName.lowercased(s.name) : s.name
+                let key = Key(name: name, client: s.client, qtype: s.qtype, hour: s.time / 3_600_000)
                 var a = batch[key] ?? Aggregate()
                 a.count += 1
                 a.first = min(a.first, s.time)
