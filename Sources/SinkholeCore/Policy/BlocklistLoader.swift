@@ -58,7 +58,11 @@ public enum BlocklistLoader {
 
     /// Reads and parses one file. Line-format files are read in 4 MiB chunks, so a
     /// multi-million-entry feed is never held as text and as entries at once.
-    public static func load(file path: String) -> FileLoadResult {
+    ///
+    /// `previous` is the version of the file in force, if any: the new version shares with it
+    /// every run of entries that did not change, so a reload holds little more than the changes
+    /// beside the version in force.
+    public static func load(file path: String, previous: LoadedList? = nil) -> FileLoadResult {
         let started = DispatchTime.now()
         let name = (path as NSString).lastPathComponent
         let signature = FileSignature(path: path)
@@ -96,7 +100,7 @@ public enum BlocklistLoader {
         let format = ListFormat.detect(name: name, bytes: Array(chunk[0..<min(filled, 65_536)]))
 
         let allow = isAllowList(name)
-        var builder = DomainMatcher.Builder()
+        var builder = DomainMatcher.Builder(reusing: previous?.matcher)
         var localData: [[UInt8]: [LocalRecord]] = [:]
         var addresses = IPPrefixSet()
         var errors: [ListLineError] = []
@@ -108,10 +112,6 @@ public enum BlocklistLoader {
         let notText = "not a text file (it contains NUL bytes)"
         switch format {
         case .lines:
-            // Room for the whole file's names, and for as many entries as the first chunk suggests.
-            let firstLines = chunk[0..<filled].reduce(into: 1) { if $1 == 0x0A { $0 += 1 } }
-            let estimate = filled == 0 ? 0 : Int(Double(firstLines) * Double(st.st_size) / Double(filled) * 1.02) + 16
-            builder.reserve(bytes: Int(st.st_size), entries: estimate)
             var line = 1
             while true {
                 let atEnd = filled < chunk.count
@@ -180,6 +180,10 @@ public enum BlocklistLoader {
         chunk = []
         result.lineErrors = errors
         result.rejectedLines = rejected
+        if builder.overflowed {
+            result.failure = "too many entries for one list file (more than \(builder.count))"
+            return result
+        }
         if builder.count == 0 && addresses.isEmpty && rejected > 0 {
             result.failure = "no valid entry (\(rejected) lines rejected)"
             return result

@@ -81,7 +81,7 @@ public final class BlocklistStore: Sendable {
                         continue
                     }
                 }
-                let result = BlocklistLoader.load(file: path)
+                let result = BlocklistLoader.load(file: path, previous: previous)
                 report.lineErrors += result.lineErrors
                 if let list = result.list {
                     next[path] = list
