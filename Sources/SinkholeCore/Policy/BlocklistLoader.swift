@@ -189,10 +189,11 @@ public enum BlocklistLoader {
             return result
         }
         let matcher = builder.build()
+        let shared = previous.map { matcher.sharedSegments(with: $0.matcher) } ?? 0
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
         result.list = LoadedList(name: name, path: path, format: format, matcher: matcher,
                                  rejectedLines: rejected, signature: signature, seconds: seconds, localData: localData,
-                                 addresses: addresses)
+                                 addresses: addresses, sharedSegments: shared)
         return result
     }
 

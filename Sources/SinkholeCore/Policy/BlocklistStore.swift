@@ -144,6 +144,7 @@ public final class BlocklistStore: Sendable {
             logger.info("list loaded", metadata: [
                 "file.path": "\(list.path)", "format": "\(list.format.rawValue)", "entries": "\(list.entries)",
                 "rejected_lines": "\(list.rejectedLines)", "seconds": "\(String(format: "%.3f", list.seconds))",
+                "shared_segments": "\(list.sharedSegments)/\(list.segments)",
             ])
             if list.rejectedLines > 0 {
                 logger.warning("lines skipped", metadata: ["file.path": "\(list.path)", "count": "\(list.rejectedLines)"])

@@ -177,8 +177,6 @@ public struct DomainMatcher: @unchecked Sendable {
         private var firstLines: [Int] = []
         private var previous: [UInt64: [Segment]] = [:]
         private var added = 0
-        /// Segments taken over from the previous version.
-        public private(set) var reusedSegments = 0
         /// True when the list was too large to hold (names beyond the limit were not added).
         public private(set) var overflowed = false
 
@@ -234,7 +232,6 @@ public struct DomainMatcher: @unchecked Sendable {
             let key = digest ^ UInt64(entries.count) << 48
             if let old = previous[key]?.first(where: { $0.holds(entries: entries[...], arena: arena[...], list: list) }) {
                 segments.append(old)
-                reusedSegments += 1
             } else {
                 segments.append(Segment(entries: entries[...], arena: arena[...], list: list, digest: key))
             }
