@@ -157,4 +157,24 @@ import Testing
         #expect(bad.failed.count == 1)
         #expect(decide(s, "h5999-b.bench.test")?.line == 6_002)
     }
+
+    @Test func filesLargerThanTheReadBufferKeepEveryLineAndItsNumber() throws {
+        // About 10 MB: lines straddle the 4 MiB reads at arbitrary points.
+        let n = 400_000
+        var text = ""
+        text.reserveCapacity(n * 26)
+        for i in 1...n { text += i % 1_000 == 0 ? "# comment \(i)\n" : "n\(i).chunked-list.test\n" }
+        let dir = try directory(["big.txt": text])
+        let s = BlocklistStore()
+        try s.refresh(directory: dir)
+        let list = try #require(s.snapshot.loaded.first)
+        #expect(list.entries == n - n / 1_000)
+        #expect(list.rejectedLines == 0)
+        for i in 1...n where i % 1_000 != 0 {
+            guard decide(s, "n\(i).chunked-list.test")?.line == i else {
+                Issue.record("n\(i) not found on line \(i)")
+                return
+            }
+        }
+    }
 }

@@ -80,13 +80,23 @@ public enum BlocklistLoader {
             errno = EISDIR
             return unreadable()
         }
+        // The read buffer is mapped from the kernel and unmapped before the table is built, so
+        // that its pages are not still held (in malloc's free lists) at the peak of a reload.
         let chunkSize = 4 << 20
-        var chunk = [UInt8](repeating: 0, count: chunkSize)
+        let mapping = mmap(nil, chunkSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        guard let mapping, mapping != UnsafeMutableRawPointer(bitPattern: -1) else { return unreadable() }
+        let chunk = UnsafeMutableBufferPointer(start: mapping.bindMemory(to: UInt8.self, capacity: chunkSize), count: chunkSize)
+        var mapped = true
+        func unmap() {
+            if mapped { munmap(mapping, chunkSize) }
+            mapped = false
+        }
+        defer { unmap() }
         var filled = 0
         /// Fills `chunk` after `filled`; false on a read error.
         func fill() -> Bool {
             while filled < chunk.count {
-                let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress.map { $0 + filled }, $0.count - filled) }
+                let n = read(fd, mapping + filled, chunk.count - filled)
                 if n < 0 {
                     if errno == EINTR { continue }
                     return false
@@ -128,14 +138,11 @@ public enum BlocklistLoader {
                     }
                     cut = lastNewline + 1
                 }
-                line += ListParser.parse(chunk[0..<cut], file: name, firstLine: line, add: { wire, kind, line in
+                line += ListParser.parse(UnsafeBufferPointer(rebasing: chunk[0..<cut]), file: name, firstLine: line, add: { wire, kind, line in
                     builder.add(name: wire, kind: allow ? .init(kind.scope, .allow) : kind, list: 0, line: line)
                 }, reject: reject)
                 if atEnd { break }
-                chunk.withUnsafeMutableBytes { raw in
-                    guard let base = raw.baseAddress else { return }
-                    memmove(base, base + cut, filled - cut)
-                }
+                memmove(mapping, mapping + cut, filled - cut)
                 filled -= cut
                 guard fill() else { return unreadable() }
             }
@@ -177,7 +184,7 @@ public enum BlocklistLoader {
             }, reject: reject)
             if !readable { return unreadable() }
         }
-        chunk = []
+        unmap()
         result.lineErrors = errors
         result.rejectedLines = rejected
         if builder.overflowed {
