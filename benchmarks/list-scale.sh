@@ -5,7 +5,9 @@
 #   - time from process start to answering a blocked name, and resident memory per entry
 #     above an empty server;
 #   - peak memory while a changed N-entry list is reloaded, against the steady memory,
-#     with a query loop running through the reload (every answer must stay right);
+#     with a query loop running through the reload (every answer must stay right): first the
+#     usual update (the second half of the names replaced), then a worst case (every name
+#     replaced, so nothing can be shared with the version in force); resident memory after;
 #   - server CPU per blocked query (dnsperf) with a 1,000-entry list and with the N-entry list;
 #   - the same load time and memory for Unbound given the same names as local-zones.
 # Loopback only; every step is bounded in time. Needs: dig, dnsperf, unbound, python3.
@@ -28,18 +30,19 @@ python3 - "$OUT" "$N" <<'PY'
 import sys, random
 out, n = sys.argv[1], int(sys.argv[2])
 random.seed(7)
-def write(path, count, salt):
+def write(path, count, salt, keep=0.5):
     # The changed list keeps the first half of the names and replaces the second half.
     with open(path, "w") as f:
         f.write("# synthetic benchmark list\n")
         for i in range(count):
-            s = salt if i >= count // 2 else "a"
+            s = salt if i >= int(count * keep) else "a"
             f.write("h%d-%s.bench%d.test\n" % (i, s, i % 1000))
 for d in ("empty", "small", "big"):
     import os; os.makedirs(f"{out}/{d}", exist_ok=True)
 write(f"{out}/small/list.txt", 1000, "a")
 write(f"{out}/big/list.txt", n, "a")
 write(f"{out}/big-changed.txt", n, "b")
+write(f"{out}/big-all-changed.txt", n, "c", keep=0)
 with open(f"{out}/blocked-queries.txt", "w") as f:
     for i in range(20000):
         j = random.randrange(1000)
@@ -110,6 +113,14 @@ RELOADED=$(python3 -c "print(round($(now)-$SWAPPED,3))")
 wait $LOOP || true
 PEAK=$(hwm_kb $PID)
 FAILS=$(wc -l < "$OUT/reload-failures.txt")
+sleep 1; AFTER=$(rss_kb $PID)
+
+echo "== reload with every name changed (worst case: nothing shared)"
+echo 5 > /proc/$PID/clear_refs
+cp "$OUT/big-all-changed.txt" "$OUT/big/.list.txt.tmp" && mv "$OUT/big/.list.txt.tmp" "$OUT/big/list.txt"
+wait_blocked $PORT "h$LAST-c.bench$((LAST % 1000)).test"
+WORST=$(hwm_kb $PID)
+sleep 1; AFTER2=$(rss_kb $PID)
 stop $PID
 
 echo "== unbound with the same $N names"
@@ -139,15 +150,17 @@ read UCPU UQ < <(cpu_per_query $UPID $UPORT)
 stop $UPID
 
 python3 - <<PY
-n=$N; base=$BASE; steady=$STEADY; peak=$PEAK; urss=$URSS
+n=$N; base=$BASE; steady=$STEADY; peak=$PEAK; urss=$URSS; after=$AFTER; worst=$WORST; after2=$AFTER2
 print()
 print(f"list entries                    {n:>12,}")
 print(f"sinkhole: start to answering     {$LOAD:>10} s   unbound: {$ULOAD} s   ratio {round($LOAD/$ULOAD,2)}")
 print(f"sinkhole: RSS empty / loaded     {base/1024:>8.1f} MiB / {steady/1024:.1f} MiB")
 print(f"sinkhole: bytes per entry        {(steady-base)*1024/n:>10.1f}      unbound: {urss*1024/n:.1f} (whole RSS)   ratio {round((steady-base)/urss,2)}")
 print(f"reload peak / steady RSS         {peak/steady:>10.2f}  ({peak/1024:.1f} MiB peak)")
+print(f"RSS after the reload             {after/1024:>8.1f} MiB")
 print(f"file replaced to new list live   {$RELOADED:>10} s")
 print(f"failed answers during reload     {$FAILS:>10}")
+print(f"worst case, every name changed: peak / steady {worst/steady:.2f}  ({worst/1024:.1f} MiB peak, {after2/1024:.1f} MiB after)")
 print(f"CPU us per blocked query, 1k     {$SMALL_CPU:>10}  ({$SMALL_Q} queries)")
 print(f"CPU us per blocked query, {n//1000}k   {$BIG_CPU:>10}  ({$BIG_Q} queries)   unbound {n//1000}k: {$UCPU}")
 PY

@@ -82,4 +82,93 @@ import Testing
         }
         #expect(m.decide(wire("host20000.example.test")) == nil)
     }
+
+    // MARK: sharing between versions
+
+    /// Names as (name, line) pairs, added in order.
+    func build(_ names: [(String, Int)], reusing previous: DomainMatcher? = nil, kind: DomainMatcher.Kind = .block) -> DomainMatcher {
+        var b = DomainMatcher.Builder(reusing: previous)
+        for (name, line) in names { b.add(name: WireName.fromText(name)!, kind: kind, list: 0, line: line) }
+        return b.build()
+    }
+
+    @Test func reloadWithHalfTheNamesChangedSharesTheUnchangedHalf() {
+        let n = 20_000
+        let v1 = build((0..<n).map { ("h\($0)-a.example.test", $0 + 2) })
+        let v2 = build((0..<n).map { ("h\($0)-\($0 < n / 2 ? "a" : "b").example.test", $0 + 2) }, reusing: v1)
+        #expect(v2.count == n)
+        let shared = v2.sharedSegments(with: v1)
+        // The first half is shared except near the midpoint; nothing past it can be.
+        #expect(shared > v1.segmentCount / 2 - 3)
+        #expect(shared <= v1.segmentCount / 2 + 1)
+        for i in stride(from: 0, to: n, by: 7) {
+            let unchanged = i < n / 2
+            #expect(v2.decide(wire("x.h\(i)-a.example.test"))?.line == (unchanged ? i + 2 : nil))   // kept / removed
+            #expect(v2.decide(wire("h\(i)-b.example.test"))?.line == (unchanged ? nil : i + 2))     // added
+            // The version in force is untouched by the build of the next one.
+            #expect(v1.decide(wire("h\(i)-a.example.test"))?.line == i + 2)
+            #expect(v1.decide(wire("h\(i)-b.example.test")) == nil)
+        }
+    }
+
+    @Test func unchangedNamesOnShiftedLinesAreSharedAndReportTheNewLine() {
+        let n = 10_000
+        let v1 = build((0..<n).map { ("n\($0).example.test", $0 + 1) })
+        // Three lines inserted at the top, one blank line in the middle: every name moves.
+        let v2 = build((0..<n).map { ("n\($0).example.test", $0 + 4 + ($0 >= n / 2 ? 1 : 0)) }, reusing: v1)
+        #expect(v2.sharedSegments(with: v1) >= v1.segmentCount - 2)
+        for i in stride(from: 0, to: n, by: 3) {
+            #expect(v2.decide(wire("n\(i).example.test"))?.line == i + 4 + (i >= n / 2 ? 1 : 0))
+            #expect(v1.decide(wire("n\(i).example.test"))?.line == i + 1)
+        }
+    }
+
+    @Test func changedLineWithinARunIsNotSharedWrongly() {
+        let n = 5_000
+        let v1 = build((0..<n).map { ("m\($0).example.test", $0 + 1) })
+        // One name's line moves relative to its neighbours (a comment inserted just before it).
+        let v2 = build((0..<n).map { ("m\($0).example.test", $0 + 1 + ($0 == 2_500 ? 1 : 0) + ($0 > 2_500 ? 1 : 0)) },
+                       reusing: v1)
+        #expect(v2.decide(wire("m2499.example.test"))?.line == 2_500)
+        #expect(v2.decide(wire("m2500.example.test"))?.line == 2_502)
+        #expect(v2.decide(wire("m2501.example.test"))?.line == 2_503)
+        #expect(v2.decide(wire("m4999.example.test"))?.line == 5_001)
+        #expect(v2.sharedSegments(with: v1) >= v1.segmentCount - 2)
+        // A kind change for the same name and line is a change too.
+        let v3 = build((0..<n).map { ("m\($0).example.test", $0 + 1) }, reusing: v1, kind: .blockBelow)
+        #expect(v3.sharedSegments(with: v1) == 0)
+        #expect(v3.decide(wire("m7.example.test")) == nil)
+        #expect(v3.decide(wire("a.m7.example.test"))?.kind == .blockBelow)
+    }
+
+    @Test func duplicatesAcrossSharedSegmentsKeepTheFirstOccurrenceOfEachVersion() {
+        let n = 4_000
+        var names = (0..<n).map { ("d\($0).example.test", $0 + 1) }
+        names.append(("d5.example.test", n + 1))           // a duplicate of line 6, at the end
+        let v1 = build(names)
+        #expect(v1.count == n)
+        #expect(v1.decide(wire("d5.example.test"))?.line == 6)
+        names.remove(at: 5)                                   // the first occurrence goes
+        let v2 = build(names, reusing: v1)
+        #expect(v2.count == n)
+        #expect(v2.decide(wire("d5.example.test"))?.line == n + 1)
+        #expect(v2.decide(wire("d6.example.test"))?.line == 7)
+        #expect(v2.sharedSegments(with: v1) >= 1)
+    }
+
+    @Test func segmentsRespectTheirLimits() {
+        // Long names fill a segment's arena before its entry limit; lists of names by list index.
+        var b = DomainMatcher.Builder()
+        let label = String(repeating: "a", count: 60)
+        for i in 0..<3_000 {
+            b.add(name: WireName.fromText("\(label).\(label).\(label).n\(i).test")!, kind: .block, list: i % 3, line: i + 1)
+        }
+        let m = b.build()
+        #expect(m.count == 3_000)
+        for i in stride(from: 0, to: 3_000, by: 11) {
+            let hit = m.decide(wire("\(label).\(label).\(label).n\(i).test"))
+            #expect(hit?.line == i + 1)
+            #expect(hit?.list == i % 3)
+        }
+    }
 }

@@ -129,4 +129,52 @@ import Testing
         let nothing = try s.refresh(directory: dir)
         #expect(!nothing.changed)
     }
+
+    @Test func reloadOfAChangedFileSharesUnchangedRunsWithRightLines() throws {
+        let n = 6_000
+        func text(_ salt: String, header: String) -> String {
+            header + (0..<n).map { "h\($0)-\($0 < n / 2 ? "a" : salt).bench.test\n" }.joined()
+        }
+        let dir = try directory(["big.txt": text("a", header: "# v1\n")])
+        let s = BlocklistStore()
+        try s.refresh(directory: dir)
+        let v1 = try #require(s.snapshot.loaded.first)
+        // Second half replaced, and one more header line: every unchanged name moves down one line.
+        try text("b", header: "# v2\n# changed\n").write(toFile: dir + "/big.txt", atomically: true, encoding: .utf8)
+        let report = try s.refresh(directory: dir)
+        #expect(report.loaded.count == 1)
+        let v2 = try #require(s.snapshot.loaded.first)
+        #expect(v2.entries == n)
+        #expect(v2.matcher.sharedSegments(with: v1.matcher) > v1.matcher.segmentCount / 2 - 3)
+        #expect(decide(s, "h0-a.bench.test")?.line == 3)
+        #expect(decide(s, "x.h2999-a.bench.test")?.line == 3_002)
+        #expect(decide(s, "h3000-a.bench.test") == nil)
+        #expect(decide(s, "h3000-b.bench.test")?.line == 3_003)
+        #expect(decide(s, "h5999-b.bench.test")?.line == 6_002)
+        // A bad new version keeps the one in force.
+        try ("h1-a.bench.test\n\u{0}\n").write(toFile: dir + "/big.txt", atomically: true, encoding: .utf8)
+        let bad = try s.refresh(directory: dir)
+        #expect(bad.failed.count == 1)
+        #expect(decide(s, "h5999-b.bench.test")?.line == 6_002)
+    }
+
+    @Test func filesLargerThanTheReadBufferKeepEveryLineAndItsNumber() throws {
+        // About 10 MB: lines straddle the 4 MiB reads at arbitrary points.
+        let n = 400_000
+        var text = ""
+        text.reserveCapacity(n * 26)
+        for i in 1...n { text += i % 1_000 == 0 ? "# comment \(i)\n" : "n\(i).chunked-list.test\n" }
+        let dir = try directory(["big.txt": text])
+        let s = BlocklistStore()
+        try s.refresh(directory: dir)
+        let list = try #require(s.snapshot.loaded.first)
+        #expect(list.entries == n - n / 1_000)
+        #expect(list.rejectedLines == 0)
+        for i in 1...n where i % 1_000 != 0 {
+            guard decide(s, "n\(i).chunked-list.test")?.line == i else {
+                Issue.record("n\(i) not found on line \(i)")
+                return
+            }
+        }
+    }
 }

@@ -58,7 +58,11 @@ public enum BlocklistLoader {
 
     /// Reads and parses one file. Line-format files are read in 4 MiB chunks, so a
     /// multi-million-entry feed is never held as text and as entries at once.
-    public static func load(file path: String) -> FileLoadResult {
+    ///
+    /// `previous` is the version of the file in force, if any: the new version shares with it
+    /// every run of entries that did not change, so a reload holds little more than the changes
+    /// beside the version in force.
+    public static func load(file path: String, previous: LoadedList? = nil) -> FileLoadResult {
         let started = DispatchTime.now()
         let name = (path as NSString).lastPathComponent
         let signature = FileSignature(path: path)
@@ -76,13 +80,23 @@ public enum BlocklistLoader {
             errno = EISDIR
             return unreadable()
         }
+        // The read buffer is mapped from the kernel and unmapped before the table is built, so
+        // that its pages are not still held (in malloc's free lists) at the peak of a reload.
         let chunkSize = 4 << 20
-        var chunk = [UInt8](repeating: 0, count: chunkSize)
+        let mapping = mmap(nil, chunkSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        guard let mapping, mapping != UnsafeMutableRawPointer(bitPattern: -1) else { return unreadable() }
+        let chunk = UnsafeMutableBufferPointer(start: mapping.bindMemory(to: UInt8.self, capacity: chunkSize), count: chunkSize)
+        var mapped = true
+        func unmap() {
+            if mapped { munmap(mapping, chunkSize) }
+            mapped = false
+        }
+        defer { unmap() }
         var filled = 0
         /// Fills `chunk` after `filled`; false on a read error.
         func fill() -> Bool {
             while filled < chunk.count {
-                let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress.map { $0 + filled }, $0.count - filled) }
+                let n = read(fd, mapping + filled, chunk.count - filled)
                 if n < 0 {
                     if errno == EINTR { continue }
                     return false
@@ -96,7 +110,7 @@ public enum BlocklistLoader {
         let format = ListFormat.detect(name: name, bytes: Array(chunk[0..<min(filled, 65_536)]))
 
         let allow = isAllowList(name)
-        var builder = DomainMatcher.Builder()
+        var builder = DomainMatcher.Builder(reusing: previous?.matcher)
         var localData: [[UInt8]: [LocalRecord]] = [:]
         var addresses = IPPrefixSet()
         var errors: [ListLineError] = []
@@ -108,10 +122,6 @@ public enum BlocklistLoader {
         let notText = "not a text file (it contains NUL bytes)"
         switch format {
         case .lines:
-            // Room for the whole file's names, and for as many entries as the first chunk suggests.
-            let firstLines = chunk[0..<filled].reduce(into: 1) { if $1 == 0x0A { $0 += 1 } }
-            let estimate = filled == 0 ? 0 : Int(Double(firstLines) * Double(st.st_size) / Double(filled) * 1.02) + 16
-            builder.reserve(bytes: Int(st.st_size), entries: estimate)
             var line = 1
             while true {
                 let atEnd = filled < chunk.count
@@ -128,14 +138,11 @@ public enum BlocklistLoader {
                     }
                     cut = lastNewline + 1
                 }
-                line += ListParser.parse(chunk[0..<cut], file: name, firstLine: line, add: { wire, kind, line in
+                line += ListParser.parse(UnsafeBufferPointer(rebasing: chunk[0..<cut]), file: name, firstLine: line, add: { wire, kind, line in
                     builder.add(name: wire, kind: allow ? .init(kind.scope, .allow) : kind, list: 0, line: line)
                 }, reject: reject)
                 if atEnd { break }
-                chunk.withUnsafeMutableBytes { raw in
-                    guard let base = raw.baseAddress else { return }
-                    memmove(base, base + cut, filled - cut)
-                }
+                memmove(mapping, mapping + cut, filled - cut)
                 filled -= cut
                 guard fill() else { return unreadable() }
             }
@@ -177,18 +184,23 @@ public enum BlocklistLoader {
             }, reject: reject)
             if !readable { return unreadable() }
         }
-        chunk = []
+        unmap()
         result.lineErrors = errors
         result.rejectedLines = rejected
+        if builder.overflowed {
+            result.failure = "too many entries for one list file (more than \(builder.count))"
+            return result
+        }
         if builder.count == 0 && addresses.isEmpty && rejected > 0 {
             result.failure = "no valid entry (\(rejected) lines rejected)"
             return result
         }
         let matcher = builder.build()
+        let shared = previous.map { matcher.sharedSegments(with: $0.matcher) } ?? 0
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
         result.list = LoadedList(name: name, path: path, format: format, matcher: matcher,
                                  rejectedLines: rejected, signature: signature, seconds: seconds, localData: localData,
-                                 addresses: addresses)
+                                 addresses: addresses, sharedSegments: shared)
         return result
     }
 

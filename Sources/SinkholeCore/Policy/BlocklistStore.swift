@@ -83,7 +83,7 @@ public final class BlocklistStore: Sendable {
                         continue
                     }
                 }
-                let result = BlocklistLoader.load(file: path)
+                let result = BlocklistLoader.load(file: path, previous: previous)
                 report.lineErrors += result.lineErrors
                 if let list = result.list {
                     next[path] = list
@@ -147,6 +147,7 @@ public final class BlocklistStore: Sendable {
             logger.info("list loaded", metadata: [
                 "file.path": "\(list.path)", "format": "\(list.format.rawValue)", "entries": "\(list.entries)",
                 "rejected_lines": "\(list.rejectedLines)", "seconds": "\(String(format: "%.3f", list.seconds))",
+                "shared_segments": "\(list.sharedSegments)/\(list.segments)",
             ])
             if list.rejectedLines > 0 {
                 logger.warning("lines skipped", metadata: ["file.path": "\(list.path)", "count": "\(list.rejectedLines)"])

@@ -1,10 +1,17 @@
 /// An immutable set of domain names with a rule attached to each, answering "is this name,
 /// or a name above it, listed?" with one hash probe per label.
 ///
-/// Memory is kept compact for multi-million-entry feeds: names live in one byte arena
-/// (lowercase wire labels, no root byte), entries are 12-byte records, and the open-addressing
-/// table holds 4-byte indexes at a load factor of at most 1/2, about 40 bytes an entry in all.
-public struct DomainMatcher: Sendable {
+/// Memory is kept compact for multi-million-entry feeds: names are held in immutable segments of
+/// a few hundred consecutive entries (a byte arena of lowercase wire labels without the root byte,
+/// and 8-byte entry records), and one open-addressing table of 4-byte references at a load factor
+/// of at most 1/2 finds them: about 40 bytes an entry in all.
+///
+/// Segments end where the names' content says so (content-defined boundaries), and line numbers
+/// are stored relative to the segment's first entry, so a new version of a file shares every run
+/// of unchanged lines with the version it replaces, even where lines moved: a reload holds only
+/// the changed segments and a new table beside the version in force. The matcher is immutable
+/// once built, so the version in force is never touched.
+public struct DomainMatcher: @unchecked Sendable {
     /// Which names a rule covers, relative to the listed name.
     public enum Scope: UInt8, Sendable {
         /// The name and every name below it (plain lists, hosts files, `||name^`).
@@ -52,13 +59,62 @@ public struct DomainMatcher: Sendable {
         }
     }
 
-    /// One listed name: where its bytes are, where it came from.
-    struct Entry {
-        var offset: UInt32
-        var line: UInt32
-        var list: UInt16
+    /// One listed name within its segment: where its bytes are, its kind, and its line as an
+    /// offset from the segment's first line.
+    struct Entry: Equatable {
+        var offset: UInt16
         var length: UInt8
         var kind: UInt8
+        var line: UInt32
+    }
+
+    /// A run of consecutive entries of one file, immutable once built and shared between the
+    /// versions of a file that contain it. Its storage is allocated at its exact size.
+    final class Segment: @unchecked Sendable {
+        let entries: UnsafeMutablePointer<Entry>
+        let entryCount: Int
+        let arena: UnsafeMutablePointer<UInt8>
+        let arenaCount: Int
+        let list: UInt16
+        let digest: UInt64
+
+        init(entries: ArraySlice<Entry>, arena: ArraySlice<UInt8>, list: UInt16, digest: UInt64) {
+            entryCount = entries.count
+            arenaCount = arena.count
+            let entryStorage = UnsafeMutablePointer<Entry>.allocate(capacity: max(1, entries.count))
+            let arenaStorage = UnsafeMutablePointer<UInt8>.allocate(capacity: max(1, arena.count))
+            for (i, entry) in entries.enumerated() { (entryStorage + i).initialize(to: entry) }
+            arena.withUnsafeBufferPointer { source in
+                if let base = source.baseAddress { arenaStorage.initialize(from: base, count: source.count) }
+            }
+            self.entries = entryStorage
+            self.arena = arenaStorage
+            self.list = list
+            self.digest = digest
+        }
+
+        deinit {
+            entries.deinitialize(count: entryCount)
+            entries.deallocate()
+            arena.deallocate()
+        }
+
+        var entryBuffer: UnsafeBufferPointer<Entry> { UnsafeBufferPointer(start: entries, count: entryCount) }
+        var arenaBuffer: UnsafeBufferPointer<UInt8> { UnsafeBufferPointer(start: arena, count: arenaCount) }
+
+        /// Same names, kinds, relative lines and list as the entries being built.
+        func holds(entries other: ArraySlice<Entry>, arena otherArena: ArraySlice<UInt8>, list otherList: UInt16) -> Bool {
+            list == otherList && entryCount == other.count && arenaCount == otherArena.count
+                && arenaBuffer.elementsEqual(otherArena) && entryBuffer.elementsEqual(other)
+        }
+    }
+
+    /// What the lookup reads for a segment: its storage and, for this version, its first line.
+    struct SegmentRef {
+        var entries: UnsafePointer<Entry>
+        var arena: UnsafePointer<UInt8>
+        var firstLine: Int
+        var list: Int
     }
 
     /// A hit: the listed name (lowercase wire form, no root byte), its kind, list index and line.
@@ -71,82 +127,162 @@ public struct DomainMatcher: Sendable {
         public var suffixStart: Int
     }
 
-    private var arena: [UInt8]
-    private var entries: [Entry]
-    private var table: [UInt32]
-    private var mask: Int
+    /// Entries per segment: a table slot holds `segment << entryBits | entry`, plus one.
+    static let entryBits = 12
+    static let maxSegmentEntries = 1 << entryBits
+    static let maxSegments = Int(UInt32.max >> UInt32(entryBits))
+    static let maxSegmentArena = Int(UInt16.max)
+    /// A content-defined boundary may follow an entry once a segment has this many...
+    static let minSegmentEntries = 128
+    /// ...and then follows about one entry in this many (a power of two).
+    static let boundaryOdds: UInt32 = 512
 
-    public var count: Int { entries.count }
+    /// Segments in file order (they keep the storage that `refs` points into alive).
+    private let segments: [Segment]
+    private let refs: [SegmentRef]
+    private let table: [UInt32]
+    private let mask: Int
+    /// Entries in the table (duplicates excluded).
+    public let count: Int
 
-    public static let empty = DomainMatcher(arena: [], entries: [], table: [0, 0], mask: 1)
+    public static let empty = DomainMatcher(segments: [], refs: [], table: [0, 0], mask: 1, count: 0)
 
-    private init(arena: [UInt8], entries: [Entry], table: [UInt32], mask: Int) {
-        self.arena = arena
-        self.entries = entries
+    private init(segments: [Segment], refs: [SegmentRef], table: [UInt32], mask: Int, count: Int) {
+        self.segments = segments
+        self.refs = refs
         self.table = table
         self.mask = mask
+        self.count = count
     }
 
-    /// Collects entries, then builds the table once.
-    public struct Builder {
-        var arena: [UInt8] = []
-        var entries: [Entry] = []
+    /// Segments held, and how many of them are the same objects as in `other` (shared storage).
+    public var segmentCount: Int { segments.count }
+    public func sharedSegments(with other: DomainMatcher) -> Int {
+        let theirs = Set(other.segments.map(ObjectIdentifier.init))
+        return segments.reduce(0) { $0 + (theirs.contains(ObjectIdentifier($1)) ? 1 : 0) }
+    }
 
-        public init() {}
+    /// Collects entries into segments, then builds the table once.
+    ///
+    /// Given the matcher a new version replaces, each finished segment that is identical to one
+    /// of the old matcher's (same names, kinds, relative lines) is replaced by that old segment,
+    /// so only what changed is held twice while the new version is built.
+    public struct Builder {
+        private var entries: [Entry] = []
+        private var arena: [UInt8] = []
+        private var firstLine = 0
+        private var list: UInt16 = 0
+        private var digest: UInt64 = Builder.digestSeed
+        private var segments: [Segment] = []
+        private var firstLines: [Int] = []
+        private var previous: [UInt64: [Segment]] = [:]
+        private var added = 0
+        /// True when the list was too large to hold (names beyond the limit were not added).
+        public private(set) var overflowed = false
+
+        static let digestSeed: UInt64 = 14_695_981_039_346_656_037
+
+        public init(reusing previous: DomainMatcher? = nil) {
+            entries.reserveCapacity(DomainMatcher.maxSegmentEntries)
+            arena.reserveCapacity(DomainMatcher.maxSegmentArena)
+            for segment in previous?.segments ?? [] {
+                self.previous[segment.digest, default: []].append(segment)
+            }
+        }
 
         /// `name` is a lowercase wire name; a trailing root byte is ignored.
         public mutating func add(name: [UInt8], kind: Kind, list: Int, line: Int) {
             var bytes = name[...]
             if bytes.last == 0 { bytes = bytes.dropLast() }
             guard !bytes.isEmpty, bytes.count <= 255 else { return }
-            entries.append(Entry(offset: UInt32(arena.count), line: UInt32(clamping: line),
-                                 list: UInt16(clamping: list), length: UInt8(bytes.count), kind: kind.packed))
+            let listIndex = UInt16(clamping: list)
+            if !entries.isEmpty, entries.count == DomainMatcher.maxSegmentEntries
+                || arena.count + bytes.count > DomainMatcher.maxSegmentArena
+                || listIndex != self.list || line < firstLine || line - firstLine > Int(UInt32.max) {
+                finishSegment()
+            }
+            if entries.isEmpty {
+                guard segments.count < DomainMatcher.maxSegments else {
+                    overflowed = true
+                    return
+                }
+                firstLine = line
+                self.list = listIndex
+            }
+            let hash = DomainMatcher.hash(bytes)
+            let entry = Entry(offset: UInt16(arena.count), length: UInt8(bytes.count), kind: kind.packed,
+                              line: UInt32(line - firstLine))
+            entries.append(entry)
             arena.append(contentsOf: bytes)
+            added += 1
+            digest = (digest ^ (UInt64(hash) | UInt64(entry.kind) << 32 | UInt64(entry.line) << 40)) &* 1_099_511_628_211
+            var mixed = hash ^ (hash >> 16)
+            mixed = mixed &* 0x7FEB_352D
+            mixed ^= mixed >> 15
+            if entries.count >= DomainMatcher.minSegmentEntries, mixed & (DomainMatcher.boundaryOdds - 1) == 0 {
+                finishSegment()
+            }
         }
 
-        public var count: Int { entries.count }
+        /// Names added so far (duplicates included).
+        public var count: Int { added }
 
-        /// Reserves room for a file of `bytes` bytes and at most `entries` names, so that a
-        /// large feed is not copied by repeated growth.
-        public mutating func reserve(bytes: Int, entries: Int) {
-            arena.reserveCapacity(bytes)
-            self.entries.reserveCapacity(entries)
+        private mutating func finishSegment() {
+            guard !entries.isEmpty else { return }
+            let key = digest ^ UInt64(entries.count) << 48
+            if let old = previous[key]?.first(where: { $0.holds(entries: entries[...], arena: arena[...], list: list) }) {
+                segments.append(old)
+            } else {
+                segments.append(Segment(entries: entries[...], arena: arena[...], list: list, digest: key))
+            }
+            firstLines.append(firstLine)
+            entries.removeAll(keepingCapacity: true)
+            arena.removeAll(keepingCapacity: true)
+            digest = Builder.digestSeed
         }
 
         /// Builds the table, consuming the builder. Duplicates (same name and kind) keep the first
-        /// occurrence; they are squeezed out of the entry array in place, so a large list is never
-        /// held twice.
+        /// occurrence; the others stay in their segment but are not in the table.
         public consuming func build() -> DomainMatcher {
+            finishSegment()
+            entries = []
+            arena = []
+            previous = [:]
+            let total = segments.reduce(0) { $0 + $1.entryCount }
             var capacity = 2
-            while capacity < entries.count * 2 { capacity <<= 1 }
+            while capacity < total * 2 { capacity <<= 1 }
             let mask = capacity - 1
+            let refs = zip(segments, firstLines).map { segment, line in
+                SegmentRef(entries: UnsafePointer(segment.entries), arena: UnsafePointer(segment.arena),
+                           firstLine: line, list: Int(segment.list))
+            }
             var table = [UInt32](repeating: 0, count: capacity)
             var kept = 0
-            arena.withUnsafeBufferPointer { arenaBytes in
-                entries.withUnsafeMutableBufferPointer { all in
-                    for i in 0..<all.count {
-                        let entry = all[i]
+            table.withUnsafeMutableBufferPointer { table in
+                for (index, segment) in segments.enumerated() {
+                    let arenaBytes = segment.arenaBuffer
+                    for (position, entry) in segment.entryBuffer.enumerated() {
                         let key = UnsafeBufferPointer(rebasing: arenaBytes[Int(entry.offset)..<Int(entry.offset) + Int(entry.length)])
                         var slot = Int(DomainMatcher.hash(key)) & mask
                         var duplicate = false
                         while table[slot] != 0 {
-                            let other = all[Int(table[slot]) - 1]
+                            let reference = Int(table[slot]) - 1
+                            let ref = refs[reference >> DomainMatcher.entryBits]
+                            let other = ref.entries[reference & (DomainMatcher.maxSegmentEntries - 1)]
                             if other.kind == entry.kind, other.length == entry.length,
-                               key.elementsEqual(arenaBytes[Int(other.offset)..<Int(other.offset) + Int(other.length)]) {
+                               key.elementsEqual(UnsafeBufferPointer(start: ref.arena + Int(other.offset), count: Int(other.length))) {
                                 duplicate = true
                                 break
                             }
                             slot = (slot + 1) & mask
                         }
                         if duplicate { continue }
-                        all[kept] = entry
+                        table[slot] = UInt32(index << DomainMatcher.entryBits | position) + 1
                         kept += 1
-                        table[slot] = UInt32(kept)
                     }
                 }
             }
-            entries.removeLast(entries.count - kept)
-            return DomainMatcher(arena: arena, entries: entries, table: table, mask: mask)
+            return DomainMatcher(segments: segments, refs: refs, table: table, mask: mask, count: kept)
         }
     }
 
@@ -162,7 +298,7 @@ public struct DomainMatcher: Sendable {
     /// Decides for a queried wire name (any letter case, ending with the root label).
     /// An allow rule covering the name wins; otherwise the most specific covering rule.
     public func decide(_ qname: [UInt8]) -> Hit? {
-        guard !entries.isEmpty, let starts = WireName.labelStarts(qname) else { return nil }
+        guard count > 0, let starts = WireName.labelStarts(qname) else { return nil }
         let end = qname.count - 1   // exclude the root byte
         var found: Hit?
         return qname.withUnsafeBufferPointer { q -> Hit? in
@@ -170,9 +306,11 @@ public struct DomainMatcher: Sendable {
                 let key = UnsafeBufferPointer(rebasing: q[start..<end])
                 var slot = Int(DomainMatcher.hash(key)) & mask
                 while table[slot] != 0 {
-                    let entry = entries[Int(table[slot]) - 1]
+                    let reference = Int(table[slot]) - 1
+                    let ref = refs[reference >> DomainMatcher.entryBits]
+                    let entry = ref.entries[reference & (DomainMatcher.maxSegmentEntries - 1)]
                     slot = (slot + 1) & mask
-                    guard Int(entry.length) == key.count, equalsArena(entry, key) else { continue }
+                    guard Int(entry.length) == key.count, DomainMatcher.equals(ref.arena + Int(entry.offset), key) else { continue }
                     let kind = Kind(packed: entry.kind)
                     let applies: Bool
                     switch kind.scope {
@@ -181,8 +319,8 @@ public struct DomainMatcher: Sendable {
                     case .exact: applies = index == 0
                     }
                     guard applies else { continue }
-                    let hit = Hit(name: Array(arena[Int(entry.offset)..<Int(entry.offset) + Int(entry.length)]),
-                                  kind: kind, list: Int(entry.list), line: Int(entry.line), suffixStart: start)
+                    let hit = Hit(name: Array(UnsafeBufferPointer(start: ref.arena + Int(entry.offset), count: Int(entry.length))),
+                                  kind: kind, list: ref.list, line: ref.firstLine + Int(entry.line), suffixStart: start)
                     if kind.action == .allow { return hit }
                     if found == nil { found = hit }
                 }
@@ -191,22 +329,21 @@ public struct DomainMatcher: Sendable {
         }
     }
 
+    /// Whether the listed bytes at `listed` equal `key` ignoring the key's letter case.
     @inline(__always)
-    private func equalsArena(_ entry: Entry, _ key: UnsafeBufferPointer<UInt8>) -> Bool {
-        arena.withUnsafeBufferPointer { a in
-            var i = 0
-            var j = Int(entry.offset)
-            while i < key.count {
-                if a[j] != WireName.lower(key[i]) { return false }
-                i += 1
-                j += 1
-            }
-            return true
+    private static func equals(_ listed: UnsafePointer<UInt8>, _ key: UnsafeBufferPointer<UInt8>) -> Bool {
+        var i = 0
+        while i < key.count {
+            if listed[i] != WireName.lower(key[i]) { return false }
+            i += 1
         }
+        return true
     }
 
-    /// Approximate bytes held, for start-up logging and the memory benchmark.
+    /// Approximate bytes held, for start-up logging and the memory benchmark (segments shared
+    /// with another version are counted in both).
     public var memoryFootprint: Int {
-        arena.capacity + entries.capacity * MemoryLayout<Entry>.stride + table.capacity * 4
+        segments.reduce(0) { $0 + $1.arenaCount + $1.entryCount * MemoryLayout<Entry>.stride }
+            + refs.capacity * MemoryLayout<SegmentRef>.stride + table.capacity * 4
     }
 }

@@ -29,23 +29,30 @@ public enum ListParser {
         add: (_ name: [UInt8], _ kind: DomainMatcher.Kind, _ line: Int) -> Void,
         reject: (ListLineError) -> Void
     ) -> Int {
+        bytes.withUnsafeBufferPointer { parse($0, file: file, firstLine: firstLine, add: add, reject: reject) }
+    }
+
+    @discardableResult
+    public static func parse(
+        _ buffer: UnsafeBufferPointer<UInt8>, file: String, firstLine: Int = 1,
+        add: (_ name: [UInt8], _ kind: DomainMatcher.Kind, _ line: Int) -> Void,
+        reject: (ListLineError) -> Void
+    ) -> Int {
         var lineNumber = firstLine - 1
-        bytes.withUnsafeBufferPointer { buffer in
-            let count = buffer.count
-            var start = 0
-            while start < count {
-                var end = start
-                while end < count && buffer[end] != UInt8(ascii: "\n") { end += 1 }
-                lineNumber += 1
-                if let wire = plainName(UnsafeBufferPointer(rebasing: buffer[start..<end])) {
-                    add(wire, .block, lineNumber)
-                } else {
-                    var lineBytes = ArraySlice(buffer[start..<end])
-                    if lineBytes.last == UInt8(ascii: "\r") { lineBytes = lineBytes.dropLast() }
-                    parseLine(lineBytes, number: lineNumber, file: file, add: add, reject: reject)
-                }
-                start = end + 1
+        let count = buffer.count
+        var start = 0
+        while start < count {
+            var end = start
+            while end < count && buffer[end] != UInt8(ascii: "\n") { end += 1 }
+            lineNumber += 1
+            if let wire = plainName(UnsafeBufferPointer(rebasing: buffer[start..<end])) {
+                add(wire, .block, lineNumber)
+            } else {
+                var lineBytes = ArraySlice(buffer[start..<end])
+                if lineBytes.last == UInt8(ascii: "\r") { lineBytes = lineBytes.dropLast() }
+                parseLine(lineBytes, number: lineNumber, file: file, add: add, reject: reject)
             }
+            start = end + 1
         }
         return lineNumber - firstLine + 1
     }

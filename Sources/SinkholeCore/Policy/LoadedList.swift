@@ -40,6 +40,9 @@ public final class LoadedList: Sendable {
     /// When it was loaded, seconds since the Unix epoch.
     public let loadedAt: Double
     let matcher: DomainMatcher
+    /// Segments of the matcher taken over from the version this one replaced (see `DomainMatcher`).
+    public let sharedSegments: Int
+    public var segments: Int { matcher.segmentCount }
     /// IP indicators (IP lists, RPZ rpz-ip triggers).
     let addresses: IPPrefixSet
     /// RPZ local data by lowercase wire name (root byte excluded).
@@ -47,7 +50,8 @@ public final class LoadedList: Sendable {
 
     init(name: String, path: String, format: ListFormat, matcher: DomainMatcher, rejectedLines: Int,
          signature: FileSignature?, seconds: Double, localData: [[UInt8]: [LocalRecord]] = [:],
-         addresses: IPPrefixSet = IPPrefixSet()) {
+         addresses: IPPrefixSet = IPPrefixSet(), sharedSegments: Int = 0) {
+        self.sharedSegments = sharedSegments
         self.addresses = addresses
         self.name = name
         self.path = path
