@@ -81,6 +81,10 @@ public struct ServerConfiguration: Sendable {
     /// are dropped and counted. Default 500,000 (about 40 MB at worst).
     public var historyCapacity = 500_000
 
+    /// Answer blocked names and inspected cache hits of plain queries without ldns. Default on;
+    /// off only in tests that compare it with the full path.
+    public var fastPath = true
+
     public static let defaultListen = ["127.0.0.1:53", "[::1]:53"]
     public static let installedBlocklistDirectory = "/etc/sinkhole/blocklists"
 

@@ -149,8 +149,13 @@ public final class QueryHistory: @unchecked Sendable {
     /// Prunes rows past the retention now (all batches) and waits.
     public func pruneNow() {
         queue.sync {
-            while pruneStep() {}
-            cleanOrphans()
+            var total = 0
+            while true {
+                let (more, deleted) = pruneStep()
+                total += deleted
+                if !more { break }
+            }
+            if total > 0 { cleanOrphans() }
         }
     }
 
@@ -169,11 +174,13 @@ public final class QueryHistory: @unchecked Sendable {
         }
     }
 
-    /// One pruning step now, the next ones queued behind the writes in between.
-    private func prune() {
-        if pruneStep() {
-            queue.async { [weak self] in self?.prune() }
-        } else {
+    /// One pruning step now, the next ones queued behind the writes in between; names and
+    /// clients are cleaned up at the end only when rows were deleted.
+    private func prune(deletedSoFar: Int = 0) {
+        let (more, deleted) = pruneStep()
+        if more {
+            queue.async { [weak self] in self?.prune(deletedSoFar: deletedSoFar + deleted) }
+        } else if deletedSoFar + deleted > 0 {
             cleanOrphans()
         }
     }
@@ -183,8 +190,9 @@ public final class QueryHistory: @unchecked Sendable {
         (options.now() - Int64(options.retention * 1000)) / 3_600_000
     }
 
-    /// Deletes up to `pruneBatch` rows older than the retention; true when there may be more.
-    private func pruneStep() -> Bool {
+    /// Deletes up to `pruneBatch` rows older than the retention: whether there may be more, and
+    /// how many went.
+    private func pruneStep() -> (more: Bool, deleted: Int) {
         let cutoff = oldestKeptHour
         do {
             let deleted = try database.write { db -> Int in
@@ -195,14 +203,16 @@ public final class QueryHistory: @unchecked Sendable {
                 return db.changesCount
             }
             pruned.add(deleted, ordering: .relaxed)
-            return deleted >= options.pruneBatch
+            return (deleted >= options.pruneBatch, deleted)
         } catch {
             logger.error("query history: pruning failed", metadata: ["error": "\(QueryHistory.describe(error))"])
-            return false
+            return (false, 0)
         }
     }
 
     /// Names and clients no row refers to any more, and retro-hunt bookkeeping past the retention.
+    /// Names are found through the primary key (one probe each); clients, which the key does not
+    /// lead with, through one scan of the distinct client ids. Writer queue only.
     private func cleanOrphans() {
         let cutoffMs = options.now() - Int64(options.retention * 1000)
         do {
@@ -210,8 +220,8 @@ public final class QueryHistory: @unchecked Sendable {
                 try db.execute(sql: "DELETE FROM retro_reported WHERE last_seen < ?", arguments: [cutoffMs])
                 try db.execute(sql: "DELETE FROM names WHERE NOT EXISTS (SELECT 1 FROM history WHERE name_id = names.id)")
                 try db.execute(sql: """
-                    DELETE FROM clients WHERE NOT EXISTS (SELECT 1 FROM history WHERE client_id = clients.id)
-                        AND NOT EXISTS (SELECT 1 FROM retro_reported WHERE client_id = clients.id)
+                    DELETE FROM clients WHERE id NOT IN (SELECT DISTINCT client_id FROM history)
+                        AND id NOT IN (SELECT client_id FROM retro_reported)
                     """)
             }
             ids.withLock { $0 = IDCache() }

@@ -37,6 +37,8 @@ public final class AnswerCache: Sendable {
     /// A cached answer: the upstream's bytes and when it expires.
     public struct Hit: Sendable {
         public var wire: [UInt8]
+        /// Which stored answer this is, for `markInspected`.
+        public var serial: UInt64
         /// Whole seconds since it was stored: what to take off every TTL.
         public var age: UInt32
         public var stale: Bool
@@ -47,15 +49,23 @@ public final class AnswerCache: Sendable {
         var wire: [UInt8]
         var stored: UInt64
         var expires: UInt64
+        let serial: UInt64
+        /// The answer prepared for the fast path (nil: full path only).
+        let reply: CachedReply?
+        /// The blocklist generation against which response inspection last found this answer
+        /// clean; the fast path serves it only while that generation is in force.
+        var inspectedGeneration = -1
         var prev: Node?
         var next: Node?
-        init(key: Key, wire: [UInt8], stored: UInt64, expires: UInt64) {
+        init(key: Key, wire: [UInt8], stored: UInt64, expires: UInt64, serial: UInt64) {
             self.key = key
             self.wire = wire
             self.stored = stored
             self.expires = expires
+            self.serial = serial
+            reply = CachedReply(wire)
         }
-        var cost: Int { wire.count + key.name.count + 160 }
+        var cost: Int { wire.count + key.name.count + 160 + 8 * (reply?.ttlOffsets.count ?? 0) }
     }
 
     final class Shard: @unchecked Sendable {
@@ -92,6 +102,7 @@ public final class AnswerCache: Sendable {
     public let serveStale: Bool
     public let staleWindow: UInt64 = 86_400
     private let shards: [Shard]
+    private let serials = Atomic<UInt64>(0)
     private let clock: @Sendable () -> UInt64
 
     public init(budgetBytes: Int, minTTL: UInt32 = 0, maxTTL: UInt32 = 86_400, maxNegativeTTL: UInt32 = 3600,
@@ -131,17 +142,20 @@ public final class AnswerCache: Sendable {
         }
     }
 
-    /// Stores the upstream's answer to `key` (its wire bytes as received).
-    public func store(_ key: Key, message: Message) {
-        guard budget > 0, let ttl = ttl(of: message), ttl > 0, let wire = message.wire() else { return }
+    /// Stores the upstream's answer to `key` (its wire bytes as received); returns its serial,
+    /// nil when it is not cached.
+    @discardableResult
+    public func store(_ key: Key, message: Message) -> UInt64? {
+        guard budget > 0, let ttl = ttl(of: message), ttl > 0, let wire = message.wire() else { return nil }
         let now = clock()
         let s = shard(key)
+        let serial = serials.add(1, ordering: .relaxed).newValue
         s.lock.withLock { _ in
             if let old = s.map[key] {
                 s.bytes -= old.cost
                 s.unlink(old)
             }
-            let node = Node(key: key, wire: wire, stored: now, expires: now + UInt64(ttl))
+            let node = Node(key: key, wire: wire, stored: now, expires: now + UInt64(ttl), serial: serial)
             s.map[key] = node
             s.pushFront(node)
             s.bytes += node.cost
@@ -151,6 +165,31 @@ public final class AnswerCache: Sendable {
                 s.map[victim.key] = nil
                 s.bytes -= victim.cost
             }
+        }
+        return serial
+    }
+
+    /// Records that response inspection found the stored answer `serial` clean with the lists
+    /// of `generation` in force (nothing happens if that answer has been replaced since).
+    public func markInspected(_ key: Key, serial: UInt64, generation: Int) {
+        let s = shard(key)
+        s.lock.withLock { _ in
+            if let node = s.map[key], node.serial == serial { node.inspectedGeneration = generation }
+        }
+    }
+
+    /// For the fast path: a fresh answer already inspected against `generation`, prepared for
+    /// serving, and its age. Nil sends the query down the full path (which inspects it again).
+    public func preparedLookup(_ key: Key, generation: Int) -> (reply: CachedReply, age: UInt32)? {
+        guard budget > 0 else { return nil }
+        let now = clock()
+        let s = shard(key)
+        return s.lock.withLock { _ -> (CachedReply, UInt32)? in
+            guard let node = s.map[key], now < node.expires, node.inspectedGeneration == generation,
+                  let reply = node.reply else { return nil }
+            s.unlink(node)
+            s.pushFront(node)
+            return (reply, UInt32(clamping: now - node.stored))
         }
     }
 
@@ -172,7 +211,7 @@ public final class AnswerCache: Sendable {
             }
             s.unlink(node)
             s.pushFront(node)
-            return Hit(wire: node.wire, age: UInt32(clamping: now - node.stored), stale: now >= node.expires)
+            return Hit(wire: node.wire, serial: node.serial, age: UInt32(clamping: now - node.stored), stale: now >= node.expires)
         }
     }
 

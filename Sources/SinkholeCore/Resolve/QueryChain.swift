@@ -42,6 +42,10 @@ public final class QueryChain: Sendable {
     public let trustECSFrom: AccessPolicy
     /// Where answered, unblocked queries are recorded for retro-hunts (nil = no history).
     public let history: QueryHistory?
+    /// Blocked names and inspected cache hits of plain queries are answered from the bytes,
+    /// without ldns (`WireQuery`, `FastReply`, `CachedReply`); everything else, and every query
+    /// when false, takes the full path. Same answers either way (tests compare them).
+    public let fastPath: Bool
     private let pending = Mutex<[AnswerCache.Key: [Waiter]]>([:])
     private let inFlight = DispatchGroup()
     private let logger: Logger
@@ -50,9 +54,11 @@ public final class QueryChain: Sendable {
                 access: AccessPolicy = .allowAll, refuseAction: RefuseAction = .refuse,
                 rateLimiter: RateLimiter? = nil, rateLimitAction: RateLimitAction = .truncate,
                 maxInFlight: Int = 2048, metrics: ServerMetrics? = nil, cache: AnswerCache? = nil,
-                trustECSFrom: AccessPolicy = AccessPolicy(rules: []), history: QueryHistory? = nil, logger: Logger) {
+                trustECSFrom: AccessPolicy = AccessPolicy(rules: []), history: QueryHistory? = nil,
+                fastPath: Bool = true, logger: Logger) {
         self.trustECSFrom = trustECSFrom
         self.history = history
+        self.fastPath = fastPath
         self.metrics = metrics
         self.cache = cache
         self.rateLimiter = rateLimiter
@@ -100,6 +106,7 @@ public final class QueryChain: Sendable {
             if rateLimitAction == .drop { return respond([]) }
             return respond(replies.rejection(to: header, packet: packet, rcode: Rcode.noError, truncated: true))
         }
+        if fastPath, answeredFast(packet, client: client, transport: transport, respond: respond) { return }
         guard let message = Message(wire: packet), let question = message.question, OPTCheck.isValid(packet) else {
             metrics?.query(transport, .formerr)
             return respond(HeaderGate.headerOnlyReply(to: header, rcode: Rcode.formErr))
@@ -128,7 +135,8 @@ public final class QueryChain: Sendable {
         if forwarder.forwardECS, let subnet = query.clientSubnet { cacheKey.subnet = subnet.option }
         let key = cacheKey
         if let cache, let hit = cache.lookup(key), let cached = AnswerCache.message(from: hit) {
-            return deliver(query, .upstream(cached, from: AnswerCache.origin), outcome: .cached, respond: respond)
+            return deliver(query, .upstream(cached, from: AnswerCache.origin), outcome: .cached,
+                           inspected: hit.stale ? nil : (key, hit.serial), respond: respond)
         }
         // Identical questions already on their way upstream wait for that answer (coalescing).
         let first = pending.withLock { waiting -> Bool in
@@ -154,9 +162,10 @@ public final class QueryChain: Sendable {
         forwarder.forward(query) { [self] resolution in
             var resolution = resolution
             var wire: [UInt8]?
+            var serial: UInt64?
             switch resolution {
             case .upstream(let message, _):
-                cache?.store(key, message: message)
+                serial = cache?.store(key, message: message)
                 wire = message.wire()
             case .failure:
                 // Every upstream failed: an expired answer is better than none (RFC 8767).
@@ -168,7 +177,7 @@ public final class QueryChain: Sendable {
                 break
             }
             let waiters = pending.withLock { $0.removeValue(forKey: key) ?? [] }
-            deliver(query, resolution, outcome: .forwarded, respond: respond)
+            deliver(query, resolution, outcome: .forwarded, inspected: serial.map { (key, $0) }, respond: respond)
             for waiter in waiters {
                 // Each waiter gets its own copy: building a reply changes the message.
                 let own = wire.flatMap { Message(wire: $0) }.map { Resolution.upstream($0, from: AnswerCache.origin) } ?? resolution
@@ -179,16 +188,65 @@ public final class QueryChain: Sendable {
         }
     }
 
+    /// The fast path: a plain query (`WireQuery`) for a blocked name, or one whose cached answer
+    /// was already inspected against the lists in force, answered from the bytes. False when the
+    /// query must take the full path; nothing has been logged or sent then.
+    private func answeredFast(_ packet: [UInt8], client: SocketAddress, transport: Transport,
+                              respond: @Sendable ([UInt8]) -> Void) -> Bool {
+        packet.withUnsafeBytes { raw -> Bool in
+            guard let q = WireQuery.parse(raw) else { return false }
+            // ECS options matter to the log or the cache key: the full path reads them.
+            if q.hasOptions && (!trustECSFrom.rules.isEmpty || forwarder.forwardECS) { return false }
+            let limit = transport == .tcp ? 65_535 : q.udpReplyLimit
+            let name = Array(raw[12..<q.nameEnd])
+            let snapshot = blocking.store.snapshot
+            if let match = snapshot.blockingRule(for: name) {
+                let question = Question(name: name, type: q.qtype, qclass: q.qclass)
+                let answer = blocking.policy.answer(for: question, match: match)
+                var reply: [UInt8] = []
+                if answer.action != .drop {
+                    reply = FastReply.block(q, packet: raw, answer: answer, payloadSize: replies.payloadSize)
+                    guard reply.count <= limit else { return false }   // truncation: the full path
+                }
+                blocking.log?.record(BlockEvent(client: client, transport: transport, id: q.id, qname: name,
+                                                qtype: q.qtype, qclass: q.qclass, answer: answer))
+                metrics?.query(transport, .blocked)
+                metrics?.blocked(list: answer.match.list)
+                counters.fastAnswered.add(1, ordering: .relaxed)
+                respond(reply)
+                return true
+            }
+            guard let cache, !forwarder.forwardECS else { return false }
+            let key = AnswerCache.Key(Question(name: name, type: q.qtype, qclass: q.qclass),
+                                      dnssecOK: q.edns?.dnssecOK ?? false)
+            guard let (prepared, age) = cache.preparedLookup(key, generation: snapshot.generation) else { return false }
+            let reply = prepared.reply(to: q, packet: raw, age: age, payloadSize: replies.payloadSize)
+            guard reply.count <= limit else { return false }
+            metrics?.query(transport, .cached)
+            history?.record(client: client.address, name: name, qtype: q.qtype)
+            counters.fastAnswered.add(1, ordering: .relaxed)
+            respond(reply)
+            return true
+        }
+    }
+
     /// A query waiting for an identical one already sent upstream.
     struct Waiter: @unchecked Sendable {
         let query: Query
         let respond: @Sendable ([UInt8]) -> Void
     }
 
-    /// Response inspection, metrics and the reply, for a forwarded or cached answer.
+    /// Response inspection, metrics and the reply, for a forwarded or cached answer. When the
+    /// answer is the cached one `inspected` names and inspection finds it clean, the cache is
+    /// told, so that the fast path may serve it while the same lists are in force.
     private func deliver(_ query: Query, _ resolution: Resolution, outcome: ServerMetrics.Outcome,
+                         inspected cached: (key: AnswerCache.Key, serial: UInt64)? = nil,
                          respond: @Sendable ([UInt8]) -> Void) {
+        let generation = blocking.store.generation
         let inspected = ResponseInspection(blocking: blocking).process(query, resolution)
+        if let cached, case .upstream = inspected {
+            cache?.markInspected(cached.key, serial: cached.serial, generation: generation)
+        }
         switch inspected {
         case .blocked(let answer):
             metrics?.query(query.transport, .blocked)
@@ -216,6 +274,8 @@ public final class QueryChain: Sendable {
         public let rateLimited = Atomic<Int>(0)
         /// SERVFAIL at once because --max-inflight queries were already upstream.
         public let overloaded = Atomic<Int>(0)
+        /// Answered by the fast path (blocked or cached, without ldns).
+        public let fastAnswered = Atomic<Int>(0)
     }
 
     /// Waits until every forwarded query has been answered, or the timeout passes.

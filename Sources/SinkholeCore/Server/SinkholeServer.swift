@@ -86,7 +86,7 @@ public final class SinkholeServer: Sendable {
                                ? AnswerCache(budgetBytes: configuration.cacheBytes, minTTL: configuration.cacheMinTTL,
                                              maxTTL: configuration.cacheMaxTTL, serveStale: configuration.serveStale) : nil,
                            trustECSFrom: AccessPolicy(rules: configuration.trustECSFrom.compactMap { try? AccessPolicy.parse($0, allow: true) }),
-                           history: history, logger: logger)
+                           history: history, fastPath: configuration.fastPath, logger: logger)
     }
 
     static func logTotals(_ blocklist: Blocklist, seconds: Double, logger: Logger) {

@@ -1,0 +1,262 @@
+/// A plain query read straight from its bytes, without ldns: the common case that the fast path
+/// (blocked names and cache hits) answers without decoding a `Message`.
+///
+/// Only the simplest well-formed shape is accepted: one question with an uncompressed name, no
+/// answer or authority records, and at most one additional record, which must be an EDNS
+/// version 0 OPT with the root owner and well-formed options, and nothing after it. Anything
+/// else (including every malformed packet) returns nil and takes the full path, which decodes
+/// with ldns and applies every rule; so the fast path never decides anything the full path would
+/// decide differently.
+public struct WireQuery: Sendable, Equatable {
+    public var id: UInt16
+    public var flags: UInt16
+    /// Offset just past the question name's root label; the question is bytes 12 ..< nameEnd + 4.
+    public var nameEnd: Int
+    public var qtype: UInt16
+    public var qclass: UInt16
+    /// The client's OPT record (version 0), nil without one.
+    public var edns: EDNS?
+    /// True when the OPT record carried any option (ECS, cookies, ...).
+    public var hasOptions: Bool
+
+    public var recursionDesired: Bool { flags & 0x0100 != 0 }
+    public var checkingDisabled: Bool { flags & 0x0010 != 0 }
+
+    /// The largest reply the client takes over UDP (RFC 6891 §6.2.5: never below 512).
+    public var udpReplyLimit: Int { max(512, Int(edns?.udpPayloadSize ?? 512)) }
+
+    public static func parse(_ b: UnsafeRawBufferPointer) -> WireQuery? {
+        let n = b.count
+        guard n >= 17 else { return nil }
+        @inline(__always) func u16(_ at: Int) -> UInt16 { UInt16(b[at]) << 8 | UInt16(b[at + 1]) }
+        let flags = u16(2)
+        // QR=0, opcode QUERY; one question, no answer or authority records, at most one more.
+        guard flags & 0xF800 == 0, u16(4) == 1, u16(6) == 0, u16(8) == 0 else { return nil }
+        let arcount = u16(10)
+        guard arcount <= 1 else { return nil }
+        var i = 12
+        while true {
+            guard i < n else { return nil }
+            let length = Int(b[i])
+            if length == 0 { break }
+            guard length <= 63 else { return nil }   // compression or an extended label type
+            i += 1 + length
+            guard i - 12 < 255 else { return nil }
+        }
+        let nameEnd = i + 1
+        guard nameEnd + 4 <= n else { return nil }
+        let qtype = u16(nameEnd), qclass = u16(nameEnd + 2)
+        // OPT as a question, zone transfers, and the other meta types: the full path.
+        guard qtype != RRType.opt, !(128...254).contains(qtype) else { return nil }
+        var end = nameEnd + 4
+        var edns: EDNS?
+        var hasOptions = false
+        if arcount == 1 {
+            // Root owner, type OPT, class = payload size, TTL = extended rcode, version, flags.
+            guard end + 11 <= n, b[end] == 0, u16(end + 1) == RRType.opt else { return nil }
+            let version = b[end + 6]
+            guard version == 0 else { return nil }   // BADVERS is the full path's answer
+            let dnssecOK = b[end + 7] & 0x80 != 0
+            let rdlength = Int(u16(end + 9))
+            var o = end + 11
+            let optEnd = o + rdlength
+            guard optEnd <= n else { return nil }
+            while o < optEnd {
+                guard o + 4 <= optEnd else { return nil }
+                o += 4 + Int(u16(o + 2))
+            }
+            guard o == optEnd else { return nil }
+            hasOptions = rdlength > 0
+            edns = EDNS(udpPayloadSize: u16(end + 3), version: 0, extendedRcode: b[end + 5], dnssecOK: dnssecOK)
+            end = optEnd
+        }
+        guard end == n else { return nil }   // trailing bytes: the full path decides
+        return WireQuery(id: u16(0), flags: flags, nameEnd: nameEnd, qtype: qtype, qclass: qclass,
+                         edns: edns, hasOptions: hasOptions)
+    }
+
+    public static func parse(_ bytes: [UInt8]) -> WireQuery? {
+        bytes.withUnsafeBytes { parse($0) }
+    }
+}
+
+/// Reply bytes built without ldns for the fast path. Each follows the same rules as
+/// `ReplyBuilder` (checked against it by tests): ID, opcode 0, RD and CD copied, the question
+/// exactly as asked, QR and RA set, one OPT (version 0, our payload size, the client's DO bit)
+/// when the query had one.
+public enum FastReply {
+    /// The reply to a blocked query: NXDOMAIN or NODATA with the SOA of the listed zone in the
+    /// authority section, or the sinkhole / local-data addresses; AA set; the Extended DNS Error
+    /// naming the list and rule when the client speaks EDNS.
+    public static func block(_ q: WireQuery, packet: UnsafeRawBufferPointer, answer: BlockAnswer,
+                             payloadSize: UInt16) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(q.nameEnd + 160)
+        let questionEnd = q.nameEnd + 4
+        var flags: UInt16 = 0x8000 | 0x0400 | 0x0080 | UInt16(answer.rcode & 0xF)   // QR, AA, RA
+        flags |= q.flags & 0x0110                                                   // RD, CD
+        let answers = answer.addresses.count
+        put16(&out, q.id)
+        put16(&out, flags)
+        put16(&out, 1)
+        put16(&out, UInt16(answers))
+        put16(&out, answers == 0 ? 1 : 0)
+        put16(&out, q.edns == nil ? 0 : 1)
+        out.append(contentsOf: UnsafeRawBufferPointer(rebasing: packet[12..<questionEnd]))
+        if answers > 0 {
+            for address in answer.addresses {
+                put16(&out, 0xC00C)   // the question name
+                put16(&out, q.qtype)
+                put16(&out, q.qclass)
+                put32(&out, answer.ttl)
+                put16(&out, UInt16(address.count))
+                out.append(contentsOf: address)
+            }
+        } else {
+            appendName(&out, answer.match.zone, question: packet, nameEnd: q.nameEnd)
+            put16(&out, RRType.soa)
+            put16(&out, q.qclass)
+            put32(&out, answer.ttl)
+            let rdata = ReplyBuilder.soaMname + ReplyBuilder.soaRname
+            put16(&out, UInt16(rdata.count + 20))
+            out.append(contentsOf: rdata)
+            for v in [1, 3600, 600, 86_400, answer.ttl] as [UInt32] { put32(&out, v) }
+        }
+        if let edns = q.edns {
+            appendOPT(&out, payloadSize: payloadSize, extendedRcode: 0, dnssecOK: edns.dnssecOK,
+                      options: ReplyBuilder.extendedError(for: answer))
+        }
+        return out
+    }
+
+    /// `name` (lowercase wire form) as a pointer into the question when it is a suffix of the
+    /// question name (the listed zone always is, for a name-based block), else in full.
+    static func appendName(_ out: inout [UInt8], _ name: [UInt8], question packet: UnsafeRawBufferPointer, nameEnd: Int) {
+        var i = 12
+        while i < nameEnd - 1 {
+            if nameEnd - i == name.count, equalIgnoringCase(packet, from: i, name) {
+                put16(&out, 0xC000 | UInt16(i))
+                return
+            }
+            i += 1 + Int(packet[i])
+        }
+        out.append(contentsOf: name)
+    }
+
+    static func equalIgnoringCase(_ packet: UnsafeRawBufferPointer, from start: Int, _ name: [UInt8]) -> Bool {
+        for k in 0..<name.count where WireName.lower(packet[start + k]) != WireName.lower(name[k]) { return false }
+        return true
+    }
+
+    static func appendOPT(_ out: inout [UInt8], payloadSize: UInt16, extendedRcode: UInt8, dnssecOK: Bool, options: [UInt8]) {
+        out.append(0)
+        put16(&out, RRType.opt)
+        put16(&out, payloadSize)
+        out.append(extendedRcode)
+        out.append(0)
+        out.append(dnssecOK ? 0x80 : 0)
+        out.append(0)
+        put16(&out, UInt16(options.count))
+        out.append(contentsOf: options)
+    }
+
+    @inline(__always) static func put16(_ out: inout [UInt8], _ v: UInt16) {
+        out.append(UInt8(v >> 8))
+        out.append(UInt8(v & 0xFF))
+    }
+
+    @inline(__always) static func put32(_ out: inout [UInt8], _ v: UInt32) {
+        put16(&out, UInt16(v >> 16))
+        put16(&out, UInt16(v & 0xFFFF))
+    }
+}
+
+/// A cached upstream answer prepared once, when it is stored, so that serving it is a copy with
+/// a few bytes patched: where its question ends, where every TTL is, and its OPT record (which
+/// is replaced by ours). Nil from `init` for anything unusual: that answer is then served
+/// through the full path only.
+public struct CachedReply: Sendable {
+    public let wire: [UInt8]
+    let questionEnd: Int
+    /// Offsets of the TTL field of every record except OPT.
+    let ttlOffsets: [Int]
+    /// The upstream's OPT record, removed when serving.
+    let opt: Range<Int>?
+    let counts: (answer: UInt16, authority: UInt16, additional: UInt16)
+    let extendedRcode: UInt8
+
+    public init?(_ wire: [UInt8]) {
+        guard let header = Header(wire), header.qdcount == 1, let nameEnd = OPTCheck.skipName(wire, 12),
+              nameEnd + 4 <= wire.count else { return nil }
+        var offset = nameEnd + 4
+        questionEnd = offset
+        var ttls: [Int] = []
+        var opt: Range<Int>?
+        var extended: UInt8 = 0
+        let total = Int(header.ancount) + Int(header.nscount) + Int(header.arcount)
+        for index in 0..<total {
+            let start = offset
+            guard let end = OPTCheck.skipName(wire, offset), end + 10 <= wire.count else { return nil }
+            let type = UInt16(wire[end]) << 8 | UInt16(wire[end + 1])
+            let rdlength = Int(wire[end + 8]) << 8 | Int(wire[end + 9])
+            offset = end + 10 + rdlength
+            guard offset <= wire.count else { return nil }
+            if type == RRType.opt {
+                guard opt == nil, index >= Int(header.ancount) + Int(header.nscount) else { return nil }
+                opt = start..<offset
+                extended = wire[end + 4]
+            } else {
+                ttls.append(end + 4)
+            }
+        }
+        // The OPT record must be the last one (ldns writes it there), so removing it moves no
+        // name that a compression pointer could refer to.
+        guard offset == wire.count, opt == nil || opt?.upperBound == wire.count else { return nil }
+        self.wire = wire
+        self.ttlOffsets = ttls
+        self.opt = opt
+        self.extendedRcode = extended
+        counts = (header.ancount, header.nscount, header.arcount - (opt == nil ? 0 : 1))
+    }
+
+    /// Our reply to `q` from this answer, every TTL less `age`: the relay rules of
+    /// `ReplyBuilder` (the upstream's sections, rcode, AA, AD and CD kept; ID, RD and the
+    /// question as asked; TC clear; RA set; our OPT with the upstream's extended rcode).
+    public func reply(to q: WireQuery, packet: UnsafeRawBufferPointer, age: UInt32, payloadSize: UInt16) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(wire.count + 11)
+        let upstreamFlags = UInt16(wire[2]) << 8 | UInt16(wire[3])
+        // The upstream's opcode, AA, AD, CD and rcode; TC, RD and Z cleared (ldns keeps no Z).
+        var flags = upstreamFlags & ~UInt16(0x0200 | 0x0100 | 0x0040)
+        flags |= 0x8000 | 0x0080 | (q.flags & 0x0100)   // QR, RA, the client's RD
+        FastReply.put16(&out, q.id)
+        FastReply.put16(&out, flags)
+        FastReply.put16(&out, 1)
+        FastReply.put16(&out, counts.answer)
+        FastReply.put16(&out, counts.authority)
+        FastReply.put16(&out, counts.additional + (q.edns == nil ? 0 : 1))
+        // The question as asked: the same name in the client's letter case, so every compression
+        // pointer into it still lands on the same labels.
+        out.append(contentsOf: UnsafeRawBufferPointer(rebasing: packet[12..<(q.nameEnd + 4)]))
+        let base = out.count - questionEnd   // 0: the question has the same length
+        out.append(contentsOf: wire[questionEnd..<(opt?.lowerBound ?? wire.count)])
+        if age > 0 {
+            out.withUnsafeMutableBufferPointer { o in
+                for t in ttlOffsets {
+                    let at = base + t
+                    let ttl = UInt32(o[at]) << 24 | UInt32(o[at + 1]) << 16 | UInt32(o[at + 2]) << 8 | UInt32(o[at + 3])
+                    let aged = ttl > age ? ttl - age : 0
+                    o[at] = UInt8(aged >> 24)
+                    o[at + 1] = UInt8((aged >> 16) & 0xFF)
+                    o[at + 2] = UInt8((aged >> 8) & 0xFF)
+                    o[at + 3] = UInt8(aged & 0xFF)
+                }
+            }
+        }
+        if let edns = q.edns {
+            FastReply.appendOPT(&out, payloadSize: payloadSize, extendedRcode: extendedRcode,
+                                dnssecOK: edns.dnssecOK, options: [])
+        }
+        return out
+    }
+}

@@ -1,0 +1,164 @@
+import Foundation
+import SinkholeCore
+import SinkholeTestSupport
+import Testing
+
+/// The fast path (blocked names and inspected cache hits answered from the bytes) gives the same
+/// answers as the full path: two servers with the same lists and upstream records, one with the
+/// fast path off, asked the same queries.
+@Suite struct FastPathTests {
+    static let records = [
+        "www.example.org. 300 IN A 192.0.2.12", "www.example.org. 300 IN AAAA 2001:db8::12",
+        "alias.example.org. 120 IN CNAME www.example.org.",
+        "nodata.example.org. 300 IN SOA ns.example.org. host.example.org. 1 3600 600 86400 90",
+    ]
+    static let lists = [
+        "intel.txt": "evil.example\n*.wild.example\n",
+        "zone.rpz": """
+            $TTL 60
+            @ SOA localhost. root.localhost. 1 3600 600 86400 60
+            @ NS localhost.
+            nodata.rpz.example CNAME *.
+            local.rpz.example A 192.0.2.77
+            local.rpz.example AAAA 2001:db8::77
+
+            """,
+    ]
+
+    func pair(_ mode: BlockMode = .nxdomain) throws -> (fast: TestHarness, full: TestHarness) {
+        func make(_ fast: Bool) throws -> TestHarness {
+            try TestHarness(lists: FastPathTests.lists, records: FastPathTests.records) {
+                $0.cacheBytes = 1 << 20
+                $0.fastPath = fast
+                $0.blockPolicy.mode = mode
+                $0.blockPolicy.sinkholeIPv4 = [192, 0, 2, 1]
+            }
+        }
+        return (try make(true), try make(false))
+    }
+
+    /// Every field a client sees, names compared without regard to case, TTLs within a second.
+    func same(_ a: Message, _ b: Message, _ what: String) {
+        #expect(a.id == b.id, "\(what): id")
+        #expect(a.rcode == b.rcode && a.isResponse == b.isResponse && a.authoritative == b.authoritative, "\(what): rcode/QR/AA")
+        #expect(a.truncated == b.truncated && a.recursionDesired == b.recursionDesired
+                && a.recursionAvailable == b.recursionAvailable && a.checkingDisabled == b.checkingDisabled, "\(what): flags")
+        #expect(a.question == b.question, "\(what): question exactly as asked")
+        for section in [Message.Section.answer, .authority, .additional] {
+            let x = a.records(section), y = b.records(section)
+            #expect(x.count == y.count, "\(what): \(section) count")
+            for (r, s) in zip(x, y) {
+                #expect(WireName.equalIgnoringCase(r.owner, s.owner) && r.type == s.type && r.rdata == s.rdata, "\(what): \(section) record")
+                #expect(abs(Int(r.ttl) - Int(s.ttl)) <= 1, "\(what): ttl \(r.ttl) vs \(s.ttl)")
+            }
+        }
+        #expect(a.edns == b.edns, "\(what): OPT")
+        #expect(a.ednsOptions == b.ednsOptions, "\(what): OPT options (EDE)")
+    }
+
+    func ask(_ h: TestHarness, _ packet: [UInt8], tcp: Bool = false) -> Message? {
+        let reply = tcp ? DNSTestClient.tcp(packet, to: h.address) : DNSTestClient.udp(packet, to: h.address)
+        return reply.flatMap { Message(wire: $0) }
+    }
+
+    static let variants: [(String, EDNS?, [UInt8])] = [
+        ("no EDNS", nil, []),
+        ("EDNS", EDNS(udpPayloadSize: 1232), []),
+        ("EDNS DO", EDNS(udpPayloadSize: 4096, dnssecOK: true), []),
+        ("EDNS cookie", EDNS(udpPayloadSize: 1232), [0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]),
+    ]
+
+    func packet(_ name: String, _ type: UInt16, _ edns: EDNS?, _ options: [UInt8], id: UInt16) -> [UInt8] {
+        var p = DNSTestClient.query(name, type: type, id: id, edns: edns)
+        if !options.isEmpty, let m = Message(wire: p) {
+            m.setEDNSOptions(options)
+            p = m.wire() ?? p
+        }
+        return p
+    }
+
+    @Test(arguments: [BlockMode.nxdomain, .sinkhole])
+    func blockedAnswersAreTheSame(mode: BlockMode) throws {
+        let (fast, full) = try pair(mode)
+        defer { fast.stop(); full.stop() }
+        var id: UInt16 = 100
+        for name in ["evil.example", "Deep.Sub.EVIL.example", "x.wild.example", "nodata.rpz.example", "local.rpz.example"] {
+            for type in [RRType.a, RRType.aaaa, 15] {
+                for (label, edns, options) in FastPathTests.variants {
+                    id &+= 1
+                    let p = packet(name, type, edns, options, id: id)
+                    let a = try #require(ask(fast, p)), b = try #require(ask(full, p))
+                    same(a, b, "\(mode) \(name) \(RRType.name(type)) \(label)")
+                }
+            }
+        }
+        let tcp = packet("evil.example", RRType.a, EDNS(udpPayloadSize: 1232), [], id: 9)
+        same(try #require(ask(fast, tcp, tcp: true)), try #require(ask(full, tcp, tcp: true)), "over TCP")
+        #expect(fast.server.chain.counters.fastAnswered.load(ordering: .relaxed) > 0)
+        #expect(full.server.chain.counters.fastAnswered.load(ordering: .relaxed) == 0)
+        // One block-log line per query on both, with the same fields.
+        let x = try fast.blockLogLines(), y = try full.blockLogLines()
+        #expect(x.count == y.count && x.count == 5 * 3 * 4 + 1)
+        for (l, r) in zip(x, y) {
+            for field in ["dns.question.name", "dns.question.type", "dns.id", "rule.name", "rule.ruleset",
+                          "sinkhole.rule_line", "event.action", "dns.response_code", "network.transport"] {
+                #expect("\(l.at(field) ?? "-")" == "\(r.at(field) ?? "-")", "\(field)")
+            }
+        }
+        #expect(fast.upstream.received.isEmpty && full.upstream.received.isEmpty)
+    }
+
+    @Test func cachedAnswersAreTheSame() throws {
+        let (fast, full) = try pair()
+        defer { fast.stop(); full.stop() }
+        var id: UInt16 = 500
+        for name in ["www.example.org", "alias.example.org", "nodata.example.org"] {
+            for type in [RRType.a, RRType.aaaa] {
+                for (label, edns, options) in FastPathTests.variants {
+                    // The first query fills the cache (and marks the answer inspected); the
+                    // second, in another letter case, is a cache hit.
+                    for asked in [name, name.uppercased()] {
+                        id &+= 1
+                        let p = packet(asked, type, edns, options, id: id)
+                        let a = try #require(ask(fast, p)), b = try #require(ask(full, p))
+                        same(a, b, "\(asked) \(RRType.name(type)) \(label)")
+                    }
+                }
+            }
+        }
+        #expect(fast.server.chain.counters.fastAnswered.load(ordering: .relaxed) >= 12)
+        #expect(fast.upstream.received.count == full.upstream.received.count)
+    }
+
+    @Test func aListChangeSendsCachedAnswersThroughInspectionAgain() throws {
+        let (fast, full) = try pair()
+        defer { fast.stop(); full.stop() }
+        for h in [fast, full] {
+            #expect(ask(h, DNSTestClient.query("alias.example.org"))?.answerCount == 1)
+            #expect(ask(h, DNSTestClient.query("alias.example.org"))?.answerCount == 1, "a cache hit")
+            let g = h.server.store.generation
+            try "www.example.org\n".write(to: h.directory.appendingPathComponent("lists/later.txt"), atomically: true, encoding: .utf8)
+            #expect(h.server.store.waitForGeneration(after: g, timeout: 1))
+            let r = try #require(ask(h, DNSTestClient.query("alias.example.org")))
+            #expect(r.rcode == Rcode.nxDomain, "the cached CNAME now leads to a listed name")
+            #expect(ask(h, DNSTestClient.query("www.example.org"))?.rcode == Rcode.nxDomain)
+        }
+        #expect(fast.upstream.received.count == 1)
+    }
+
+    @Test func aBlockAnswerTooLargeForUDPIsTruncatedAsOnTheFullPath() throws {
+        // A 250-byte listed name: with EDNS at 512 bytes, question + SOA + the EDE text is too big.
+        let long = (0..<4).map { String(repeating: Character(UnicodeScalar(UInt8(97 + $0))), count: 60) }.joined(separator: ".") + ".example"
+        let hs = try [true, false].map { fast in
+            try TestHarness(lists: ["intel.txt": long + "\n"]) { $0.fastPath = fast }
+        }
+        defer { hs.forEach { $0.stop() } }
+        let p = DNSTestClient.query(long, id: 77, edns: EDNS(udpPayloadSize: 512))
+        let a = try #require(ask(hs[0], p)), b = try #require(ask(hs[1], p))
+        #expect(a.truncated, "TC=1: the client retries over TCP")
+        same(a, b, "truncated block answer")
+        #expect(try hs[0].blockLogLines().count == 1, "declining the fast path logs nothing twice")
+        let tcp = try #require(ask(hs[0], p, tcp: true))
+        #expect(!tcp.truncated && tcp.rcode == Rcode.nxDomain)
+    }
+}

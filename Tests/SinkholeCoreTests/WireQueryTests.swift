@@ -1,0 +1,91 @@
+import Testing
+@testable import SinkholeCore
+
+/// What the fast path's parser accepts, and that everything unusual goes to the full path.
+@Suite struct WireQueryTests {
+    func query(_ name: String, type: UInt16 = RRType.a, edns: EDNS? = nil, options: [UInt8] = []) -> [UInt8] {
+        guard let m = Message.empty(), let wire = WireName.fromText(name) else { return [] }
+        m.id = 0x1234
+        m.recursionDesired = true
+        m.setQuestion(Question(name: wire, type: type, qclass: RRType.classIN))
+        m.edns = edns
+        if !options.isEmpty { m.setEDNSOptions(options) }
+        return m.wire() ?? []
+    }
+
+    @Test func plainQueriesAreRead() throws {
+        let q = try #require(WireQuery.parse(query("Www.Example.ORG", type: RRType.aaaa)))
+        #expect(q.id == 0x1234 && q.recursionDesired && q.qtype == RRType.aaaa && q.qclass == 1)
+        #expect(q.nameEnd == 12 + 17)
+        #expect(q.edns == nil && !q.hasOptions && q.udpReplyLimit == 512)
+        let e = try #require(WireQuery.parse(query("example.org", edns: EDNS(udpPayloadSize: 4096, dnssecOK: true))))
+        #expect(e.edns?.dnssecOK == true && e.edns?.udpPayloadSize == 4096 && !e.hasOptions)
+        #expect(e.udpReplyLimit == 4096)
+        let small = try #require(WireQuery.parse(query("example.org", edns: EDNS(udpPayloadSize: 100))))
+        #expect(small.udpReplyLimit == 512)
+        let cookie: [UInt8] = [0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]
+        let c = try #require(WireQuery.parse(query("example.org", edns: EDNS(udpPayloadSize: 1232), options: cookie)))
+        #expect(c.hasOptions)
+    }
+
+    @Test func everythingUnusualTakesTheFullPath() {
+        let good = query("example.org", edns: EDNS(udpPayloadSize: 1232))
+        #expect(WireQuery.parse(good) != nil)
+        #expect(WireQuery.parse(good + [0]) == nil, "trailing byte")
+        #expect(WireQuery.parse(Array(good.dropLast())) == nil, "OPT cut short")
+        var version = good
+        version[version.count - 5] = 1                      // EDNS version 1: BADVERS
+        #expect(WireQuery.parse(version) == nil)
+        var badOption = query("example.org", edns: EDNS(udpPayloadSize: 1232), options: [0, 10, 0, 2, 1, 2])
+        badOption[badOption.count - 3] = 9                  // option length past the OPT data
+        #expect(WireQuery.parse(badOption) == nil)
+        var response = good
+        response[2] |= 0x80
+        #expect(WireQuery.parse(response) == nil, "QR=1")
+        var notify = good
+        notify[2] |= 4 << 3
+        #expect(WireQuery.parse(notify) == nil, "opcode NOTIFY")
+        var twoQuestions = good
+        twoQuestions[5] = 2
+        #expect(WireQuery.parse(twoQuestions) == nil)
+        var answer = good
+        answer[7] = 1
+        #expect(WireQuery.parse(answer) == nil, "ANCOUNT 1")
+        #expect(WireQuery.parse(query("example.org", type: 252)) == nil, "AXFR")
+        #expect(WireQuery.parse(query("example.org", type: RRType.opt)) == nil)
+        // A compressed question name.
+        let compressed: [UInt8] = [0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xC0, 12, 0, 1, 0, 1]
+        #expect(WireQuery.parse(compressed) == nil)
+        let runt: [UInt8] = [0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 3, 0x61]
+        #expect(WireQuery.parse(runt) == nil)
+        // A non-OPT additional record.
+        var m = query("example.org")
+        m[11] = 1
+        m += [0, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1]
+        #expect(WireQuery.parse(m) == nil)
+    }
+
+    @Test func cachedRepliesArePreparedOnlyWhenTheirShapeIsPlain() throws {
+        guard let m = Message.empty(), let name = WireName.fromText("www.example.org") else { return }
+        m.id = 7
+        m.isResponse = true
+        m.setQuestion(Question(name: name, type: RRType.a, qclass: 1))
+        m.append(.answer, presentation: "www.example.org. 300 IN A 192.0.2.1")
+        m.append(.authority, presentation: "example.org. 3600 IN NS ns.example.org.")
+        m.edns = EDNS(udpPayloadSize: 4096)
+        let wire = try #require(m.wire())
+        let prepared = try #require(CachedReply(wire))
+        #expect(prepared.ttlOffsets.count == 2)
+        #expect(prepared.opt != nil)
+        let q = try #require(WireQuery.parse(query("WWW.example.org")))
+        let reply = query("WWW.example.org").withUnsafeBytes { prepared.reply(to: q, packet: $0, age: 100, payloadSize: 1232) }
+        let decoded = try #require(Message(wire: reply))
+        #expect(decoded.id == 0x1234 && decoded.isResponse && decoded.recursionDesired && decoded.recursionAvailable)
+        #expect(decoded.question?.name == WireName.fromText("WWW.example.org"))
+        #expect(decoded.records(.answer).map(\.ttl) == [200])
+        #expect(decoded.records(.authority).map(\.ttl) == [3500])
+        #expect(decoded.edns == nil, "no OPT to a client that sent none")
+        #expect(CachedReply(Array(wire.dropLast())) == nil)
+        #expect(CachedReply(wire + [0]) == nil)
+    }
+}
