@@ -30,11 +30,14 @@ let package = Package(
             pkgConfig: "zlib",
             providers: [.apt(["zlib1g-dev"])]
         ),
+        // recvmmsg/sendmmsg for the UDP listener (glibc declares them only under _GNU_SOURCE).
+        .target(name: "CSinkholeNet"),
         .target(
             name: "SinkholeCore",
             dependencies: [
                 "CLdns",
                 "CZlib",
+                "CSinkholeNet",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Metrics", package: "swift-metrics"),

@@ -64,7 +64,8 @@ public final class QueryHistory: @unchecked Sendable {
     let database: DatabasePool
     private static let shardCount = 8
     private let shards: [Shard]
-    private let perShard: Int
+    /// Sightings in the buffers, bounded by `options.capacity`.
+    private let pendingCount = Atomic<Int>(0)
     private let recorded = Atomic<Int>(0)
     private let dropped = Atomic<Int>(0)
     private let written = Atomic<Int>(0)
@@ -101,7 +102,6 @@ public final class QueryHistory: @unchecked Sendable {
             throw HistoryError("cannot open query history \(path): \(QueryHistory.describe(error))")
         }
         shards = (0..<QueryHistory.shardCount).map { _ in Shard() }
-        perShard = max(1, options.capacity / QueryHistory.shardCount)
         timer = DispatchSource.makeTimerSource(queue: queue)
         timer.schedule(deadline: .now() + options.flushInterval, repeating: options.flushInterval)
         timer.setEventHandler { [weak self] in self?.tick() }
@@ -122,18 +122,18 @@ public final class QueryHistory: @unchecked Sendable {
     /// Records one answered query. Cheap: a clock read and an append under a short lock.
     /// `client` is the IP address (4 or 16 bytes), `name` the question name in wire form.
     public func record(client: [UInt8], name: [UInt8], qtype: UInt16) {
-        let sighting = Sighting(client: client, name: name, qtype: qtype, time: options.now())
-        let index = (Int(client.last ?? 0) ^ name.count) % shards.count
-        let kept = shards[index].buffer.withLock { buffer -> Bool in
-            guard buffer.sightings.count < perShard else { return false }
-            buffer.sightings.append(sighting)
-            return true
-        }
-        if kept {
-            recorded.add(1, ordering: .relaxed)
-        } else {
+        // One count over all buffers bounds the memory; the buffer is picked by thread, so that
+        // queries answered on different cores rarely meet on one lock.
+        guard pendingCount.add(1, ordering: .relaxed).newValue <= options.capacity else {
+            pendingCount.subtract(1, ordering: .relaxed)
             dropped.add(1, ordering: .relaxed)
+            return
         }
+        let sighting = Sighting(client: client, name: name, qtype: qtype, time: options.now())
+        let thread = UInt(bitPattern: Int(pthread_self()))
+        let index = Int(truncatingIfNeeded: (thread &* 0x9E37_79B9_7F4A_7C15) >> 61) % shards.count
+        shards[index].buffer.withLock { $0.sightings.append(sighting) }
+        recorded.add(1, ordering: .relaxed)
     }
 
     public var counts: Counts {
@@ -304,6 +304,7 @@ public final class QueryHistory: @unchecked Sendable {
                 return s
             }
             taken += sightings.count
+            pendingCount.subtract(sightings.count, ordering: .relaxed)
             for s in sightings {
                 // Most names arrive lowercase already: copy only those that are not.
                 let name = s.name.contains { $0 >= 0x41 && $0 <= 0x5A } ? WireName.lowercased(s.name) : s.name

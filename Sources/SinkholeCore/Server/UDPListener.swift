@@ -1,17 +1,48 @@
+import CSinkholeNet
 import Dispatch
 import Glibc
+import Synchronization
+
+/// `struct mmsghdr`: one datagram of a recvmmsg/sendmmsg batch (checked against C's layout).
+struct MultiMessageHeader {
+    var msg_hdr: msghdr
+    var msg_len: UInt32
+}
 
 /// Receives DNS queries on one UDP socket and sends the replies back from it.
 ///
-/// A Dispatch read source drains the socket in batches; the handler runs on the listener's
-/// queue and may answer there (blocked names) or later from any thread (forwarded names):
-/// `sendto` on a UDP socket is safe from several threads.
+/// A Dispatch read source wakes the listener's queue; it drains the socket with recvmmsg, up to
+/// `batch` datagrams per call. Replies made while the batch is handled (blocked names, cache
+/// hits: the handler answers at once) are sent together with one sendmmsg at the end of the
+/// batch; replies made later on another thread (forwarded names) are sent with `sendto`, which
+/// is safe from several threads on a UDP socket. Two system calls per batch instead of two per
+/// query is most of what a blocked query costs.
 public final class UDPListener: @unchecked Sendable {
     public let address: SocketAddress
     private let fd: Int32
     private let source: DispatchSourceRead
     private let handler: QueryHandler
     private var started = false
+
+    /// Datagrams per recvmmsg and per sendmmsg.
+    static let batch = 32
+    /// Largest datagram received (larger ones are cut and then fail the header checks).
+    static let receiveSize = 65_536
+    /// Replies up to this size are copied into the send batch; larger ones go out alone.
+    static let sendSize = 4096
+
+    // Receive and send state, used only on the listener's queue while it drains.
+    private let receiveBuffers: UnsafeMutableRawPointer
+    private let receivePeers: UnsafeMutablePointer<sockaddr_storage>
+    private let receiveVectors: UnsafeMutablePointer<iovec>
+    private let receiveHeaders: UnsafeMutablePointer<MultiMessageHeader>
+    private let sendBuffers: UnsafeMutableRawPointer
+    private let sendPeers: UnsafeMutablePointer<sockaddr_storage>
+    private let sendVectors: UnsafeMutablePointer<iovec>
+    private let sendHeaders: UnsafeMutablePointer<MultiMessageHeader>
+    private var pending = 0
+    /// The thread draining now (0 when none): a reply made on it goes into the send batch.
+    private let drainingThread = Atomic<UInt>(0)
 
     /// Binds; throws with the reason (address in use, not available) so start-up can fail clearly.
     public init(address requested: SocketAddress, queue: DispatchQueue, reusePort: Bool = false,
@@ -21,6 +52,33 @@ public final class UDPListener: @unchecked Sendable {
         address = SocketAddress.local(of: fd) ?? requested
         self.handler = handler
         source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
+        precondition(MemoryLayout<MultiMessageHeader>.stride == Int(sinkhole_mmsghdr_size())
+                     && MemoryLayout<MultiMessageHeader>.offset(of: \.msg_len) == Int(sinkhole_mmsghdr_len_offset()),
+                     "struct mmsghdr layout")
+        let n = UDPListener.batch
+        receiveBuffers = .allocate(byteCount: n * UDPListener.receiveSize, alignment: 16)
+        receivePeers = .allocate(capacity: n)
+        receiveVectors = .allocate(capacity: n)
+        receiveHeaders = .allocate(capacity: n)
+        sendBuffers = .allocate(byteCount: n * UDPListener.sendSize, alignment: 16)
+        sendPeers = .allocate(capacity: n)
+        sendVectors = .allocate(capacity: n)
+        sendHeaders = .allocate(capacity: n)
+        for i in 0..<n {
+            receiveVectors[i] = iovec(iov_base: receiveBuffers + i * UDPListener.receiveSize, iov_len: UDPListener.receiveSize)
+            sendVectors[i] = iovec(iov_base: sendBuffers + i * UDPListener.sendSize, iov_len: 0)
+        }
+    }
+
+    deinit {
+        receiveBuffers.deallocate()
+        receivePeers.deallocate()
+        receiveVectors.deallocate()
+        receiveHeaders.deallocate()
+        sendBuffers.deallocate()
+        sendPeers.deallocate()
+        sendVectors.deallocate()
+        sendHeaders.deallocate()
     }
 
     public func start() {
@@ -41,29 +99,64 @@ public final class UDPListener: @unchecked Sendable {
         _ = Glibc.close(fd)
     }
 
+    private static var currentThread: UInt { UInt(bitPattern: Int(pthread_self())) }
+
     private func drain() {
-        var buffer = [UInt8](repeating: 0, count: 65_536)
-        var storage = sockaddr_storage()
-        let fd = self.fd
+        let n = UDPListener.batch
+        drainingThread.store(UDPListener.currentThread, ordering: .relaxed)
+        defer { drainingThread.store(0, ordering: .relaxed) }
         // Bounded, so one busy socket cannot starve the others sharing the queue.
-        for _ in 0..<256 {
-            var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-            let n = buffer.withUnsafeMutableBytes { raw in
-                withUnsafeMutablePointer(to: &storage) {
-                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                        recvfrom(fd, raw.baseAddress, raw.count, Int32(MSG_DONTWAIT), $0, &length)
-                    }
-                }
+        for _ in 0..<8 {
+            for i in 0..<n {
+                receiveHeaders[i] = MultiMessageHeader(
+                    msg_hdr: msghdr(msg_name: UnsafeMutableRawPointer(receivePeers + i),
+                                    msg_namelen: socklen_t(MemoryLayout<sockaddr_storage>.size),
+                                    msg_iov: receiveVectors + i, msg_iovlen: 1, msg_control: nil, msg_controllen: 0, msg_flags: 0),
+                    msg_len: 0)
             }
-            if n < 0 { return }   // EAGAIN: drained; other errors (ICMP-induced) are per packet
-            guard let client = SocketAddress(storage: &storage) else { continue }
-            let packet = Array(buffer[0..<n])
-            handler(packet, client, .udp) { reply in
-                guard !reply.isEmpty else { return }
-                client.withSockAddr { addr, len in
-                    _ = reply.withUnsafeBytes { sendto(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT), addr, len) }
-                }
+            let received = Int(sinkhole_recvmmsg(fd, receiveHeaders, UInt32(n), Int32(MSG_DONTWAIT)))
+            if received <= 0 { break }   // EAGAIN: drained; other errors (ICMP-induced) are per packet
+            for i in 0..<received {
+                guard let client = SocketAddress(storage: receivePeers + i) else { continue }
+                let bytes = UnsafeRawBufferPointer(start: receiveBuffers + i * UDPListener.receiveSize,
+                                                   count: Int(receiveHeaders[i].msg_len))
+                handler(Array(bytes), client, .udp) { [self] reply in self.send(reply, to: client) }
             }
+            flush()
+            if received < n { break }
         }
+    }
+
+    /// Queues the reply for the batch's sendmmsg when made while draining on this thread, else
+    /// sends it at once.
+    private func send(_ reply: [UInt8], to client: SocketAddress) {
+        guard !reply.isEmpty else { return }
+        if drainingThread.load(ordering: .relaxed) == UDPListener.currentThread, reply.count <= UDPListener.sendSize {
+            if pending == UDPListener.batch { flush() }
+            let i = pending
+            reply.withUnsafeBytes { sendVectors[i].iov_base.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            sendVectors[i].iov_len = reply.count
+            let length = client.fill(&sendPeers[i])
+            sendHeaders[i] = MultiMessageHeader(
+                msg_hdr: msghdr(msg_name: UnsafeMutableRawPointer(sendPeers + i), msg_namelen: length,
+                                msg_iov: sendVectors + i, msg_iovlen: 1, msg_control: nil, msg_controllen: 0, msg_flags: 0),
+                msg_len: 0)
+            pending += 1
+            return
+        }
+        client.withSockAddr { addr, len in
+            _ = reply.withUnsafeBytes { sendto(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT), addr, len) }
+        }
+    }
+
+    /// Sends the queued replies; a datagram the kernel refuses (a full buffer, an unreachable
+    /// client) is dropped, as a lost UDP reply would be, and the rest still go.
+    private func flush() {
+        var sent = 0
+        while sent < pending {
+            let r = Int(sinkhole_sendmmsg(fd, sendHeaders + sent, UInt32(pending - sent), Int32(MSG_DONTWAIT)))
+            sent += r > 0 ? r : 1
+        }
+        pending = 0
     }
 }
