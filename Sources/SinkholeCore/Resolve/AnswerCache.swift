@@ -32,6 +32,16 @@ public final class AnswerCache: Sendable {
             qclass = question.qclass
             self.dnssecOK = dnssecOK
         }
+
+        /// The name's bytes in one call: an array's own hashing feeds the hasher byte by byte,
+        /// which showed up in profiles of the cache-hit path.
+        public func hash(into hasher: inout Hasher) {
+            name.withUnsafeBytes { hasher.combine(bytes: $0) }
+            hasher.combine(type)
+            hasher.combine(qclass)
+            hasher.combine(dnssecOK)
+            subnet.withUnsafeBytes { hasher.combine(bytes: $0) }
+        }
     }
 
     /// A cached answer: the upstream's bytes and when it expires.

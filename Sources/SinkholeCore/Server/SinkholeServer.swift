@@ -50,13 +50,22 @@ public final class SinkholeServer: Sendable {
             let metrics = self.metrics
             self.history = history
             hunter = RetroHunter(history: history, logger: logger) { hits in
-                for hit in hits {
-                    logger.warning("retro-hit: client resolved a name before a list blocked it", metadata: [
-                        "source.ip": "\(hit.client)", "dns.question.name": "\(hit.name)", "rule.name": "\(hit.rule.rule)",
-                        "rule.ruleset": "\(hit.rule.list)", "count": "\(hit.count)",
-                        "first_seen": "\(ReportTime.format(hit.firstSeen))", "last_seen": "\(ReportTime.format(hit.lastSeen))",
-                    ])
+                // Every hit goes to the block log (and syslog); the operational log names the
+                // first few and counts the rest, so a large hunt does not flood it.
+                for (index, hit) in hits.enumerated() {
+                    if index < SinkholeServer.retroHitsLogged {
+                        logger.warning("retro-hit: client resolved a name before a list blocked it", metadata: [
+                            "source.ip": "\(hit.client)", "dns.question.name": "\(hit.name)", "rule.name": "\(hit.rule.rule)",
+                            "rule.ruleset": "\(hit.rule.list)", "count": "\(hit.count)",
+                            "first_seen": "\(ReportTime.format(hit.firstSeen))", "last_seen": "\(ReportTime.format(hit.lastSeen))",
+                        ])
+                    }
                     log?.record(BlockEvent.retroHit(hit))
+                }
+                if hits.count > SinkholeServer.retroHitsLogged {
+                    logger.warning("more retro-hits: see the block log (event.action retro-hit)", metadata: [
+                        "count": "\(hits.count - SinkholeServer.retroHitsLogged)",
+                    ])
                 }
                 metrics.retroHits(hits.count)
             }
@@ -88,6 +97,9 @@ public final class SinkholeServer: Sendable {
                            trustECSFrom: AccessPolicy(rules: configuration.trustECSFrom.compactMap { try? AccessPolicy.parse($0, allow: true) }),
                            history: history, fastPath: configuration.fastPath, logger: logger)
     }
+
+    /// Retro-hits of one hunt named one by one in the operational log.
+    static let retroHitsLogged = 20
 
     static func logTotals(_ blocklist: Blocklist, seconds: Double, logger: Logger) {
         logger.info("blocklists in force", metadata: [
