@@ -156,7 +156,7 @@ public final class AnswerCache: Sendable {
     /// nil when it is not cached.
     @discardableResult
     public func store(_ key: Key, message: Message) -> UInt64? {
-        guard budget > 0, let ttl = ttl(of: message), ttl > 0, let wire = message.wire() else { return nil }
+        guard budget > 0, let ttl = ttl(of: message), ttl > 0, let wire = message.receivedWire ?? message.wire() else { return nil }
         let now = clock()
         let s = shard(key)
         let serial = serials.add(1, ordering: .relaxed).newValue

@@ -166,7 +166,7 @@ public final class QueryChain: Sendable {
             switch resolution {
             case .upstream(let message, _):
                 serial = cache?.store(key, message: message)
-                wire = message.wire()
+                wire = message.receivedWire ?? message.wire()
             case .failure:
                 // Every upstream failed: an expired answer is better than none (RFC 8767).
                 if let cache, let hit = cache.lookup(key, allowStale: true), let stale = AnswerCache.message(from: hit) {
@@ -206,7 +206,7 @@ public final class QueryChain: Sendable {
                 var reply: [UInt8] = []
                 if answer.action != .drop {
                     reply = FastReply.block(q, packet: raw, answer: answer, payloadSize: replies.payloadSize)
-                    guard reply.count <= limit else { return false }   // truncation: the full path
+                    guard !reply.isEmpty, reply.count <= limit else { return false }   // truncation: the full path
                 }
                 blocking.log?.record(BlockEvent(client: client, transport: transport, id: q.id, qname: name,
                                                 qtype: q.qtype, qclass: q.qclass, answer: answer))
@@ -221,7 +221,7 @@ public final class QueryChain: Sendable {
                                       dnssecOK: q.edns?.dnssecOK ?? false)
             guard let (prepared, age) = cache.preparedLookup(key, generation: snapshot.generation) else { return false }
             let reply = prepared.reply(to: q, packet: raw, age: age, payloadSize: replies.payloadSize)
-            guard reply.count <= limit else { return false }
+            guard !reply.isEmpty, reply.count <= limit else { return false }
             metrics?.query(transport, .cached)
             history?.record(client: client.address, name: name, qtype: q.qtype)
             counters.fastAnswered.add(1, ordering: .relaxed)
@@ -263,6 +263,15 @@ public final class QueryChain: Sendable {
         }
         if case .blocked(let answer) = inspected, answer.action == .drop {
             respond([])
+        } else if case .upstream(let message, _) = inspected, let raw = message.receivedWire,
+                  let prepared = CachedReply(raw),
+                  case let relayed = prepared.reply(id: query.header.id, flags: query.header.flags,
+                                                    question: query.question, edns: query.edns,
+                                                    payloadSize: replies.payloadSize),
+                  !relayed.isEmpty, relayed.count <= query.replySizeLimit {
+            // The upstream's own bytes with our header, question and OPT: what ReplyBuilder.relay
+            // makes, without encoding the message again.
+            respond(relayed)
         } else {
             respond(replies.reply(to: query, inspected))
         }

@@ -71,8 +71,12 @@ final class TCPConnection: @unchecked Sendable {
     }
 
     private func readAvailable() {
-        var chunk = [UInt8](repeating: 0, count: 65_536)
-        let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        // 16 KiB a read, uninitialised: the read source fires again while more is waiting.
+        let n = withUnsafeTemporaryAllocation(byteCount: 16_384, alignment: 16) { chunk -> Int in
+            let n = read(fd, chunk.baseAddress, chunk.count)
+            if n > 0 { input.append(contentsOf: UnsafeRawBufferPointer(rebasing: chunk[0..<n])) }
+            return n
+        }
         if n == 0 {
             // Peer closed its side: answer what was asked, then close.
             finishing = true
@@ -85,7 +89,6 @@ final class TCPConnection: @unchecked Sendable {
             close()
             return
         }
-        input.append(contentsOf: chunk[0..<n])
         extractMessages()
     }
 

@@ -37,16 +37,22 @@ public final class Forwarder: Sendable {
     /// The message sent upstream: the client's question, RD and CD, and our own OPT record with
     /// the client's DO bit (and its ECS option with `--forward-ecs`). Nothing else is passed on.
     func upstreamQuery(for query: Query) -> [UInt8]? {
-        guard let message = Message.empty() else { return nil }
-        message.id = 0
-        message.opcode = Opcode.query
-        message.recursionDesired = query.header.recursionDesired
-        message.checkingDisabled = query.header.checkingDisabled
-        message.authenticData = query.message.authenticData
-        message.setQuestion(query.question)
-        message.edns = EDNS(udpPayloadSize: payloadSize, dnssecOK: query.edns?.dnssecOK ?? false)
-        if forwardECS, let subnet = query.clientSubnet { message.setEDNSOptions(subnet.option) }
-        return message.wire()
+        // Built from the bytes up (ldns_pkt2wire would allocate 64 KiB for these few dozen).
+        var out: [UInt8] = []
+        out.reserveCapacity(query.question.name.count + 40)
+        FastReply.put16(&out, 0)                                   // ID: set per try
+        FastReply.put16(&out, query.header.flags & 0x0130)         // RD, AD, CD; opcode QUERY
+        FastReply.put16(&out, 1)
+        FastReply.put16(&out, 0)
+        FastReply.put16(&out, 0)
+        FastReply.put16(&out, 1)
+        out.append(contentsOf: query.question.name)
+        FastReply.put16(&out, query.question.type)
+        FastReply.put16(&out, query.question.qclass)
+        let options = forwardECS ? (query.clientSubnet?.option ?? []) : []
+        FastReply.appendOPT(&out, payloadSize: payloadSize, extendedRcode: 0,
+                            dnssecOK: query.edns?.dnssecOK ?? false, options: options)
+        return out
     }
 
     public func forward(_ query: Query, completion: @escaping @Sendable (Resolution) -> Void) {
@@ -66,8 +72,9 @@ public final class Forwarder: Sendable {
         }
         let upstream = upstreams[index]
         let started = DispatchTime.now()
+        let lane = queues.lane()
         let exchange = UpstreamExchange(upstream: upstream, query: wire, question: question, timeout: min(timeout, left),
-                                        queue: queues.queue()) { [self] result in
+                                        queue: lane.queue, buffer: lane.buffer) { [self] result in
             let rest = order.dropFirst()
             switch result {
             case .success(let reply) where reply.rcode == Rcode.servFail:

@@ -41,6 +41,8 @@ final class UpstreamExchange: @unchecked Sendable {
     private var query: [UInt8]
     private let deadline: DispatchTime
     private let queue: DispatchQueue
+    /// Used only on `queue`.
+    private let buffer: ReceiveBuffer
     private let completion: Completion
     private let state = Mutex<Bool>(false)   // finished
     private var fd: Int32 = -1
@@ -49,7 +51,8 @@ final class UpstreamExchange: @unchecked Sendable {
     private var retryingOverTCP = false
 
     init(upstream: SocketAddress, query: [UInt8], question: Question, timeout: Double,
-         queue: DispatchQueue, completion: @escaping Completion) {
+         queue: DispatchQueue, buffer: ReceiveBuffer, completion: @escaping Completion) {
+        self.buffer = buffer
         self.upstream = upstream
         self.query = query
         self.question = question
@@ -123,15 +126,13 @@ final class UpstreamExchange: @unchecked Sendable {
 
     private func receiveUDP() {
         guard !retryingOverTCP else { return }
-        var buffer = [UInt8](repeating: 0, count: 65_536)
         var storage = sockaddr_storage()
+        let raw = buffer.bytes
         for _ in 0..<16 {
             var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-            let n = buffer.withUnsafeMutableBytes { raw in
-                withUnsafeMutablePointer(to: &storage) {
-                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                        recvfrom(fd, raw.baseAddress, raw.count, Int32(MSG_DONTWAIT), $0, &length)
-                    }
+            let n = withUnsafeMutablePointer(to: &storage) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    recvfrom(fd, raw, ReceiveBuffer.size, Int32(MSG_DONTWAIT), $0, &length)
                 }
             }
             if n < 0 {
@@ -140,7 +141,7 @@ final class UpstreamExchange: @unchecked Sendable {
                 return finish(.failure(.network(SystemError("receive from \(upstream)").description)))
             }
             guard SocketAddress(storage: &storage) == upstream else { continue }
-            guard let reply = validated(Array(buffer[0..<n])) else { continue }
+            guard let reply = validated(Array(UnsafeRawBufferPointer(start: raw, count: n))) else { continue }
             if reply.truncated {
                 retryingOverTCP = true
                 let remaining = max(0.05, Double(Int64(deadline.uptimeNanoseconds) - Int64(DispatchTime.now().uptimeNanoseconds)) / 1e9)
@@ -173,6 +174,7 @@ final class UpstreamExchange: @unchecked Sendable {
         guard id == (expectedID ?? self.expectedID), bytes[2] & 0x80 != 0 else { return nil }
         guard let message = Message(wire: bytes), let q = message.question,
               message.questionCount == 1, q.matches(question) else { return nil }
+        message.receivedWire = bytes
         return message
     }
 }

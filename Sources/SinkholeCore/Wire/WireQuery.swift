@@ -223,22 +223,39 @@ public struct CachedReply: Sendable {
     /// `ReplyBuilder` (the upstream's sections, rcode, AA, AD and CD kept; ID, RD and the
     /// question as asked; TC clear; RA set; our OPT with the upstream's extended rcode).
     public func reply(to q: WireQuery, packet: UnsafeRawBufferPointer, age: UInt32, payloadSize: UInt16) -> [UInt8] {
+        reply(id: q.id, flags: q.flags, age: age, edns: q.edns, payloadSize: payloadSize) { out in
+            out.append(contentsOf: UnsafeRawBufferPointer(rebasing: packet[12..<(q.nameEnd + 4)]))
+        }
+    }
+
+    /// The same for a decoded query (a forwarded answer relayed as received).
+    public func reply(id: UInt16, flags: UInt16, question: Question, edns: EDNS?, payloadSize: UInt16) -> [UInt8] {
+        reply(id: id, flags: flags, age: 0, edns: edns, payloadSize: payloadSize) { out in
+            out.append(contentsOf: question.name)
+            FastReply.put16(&out, question.type)
+            FastReply.put16(&out, question.qclass)
+        }
+    }
+
+    private func reply(id: UInt16, flags queryFlags: UInt16, age: UInt32, edns: EDNS?, payloadSize: UInt16,
+                       question: (inout [UInt8]) -> Void) -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(wire.count + 11)
         let upstreamFlags = UInt16(wire[2]) << 8 | UInt16(wire[3])
         // The upstream's opcode, AA, AD, CD and rcode; TC, RD and Z cleared (ldns keeps no Z).
         var flags = upstreamFlags & ~UInt16(0x0200 | 0x0100 | 0x0040)
-        flags |= 0x8000 | 0x0080 | (q.flags & 0x0100)   // QR, RA, the client's RD
-        FastReply.put16(&out, q.id)
+        flags |= 0x8000 | 0x0080 | (queryFlags & 0x0100)   // QR, RA, the client's RD
+        FastReply.put16(&out, id)
         FastReply.put16(&out, flags)
         FastReply.put16(&out, 1)
         FastReply.put16(&out, counts.answer)
         FastReply.put16(&out, counts.authority)
-        FastReply.put16(&out, counts.additional + (q.edns == nil ? 0 : 1))
+        FastReply.put16(&out, counts.additional + (edns == nil ? 0 : 1))
         // The question as asked: the same name in the client's letter case, so every compression
         // pointer into it still lands on the same labels.
-        out.append(contentsOf: UnsafeRawBufferPointer(rebasing: packet[12..<(q.nameEnd + 4)]))
-        let base = out.count - questionEnd   // 0: the question has the same length
+        question(&out)
+        guard out.count == questionEnd else { return [] }   // not the same question: never served
+        let base = 0   // the question has the same length as the upstream's
         out.append(contentsOf: wire[questionEnd..<(opt?.lowerBound ?? wire.count)])
         if age > 0 {
             out.withUnsafeMutableBufferPointer { o in
@@ -253,7 +270,7 @@ public struct CachedReply: Sendable {
                 }
             }
         }
-        if let edns = q.edns {
+        if let edns {
             FastReply.appendOPT(&out, payloadSize: payloadSize, extendedRcode: extendedRcode,
                                 dnssecOK: edns.dnssecOK, options: [])
         }
