@@ -129,10 +129,18 @@ extension ReplyBuilder {
     /// from an outage.
     static func extendedError(for answer: BlockAnswer) -> [UInt8] {
         let code: UInt16 = answer.match.responseBased ? 17 : 15
-        var text = Array("blocked by \(answer.match.list): \(answer.match.rule)".utf8)
-        if text.count > 200 { text = Array(text.prefix(200)) }
-        let length = 2 + text.count
-        return [0, 15, UInt8(length >> 8), UInt8(length & 0xFF), UInt8(code >> 8), UInt8(code & 0xFF)] + text
+        let list = answer.match.list.utf8, rule = answer.match.rule.utf8
+        let textLength = min(200, 13 + list.count + rule.count)   // "blocked by " + list + ": " + rule
+        var out: [UInt8] = []
+        out.reserveCapacity(6 + textLength)
+        let length = 2 + textLength
+        out += [0, 15, UInt8(length >> 8), UInt8(length & 0xFF), UInt8(code >> 8), UInt8(code & 0xFF)]
+        out += "blocked by ".utf8
+        out += list
+        out += ": ".utf8
+        out += rule
+        if out.count > 6 + textLength { out.removeLast(out.count - 6 - textLength) }
+        return out
     }
 }
 

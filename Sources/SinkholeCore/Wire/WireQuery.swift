@@ -117,10 +117,13 @@ public enum FastReply {
             put16(&out, RRType.soa)
             put16(&out, q.qclass)
             put32(&out, answer.ttl)
-            let rdata = ReplyBuilder.soaMname + ReplyBuilder.soaRname
-            put16(&out, UInt16(rdata.count + 20))
-            out.append(contentsOf: rdata)
-            for v in [1, 3600, 600, 86_400, answer.ttl] as [UInt32] { put32(&out, v) }
+            put16(&out, UInt16(FastReply.soaNames.count + 20))
+            out.append(contentsOf: FastReply.soaNames)
+            put32(&out, 1)
+            put32(&out, 3600)
+            put32(&out, 600)
+            put32(&out, 86_400)
+            put32(&out, answer.ttl)
         }
         if let edns = q.edns {
             appendOPT(&out, payloadSize: payloadSize, extendedRcode: 0, dnssecOK: edns.dnssecOK,
@@ -128,6 +131,9 @@ public enum FastReply {
         }
         return out
     }
+
+    /// The block SOA's MNAME and RNAME, uncompressed.
+    static let soaNames = ReplyBuilder.soaMname + ReplyBuilder.soaRname
 
     /// `name` (lowercase wire form) as a pointer into the question when it is a suffix of the
     /// question name (the listed zone always is, for a name-based block), else in full.
