@@ -89,3 +89,27 @@ import Testing
         #expect(CachedReply(wire + [0]) == nil)
     }
 }
+
+/// A CNAME whose RDLENGTH covers more than its name (found by the chain fuzzer): ldns reads the
+/// name and goes on from there, so the upstream's bytes must not be relayed as they are.
+@Suite struct CachedReplyShapeTests {
+    @Test func recordDataThatIsNotExactlyItsFieldsIsNotRelayedRaw() throws {
+        let question: [UInt8] = [7] + Array("example".utf8) + [3] + Array("com".utf8) + [0, 0, 1, 0, 1]
+        let header: [UInt8] = [0x12, 0x34, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0]
+        let cname: [UInt8] = [0xC0, 0x0C, 0, 5, 0, 1, 0, 0, 0, 60]
+        let exact = header + question + cname + [0, 6, 4, 0x64, 1, 0, 0, 0]
+        #expect(CachedReply(exact) != nil)
+        let longer = header + question + cname + [0, 18, 4, 0x64, 1, 0, 0, 0, 0, 0, 0, 0x28, 0x6C, 0x64, 4, 0x74, 0x65, 0x73, 0x74, 0]
+        #expect(Message(wire: longer) != nil, "ldns accepts it")
+        #expect(CachedReply(longer) == nil)
+        #expect(CachedReply.rdataIsExact(type: RRType.a, [1, 2, 3, 4], from: 0, to: 4))
+        #expect(!CachedReply.rdataIsExact(type: RRType.a, [1, 2, 3], from: 0, to: 3))
+        let mx: [UInt8] = [0, 10, 4] + Array("mail".utf8) + [0xC0, 0x0C]
+        #expect(CachedReply.rdataIsExact(type: 15, mx, from: 0, to: mx.count))
+        #expect(!CachedReply.rdataIsExact(type: 15, mx + [0], from: 0, to: mx.count + 1))
+        let txt: [UInt8] = [3, 0x61, 0x62, 0x63, 1, 0x64]
+        #expect(CachedReply.rdataIsExact(type: 16, txt, from: 0, to: 6))
+        #expect(!CachedReply.rdataIsExact(type: 16, txt, from: 0, to: 5))
+        #expect(!CachedReply.rdataIsExact(type: 46, [1, 2, 3], from: 0, to: 3), "RRSIG: not prepared")
+    }
+}

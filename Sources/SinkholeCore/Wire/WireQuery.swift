@@ -212,6 +212,7 @@ public struct CachedReply: Sendable {
                 opt = start..<offset
                 extended = wire[end + 4]
             } else {
+                guard CachedReply.rdataIsExact(type: type, wire, from: end + 10, to: offset) else { return nil }
                 ttls.append(end + 4)
             }
         }
@@ -223,6 +224,44 @@ public struct CachedReply: Sendable {
         self.opt = opt
         self.extendedRcode = extended
         counts = (header.ancount, header.nscount, header.arcount - (opt == nil ? 0 : 1))
+    }
+
+    /// True when the record data of one of the common types is exactly what its fields take.
+    /// ldns reads record data field by field and, for some types, does not stop at RDLENGTH, so
+    /// a record with bytes left over parses differently in ldns than by RDLENGTH; relaying such
+    /// bytes could hand the client a message that does not decode. Other types (DNSSEC, SVCB,
+    /// ...) are not prepared: those answers are encoded by ldns instead.
+    static func rdataIsExact(type: UInt16, _ wire: [UInt8], from start: Int, to end: Int) -> Bool {
+        func name(_ at: Int) -> Int? {
+            var i = at
+            while i < end {
+                let length = wire[i]
+                if length == 0 { return i + 1 }
+                if length & 0xC0 == 0xC0 { return i + 2 <= end ? i + 2 : nil }
+                if length > 63 { return nil }
+                i += 1 + Int(length)
+            }
+            return nil
+        }
+        switch type {
+        case RRType.a: return end - start == 4
+        case RRType.aaaa: return end - start == 16
+        case RRType.cname, RRType.dname, 2, 12:               // CNAME, DNAME, NS, PTR
+            return name(start) == end
+        case 15:                                              // MX
+            return end - start > 2 && name(start + 2) == end
+        case 33:                                              // SRV
+            return end - start > 6 && name(start + 6) == end
+        case RRType.soa:
+            guard let m = name(start), let r = name(m) else { return false }
+            return r + 20 == end
+        case 16:                                              // TXT: character-strings
+            var i = start
+            while i < end { i += 1 + Int(wire[i]) }
+            return i == end && end > start
+        default:
+            return false
+        }
     }
 
     /// Our reply to `q` from this answer, every TTL less `age`: the relay rules of
