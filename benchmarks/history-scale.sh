@@ -121,6 +121,6 @@ echo "   running server: the dropped list answered NXDOMAIN after $(echo "$t1 - 
 DONE='hunt-100k.*retro-hunt done'
 for _ in $(seq 1200); do grep -q "$DONE" "$OUT/serve.log" && break; sleep 0.1; done
 grep "$DONE" "$OUT/serve.log" | sed 's/^/   /' | cut -c1-240 || echo "   the background hunt did not finish in 120 s"
+kill -TERM $PID; wait $PID || true   # a graceful stop writes out the block log
 echo "   retro-hit lines in the block log: $(grep -c '"retro-hit"' "$OUT/block.log" || true)"
-kill -TERM $PID; wait $PID || true
 rm -f "$DB" "$DB"-wal "$DB"-shm

@@ -104,12 +104,24 @@ import Testing
         #expect(CachedReply(longer) == nil)
         #expect(CachedReply.rdataIsExact(type: RRType.a, [1, 2, 3, 4], from: 0, to: 4))
         #expect(!CachedReply.rdataIsExact(type: RRType.a, [1, 2, 3], from: 0, to: 3))
-        let mx: [UInt8] = [0, 10, 4] + Array("mail".utf8) + [0xC0, 0x0C]
+        let mx: [UInt8] = [0, 10, 4] + Array("mail".utf8) + [0]
         #expect(CachedReply.rdataIsExact(type: 15, mx, from: 0, to: mx.count))
         #expect(!CachedReply.rdataIsExact(type: 15, mx + [0], from: 0, to: mx.count + 1))
         let txt: [UInt8] = [3, 0x61, 0x62, 0x63, 1, 0x64]
         #expect(CachedReply.rdataIsExact(type: 16, txt, from: 0, to: 6))
         #expect(!CachedReply.rdataIsExact(type: 16, txt, from: 0, to: 5))
         #expect(!CachedReply.rdataIsExact(type: 46, [1, 2, 3], from: 0, to: 3), "RRSIG: not prepared")
+    }
+}
+
+extension CachedReplyShapeTests {
+    @Test func namesPointingIntoTheHeaderOrForwardAreNotRelayedRaw() {
+        let question: [UInt8] = [7] + Array("version".utf8) + [4] + Array("bind".utf8) + [0, 0, 16, 0, 3]
+        let header: [UInt8] = [0x12, 0x34, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0]
+        let txt: [UInt8] = [0, 16, 0, 3, 0, 0, 0, 60, 0, 2, 1, 0x61]
+        #expect(CachedReply(header + question + [0xC0, 0x0C] + txt) != nil)
+        // Offset 11 is ARCOUNT's low byte: zero (the root) in the upstream's header, one once we add our OPT.
+        #expect(CachedReply(header + question + [0xC0, 0x0B] + txt) == nil)
+        #expect(CachedReply(header + question + [0xC0, 0x40] + txt) == nil, "a pointer forward")
     }
 }

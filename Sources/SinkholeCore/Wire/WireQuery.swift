@@ -192,7 +192,7 @@ public struct CachedReply: Sendable {
     let extendedRcode: UInt8
 
     public init?(_ wire: [UInt8]) {
-        guard let header = Header(wire), header.qdcount == 1, let nameEnd = OPTCheck.skipName(wire, 12),
+        guard let header = Header(wire), header.qdcount == 1, let nameEnd = CachedReply.name(wire, at: 12, end: wire.count),
               nameEnd + 4 <= wire.count else { return nil }
         var offset = nameEnd + 4
         questionEnd = offset
@@ -202,7 +202,7 @@ public struct CachedReply: Sendable {
         let total = Int(header.ancount) + Int(header.nscount) + Int(header.arcount)
         for index in 0..<total {
             let start = offset
-            guard let end = OPTCheck.skipName(wire, offset), end + 10 <= wire.count else { return nil }
+            guard let end = CachedReply.name(wire, at: offset, end: wire.count), end + 10 <= wire.count else { return nil }
             let type = UInt16(wire[end]) << 8 | UInt16(wire[end + 1])
             let rdlength = Int(wire[end + 8]) << 8 | Int(wire[end + 9])
             offset = end + 10 + rdlength
@@ -226,23 +226,32 @@ public struct CachedReply: Sendable {
         counts = (header.ancount, header.nscount, header.arcount - (opt == nil ? 0 : 1))
     }
 
+    /// The offset just past a name at `at`, nil unless it ends within `end`, its labels are at
+    /// most 63 bytes, and a compression pointer points back, past the header: the header is
+    /// rewritten when the bytes are relayed (a pointer into it would then read other bytes).
+    static func name(_ wire: [UInt8], at: Int, end: Int) -> Int? {
+        var i = at
+        while i < end {
+            let length = wire[i]
+            if length == 0 { return i + 1 }
+            if length & 0xC0 == 0xC0 {
+                guard i + 2 <= end else { return nil }
+                let target = Int(length & 0x3F) << 8 | Int(wire[i + 1])
+                return target >= Header.size && target < i ? i + 2 : nil
+            }
+            if length > 63 { return nil }
+            i += 1 + Int(length)
+        }
+        return nil
+    }
+
     /// True when the record data of one of the common types is exactly what its fields take.
     /// ldns reads record data field by field and, for some types, does not stop at RDLENGTH, so
     /// a record with bytes left over parses differently in ldns than by RDLENGTH; relaying such
     /// bytes could hand the client a message that does not decode. Other types (DNSSEC, SVCB,
     /// ...) are not prepared: those answers are encoded by ldns instead.
     static func rdataIsExact(type: UInt16, _ wire: [UInt8], from start: Int, to end: Int) -> Bool {
-        func name(_ at: Int) -> Int? {
-            var i = at
-            while i < end {
-                let length = wire[i]
-                if length == 0 { return i + 1 }
-                if length & 0xC0 == 0xC0 { return i + 2 <= end ? i + 2 : nil }
-                if length > 63 { return nil }
-                i += 1 + Int(length)
-            }
-            return nil
-        }
+        func name(_ at: Int) -> Int? { CachedReply.name(wire, at: at, end: end) }
         switch type {
         case RRType.a: return end - start == 4
         case RRType.aaaa: return end - start == 16
