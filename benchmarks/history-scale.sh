@@ -5,10 +5,9 @@
 #                                        hunting a 100k-entry list over 10M rows
 #   ROWS=1000000 benchmarks/history-scale.sh --no-ingest    smaller, scale part only
 #
-# 1. Ingest cost: benchmarks/compare.sh with SERVERS="sinkhole unbound" and a 1k list runs
-#    sinkhole without and with --query-history on the cached, unique and mix paths in the same
-#    run (server on core 0, dnsperf on core 1) and prints "query history cost" ratios of server
-#    CPU per query. (Skipped with --no-ingest.)
+# 1. Ingest cost: server CPU per query without and with --query-history, in alternating runs
+#    (ROUNDS, default 3) on a cached and a mixed path, medians compared (skipped with
+#    --no-ingest). benchmarks/compare.sh also runs a sinkhole+history row beside the peers.
 # 2. Disk: a history file is created by sinkhole itself (serve --query-history, then stopped),
 #    then filled with ROWS rows (default 10,000,000) over 1,000,000 distinct names, 2,000
 #    clients and the last 30 days, the way serve aggregates them (one row per name, client,
@@ -38,9 +37,76 @@ swift build -c release >/dev/null
 BIN=${SINKHOLE_BIN:-.build/release/sinkhole}
 
 if [ $INGEST = 1 ]; then
-  echo "== 1. ingest cost (compare.sh, sinkhole with and without --query-history, and Unbound)"
-  SERVERS="sinkhole unbound" SIZES=1000 SINKHOLE_BIN=$BIN benchmarks/compare.sh | tee "$OUT/ingest.txt" \
-    | grep -E '^(###|query history cost|\| (sinkhole|sinkhole\+history|unbound) )' || true
+  # Alternating runs, server without and with --query-history, ROUNDS times each, on two paths:
+  # cached (1,000 names repeated: every answer recorded, few rows) and mixed (80% of queries from
+  # 10,000 repeated names, 20% names never seen before: a new row each). Server on core 0,
+  # dnsperf and NSD on core 1; CPU per query = the server's utime+stime / answered queries.
+  # The median of each is compared, so one disturbed run does not decide the ratio.
+  ROUNDS=${ROUNDS:-3}
+  echo "== 1. ingest cost: server CPU per query without and with --query-history ($ROUNDS alternating rounds of ${INGEST_SECONDS:=8} s per path)"
+  mkdir -p "$OUT/nsd" "$OUT/empty"
+  python3 - "$OUT" <<'PY'
+import sys, random
+out = sys.argv[1]
+random.seed(5)
+with open(f"{out}/nsd/bench.zone", "w") as f:
+    f.write("$ORIGIN histbench.\n$TTL 300\n@ SOA ns hostmaster 1 3600 600 86400 300\n@ NS ns\nns A 127.0.0.1\n* A 192.0.2.1\n")
+with open(f"{out}/cached.txt", "w") as f:
+    for i in range(200000): f.write(f"w{i % 1000}.histbench A\n")
+with open(f"{out}/mixed.txt", "w") as f:
+    for i in range(2000000):
+        f.write(f"u{i}.histbench A\n" if i % 5 == 0 else f"r{random.randrange(10000)}.histbench A\n")
+PY
+  cat > "$OUT/nsd/nsd.conf" <<CONF
+server:
+  ip-address: 127.0.0.1@$((PORT + 1))
+  server-count: 1
+  username: ""
+  chroot: ""
+  zonesdir: "$OUT/nsd"
+  database: ""
+  zonelistfile: "$OUT/nsd/zone.list"
+  xfrdfile: "$OUT/nsd/xfrd.state"
+  pidfile: "$OUT/nsd/nsd.pid"
+  logfile: "$OUT/nsd/nsd.log"
+  rrl-ratelimit: 0
+remote-control:
+  control-enable: no
+zone:
+  name: "histbench."
+  zonefile: "bench.zone"
+CONF
+  taskset -c 1 nsd -d -c "$OUT/nsd/nsd.conf" > "$OUT/nsd.out" 2>&1 &
+  NSD=$!
+  ingest_run() {   # ingest_run PATH FILE on|off -> CPU µs per query
+    local extra=() pid t0 t1 done
+    [ "$3" = on ] && { rm -f "$OUT"/ingest.db*; extra=(--query-history "$OUT/ingest.db"); }
+    taskset -c 0 "$BIN" serve --listen 127.0.0.1:$PORT --upstream 127.0.0.1:$((PORT + 1)) \
+      --blocklist-dir "$OUT/empty" --log-level warning "${extra[@]}" > "$OUT/ingest-$3.log" 2>&1 &
+    pid=$!
+    for _ in $(seq 200); do dig -p $PORT @127.0.0.1 +tries=1 +time=1 w1.histbench 2>/dev/null | grep -q 192.0.2.1 && break; sleep 0.05; done
+    [ "$1" = cached ] && timeout 60 taskset -c 1 dnsperf -s 127.0.0.1 -p $PORT -d "$2" -n 1 -q 50 > /dev/null 2>&1
+    t0=$(awk '{print $14 + $15}' /proc/$pid/stat)
+    timeout $((INGEST_SECONDS + 20)) taskset -c 1 dnsperf -s 127.0.0.1 -p $PORT -d "$2" -c 4 -q 200 -l "$INGEST_SECONDS" > "$OUT/ingest.dnsperf" 2>&1 || true
+    t1=$(awk '{print $14 + $15}' /proc/$pid/stat)
+    kill -TERM $pid; wait $pid || true
+    done=$(awk '/Queries completed/ {print $3}' "$OUT/ingest.dnsperf")
+    echo "($t1 - $t0) * 1000000 / $(getconf CLK_TCK) / $done" | bc -l
+  }
+  median() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
+  for path in cached mixed; do
+    off=(); on=()
+    for _ in $(seq "$ROUNDS"); do
+      off+=("$(ingest_run $path "$OUT/$path.txt" off)")
+      on+=("$(ingest_run $path "$OUT/$path.txt" on)")
+    done
+    mo=$(median "${off[@]}"); mn=$(median "${on[@]}")
+    printf "   %-6s without: %s µs/q (median of %s)  with: %s µs/q (median of %s)  ratio %.2f\n" "$path" \
+      "$(printf %.2f "$mo")" "$(printf '%.2f ' "${off[@]}")" "$(printf %.2f "$mn")" "$(printf '%.2f ' "${on[@]}")" \
+      "$(echo "$mn / $mo" | bc -l)"
+  done
+  kill $NSD; wait $NSD 2>/dev/null || true
+  echo "   (benchmarks/compare.sh also runs sinkhole+history beside sinkhole and the peers, once per path)"
 fi
 
 echo "== 2. disk: $ROWS rows"

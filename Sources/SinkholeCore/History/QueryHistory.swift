@@ -15,8 +15,7 @@ import Synchronization
 /// sightings are dropped and counted, the count is logged and exported, and DNS goes on.
 /// Rows older than the retention are pruned in small batches on the writer queue, so pruning
 /// delays only the writer, never a query.
-/// `@unchecked Sendable` only for the timer, which is set up in `init` and then only cancelled.
-public final class QueryHistory: @unchecked Sendable {
+public final class QueryHistory: Sendable {
     /// Tunables, with the defaults the server uses.
     public struct Options: Sendable {
         /// Rows whose hour ended longer ago than this are pruned (seconds). Default 30 days.
@@ -73,7 +72,9 @@ public final class QueryHistory: @unchecked Sendable {
     private let pruned = Atomic<Int>(0)
     private let droppedReported = Atomic<Int>(0)
     private let queue = DispatchQueue(label: "sinkhole.history")
-    private let timer: DispatchSourceTimer
+    /// Signalled to stop the writer thread.
+    private let stopping = Atomic<Bool>(false)
+    private let wake = NSCondition()
     private let lastPrune = Atomic<Int64>(0)
     private let ids = Mutex(IDCache())
     private let logger: Logger
@@ -103,10 +104,19 @@ public final class QueryHistory: @unchecked Sendable {
             throw HistoryError("cannot open query history \(path): \(QueryHistory.describe(error))")
         }
         shards = (0..<QueryHistory.shardCount).map { _ in Shard() }
-        timer = DispatchSource.makeTimerSource(queue: queue)
-        timer.schedule(deadline: .now() + options.flushInterval, repeating: options.flushInterval)
-        timer.setEventHandler { [weak self] in self?.tick() }
-        timer.resume()
+        // The writer runs on its own thread at nice 10: when it competes with the DNS threads for
+        // a core (a busy second of new names to insert), the scheduler lets the queries go first.
+        let interval = options.flushInterval
+        Thread.detachNewThread { [weak self, wake] in
+            _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)   // this thread only, on Linux
+            while true {
+                wake.lock()
+                _ = wake.wait(until: Date().addingTimeInterval(interval))
+                wake.unlock()
+                guard let self, !self.stopping.load(ordering: .relaxed) else { return }
+                self.queue.sync { self.tick() }   // runs here, on the low-priority thread
+            }
+        }
     }
 
     static func coarseNow() -> Int64 {
@@ -166,9 +176,12 @@ public final class QueryHistory: @unchecked Sendable {
         }
     }
 
-    /// Stops the timer and writes what is buffered.
+    /// Stops the writer thread and writes what is buffered.
     public func close() {
-        timer.cancel()
+        stopping.store(true, ordering: .relaxed)
+        wake.lock()
+        wake.broadcast()
+        wake.unlock()
         flush()
     }
 
