@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$(realpath "$0")")/.."
 export PATH=/opt/swift/usr/bin:$PATH
+. benchmarks/lib/nsd.sh
 DURATION=${DURATION:-5}
 PORT=${PORT:-25380}
 NSD_PORT=${NSD_PORT:-25381}
@@ -32,25 +33,7 @@ with open(f"{out}/cached.txt", "w") as f:
 with open(f"{out}/unique.txt", "w") as f:
     for i in range(1000000): f.write(f"u{i}.allocbench A\n")
 PY
-cat > "$OUT/nsd/nsd.conf" <<CONF
-server:
-  ip-address: 127.0.0.1@$NSD_PORT
-  server-count: 1
-  username: ""
-  chroot: ""
-  zonesdir: "$OUT/nsd"
-  database: ""
-  zonelistfile: "$OUT/nsd/zone.list"
-  xfrdfile: "$OUT/nsd/xfrd.state"
-  pidfile: "$OUT/nsd/nsd.pid"
-  logfile: "$OUT/nsd/nsd.log"
-  rrl-ratelimit: 0
-remote-control:
-  control-enable: no
-zone:
-  name: "allocbench."
-  zonefile: "bench.zone"
-CONF
+nsd_conf "$OUT/nsd" $NSD_PORT allocbench bench.zone
 taskset -c 1 nsd -d -c "$OUT/nsd/nsd.conf" > "$OUT/nsd.out" 2>&1 &
 NSD=$!
 trap 'kill $NSD $SH 2>/dev/null || true' EXIT

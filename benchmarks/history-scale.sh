@@ -21,6 +21,7 @@ set -euo pipefail
 SELF=$(realpath "$0")
 cd "$(dirname "$SELF")/.."
 export PATH=/opt/swift/usr/bin:$PATH
+. benchmarks/lib/nsd.sh
 ROWS=${ROWS:-10000000}
 PORT=${PORT:-25370}
 INGEST=1
@@ -57,25 +58,7 @@ with open(f"{out}/mixed.txt", "w") as f:
     for i in range(2000000):
         f.write(f"u{i}.histbench A\n" if i % 5 == 0 else f"r{random.randrange(10000)}.histbench A\n")
 PY
-  cat > "$OUT/nsd/nsd.conf" <<CONF
-server:
-  ip-address: 127.0.0.1@$((PORT + 1))
-  server-count: 1
-  username: ""
-  chroot: ""
-  zonesdir: "$OUT/nsd"
-  database: ""
-  zonelistfile: "$OUT/nsd/zone.list"
-  xfrdfile: "$OUT/nsd/xfrd.state"
-  pidfile: "$OUT/nsd/nsd.pid"
-  logfile: "$OUT/nsd/nsd.log"
-  rrl-ratelimit: 0
-remote-control:
-  control-enable: no
-zone:
-  name: "histbench."
-  zonefile: "bench.zone"
-CONF
+  nsd_conf "$OUT/nsd" $((PORT + 1)) histbench bench.zone
   taskset -c 1 nsd -d -c "$OUT/nsd/nsd.conf" > "$OUT/nsd.out" 2>&1 &
   NSD=$!
   ingest_run() {   # ingest_run PATH FILE on|off -> CPU µs per query
