@@ -59,6 +59,15 @@ import Testing
         #expect(s.snapshot.loaded.first?.rejectedLines == 2, "redirect and bad A; the rpz-ip trigger is an IP rule")
     }
 
+    @Test func rpzRecordTypeBeyondSixteenBitsIsARejectedLine() throws {
+        // Found by the rpz fuzzer: ldns reads TYPE922001, which no 16-bit type field can hold.
+        let text = "$ORIGIN rpz.example.test.\nodd.example TYPE922001 \\# 0\nnx.example CNAME .\n"
+        let result = BlocklistLoader.load(file: try directory(["odd.rpz": text]) + "/odd.rpz")
+        let list = try #require(result.list)
+        #expect(list.entries == 1)
+        #expect(result.lineErrors.contains { $0.reason.contains("record type out of range") }, "\(result.lineErrors)")
+    }
+
     @Test func rpzOriginWithoutSOAAndApexTriggerRejected() throws {
         let s = try store(["feed.rpz": "$ORIGIN rpz2.example.\n@ CNAME .\nbad.example CNAME .\n"])
         #expect(decide(s, "bad.example")?.action == .nxdomain)

@@ -70,7 +70,13 @@ enum RPZParser {
             }
             guard let rr else { continue }
             defer { ldns_rr_free(rr) }
-            let type = UInt16(ldns_rr_get_type(rr).rawValue)
+            // ldns reads TYPEnnn with any number; a record type is 16 bits (TYPE922001 is not one).
+            guard let type = UInt16(exactly: ldns_rr_get_type(rr).rawValue) else {
+                badRecords += 1
+                reject(ListLineError(file: file, line: line, reason: "record type out of range (at most TYPE65535)",
+                                     text: lineText(bytes, line)))
+                continue
+            }
             guard let ownerRdf = ldns_rr_owner(rr), let ownerData = ldns_rdf_data(ownerRdf) else { continue }
             let owner = WireName.lowercased(Array(UnsafeBufferPointer(start: ownerData, count: ldns_rdf_size(ownerRdf))))
             if type == RRType.soa || type == 2 /* NS */ {
