@@ -112,10 +112,7 @@ public struct BlockEvent: Sendable {
                 $0.stringArray("resolved_ip", answer.addresses.map(IPAddress.text))
             }
         }
-        j.object("rule") {
-            $0.string("name", answer.match.rule)
-            $0.string("ruleset", answer.match.list)
-        }
+        rule(&j)
         j.object("sinkhole") {
             $0.number("schema_version", BlockEvent.schemaVersion)
             $0.string("match", matchedOn)
@@ -144,6 +141,14 @@ public struct BlockEvent: Sendable {
         return j
     }
 
+    /// `rule.name` and `rule.ruleset`, the same for every kind of line.
+    private func rule(_ j: inout JSONObjectWriter) {
+        j.object("rule") {
+            $0.string("name", answer.match.rule)
+            $0.string("ruleset", answer.match.list)
+        }
+    }
+
     /// A retro-hit in the same schema: no port, transport, ID or response (no query was answered);
     /// `event.start`/`event.end` and `sinkhole.history` say when and how often the client resolved it.
     private func retroHitLine(_ s: Sighting) -> String {
@@ -161,10 +166,7 @@ public struct BlockEvent: Sendable {
                 $0.string("class", RRType.className(qclass))
             }
         }
-        j.object("rule") {
-            $0.string("name", answer.match.rule)
-            $0.string("ruleset", answer.match.list)
-        }
+        rule(&j)
         j.object("sinkhole") {
             $0.number("schema_version", BlockEvent.schemaVersion)
             $0.string("match", matchedOn)
