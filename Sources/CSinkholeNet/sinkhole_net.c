@@ -1,6 +1,9 @@
 #define _GNU_SOURCE
 #include <stddef.h>
 #include <sys/socket.h>
+#include <sys/epoll.h>
+#include <sys/random.h>
+#include <sys/eventfd.h>
 #include "sinkhole_net.h"
 
 int sinkhole_recvmmsg(int fd, void *messages, unsigned int count, int flags) {
@@ -13,3 +16,27 @@ int sinkhole_sendmmsg(int fd, void *messages, unsigned int count, int flags) {
 
 unsigned long sinkhole_mmsghdr_size(void) { return sizeof(struct mmsghdr); }
 unsigned long sinkhole_mmsghdr_len_offset(void) { return offsetof(struct mmsghdr, msg_len); }
+
+int sinkhole_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
+
+int sinkhole_epoll_add(int epfd, int fd, unsigned long long token) {
+    struct epoll_event event = { .events = EPOLLIN, .data = { .u64 = token } };
+    return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &event);
+}
+
+int sinkhole_epoll_wait(int epfd, unsigned long long *tokens, unsigned int *events, int max, int timeout_ms) {
+    struct epoll_event ready[64];
+    if (max > 64) max = 64;
+    int n = epoll_wait(epfd, ready, max, timeout_ms);
+    for (int i = 0; i < n; i++) {
+        tokens[i] = ready[i].data.u64;
+        events[i] = ready[i].events;
+    }
+    return n;
+}
+
+unsigned int sinkhole_epoll_error_mask(void) { return EPOLLERR | EPOLLHUP; }
+
+int sinkhole_eventfd(void) { return eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK); }
+
+long sinkhole_random(void *buffer, unsigned long length) { return getrandom(buffer, length, 0); }

@@ -15,4 +15,20 @@ int sinkhole_sendmmsg(int fd, void *messages, unsigned int count, int flags);
 unsigned long sinkhole_mmsghdr_size(void);
 unsigned long sinkhole_mmsghdr_len_offset(void);
 
+/// epoll for the upstream socket loop. `struct epoll_event` is packed on x86-64, which Swift
+/// does not import faithfully, so the loop sees only (token, events) pairs.
+/// epoll_create1(EPOLL_CLOEXEC).
+int sinkhole_epoll_create(void);
+/// Adds fd for reading (EPOLLIN; errors and hang-ups are always reported) with a 64-bit token.
+int sinkhole_epoll_add(int epfd, int fd, unsigned long long token);
+/// epoll_wait: fills up to `max` tokens and their event masks; the count, or -1 and errno.
+int sinkhole_epoll_wait(int epfd, unsigned long long *tokens, unsigned int *events, int max, int timeout_ms);
+/// EPOLLERR and EPOLLHUP, to test the masks with.
+unsigned int sinkhole_epoll_error_mask(void);
+/// eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK), to wake the loop.
+int sinkhole_eventfd(void);
+
+/// getrandom(2): fills `length` bytes from the kernel's cryptographic generator; the count filled.
+long sinkhole_random(void *buffer, unsigned long length);
+
 #endif

@@ -263,6 +263,7 @@ public final class SinkholeServer: Sendable {
             logger.warning("stopping with queries still in flight")
         }
         udp.forEach { $0.close() }
+        chain.forwarder.stop()
         metricsServer.withLock { $0?.stop() }
         history?.close()
         blockLog?.close()

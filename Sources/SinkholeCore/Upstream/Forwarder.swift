@@ -17,7 +17,7 @@ public final class Forwarder: Sendable {
     public let forwardECS: Bool
     /// The UDP payload size we advertise to upstreams (RFC 6891), the same as to clients.
     public let payloadSize: UInt16
-    private let queues = QueuePool(label: "sinkhole.upstream")
+    private let sockets: UpstreamSockets
     private let logger: Logger
 
     public init(upstreams: [SocketAddress], timeout: Double, payloadSize: UInt16,
@@ -32,7 +32,16 @@ public final class Forwarder: Sendable {
         self.health = UpstreamHealth(upstreams: upstreams, firstBackoff: retryBackoff)
         self.payloadSize = payloadSize
         self.logger = logger
+        sockets = UpstreamSockets(upstreams: upstreams)
     }
+
+    /// Closes the upstream sockets and stops their loops; call once nothing is in flight.
+    public func stop() {
+        sockets.stop()
+    }
+
+    /// Upstream sockets open now (for tests).
+    var openSockets: Int { sockets.openSockets }
 
     /// The message sent upstream: the client's question, RD and CD, and our own OPT record with
     /// the client's DO bit (and its ECS option with `--forward-ecs`). Nothing else is passed on.
@@ -72,9 +81,7 @@ public final class Forwarder: Sendable {
         }
         let upstream = upstreams[index]
         let started = DispatchTime.now()
-        let lane = queues.lane()
-        let exchange = UpstreamExchange(upstream: upstream, query: wire, question: question, timeout: min(timeout, left),
-                                        queue: lane.queue, buffer: lane.buffer) { [self] result in
+        sockets.exchange(upstream: index, query: wire, question: question, timeout: min(timeout, left)) { [self] result in
             let rest = order.dropFirst()
             switch result {
             case .success(let reply) where reply.rcode == Rcode.servFail:
@@ -96,7 +103,6 @@ public final class Forwarder: Sendable {
                         completion: completion)
             }
         }
-        exchange.start()
     }
 
     private func failed(_ index: Int, _ reason: String, _ question: Question) {
