@@ -11,7 +11,7 @@ import Testing
                id: UInt16 = 0x4242) -> Query {
         let bytes = DNSTestClient.query(name, type: type, id: id, edns: edns)
         let m = Message(wire: bytes)!
-        return Query(header: Header(bytes)!, message: m, question: m.question!, edns: m.edns, client: client, transport: transport)
+        return Query(header: Header(bytes)!, question: m.question!, edns: m.edns, client: client, transport: transport)
     }
 
     func match(_ zone: String) -> RuleMatch {

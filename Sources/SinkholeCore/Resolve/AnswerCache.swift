@@ -188,18 +188,31 @@ public final class AnswerCache: Sendable {
         }
     }
 
+    /// What the fast path finds in the cache.
+    public enum FastLookup {
+        /// A fresh answer already inspected against the lists in force, prepared for serving,
+        /// and its age in seconds.
+        case ready(CachedReply, age: UInt32)
+        /// An answer is there but must take the full path (not inspected against these lists,
+        /// expired, or not preparable).
+        case present
+        /// Nothing for this key.
+        case absent
+    }
+
     /// For the fast path: a fresh answer already inspected against `generation`, prepared for
-    /// serving, and its age. Nil sends the query down the full path (which inspects it again).
-    public func preparedLookup(_ key: Key, generation: Int) -> (reply: CachedReply, age: UInt32)? {
-        guard budget > 0 else { return nil }
+    /// serving; anything else sends the query down the full path (which inspects it again),
+    /// unless there is nothing at all.
+    public func preparedLookup(_ key: Key, generation: Int) -> FastLookup {
+        guard budget > 0 else { return .absent }
         let now = clock()
         let s = shard(key)
-        return s.lock.withLock { _ -> (CachedReply, UInt32)? in
-            guard let node = s.map[key], now < node.expires, node.inspectedGeneration == generation,
-                  let reply = node.reply else { return nil }
+        return s.lock.withLock { _ -> FastLookup in
+            guard let node = s.map[key] else { return .absent }
+            guard now < node.expires, node.inspectedGeneration == generation, let reply = node.reply else { return .present }
             s.unlink(node)
             s.pushFront(node)
-            return (reply, UInt32(clamping: now - node.stored))
+            return .ready(reply, age: UInt32(clamping: now - node.stored))
         }
     }
 

@@ -1,7 +1,6 @@
 /// A decoded query and where it came from: what every stage after the decoder sees.
 public struct Query: Sendable {
     public let header: Header
-    public let message: Message
     /// The question exactly as asked (letter case preserved).
     public let question: Question
     /// The client's OPT record, or nil when it sent none.
@@ -14,10 +13,9 @@ public struct Query: Sendable {
     /// the block log then names the ECS address as `source.ip`.
     public var subnetTrusted = false
 
-    public init(header: Header, message: Message, question: Question, edns: EDNS?,
+    public init(header: Header, question: Question, edns: EDNS?,
                 client: SocketAddress, transport: Transport) {
         self.header = header
-        self.message = message
         self.question = question
         self.edns = edns
         self.client = client

@@ -46,7 +46,13 @@ public final class QueryChain: Sendable {
     /// without ldns (`WireQuery`, `FastReply`, `CachedReply`); everything else, and every query
     /// when false, takes the full path. Same answers either way (tests compare them).
     public let fastPath: Bool
-    private let pending = Mutex<[AnswerCache.Key: [Waiter]]>([:])
+    /// Questions on their way upstream and the queries waiting for their answer, in shards
+    /// by key so that cores forwarding different names do not queue on one lock.
+    private let pendingShards = (0..<16).map { _ in PendingShard() }
+
+    private final class PendingShard: Sendable {
+        let waiting = Mutex<[AnswerCache.Key: [Waiter]]>([:])
+    }
     private let inFlight = DispatchGroup()
     private let logger: Logger
 
@@ -106,12 +112,18 @@ public final class QueryChain: Sendable {
             if rateLimitAction == .drop { return respond([]) }
             return respond(replies.rejection(to: header, packet: packet, rcode: Rcode.noError, truncated: true))
         }
-        if fastPath, answeredFast(packet, client: client, transport: transport, respond: respond) { return }
+        if fastPath {
+            switch fastPathOutcome(packet, header: header, client: client, transport: transport, respond: respond) {
+            case .answered: return
+            case .forward(let query, let key): return forward(query, key: key, respond: respond)
+            case .fullPath: break
+            }
+        }
         guard let message = Message(wire: packet), let question = message.question, OPTCheck.isValid(packet) else {
             metrics?.query(transport, .formerr)
             return respond(HeaderGate.headerOnlyReply(to: header, rcode: Rcode.formErr))
         }
-        var decoded = Query(header: header, message: message, question: question, edns: message.edns,
+        var decoded = Query(header: header, question: question, edns: message.edns,
                             client: client, transport: transport)
         if decoded.edns != nil, !trustECSFrom.rules.isEmpty || forwarder.forwardECS,
            let subnet = ClientSubnet.parse(options: message.ednsOptions) {
@@ -138,8 +150,15 @@ public final class QueryChain: Sendable {
             return deliver(query, .upstream(cached, from: AnswerCache.origin), outcome: .cached,
                            inspected: hit.stale ? nil : (key, hit.serial), respond: respond)
         }
+        forward(query, key: key, respond: respond)
+    }
+
+    /// A query that is not blocked and has no fresh answer in the cache: upstream, unless an
+    /// identical question is already on its way there, whose answer it then waits for.
+    private func forward(_ query: Query, key: AnswerCache.Key, respond: @escaping @Sendable ([UInt8]) -> Void) {
         // Identical questions already on their way upstream wait for that answer (coalescing).
-        let first = pending.withLock { waiting -> Bool in
+        let shard = pendingShards[Int(UInt(bitPattern: key.hashValue) % UInt(pendingShards.count))]
+        let first = shard.waiting.withLock { waiting -> Bool in
             if waiting[key] != nil {
                 waiting[key]?.append(Waiter(query: query, respond: respond))
                 return false
@@ -153,7 +172,7 @@ public final class QueryChain: Sendable {
             counters.overloaded.add(1, ordering: .relaxed)
             let failure = Resolution.failure(rcode: Rcode.servFail, reason: "too many queries in flight")
             deliver(query, failure, outcome: .servfail, respond: respond)
-            for waiter in pending.withLock({ $0.removeValue(forKey: key) ?? [] }) {
+            for waiter in shard.waiting.withLock({ $0.removeValue(forKey: key) ?? [] }) {
                 deliver(waiter.query, failure, outcome: .servfail, respond: waiter.respond)
             }
             return
@@ -176,7 +195,7 @@ public final class QueryChain: Sendable {
             default:
                 break
             }
-            let waiters = pending.withLock { $0.removeValue(forKey: key) ?? [] }
+            let waiters = shard.waiting.withLock { $0.removeValue(forKey: key) ?? [] }
             deliver(query, resolution, outcome: .forwarded, inspected: serial.map { (key, $0) }, respond: respond)
             for waiter in waiters {
                 // Each waiter gets its own copy: building a reply changes the message.
@@ -191,12 +210,12 @@ public final class QueryChain: Sendable {
     /// The fast path: a plain query (`WireQuery`) for a blocked name, or one whose cached answer
     /// was already inspected against the lists in force, answered from the bytes. False when the
     /// query must take the full path; nothing has been logged or sent then.
-    private func answeredFast(_ packet: [UInt8], client: SocketAddress, transport: Transport,
-                              respond: @Sendable ([UInt8]) -> Void) -> Bool {
-        packet.withUnsafeBytes { raw -> Bool in
-            guard let q = WireQuery.parse(raw) else { return false }
+    private func fastPathOutcome(_ packet: [UInt8], header: Header, client: SocketAddress, transport: Transport,
+                                 respond: @Sendable ([UInt8]) -> Void) -> FastOutcome {
+        packet.withUnsafeBytes { raw -> FastOutcome in
+            guard let q = WireQuery.parse(raw) else { return .fullPath }
             // ECS options matter to the log or the cache key: the full path reads them.
-            if q.hasOptions && (!trustECSFrom.rules.isEmpty || forwarder.forwardECS) { return false }
+            if q.hasOptions && (!trustECSFrom.rules.isEmpty || forwarder.forwardECS) { return .fullPath }
             let limit = transport == .tcp ? 65_535 : q.udpReplyLimit
             let name = Array(raw[12..<q.nameEnd])
             let snapshot = blocking.store.snapshot
@@ -206,7 +225,7 @@ public final class QueryChain: Sendable {
                 var reply: [UInt8] = []
                 if answer.action != .drop {
                     reply = FastReply.block(q, packet: raw, answer: answer, payloadSize: replies.payloadSize)
-                    guard !reply.isEmpty, reply.count <= limit else { return false }   // truncation: the full path
+                    guard !reply.isEmpty, reply.count <= limit else { return .fullPath }   // truncation: the full path
                 }
                 blocking.log?.record(BlockEvent(client: client, transport: transport, id: q.id, qname: name,
                                                 qtype: q.qtype, qclass: q.qclass, answer: answer))
@@ -214,20 +233,40 @@ public final class QueryChain: Sendable {
                 metrics?.blocked(list: answer.match.list)
                 counters.fastAnswered.add(1, ordering: .relaxed)
                 respond(reply)
-                return true
+                return .answered
             }
-            guard let cache, !forwarder.forwardECS else { return false }
-            let key = AnswerCache.Key(Question(name: name, type: q.qtype, qclass: q.qclass),
-                                      dnssecOK: q.edns?.dnssecOK ?? false)
-            guard let (prepared, age) = cache.preparedLookup(key, generation: snapshot.generation) else { return false }
-            let reply = prepared.reply(to: q, packet: raw, age: age, payloadSize: replies.payloadSize)
-            guard !reply.isEmpty, reply.count <= limit else { return false }
-            metrics?.query(transport, .cached)
-            history?.record(client: client.address, name: name, qtype: q.qtype)
-            counters.fastAnswered.add(1, ordering: .relaxed)
-            respond(reply)
-            return true
+            guard !forwarder.forwardECS else { return .fullPath }
+            let question = Question(name: name, type: q.qtype, qclass: q.qclass)
+            let key = AnswerCache.Key(question, dnssecOK: q.edns?.dnssecOK ?? false)
+            if let cache {
+                switch cache.preparedLookup(key, generation: snapshot.generation) {
+                case .ready(let prepared, let age):
+                    let reply = prepared.reply(to: q, packet: raw, age: age, payloadSize: replies.payloadSize)
+                    guard !reply.isEmpty, reply.count <= limit else { return .fullPath }
+                    metrics?.query(transport, .cached)
+                    history?.record(client: client.address, name: name, qtype: q.qtype)
+                    counters.fastAnswered.add(1, ordering: .relaxed)
+                    respond(reply)
+                    return .answered
+                case .present:
+                    return .fullPath   // to be inspected against the lists in force first
+                case .absent:
+                    break
+                }
+            }
+            // Not blocked, not cached: what the full path would do next is forward it, and the
+            // query it would decode is this one.
+            return .forward(Query(header: header, question: question, edns: q.edns, client: client, transport: transport), key)
         }
+    }
+
+    enum FastOutcome {
+        /// Answered (or dropped) from the bytes; nothing more to do.
+        case answered
+        /// A plain query that is not blocked and not in the cache: forward it.
+        case forward(Query, AnswerCache.Key)
+        /// Anything else: decode with ldns and take every step.
+        case fullPath
     }
 
     /// A query waiting for an identical one already sent upstream.

@@ -33,69 +33,112 @@ public final class UpstreamHealth: Sendable {
         public var failures = 0
     }
 
+    /// One upstream's figures. Every query reads and updates them, so they are atomics, not
+    /// one lock that every core would queue on; only marking down and up takes `transitions`.
+    private final class Slot: Sendable {
+        let consecutiveFailures = Atomic<Int>(0)
+        let down = Atomic<Bool>(false)
+        let retryAt = Atomic<UInt64>(0)
+        /// Smoothed RTT in nanoseconds; 0 until measured.
+        let rtt = Atomic<UInt64>(0)
+        let queries = Atomic<Int>(0)
+        let failures = Atomic<Int>(0)
+    }
+
     public let upstreams: [SocketAddress]
-    private let states: Mutex<[State]>
+    private let slots: [Slot]
+    /// Back-off per upstream, changed only with the lock (failures and recoveries, both rare).
+    private let transitions: Mutex<[Double]>
+    /// How many upstreams are marked down: while none is, the order needs no look at them.
+    private let downCount = Atomic<Int>(0)
+    private let inOrder: [Int]
     private let firstBackoff: Double
 
     public init(upstreams: [SocketAddress], firstBackoff: Double = UpstreamHealth.firstBackoff) {
         self.upstreams = upstreams
         self.firstBackoff = firstBackoff
-        var initial = State()
-        initial.backoff = firstBackoff
-        states = Mutex([State](repeating: initial, count: upstreams.count))
+        slots = upstreams.map { _ in Slot() }
+        transitions = Mutex([Double](repeating: firstBackoff, count: upstreams.count))
+        inOrder = Array(upstreams.indices)
     }
 
-    public var snapshot: [State] { states.withLock { $0 } }
+    public var snapshot: [State] {
+        let backoffs = transitions.withLock { $0 }
+        return slots.enumerated().map { i, slot in
+            let rtt = slot.rtt.load(ordering: .relaxed)
+            return State(consecutiveFailures: slot.consecutiveFailures.load(ordering: .relaxed),
+                         down: slot.down.load(ordering: .relaxed), retryAt: slot.retryAt.load(ordering: .relaxed),
+                         backoff: backoffs[i], rtt: rtt == 0 ? nil : Double(rtt) / 1e9,
+                         queries: slot.queries.load(ordering: .relaxed), failures: slot.failures.load(ordering: .relaxed))
+        }
+    }
+
+    private func rtt(_ i: Int) -> UInt64 { slots[i].rtt.load(ordering: .relaxed) }
 
     /// Indexes of the upstreams to try, in order: usable ones by the strategy, then the ones
     /// that are down (so that a query is still tried when every upstream is marked down).
     public func order(_ strategy: UpstreamStrategy, now: UInt64 = DispatchTime.now().uptimeNanoseconds) -> [Int] {
-        states.withLock { states in
-            var usable: [Int] = []
-            var down: [Int] = []
-            for (i, s) in states.enumerated() {
-                if s.down && now < s.retryAt { down.append(i) } else { usable.append(i) }
+        var usable = inOrder
+        var down: [Int] = []
+        if downCount.load(ordering: .relaxed) > 0 {
+            usable = []
+            for (i, slot) in slots.enumerated() {
+                if slot.down.load(ordering: .relaxed) && now < slot.retryAt.load(ordering: .relaxed) {
+                    down.append(i)
+                } else {
+                    usable.append(i)
+                }
             }
+            down.sort { slots[$0].retryAt.load(ordering: .relaxed) < slots[$1].retryAt.load(ordering: .relaxed) }
+        }
+        if usable.count > 1 {
             switch strategy {
             case .first: break
             case .random: usable.shuffle()
-            case .fastest: usable.sort { (states[$0].rtt ?? 0) < (states[$1].rtt ?? 0) }
+            case .fastest: usable.sort { rtt($0) < rtt($1) }
             }
-            return usable + down.sorted { states[$0].retryAt < states[$1].retryAt }
         }
+        return down.isEmpty ? usable : usable + down
     }
 
     /// Records a success; returns true when the upstream had been marked down.
     @discardableResult
     public func success(_ index: Int, rtt: Double) -> Bool {
-        states.withLock { states in
-            var s = states[index]
-            let wasDown = s.down
-            s.queries += 1
-            s.consecutiveFailures = 0
-            s.down = false
-            s.backoff = firstBackoff
-            s.rtt = s.rtt.map { $0 + (rtt - $0) / 8 } ?? rtt
-            states[index] = s
-            return wasDown
+        let slot = slots[index]
+        slot.queries.add(1, ordering: .relaxed)
+        if slot.consecutiveFailures.load(ordering: .relaxed) != 0 { slot.consecutiveFailures.store(0, ordering: .relaxed) }
+        // The smoothing races with other cores' updates; a lost sample does not matter.
+        let sample = UInt64(max(1, rtt * 1e9))
+        let old = slot.rtt.load(ordering: .relaxed)
+        slot.rtt.store(old == 0 ? sample : UInt64(Int64(old) + (Int64(sample) - Int64(old)) / 8), ordering: .relaxed)
+        guard slot.down.load(ordering: .relaxed) else { return false }
+        return transitions.withLock { backoffs in
+            guard slot.down.load(ordering: .relaxed) else { return false }
+            slot.down.store(false, ordering: .relaxed)
+            downCount.subtract(1, ordering: .relaxed)
+            backoffs[index] = firstBackoff
+            return true
         }
     }
 
     /// Records a failure; returns true when this failure marked the upstream down.
     @discardableResult
     public func failure(_ index: Int, now: UInt64 = DispatchTime.now().uptimeNanoseconds) -> Bool {
-        states.withLock { states in
-            var s = states[index]
-            s.queries += 1
-            s.failures += 1
-            s.consecutiveFailures += 1
+        let slot = slots[index]
+        return transitions.withLock { backoffs in
+            slot.queries.add(1, ordering: .relaxed)
+            slot.failures.add(1, ordering: .relaxed)
+            let failures = slot.consecutiveFailures.add(1, ordering: .relaxed).newValue
+            guard failures >= UpstreamHealth.downAfter else { return false }
             var markedDown = false
-            if s.consecutiveFailures >= UpstreamHealth.downAfter {
-                if !s.down { markedDown = true } else { s.backoff = min(UpstreamHealth.maxBackoff, s.backoff * 2) }
-                s.down = true
-                s.retryAt = now + UInt64(s.backoff * 1e9)
+            if !slot.down.load(ordering: .relaxed) {
+                markedDown = true
+                slot.down.store(true, ordering: .relaxed)
+                downCount.add(1, ordering: .relaxed)
+            } else {
+                backoffs[index] = min(UpstreamHealth.maxBackoff, backoffs[index] * 2)
             }
-            states[index] = s
+            slot.retryAt.store(now + UInt64(backoffs[index] * 1e9), ordering: .relaxed)
             return markedDown
         }
     }
