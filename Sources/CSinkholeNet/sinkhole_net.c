@@ -1,5 +1,7 @@
 #define _GNU_SOURCE
+#include <sched.h>
 #include <stddef.h>
+#include <unistd.h>
 #include <sys/socket.h>
 #include <sys/epoll.h>
 #include <sys/random.h>
@@ -40,3 +42,14 @@ unsigned int sinkhole_epoll_error_mask(void) { return EPOLLERR | EPOLLHUP; }
 int sinkhole_eventfd(void) { return eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK); }
 
 long sinkhole_random(void *buffer, unsigned long length) { return getrandom(buffer, length, 0); }
+
+int sinkhole_usable_cpus(void) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+        int n = CPU_COUNT(&set);
+        if (n > 0) return n;
+    }
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    return online > 0 ? (int)online : 1;
+}

@@ -31,4 +31,8 @@ int sinkhole_eventfd(void);
 /// getrandom(2): fills `length` bytes from the kernel's cryptographic generator; the count filled.
 long sinkhole_random(void *buffer, unsigned long length);
 
+/// The number of CPUs this process may run on (sched_getaffinity; taskset and cgroup cpusets
+/// narrow it), at least 1.
+int sinkhole_usable_cpus(void);
+
 #endif

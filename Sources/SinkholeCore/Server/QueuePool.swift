@@ -1,3 +1,4 @@
+import CSinkholeNet
 import Dispatch
 import Foundation
 import Synchronization
@@ -13,7 +14,7 @@ public final class QueuePool: Sendable {
     private let buffers: [ReceiveBuffer]
     private let next = Atomic<Int>(0)
 
-    public init(label: String, count: Int = max(4, 2 * ProcessInfo.processInfo.activeProcessorCount)) {
+    public init(label: String, count: Int = max(4, 2 * CPUs.usable)) {
         queues = (0..<max(1, count)).map { DispatchQueue(label: "\(label).\($0)") }
         buffers = queues.map { _ in ReceiveBuffer() }
     }
@@ -36,4 +37,12 @@ public final class ReceiveBuffer: @unchecked Sendable {
     public static let size = 65_536
     public let bytes = UnsafeMutableRawPointer.allocate(byteCount: ReceiveBuffer.size, alignment: 16)
     deinit { bytes.deallocate() }
+}
+
+/// How many CPUs sinkhole may run on: the affinity mask (taskset, systemd CPUAffinity=, a
+/// container's cpuset), not every CPU of the machine. Threads and sockets per core are sized by
+/// it, so a process confined to one core does not split its work over threads that would only
+/// take turns on that core.
+public enum CPUs {
+    public static let usable = max(1, Int(sinkhole_usable_cpus()))
 }

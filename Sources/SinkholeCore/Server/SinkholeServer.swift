@@ -190,7 +190,7 @@ public final class SinkholeServer: Sendable {
     /// it (retried a few times if that TCP port happens to be taken).
     /// UDP sockets per listen address: one per core, joined with SO_REUSEPORT so the kernel spreads
     /// queries over them and each is drained on its own queue.
-    static let udpSocketsPerAddress = max(1, ProcessInfo.processInfo.activeProcessorCount)
+    static let udpSocketsPerAddress = CPUs.usable
 
     /// Binds UDP and TCP on the same port. A plain probe bind first (no SO_REUSEPORT) makes a port
     /// already in use fail clearly, even by another sinkhole; for port 0 it also picks the port;

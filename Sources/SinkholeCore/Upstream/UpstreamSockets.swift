@@ -31,7 +31,7 @@ final class UpstreamSockets: Sendable {
     let upstreams: [SocketAddress]
     private let shards: [UpstreamShard]
 
-    init(upstreams: [SocketAddress], shards: Int = min(8, max(1, ProcessInfo.processInfo.activeProcessorCount))) {
+    init(upstreams: [SocketAddress], shards: Int = min(8, CPUs.usable)) {
         self.upstreams = upstreams
         self.shards = (0..<max(1, shards)).map { _ in UpstreamShard(upstreams: upstreams) }
     }
