@@ -26,6 +26,8 @@ int sinkhole_epoll_add(int epfd, int fd, unsigned long long token) {
     return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &event);
 }
 
+int sinkhole_epoll_remove(int epfd, int fd) { return epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL); }
+
 int sinkhole_epoll_wait(int epfd, unsigned long long *tokens, unsigned int *events, int max, int timeout_ms) {
     struct epoll_event ready[64];
     if (max > 64) max = 64;

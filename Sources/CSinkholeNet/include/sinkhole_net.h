@@ -21,6 +21,8 @@ unsigned long sinkhole_mmsghdr_len_offset(void);
 int sinkhole_epoll_create(void);
 /// Adds fd for reading (EPOLLIN; errors and hang-ups are always reported) with a 64-bit token.
 int sinkhole_epoll_add(int epfd, int fd, unsigned long long token);
+/// Removes fd from the set.
+int sinkhole_epoll_remove(int epfd, int fd);
 /// epoll_wait: fills up to `max` tokens and their event masks; the count, or -1 and errno.
 int sinkhole_epoll_wait(int epfd, unsigned long long *tokens, unsigned int *events, int max, int timeout_ms);
 /// EPOLLERR and EPOLLHUP, to test the masks with.

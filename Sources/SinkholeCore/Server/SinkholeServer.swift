@@ -174,7 +174,13 @@ public final class SinkholeServer: Sendable {
             }
         }
         watcher.start()
-        udp.forEach { $0.start() }
+        do {
+            try udp.forEach { try $0.start() }
+        } catch {
+            udp.forEach { $0.stop(); $0.close() }
+            tcp.forEach { $0.stop() }
+            throw error
+        }
         // Lists may have changed while sinkhole was down: hunt once for all of them (pairs
         // already reported are not reported again).
         hunter?.listsChanged(store.snapshot.loaded, previous: [:], store: store)
@@ -189,7 +195,7 @@ public final class SinkholeServer: Sendable {
     /// UDP then TCP on the same port; for port 0 the kernel picks the UDP port and TCP follows
     /// it (retried a few times if that TCP port happens to be taken).
     /// UDP sockets per listen address: one per core, joined with SO_REUSEPORT so the kernel spreads
-    /// queries over them and each is drained on its own queue.
+    /// queries over them and each is drained by its own core's event loop.
     static let udpSocketsPerAddress = CPUs.usable
 
     /// Binds UDP and TCP on the same port. A plain probe bind first (no SO_REUSEPORT) makes a port
@@ -209,8 +215,9 @@ public final class SinkholeServer: Sendable {
                 Glibc.close(probe)
                 var udp: [UDPListener] = []
                 do {
+                    let loops = chain.forwarder.eventLoops
                     for i in 0..<SinkholeServer.udpSocketsPerAddress {
-                        udp.append(try UDPListener(address: port, queue: DispatchQueue(label: "sinkhole.udp.\(i)"),
+                        udp.append(try UDPListener(address: port, loop: loops[i % loops.count],
                                                    reusePort: true, handler: handler))
                     }
                 } catch {

@@ -11,18 +11,21 @@ struct MultiMessageHeader {
 
 /// Receives DNS queries on one UDP socket and sends the replies back from it.
 ///
-/// A Dispatch read source wakes the listener's queue; it drains the socket with recvmmsg, up to
-/// `batch` datagrams per call. Replies made while the batch is handled (blocked names, cache
-/// hits: the handler answers at once) are sent together with one sendmmsg at the end of the
-/// batch; replies made later on another thread (forwarded names) are sent with `sendto`, which
-/// is safe from several threads on a UDP socket. Two system calls per batch instead of two per
-/// query is most of what a blocked query costs.
+/// The socket is watched by one of the per-core event loops (`EventLoop`, shared with the
+/// upstream sockets); when it is readable the loop drains it with recvmmsg, up to `batch`
+/// datagrams per call. Replies made on the loop's thread (blocked names and cache hits while the
+/// batch is handled; forwarded answers, whose upstream replies arrive on the same loop) are
+/// queued and sent together with one sendmmsg, at the end of the batch or of the loop's turn;
+/// replies made on any other thread (TCP fallbacks, a query that was sent from another loop)
+/// are sent with `sendto`, which is safe from several threads on a UDP socket. Two system calls
+/// per batch instead of two per query is most of what a blocked query costs, and no hand-off
+/// between threads is left on the UDP path.
 public final class UDPListener: @unchecked Sendable {
     public let address: SocketAddress
     private let fd: Int32
-    private let source: DispatchSourceRead
+    private let loop: EventLoop
     private let handler: QueryHandler
-    private var started = false
+    private let watching = Mutex<UInt64?>(nil)
 
     /// Datagrams per recvmmsg and per sendmmsg.
     static let batch = 32
@@ -31,7 +34,7 @@ public final class UDPListener: @unchecked Sendable {
     /// Replies up to this size are copied into the send batch; larger ones go out alone.
     static let sendSize = 4096
 
-    // Receive and send state, used only on the listener's queue while it drains.
+    // Receive and send state, used only on the loop's thread.
     private let receiveBuffers: UnsafeMutableRawPointer
     private let receivePeers: UnsafeMutablePointer<sockaddr_storage>
     private let receiveVectors: UnsafeMutablePointer<iovec>
@@ -41,17 +44,15 @@ public final class UDPListener: @unchecked Sendable {
     private let sendVectors: UnsafeMutablePointer<iovec>
     private let sendHeaders: UnsafeMutablePointer<MultiMessageHeader>
     private var pending = 0
-    /// The thread draining now (0 when none): a reply made on it goes into the send batch.
-    private let drainingThread = Atomic<UInt>(0)
 
     /// Binds; throws with the reason (address in use, not available) so start-up can fail clearly.
-    public init(address requested: SocketAddress, queue: DispatchQueue, reusePort: Bool = false,
-                handler: @escaping QueryHandler) throws {
+    init(address requested: SocketAddress, loop: EventLoop, reusePort: Bool = false,
+         handler: @escaping QueryHandler) throws {
         fd = try Socket.bound(requested, type: Int32(SOCK_DGRAM.rawValue), reusePort: reusePort)
         Socket.setOption(fd, SOL_SOCKET, SO_RCVBUF, 4 << 20)
         address = SocketAddress.local(of: fd) ?? requested
         self.handler = handler
-        source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
+        self.loop = loop
         precondition(MemoryLayout<MultiMessageHeader>.stride == Int(sinkhole_mmsghdr_size())
                      && MemoryLayout<MultiMessageHeader>.offset(of: \.msg_len) == Int(sinkhole_mmsghdr_len_offset()),
                      "struct mmsghdr layout")
@@ -81,31 +82,28 @@ public final class UDPListener: @unchecked Sendable {
         sendHeaders.deallocate()
     }
 
-    public func start() {
-        source.setEventHandler { [unowned self] in self.drain() }
-        started = true
-        source.resume()
+    public func start() throws {
+        let token = try loop.watch(fd, readable: { [self] in drain() }, flush: { [self] in if pending > 0 { flush() } })
+        watching.withLock { $0 = token }
     }
 
     /// Stops receiving. The socket stays open so that queries already in flight can still be
     /// answered; `close()` releases it once they are done.
     public func stop() {
-        // A Dispatch source must be resumed once before it may be cancelled and released.
-        if !started { started = true; source.resume() }
-        source.cancel()
+        if let token = watching.withLock({ t -> UInt64? in defer { t = nil }; return t }) {
+            loop.unwatch(token)
+        }
     }
 
     public func close() {
-        _ = Glibc.close(fd)
+        stop()
+        // On the loop's thread, so that no batch is being sent on the descriptor as it closes.
+        loop.performAndWait { [fd] in _ = Glibc.close(fd) }
     }
-
-    private static var currentThread: UInt { UInt(bitPattern: Int(pthread_self())) }
 
     private func drain() {
         let n = UDPListener.batch
-        drainingThread.store(UDPListener.currentThread, ordering: .relaxed)
-        defer { drainingThread.store(0, ordering: .relaxed) }
-        // Bounded, so one busy socket cannot starve the others sharing the queue.
+        // Bounded, so one busy socket cannot starve the others on the loop.
         for _ in 0..<8 {
             for i in 0..<n {
                 receiveHeaders[i] = MultiMessageHeader(
@@ -131,7 +129,7 @@ public final class UDPListener: @unchecked Sendable {
     /// sends it at once.
     private func send(_ reply: [UInt8], to client: SocketAddress) {
         guard !reply.isEmpty else { return }
-        if drainingThread.load(ordering: .relaxed) == UDPListener.currentThread, reply.count <= UDPListener.sendSize {
+        if reply.count <= UDPListener.sendSize, loop.isCurrent {
             if pending == UDPListener.batch { flush() }
             let i = pending
             reply.withUnsafeBytes { sendVectors[i].iov_base.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }

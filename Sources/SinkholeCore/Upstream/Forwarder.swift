@@ -40,6 +40,9 @@ public final class Forwarder: Sendable {
         sockets.stop()
     }
 
+    /// The per-core event loops that the upstream sockets (and the UDP listeners) run on.
+    var eventLoops: [EventLoop] { sockets.loops }
+
     /// Upstream sockets open now (for tests).
     var openSockets: Int { sockets.openSockets }
 

@@ -17,9 +17,10 @@ import Synchronization
 /// connected, so the kernel drops datagrams from any other address or port, and every reply
 /// is checked again here (ID, QR, one question equal to ours) or ignored while the wait goes on.
 ///
-/// A shard's state (sockets, waiting queries, their deadlines) is under one lock, held only for
-/// table updates: queries are sent and replies received and parsed outside it. Which shard a
-/// query uses follows the thread that sends it, so two listener threads rarely share one.
+/// A loop's state (sockets, waiting queries, their deadlines) is under one lock, held only for
+/// table updates: queries are sent and replies received and parsed outside it. A query sent
+/// from a loop's own thread (a UDP listener on that loop) uses that loop, so its reply comes
+/// back on the thread that holds the client's socket and joins that thread's send batch.
 final class UpstreamSockets: Sendable {
     typealias Completion = @Sendable (Result<Message, UpstreamFailure>) -> Void
 
@@ -29,11 +30,12 @@ final class UpstreamSockets: Sendable {
     static let queriesPerSocket = 64
 
     let upstreams: [SocketAddress]
-    private let shards: [UpstreamShard]
+    /// One per usable core (at most 8); the UDP listeners run on them too.
+    let loops: [EventLoop]
 
-    init(upstreams: [SocketAddress], shards: Int = min(8, CPUs.usable)) {
+    init(upstreams: [SocketAddress], loops: Int = min(8, CPUs.usable)) {
         self.upstreams = upstreams
-        self.shards = (0..<max(1, shards)).map { _ in UpstreamShard(upstreams: upstreams) }
+        self.loops = (0..<max(1, loops)).map { _ in EventLoop(upstreams: upstreams) }
     }
 
     /// Sends `query` (its ID is replaced by a fresh random one) to upstream `index` and calls
@@ -42,18 +44,19 @@ final class UpstreamSockets: Sendable {
     /// retried over TCP within the same timeout.
     func exchange(upstream index: Int, query: [UInt8], question: Question, timeout: Double,
                   completion: @escaping Completion) {
-        let hashed = UInt64(UInt(bitPattern: Int(pthread_self()))) &* 0x9E37_79B9_7F4A_7C15
-        shards[Int((hashed >> 32) % UInt64(shards.count))]
-            .submit(upstream: index, query: query, question: question, timeout: timeout, completion: completion)
+        let me = EventLoop.currentThread
+        let loop = loops.first { $0.runs(on: me) }
+            ?? loops[Int(((UInt64(me) &* 0x9E37_79B9_7F4A_7C15) >> 32) % UInt64(loops.count))]
+        loop.submit(upstream: index, query: query, question: question, timeout: timeout, completion: completion)
     }
 
     /// Stops the loops; queries still waiting fail. Call once nothing is being forwarded.
     func stop() {
-        shards.forEach { $0.stop() }
+        loops.forEach { $0.stop() }
     }
 
-    /// Sockets open now, over all shards (for tests).
-    var openSockets: Int { shards.reduce(0) { $0 + $1.openSockets } }
+    /// Sockets open now, over all loops (for tests).
+    var openSockets: Int { loops.reduce(0) { $0 + $1.openSockets } }
 }
 
 /// One connected UDP socket of the pool. Its descriptor is closed when the last reference goes,
@@ -152,8 +155,23 @@ private struct RandomIDs {
     }
 }
 
-private final class UpstreamShard: @unchecked Sendable {
-    struct State {
+/// One thread waiting in epoll for everything of one core: the upstream sockets above, and the
+/// UDP listener sockets watched on it (`watch`). Blocked names, cache hits and forwarded
+/// answers are all handled on it, so a query costs no hand-off between threads; listeners
+/// flush their send batches after each turn (`flush` hooks), so forwarded replies go out by
+/// sendmmsg as well.
+final class EventLoop: @unchecked Sendable {
+    struct Watcher {
+        let token: UInt64
+        let fd: Int32
+        let readable: @Sendable () -> Void
+        let flush: @Sendable () -> Void
+    }
+
+    fileprivate struct State {
+        var watchers: [Watcher] = []
+        var tasks: [@Sendable () -> Void] = []
+        var nextWatch: UInt64 = 1 << 63
         var sockets: [UInt64: PooledSocket] = [:]
         /// Per upstream, the sockets new queries may use.
         var active: [[PooledSocket]]
@@ -171,6 +189,13 @@ private final class UpstreamShard: @unchecked Sendable {
     /// When the loop will next wake by itself (uptime ns); a query due earlier wakes it.
     private let plannedWake = Atomic<UInt64>(0)
     private let started = Atomic<Bool>(false)
+    /// The loop's thread (0 until it runs, and again after it has returned).
+    private let thread = Atomic<UInt>(0)
+
+    static var currentThread: UInt { UInt(bitPattern: Int(pthread_self())) }
+
+    func runs(on thread: UInt) -> Bool { self.thread.load(ordering: .relaxed) == thread }
+    var isCurrent: Bool { runs(on: EventLoop.currentThread) }
 
     // Used only by the loop thread.
     static let batch = 16
@@ -184,10 +209,10 @@ private final class UpstreamShard: @unchecked Sendable {
         epoll = sinkhole_epoll_create()
         wake = sinkhole_eventfd()
         if epoll >= 0, wake >= 0 { _ = sinkhole_epoll_add(epoll, wake, 0) }
-        buffers = .allocate(byteCount: UpstreamShard.batch * ReceiveBuffer.size, alignment: 16)
-        vectors = .allocate(capacity: UpstreamShard.batch)
-        headers = .allocate(capacity: UpstreamShard.batch)
-        for i in 0..<UpstreamShard.batch {
+        buffers = .allocate(byteCount: EventLoop.batch * ReceiveBuffer.size, alignment: 16)
+        vectors = .allocate(capacity: EventLoop.batch)
+        headers = .allocate(capacity: EventLoop.batch)
+        for i in 0..<EventLoop.batch {
             vectors[i] = iovec(iov_base: buffers + i * ReceiveBuffer.size, iov_len: ReceiveBuffer.size)
         }
     }
@@ -202,14 +227,64 @@ private final class UpstreamShard: @unchecked Sendable {
 
     private static var now: UInt64 { DispatchTime.now().uptimeNanoseconds }
 
+    private func startIfNeeded() {
+        if !started.load(ordering: .acquiring), started.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged {
+            let ready = DispatchSemaphore(value: 0)
+            let thread = Thread { [self] in
+                self.thread.store(EventLoop.currentThread, ordering: .relaxed)
+                ready.signal()
+                run()
+            }
+            thread.name = "sinkhole.loop"
+            thread.start()
+            ready.wait()
+        }
+    }
+
+    /// Calls `readable` on the loop's thread whenever `fd` has data (level-triggered: until
+    /// it is drained), and `flush` after every turn of the loop.
+    func watch(_ fd: Int32, readable: @escaping @Sendable () -> Void, flush: @escaping @Sendable () -> Void) throws -> UInt64 {
+        startIfNeeded()
+        return try state.withLock { s in
+            let token = s.nextWatch
+            s.nextWatch += 1
+            guard sinkhole_epoll_add(epoll, fd, token) == 0 else { throw SystemError("epoll_ctl") }
+            s.watchers.append(Watcher(token: token, fd: fd, readable: readable, flush: flush))
+            return token
+        }
+    }
+
+    /// Stops watching; when it returns, neither hook is running or will run again.
+    func unwatch(_ token: UInt64) {
+        performAndWait { [self] in
+            state.withLock { s in
+                if let i = s.watchers.firstIndex(where: { $0.token == token }) {
+                    _ = sinkhole_epoll_remove(epoll, s.watchers[i].fd)
+                    s.watchers.remove(at: i)
+                }
+            }
+        }
+    }
+
+    /// Runs `block` on the loop's thread between two turns and waits for it (at once when
+    /// called on that thread, or when the loop is not running).
+    func performAndWait(_ block: @escaping @Sendable () -> Void) {
+        if isCurrent { return block() }
+        let done = DispatchSemaphore(value: 0)
+        let queued = state.withLock { s -> Bool in
+            guard !s.stopped, thread.load(ordering: .relaxed) != 0 else { return false }
+            s.tasks.append { block(); done.signal() }
+            return true
+        }
+        guard queued else { return block() }
+        poke()
+        done.wait()
+    }
+
     func submit(upstream index: Int, query: [UInt8], question: Question, timeout: Double,
                 completion: @escaping UpstreamSockets.Completion) {
-        if !started.load(ordering: .acquiring), started.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged {
-            let thread = Thread { [self] in run() }
-            thread.name = "sinkhole.upstream"
-            thread.start()
-        }
-        let deadline = UpstreamShard.now + UInt64(max(0.001, timeout) * 1e9)
+        startIfNeeded()
+        let deadline = EventLoop.now + UInt64(max(0.001, timeout) * 1e9)
         let picked: Result<(PooledSocket, UInt16, UInt64), UpstreamFailure> = state.withLock { s in
             if s.stopped { return .failure(.network("stopping")) }
             let socket: PooledSocket
@@ -299,6 +374,7 @@ private final class UpstreamShard: @unchecked Sendable {
             s.sockets.removeAll()
             s.active = upstreams.map { _ in [] }
             s.deadlines.removeAll()
+            s.watchers.removeAll()
             return all
         }
         for w in waiting { w.completion(.failure(.network("stopping"))) }
@@ -326,7 +402,7 @@ private final class UpstreamShard: @unchecked Sendable {
             plannedWake.store(UInt64.max, ordering: .sequentiallyConsistent)
             let (stopped, next) = state.withLock { ($0.stopped, $0.deadlines.earliest) }
             if stopped { break }
-            let now = UpstreamShard.now
+            let now = EventLoop.now
             // At most a second asleep; a query due sooner than planned pokes the loop.
             let wait = min(1_000_000_000, next.map { $0 > now ? $0 - now : 0 } ?? 1_000_000_000)
             let milliseconds = Int32((wait + 999_999) / 1_000_000)
@@ -340,16 +416,28 @@ private final class UpstreamShard: @unchecked Sendable {
             plannedWake.store(0, ordering: .sequentiallyConsistent)
             if n > 0 {
                 for i in 0..<Int(n) {
-                    if tokens[i] == 0 {
+                    let token = tokens[i]
+                    if token == 0 {
                         var value: UInt64 = 0
                         _ = Glibc.read(wake, &value, 8)
-                        continue
+                    } else if token >= 1 << 63 {
+                        state.withLock { s in s.watchers.first { $0.token == token } }?.readable()
+                    } else {
+                        receive(token: token, error: events[i] & errorMask != 0)
                     }
-                    receive(token: tokens[i], error: events[i] & errorMask != 0)
                 }
             }
             expire()
+            let (tasks, watchers) = state.withLock { s -> ([@Sendable () -> Void], [Watcher]) in
+                defer { s.tasks.removeAll() }
+                return (s.tasks, s.watchers)
+            }
+            tasks.forEach { $0() }
+            watchers.forEach { $0.flush() }
         }
+        thread.store(0, ordering: .relaxed)
+        // Anyone still waiting in performAndWait is let go.
+        state.withLock { s in defer { s.tasks.removeAll() }; return s.tasks }.forEach { $0() }
         closeDescriptors()
     }
 
@@ -359,13 +447,13 @@ private final class UpstreamShard: @unchecked Sendable {
         var replies: [(UInt16, Message)] = []
         var failure: UpstreamFailure?
         for _ in 0..<4 {
-            for i in 0..<UpstreamShard.batch {
+            for i in 0..<EventLoop.batch {
                 headers[i] = MultiMessageHeader(
                     msg_hdr: msghdr(msg_name: nil, msg_namelen: 0, msg_iov: vectors + i, msg_iovlen: 1,
                                     msg_control: nil, msg_controllen: 0, msg_flags: 0),
                     msg_len: 0)
             }
-            let received = Int(sinkhole_recvmmsg(socket.fd, headers, UInt32(UpstreamShard.batch), Int32(MSG_DONTWAIT)))
+            let received = Int(sinkhole_recvmmsg(socket.fd, headers, UInt32(EventLoop.batch), Int32(MSG_DONTWAIT)))
             if received < 0 {
                 if errno != EAGAIN && errno != EINTR {
                     // ICMP port unreachable and the like: this upstream is not answering.
@@ -380,7 +468,7 @@ private final class UpstreamShard: @unchecked Sendable {
                 message.receivedWire = bytes
                 replies.append((UInt16(bytes[0]) << 8 | UInt16(bytes[1]), message))
             }
-            if received < UpstreamShard.batch { break }
+            if received < EventLoop.batch { break }
         }
         if error && failure == nil {
             var code: Int32 = 0
@@ -417,7 +505,7 @@ private final class UpstreamShard: @unchecked Sendable {
 
     /// Completes the queries whose deadline has passed.
     private func expire() {
-        let now = UpstreamShard.now
+        let now = EventLoop.now
         let late: [Waiting] = state.withLock { s in
             var late: [Waiting] = []
             while let entry = s.deadlines.popDue(now) {
@@ -434,7 +522,7 @@ private final class UpstreamShard: @unchecked Sendable {
     /// A truncated reply: the same question over TCP, on a thread of its own (rare, blocking).
     private func retryOverTCP(_ index: Int, _ waiting: Waiting) {
         let upstream = upstreams[index]
-        let remaining = max(0.05, Double(Int64(waiting.deadline) - Int64(UpstreamShard.now)) / 1e9)
+        let remaining = max(0.05, Double(Int64(waiting.deadline) - Int64(EventLoop.now)) / 1e9)
         Thread.detachNewThread {
             var query = waiting.query
             let id = UInt16.random(in: 0...UInt16.max)
