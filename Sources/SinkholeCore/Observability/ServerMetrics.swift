@@ -14,7 +14,9 @@ public final class ServerMetrics: Sendable {
 
     public let registry = PrometheusCollectorRegistry()
     private let factory: PrometheusMetricsFactory
-    private let queries: [String: CoreMetrics.Counter]
+    /// `sinkhole_queries_total` per transport and outcome, indexed by `slot(_:_:)`: every query
+    /// counts once, so no string or dictionary lookup there.
+    private let queries: [CoreMetrics.Counter]
     private let blockedByList = Mutex<[String: CoreMetrics.Counter]>([:])
     private let upstreamLatency = Mutex<[String: CoreMetrics.Timer]>([:])
     private let upstreamErrors = Mutex<[String: CoreMetrics.Counter]>([:])
@@ -33,12 +35,13 @@ public final class ServerMetrics: Sendable {
                                              .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
                                              .seconds(2), .seconds(5)]
         factory = f
-        var q: [String: CoreMetrics.Counter] = [:]
+        var q: [CoreMetrics.Counter] = []
         for transport in [Transport.udp, .tcp] {
             for outcome in Outcome.allCases {
-                q["\(transport.rawValue)/\(outcome.rawValue)"] = CoreMetrics.Counter(
+                precondition(q.count == ServerMetrics.slot(transport, outcome))
+                q.append(CoreMetrics.Counter(
                     label: "sinkhole_queries_total",
-                    dimensions: [("transport", transport.rawValue), ("outcome", outcome.rawValue)], factory: f)
+                    dimensions: [("transport", transport.rawValue), ("outcome", outcome.rawValue)], factory: f))
             }
         }
         queries = q
@@ -61,8 +64,24 @@ public final class ServerMetrics: Sendable {
         MetricNameDescriptor(namespace: "sinkhole", metricName: name, unitName: "", helpText: help)
     }
 
+    private static func slot(_ transport: Transport, _ outcome: Outcome) -> Int {
+        let o: Int
+        switch outcome {
+        case .blocked: o = 0
+        case .forwarded: o = 1
+        case .cached: o = 2
+        case .refused: o = 3
+        case .servfail: o = 4
+        case .formerr: o = 5
+        case .notimp: o = 6
+        case .ratelimited: o = 7
+        case .dropped: o = 8
+        }
+        return (transport == .udp ? 0 : Outcome.allCases.count) + o
+    }
+
     public func query(_ transport: Transport, _ outcome: Outcome) {
-        queries["\(transport.rawValue)/\(outcome.rawValue)"]?.increment()
+        queries[ServerMetrics.slot(transport, outcome)].increment()
     }
 
     public func blocked(list: String) {
@@ -89,14 +108,19 @@ public final class ServerMetrics: Sendable {
     }
 
     public func upstreamAnswered(_ upstream: SocketAddress, seconds: Double) {
-        let timer = upstreamLatency.withLock { timers in
+        latencyTimer(upstream).recordNanoseconds(Int64(seconds * 1e9))
+    }
+
+    /// The `sinkhole_upstream_latency_seconds` timer of one upstream (the forwarder keeps one
+    /// per upstream, so that recording an answer looks nothing up).
+    public func latencyTimer(_ upstream: SocketAddress) -> CoreMetrics.Timer {
+        upstreamLatency.withLock { timers in
             if let t = timers[upstream.description] { return t }
             let t = CoreMetrics.Timer(label: "sinkhole_upstream_latency_seconds",
                                       dimensions: [("upstream", upstream.description)], factory: factory)
             timers[upstream.description] = t
             return t
         }
-        timer.recordNanoseconds(Int64(seconds * 1e9))
     }
 
     public func upstreamFailed(_ upstream: SocketAddress, reason: String) {

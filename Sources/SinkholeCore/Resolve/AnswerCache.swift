@@ -67,13 +67,13 @@ public final class AnswerCache: Sendable {
         var inspectedGeneration = -1
         var prev: Node?
         var next: Node?
-        init(key: Key, wire: [UInt8], stored: UInt64, expires: UInt64, serial: UInt64) {
+        init(key: Key, wire: [UInt8], reply: CachedReply?, stored: UInt64, expires: UInt64, serial: UInt64) {
             self.key = key
             self.wire = wire
             self.stored = stored
             self.expires = expires
             self.serial = serial
-            reply = CachedReply(wire)
+            self.reply = reply
         }
         var cost: Int { wire.count + key.name.count + 160 + 8 * (reply?.ttlOffsets.count ?? 0) }
     }
@@ -160,12 +160,13 @@ public final class AnswerCache: Sendable {
         let now = clock()
         let s = shard(key)
         let serial = serials.add(1, ordering: .relaxed).newValue
+        let reply = message.receivedWire != nil ? message.preparedReply() : CachedReply(wire)
+        let node = Node(key: key, wire: wire, reply: reply, stored: now, expires: now + UInt64(ttl), serial: serial)
         s.lock.withLock { _ in
             if let old = s.map[key] {
                 s.bytes -= old.cost
                 s.unlink(old)
             }
-            let node = Node(key: key, wire: wire, stored: now, expires: now + UInt64(ttl), serial: serial)
             s.map[key] = node
             s.pushFront(node)
             s.bytes += node.cost

@@ -199,7 +199,13 @@ public final class QueryChain: Sendable {
             deliver(query, resolution, outcome: .forwarded, inspected: serial.map { (key, $0) }, respond: respond)
             for waiter in waiters {
                 // Each waiter gets its own copy: building a reply changes the message.
-                let own = wire.flatMap { Message(wire: $0) }.map { Resolution.upstream($0, from: AnswerCache.origin) } ?? resolution
+                let own = wire.flatMap { bytes in
+                    Message(wire: bytes).map { copy in
+                        // A fresh upstream answer is relayed from its bytes, as for the first query.
+                        if case .upstream(let m, _) = resolution, m.receivedWire != nil { copy.receivedWire = bytes }
+                        return Resolution.upstream(copy, from: AnswerCache.origin)
+                    }
+                } ?? resolution
                 deliver(waiter.query, own, outcome: .forwarded, respond: waiter.respond)
             }
             inFlightCount.subtract(1, ordering: .relaxed)
@@ -302,8 +308,7 @@ public final class QueryChain: Sendable {
         }
         if case .blocked(let answer) = inspected, answer.action == .drop {
             respond([])
-        } else if case .upstream(let message, _) = inspected, let raw = message.receivedWire,
-                  let prepared = CachedReply(raw),
+        } else if case .upstream(let message, _) = inspected, let prepared = message.preparedReply(),
                   case let relayed = prepared.reply(id: query.header.id, flags: query.header.flags,
                                                     question: query.question, edns: query.edns,
                                                     payloadSize: replies.payloadSize),

@@ -1,3 +1,4 @@
+import CoreMetrics
 import Dispatch
 import Logging
 
@@ -18,6 +19,8 @@ public final class Forwarder: Sendable {
     /// The UDP payload size we advertise to upstreams (RFC 6891), the same as to clients.
     public let payloadSize: UInt16
     private let sockets: UpstreamSockets
+    /// Per upstream, its latency timer (nil without metrics).
+    private let latency: [CoreMetrics.Timer?]
     private let logger: Logger
 
     public init(upstreams: [SocketAddress], timeout: Double, payloadSize: UInt16,
@@ -33,6 +36,7 @@ public final class Forwarder: Sendable {
         self.payloadSize = payloadSize
         self.logger = logger
         sockets = UpstreamSockets(upstreams: upstreams)
+        latency = upstreams.map { metrics?.latencyTimer($0) }
     }
 
     /// Closes the upstream sockets and stops their loops; call once nothing is in flight.
@@ -94,7 +98,7 @@ public final class Forwarder: Sendable {
                         lastServfail: .upstream(reply, from: upstream), completion: completion)
             case .success(let reply):
                 let rtt = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
-                metrics?.upstreamAnswered(upstream, seconds: rtt)
+                latency[index]?.recordNanoseconds(Int64(rtt * 1e9))
                 if health.success(index, rtt: rtt) {
                     logger.notice("upstream answering again", metadata: ["upstream": "\(upstream)"])
                 }

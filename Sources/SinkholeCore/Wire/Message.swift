@@ -46,7 +46,19 @@ public final class Message: @unchecked Sendable {
     /// cache and the reply can use them instead of encoding the message again (ldns_pkt2wire
     /// allocates a 64 KiB buffer each time). Only valid while the message is unchanged: the
     /// chain reads it before `ReplyBuilder.relay` modifies the message.
-    public var receivedWire: [UInt8]?
+    public var receivedWire: [UInt8]? {
+        didSet { prepared = nil }
+    }
+    private var prepared: CachedReply??
+
+    /// `receivedWire` prepared for relaying from the bytes (`CachedReply`), made once: the
+    /// cache stores it and the reply to the client is made from it.
+    public func preparedReply() -> CachedReply? {
+        if let done = prepared { return done }
+        let made = receivedWire.flatMap { CachedReply($0) }
+        prepared = .some(made)
+        return made
+    }
 
     private init(owning pkt: UnsafeMutablePointer<ldns_pkt>) {
         self.pkt = pkt
