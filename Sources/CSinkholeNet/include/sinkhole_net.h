@@ -37,4 +37,8 @@ long sinkhole_random(void *buffer, unsigned long length);
 /// narrow it), at least 1.
 int sinkhole_usable_cpus(void);
 
+/// Puts the calling thread under SCHED_IDLE: it runs only when its CPU has nothing else to run,
+/// and any other thread that wakes there preempts it at once. 0, or -1 and errno.
+int sinkhole_sched_idle(void);
+
 #endif

@@ -11,32 +11,15 @@ import Synchronization
 /// bounds how many there can be.
 public final class QueuePool: Sendable {
     private let queues: [DispatchQueue]
-    private let buffers: [ReceiveBuffer]
     private let next = Atomic<Int>(0)
 
     public init(label: String, count: Int = max(4, 2 * CPUs.usable)) {
         queues = (0..<max(1, count)).map { DispatchQueue(label: "\(label).\($0)") }
-        buffers = queues.map { _ in ReceiveBuffer() }
     }
 
     public func queue() -> DispatchQueue {
-        lane().queue
+        queues[abs(next.add(1, ordering: .relaxed).oldValue % queues.count)]
     }
-
-    /// A queue and the receive buffer that belongs to it: work on that queue may use the buffer
-    /// without a lock, since the queue runs one block at a time.
-    public func lane() -> (queue: DispatchQueue, buffer: ReceiveBuffer) {
-        let i = abs(next.add(1, ordering: .relaxed).oldValue % queues.count)
-        return (queues[i], buffers[i])
-    }
-}
-
-/// 64 KiB, the largest datagram, allocated once: a fresh zeroed buffer per upstream reply cost a
-/// large malloc (and a consolidation of malloc's free lists) and a memset on every cache miss.
-public final class ReceiveBuffer: @unchecked Sendable {
-    public static let size = 65_536
-    public let bytes = UnsafeMutableRawPointer.allocate(byteCount: ReceiveBuffer.size, alignment: 16)
-    deinit { bytes.deallocate() }
 }
 
 /// How many CPUs sinkhole may run on: the affinity mask (taskset, systemd CPUAffinity=, a

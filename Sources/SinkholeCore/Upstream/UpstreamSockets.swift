@@ -210,6 +210,9 @@ final class EventLoop: @unchecked Sendable {
 
     // Used only on the queue.
     static let batch = 16
+    /// 64 KiB, the largest datagram: each of the batch's receive buffers is that big (pages
+    /// never written stay unmapped).
+    static let datagramSize = 65_536
     private let buffers: UnsafeMutableRawPointer
     private let vectors: UnsafeMutablePointer<iovec>
     private let headers: UnsafeMutablePointer<MultiMessageHeader>
@@ -221,11 +224,11 @@ final class EventLoop: @unchecked Sendable {
         state = Mutex(State(active: upstreams.map { _ in [] }))
         queue = DispatchQueue(label: label)
         timer = DispatchSource.makeTimerSource(queue: queue)
-        buffers = .allocate(byteCount: EventLoop.batch * ReceiveBuffer.size, alignment: 16)
+        buffers = .allocate(byteCount: EventLoop.batch * EventLoop.datagramSize, alignment: 16)
         vectors = .allocate(capacity: EventLoop.batch)
         headers = .allocate(capacity: EventLoop.batch)
         for i in 0..<EventLoop.batch {
-            vectors[i] = iovec(iov_base: buffers + i * ReceiveBuffer.size, iov_len: ReceiveBuffer.size)
+            vectors[i] = iovec(iov_base: buffers + i * EventLoop.datagramSize, iov_len: EventLoop.datagramSize)
         }
         let epoll = sinkhole_epoll_create()
         self.epoll = epoll
@@ -433,7 +436,7 @@ final class EventLoop: @unchecked Sendable {
                 break
             }
             for i in 0..<received {
-                let bytes = Array(UnsafeRawBufferPointer(start: buffers + i * ReceiveBuffer.size, count: Int(headers[i].msg_len)))
+                let bytes = Array(UnsafeRawBufferPointer(start: buffers + i * EventLoop.datagramSize, count: Int(headers[i].msg_len)))
                 guard bytes.count >= Header.size, bytes[2] & 0x80 != 0, let message = Message(wire: bytes),
                       message.questionCount == 1, message.question != nil else { continue }
                 message.receivedWire = bytes
