@@ -173,8 +173,8 @@ private struct RandomIDs {
 final class EventLoop: @unchecked Sendable {
     struct Watcher: @unchecked Sendable {
         let token: UInt64
-        let source: DispatchSourceRead
-        let cancelled: DispatchSemaphore
+        let fd: Int32
+        let readable: @Sendable () -> Void
         let flush: @Sendable () -> Void
     }
 
@@ -235,7 +235,7 @@ final class EventLoop: @unchecked Sendable {
         upstreamSource = DispatchSource.makeReadSource(fileDescriptor: epoll, queue: queue)
         timer.setEventHandler { [weak self] in self?.turn { $0.expire() } }
         timer.resume()
-        upstreamSource.setEventHandler { [weak self] in self?.turn { $0.drainUpstreams() } }
+        upstreamSource.setEventHandler { [weak self] in self?.turn { $0.drainReady() } }
         upstreamSource.setCancelHandler { [epoll] in Glibc.close(epoll) }
         upstreamSource.resume()
     }
@@ -263,34 +263,29 @@ final class EventLoop: @unchecked Sendable {
         running.store(0, ordering: .relaxed)
     }
 
-    /// Calls `readable` on the loop's queue whenever `fd` has data, and `flush` after every
-    /// turn of the loop.
+    /// Calls `readable` on the loop's queue whenever `fd` has data (level-triggered: until it
+    /// is drained), and `flush` after every turn of the loop. The descriptor joins the loop's
+    /// epoll set, beside the upstream sockets: one Dispatch source per core for everything.
     func watch(_ fd: Int32, readable: @escaping @Sendable () -> Void, flush: @escaping @Sendable () -> Void) throws -> UInt64 {
-        let source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
-        let cancelled = DispatchSemaphore(value: 0)
-        source.setEventHandler { [weak self] in self?.turn { _ in readable() } }
-        source.setCancelHandler { cancelled.signal() }
-        let token = try state.withLock { s -> UInt64 in
+        try state.withLock { s -> UInt64 in
             guard !s.stopped else { throw SystemError("watch", ECANCELED) }
             let token = s.nextWatch
+            guard sinkhole_epoll_add(epoll, fd, token) == 0 else { throw SystemError("epoll_ctl") }
             s.nextWatch += 1
-            s.watchers.append(Watcher(token: token, source: source, cancelled: cancelled, flush: flush))
+            s.watchers.append(Watcher(token: token, fd: fd, readable: readable, flush: flush))
             return token
         }
-        source.resume()
-        return token
     }
 
     /// Stops watching; when it returns (off the loop's queue), neither hook is running or will
     /// run again, and the descriptor may be closed.
     func unwatch(_ token: UInt64) {
-        let watcher = state.withLock { s -> Watcher? in
-            guard let i = s.watchers.firstIndex(where: { $0.token == token }) else { return nil }
-            return s.watchers.remove(at: i)
+        state.withLock { s in
+            guard let i = s.watchers.firstIndex(where: { $0.token == token }) else { return }
+            _ = sinkhole_epoll_remove(epoll, s.watchers[i].fd)
+            s.watchers.remove(at: i)
         }
-        guard let watcher else { return }
-        watcher.source.cancel()
-        if !isCurrent { watcher.cancelled.wait() }
+        if !isCurrent { queue.sync {} }   // a turn still using it ends first
     }
 
     /// Runs `block` on the loop's queue and waits for it (at once when already on it).
@@ -356,16 +351,27 @@ final class EventLoop: @unchecked Sendable {
     private func schedule(_ at: UInt64, _ s: inout State) {
         guard at < s.timerAt else { return }
         s.timerAt = at
-        timer.schedule(deadline: DispatchTime(uptimeNanoseconds: at), leeway: .milliseconds(1))
+        timer.schedule(deadline: DispatchTime(uptimeNanoseconds: at), leeway: .milliseconds(5))
     }
 
-    /// Every upstream socket that is ready, in one turn.
-    private func drainUpstreams() {
+    /// The timer fires at most this often: deadlines are seconds long, and a wake-up per
+    /// answered query's stale deadline would cost more than the few milliseconds of lateness.
+    static let timerGranularity: UInt64 = 10_000_000
+
+    /// Every socket that is ready, listeners and upstream sockets, in one turn.
+    private func drainReady() {
         let errorMask = sinkhole_epoll_error_mask()
         for _ in 0..<4 {
             let n = Int(sinkhole_epoll_wait(epoll, readyTokens, readyEvents, 64, 0))
             guard n > 0 else { return }
-            for i in 0..<n { receive(token: readyTokens[i], error: readyEvents[i] & errorMask != 0) }
+            for i in 0..<n {
+                let token = readyTokens[i]
+                if token >= 1 << 63 {
+                    state.withLock { s in s.watchers.first { $0.token == token } }?.readable()
+                } else {
+                    receive(token: token, error: readyEvents[i] & errorMask != 0)
+                }
+            }
             if n < 64 { return }
         }
     }
@@ -409,7 +415,7 @@ final class EventLoop: @unchecked Sendable {
             defer { s.watchers.removeAll() }
             return (all, s.watchers)
         }
-        for w in watchers { w.source.cancel() }
+        for w in watchers { _ = sinkhole_epoll_remove(epoll, w.fd) }
         timer.cancel()
         upstreamSource.cancel()
         for w in waiting { w.completion(.failure(.network("stopping"))) }
@@ -490,7 +496,7 @@ final class EventLoop: @unchecked Sendable {
             }
             // The timer fired: set it again for the next deadline, if any query still waits.
             s.timerAt = UInt64.max
-            if let next = s.deadlines.earliest { schedule(next, &s) }
+            if let next = s.deadlines.earliest { schedule(max(next, now + EventLoop.timerGranularity), &s) }
             return late
         }
         for w in late { w.completion(.failure(.timeout)) }
