@@ -70,7 +70,7 @@ public func fuzzOne(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
             }
         }
         if case .proceed(let header) = verdict, optValid, let question = message.question {
-            let query = Query(header: header, message: message, question: question, edns: message.edns,
+            let query = Query(header: header, question: question, edns: message.edns,
                               client: localClient, transport: .udp)
             let builder = ReplyBuilder(payloadSize: 1232)
             let failure = builder.reply(to: query, .failure(rcode: 2, reason: "fuzz"))

@@ -157,14 +157,15 @@ private struct RandomIDs {
     }
 }
 
-/// Everything of one core on one serial Dispatch queue: the UDP listener sockets watched on it
-/// (`watch`), each with a Dispatch read source, and the upstream sockets above, which are kept
-/// in an epoll set of the loop's own whose descriptor has one Dispatch read source: when any of
-/// them has data, one turn collects every ready socket (epoll_wait with no wait) and handles
-/// all their replies. So Dispatch drives all the I/O, yet 32 sockets per upstream cost it one
-/// source, not 32 (a source each was measured 25% dearer per cache miss: a manager-thread hop
-/// and a turn per socket); and epoll reports an ICMP error on a socket (EPOLLERR), which a
-/// Dispatch read source does not. One Dispatch timer per loop keeps the deadlines.
+/// Everything of one core on one serial Dispatch queue. The UDP listener socket watched on it
+/// (`watch`) and the upstream sockets above are kept in an epoll set of the loop's own, whose
+/// descriptor has the loop's one Dispatch read source: when any of them has data, one turn
+/// collects every ready socket (epoll_wait with no wait) and handles them all. So Dispatch drives
+/// all the I/O, yet a core's 32 sockets per upstream and its listener cost it one source, not
+/// one each (a source per socket was measured 25% dearer per cache miss: each wake-up is a
+/// hand-off from Dispatch's manager thread and a re-arm through it); and epoll reports an ICMP
+/// error on a socket (EPOLLERR), which a Dispatch read source does not. One Dispatch timer per
+/// loop keeps the deadlines, firing at most every 10 ms.
 ///
 /// Blocked names, cache hits and forwarded answers are all handled on that queue, so a
 /// forwarded query's reply comes back where its client's socket is drained, with no hand-off to
