@@ -75,7 +75,17 @@ public final class AnswerCache: Sendable {
             self.serial = serial
             self.reply = reply
         }
-        var cost: Int { wire.count + key.name.count + 160 + 8 * (reply?.ttlOffsets.count ?? 0) }
+        /// What the entry holds in memory, counted against `--cache-size`: the bytes of its
+        /// arrays (the answer, the name, the ECS option, the TTL offsets) and `overhead`.
+        var cost: Int {
+            wire.count + key.name.count + key.subnet.count + 8 * (reply?.ttlOffsets.count ?? 0) + Node.overhead
+        }
+
+        /// Everything else an entry costs: this object (about 180 bytes of fields), the array
+        /// headers of its name, answer and TTL offsets (32 bytes each), malloc's overhead on
+        /// those four allocations, and its slot in the shard's dictionary at three-quarters load.
+        /// (160 counted only the fields: a full 64 MiB cache grew the process by about 130 MiB.)
+        static let overhead = 400
     }
 
     final class Shard: @unchecked Sendable {
