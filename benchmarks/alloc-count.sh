@@ -21,8 +21,6 @@ python3 - "$OUT" <<'PY'
 import sys, random
 out = sys.argv[1]
 random.seed(3)
-with open(f"{out}/nsd/bench.zone", "w") as f:
-    f.write("$ORIGIN allocbench.\n$TTL 300\n@ SOA ns hostmaster 1 3600 600 86400 300\n@ NS ns\nns A 127.0.0.1\n* A 192.0.2.1\n")
 with open(f"{out}/lists/list.txt", "w") as f:
     for i in range(1000): f.write(f"c{i}.bad.test\n")
 with open(f"{out}/blocked.txt", "w") as f:
@@ -33,6 +31,7 @@ with open(f"{out}/cached.txt", "w") as f:
 with open(f"{out}/unique.txt", "w") as f:
     for i in range(1000000): f.write(f"u{i}.allocbench A\n")
 PY
+nsd_wildcard_zone "$OUT/nsd/bench.zone" allocbench
 nsd_conf "$OUT/nsd" $NSD_PORT allocbench bench.zone
 taskset -c 1 nsd -d -c "$OUT/nsd/nsd.conf" > "$OUT/nsd.out" 2>&1 &
 NSD=$!

@@ -50,14 +50,13 @@ if [ $INGEST = 1 ]; then
 import sys, random
 out = sys.argv[1]
 random.seed(5)
-with open(f"{out}/nsd/bench.zone", "w") as f:
-    f.write("$ORIGIN histbench.\n$TTL 300\n@ SOA ns hostmaster 1 3600 600 86400 300\n@ NS ns\nns A 127.0.0.1\n* A 192.0.2.1\n")
 with open(f"{out}/cached.txt", "w") as f:
     for i in range(200000): f.write(f"w{i % 1000}.histbench A\n")
 with open(f"{out}/mixed.txt", "w") as f:
     for i in range(2000000):
         f.write(f"u{i}.histbench A\n" if i % 5 == 0 else f"r{random.randrange(10000)}.histbench A\n")
 PY
+  nsd_wildcard_zone "$OUT/nsd/bench.zone" histbench
   nsd_conf "$OUT/nsd" $((PORT + 1)) histbench bench.zone
   taskset -c 1 nsd -d -c "$OUT/nsd/nsd.conf" > "$OUT/nsd.out" 2>&1 &
   NSD=$!

@@ -23,3 +23,8 @@ zone:
   zonefile: "$zonefile"
 CONF
 }
+
+# nsd_wildcard_zone FILE ZONE writes a zone in which every name has an A record (192.0.2.1).
+nsd_wildcard_zone() {
+  printf '$ORIGIN %s.\n$TTL 300\n@ SOA ns hostmaster 1 3600 600 86400 300\n@ NS ns\nns A 127.0.0.1\n* A 192.0.2.1\n' "$2" > "$1"
+}

@@ -107,10 +107,6 @@ public final class ServerMetrics: Sendable {
         history["pruned"]?.set(Double(counts.pruned))
     }
 
-    public func upstreamAnswered(_ upstream: SocketAddress, seconds: Double) {
-        latencyTimer(upstream).recordNanoseconds(Int64(seconds * 1e9))
-    }
-
     /// The `sinkhole_upstream_latency_seconds` timer of one upstream (the forwarder keeps one
     /// per upstream, so that recording an answer looks nothing up).
     public func latencyTimer(_ upstream: SocketAddress) -> CoreMetrics.Timer {

@@ -303,7 +303,7 @@ final class EventLoop: @unchecked Sendable {
             if s.stopped { return .failure(.network("stopping")) }
             let socket: PooledSocket
             if s.active[index].count < UpstreamSockets.socketsPerUpstream {
-                switch open(index, token: s.nextToken, now: now) {
+                switch open(index, token: s.nextToken) {
                 case .failure(let failure): return .failure(failure)
                 case .success(let fresh):
                     s.nextToken += 1
@@ -379,7 +379,7 @@ final class EventLoop: @unchecked Sendable {
 
     /// A new socket connected to upstream `index`, on a kernel-chosen random port, in the
     /// loop's epoll set.
-    private func open(_ index: Int, token: UInt64, now: UInt64) -> Result<PooledSocket, UpstreamFailure> {
+    private func open(_ index: Int, token: UInt64) -> Result<PooledSocket, UpstreamFailure> {
         let upstream = upstreams[index]
         let fd = socket(upstream.family, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
         guard fd >= 0 else { return .failure(.network(SystemError("socket").description)) }
@@ -444,10 +444,8 @@ final class EventLoop: @unchecked Sendable {
             }
             for i in 0..<received {
                 let bytes = Array(UnsafeRawBufferPointer(start: buffers + i * EventLoop.datagramSize, count: Int(headers[i].msg_len)))
-                guard bytes.count >= Header.size, bytes[2] & 0x80 != 0, let message = Message(wire: bytes),
-                      message.questionCount == 1, message.question != nil else { continue }
-                message.receivedWire = bytes
-                replies.append((UInt16(bytes[0]) << 8 | UInt16(bytes[1]), message))
+                guard let reply = UpstreamReply.decoded(bytes) else { continue }
+                replies.append(reply)
             }
             if received < EventLoop.batch { break }
         }
@@ -462,7 +460,7 @@ final class EventLoop: @unchecked Sendable {
         var failed: [Waiting] = []
         state.withLock { s in
             for (id, message) in replies {
-                guard let waiting = socket.waiting[id], let q = message.question, q.matches(waiting.question) else { continue }
+                guard let waiting = socket.waiting[id], UpstreamReply.answers(message, waiting.question) else { continue }
                 socket.waiting[id] = nil
                 done.append((waiting, message))
             }

@@ -27,16 +27,24 @@ public enum UpstreamFailure: Error, Sendable, CustomStringConvertible {
     }
 }
 
-/// The checks every upstream reply passes before it is used.
+/// The checks every upstream reply passes before it is used, over UDP and TCP alike.
 enum UpstreamReply {
-    /// The reply as a message when it answers our query (ID, QR, one question equal to ours);
-    /// nil for anything else, which is then ignored.
-    static func validated(_ bytes: [UInt8], id: UInt16, question: Question) -> Message? {
-        guard bytes.count >= Header.size else { return nil }
-        guard UInt16(bytes[0]) << 8 | UInt16(bytes[1]) == id, bytes[2] & 0x80 != 0 else { return nil }
-        guard let message = Message(wire: bytes), let q = message.question,
-              message.questionCount == 1, q.matches(question) else { return nil }
+    /// A reply's ID and message: QR set and exactly one question, or nil (ignored).
+    static func decoded(_ bytes: [UInt8]) -> (id: UInt16, message: Message)? {
+        guard bytes.count >= Header.size, bytes[2] & 0x80 != 0, let message = Message(wire: bytes),
+              message.questionCount == 1, message.question != nil else { return nil }
         message.receivedWire = bytes
+        return (UInt16(bytes[0]) << 8 | UInt16(bytes[1]), message)
+    }
+
+    /// True when the reply's question is the one asked (name ignoring case, type and class).
+    static func answers(_ message: Message, _ question: Question) -> Bool {
+        message.question?.matches(question) ?? false
+    }
+
+    /// The reply as a message when it answers our query (ID and question); nil for anything else.
+    static func validated(_ bytes: [UInt8], id: UInt16, question: Question) -> Message? {
+        guard let (got, message) = decoded(bytes), got == id, answers(message, question) else { return nil }
         return message
     }
 }
