@@ -10,8 +10,9 @@
 // So the fuzzer controls every byte of the upstream's answer and ResponseInspection (CNAME
 // cloaking) and the relay path see arbitrary records.
 //
-// Checked: `respond` is called exactly once within 5 s, and every reply is well-formed (see
-// FuzzSupport.checkReply).
+// Checked: `respond` is called exactly once within 5 s, every reply is well-formed (see
+// FuzzSupport.checkReply), and the upstream's reply reads the same with CachedReply as with ldns
+// (FuzzSupport.checkReplyReader).
 import Dispatch
 import Foundation
 import SinkholeCore
@@ -33,6 +34,7 @@ private func upstreamReply(to query: [UInt8]) -> [UInt8]? {
     var reply = [query[0], query[1], t[2] | 0x80, t[3], 0, 1] + t[6..<12]
     reply += query[Header.size..<end]
     reply += t[Header.size...]
+    FuzzSupport.checkReplyReader(reply)
     return reply
 }
 

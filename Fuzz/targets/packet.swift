@@ -84,6 +84,8 @@ public func fuzzOne(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         FuzzSupport.checkReply(reply, to: packet, transport: .udp, where: "rejection")
     }
 
+    FuzzSupport.checkReplyReader(packet)
+
     // The whole chain.
     run(chain, packet, localClient, .udp, "chain/udp")
     run(nxChain, packet, v6Client, .tcp, "chain/tcp")

@@ -26,6 +26,18 @@ import Testing
         #expect(h.upstream.received.count == 2)
     }
 
+    @Test func anAnswerLdnsMustReadIsRelayedAndCachedToo() throws {
+        // HINFO data is not laid out by the byte reader: this answer takes the ldns path.
+        let h = try TestHarness(records: ["box.example.org. 300 IN HINFO \"pc\" \"linux\""]) { $0.cacheBytes = 1 << 20 }
+        defer { h.stop() }
+        let first = try #require(DNSTestClient.ask("box.example.org", type: 13, server: h.address))
+        #expect(first.records(.answer).map(\.type) == [13])
+        let again = try #require(DNSTestClient.ask("BOX.example.org", type: 13, server: h.address))
+        #expect(again.records(.answer).map(\.rdata) == first.records(.answer).map(\.rdata))
+        #expect(again.question?.name == WireName.fromText("BOX.example.org"))
+        #expect(h.upstream.received.count == 1, "the second answer came from the cache")
+    }
+
     @Test func cachedAnswerIsReInspectedAgainstTheCurrentLists() throws {
         let h = try TestHarness(lists: [:], records: [
             "alias.example.org. 300 IN CNAME cdn.later.example.",
@@ -69,7 +81,7 @@ import Testing
 @Suite struct AnswerCacheUnitTests {
     final class Clock: @unchecked Sendable { var now: UInt64 = 1000 }
 
-    func answer(_ name: String, ttl: UInt32, rcode: UInt8 = 0, soa: (ttl: UInt32, minimum: UInt32)? = nil, records: Int = 1) -> Message {
+    func answer(_ name: String, ttl: UInt32, rcode: UInt8 = 0, soa: (ttl: UInt32, minimum: UInt32)? = nil, records: Int = 1) -> UpstreamAnswer {
         let m = Message.empty()!
         m.isResponse = true
         m.rcode = rcode
@@ -78,7 +90,7 @@ import Testing
         if let soa {
             m.append(.authority, presentation: "example.org. \(soa.ttl) IN SOA ns.example.org. h.example.org. 1 2 3 4 \(soa.minimum)")
         }
-        return m
+        return UpstreamAnswer(message: m)!
     }
 
     func key(_ name: String, dnssecOK: Bool = false) -> AnswerCache.Key {
@@ -88,10 +100,10 @@ import Testing
     @Test func ttlsCountDownAndEntriesExpire() throws {
         let clock = Clock()
         let cache = AnswerCache(budgetBytes: 1 << 20, clock: { clock.now })
-        cache.store(key("a.example.org"), message: answer("a.example.org", ttl: 100, records: 2))
+        cache.store(key("a.example.org"), answer: answer("a.example.org", ttl: 100, records: 2))
         clock.now += 30
         let hit = try #require(cache.lookup(key("A.EXAMPLE.org")))
-        let m = try #require(AnswerCache.message(from: hit))
+        let m = try #require(AnswerCache.answer(from: hit)?.message())
         #expect(m.records(.answer).map(\.ttl) == [70, 71])
         clock.now += 70
         #expect(cache.lookup(key("a.example.org")) == nil, "expired at the smallest TTL")
@@ -100,9 +112,9 @@ import Testing
     @Test func negativeAnswersUseTheSOAMinimumAndServfailIsNotCached() {
         let clock = Clock()
         let cache = AnswerCache(budgetBytes: 1 << 20, maxNegativeTTL: 3600, clock: { clock.now })
-        cache.store(key("nx.example.org"), message: answer("nx.example.org", ttl: 0, rcode: 3, soa: (300, 60), records: 0))
-        cache.store(key("fail.example.org"), message: answer("fail.example.org", ttl: 300, rcode: 2, records: 0))
-        cache.store(key("nosoa.example.org"), message: answer("nosoa.example.org", ttl: 0, rcode: 3, records: 0))
+        cache.store(key("nx.example.org"), answer: answer("nx.example.org", ttl: 0, rcode: 3, soa: (300, 60), records: 0))
+        cache.store(key("fail.example.org"), answer: answer("fail.example.org", ttl: 300, rcode: 2, records: 0))
+        cache.store(key("nosoa.example.org"), answer: answer("nosoa.example.org", ttl: 0, rcode: 3, records: 0))
         #expect(cache.lookup(key("nx.example.org")) != nil)
         #expect(cache.lookup(key("fail.example.org")) == nil)
         #expect(cache.lookup(key("nosoa.example.org")) == nil, "no SOA: not cacheable (RFC 2308 §5)")
@@ -113,8 +125,8 @@ import Testing
     @Test func minAndMaxTTLClamp() throws {
         let clock = Clock()
         let cache = AnswerCache(budgetBytes: 1 << 20, minTTL: 50, maxTTL: 200, clock: { clock.now })
-        cache.store(key("short.example.org"), message: answer("short.example.org", ttl: 5))
-        cache.store(key("long.example.org"), message: answer("long.example.org", ttl: 100_000))
+        cache.store(key("short.example.org"), answer: answer("short.example.org", ttl: 5))
+        cache.store(key("long.example.org"), answer: answer("long.example.org", ttl: 100_000))
         clock.now += 40
         #expect(cache.lookup(key("short.example.org")) != nil, "kept for the 50 s minimum")
         clock.now += 170
@@ -123,7 +135,7 @@ import Testing
 
     @Test func budgetEvictsTheLeastRecentlyUsed() {
         let cache = AnswerCache(budgetBytes: 16 * 1200)   // about 1200 bytes a shard
-        for i in 0..<400 { cache.store(key("n\(i).example.org"), message: answer("n\(i).example.org", ttl: 300)) }
+        for i in 0..<400 { cache.store(key("n\(i).example.org"), answer: answer("n\(i).example.org", ttl: 300)) }
         #expect(cache.bytes <= 16 * 1200)
         #expect(cache.count < 400 && cache.count > 16)
         #expect(cache.lookup(key("n399.example.org")) != nil, "the newest stays")
@@ -133,12 +145,12 @@ import Testing
     @Test func doBitIsPartOfTheKeyAndServeStale() throws {
         let clock = Clock()
         let cache = AnswerCache(budgetBytes: 1 << 20, serveStale: true, clock: { clock.now })
-        cache.store(key("s.example.org"), message: answer("s.example.org", ttl: 10))
+        cache.store(key("s.example.org"), answer: answer("s.example.org", ttl: 10))
         #expect(cache.lookup(key("s.example.org", dnssecOK: true)) == nil)
         clock.now += 20
         #expect(cache.lookup(key("s.example.org")) == nil, "expired: not served fresh")
         let stale = try #require(cache.lookup(key("s.example.org"), allowStale: true))
         #expect(stale.stale)
-        #expect(AnswerCache.message(from: stale)?.records(.answer).first?.ttl == 30)
+        #expect(AnswerCache.answer(from: stale)?.message()?.records(.answer).first?.ttl == 30)
     }
 }

@@ -114,7 +114,7 @@ import Testing
     @Test func udpReplyOverTheClientLimitIsTruncated() {
         // No EDNS: 512 bytes.
         let q = query("big.example", type: 16)
-        let bytes = builder.reply(to: q, .upstream(bigUpstreamReply(for: q, records: 4), from: client))
+        let bytes = builder.reply(to: q, .upstream(UpstreamAnswer(message: bigUpstreamReply(for: q, records: 4))!, from: client))
         #expect(bytes.count <= 512)
         let r = decode(bytes)
         #expect(r.truncated)
@@ -123,16 +123,16 @@ import Testing
 
         // EDNS 4096 takes it whole; EDNS 100 means 512.
         let q2 = query("big.example", type: 16, edns: EDNS(udpPayloadSize: 4096))
-        let r2 = decode(builder.reply(to: q2, .upstream(bigUpstreamReply(for: q2, records: 4), from: client)))
+        let r2 = decode(builder.reply(to: q2, .upstream(UpstreamAnswer(message: bigUpstreamReply(for: q2, records: 4))!, from: client)))
         #expect(!r2.truncated && r2.answerCount == 4)
         let q3 = query("big.example", type: 16, edns: EDNS(udpPayloadSize: 100))
-        let r3 = decode(builder.reply(to: q3, .upstream(bigUpstreamReply(for: q3, records: 4), from: client)))
+        let r3 = decode(builder.reply(to: q3, .upstream(UpstreamAnswer(message: bigUpstreamReply(for: q3, records: 4))!, from: client)))
         #expect(r3.truncated)
         #expect(r3.edns?.udpPayloadSize == 1232)
 
         // TCP always whole.
         let q4 = query("big.example", type: 16, transport: .tcp)
-        let r4 = decode(builder.reply(to: q4, .upstream(bigUpstreamReply(for: q4, records: 20), from: client)))
+        let r4 = decode(builder.reply(to: q4, .upstream(UpstreamAnswer(message: bigUpstreamReply(for: q4, records: 20))!, from: client)))
         #expect(!r4.truncated && r4.answerCount == 20)
     }
 
@@ -146,7 +146,7 @@ import Testing
         upstream.setQuestion(Question(name: WireName.fromText("www.example.org")!, type: 1, qclass: 1))
         upstream.append(.authority, presentation: "example.org. 300 IN SOA ns.example.org. h.example.org. 1 2 3 4 5")
         upstream.edns = EDNS(udpPayloadSize: 4096, dnssecOK: true)
-        let r = decode(builder.reply(to: q, .upstream(upstream, from: client)))
+        let r = decode(builder.reply(to: q, .upstream(UpstreamAnswer(message: upstream)!, from: client)))
         #expect(r.id == 0x4242)
         #expect(r.question?.name == WireName.fromText("WwW.Example.ORG"))
         #expect(r.rcode == Rcode.nxDomain)

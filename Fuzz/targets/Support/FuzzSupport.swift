@@ -100,6 +100,23 @@ enum FuzzSupport {
         }
     }
 
+    /// The byte reader of upstream replies against ldns: what `CachedReply` lays out, ldns must
+    /// decode, with the same facts, CNAME/DNAME targets and addresses (the cache, the forwarder
+    /// and response inspection read replies with `CachedReply`, and use ldns only where it gives up).
+    static func checkReplyReader(_ bytes: [UInt8]) {
+        guard let prepared = CachedReply(bytes) else { return }
+        guard let message = Message(wire: bytes) else {
+            fatalError("CachedReply lays out bytes that ldns cannot decode: \(hex(bytes))")
+        }
+        let records = message.records(.answer)
+        let aliases = records.filter { $0.type == RRType.cname || $0.type == RRType.dname }.map(\.rdata)
+        let addresses = records.filter { $0.type == RRType.a || $0.type == RRType.aaaa }.map(\.rdata)
+        guard prepared.facts == ReplyFacts(message), prepared.aliasTargets == aliases,
+              prepared.answerAddresses == addresses else {
+            fatalError("CachedReply and ldns differ: \(prepared.facts) / \(ReplyFacts(message)), \(prepared.aliasTargets) / \(aliases), \(prepared.answerAddresses) / \(addresses): \(hex(bytes))")
+        }
+    }
+
     static func hex(_ bytes: [UInt8]) -> String {
         bytes.map { String(format: "%02x", $0) }.joined()
     }

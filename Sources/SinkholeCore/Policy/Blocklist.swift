@@ -45,6 +45,7 @@ public final class Blocklist: Sendable {
     public init(lists: [LoadedList], generation: Int = 0) {
         self.loaded = lists
         self.generation = generation
+        hasAddressRules = lists.contains { !$0.addresses.isEmpty }
     }
 
     public static let empty = Blocklist(lists: [])
@@ -71,6 +72,10 @@ public final class Blocklist: Sendable {
         return RuleMatch(rule: text, list: list.name, line: hit.line, zone: hit.name + [0], action: hit.kind.action,
                          localData: hit.kind.action == .localData ? list.localData[hit.name] ?? [] : [])
     }
+
+    /// True when some list holds address ranges (IP lists, RPZ rpz-ip): only then are the
+    /// addresses in upstream answers looked up.
+    public let hasAddressRules: Bool
 
     /// The rule for an address found in an upstream answer (4 or 16 bytes): an allow range in any
     /// list wins; otherwise the first list's longest matching range. Nil when no list has it.

@@ -47,6 +47,8 @@ public final class AnswerCache: Sendable {
     /// A cached answer: the upstream's bytes and when it expires.
     public struct Hit: Sendable {
         public var wire: [UInt8]
+        /// The answer laid out for serving from its bytes (nil: ldns decodes it).
+        public var reply: CachedReply?
         /// Which stored answer this is, for `markInspected`.
         public var serial: UInt64
         /// Whole seconds since it was stored: what to take off every TTL.
@@ -78,7 +80,7 @@ public final class AnswerCache: Sendable {
         /// What the entry holds in memory, counted against `--cache-size`: the bytes of its
         /// arrays (the answer, the name, the ECS option, the TTL offsets) and `overhead`.
         var cost: Int {
-            wire.count + key.name.count + key.subnet.count + 8 * (reply?.ttlOffsets.count ?? 0) + Node.overhead
+            wire.count + key.name.count + key.subnet.count + 2 * (reply?.ttlOffsets.count ?? 0) + Node.overhead
         }
 
         /// Everything else an entry costs: this object (about 180 bytes of fields), the array
@@ -143,47 +145,43 @@ public final class AnswerCache: Sendable {
     public var count: Int { shards.reduce(0) { total, s in total + s.lock.withLock { _ in s.map.count } } }
     public var bytes: Int { shards.reduce(0) { total, s in total + s.lock.withLock { _ in s.bytes } } }
 
-    /// How long `message` may be cached, or nil when it must not be.
-    func ttl(of message: Message) -> UInt32? {
-        guard !message.truncated else { return nil }
-        let answers = message.records(.answer)
-        let authority = message.records(.authority)
-        switch message.rcode {
-        case Rcode.noError where !answers.isEmpty:
-            let lowest = (answers + authority).map(\.ttl).min() ?? 0
-            return min(maxTTL, max(minTTL, lowest))
+    /// How long an answer with these facts may be cached, or nil when it must not be.
+    func ttl(of facts: ReplyFacts) -> UInt32? {
+        guard !facts.truncated else { return nil }
+        switch facts.rcode {
+        case Rcode.noError where facts.answerCount > 0:
+            return min(maxTTL, max(minTTL, facts.lowestTTL ?? 0))
         case Rcode.noError, Rcode.nxDomain:
             // Negative answer: the SOA in the authority section decides (RFC 2308 §5).
-            guard let soa = authority.first(where: { $0.type == RRType.soa }), soa.rdata.count >= 4 else { return nil }
-            let minimum = soa.rdata.suffix(4).reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
-            return min(maxNegativeTTL, max(minTTL, min(soa.ttl, minimum)))
+            guard let soa = facts.soa else { return nil }
+            return min(maxNegativeTTL, max(minTTL, min(soa.ttl, soa.minimum)))
         default:
             return nil
         }
     }
 
-    /// Stores the upstream's answer to `key` (its wire bytes as received); returns its serial,
-    /// nil when it is not cached.
+    /// Stores the upstream's answer to `key` (its bytes as received); returns its serial, nil
+    /// when it is not cached. `inspectedGeneration`: as for `markInspected`, when response
+    /// inspection already found it clean (-1: not yet).
     @discardableResult
-    public func store(_ key: Key, message: Message) -> UInt64? {
-        guard budget > 0, let ttl = ttl(of: message), ttl > 0, let wire = message.receivedWire ?? message.wire() else { return nil }
+    public func store(_ key: Key, answer: UpstreamAnswer, inspectedGeneration: Int = -1) -> UInt64? {
+        guard budget > 0, let ttl = ttl(of: answer.facts), ttl > 0 else { return nil }
         let now = clock()
         let s = shard(key)
         let serial = serials.add(1, ordering: .relaxed).newValue
-        let reply = message.receivedWire != nil ? message.preparedReply() : CachedReply(wire)
-        let node = Node(key: key, wire: wire, reply: reply, stored: now, expires: now + UInt64(ttl), serial: serial)
+        let node = Node(key: key, wire: answer.wire, reply: answer.prepared, stored: now, expires: now + UInt64(ttl), serial: serial)
+        node.inspectedGeneration = inspectedGeneration
+        let limit = budget / shards.count
         s.lock.withLock { _ in
-            if let old = s.map[key] {
+            if let old = s.map.updateValue(node, forKey: key) {
                 s.bytes -= old.cost
                 s.unlink(old)
             }
-            s.map[key] = node
             s.pushFront(node)
             s.bytes += node.cost
-            let limit = budget / shards.count
             while s.bytes > limit, let victim = s.tail {
                 s.unlink(victim)
-                s.map[victim.key] = nil
+                s.map.removeValue(forKey: victim.key)
                 s.bytes -= victim.cost
             }
         }
@@ -245,12 +243,15 @@ public final class AnswerCache: Sendable {
             }
             s.unlink(node)
             s.pushFront(node)
-            return Hit(wire: node.wire, serial: node.serial, age: UInt32(clamping: now - node.stored), stale: now >= node.expires)
+            return Hit(wire: node.wire, reply: node.reply, serial: node.serial, age: UInt32(clamping: now - node.stored), stale: now >= node.expires)
         }
     }
 
-    /// The cached answer as a message ready for relaying: TTLs counted down (stale answers get 30 s).
-    public static func message(from hit: Hit) -> Message? {
+    /// The cached answer ready for relaying: TTLs counted down (stale answers get 30 s).
+    public static func answer(from hit: Hit) -> UpstreamAnswer? {
+        let age = hit.age
+        let change: (UInt32) -> UInt32 = hit.stale ? { _ in 30 } : { $0 > age ? $0 - age : 0 }
+        if let reply = hit.reply { return UpstreamAnswer(wire: reply.withTTLs(change)) }
         guard let m = Message(wire: hit.wire) else { return nil }
         if hit.stale {
             m.ageTTLs(by: UInt32.max)
@@ -258,6 +259,6 @@ public final class AnswerCache: Sendable {
         } else {
             m.ageTTLs(by: hit.age)
         }
-        return m
+        return UpstreamAnswer(message: m)
     }
 }

@@ -146,7 +146,7 @@ public final class QueryChain: Sendable {
         var cacheKey = AnswerCache.Key(query.question, dnssecOK: query.edns?.dnssecOK ?? false)
         if forwarder.forwardECS, let subnet = query.clientSubnet { cacheKey.subnet = subnet.option }
         let key = cacheKey
-        if let cache, let hit = cache.lookup(key), let cached = AnswerCache.message(from: hit) {
+        if let cache, let hit = cache.lookup(key), let cached = AnswerCache.answer(from: hit) {
             return deliver(query, .upstream(cached, from: AnswerCache.origin), outcome: .cached,
                            inspected: hit.stale ? nil : (key, hit.serial), respond: respond)
         }
@@ -180,33 +180,25 @@ public final class QueryChain: Sendable {
         inFlight.enter()
         forwarder.forward(query) { [self] resolution in
             var resolution = resolution
-            var wire: [UInt8]?
-            var serial: UInt64?
+            var fresh = false
             switch resolution {
-            case .upstream(let message, _):
-                serial = cache?.store(key, message: message)
-                wire = message.receivedWire ?? message.wire()
+            case .upstream:
+                fresh = true
             case .failure:
                 // Every upstream failed: an expired answer is better than none (RFC 8767).
-                if let cache, let hit = cache.lookup(key, allowStale: true), let stale = AnswerCache.message(from: hit) {
+                if let cache, let hit = cache.lookup(key, allowStale: true), let stale = AnswerCache.answer(from: hit) {
                     resolution = .upstream(stale, from: AnswerCache.origin)
-                    wire = hit.wire
                 }
             default:
                 break
             }
+            // The first query's delivery stores the fresh answer, before the waiters are taken
+            // off the table: a query arriving now finds either the answer or the table entry.
+            deliver(query, resolution, outcome: .forwarded, storeAs: fresh ? key : nil, respond: respond)
             let waiters = shard.waiting.withLock { $0.removeValue(forKey: key) ?? [] }
-            deliver(query, resolution, outcome: .forwarded, inspected: serial.map { (key, $0) }, respond: respond)
+            // The answer is immutable: every waiter's reply is made from the same one.
             for waiter in waiters {
-                // Each waiter gets its own copy: building a reply changes the message.
-                let own = wire.flatMap { bytes in
-                    Message(wire: bytes).map { copy in
-                        // A fresh upstream answer is relayed from its bytes, as for the first query.
-                        if case .upstream(let m, _) = resolution, m.receivedWire != nil { copy.receivedWire = bytes }
-                        return Resolution.upstream(copy, from: AnswerCache.origin)
-                    }
-                } ?? resolution
-                deliver(waiter.query, own, outcome: .forwarded, respond: waiter.respond)
+                deliver(waiter.query, resolution, outcome: .forwarded, respond: waiter.respond)
             }
             inFlightCount.subtract(1, ordering: .relaxed)
             inFlight.leave()
@@ -283,14 +275,20 @@ public final class QueryChain: Sendable {
 
     /// Response inspection, metrics and the reply, for a forwarded or cached answer. When the
     /// answer is the cached one `inspected` names and inspection finds it clean, the cache is
-    /// told, so that the fast path may serve it while the same lists are in force.
+    /// told, so that the fast path may serve it while the same lists are in force. A fresh
+    /// upstream answer is cached under `storeAs`, marked inspected when it was found clean.
     private func deliver(_ query: Query, _ resolution: Resolution, outcome: ServerMetrics.Outcome,
                          inspected cached: (key: AnswerCache.Key, serial: UInt64)? = nil,
-                         respond: @Sendable ([UInt8]) -> Void) {
+                         storeAs key: AnswerCache.Key? = nil, respond: @Sendable ([UInt8]) -> Void) {
         let generation = blocking.store.generation
         let inspected = ResponseInspection(blocking: blocking).process(query, resolution)
-        if let cached, case .upstream = inspected {
+        var clean = false
+        if case .upstream = inspected { clean = true }
+        if let cached, clean {
             cache?.markInspected(cached.key, serial: cached.serial, generation: generation)
+        }
+        if let key, let cache, case .upstream(let answer, _) = resolution {
+            cache.store(key, answer: answer, inspectedGeneration: clean ? generation : -1)
         }
         switch inspected {
         case .blocked(let answer):
@@ -308,7 +306,7 @@ public final class QueryChain: Sendable {
         }
         if case .blocked(let answer) = inspected, answer.action == .drop {
             respond([])
-        } else if case .upstream(let message, _) = inspected, let prepared = message.preparedReply(),
+        } else if case .upstream(let answer, _) = inspected, let prepared = answer.prepared,
                   case let relayed = prepared.reply(id: query.header.id, flags: query.header.flags,
                                                     question: query.question, edns: query.edns,
                                                     payloadSize: replies.payloadSize),

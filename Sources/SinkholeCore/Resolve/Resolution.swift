@@ -3,8 +3,8 @@
 public enum Resolution: Sendable {
     /// A listed name: the synthesized block answer.
     case blocked(BlockAnswer)
-    /// The upstream's answer, relayed.
-    case upstream(Message, from: SocketAddress)
+    /// The upstream's answer, relayed (or the cache's, from `AnswerCache.origin`).
+    case upstream(UpstreamAnswer, from: SocketAddress)
     /// Answered with only a header, question and OPT: SERVFAIL when no upstream answered, and the like.
     case failure(rcode: UInt8, reason: String)
     /// The client asked with an EDNS version we do not speak (RFC 6891 §6.1.3).

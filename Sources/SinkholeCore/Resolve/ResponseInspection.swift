@@ -12,30 +12,31 @@ public struct ResponseInspection: Sendable {
     }
 
     public func process(_ query: Query, _ resolution: Resolution) -> Resolution {
-        guard case .upstream(let message, _) = resolution else { return resolution }
+        guard case .upstream(let upstream, _) = resolution else { return resolution }
         let snapshot = blocking.store.snapshot
         var position = 0
-        for record in message.records(.answer) where record.type == RRType.cname || record.type == RRType.dname {
+        for target in upstream.aliasTargets {
             position += 1
-            guard var match = snapshot.blockingRule(for: record.rdata) else { continue }
+            guard var match = snapshot.blockingRule(for: target) else { continue }
             // The negative answer's SOA must own a zone that holds the name asked, not the target.
             match.zone = WireName.lowercased(query.question.name)
             match.responseBased = true
             let answer = blocking.policy.answer(for: query.question, match: match)
             blocking.log?.record(query.event(answer: answer, matchedOn: "cname",
-                                            matchedName: record.rdata, chainPosition: position))
+                                            matchedName: target, chainPosition: position))
             return .blocked(answer)
         }
         // IP indicators: an A or AAAA in the answer inside a listed range blocks the answer.
-        for record in message.records(.answer) where record.type == RRType.a || record.type == RRType.aaaa {
-            guard let rule = snapshot.decideAddress(record.rdata), rule.action != .allow else { continue }
+        guard snapshot.hasAddressRules else { return resolution }
+        for address in upstream.answerAddresses {
+            guard let rule = snapshot.decideAddress(address), rule.action != .allow else { continue }
             var match = rule
             match.zone = WireName.lowercased(query.question.name)
             match.responseBased = true
             // Plain IP-list entries answer with the block mode; RPZ rpz-ip actions are honoured.
             let answer = blocking.policy.answer(for: query.question, match: match)
             blocking.log?.record(query.event(answer: answer, matchedOn: "response-ip",
-                                            matchedAddress: record.rdata))
+                                            matchedAddress: address))
             return .blocked(answer)
         }
         return resolution

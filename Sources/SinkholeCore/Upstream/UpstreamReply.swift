@@ -27,25 +27,78 @@ public enum UpstreamFailure: Error, Sendable, CustomStringConvertible {
     }
 }
 
-/// The checks every upstream reply passes before it is used, over UDP and TCP alike.
-enum UpstreamReply {
-    /// A reply's ID and message: QR set and exactly one question, or nil (ignored).
-    static func decoded(_ bytes: [UInt8]) -> (id: UInt16, message: Message)? {
-        guard bytes.count >= Header.size, bytes[2] & 0x80 != 0, let message = Message(wire: bytes),
-              message.questionCount == 1, message.question != nil else { return nil }
-        message.receivedWire = bytes
-        return (UInt16(bytes[0]) << 8 | UInt16(bytes[1]), message)
+/// An upstream's reply as received, read once from its bytes: relayed, cached and inspected
+/// from them. Most replies are laid out by `CachedReply` without ldns; the others (record types
+/// whose data it does not check, say) are decoded by ldns once here, for the same facts, and
+/// again, into a message of their own, each time one is relayed (`message()`). Immutable, so the
+/// queries coalesced on one upstream query share it.
+public final class UpstreamAnswer: Sendable {
+    public let wire: [UInt8]
+    /// The reply laid out for relaying from the bytes; nil when ldns must encode it again.
+    public let prepared: CachedReply?
+    public let facts: ReplyFacts
+    /// For replies that ldns decoded: the question, and the answer section's records.
+    private let decoded: (question: Question, answer: [(type: UInt16, rdata: [UInt8])])?
+
+    /// Nil when neither `CachedReply` nor ldns can read the bytes as a message with one question.
+    public init?(wire: [UInt8]) {
+        self.wire = wire
+        if let prepared = CachedReply(wire) {
+            self.prepared = prepared
+            facts = prepared.facts
+            decoded = nil
+        } else {
+            guard let message = Message(wire: wire), message.questionCount == 1, let question = message.question else { return nil }
+            prepared = nil
+            facts = ReplyFacts(message)
+            decoded = (question, message.records(.answer).map { ($0.type, $0.rdata) })
+        }
+    }
+
+    /// A message made into an answer (tests, and cached answers that ldns had to age).
+    public convenience init?(message: Message) {
+        guard let wire = message.wire() else { return nil }
+        self.init(wire: wire)
+    }
+
+    /// The reply's ID.
+    public var id: UInt16 { UInt16(wire[0]) << 8 | UInt16(wire[1]) }
+
+    public var rcode: UInt8 { facts.rcode }
+
+    /// A reply from an upstream: QR set and readable; nil for anything else (ignored).
+    static func received(_ bytes: [UInt8]) -> UpstreamAnswer? {
+        guard bytes.count >= Header.size, bytes[2] & 0x80 != 0 else { return nil }
+        return UpstreamAnswer(wire: bytes)
     }
 
     /// True when the reply's question is the one asked (name ignoring case, type and class).
-    static func answers(_ message: Message, _ question: Question) -> Bool {
-        message.question?.matches(question) ?? false
+    func answers(_ question: Question) -> Bool {
+        if let prepared { return prepared.answers(question) }
+        return decoded?.question.matches(question) ?? false
     }
 
-    /// The reply as a message when it answers our query (ID and question); nil for anything else.
-    static func validated(_ bytes: [UInt8], id: UInt16, question: Question) -> Message? {
-        guard let (got, message) = decoded(bytes), got == id, answers(message, question) else { return nil }
-        return message
+    /// The reply when it answers our query (ID and question); nil for anything else.
+    static func validated(_ bytes: [UInt8], id: UInt16, question: Question) -> UpstreamAnswer? {
+        guard let answer = received(bytes), answer.id == id, answer.answers(question) else { return nil }
+        return answer
+    }
+
+    /// The targets of the answer section's CNAME and DNAME records, in order.
+    public var aliasTargets: [[UInt8]] {
+        if let prepared { return prepared.aliasTargets }
+        return decoded?.answer.filter { $0.type == RRType.cname || $0.type == RRType.dname }.map(\.rdata) ?? []
+    }
+
+    /// The addresses of the answer section's A and AAAA records, in order.
+    public var answerAddresses: [[UInt8]] {
+        if let prepared { return prepared.answerAddresses }
+        return decoded?.answer.filter { $0.type == RRType.a || $0.type == RRType.aaaa }.map(\.rdata) ?? []
+    }
+
+    /// A message of its own decoded by ldns, for the reply builder to change and encode.
+    public func message() -> Message? {
+        Message(wire: wire)
     }
 }
 

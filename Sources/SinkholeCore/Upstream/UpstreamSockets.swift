@@ -23,7 +23,7 @@ import Synchronization
 /// from a loop's own thread (a UDP listener on that loop) uses that loop, so its reply comes
 /// back on the thread that holds the client's socket and joins that thread's send batch.
 final class UpstreamSockets: Sendable {
-    typealias Completion = @Sendable (Result<Message, UpstreamFailure>) -> Void
+    typealias Completion = @Sendable (Result<UpstreamAnswer, UpstreamFailure>) -> Void
 
     /// Sockets per upstream in one shard, each on its own random port.
     static let socketsPerUpstream = 32
@@ -425,7 +425,7 @@ final class EventLoop: @unchecked Sendable {
     /// Reads what arrived on one socket and completes the queries it answers.
     private func receive(token: UInt64, error: Bool) {
         guard let socket = state.withLock({ $0.sockets[token] }) else { return }
-        var replies: [(UInt16, Message)] = []
+        var replies: [UpstreamAnswer] = []
         var failure: UpstreamFailure?
         for _ in 0..<4 {
             for i in 0..<EventLoop.batch {
@@ -444,7 +444,7 @@ final class EventLoop: @unchecked Sendable {
             }
             for i in 0..<received {
                 let bytes = Array(UnsafeRawBufferPointer(start: buffers + i * EventLoop.datagramSize, count: Int(headers[i].msg_len)))
-                guard let reply = UpstreamReply.decoded(bytes) else { continue }
+                guard let reply = UpstreamAnswer.received(bytes) else { continue }
                 replies.append(reply)
             }
             if received < EventLoop.batch { break }
@@ -456,13 +456,13 @@ final class EventLoop: @unchecked Sendable {
                 failure = .network(SystemError("receive from \(upstreams[socket.upstream])", code).description)
             }
         }
-        var done: [(Waiting, Message)] = []
+        var done: [(Waiting, UpstreamAnswer)] = []
         var failed: [Waiting] = []
         state.withLock { s in
-            for (id, message) in replies {
-                guard let waiting = socket.waiting[id], UpstreamReply.answers(message, waiting.question) else { continue }
-                socket.waiting[id] = nil
-                done.append((waiting, message))
+            for reply in replies {
+                guard let waiting = socket.waiting[reply.id], reply.answers(waiting.question) else { continue }
+                socket.waiting[reply.id] = nil
+                done.append((waiting, reply))
             }
             if failure != nil {
                 failed = Array(socket.waiting.values)
@@ -472,11 +472,11 @@ final class EventLoop: @unchecked Sendable {
                 s.sockets[socket.token] = nil
             }
         }
-        for (waiting, message) in done {
-            if message.truncated {
+        for (waiting, reply) in done {
+            if reply.facts.truncated {
                 retryOverTCP(socket.upstream, waiting)
             } else {
-                waiting.completion(.success(message))
+                waiting.completion(.success(reply))
             }
         }
         if let failure { for w in failed { w.completion(.failure(failure)) } }
@@ -512,8 +512,8 @@ final class EventLoop: @unchecked Sendable {
             query[1] = UInt8(id & 0xFF)
             switch TCPExchange.run(upstream: upstream, query: query, timeout: remaining) {
             case .success(let bytes):
-                if let message = UpstreamReply.validated(bytes, id: id, question: waiting.question) {
-                    waiting.completion(.success(message))
+                if let reply = UpstreamAnswer.validated(bytes, id: id, question: waiting.question) {
+                    waiting.completion(.success(reply))
                 } else {
                     waiting.completion(.failure(.badReply("TCP reply does not match the query")))
                 }

@@ -42,24 +42,6 @@ public struct EDNS: Sendable, Equatable {
 /// A `Message` is used by one thread at a time; it is `Sendable` so that it can be handed over.
 public final class Message: @unchecked Sendable {
     let pkt: UnsafeMutablePointer<ldns_pkt>
-    /// The bytes an upstream's reply was decoded from, kept by the upstream exchange so that the
-    /// cache and the reply can use them instead of encoding the message again (ldns_pkt2wire
-    /// allocates a 64 KiB buffer each time). Only valid while the message is unchanged: the
-    /// chain reads it before `ReplyBuilder.relay` modifies the message.
-    public var receivedWire: [UInt8]? {
-        didSet { prepared = nil }
-    }
-    private var prepared: CachedReply??
-
-    /// `receivedWire` prepared for relaying from the bytes (`CachedReply`), made once: the
-    /// cache stores it and the reply to the client is made from it.
-    public func preparedReply() -> CachedReply? {
-        if let done = prepared { return done }
-        let made = receivedWire.flatMap { CachedReply($0) }
-        prepared = .some(made)
-        return made
-    }
-
     private init(owning pkt: UnsafeMutablePointer<ldns_pkt>) {
         self.pkt = pkt
     }

@@ -23,7 +23,7 @@ public struct ReplyBuilder: Sendable {
         case .blocked(let answer):
             message = blockReply(to: query, answer)
         case .upstream(let upstream, _):
-            message = relay(upstream, to: query)
+            message = upstream.message().map { relay($0, to: query) }
         case .failure(let rcode, _):
             message = base(for: query)
             message?.rcode = rcode

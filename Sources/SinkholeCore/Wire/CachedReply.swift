@@ -1,0 +1,307 @@
+/// What the cache and the forwarder need to know of an upstream's reply, read from its bytes:
+/// the rcode and TC bit, the lowest TTL of the answer and authority records, and the SOA that
+/// decides how long a negative answer is kept (RFC 2308 §5).
+public struct ReplyFacts: Sendable, Equatable {
+    /// The 4-bit header RCODE.
+    public var rcode: UInt8
+    public var truncated: Bool
+    public var answerCount: Int
+    /// The lowest TTL of the answer and authority records; nil when there are none.
+    public var lowestTTL: UInt32?
+    /// The first SOA in the authority section: its TTL and its MINIMUM field.
+    public var soa: (ttl: UInt32, minimum: UInt32)?
+
+    public init(rcode: UInt8, truncated: Bool, answerCount: Int, lowestTTL: UInt32?, soa: (ttl: UInt32, minimum: UInt32)?) {
+        self.rcode = rcode
+        self.truncated = truncated
+        self.answerCount = answerCount
+        self.lowestTTL = lowestTTL
+        self.soa = soa
+    }
+
+    /// The same facts from an ldns-decoded message (for replies `CachedReply` does not lay out).
+    public init(_ message: Message) {
+        let answers = message.records(.answer)
+        let authority = message.records(.authority)
+        rcode = message.rcode
+        truncated = message.truncated
+        answerCount = answers.count
+        lowestTTL = (answers + authority).map(\.ttl).min()
+        soa = authority.first { $0.type == RRType.soa && $0.rdata.count >= 4 }.map { record in
+            (record.ttl, record.rdata.suffix(4).reduce(UInt32(0)) { $0 << 8 | UInt32($1) })
+        }
+    }
+
+    public static func == (a: ReplyFacts, b: ReplyFacts) -> Bool {
+        a.rcode == b.rcode && a.truncated == b.truncated && a.answerCount == b.answerCount
+            && a.lowestTTL == b.lowestTTL && a.soa?.ttl == b.soa?.ttl && a.soa?.minimum == b.soa?.minimum
+    }
+}
+
+/// An upstream answer laid out once, when it arrives, so that it can be relayed, cached and
+/// served again from its bytes: where its question ends, where every TTL is, its OPT record
+/// (which is replaced by ours), and its `ReplyFacts`. Nil from `init` for anything unusual;
+/// that answer is then decoded by ldns (`UpstreamAnswer`) and encoded again when relayed.
+public struct CachedReply: Sendable {
+    public let wire: [UInt8]
+    let questionEnd: Int
+    /// Offsets of the TTL field of every record except OPT.
+    let ttlOffsets: [UInt16]
+    /// The upstream's OPT record, removed when serving.
+    let opt: Range<Int>?
+    let counts: (answer: UInt16, authority: UInt16, additional: UInt16)
+    let extendedRcode: UInt8
+    public let facts: ReplyFacts
+
+    public init?(_ wire: [UInt8]) {
+        guard wire.count <= Int(UInt16.max), let header = Header(wire), header.qdcount == 1,
+              let nameEnd = CachedReply.name(wire, at: 12, end: wire.count), nameEnd + 4 <= wire.count else { return nil }
+        var offset = nameEnd + 4
+        questionEnd = offset
+        var ttls: [UInt16] = []
+        ttls.reserveCapacity(Int(header.ancount) + Int(header.nscount) + Int(header.arcount))
+        var opt: Range<Int>?
+        var extended: UInt8 = 0
+        var lowest: UInt32?
+        var soa: (ttl: UInt32, minimum: UInt32)?
+        let answerEnd = Int(header.ancount), authorityEnd = answerEnd + Int(header.nscount)
+        let total = authorityEnd + Int(header.arcount)
+        for index in 0..<total {
+            let start = offset
+            guard let end = CachedReply.name(wire, at: offset, end: wire.count), end + 10 <= wire.count else { return nil }
+            let type = UInt16(wire[end]) << 8 | UInt16(wire[end + 1])
+            let rdlength = Int(wire[end + 8]) << 8 | Int(wire[end + 9])
+            offset = end + 10 + rdlength
+            guard offset <= wire.count else { return nil }
+            if type == RRType.opt {
+                guard opt == nil, index >= authorityEnd else { return nil }
+                opt = start..<offset
+                extended = wire[end + 4]
+                continue
+            }
+            guard CachedReply.rdataIsExact(type: type, wire, from: end + 10, to: offset) else { return nil }
+            // A CNAME or DNAME target is read by response inspection: it must expand to a name.
+            if index < answerEnd, type == RRType.cname || type == RRType.dname,
+               CachedReply.expandedName(wire, at: end + 10) == nil { return nil }
+            ttls.append(UInt16(end + 4))
+            if index < authorityEnd {
+                let ttl = CachedReply.read32(wire, end + 4)
+                lowest = min(lowest ?? ttl, ttl)
+                if index >= answerEnd, type == RRType.soa, soa == nil {
+                    soa = (ttl, CachedReply.read32(wire, offset - 4))
+                }
+            }
+        }
+        // The OPT record must be the last one (ldns writes it there), so removing it moves no
+        // name that a compression pointer could refer to.
+        guard offset == wire.count, opt == nil || opt?.upperBound == wire.count else { return nil }
+        self.wire = wire
+        self.ttlOffsets = ttls
+        self.opt = opt
+        self.extendedRcode = extended
+        counts = (header.ancount, header.nscount, header.arcount - (opt == nil ? 0 : 1))
+        facts = ReplyFacts(rcode: UInt8(header.flags & 0x000F), truncated: header.flags & 0x0200 != 0,
+                           answerCount: Int(header.ancount), lowestTTL: lowest, soa: soa)
+    }
+
+    @inline(__always) static func read32(_ wire: [UInt8], _ at: Int) -> UInt32 {
+        UInt32(wire[at]) << 24 | UInt32(wire[at + 1]) << 16 | UInt32(wire[at + 2]) << 8 | UInt32(wire[at + 3])
+    }
+
+    /// The question name's bytes as the upstream wrote it (bytes 12 ..< questionEnd - 4).
+    var questionName: Range<Int> { 12..<(questionEnd - 4) }
+
+    /// True when this answers `question`: the same name ignoring ASCII case, type and class.
+    func answers(_ question: Question) -> Bool {
+        let name = questionName
+        guard name.count == question.name.count,
+              UInt16(wire[questionEnd - 4]) << 8 | UInt16(wire[questionEnd - 3]) == question.type,
+              UInt16(wire[questionEnd - 2]) << 8 | UInt16(wire[questionEnd - 1]) == question.qclass else { return false }
+        var k = 0
+        for i in name {
+            if WireName.lower(wire[i]) != WireName.lower(question.name[k]) { return false }
+            k += 1
+        }
+        return true
+    }
+
+    /// Calls `body` with the type and record data of each answer-section record, in order.
+    func eachAnswer(_ body: (UInt16, Range<Int>) -> Void) {
+        var offset = questionEnd
+        for _ in 0..<Int(counts.answer) {
+            guard let end = CachedReply.name(wire, at: offset, end: wire.count) else { return }   // checked in init
+            let type = UInt16(wire[end]) << 8 | UInt16(wire[end + 1])
+            let rdlength = Int(wire[end + 8]) << 8 | Int(wire[end + 9])
+            offset = end + 10 + rdlength
+            body(type, (end + 10)..<offset)
+        }
+    }
+
+    /// The targets of the answer section's CNAME and DNAME records, expanded, in order.
+    public var aliasTargets: [[UInt8]] {
+        var out: [[UInt8]] = []
+        eachAnswer { type, rdata in
+            if type == RRType.cname || type == RRType.dname, let name = CachedReply.expandedName(wire, at: rdata.lowerBound) {
+                out.append(name)
+            }
+        }
+        return out
+    }
+
+    /// The addresses of the answer section's A and AAAA records (4 or 16 bytes each), in order.
+    public var answerAddresses: [[UInt8]] {
+        var out: [[UInt8]] = []
+        eachAnswer { type, rdata in
+            if type == RRType.a || type == RRType.aaaa { out.append(Array(wire[rdata])) }
+        }
+        return out
+    }
+
+    /// The bytes with every TTL (OPT aside) passed through `change`: a cached answer aged, or
+    /// a stale one served with TTL 30 (RFC 8767).
+    public func withTTLs(_ change: (UInt32) -> UInt32) -> [UInt8] {
+        var out = wire
+        out.withUnsafeMutableBufferPointer { o in
+            for t in ttlOffsets {
+                let at = Int(t)
+                let ttl = UInt32(o[at]) << 24 | UInt32(o[at + 1]) << 16 | UInt32(o[at + 2]) << 8 | UInt32(o[at + 3])
+                let new = change(ttl)
+                o[at] = UInt8(new >> 24)
+                o[at + 1] = UInt8((new >> 16) & 0xFF)
+                o[at + 2] = UInt8((new >> 8) & 0xFF)
+                o[at + 3] = UInt8(new & 0xFF)
+            }
+        }
+        return out
+    }
+
+    /// The uncompressed name at `start` (compression pointers followed), with its root label;
+    /// nil when it runs off the end, loops, or is longer than 255 bytes (RFC 1035 §3.1).
+    static func expandedName(_ wire: [UInt8], at start: Int) -> [UInt8]? {
+        var out: [UInt8] = []
+        var i = start
+        var hops = 0
+        while i < wire.count {
+            let length = Int(wire[i])
+            if length == 0 {
+                out.append(0)
+                return out.count <= 255 ? out : nil
+            }
+            if length & 0xC0 == 0xC0 {
+                guard i + 1 < wire.count, hops < 127 else { return nil }
+                hops += 1
+                i = (length & 0x3F) << 8 | Int(wire[i + 1])
+                continue
+            }
+            guard length <= 63, i + 1 + length <= wire.count, out.count + 1 + length < 255 else { return nil }
+            out.append(contentsOf: wire[i...(i + length)])
+            i += 1 + length
+        }
+        return nil
+    }
+
+    /// The offset just past a name at `at`, nil unless it ends within `end`, its labels are at
+    /// most 63 bytes, and a compression pointer points back, past the header: the header is
+    /// rewritten when the bytes are relayed (a pointer into it would then read other bytes).
+    static func name(_ wire: [UInt8], at: Int, end: Int) -> Int? {
+        var i = at
+        while i < end {
+            let length = wire[i]
+            if length == 0 { return i + 1 }
+            if length & 0xC0 == 0xC0 {
+                guard i + 2 <= end else { return nil }
+                let target = Int(length & 0x3F) << 8 | Int(wire[i + 1])
+                return target >= Header.size && target < i ? i + 2 : nil
+            }
+            if length > 63 { return nil }
+            i += 1 + Int(length)
+        }
+        return nil
+    }
+
+    /// True when the record data of one of the common types is exactly what its fields take.
+    /// ldns reads record data field by field and, for some types, does not stop at RDLENGTH, so
+    /// a record with bytes left over parses differently in ldns than by RDLENGTH; relaying such
+    /// bytes could hand the client a message that does not decode. Other types (DNSSEC, SVCB,
+    /// ...) are not prepared: those answers are encoded by ldns instead.
+    static func rdataIsExact(type: UInt16, _ wire: [UInt8], from start: Int, to end: Int) -> Bool {
+        func name(_ at: Int) -> Int? { CachedReply.name(wire, at: at, end: end) }
+        switch type {
+        case RRType.a: return end - start == 4
+        case RRType.aaaa: return end - start == 16
+        case RRType.cname, RRType.dname, 2, 12:               // CNAME, DNAME, NS, PTR
+            return name(start) == end
+        case 15:                                              // MX
+            return end - start > 2 && name(start + 2) == end
+        case 33:                                              // SRV
+            return end - start > 6 && name(start + 6) == end
+        case RRType.soa:
+            guard let m = name(start), let r = name(m) else { return false }
+            return r + 20 == end
+        case 16:                                              // TXT: character-strings
+            var i = start
+            while i < end { i += 1 + Int(wire[i]) }
+            return i == end && end > start
+        default:
+            return false
+        }
+    }
+
+    /// Our reply to `q` from this answer, every TTL less `age`: the relay rules of
+    /// `ReplyBuilder` (the upstream's sections, rcode, AA, AD and CD kept; ID, RD and the
+    /// question as asked; TC clear; RA set; our OPT with the upstream's extended rcode).
+    public func reply(to q: WireQuery, packet: UnsafeRawBufferPointer, age: UInt32, payloadSize: UInt16) -> [UInt8] {
+        reply(id: q.id, flags: q.flags, age: age, edns: q.edns, payloadSize: payloadSize) { out in
+            out.append(contentsOf: UnsafeRawBufferPointer(rebasing: packet[12..<(q.nameEnd + 4)]))
+        }
+    }
+
+    /// The same for a decoded query (a forwarded answer relayed as received).
+    public func reply(id: UInt16, flags: UInt16, question: Question, edns: EDNS?, payloadSize: UInt16) -> [UInt8] {
+        reply(id: id, flags: flags, age: 0, edns: edns, payloadSize: payloadSize) { out in
+            out.append(contentsOf: question.name)
+            FastReply.put16(&out, question.type)
+            FastReply.put16(&out, question.qclass)
+        }
+    }
+
+    private func reply(id: UInt16, flags queryFlags: UInt16, age: UInt32, edns: EDNS?, payloadSize: UInt16,
+                       question: (inout [UInt8]) -> Void) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(wire.count + 11)
+        let upstreamFlags = UInt16(wire[2]) << 8 | UInt16(wire[3])
+        // The upstream's opcode, AA, AD, CD and rcode; TC, RD and Z cleared (ldns keeps no Z).
+        var flags = upstreamFlags & ~UInt16(0x0200 | 0x0100 | 0x0040)
+        flags |= 0x8000 | 0x0080 | (queryFlags & 0x0100)   // QR, RA, the client's RD
+        FastReply.put16(&out, id)
+        FastReply.put16(&out, flags)
+        FastReply.put16(&out, 1)
+        FastReply.put16(&out, counts.answer)
+        FastReply.put16(&out, counts.authority)
+        FastReply.put16(&out, counts.additional + (edns == nil ? 0 : 1))
+        // The question as asked: the same name in the client's letter case, so every compression
+        // pointer into it still lands on the same labels.
+        question(&out)
+        guard out.count == questionEnd else { return [] }   // not the same question: never served
+        let base = 0   // the question has the same length as the upstream's
+        out.append(contentsOf: wire[questionEnd..<(opt?.lowerBound ?? wire.count)])
+        if age > 0 {
+            out.withUnsafeMutableBufferPointer { o in
+                for t in ttlOffsets {
+                    let at = base + Int(t)
+                    let ttl = UInt32(o[at]) << 24 | UInt32(o[at + 1]) << 16 | UInt32(o[at + 2]) << 8 | UInt32(o[at + 3])
+                    let aged = ttl > age ? ttl - age : 0
+                    o[at] = UInt8(aged >> 24)
+                    o[at + 1] = UInt8((aged >> 16) & 0xFF)
+                    o[at + 2] = UInt8((aged >> 8) & 0xFF)
+                    o[at + 3] = UInt8(aged & 0xFF)
+                }
+            }
+        }
+        if let edns {
+            FastReply.appendOPT(&out, payloadSize: payloadSize, extendedRcode: extendedRcode,
+                                dnssecOK: edns.dnssecOK, options: [])
+        }
+        return out
+    }
+}

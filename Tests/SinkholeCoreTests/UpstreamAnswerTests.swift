@@ -1,0 +1,99 @@
+@testable import SinkholeCore
+import Testing
+
+/// The reader of upstream replies (`CachedReply`, `UpstreamAnswer`): what the cache, the
+/// forwarder and response inspection use instead of an ldns decode. Each case is checked
+/// against what ldns reads from the same bytes.
+@Suite struct UpstreamAnswerTests {
+    let question: [UInt8] = [3] + Array("www".utf8) + [7] + Array("example".utf8) + [3] + Array("org".utf8) + [0, 0, 1, 0, 1]
+
+    func header(rcode: UInt8 = 0, an: UInt8, ns: UInt8 = 0, ar: UInt8 = 0, tc: Bool = false) -> [UInt8] {
+        [0x12, 0x34, 0x81 | (tc ? 0x02 : 0), 0x80 | rcode, 0, 1, 0, an, 0, ns, 0, ar]
+    }
+
+    /// The facts and targets ldns reads from the same bytes.
+    func ldnsReading(_ wire: [UInt8]) throws -> (ReplyFacts, [[UInt8]], [[UInt8]]) {
+        let m = try #require(Message(wire: wire))
+        let answer = m.records(.answer)
+        return (ReplyFacts(m), answer.filter { $0.type == RRType.cname || $0.type == RRType.dname }.map(\.rdata),
+                answer.filter { $0.type == RRType.a || $0.type == RRType.aaaa }.map(\.rdata))
+    }
+
+    @Test func compressedCNAMETargetIsExpandedAsLdnsReadsIt() throws {
+        // www.example.org CNAME cdn.<pointer to example.org>; cdn.example.org A 192.0.2.1.
+        var wire = header(an: 2) + question
+        let rdataStart = wire.count + 12
+        wire += [0xC0, 12, 0, 5, 0, 1, 0, 0, 1, 44, 0, 6, 3] + Array("cdn".utf8) + [0xC0, 16]
+        wire += [0xC0, UInt8(rdataStart), 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1]
+        let prepared = try #require(CachedReply(wire))
+        #expect(prepared.aliasTargets == [WireName.fromText("cdn.example.org")!])
+        #expect(prepared.answerAddresses == [[192, 0, 2, 1]])
+        #expect(prepared.facts == ReplyFacts(rcode: 0, truncated: false, answerCount: 2, lowestTTL: 60, soa: nil))
+        let (facts, aliases, addresses) = try ldnsReading(wire)
+        #expect(prepared.facts == facts && prepared.aliasTargets == aliases && prepared.answerAddresses == addresses)
+    }
+
+    @Test func negativeAnswerCarriesTheSOAFields() throws {
+        // NXDOMAIN; authority: example.org SOA (TTL 900, MINIMUM 120).
+        var wire = header(rcode: 3, an: 0, ns: 1) + question
+        let soa: [UInt8] = [2] + Array("ns".utf8) + [0xC0, 16, 1] + Array("h".utf8) + [0xC0, 16]
+            + [0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 4, 0, 0, 0, 120]
+        wire += [0xC0, 16, 0, 6, 0, 1, 0, 0, 3, 132, 0, UInt8(soa.count)] + soa
+        let prepared = try #require(CachedReply(wire))
+        #expect(prepared.facts.rcode == Rcode.nxDomain)
+        #expect(prepared.facts.soa?.ttl == 900 && prepared.facts.soa?.minimum == 120)
+        #expect(prepared.facts.lowestTTL == 900)
+        #expect(try ldnsReading(wire).0 == prepared.facts)
+        let cache = AnswerCache(budgetBytes: 1 << 20)
+        let answer = try #require(UpstreamAnswer(wire: wire))
+        #expect(cache.store(AnswerCache.Key(Question(name: Array(question.dropLast(4)), type: 1, qclass: 1), dnssecOK: false),
+                            answer: answer) != nil, "cached for min(900, 120) s")
+    }
+
+    @Test func truncatedAndServfailFactsComeFromTheHeader() throws {
+        let wire = header(rcode: 2, an: 0, tc: true) + question
+        let answer = try #require(UpstreamAnswer(wire: wire))
+        #expect(answer.facts.truncated && answer.rcode == Rcode.servFail)
+        #expect(try ldnsReading(wire).0 == answer.facts)
+    }
+
+    @Test func recordsTheReaderDoesNotCheckAreReadByLdns() throws {
+        // A HINFO record: its data is not laid out (CachedReply gives up), ldns reads the reply.
+        var wire = header(an: 2) + question
+        wire += [0xC0, 12, 0, 13, 0, 1, 0, 0, 0, 30, 0, 6, 2] + Array("pc".utf8) + [2] + Array("os".utf8)
+        wire += [0xC0, 12, 0, 5, 0, 1, 0, 0, 0, 40, 0, 2, 0xC0, 16]
+        #expect(CachedReply(wire) == nil)
+        let answer = try #require(UpstreamAnswer(wire: wire))
+        #expect(answer.prepared == nil)
+        #expect(answer.facts == ReplyFacts(rcode: 0, truncated: false, answerCount: 2, lowestTTL: 30, soa: nil))
+        #expect(answer.aliasTargets == [WireName.fromText("example.org")!])
+        #expect(answer.message()?.records(.answer).count == 2)
+    }
+
+    @Test func onlyReadableRepliesToTheQuestionAskedAreAccepted() throws {
+        var wire = header(an: 1) + question
+        wire += [0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1]
+        let asked = Question(name: WireName.fromText("WWW.Example.ORG")!, type: 1, qclass: 1)
+        #expect(UpstreamAnswer.validated(wire, id: 0x1234, question: asked) != nil, "case does not matter")
+        #expect(UpstreamAnswer.validated(wire, id: 0x1235, question: asked) == nil, "another ID")
+        var aaaa = asked
+        aaaa.type = RRType.aaaa
+        #expect(UpstreamAnswer.validated(wire, id: 0x1234, question: aaaa) == nil, "another type")
+        var other = asked
+        other.name = WireName.fromText("www.example.net")!
+        #expect(UpstreamAnswer.validated(wire, id: 0x1234, question: other) == nil, "another name")
+        var query = wire
+        query[2] &= 0x7F
+        #expect(UpstreamAnswer.validated(query, id: 0x1234, question: asked) == nil, "QR clear: not a reply")
+        #expect(UpstreamAnswer(wire: Array(wire.dropLast(3))) == nil, "cut short: neither reader takes it")
+        #expect(UpstreamAnswer(wire: [0x12, 0x34, 0x81, 0x80, 0, 2, 0, 0, 0, 0, 0, 0]) == nil, "no question")
+    }
+
+    @Test func cachedAnswersAreAgedFromTheirBytes() throws {
+        var wire = header(an: 1) + question
+        wire += [0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1]
+        let prepared = try #require(CachedReply(wire))
+        let aged = try #require(Message(wire: prepared.withTTLs { $0 > 25 ? $0 - 25 : 0 }))
+        #expect(aged.records(.answer).map(\.ttl) == [35])
+    }
+}
