@@ -89,6 +89,22 @@ import Testing
         #expect(UpstreamAnswer(wire: [0x12, 0x34, 0x81, 0x80, 0, 2, 0, 0, 0, 0, 0, 0]) == nil, "no question")
     }
 
+    /// Shapes ldns refuses must not be laid out either (both found by the fuzzers' comparison).
+    @Test func namesLdnsRefusesAreNotLaidOut() throws {
+        // A question name of four 63-byte labels: 257 bytes with the root, over the 255 limit.
+        let label = [UInt8(63)] + [UInt8](repeating: 0x61, count: 63)
+        let long = [0x12, 0x34, 0x81, 0x80, 0, 1, 0, 0, 0, 0, 0, 0] + label + label + label + label + [0, 0, 1, 0, 1]
+        #expect(Message(wire: long) == nil)
+        #expect(CachedReply(long) == nil)
+        // An owner name pointing at the last byte of the question's class: no name there.
+        var wire = header(an: 2) + question
+        wire += [0xC0, 12, 0, 5, 0, 1, 0, 0, 0, 60, 0, 2, 0xC0, 12]
+        wire += [0xC0, UInt8(Header.size + question.count - 1), 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 1, 2, 3, 4]
+        #expect(Message(wire: wire) == nil)
+        #expect(CachedReply(wire) == nil)
+        #expect(UpstreamAnswer(wire: wire) == nil, "neither reader takes it: the datagram is ignored")
+    }
+
     @Test func cachedAnswersAreAgedFromTheirBytes() throws {
         var wire = header(an: 1) + question
         wire += [0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1]

@@ -200,21 +200,31 @@ public struct CachedReply: Sendable {
         return nil
     }
 
-    /// The offset just past a name at `at`, nil unless it ends within `end`, its labels are at
-    /// most 63 bytes, and a compression pointer points back, past the header: the header is
-    /// rewritten when the bytes are relayed (a pointer into it would then read other bytes).
+    /// The offset just past a name at `at`, nil unless the name is one ldns reads the same way:
+    /// its labels end within `end`, each is at most 63 bytes, the whole name is at most 255
+    /// (RFC 1035 §3.1), and every compression pointer points back, past the header, to labels
+    /// that end before the pointer (so the walk ends). The header is rewritten when the bytes are
+    /// relayed: a pointer into it would then read other bytes.
     static func name(_ wire: [UInt8], at: Int, end: Int) -> Int? {
         var i = at
-        while i < end {
-            let length = wire[i]
-            if length == 0 { return i + 1 }
-            if length & 0xC0 == 0xC0 {
-                guard i + 2 <= end else { return nil }
-                let target = Int(length & 0x3F) << 8 | Int(wire[i + 1])
-                return target >= Header.size && target < i ? i + 2 : nil
+        var limit = end
+        var length = 0
+        var pastName: Int?
+        while i < limit {
+            let label = Int(wire[i])
+            if label == 0 { return pastName ?? i + 1 }
+            if label & 0xC0 == 0xC0 {
+                guard i + 2 <= limit else { return nil }
+                let target = (label & 0x3F) << 8 | Int(wire[i + 1])
+                guard target >= Header.size, target < i else { return nil }
+                if pastName == nil { pastName = i + 2 }
+                limit = i
+                i = target
+                continue
             }
-            if length > 63 { return nil }
-            i += 1 + Int(length)
+            length += 1 + label
+            guard label <= 63, length < 255 else { return nil }
+            i += 1 + label
         }
         return nil
     }
