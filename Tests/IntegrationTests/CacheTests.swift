@@ -97,6 +97,19 @@ import Testing
         AnswerCache.Key(Question(name: WireName.fromText(name)!, type: 1, qclass: 1), dnssecOK: dnssecOK)
     }
 
+    @Test func keysMatchOnEveryFieldWhateverTheCase() {
+        #expect(key("A.Example.ORG") == key("a.example.org"))
+        #expect(key("a.example.org").hashValue == key("A.EXAMPLE.ORG").hashValue)
+        #expect(key("a.example.org") != key("b.example.org"))
+        #expect(key("a.example.org") != key("a.example.org", dnssecOK: true))
+        var withSubnet = key("a.example.org")
+        withSubnet.subnet = [0, 8, 0, 7, 0, 1, 24, 0, 192, 0, 2]
+        #expect(withSubnet != key("a.example.org"), "the ECS option is part of the key")
+        var same = key("A.example.org")
+        same.subnet = withSubnet.subnet
+        #expect(same == withSubnet && same.hashValue == withSubnet.hashValue)
+    }
+
     @Test func ttlsCountDownAndEntriesExpire() throws {
         let clock = Clock()
         let cache = AnswerCache(budgetBytes: 1 << 20, clock: { clock.now })

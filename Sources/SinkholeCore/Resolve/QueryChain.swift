@@ -157,7 +157,7 @@ public final class QueryChain: Sendable {
     /// identical question is already on its way there, whose answer it then waits for.
     private func forward(_ query: Query, key: AnswerCache.Key, respond: @escaping @Sendable ([UInt8]) -> Void) {
         // Identical questions already on their way upstream wait for that answer (coalescing).
-        let shard = pendingShards[Int(UInt(bitPattern: key.hashValue) % UInt(pendingShards.count))]
+        let shard = pendingShards[key.shard(of: pendingShards.count)]
         let first = shard.waiting.withLock { waiting -> Bool in
             if waiting[key] != nil {
                 waiting[key]?.append(Waiter(query: query, respond: respond))
