@@ -33,7 +33,7 @@ public func fuzzOne(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         guard (1...lineCount).contains(line) else {
             fatalError("entry on line \(line) of a \(lineCount)-line input \(FuzzSupport.hex(bytes))")
         }
-        guard name.count <= 255, name.last == 0, WireName.labelStarts(name) != nil,
+        guard name.count <= 255, name.last == 0, WireName.isPlainName(name),
               name == WireName.lowercased(name), name.count > 1 else {
             fatalError("accepted a malformed wire name \(FuzzSupport.hex(name)) (\(kind)) from \(FuzzSupport.hex(bytes))")
         }

@@ -298,11 +298,16 @@ public struct DomainMatcher: @unchecked Sendable {
     /// Decides for a queried wire name (any letter case, ending with the root label).
     /// An allow rule covering the name wins; otherwise the most specific covering rule.
     public func decide(_ qname: [UInt8]) -> Hit? {
-        guard count > 0, let starts = WireName.labelStarts(qname) else { return nil }
+        guard count > 0, WireName.isPlainName(qname) else { return nil }
         let end = qname.count - 1   // exclude the root byte
         var found: Hit?
         return qname.withUnsafeBufferPointer { q -> Hit? in
-            for (index, start) in starts.enumerated() {
+            // Each label start in turn, the name itself first (no array: this runs per query).
+            var start = 0
+            var index = -1
+            while start < end {
+                index += 1
+                defer { start += 1 + Int(q[start]) }
                 let key = UnsafeBufferPointer(rebasing: q[start..<end])
                 var slot = Int(DomainMatcher.hash(key)) & mask
                 while table[slot] != 0 {

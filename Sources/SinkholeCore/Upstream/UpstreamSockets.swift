@@ -219,6 +219,9 @@ final class EventLoop: @unchecked Sendable {
     private let headers: UnsafeMutablePointer<MultiMessageHeader>
     private let readyTokens = UnsafeMutablePointer<UInt64>.allocate(capacity: 64)
     private let readyEvents = UnsafeMutablePointer<UInt32>.allocate(capacity: 64)
+    /// Lists `receive` fills and empties on every call, kept so their storage is reused.
+    private var receivedScratch: [UpstreamAnswer] = []
+    private var doneScratch: [(Waiting, UpstreamAnswer)] = []
 
     init(upstreams: [SocketAddress], label: String = "sinkhole.loop") {
         self.upstreams = upstreams
@@ -332,11 +335,8 @@ final class EventLoop: @unchecked Sendable {
             if case .failure(let failure) = picked { completion(.failure(failure)) }
             return
         }
-        var wire = query
-        wire[0] = UInt8(id >> 8)
-        wire[1] = UInt8(id & 0xFF)
-        let sent = wire.withUnsafeBytes { Glibc.send(socket.fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
-        if sent != wire.count {
+        let sent = EventLoop.send(socket.fd, id: id, query)
+        if sent != query.count {
             let error = SystemError("send to \(upstreams[index])")
             let mine = state.withLock { s -> Bool in
                 guard socket.waiting[id]?.serial == serial else { return false }
@@ -345,6 +345,26 @@ final class EventLoop: @unchecked Sendable {
                 return true
             }
             if mine { completion(.failure(.network(error.description))) }
+        }
+    }
+
+    /// Sends `query` with its first two bytes replaced by `id`, from two pieces (sendmsg), so
+    /// the query shared by every try is not copied for each.
+    private static func send(_ fd: Int32, id: UInt16, _ query: [UInt8]) -> Int {
+        guard query.count > 2 else { return -1 }
+        var idBytes = (UInt8(id >> 8), UInt8(id & 0xFF))
+        return withUnsafeMutableBytes(of: &idBytes) { idRaw in
+            query.withUnsafeBytes { q in
+                var pieces = (iovec(iov_base: idRaw.baseAddress, iov_len: 2),
+                              iovec(iov_base: UnsafeMutableRawPointer(mutating: q.baseAddress! + 2), iov_len: q.count - 2))
+                return withUnsafeMutablePointer(to: &pieces) { pair in
+                    pair.withMemoryRebound(to: iovec.self, capacity: 2) { iov in
+                        var message = msghdr(msg_name: nil, msg_namelen: 0, msg_iov: iov, msg_iovlen: 2,
+                                             msg_control: nil, msg_controllen: 0, msg_flags: 0)
+                        return Glibc.sendmsg(fd, &message, Int32(MSG_DONTWAIT))
+                    }
+                }
+            }
         }
     }
 
@@ -425,7 +445,18 @@ final class EventLoop: @unchecked Sendable {
     /// Reads what arrived on one socket and completes the queries it answers.
     private func receive(token: UInt64, error: Bool) {
         guard let socket = state.withLock({ $0.sockets[token] }) else { return }
-        var replies: [UpstreamAnswer] = []
+        // The scratch lists are taken (and given back at the end), so that a nested call, were
+        // there one, would only allocate lists of its own.
+        var replies = receivedScratch
+        receivedScratch = []
+        var done = doneScratch
+        doneScratch = []
+        defer {
+            replies.removeAll(keepingCapacity: true)
+            receivedScratch = replies
+            done.removeAll(keepingCapacity: true)
+            doneScratch = done
+        }
         var failure: UpstreamFailure?
         for _ in 0..<4 {
             for i in 0..<EventLoop.batch {
@@ -456,7 +487,6 @@ final class EventLoop: @unchecked Sendable {
                 failure = .network(SystemError("receive from \(upstreams[socket.upstream])", code).description)
             }
         }
-        var done: [(Waiting, UpstreamAnswer)] = []
         var failed: [Waiting] = []
         state.withLock { s in
             for reply in replies {

@@ -17,19 +17,17 @@ public enum WireName {
         name.map(lower)
     }
 
-    /// Offsets at which each label starts (the root label excluded). Nil when the bytes are not
-    /// a well-formed uncompressed name.
-    public static func labelStarts(_ name: [UInt8]) -> [Int]? {
-        var starts: [Int] = []
+    /// True for an uncompressed name whose labels are at most 63 bytes and which ends with the
+    /// root label and nothing after it.
+    public static func isPlainName(_ name: [UInt8]) -> Bool {
         var i = 0
         while i < name.count {
             let length = Int(name[i])
-            if length == 0 { return i == name.count - 1 ? starts : nil }
-            if length > 63 { return nil }
-            starts.append(i)
+            if length == 0 { return i == name.count - 1 }
+            if length > 63 { return false }
             i += 1 + length
         }
-        return nil
+        return false
     }
 
     /// Presentation form without the trailing dot (`www.example.org`; the root is `.`).
