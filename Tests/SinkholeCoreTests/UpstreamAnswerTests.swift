@@ -105,6 +105,19 @@ import Testing
         #expect(UpstreamAnswer(wire: wire) == nil, "neither reader takes it: the datagram is ignored")
     }
 
+    @Test func answersWithMoreRecordsThanKeptInlineAreAgedWhole() throws {
+        // Nine A records: six TTL offsets inline, three in the overflow array.
+        var wire = header(an: 9) + question
+        for i in 0..<9 { wire += [0xC0, 12, 0, 1, 0, 1, 0, 0, 0, UInt8(100 + i), 0, 4, 192, 0, 2, UInt8(i + 1)] }
+        let prepared = try #require(CachedReply(wire))
+        #expect(prepared.ttlOffsets.count == 9)
+        let aged = try #require(Message(wire: prepared.withTTLs { $0 - 50 }))
+        #expect(aged.records(.answer).map(\.ttl) == (0..<9).map { UInt32(50 + $0) })
+        let asked = Question(name: Array(question.dropLast(4)), type: 1, qclass: 1)
+        let relayed = try #require(Message(wire: prepared.reply(id: 9, flags: 0x0100, question: asked, edns: nil, payloadSize: 1232)))
+        #expect(relayed.records(.answer).map(\.ttl) == (0..<9).map { UInt32(100 + $0) }, "relayed fresh: TTLs as received")
+    }
+
     @Test func cachedAnswersAreAgedFromTheirBytes() throws {
         var wire = header(an: 1) + question
         wire += [0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1]

@@ -79,7 +79,7 @@ public final class AnswerCache: Sendable {
 
     final class Node {
         let key: Key
-        var wire: [UInt8]
+        let wire: [UInt8]
         var stored: UInt64
         var expires: UInt64
         let serial: UInt64
@@ -97,16 +97,17 @@ public final class AnswerCache: Sendable {
             self.expires = expires
             self.serial = serial
             self.reply = reply
+            cost = wire.count + key.name.count + key.subnet.count + 2 * (reply?.ttlOffsets.count ?? 0) + Node.overhead
         }
         /// What the entry holds in memory, counted against `--cache-size`: the bytes of its
-        /// arrays (the answer, the name, the ECS option, the TTL offsets) and `overhead`.
-        var cost: Int {
-            wire.count + key.name.count + key.subnet.count + 2 * (reply?.ttlOffsets.count ?? 0) + Node.overhead
-        }
+        /// arrays (the answer, the name, the ECS option, the TTL offsets) and `overhead`. Kept,
+        /// so that evicting an entry reads none of its arrays.
+        let cost: Int
 
-        /// Everything else an entry costs: this object (about 180 bytes of fields), the array
-        /// headers of its name, answer and TTL offsets (32 bytes each), malloc's overhead on
-        /// those four allocations, and its slot in the shard's dictionary at three-quarters load.
+        /// Everything else an entry costs: this object (about 220 bytes of fields, a typical
+        /// answer's TTL offsets inline), the array headers of its name and answer (32 bytes
+        /// each), malloc's overhead on those three allocations, and its slot in the shard's
+        /// dictionary at three-quarters load.
         /// (160 counted only the fields: a full 64 MiB cache grew the process by about 130 MiB.)
         static let overhead = 400
     }

@@ -38,6 +38,44 @@ public struct ReplyFacts: Sendable, Equatable {
     }
 }
 
+/// Where the TTL fields of an answer are: the first few inline (most answers have a handful of
+/// records), the rest in an array, so that laying out a typical answer allocates nothing.
+struct TTLOffsets: Sequence, Sendable {
+    static let inlineCapacity = 6
+    private var inline: (UInt16, UInt16, UInt16, UInt16, UInt16, UInt16) = (0, 0, 0, 0, 0, 0)
+    private var extra: [UInt16] = []
+    private(set) var count = 0
+
+    mutating func append(_ offset: UInt16) {
+        let index = count
+        if index < TTLOffsets.inlineCapacity {
+            withUnsafeMutableBytes(of: &inline) { $0.storeBytes(of: offset, toByteOffset: index * 2, as: UInt16.self) }
+        } else {
+            extra.append(offset)
+        }
+        count += 1
+    }
+
+    subscript(index: Int) -> UInt16 {
+        if index < TTLOffsets.inlineCapacity {
+            return withUnsafeBytes(of: inline) { $0.load(fromByteOffset: index * 2, as: UInt16.self) }
+        }
+        return extra[index - TTLOffsets.inlineCapacity]
+    }
+
+    struct Iterator: IteratorProtocol {
+        let offsets: TTLOffsets
+        var index = 0
+        mutating func next() -> UInt16? {
+            guard index < offsets.count else { return nil }
+            defer { index += 1 }
+            return offsets[index]
+        }
+    }
+
+    func makeIterator() -> Iterator { Iterator(offsets: self) }
+}
+
 /// An upstream answer laid out once, when it arrives, so that it can be relayed, cached and
 /// served again from its bytes: where its question ends, where every TTL is, its OPT record
 /// (which is replaced by ours), and its `ReplyFacts`. Nil from `init` for anything unusual;
@@ -46,7 +84,7 @@ public struct CachedReply: Sendable {
     public let wire: [UInt8]
     let questionEnd: Int
     /// Offsets of the TTL field of every record except OPT.
-    let ttlOffsets: [UInt16]
+    let ttlOffsets: TTLOffsets
     /// The upstream's OPT record, removed when serving.
     let opt: Range<Int>?
     let counts: (answer: UInt16, authority: UInt16, additional: UInt16)
@@ -58,8 +96,7 @@ public struct CachedReply: Sendable {
               let nameEnd = CachedReply.name(wire, at: 12, end: wire.count), nameEnd + 4 <= wire.count else { return nil }
         var offset = nameEnd + 4
         questionEnd = offset
-        var ttls: [UInt16] = []
-        ttls.reserveCapacity(Int(header.ancount) + Int(header.nscount) + Int(header.arcount))
+        var ttls = TTLOffsets()
         var opt: Range<Int>?
         var extended: UInt8 = 0
         var lowest: UInt32?
@@ -161,18 +198,20 @@ public struct CachedReply: Sendable {
     /// a stale one served with TTL 30 (RFC 8767).
     public func withTTLs(_ change: (UInt32) -> UInt32) -> [UInt8] {
         var out = wire
-        out.withUnsafeMutableBufferPointer { o in
-            for t in ttlOffsets {
-                let at = Int(t)
-                let ttl = UInt32(o[at]) << 24 | UInt32(o[at + 1]) << 16 | UInt32(o[at + 2]) << 8 | UInt32(o[at + 3])
-                let new = change(ttl)
-                o[at] = UInt8(new >> 24)
-                o[at + 1] = UInt8((new >> 16) & 0xFF)
-                o[at + 2] = UInt8((new >> 8) & 0xFF)
-                o[at + 3] = UInt8(new & 0xFF)
-            }
-        }
+        out.withUnsafeMutableBufferPointer { patchTTLs($0, change) }
         return out
+    }
+
+    /// Passes every TTL (OPT aside) of the bytes `o`, laid out as this answer, through `change`.
+    private func patchTTLs(_ o: UnsafeMutableBufferPointer<UInt8>, _ change: (UInt32) -> UInt32) {
+        for t in ttlOffsets {
+            let at = Int(t)
+            let new = change(UInt32(o[at]) << 24 | UInt32(o[at + 1]) << 16 | UInt32(o[at + 2]) << 8 | UInt32(o[at + 3]))
+            o[at] = UInt8(new >> 24)
+            o[at + 1] = UInt8((new >> 16) & 0xFF)
+            o[at + 2] = UInt8((new >> 8) & 0xFF)
+            o[at + 3] = UInt8(new & 0xFF)
+        }
     }
 
     /// The uncompressed name at `start` (compression pointers followed), with its root label;
@@ -293,20 +332,10 @@ public struct CachedReply: Sendable {
         // pointer into it still lands on the same labels.
         question(&out)
         guard out.count == questionEnd else { return [] }   // not the same question: never served
-        let base = 0   // the question has the same length as the upstream's
+        // The question has the same length as the upstream's, so every offset still holds.
         out.append(contentsOf: wire[questionEnd..<(opt?.lowerBound ?? wire.count)])
         if age > 0 {
-            out.withUnsafeMutableBufferPointer { o in
-                for t in ttlOffsets {
-                    let at = base + Int(t)
-                    let ttl = UInt32(o[at]) << 24 | UInt32(o[at + 1]) << 16 | UInt32(o[at + 2]) << 8 | UInt32(o[at + 3])
-                    let aged = ttl > age ? ttl - age : 0
-                    o[at] = UInt8(aged >> 24)
-                    o[at + 1] = UInt8((aged >> 16) & 0xFF)
-                    o[at + 2] = UInt8((aged >> 8) & 0xFF)
-                    o[at + 3] = UInt8(aged & 0xFF)
-                }
-            }
+            out.withUnsafeMutableBufferPointer { patchTTLs($0) { $0 > age ? $0 - age : 0 } }
         }
         if let edns {
             FastReply.appendOPT(&out, payloadSize: payloadSize, extendedRcode: extendedRcode,
