@@ -12,7 +12,8 @@
 #   - Each server runs alone, pinned to core 0 (taskset), started fresh for each list size, with
 #     the same N-entry blocklist (blocked names get NXDOMAIN, subdomains included) and an answer
 #     cache of similar size: sinkhole (default 64 MiB cache, no block log), sinkhole+history (the
-#     same with --query-history: cached, unique and mix paths; HISTORY=0 skips it), sinkhole+log (the
+#     same with --query-history: cached, unique and mix paths; HISTORY=0 skips it), sinkhole+nocache
+#     (the same with --cache-size 0, unique path only: what the cache costs there), sinkhole+log (the
 #     same with --block-log, blocked path only), Unbound (forwarder, no validation, 1 thread,
 #     32m+32m caches, local-zone always_nxdomain), dnsdist (SuffixMatchNodeRule → NXDOMAIN,
 #     200k-entry packet cache), dnsmasq (address=/name/, cache-size 10000: its documented limit).
@@ -78,7 +79,7 @@ DNSPERF_OPTS=(-s 127.0.0.1 -c 4 -q 200 -t 2)   # 4 source ports, 200 outstanding
 HZ=$(getconf CLK_TCK)
 
 port_of() {
-  case $1 in echo) echo $((PORT_BASE + 1)) ;; sinkhole|sinkhole+log|sinkhole+history) echo $((PORT_BASE + 2)) ;;
+  case $1 in echo) echo $((PORT_BASE + 1)) ;; sinkhole|sinkhole+log|sinkhole+history|sinkhole+nocache) echo $((PORT_BASE + 2)) ;;
     unbound) echo $((PORT_BASE + 3)) ;; dnsdist) echo $((PORT_BASE + 4)) ;; dnsmasq) echo $((PORT_BASE + 5)) ;; esac
 }
 
@@ -208,10 +209,11 @@ start_server() {
   case $name in
     echo)
       taskset -c 0 "$OUT/echo" 127.0.0.1 "$port" > "$log" 2>&1 & ;;
-    sinkhole|sinkhole+log|sinkhole+history)
+    sinkhole|sinkhole+log|sinkhole+history|sinkhole+nocache)
       local extra=()
       [ "$name" = sinkhole+log ] && extra=(--block-log "$OUT/block.log")
       [ "$name" = sinkhole+history ] && extra=(--query-history "$OUT/history.db")
+      [ "$name" = sinkhole+nocache ] && extra=(--cache-size 0)
       taskset -c 0 "$BIN" serve --listen 127.0.0.1:"$port" --upstream 127.0.0.1:$NSD_PORT \
         --blocklist-dir "$lists/sinkhole" --log-level warning "${extra[@]}" > "$log" 2>&1 & ;;
     unbound)
@@ -347,6 +349,15 @@ for size in $SIZES; do
         stop_pid "$PID"
       fi
       rm -f "$OUT/block.log"
+      # What the answer cache itself costs on the cache-miss path, where every answer is new
+      # and a full cache evicts one for each it stores (dnsdist's packet cache stops storing
+      # when full): the same server with --cache-size 0.
+      echo "-- sinkhole+nocache (--cache-size 0)"
+      start_server sinkhole+nocache "$size"
+      if [ "$PID" != 0 ]; then
+        run_path sinkhole+nocache "$size" unique "$Q/unique.txt" "$Q/unique-lat.txt"
+        stop_pid "$PID"
+      fi
       # The cost of the query history (every answered, unblocked query recorded), on the paths
       # it records: the same server with --query-history, against the row without it above.
       if [ "${HISTORY:-1}" = 1 ]; then

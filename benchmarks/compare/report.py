@@ -21,7 +21,7 @@ PATHS = [
     ("unique", "unique allowed names (cache misses, forwarded to NSD)", "NOERROR"),
     ("mix", "realistic mix (5% blocked, Zipf-like repetition over 1M names)", None),
 ]
-SERVERS = ["echo", "sinkhole", "sinkhole+history", "sinkhole+log", "unbound", "dnsdist", "dnsmasq"]
+SERVERS = ["echo", "sinkhole", "sinkhole+history", "sinkhole+log", "sinkhole+nocache", "unbound", "dnsdist", "dnsmasq"]
 PEERS = ["echo", "unbound", "dnsdist", "dnsmasq"]
 
 
@@ -140,6 +140,11 @@ def tables(results, startup, duration, lat_duration, rate):
                 print(f"\nquery history cost: sinkhole+history ÷ sinkhole = CPU µs/q {ratio(hist['cpu_us'], sh['cpu_us'])} "
                       f"at full speed, {ratio(hist['cpu_us_rate'], sh['cpu_us_rate'])} at {rate} qps; "
                       f"qps {ratio(hist['qps'], sh['qps'])}")
+            nocache = rs.get("sinkhole+nocache")
+            if sh and nocache:
+                print(f"\nanswer cache cost on this path: sinkhole ÷ sinkhole+nocache = CPU µs/q "
+                      f"{ratio(sh['cpu_us'], nocache['cpu_us'])} at full speed, "
+                      f"{ratio(sh['cpu_us_rate'], nocache['cpu_us_rate'])} at {rate} qps")
             for n in notes:
                 print(f"\nnote — {n}")
     st = [l.rstrip("\n").split("\t") for l in open(startup) if l.strip()]
