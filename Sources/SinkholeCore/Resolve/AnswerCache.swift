@@ -19,10 +19,11 @@ import Synchronization
 /// never served from it; and cached answers go through response inspection again when served.
 public final class AnswerCache: Sendable {
     public struct Key: Hashable, Sendable {
-        var name: [UInt8]
-        var type: UInt16
-        var qclass: UInt16
-        var dnssecOK: Bool
+        // Fixed once made (the digest covers them); only `subnet` may change, and it redoes it.
+        let name: [UInt8]
+        let type: UInt16
+        let qclass: UInt16
+        let dnssecOK: Bool
         /// The ECS option sent upstream with `--forward-ecs` (answers may differ per subnet).
         public var subnet: [UInt8] = [] {
             didSet { digest = Key.digest(name, type, qclass, dnssecOK, subnet) }
