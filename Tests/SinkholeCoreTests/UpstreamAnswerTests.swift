@@ -105,6 +105,43 @@ import Testing
         #expect(UpstreamAnswer(wire: wire) == nil, "neither reader takes it: the datagram is ignored")
     }
 
+    /// A name that points into a TTL field would change when the cached answer is aged or
+    /// served stale, after it was inspected (found in review): such replies go to ldns, whose
+    /// message is aged field by field.
+    @Test func namesPointingIntoATTLAreNotLaidOut() throws {
+        // www CNAME with TTL bytes 03 'a' 'd' 't' and the RDLENGTH's high byte 00 as the root:
+        // the target, a pointer to that TTL, reads "adt." until the TTL is aged.
+        var wire = header(an: 1) + question
+        let ttlAt = wire.count + 6
+        wire += [0xC0, 12, 0, 5, 0, 1, 3, 0x61, 0x64, 0x74, 0, 2, 0xC0, UInt8(ttlAt)]
+        #expect(try ldnsReading(wire).1 == [WireName.fromText("adt")!])
+        #expect(CachedReply(wire) == nil)
+        let answer = try #require(UpstreamAnswer(wire: wire))
+        #expect(answer.prepared == nil && answer.aliasTargets == [WireName.fromText("adt")!])
+        // An earlier record's TTL is off limits too.
+        var two = header(an: 2) + question
+        let firstTTL = two.count + 6
+        two += [0xC0, 12, 0, 1, 0, 1, 3, 0x61, 0x64, 0x74, 0, 4, 192, 0, 2, 1]
+        two += [0xC0, 12, 0, 5, 0, 1, 0, 0, 0, 60, 0, 2, 0xC0, UInt8(firstTTL)]
+        #expect(CachedReply(two) == nil)
+    }
+
+    @Test func negativeAnswersExpireAtTheSOAMinimum() throws {
+        var wire = header(rcode: 3, an: 0, ns: 1) + question
+        let soa: [UInt8] = [2] + Array("ns".utf8) + [0xC0, 16, 1] + Array("h".utf8) + [0xC0, 16]
+            + [0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 4, 0, 0, 0, 120]
+        wire += [0xC0, 16, 0, 6, 0, 1, 0, 0, 3, 132, 0, UInt8(soa.count)] + soa
+        final class Clock: @unchecked Sendable { var now: UInt64 = 1000 }
+        let clock = Clock()
+        let cache = AnswerCache(budgetBytes: 1 << 20, clock: { clock.now })
+        let key = AnswerCache.Key(Question(name: Array(question.dropLast(4)), type: 1, qclass: 1), dnssecOK: false)
+        cache.store(key, answer: try #require(UpstreamAnswer(wire: wire)))
+        clock.now += 119
+        #expect(cache.lookup(key) != nil)
+        clock.now += 1
+        #expect(cache.lookup(key) == nil, "min(SOA TTL 900, MINIMUM 120)")
+    }
+
     @Test func answersWithMoreRecordsThanKeptInlineAreAgedWhole() throws {
         // Nine A records: six TTL offsets inline, three in the overflow array.
         var wire = header(an: 9) + question

@@ -74,6 +74,17 @@ struct TTLOffsets: Sequence, Sendable {
     }
 
     func makeIterator() -> Iterator { Iterator(offsets: self) }
+
+    /// True when a TTL field (4 bytes from an offset; the offsets ascend) shares a byte with `bytes`.
+    func overlaps(_ bytes: Range<Int>) -> Bool {
+        // The first offset whose field ends after the range starts.
+        var low = 0, high = count
+        while low < high {
+            let mid = (low + high) / 2
+            if Int(self[mid]) + 4 <= bytes.lowerBound { low = mid + 1 } else { high = mid }
+        }
+        return low < count && Int(self[low]) < bytes.upperBound
+    }
 }
 
 /// An upstream answer laid out once, when it arrives, so that it can be relayed, cached and
@@ -105,7 +116,7 @@ public struct CachedReply: Sendable {
         let total = authorityEnd + Int(header.arcount)
         for index in 0..<total {
             let start = offset
-            guard let end = CachedReply.name(wire, at: offset, end: wire.count), end + 10 <= wire.count else { return nil }
+            guard let end = CachedReply.name(wire, at: offset, end: wire.count, ttls: ttls), end + 10 <= wire.count else { return nil }
             let type = UInt16(wire[end]) << 8 | UInt16(wire[end + 1])
             let rdlength = Int(wire[end + 8]) << 8 | Int(wire[end + 9])
             offset = end + 10 + rdlength
@@ -116,11 +127,12 @@ public struct CachedReply: Sendable {
                 extended = wire[end + 4]
                 continue
             }
-            guard CachedReply.rdataIsExact(type: type, wire, from: end + 10, to: offset) else { return nil }
+            // Before the record data is read: a name in it must not point into this TTL either.
+            ttls.append(UInt16(end + 4))
+            guard CachedReply.rdataIsExact(type: type, wire, from: end + 10, to: offset, ttls: ttls) else { return nil }
             // A CNAME or DNAME target is read by response inspection: it must expand to a name.
             if index < answerEnd, type == RRType.cname || type == RRType.dname,
                CachedReply.expandedName(wire, at: end + 10) == nil { return nil }
-            ttls.append(UInt16(end + 4))
             if index < authorityEnd {
                 let ttl = CachedReply.read32(wire, end + 4)
                 lowest = min(lowest ?? ttl, ttl)
@@ -243,14 +255,18 @@ public struct CachedReply: Sendable {
     /// its labels end within `end`, each is at most 63 bytes, the whole name is at most 255
     /// (RFC 1035 §3.1), and every compression pointer points back, past the header, to labels
     /// that end before the pointer (so the walk ends). The header is rewritten when the bytes are
-    /// relayed: a pointer into it would then read other bytes.
-    static func name(_ wire: [UInt8], at: Int, end: Int) -> Int? {
+    /// relayed, and the TTL fields (`ttls`) when a cached answer is served: labels reached
+    /// through a pointer must lie in neither, or the name would change after it was inspected.
+    static func name(_ wire: [UInt8], at: Int, end: Int, ttls: TTLOffsets = TTLOffsets()) -> Int? {
         var i = at
         var limit = end
         var length = 0
         var pastName: Int?
         while i < limit {
             let label = Int(wire[i])
+            // The bytes this step reads: a root label, a pointer, or a label and its length byte.
+            let read = label == 0 ? 1 : label & 0xC0 == 0xC0 ? 2 : 1 + label
+            if pastName != nil, ttls.overlaps(i..<(i + read)) { return nil }
             if label == 0 { return pastName ?? i + 1 }
             if label & 0xC0 == 0xC0 {
                 guard i + 2 <= limit else { return nil }
@@ -273,8 +289,9 @@ public struct CachedReply: Sendable {
     /// a record with bytes left over parses differently in ldns than by RDLENGTH; relaying such
     /// bytes could hand the client a message that does not decode. Other types (DNSSEC, SVCB,
     /// ...) are not prepared: those answers are encoded by ldns instead.
-    static func rdataIsExact(type: UInt16, _ wire: [UInt8], from start: Int, to end: Int) -> Bool {
-        func name(_ at: Int) -> Int? { CachedReply.name(wire, at: at, end: end) }
+    static func rdataIsExact(type: UInt16, _ wire: [UInt8], from start: Int, to end: Int,
+                             ttls: TTLOffsets = TTLOffsets()) -> Bool {
+        func name(_ at: Int) -> Int? { CachedReply.name(wire, at: at, end: end, ttls: ttls) }
         switch type {
         case RRType.a: return end - start == 4
         case RRType.aaaa: return end - start == 16
