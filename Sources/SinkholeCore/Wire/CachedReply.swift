@@ -129,10 +129,9 @@ public struct CachedReply: Sendable {
             }
             // Before the record data is read: a name in it must not point into this TTL either.
             ttls.append(UInt16(end + 4))
+            // For CNAME and DNAME this also checks that the target expands (`name` and
+            // `expandedName` take the same names), so response inspection can read it.
             guard CachedReply.rdataIsExact(type: type, wire, from: end + 10, to: offset, ttls: ttls) else { return nil }
-            // A CNAME or DNAME target is read by response inspection: it must expand to a name.
-            if index < answerEnd, type == RRType.cname || type == RRType.dname,
-               CachedReply.expandedName(wire, at: end + 10) == nil { return nil }
             if index < authorityEnd {
                 let ttl = CachedReply.read32(wire, end + 4)
                 lowest = min(lowest ?? ttl, ttl)
@@ -166,12 +165,7 @@ public struct CachedReply: Sendable {
         guard name.count == question.name.count,
               UInt16(wire[questionEnd - 4]) << 8 | UInt16(wire[questionEnd - 3]) == question.type,
               UInt16(wire[questionEnd - 2]) << 8 | UInt16(wire[questionEnd - 1]) == question.qclass else { return false }
-        var k = 0
-        for i in name {
-            if WireName.lower(wire[i]) != WireName.lower(question.name[k]) { return false }
-            k += 1
-        }
-        return true
+        return wire.withUnsafeBytes { FastReply.equalIgnoringCase($0, from: name.lowerBound, question.name) }
     }
 
     /// Calls `body` with the type and record data of each answer-section record, in order.
@@ -226,6 +220,10 @@ public struct CachedReply: Sendable {
         }
     }
 
+    /// Compression pointers followed in one name, at most (a name of 255 bytes has at most 127
+    /// labels; this also bounds the walk through a chain of pointers to pointers).
+    static let maxPointers = 127
+
     /// The uncompressed name at `start` (compression pointers followed), with its root label;
     /// nil when it runs off the end, loops, or is longer than 255 bytes (RFC 1035 §3.1).
     static func expandedName(_ wire: [UInt8], at start: Int) -> [UInt8]? {
@@ -239,7 +237,7 @@ public struct CachedReply: Sendable {
                 return out.count <= 255 ? out : nil
             }
             if length & 0xC0 == 0xC0 {
-                guard i + 1 < wire.count, hops < 127 else { return nil }
+                guard i + 1 < wire.count, hops < CachedReply.maxPointers else { return nil }
                 hops += 1
                 i = (length & 0x3F) << 8 | Int(wire[i + 1])
                 continue
@@ -261,6 +259,7 @@ public struct CachedReply: Sendable {
         var i = at
         var limit = end
         var length = 0
+        var hops = 0
         var pastName: Int?
         while i < limit {
             let label = Int(wire[i])
@@ -271,7 +270,8 @@ public struct CachedReply: Sendable {
             if label & 0xC0 == 0xC0 {
                 guard i + 2 <= limit else { return nil }
                 let target = (label & 0x3F) << 8 | Int(wire[i + 1])
-                guard target >= Header.size, target < i else { return nil }
+                guard target >= Header.size, target < i, hops < CachedReply.maxPointers else { return nil }
+                hops += 1
                 if pastName == nil { pastName = i + 2 }
                 limit = i
                 i = target
