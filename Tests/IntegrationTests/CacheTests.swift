@@ -155,11 +155,47 @@ import Testing
 
     @Test func budgetEvictsTheLeastRecentlyUsed() {
         let cache = AnswerCache(budgetBytes: 16 * 1200)   // about 1200 bytes a shard
-        for i in 0..<400 { cache.store(key("n\(i).example.org"), answer: answer("n\(i).example.org", ttl: 300)) }
+        // Each answered twice: a full shard admits a new name on its second answer.
+        for i in 0..<400 {
+            for _ in 0..<2 { cache.store(key("n\(i).example.org"), answer: answer("n\(i).example.org", ttl: 300)) }
+        }
         #expect(cache.bytes <= 16 * 1200)
         #expect(cache.count < 400 && cache.count > 16)
         #expect(cache.lookup(key("n399.example.org")) != nil, "the newest stays")
         #expect(cache.lookup(key("n0.example.org")) == nil, "the oldest went first")
+    }
+
+    @Test func aFloodOfNamesAskedOnceDoesNotEvictTheNamesInUse() {
+        let cache = AnswerCache(budgetBytes: 16 * 5000)   // about ten entries a shard
+        let warm = (0..<32).map { "warm\($0).example.org" }
+        for name in warm { cache.store(key(name), answer: answer(name, ttl: 300)) }
+        #expect(warm.allSatisfy { cache.lookup(key($0)) != nil })
+        // A random-subdomain flood: 3000 names, each answered once, while clients keep using the
+        // warm names. Plain LRU would let the hundred flood answers between two uses push every
+        // warm entry out; the doorkeeper turns away names it has not seen before.
+        var flooded = 0
+        for i in 0..<3000 {
+            if cache.store(key("r\(i).victim.example"), answer: answer("r\(i).victim.example", ttl: 300)) != nil { flooded += 1 }
+            if i % 100 == 99 { #expect(warm.allSatisfy { cache.lookup(key($0)) != nil }, "after \(i + 1) flood answers") }
+        }
+        #expect(flooded < 600, "most flood answers were turned away (\(flooded) of 3000 stored)")
+        #expect(cache.bytes <= 16 * 5000)
+        // A name asked again is cached on its second answer.
+        let again = key("again.example.org")
+        cache.store(again, answer: answer("again.example.org", ttl: 300))
+        cache.store(again, answer: answer("again.example.org", ttl: 300))
+        #expect(cache.lookup(again) != nil)
+    }
+
+    @Test func aFullShardWhoseOldestEntryExpiredAdmitsAtOnce() {
+        let clock = Clock()
+        let cache = AnswerCache(budgetBytes: 16 * 1200, clock: { clock.now })
+        for i in 0..<400 { cache.store(key("old\(i).example.org"), answer: answer("old\(i).example.org", ttl: 10)) }
+        clock.now += 11
+        let fresh = key("new.example.org")
+        #expect(cache.store(fresh, answer: answer("new.example.org", ttl: 300)) != nil, "its least recently used entry had expired")
+        #expect(cache.lookup(fresh) != nil)
+        #expect(cache.bytes <= 16 * 1200)
     }
 
     @Test func doBitIsPartOfTheKeyAndServeStale() throws {

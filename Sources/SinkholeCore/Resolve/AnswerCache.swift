@@ -12,6 +12,11 @@ import Synchronization
 /// - Served with every TTL counted down by the time spent in the cache.
 /// - Bounded by `budget` bytes (wire size plus bookkeeping), least recently used evicted first;
 ///   split in 16 shards, each with its own lock, LRU list and share of the budget.
+/// - Admission when full: a shard at its budget takes a new name's answer only if that name's
+///   answer was turned away once before, recently (`Doorkeeper`), or if its least recently used
+///   entry has expired. A flood of names asked once (a random-subdomain attack, a scan) then
+///   cannot push the answers clients keep asking for out of the cache, and costs no eviction.
+///   A name asked again is cached on its second answer, as before it was on its first.
 /// - Serve-stale (RFC 8767): an expired answer is kept up to `staleWindow` more seconds and
 ///   can be served, with TTL 30, when every upstream failed.
 ///
@@ -32,7 +37,7 @@ public final class AnswerCache: Sendable {
         /// (every lookup, and every entry that moves when another is evicted), and the name's
         /// bytes are then usually out of the CPU cache: a profile of the cache-miss path spent
         /// most of the eviction in re-hashing names. With this, only a match reads the name.
-        private var digest: Int
+        private(set) var digest: Int
 
         public init(_ question: Question, dnssecOK: Bool) {
             name = WireName.lowercased(question.name)
@@ -98,7 +103,10 @@ public final class AnswerCache: Sendable {
             self.expires = expires
             self.serial = serial
             self.reply = reply
-            cost = wire.count + key.name.count + key.subnet.count + 2 * (reply?.ttlOffsets.count ?? 0) + Node.overhead
+            cost = Node.cost(key: key, wire: wire, reply: reply)
+        }
+        static func cost(key: Key, wire: [UInt8], reply: CachedReply?) -> Int {
+            wire.count + key.name.count + key.subnet.count + 2 * (reply?.ttlOffsets.count ?? 0) + overhead
         }
         /// What the entry holds in memory, counted against `--cache-size`: the bytes of its
         /// arrays (the answer, the name, the ECS option, the TTL offsets) and `overhead`. Kept,
@@ -113,12 +121,56 @@ public final class AnswerCache: Sendable {
         static let overhead = 400
     }
 
+    /// Which new names a full shard admits: a Bloom filter of the keys it turned away, two bits
+    /// a key, cleared after as many keys as the shard holds entries, so "asked before" means
+    /// recently. Sized at 8 bits per entry: about 5% of first-time names pass by chance.
+    /// (The idea is TinyLFU's doorkeeper: Einziger, Friedman and Manes, 2017.)
+    struct Doorkeeper {
+        private var words: [UInt64]
+        private let shift: UInt64
+        private let window: Int
+        private var added = 0
+
+        init(entries: Int) {
+            var bits = 512
+            while bits < entries * 8 { bits <<= 1 }
+            words = Array(repeating: 0, count: bits / 64)
+            shift = UInt64(64 - bits.trailingZeroBitCount)
+            window = max(64, entries)
+        }
+
+        /// True when `digest` was turned away before in this window; otherwise notes it and
+        /// returns false.
+        mutating func seenBefore(_ digest: Int) -> Bool {
+            // Keys in one shard share their low digest bits (they pick the shard): mix first.
+            let h = UInt64(bitPattern: Int64(digest))
+            let a = Int((h &* 0x9E37_79B9_7F4A_7C15) >> shift)
+            let b = Int(((h ^ (h >> 31)) &* 0xBF58_476D_1CE4_E5B9) >> shift)
+            let maskA: UInt64 = 1 << UInt64(a & 63), maskB: UInt64 = 1 << UInt64(b & 63)
+            if words[a >> 6] & maskA != 0 && words[b >> 6] & maskB != 0 { return true }
+            if added >= window {
+                for i in words.indices { words[i] = 0 }
+                added = 0
+            }
+            words[a >> 6] |= maskA
+            words[b >> 6] |= maskB
+            added += 1
+            return false
+        }
+    }
+
     final class Shard: @unchecked Sendable {
         let lock = Mutex(())
         var map: [Key: Node] = [:]
         var head: Node?   // most recently used
         var tail: Node?
         var bytes = 0
+        var doorkeeper: Doorkeeper
+
+        init(limit: Int) {
+            // A typical entry costs about 500 bytes (`Node.overhead` and a short answer).
+            doorkeeper = Doorkeeper(entries: limit / 512)
+        }
 
         func unlink(_ n: Node) {
             n.prev?.next = n.next
@@ -158,7 +210,7 @@ public final class AnswerCache: Sendable {
         self.maxNegativeTTL = maxNegativeTTL
         self.serveStale = serveStale
         self.clock = clock
-        shards = (0..<16).map { _ in Shard() }
+        shards = (0..<16).map { _ in Shard(limit: budgetBytes / 16) }
     }
 
     private func shard(_ key: Key) -> Shard {
@@ -184,19 +236,26 @@ public final class AnswerCache: Sendable {
     }
 
     /// Stores the upstream's answer to `key` (its bytes as received); returns its serial, nil
-    /// when it is not cached. `inspectedGeneration`: as for `markInspected`, when response
+    /// when it is not cached (not cacheable, or turned away by a full shard). `inspectedGeneration`: as for `markInspected`, when response
     /// inspection already found it clean (-1: not yet).
     @discardableResult
     public func store(_ key: Key, answer: UpstreamAnswer, inspectedGeneration: Int = -1) -> UInt64? {
         guard budget > 0, let ttl = ttl(of: answer.facts), ttl > 0 else { return nil }
         let now = clock()
         let s = shard(key)
-        let serial = serials.add(1, ordering: .relaxed).newValue
-        let node = Node(key: key, wire: answer.wire, reply: answer.prepared, stored: now, expires: now + UInt64(ttl), serial: serial)
-        node.inspectedGeneration = inspectedGeneration
+        let cost = Node.cost(key: key, wire: answer.wire, reply: answer.prepared)
         let limit = budget / shards.count
-        s.lock.withLock { _ in
-            if let old = s.map.updateValue(node, forKey: key) {
+        return s.lock.withLock { _ -> UInt64? in
+            let old = s.map[key]
+            if old == nil, s.bytes + cost > limit, let lru = s.tail, now < lru.expires,
+               !s.doorkeeper.seenBefore(key.digest) {
+                return nil
+            }
+            let serial = serials.add(1, ordering: .relaxed).newValue
+            let node = Node(key: key, wire: answer.wire, reply: answer.prepared, stored: now, expires: now + UInt64(ttl), serial: serial)
+            node.inspectedGeneration = inspectedGeneration
+            s.map[key] = node
+            if let old {
                 s.bytes -= old.cost
                 s.unlink(old)
             }
@@ -207,8 +266,8 @@ public final class AnswerCache: Sendable {
                 s.map.removeValue(forKey: victim.key)
                 s.bytes -= victim.cost
             }
+            return serial
         }
-        return serial
     }
 
     /// Records that response inspection found the stored answer `serial` clean with the lists
