@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import Logging
 import Testing
 @testable import SinkholeCore
 
@@ -45,5 +46,29 @@ import Testing
         #expect(q?["name"] as? String == "\\\"\\\\\\001\\255.x")
         #expect(q?["type"] as? String == "TYPE65280")
         #expect(q?["class"] as? String == "CH")
+    }
+
+    @Test func aWriterThatFallsBehindDropsPastTheByteBoundAndCountsIt() throws {
+        let dir = NSTemporaryDirectory() + "blocklog-bound-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let match = RuleMatch(rule: "msstorageboxes.com", list: "crowdstrike-3cx.txt", line: 18,
+                              zone: WireName.fromText("msstorageboxes.com")!)
+        let answer = BlockAnswer(match: match, action: .nxdomain, rcode: 3, addresses: [], ttl: 60)
+        let event = BlockEvent(client: SocketAddress(address: [127, 0, 0, 1], port: 5300), transport: .udp, id: 1,
+                               qname: WireName.fromText("www.msstorageboxes.com")!, qtype: 1, qclass: 1, answer: answer)
+        #expect(event.queuedCost > 400 && event.queuedCost < 600, "about 450 bytes, as measured")
+        let log = try BlockLog(path: dir + "/block.log", logger: Logger(label: "test"),
+                               maxPendingBytes: 100 * event.queuedCost)
+        // Far faster than the writer, which wakes every 200 ms: about 100 fit, the rest are
+        // dropped and counted; what was queued is all written.
+        for _ in 0..<1000 { log.record(event) }
+        log.flush()
+        let counts = log.counts
+        #expect(counts.written + counts.dropped == 1000)
+        #expect(counts.dropped >= 500, "dropped \(counts.dropped)")
+        let lines = try String(contentsOfFile: dir + "/block.log", encoding: .utf8).split(separator: "\n")
+        #expect(lines.count == counts.written)
+        log.close()
     }
 }

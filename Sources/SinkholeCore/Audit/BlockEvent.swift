@@ -69,6 +69,14 @@ public struct BlockEvent: Sendable {
         self.chainPosition = chainPosition
     }
 
+    /// About what this event holds in memory while it waits for the block-log writer: the
+    /// struct, its name and address arrays (a 32-byte header each, malloc's rounding), and its
+    /// slot in the writer's chunk. Measured: 1,000,000 waiting events took about 450 MiB.
+    var queuedCost: Int {
+        MemoryLayout<BlockEvent>.stride + 160 + qname.count + client.address.count
+            + (matchedName.map { 48 + $0.count } ?? 0) + (matchedAddress == nil ? 0 : 64)
+    }
+
     public static func now() -> timespec {
         var ts = timespec()
         clock_gettime(CLOCK_REALTIME, &ts)

@@ -10,12 +10,17 @@ import Synchronization
 /// own thread encodes and writes whole lines every 200 ms, in chunks with a yield of the CPU
 /// between them (so at most the last fraction of a
 /// second is in memory), at `close()`, and reopens the file on `reopen()` (SIGHUP, for
-/// logrotate). If the queue ever holds `maxPending` events the writer is not keeping up: further
-/// events are dropped, counted, and the count is logged, never silently.
+/// logrotate). If the queue ever holds `maxPendingBytes` of events the writer is not keeping up:
+/// further events are dropped, counted, and the count is logged, never silently.
 public final class BlockLog: @unchecked Sendable {
     /// The file, or nil when events only go to `forward` (syslog without a file).
     public let path: String?
-    public static let maxPending = 1_000_000
+    /// What the waiting events may take in memory (`BlockEvent.queuedCost`): about 600,000
+    /// events, several seconds of a flood of blocked queries faster than the writer. A bound in
+    /// bytes, so the log cannot push the process past its memory limit (512 MiB in the shipped
+    /// Kubernetes manifest) whatever the names' lengths; it was 1,000,000 events, about 450 MiB.
+    public static let defaultMaxPendingBytes = 256 << 20
+    public let maxPendingBytes: Int
     public static let flushInterval = 0.2
 
     /// Events in chunks of `chunk`: the writer takes whole chunks and lets each go as soon as
@@ -23,7 +28,7 @@ public final class BlockLog: @unchecked Sendable {
     private struct Pending {
         var full: [[BlockEvent]] = []
         var current: [BlockEvent] = []
-        var count = 0
+        var bytes = 0
         var dropped = 0
         var recorded = 0
     }
@@ -46,8 +51,10 @@ public final class BlockLog: @unchecked Sendable {
 
     /// Opens (creating if needed, mode 0640) for appending; throws a readable error.
     public init(path: String?, rotation: LogRotation? = nil, logger: Logger,
-                forward: (@Sendable ([BlockEvent]) -> Void)? = nil) throws {
+                forward: (@Sendable ([BlockEvent]) -> Void)? = nil,
+                maxPendingBytes: Int = BlockLog.defaultMaxPendingBytes) throws {
         self.path = path
+        self.maxPendingBytes = maxPendingBytes
         self.logger = logger
         self.rotation = rotation.flatMap { $0.maxSize > 0 ? $0 : nil }
         self.forward = forward
@@ -82,7 +89,8 @@ public final class BlockLog: @unchecked Sendable {
     /// Queues one event. Cheap: no encoding, no I/O.
     public func record(_ event: BlockEvent) {
         pending.withLock { p in
-            if p.count >= BlockLog.maxPending {
+            let cost = event.queuedCost
+            if p.bytes + cost > maxPendingBytes {
                 p.dropped += 1
             } else {
                 if p.current.count == BlockLog.chunk {
@@ -91,7 +99,7 @@ public final class BlockLog: @unchecked Sendable {
                 }
                 if p.current.isEmpty { p.current.reserveCapacity(BlockLog.chunk) }
                 p.current.append(event)
-                p.count += 1
+                p.bytes += cost
                 p.recorded += 1
             }
         }
@@ -111,7 +119,7 @@ public final class BlockLog: @unchecked Sendable {
                 if !p.current.isEmpty { taken.append(p.current) }
                 p.full = []
                 p.current = []
-                p.count = 0
+                p.bytes = 0
                 return (taken, p.dropped)
             }
             if dropped > state.droppedReported {
