@@ -23,6 +23,17 @@ import Testing
         #expect(m.decide(wire("evilexample")) == nil)
     }
 
+    @Test func aMatchMakesItsRuleTextFromTheZoneAndKeepsItWhenTheZoneIsReplaced() {
+        var m = RuleMatch(zone: wire("wild.test"), below: true, list: "l.txt", line: 3, action: .block, localData: [])
+        #expect(m.rule == "*.wild.test")
+        #expect(m == RuleMatch(rule: "*.wild.test", list: "l.txt", line: 3, zone: wire("wild.test")))
+        #expect(RuleMatch(zone: wire("wild.test"), below: false, list: "l.txt", line: 3, action: .block, localData: []).rule == "wild.test")
+        m.zone = wire("alias.example.org")   // what a CNAME match does
+        #expect(m.rule == "*.wild.test", "the rule is still the listed one")
+        let hit = matcher([("evil.example", .block)]).decide(wire("a.Evil.example"))
+        #expect(hit?.zone == wire("evil.example") && hit?.name == Array(wire("evil.example").dropLast()))
+    }
+
     @Test func matchingIgnoresLetterCase() {
         let m = matcher([("evil.example", .block)])
         #expect(m.decide(wire("EVIL.Example")) != nil)

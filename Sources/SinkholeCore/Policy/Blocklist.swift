@@ -1,13 +1,22 @@
 /// Where a decision came from: the rule as written (normalised), its list and line, and what it does.
 public struct RuleMatch: Sendable, Equatable {
-    /// The list entry, e.g. `msstorageboxes.com` or `*.example.org`.
-    public var rule: String
+    /// The list entry, e.g. `msstorageboxes.com` or `*.example.org`. For a name rule it is made
+    /// from `zone` when asked for (by the log writer, not on the query path).
+    public var rule: String {
+        get { ruleText ?? ((below ? "*." : "") + WireName.text(zone)) }
+        set { ruleText = newValue }
+    }
+    private var ruleText: String?
+    private var below = false
     /// The list's file name, e.g. `crowdstrike-3cx.txt`.
     public var list: String
     /// 1-based line in that file.
     public var line: Int
     /// The listed name in lowercase wire form with the root byte: the owner of the block answer's SOA.
-    public var zone: [UInt8]
+    /// (A CNAME match replaces it with the name asked; the rule keeps the listed name.)
+    public var zone: [UInt8] {
+        willSet { if ruleText == nil { ruleText = rule } }
+    }
     public var action: DomainMatcher.Action
     /// RPZ local data for the name, when `action == .localData`.
     public var localData: [LocalRecord]
@@ -16,7 +25,18 @@ public struct RuleMatch: Sendable, Equatable {
 
     public init(rule: String, list: String, line: Int, zone: [UInt8], action: DomainMatcher.Action = .block,
                 localData: [LocalRecord] = []) {
-        self.rule = rule
+        ruleText = rule
+        self.list = list
+        self.line = line
+        self.zone = zone
+        self.action = action
+        self.localData = localData
+    }
+
+    /// The match of a name rule for `zone` (`below`: a `*.` rule). No string is made here: this
+    /// runs for every blocked query.
+    init(zone: [UInt8], below: Bool, list: String, line: Int, action: DomainMatcher.Action, localData: [LocalRecord]) {
+        self.below = below
         self.list = list
         self.line = line
         self.zone = zone
@@ -25,6 +45,11 @@ public struct RuleMatch: Sendable, Equatable {
     }
 
     public var allowed: Bool { action == .allow }
+
+    public static func == (a: RuleMatch, b: RuleMatch) -> Bool {
+        a.list == b.list && a.line == b.line && a.zone == b.zone && a.action == b.action
+            && a.localData == b.localData && a.responseBased == b.responseBased && a.rule == b.rule
+    }
 }
 
 /// Counts for one loaded list file.
@@ -67,10 +92,8 @@ public final class Blocklist: Sendable {
     }
 
     private func match(_ hit: DomainMatcher.Hit, _ list: LoadedList) -> RuleMatch {
-        var text = WireName.text(hit.name + [0])
-        if hit.kind.scope == .below { text = "*." + text }
-        return RuleMatch(rule: text, list: list.name, line: hit.line, zone: hit.name + [0], action: hit.kind.action,
-                         localData: hit.kind.action == .localData ? list.localData[hit.name] ?? [] : [])
+        RuleMatch(zone: hit.zone, below: hit.kind.scope == .below, list: list.name, line: hit.line, action: hit.kind.action,
+                  localData: hit.kind.action == .localData ? list.localData[hit.name] ?? [] : [])
     }
 
     /// True when some list holds address ranges (IP lists, RPZ rpz-ip): only then are the

@@ -119,7 +119,10 @@ public struct DomainMatcher: @unchecked Sendable {
 
     /// A hit: the listed name (lowercase wire form, no root byte), its kind, list index and line.
     public struct Hit: Sendable, Equatable {
-        public var name: [UInt8]
+        /// The listed name in wire form with its root byte (one allocation per hit).
+        public var zone: [UInt8]
+        /// The listed name without the root byte.
+        public var name: [UInt8] { Array(zone.dropLast()) }
         public var kind: Kind
         public var list: Int
         public var line: Int
@@ -324,8 +327,13 @@ public struct DomainMatcher: @unchecked Sendable {
                     case .exact: applies = index == 0
                     }
                     guard applies else { continue }
-                    let hit = Hit(name: Array(UnsafeBufferPointer(start: ref.arena + Int(entry.offset), count: Int(entry.length))),
-                                  kind: kind, list: ref.list, line: ref.firstLine + Int(entry.line), suffixStart: start)
+                    let listed = ref.arena + Int(entry.offset), length = Int(entry.length)
+                    let zone = [UInt8](unsafeUninitializedCapacity: length + 1) { buffer, count in
+                        buffer.baseAddress!.initialize(from: listed, count: length)
+                        buffer[length] = 0
+                        count = length + 1
+                    }
+                    let hit = Hit(zone: zone, kind: kind, list: ref.list, line: ref.firstLine + Int(entry.line), suffixStart: start)
                     if kind.action == .allow { return hit }
                     if found == nil { found = hit }
                 }
