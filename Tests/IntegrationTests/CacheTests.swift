@@ -179,6 +179,9 @@ import Testing
             if i % 100 == 99 { #expect(warm.allSatisfy { cache.lookup(key($0)) != nil }, "after \(i + 1) flood answers") }
         }
         #expect(flooded < 600, "most flood answers were turned away (\(flooded) of 3000 stored)")
+        let stats = cache.stats
+        #expect(stats.turnedAway == 3000 - flooded && stats.entries == cache.count && stats.bytes == cache.bytes)
+        #expect(stats.evicted > 0 && stats.evicted <= 2 * flooded, "only admitted answers evict")
         #expect(cache.bytes <= 16 * 5000)
         // A name asked again is cached on its second answer.
         let again = key("again.example.org")

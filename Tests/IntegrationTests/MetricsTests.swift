@@ -48,4 +48,20 @@ import Testing
         let post = try runTool("curl", ["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "--max-time", "5", "http://\(address)/metrics"])
         #expect(post == "405")
     }
+
+    @Test func cacheFiguresAreExported() throws {
+        let h = try TestHarness(records: ["www.example.org. 300 IN A 192.0.2.12"]) { c in
+            c.metricsListen = SocketAddress(address: [127, 0, 0, 1], port: 0)
+            c.cacheBytes = 1 << 20
+        }
+        defer { h.stop() }
+        for _ in 0..<2 { #expect(DNSTestClient.ask("www.example.org", server: h.address)?.answerCount == 1) }
+        let address = try #require(h.server.metricsAddress)
+        let body = try runTool("curl", ["-sS", "--max-time", "5", "http://\(address)/metrics"])
+        #expect(value(body, #"sinkhole_queries_total{transport="udp",outcome="cached"}"#) == 1, "\(body)")
+        #expect(value(body, "sinkhole_cache_entries") == 1)
+        #expect((value(body, "sinkhole_cache_bytes") ?? 0) > 400, "an entry's bytes and bookkeeping")
+        #expect(value(body, "sinkhole_cache_evictions") == 0)
+        #expect(value(body, "sinkhole_cache_turned_away") == 0)
+    }
 }

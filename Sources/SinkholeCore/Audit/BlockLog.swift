@@ -15,10 +15,10 @@ import Synchronization
 public final class BlockLog: @unchecked Sendable {
     /// The file, or nil when events only go to `forward` (syslog without a file).
     public let path: String?
-    /// What the waiting events may take in memory (`BlockEvent.queuedCost`): about 600,000
+    /// What the waiting events may take in memory (`BlockEvent.queuedCost`): about 470,000
     /// events, several seconds of a flood of blocked queries faster than the writer. A bound in
     /// bytes, so the log cannot push the process past its memory limit (512 MiB in the shipped
-    /// Kubernetes manifest) whatever the names' lengths; it was 1,000,000 events, about 450 MiB.
+    /// Kubernetes manifest) whatever the names' lengths; it was 1,000,000 events, about 550 MiB.
     public static let defaultMaxPendingBytes = 256 << 20
     public let maxPendingBytes: Int
     public static let flushInterval = 0.2

@@ -24,6 +24,7 @@ public final class ServerMetrics: Sendable {
     private let logWritten: Prometheus.Gauge
     private let logDropped: Prometheus.Gauge
     private let tcpOpen: Prometheus.Gauge
+    private let cacheGauges: (entries: Prometheus.Gauge, bytes: Prometheus.Gauge, evicted: Prometheus.Gauge, turnedAway: Prometheus.Gauge)
     private let history: [String: Prometheus.Gauge]
     private let retroHitCounter: CoreMetrics.Counter
     private let upstreamUp = Mutex<[String: Prometheus.Gauge]>([:])
@@ -48,6 +49,11 @@ public final class ServerMetrics: Sendable {
         logWritten = registry.makeGauge(descriptor: ServerMetrics.name("block_log_events_written", "Block-log events written to the file since start"))
         logDropped = registry.makeGauge(descriptor: ServerMetrics.name("block_log_events_dropped", "Block-log events dropped because the writer fell behind"))
         tcpOpen = registry.makeGauge(descriptor: ServerMetrics.name("tcp_connections_open", "Open TCP client connections"))
+        cacheGauges = (
+            registry.makeGauge(descriptor: ServerMetrics.name("cache_entries", "Answers in the answer cache")),
+            registry.makeGauge(descriptor: ServerMetrics.name("cache_bytes", "Memory the answer cache's entries take, counted against --cache-size")),
+            registry.makeGauge(descriptor: ServerMetrics.name("cache_evictions", "Answers evicted from the full cache to make room, since start")),
+            registry.makeGauge(descriptor: ServerMetrics.name("cache_turned_away", "Answers for names asked once not taken by the full cache, since start")))
         var h: [String: Prometheus.Gauge] = [:]
         for (key, help) in [("recorded", "Answered queries handed to the query history since start"),
                             ("dropped", "Queries not recorded in the query history because its writer fell behind"),
@@ -97,6 +103,14 @@ public final class ServerMetrics: Sendable {
     /// Retro-hit events reported (a client found in the query history resolving a newly listed name).
     public func retroHits(_ count: Int) {
         retroHitCounter.increment(by: Int64(count))
+    }
+
+    /// The answer cache's figures, read when /metrics is scraped.
+    public func update(cache stats: AnswerCache.Stats) {
+        cacheGauges.entries.set(Double(stats.entries))
+        cacheGauges.bytes.set(Double(stats.bytes))
+        cacheGauges.evicted.set(Double(stats.evicted))
+        cacheGauges.turnedAway.set(Double(stats.turnedAway))
     }
 
     /// The query history's counters, read when /metrics is scraped.

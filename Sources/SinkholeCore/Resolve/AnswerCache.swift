@@ -166,6 +166,9 @@ public final class AnswerCache: Sendable {
         var tail: Node?
         var bytes = 0
         var doorkeeper: Doorkeeper
+        /// Since start: entries evicted for room, and new names a full shard turned away.
+        var evicted = 0
+        var turnedAway = 0
 
         init(limit: Int) {
             // A typical entry costs about 500 bytes (`Node.overhead` and a short answer).
@@ -220,6 +223,23 @@ public final class AnswerCache: Sendable {
     public var count: Int { shards.reduce(0) { total, s in total + s.lock.withLock { _ in s.map.count } } }
     public var bytes: Int { shards.reduce(0) { total, s in total + s.lock.withLock { _ in s.bytes } } }
 
+    /// For the metrics endpoint: entries and bytes now; since start, entries evicted to make
+    /// room and new names a full cache did not take (a rise says a flood of one-off names).
+    public struct Stats: Sendable, Equatable {
+        public var entries = 0, bytes = 0, evicted = 0, turnedAway = 0
+    }
+
+    public var stats: Stats {
+        shards.reduce(into: Stats()) { total, s in
+            s.lock.withLock { _ in
+                total.entries += s.map.count
+                total.bytes += s.bytes
+                total.evicted += s.evicted
+                total.turnedAway += s.turnedAway
+            }
+        }
+    }
+
     /// How long an answer with these facts may be cached, or nil when it must not be.
     func ttl(of facts: ReplyFacts) -> UInt32? {
         guard !facts.truncated else { return nil }
@@ -249,6 +269,7 @@ public final class AnswerCache: Sendable {
             let old = s.map[key]
             if old == nil, s.bytes + cost > limit, let lru = s.tail, now < lru.expires,
                !s.doorkeeper.seenBefore(key.digest) {
+                s.turnedAway += 1
                 return nil
             }
             let serial = serials.add(1, ordering: .relaxed).newValue
@@ -265,6 +286,7 @@ public final class AnswerCache: Sendable {
                 s.unlink(victim)
                 s.map.removeValue(forKey: victim.key)
                 s.bytes -= victim.cost
+                s.evicted += 1
             }
             return serial
         }

@@ -248,6 +248,7 @@ public final class SinkholeServer: Sendable {
                            blockLog: blockLog?.counts, tcpOpen: tcp.reduce(0) { $0 + $1.openConnections },
                            upstreams: zip(configuration.upstreams, chain.forwarder.health.snapshot).map { ($0, !$1.down) })
             if let history { metrics.update(history: history.counts) }
+            if let cache = chain.cache { metrics.update(cache: cache.stats) }
             return (200, "text/plain; version=0.0.4; charset=utf-8", metrics.exposition())
         case "/health":
             if stopping.load(ordering: .relaxed) { return (503, "text/plain; charset=utf-8", "stopping\n") }
