@@ -71,10 +71,9 @@ public struct BlockEvent: Sendable {
 
     /// About what this event holds in memory while it waits for the block-log writer: the
     /// struct, its name and address arrays (a 32-byte header each, malloc's rounding), its slot
-    /// in the writer's chunk, and the heap malloc keeps around them. Measured in compare.sh's
-    /// block-log row: the process grew by about 565 bytes per waiting event.
+    /// in the writer's chunk, and malloc's own overhead.
     var queuedCost: Int {
-        MemoryLayout<BlockEvent>.stride + 300 + qname.count + client.address.count
+        MemoryLayout<BlockEvent>.stride + 160 + qname.count + client.address.count
             + (matchedName.map { 48 + $0.count } ?? 0) + (matchedAddress == nil ? 0 : 64)
     }
 
