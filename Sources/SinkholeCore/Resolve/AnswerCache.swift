@@ -266,8 +266,9 @@ public final class AnswerCache: Sendable {
         let cost = Node.cost(key: key, wire: answer.wire, reply: answer.prepared)
         let limit = budget / shards.count
         return s.lock.withLock { _ -> UInt64? in
-            let old = s.map[key]
-            if old == nil, s.bytes + cost > limit, let lru = s.tail, now < lru.expires,
+            // Full, and its oldest entry still fresh: only a name seen before, or one already
+            // here (a refresh), gets in. (The lookup for the latter only when full.)
+            if s.bytes + cost > limit, let lru = s.tail, now < lru.expires, s.map[key] == nil,
                !s.doorkeeper.seenBefore(key.digest) {
                 s.turnedAway += 1
                 return nil
@@ -275,8 +276,7 @@ public final class AnswerCache: Sendable {
             let serial = serials.add(1, ordering: .relaxed).newValue
             let node = Node(key: key, wire: answer.wire, reply: answer.prepared, stored: now, expires: now + UInt64(ttl), serial: serial)
             node.inspectedGeneration = inspectedGeneration
-            s.map[key] = node
-            if let old {
+            if let old = s.map.updateValue(node, forKey: key) {
                 s.bytes -= old.cost
                 s.unlink(old)
             }
