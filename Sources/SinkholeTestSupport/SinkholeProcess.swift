@@ -81,9 +81,18 @@ public final class SinkholeProcess: @unchecked Sendable {
         return port != 0
     }
 
-    /// Sends a signal and waits for exit; returns the exit status.
-    public func stop(signal: Int32 = SIGTERM) -> Int32 {
+    /// Sends a signal and waits for exit; returns the exit status, or -1 when the process had
+    /// not exited `timeout` seconds after the signal (it is then killed, and the test fails
+    /// instead of hanging).
+    public func stop(signal: Int32 = SIGTERM, timeout: Double = 20) -> Int32 {
         if process.isRunning { kill(process.processIdentifier, signal) }
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { usleep(10_000) }
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            return -1
+        }
         process.waitUntilExit()
         return process.terminationStatus
     }
