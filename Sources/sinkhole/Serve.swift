@@ -196,12 +196,14 @@ struct Serve: ParsableCommand {
     @OptionGroup var options: ServeOptions
 
     func validate() throws {
+        Signals.block()
         do { _ = try options.configuration() } catch let error as ConfigurationError {
             throw ValidationError(error.description)
         }
     }
 
     func run() throws {
+        Signals.block()   // before any thread starts, so that every thread inherits the mask
         let (configuration, settings) = try options.configuration()
         let level = Logger.Level(rawValue: settings.logLevel) ?? .info
         LoggingSystem.bootstrap { label in
@@ -220,7 +222,6 @@ struct Serve: ParsableCommand {
             logger.critical("cannot start: \(error)")
             throw ExitCode(1)
         }
-        Signals.handle(server: server, logger: logger)
-        dispatchMain()
+        Signals.serve(server, logger: logger)
     }
 }

@@ -105,7 +105,9 @@ import Testing
         let lists = FileManager.default.temporaryDirectory.appendingPathComponent("priv-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: lists, withIntermediateDirectories: true)
         try "evil.example\n".write(toFile: lists + "/intel.txt", atomically: true, encoding: .utf8)
-        let log = lists + "/block.log"
+        let logs = lists + "-logs"   // not in the blocklist directory, which is read as lists
+        try FileManager.default.createDirectory(atPath: logs, withIntermediateDirectories: true)
+        let log = logs + "/block.log"
         let s = SinkholeProcess(arguments: ["serve", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9",
                                             "--blocklist-dir", lists, "--block-log", log, "--user", "nobody"])
         #expect(try s.start(), "\(s.stderr)")
