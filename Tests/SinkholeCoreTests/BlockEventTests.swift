@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Logging
+import Synchronization
 import Testing
 @testable import SinkholeCore
 
@@ -74,5 +75,59 @@ import Testing
         log.flush()
         #expect(log.counts.dropped == counts.dropped && log.counts.written == counts.written + 50)
         log.close()
+    }
+    /// Events queued on two threads that use different shards of the queue come out in one time
+    /// order: the first thread queues the even milliseconds, then the second the odd ones. Kept
+    /// in one queue per shard and written shard after shard, they would come out evens first.
+    @Test func eventsQueuedOnSeveralThreadsAreWrittenInTimeOrder() throws {
+        let dir = NSTemporaryDirectory() + "blocklog-shards-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let match = RuleMatch(rule: "msstorageboxes.com", list: "crowdstrike-3cx.txt", line: 18,
+                              zone: WireName.fromText("msstorageboxes.com")!)
+        let answer = BlockAnswer(match: match, action: .nxdomain, rcode: 3, addresses: [], ttl: 60)
+        let log = try BlockLog(path: dir + "/block.log", logger: Logger(label: "test"))
+        let count = 200   // several chunks per shard
+        @Sendable func record(parity: Int) {
+            for k in 0..<count {
+                log.record(BlockEvent(time: timespec(tv_sec: 1_700_000_000, tv_nsec: (2 * k + parity) * 1_000_000),
+                                      client: SocketAddress(address: [127, 0, 0, 1], port: 5300), transport: .udp,
+                                      id: UInt16(2 * k + parity), qname: WireName.fromText("www.msstorageboxes.com")!,
+                                      qtype: 1, qclass: 1, answer: answer))
+            }
+        }
+        /// Runs `body` on a new thread whose shard is not `avoid`; returns that thread's shard.
+        /// Every thread started stays alive until the end (`finish`): a thread that exited would
+        /// leave its stack, and so its pthread_t and shard, to the next one.
+        let finish = DispatchSemaphore(value: 0)
+        let started = Mutex(0)
+        func onThread(avoiding avoid: Int?, _ body: @escaping @Sendable () -> Void) -> Int? {
+            for _ in 0..<64 {
+                let result = Mutex<Int?>(nil)
+                let done = DispatchSemaphore(value: 0)
+                started.withLock { $0 += 1 }
+                Thread.detachNewThread {
+                    let shard = ThreadShards<Int>.index(count: ThreadShards<Int>.defaultCount)
+                    if shard != avoid {
+                        body()
+                        result.withLock { $0 = shard }
+                    }
+                    done.signal()
+                    finish.wait()
+                }
+                done.wait()
+                if let shard = result.withLock({ $0 }) { return shard }
+            }
+            return nil
+        }
+        defer { for _ in 0..<started.withLock({ $0 }) { finish.signal() } }
+        let first = try #require(onThread(avoiding: nil) { record(parity: 0) })
+        #expect(onThread(avoiding: first) { record(parity: 1) } != nil, "no thread found on another shard")
+        log.close()
+        let ids = try String(contentsOfFile: dir + "/block.log", encoding: .utf8).split(separator: "\n").map { line -> Int in
+            let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+            return ((object?["dns"] as? [String: Any])?["id"] as? Int) ?? -1
+        }
+        #expect(ids == Array(0..<(2 * count)), "first ids: \(ids.prefix(8))")
     }
 }

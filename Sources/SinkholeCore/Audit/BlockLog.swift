@@ -6,8 +6,10 @@ import Synchronization
 
 /// The blocked-query log: one JSON line per blocked query, appended to a file.
 ///
-/// `record` only appends the event to an in-memory queue under a short lock; a writer on its
-/// own thread encodes and writes whole lines every 200 ms, in chunks with a yield of the CPU
+/// `record` only appends the event to an in-memory queue under a short lock, the calling
+/// thread's shard of the queue (`ThreadShards`), so the cores answering blocked queries do not
+/// meet on one lock. A writer on its own thread takes every shard's events, merges them into
+/// time order, and encodes and writes whole lines every 200 ms, in chunks with a yield of the CPU
 /// between them (so at most the last fraction of a
 /// second is in memory), at `close()`, and reopens the file on `reopen()` (SIGHUP, for
 /// logrotate). If the queue ever holds `maxPendingBytes` of events the writer is not keeping up:
@@ -28,12 +30,9 @@ public final class BlockLog: @unchecked Sendable {
 
     /// Events in chunks of `chunk`: the writer takes whole chunks and lets each go as soon as
     /// it is written, so freeing them is spread out too.
-    private struct Pending {
+    private struct Queue {
         var full: [[BlockEvent]] = []
         var current: [BlockEvent] = []
-        var bytes = 0
-        var dropped = 0
-        var recorded = 0
     }
 
     private struct WriterState {
@@ -43,7 +42,11 @@ public final class BlockLog: @unchecked Sendable {
         var size = 0
     }
 
-    private let pending = Mutex(Pending())
+    private let queues = ThreadShards { Queue() }
+    /// Over every shard: what the events queued or being written take (`queuedCost`), and the
+    /// events dropped because that reached `maxPendingBytes`.
+    private let pendingBytes = Atomic<Int>(0)
+    private let dropped = Atomic<Int>(0)
     private let writer: Mutex<WriterState>
     private let wake = NSCondition()
     private let stopping = Atomic<Bool>(false)
@@ -91,41 +94,47 @@ public final class BlockLog: @unchecked Sendable {
 
     /// Queues one event. Cheap: no encoding, no I/O.
     public func record(_ event: BlockEvent) {
-        pending.withLock { p in
-            let cost = event.queuedCost
-            if p.bytes + cost > maxPendingBytes {
-                p.dropped += 1
-            } else {
-                if p.current.count == BlockLog.chunk {
-                    p.full.append(p.current)
-                    p.current = []
-                }
-                if p.current.isEmpty { p.current.reserveCapacity(BlockLog.chunk) }
-                p.current.append(event)
-                p.bytes += cost
-                p.recorded += 1
+        let cost = event.queuedCost
+        guard pendingBytes.add(cost, ordering: .relaxed).newValue <= maxPendingBytes else {
+            pendingBytes.subtract(cost, ordering: .relaxed)
+            dropped.add(1, ordering: .relaxed)
+            return
+        }
+        queues.mine.value.withLock { q in
+            if q.current.count == BlockLog.chunk {
+                q.full.append(q.current)
+                q.current = []
             }
+            if q.current.isEmpty { q.current.reserveCapacity(BlockLog.chunk) }
+            q.current.append(event)
         }
     }
 
     /// Events written to the file so far, and events dropped because the writer fell behind.
     public var counts: (written: Int, dropped: Int) {
-        let dropped = pending.withLock { $0.dropped }
+        let dropped = self.dropped.load(ordering: .relaxed)
         return (writer.withLock { $0.written }, dropped)
     }
 
     /// Writes every queued event now. Safe from any thread; writes are serialised.
     public func flush() {
         writer.withLock { state in
-            var (chunks, dropped) = pending.withLock { p -> ([[BlockEvent]], Int) in
-                var taken = p.full
-                if !p.current.isEmpty { taken.append(p.current) }
-                p.full = []
-                p.current = []
-                // `bytes` still counts these until they are written and freed: the bound covers
-                // the events being written as well as those queued meanwhile.
-                return (taken, p.dropped)
+            // `pendingBytes` still counts these until they are written and freed: the bound
+            // covers the events being written as well as those queued meanwhile.
+            var taken: [[[BlockEvent]]] = []
+            for shard in queues.shards {
+                let chunks = shard.value.withLock { q -> [[BlockEvent]] in
+                    var chunks = q.full
+                    if !q.current.isEmpty { chunks.append(q.current) }
+                    q.full = []
+                    q.current = []
+                    return chunks
+                }
+                if !chunks.isEmpty { taken.append(chunks) }
             }
+            var chunks = taken.count > 1 ? BlockLog.merged(&taken) : taken.first ?? []
+            taken = []
+            let dropped = self.dropped.load(ordering: .relaxed)
             if dropped > state.droppedReported {
                 logger.error("block log writer fell behind; events dropped", metadata: [
                     "dropped.total": "\(dropped)", "path": "\(path ?? "-")",
@@ -137,14 +146,14 @@ public final class BlockLog: @unchecked Sendable {
             guard let path, state.fd >= 0 else {
                 state.written += chunks.reduce(0) { $0 + $1.count }
                 let cost = chunks.reduce(0) { total, chunk in chunk.reduce(total) { $0 + $1.queuedCost } }
-                pending.withLock { $0.bytes -= cost }
+                pendingBytes.subtract(cost, ordering: .relaxed)
                 return
             }
             for i in chunks.indices {
                 let cost = chunks[i].reduce(0) { $0 + $1.queuedCost }
                 writeChunk(chunks[i][...], to: path, &state)
                 chunks[i] = []   // freed now, not all at the end
-                pending.withLock { $0.bytes -= cost }
+                pendingBytes.subtract(cost, ordering: .relaxed)
                 if i < chunks.count - 1 { sched_yield() }
             }
         }
@@ -152,6 +161,45 @@ public final class BlockLog: @unchecked Sendable {
 
     /// Lines per write; the writer yields the core between chunks.
     static let chunk = 32
+
+    /// Several shards' events (each shard's chunks in the order queued) in one time order, in
+    /// chunks of `chunk`. Each input chunk is let go as soon as it is used up. Within a shard the
+    /// events are in the order they were queued, their times taken just before: as close to
+    /// sorted as one queue for all was.
+    static func merged(_ shards: inout [[[BlockEvent]]]) -> [[BlockEvent]] {
+        var position = [(chunk: Int, index: Int)](repeating: (0, 0), count: shards.count)
+        var out: [[BlockEvent]] = []
+        var current: [BlockEvent] = []
+        current.reserveCapacity(chunk)
+        func earlier(_ a: timespec, _ b: timespec) -> Bool {
+            a.tv_sec != b.tv_sec ? a.tv_sec < b.tv_sec : a.tv_nsec < b.tv_nsec
+        }
+        while true {
+            var best = -1
+            for s in shards.indices where position[s].chunk < shards[s].count {
+                if best < 0 || earlier(shards[s][position[s].chunk][position[s].index].time,
+                                       shards[best][position[best].chunk][position[best].index].time) {
+                    best = s
+                }
+            }
+            guard best >= 0 else { break }
+            let (c, i) = position[best]
+            current.append(shards[best][c][i])
+            if i + 1 < shards[best][c].count {
+                position[best].index = i + 1
+            } else {
+                shards[best][c] = []
+                position[best] = (c + 1, 0)
+            }
+            if current.count == chunk {
+                out.append(current)
+                current = []
+                current.reserveCapacity(chunk)
+            }
+        }
+        if !current.isEmpty { out.append(current) }
+        return out
+    }
 
     private func writeChunk(_ events: ArraySlice<BlockEvent>, to path: String, _ state: inout WriterState) {
         do {

@@ -17,7 +17,10 @@ public final class ServerMetrics: Sendable {
     /// `sinkhole_queries_total` per transport and outcome, indexed by `slot(_:_:)`: every query
     /// counts once, so no string or dictionary lookup there.
     private let queries: [CoreMetrics.Counter]
+    /// `sinkhole_blocked_total` per list: made once under `blockedByList`'s lock, then found in
+    /// the calling thread's shard, so a blocked query takes no lock the other cores take.
     private let blockedByList = Mutex<[String: CoreMetrics.Counter]>([:])
+    private let blockedShards = ThreadShards<[String: CoreMetrics.Counter]> { [:] }
     private let upstreamLatency = Mutex<[String: CoreMetrics.Timer]>([:])
     private let upstreamErrors = Mutex<[String: CoreMetrics.Counter]>([:])
     private let listGauges = Mutex<[String: (entries: Prometheus.Gauge, reload: Prometheus.Gauge, ok: Prometheus.Gauge)]>([:])
@@ -91,12 +94,15 @@ public final class ServerMetrics: Sendable {
     }
 
     public func blocked(list: String) {
+        let shard = blockedShards.mine
+        if let counter = shard.value.withLock({ $0[list] }) { return counter.increment() }
         let counter = blockedByList.withLock { counters in
             if let c = counters[list] { return c }
             let c = CoreMetrics.Counter(label: "sinkhole_blocked_total", dimensions: [("list", list)], factory: factory)
             counters[list] = c
             return c
         }
+        shard.value.withLock { $0[list] = counter }
         counter.increment()
     }
 

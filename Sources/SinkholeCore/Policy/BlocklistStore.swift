@@ -5,12 +5,16 @@ import Synchronization
 
 /// Holds the blocklist snapshot in force and builds new ones.
 ///
-/// Readers take the current snapshot (a reference copy under a lock held for nanoseconds). A
+/// Readers take the current snapshot: a reference copy under a lock held for nanoseconds, and
+/// not one lock for all: the snapshot is kept once per thread shard (`ThreadShards`), so the
+/// cores answering queries each take their own. A swap sets every shard. A
 /// refresh stats every list file, re-reads only those whose signature changed, and swaps in a
 /// whole new snapshot, so no query ever sees a half-built list. A file that changed but cannot
 /// be used keeps its previous version in force; only a file that is gone loses its list.
 public final class BlocklistStore: Sendable {
+    /// The snapshot in force (its generation counts the swaps), and its copies that queries read.
     private let current: Mutex<Blocklist>
+    private let copies: ThreadShards<Blocklist>
     /// Lists in force by path, and the signatures of files that failed (not re-read until they
     /// change). Its lock also serialises refreshes.
     private struct Files {
@@ -26,12 +30,13 @@ public final class BlocklistStore: Sendable {
 
     public init(_ initial: Blocklist = .empty) {
         current = Mutex(initial)
+        copies = ThreadShards { initial }
         refreshLock.withLock { files in
             for list in initial.loaded { files.lists[list.path] = list }
         }
     }
 
-    public var snapshot: Blocklist { current.withLock { $0 } }
+    public var snapshot: Blocklist { copies.mine.value.withLock { $0 } }
 
     /// File names whose latest version could not be used (their previous version, if any, is in force).
     public var failedFiles: Set<String> {
@@ -102,7 +107,11 @@ public final class BlocklistStore: Sendable {
             if report.changed {
                 files.lists = next
                 let lists = next.values.sorted { $0.name < $1.name }
-                current.withLock { $0 = Blocklist(lists: lists, generation: $0.generation + 1) }
+                let fresh = current.withLock { c -> Blocklist in
+                    c = Blocklist(lists: lists, generation: c.generation + 1)
+                    return c
+                }
+                for shard in copies.shards { shard.value.withLock { $0 = fresh } }
             }
             refreshes.withLock { $0 += 1 }
             swapped.broadcast()
