@@ -38,6 +38,34 @@ public enum DNSTestClient {
     }
 
     /// A TCP connection to the server, for sending framed messages in any pieces.
+    /// A connected UDP socket, kept open across sends and receives.
+    public final class UDPSocket {
+        public let fd: Int32
+
+        public init?(to server: SocketAddress, timeout: Double = 3) {
+            fd = socket(server.family, Int32(SOCK_DGRAM.rawValue), 0)
+            guard fd >= 0 else { return nil }
+            DNSTestClient.setTimeout(fd, timeout)
+            guard server.withSockAddr({ connect(fd, $0, $1) }) == 0 else {
+                close(fd)
+                return nil
+            }
+        }
+
+        deinit { close(fd) }
+
+        public func send(_ packet: [UInt8]) -> Bool {
+            packet.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, 0) } == packet.count
+        }
+
+        /// The next datagram; nil at the timeout.
+        public func receive() -> [UInt8]? {
+            var buffer = [UInt8](repeating: 0, count: 65_536)
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            return n >= 0 ? Array(buffer[0..<n]) : nil
+        }
+    }
+
     public final class TCPConnection {
         public let fd: Int32
         private var buffer: [UInt8] = []

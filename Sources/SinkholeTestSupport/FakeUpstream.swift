@@ -23,6 +23,8 @@ public final class FakeUpstream: @unchecked Sendable {
         case spoofFirst(spoofAddress: String)
         /// Answer NOERROR with exactly these records (presentation format) in the answer section.
         case answerWith([String])
+        /// Over UDP, answer as `.answer` does, but only when `release()` is called.
+        case held
     }
 
     /// A query as the upstream saw it.
@@ -44,6 +46,8 @@ public final class FakeUpstream: @unchecked Sendable {
     private let spoofFD: Int32
     private let queue = DispatchQueue(label: "fake-upstream")
     private var sources: [DispatchSourceRead] = []
+    /// UDP replies of `.held` names, until `release()`.
+    private var heldReplies: [(client: SocketAddress, reply: [UInt8])] = []
     private let state = Mutex<(records: [String: [String]], behaviours: [String: Behaviour], received: [Received])>(([:], [:], []))
 
     /// Records in presentation format, e.g. `www.example.org. 300 IN A 192.0.2.1`.
@@ -87,6 +91,18 @@ public final class FakeUpstream: @unchecked Sendable {
                 let owner = r.split(separator: " ").first.map { String($0).lowercased() } ?? ""
                 s.records[FakeUpstream.key(owner), default: []].append(r)
             }
+        }
+    }
+
+    /// Sends the replies held for `.held` names (on the upstream's queue; returns once sent).
+    public func release() {
+        queue.sync {
+            for (client, reply) in heldReplies {
+                client.withSockAddr { addr, len in
+                    _ = reply.withUnsafeBytes { sendto(udpFD, $0.baseAddress, $0.count, 0, addr, len) }
+                }
+            }
+            heldReplies = []
         }
     }
 
@@ -142,7 +158,13 @@ public final class FakeUpstream: @unchecked Sendable {
             }
         }
         guard n > 0, let client = SocketAddress(storage: &storage) else { return }
-        let replies = respond(to: Array(buffer[0..<n]), transport: .udp, client: client)
+        let packet = Array(buffer[0..<n])
+        let replies = respond(to: packet, transport: .udp, client: client)
+        if let q = Message(wire: packet)?.question,
+           case .held = state.withLock({ $0.behaviours[FakeUpstream.key(WireName.text(q.name))] }) {
+            heldReplies += replies.map { (client, $0.1) }
+            return
+        }
         for (fd, reply) in replies {
             client.withSockAddr { addr, len in
                 _ = reply.withUnsafeBytes { sendto(fd == -1 ? udpFD : fd, $0.baseAddress, $0.count, 0, addr, len) }
@@ -222,7 +244,7 @@ public final class FakeUpstream: @unchecked Sendable {
         let answerRecords = records
         let rcode: UInt8 = records.isEmpty ? Rcode.nxDomain : 0
         switch behaviour {
-        case .answer:
+        case .answer, .held:
             return [(-1, reply(rcode: rcode, answers: answerRecords))]
         case .silent:
             return []

@@ -41,6 +41,11 @@ enum Signals {
             var sig: Int32 = 0
             guard sigwait(&set, &sig) == 0 else { continue }
             if sig == SIGHUP {
+                // sigwait takes the lowest-numbered signal first, SIGHUP (1) before SIGTERM (15):
+                // a stop already asked for goes first, so reloads cannot keep putting it off.
+                var pending = sigset_t()
+                sigpending(&pending)
+                if sigismember(&pending, SIGTERM) == 1 || sigismember(&pending, SIGINT) == 1 { continue }
                 logger.info("SIGHUP: reopening block log and reloading lists")
                 server.reload()
             } else {

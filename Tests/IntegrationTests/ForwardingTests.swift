@@ -4,6 +4,31 @@ import SinkholeTestSupport
 import Testing
 
 @Suite struct ForwardingTests {
+    /// A graceful stop answers the UDP queries already in flight: the upstream's answer comes
+    /// only once the stop has closed the listeners, and still reaches the client. (It used to
+    /// wait in the listener's send batch, which nothing flushed any more, and was lost.)
+    @Test func aGracefulStopStillAnswersTheUDPQueriesInFlight() throws {
+        let h = try TestHarness(records: ["www.example.org. 300 IN A 192.0.2.12"]) { $0.upstreamTimeout = 5 }
+        defer {
+            h.upstream.stop()
+            try? FileManager.default.removeItem(at: h.directory)
+        }
+        h.upstream.set(.held, for: "www.example.org")
+        let client = try #require(DNSTestClient.UDPSocket(to: h.address, timeout: 5))
+        #expect(client.send(DNSTestClient.query("www.example.org", id: 0x5107)))
+        #expect(h.upstream.waitForQueries(1, timeout: 5))
+        let stopped = DispatchSemaphore(value: 0)
+        Thread.detachNewThread {
+            h.server.stop()
+            stopped.signal()
+        }
+        #expect(h.server.waitUntilDraining(timeout: 5))
+        h.upstream.release()
+        let reply = try #require(client.receive().flatMap { Message(wire: $0) }, "no answer after the stop began")
+        #expect(reply.id == 0x5107 && reply.answerCount == 1)
+        #expect(stopped.wait(timeout: .now() + 10) == .success)
+    }
+
     @Test func answersAreRelayedWithClientIDAndQuestionCase() throws {
         let h = try TestHarness(records: ["www.example.org. 300 IN A 192.0.2.12", "www.example.org. 300 IN A 192.0.2.13"])
         defer { h.stop() }

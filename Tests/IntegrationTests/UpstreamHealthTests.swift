@@ -107,6 +107,10 @@ import Testing
         try "evil.example\n".write(toFile: lists + "/intel.txt", atomically: true, encoding: .utf8)
         let logs = lists + "-logs"   // not in the blocklist directory, which is read as lists
         try FileManager.default.createDirectory(atPath: logs, withIntermediateDirectories: true)
+        defer {
+            try? FileManager.default.removeItem(atPath: lists)
+            try? FileManager.default.removeItem(atPath: logs)
+        }
         let log = logs + "/block.log"
         let s = SinkholeProcess(arguments: ["serve", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9",
                                             "--blocklist-dir", lists, "--block-log", log, "--user", "nobody"])

@@ -86,7 +86,8 @@ import Testing
         let match = RuleMatch(rule: "msstorageboxes.com", list: "crowdstrike-3cx.txt", line: 18,
                               zone: WireName.fromText("msstorageboxes.com")!)
         let answer = BlockAnswer(match: match, action: .nxdomain, rcode: 3, addresses: [], ttl: 60)
-        let log = try BlockLog(path: dir + "/block.log", logger: Logger(label: "test"))
+        // No timed flush in the middle (it would split the evens and odds over two flushes).
+        let log = try BlockLog(path: dir + "/block.log", logger: Logger(label: "test"), flushInterval: 3600)
         let count = 200   // several chunks per shard
         @Sendable func record(parity: Int) {
             for k in 0..<count {
@@ -129,5 +130,25 @@ import Testing
             return ((object?["dns"] as? [String: Any])?["id"] as? Int) ?? -1
         }
         #expect(ids == Array(0..<(2 * count)), "first ids: \(ids.prefix(8))")
+    }
+    /// Rotation never follows a symlink planted in the log's directory: not at the temporary
+    /// name it compresses into (it would truncate and overwrite the target), nor at the rotated
+    /// file it reads.
+    @Test func rotationDoesNotFollowSymlinksInTheLogDirectory() throws {
+        let dir = NSTemporaryDirectory() + "blocklog-rotate-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let victim = dir + "/victim"
+        try "precious\n".write(toFile: victim, atomically: false, encoding: .utf8)
+
+        try "line\n".write(toFile: dir + "/block.log.1", atomically: false, encoding: .utf8)
+        #expect(symlink(victim, dir + "/block.log.1.gz.tmp") == 0)
+        #expect(LogRotation.gzip(dir + "/block.log.1", to: dir + "/block.log.1.gz"))
+        #expect(try String(contentsOfFile: victim, encoding: .utf8) == "precious\n", "the symlink's target was overwritten")
+        #expect(FileManager.default.fileExists(atPath: dir + "/block.log.1.gz"))
+
+        #expect(symlink(victim, dir + "/other.log.1") == 0)
+        #expect(!LogRotation.gzip(dir + "/other.log.1", to: dir + "/other.log.1.gz"), "a symlinked source is not read")
+        #expect(FileManager.default.fileExists(atPath: victim))
     }
 }

@@ -39,6 +39,6 @@ import Testing
         }
         #expect(done.wait(timeout: .now() + 5) == .success, "the query did not time out while the loop was busy")
         #expect(failure.withLock { $0 } == "timeout")
-        #expect(turns.load(ordering: .relaxed) > 100, "the loop kept its thread: \(turns.load(ordering: .relaxed)) turns")
+        #expect(turns.load(ordering: .relaxed) > 100, "the busy descriptor was served: \(turns.load(ordering: .relaxed)) turns")
     }
 }

@@ -58,7 +58,8 @@ public final class BlockLog: @unchecked Sendable {
     /// Opens (creating if needed, mode 0640) for appending; throws a readable error.
     public init(path: String?, rotation: LogRotation? = nil, logger: Logger,
                 forward: (@Sendable ([BlockEvent]) -> Void)? = nil,
-                maxPendingBytes: Int = BlockLog.defaultMaxPendingBytes) throws {
+                maxPendingBytes: Int = BlockLog.defaultMaxPendingBytes,
+                flushInterval: Double = BlockLog.flushInterval) throws {
         self.path = path
         self.maxPendingBytes = maxPendingBytes
         self.logger = logger
@@ -77,7 +78,7 @@ public final class BlockLog: @unchecked Sendable {
         Thread.detachNewThread { [weak self, wake] in
             while true {
                 wake.lock()
-                _ = wake.wait(until: Date().addingTimeInterval(BlockLog.flushInterval))
+                _ = wake.wait(until: Date().addingTimeInterval(flushInterval))
                 wake.unlock()
                 guard let self, !self.stopping.load(ordering: .relaxed) else { return }
                 self.flush()
@@ -167,6 +168,7 @@ public final class BlockLog: @unchecked Sendable {
     /// events are in the order they were queued, their times taken just before: as close to
     /// sorted as one queue for all was.
     static func merged(_ shards: inout [[[BlockEvent]]]) -> [[BlockEvent]] {
+        shards = shards.map { $0.filter { !$0.isEmpty } }
         var position = [(chunk: Int, index: Int)](repeating: (0, 0), count: shards.count)
         var out: [[BlockEvent]] = []
         var current: [BlockEvent] = []

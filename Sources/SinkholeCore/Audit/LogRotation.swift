@@ -40,11 +40,20 @@ public struct LogRotation: Sendable {
     /// On any failure the uncompressed file is kept: nothing is lost.
     @discardableResult
     static func gzip(_ source: String, to destination: String) -> Bool {
-        guard let input = fopen(source, "rb") else { return false }
+        // Neither name may be a symlink: whoever can write the log's directory could otherwise
+        // have the rotation read, or truncate and overwrite, any file sinkhole can write.
+        let sourceFD = open(source, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        guard sourceFD >= 0 else { return false }
+        guard let input = fdopen(sourceFD, "rb") else {
+            close(sourceFD)
+            return false
+        }
         defer { fclose(input) }
         let temporary = destination + ".tmp"
-        // Same mode as the live log (0640): rotated evidence is not world-readable.
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
+        unlink(temporary)   // a leftover of a failed rotation, or something planted there
+        // Same mode as the live log (0640): rotated evidence is not world-readable. O_EXCL with
+        // O_NOFOLLOW: only a file this call creates is written.
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o640)
         guard fd >= 0 else { return false }
         fchmod(fd, 0o640)
         guard let output = gzdopen(fd, "wb6") else {

@@ -19,6 +19,9 @@ public final class SinkholeServer: Sendable {
     public let metrics = ServerMetrics()
     private let metricsServer = Mutex<MetricsServer?>(nil)
     private let stopping = Atomic<Bool>(false)
+    /// Signalled once a stop has closed the listeners to new queries (and waits for those in
+    /// flight); each waiter signals it again for the next.
+    private let draining = DispatchSemaphore(value: 0)
     private let logger: Logger
     private let watcher: DirectoryWatcher
     private let listeners = Mutex<(udp: [UDPListener], tcp: [TCPListener])>(([], []))
@@ -266,6 +269,7 @@ public final class SinkholeServer: Sendable {
         watcher.stop()
         udp.forEach { $0.stop() }
         tcp.forEach { $0.stop() }
+        draining.signal()
         let budget = chain.forwarder.deadline + 1
         if !chain.waitForInFlight(timeout: budget) {
             logger.warning("stopping with queries still in flight")
@@ -277,6 +281,14 @@ public final class SinkholeServer: Sendable {
         blockLog?.close()
         syslog?.stop()
         logger.info("stopped")
+    }
+
+    /// Waits until a stop has closed the listeners and waits for the queries in flight; false
+    /// after `timeout` seconds.
+    public func waitUntilDraining(timeout: Double) -> Bool {
+        guard draining.wait(timeout: .now() + timeout) == .success else { return false }
+        draining.signal()
+        return true
     }
 
     /// SIGHUP: reopen the block log (logrotate) and re-read every list.

@@ -26,6 +26,9 @@ public final class UDPListener: @unchecked Sendable {
     private let loop: EventLoop
     private let handler: QueryHandler
     private let watching = Mutex<UInt64?>(nil)
+    /// Set by `stop()`: from then on replies go out at once (`sendto`), since the loop no longer
+    /// flushes this listener's send batch after its turns.
+    private let stopped = Atomic<Bool>(false)
 
     /// Datagrams per recvmmsg and per sendmmsg.
     static let batch = 32
@@ -88,17 +91,23 @@ public final class UDPListener: @unchecked Sendable {
     }
 
     /// Stops receiving. The socket stays open so that queries already in flight can still be
-    /// answered; `close()` releases it once they are done.
+    /// answered (their replies now go out one by one, as they come); `close()` releases it once
+    /// they are done. Replies already queued for the send batch go out here.
     public func stop() {
+        stopped.store(true, ordering: .relaxed)
         if let token = watching.withLock({ t -> UInt64? in defer { t = nil }; return t }) {
             loop.unwatch(token)
         }
+        loop.performAndWait { [self] in if pending > 0 { flush() } }
     }
 
     public func close() {
         stop()
         // On the loop's thread, so that no batch is being sent on the descriptor as it closes.
-        loop.performAndWait { [fd] in _ = Glibc.close(fd) }
+        loop.performAndWait { [self] in
+            if pending > 0 { flush() }   // queued in a turn that ended after `stop()`
+            _ = Glibc.close(fd)
+        }
     }
 
     private func drain() {
@@ -129,7 +138,7 @@ public final class UDPListener: @unchecked Sendable {
     /// sends it at once.
     private func send(_ reply: [UInt8], to client: SocketAddress) {
         guard !reply.isEmpty else { return }
-        if reply.count <= UDPListener.sendSize, loop.isCurrent {
+        if reply.count <= UDPListener.sendSize, loop.isCurrent, !stopped.load(ordering: .relaxed) {
             if pending == UDPListener.batch { flush() }
             let i = pending
             reply.withUnsafeBytes { sendVectors[i].iov_base.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }

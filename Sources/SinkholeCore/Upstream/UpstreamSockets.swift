@@ -160,7 +160,7 @@ private struct RandomIDs {
 /// Everything of one core on one serial Dispatch queue. The UDP listener socket watched on it
 /// (`watch`) and the upstream sockets above are kept in an epoll set of the loop's own, whose
 /// descriptor has the loop's one Dispatch read source: when any of them has data, one turn
-/// collects every ready socket (epoll_wait with no wait) and handles them all. So Dispatch drives
+/// collects every ready socket (epoll_wait) and handles them all. So Dispatch drives
 /// all the I/O, yet a core's 32 sockets per upstream and its listener cost it one source, not
 /// one each (a source per socket was measured 25% dearer per cache miss: each wake-up is a
 /// hand-off from Dispatch's manager thread and a re-arm through it); and epoll reports an ICMP
