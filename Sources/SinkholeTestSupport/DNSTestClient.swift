@@ -19,16 +19,9 @@ public enum DNSTestClient {
     /// Sends one datagram and waits for one reply; nil on timeout.
     public static func udp(_ packet: [UInt8], to server: SocketAddress, timeout: Double = 3,
                            from source: SocketAddress? = nil) -> [UInt8]? {
-        let fd = socket(server.family, Int32(SOCK_DGRAM.rawValue), 0)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        if let source, source.withSockAddr({ bind(fd, $0, $1) }) != 0 { return nil }
-        setTimeout(fd, timeout)
-        _ = server.withSockAddr { connect(fd, $0, $1) }
-        _ = packet.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
-        var buffer = [UInt8](repeating: 0, count: 65_536)
-        let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-        return n >= 0 ? Array(buffer[0..<n]) : nil
+        guard let socket = UDPSocket(to: server, timeout: timeout, from: source) else { return nil }
+        _ = socket.send(packet)
+        return socket.receive()
     }
 
     /// A UDP query answered and decoded; nil on timeout or an undecodable reply.
@@ -42,11 +35,13 @@ public enum DNSTestClient {
     public final class UDPSocket {
         public let fd: Int32
 
-        public init?(to server: SocketAddress, timeout: Double = 3) {
+        /// Bound to `source` when given (else a kernel-chosen port), then connected to `server`.
+        public init?(to server: SocketAddress, timeout: Double = 3, from source: SocketAddress? = nil) {
             fd = socket(server.family, Int32(SOCK_DGRAM.rawValue), 0)
             guard fd >= 0 else { return nil }
             DNSTestClient.setTimeout(fd, timeout)
-            guard server.withSockAddr({ connect(fd, $0, $1) }) == 0 else {
+            guard source.map({ $0.withSockAddr { bind(fd, $0, $1) } == 0 }) ?? true,
+                  server.withSockAddr({ connect(fd, $0, $1) }) == 0 else {
                 close(fd)
                 return nil
             }

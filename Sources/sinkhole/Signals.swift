@@ -13,7 +13,7 @@ import SinkholeCore
 /// its signalfd up asynchronously on its manager thread, and leaves the signal unblocked in
 /// threads it did not create (the main thread, which `dispatchMain` parks in `sigsuspend` with
 /// an empty mask, and the block-log writer). A SIGTERM that came during that set-up, or that one
-/// of those threads took, was dropped: in about one run in fifty under load, the server never
+/// of those threads took, was dropped: in about one start in 25 under load, the server never
 /// heard its SIGTERM and had to be killed.
 enum Signals {
     static let handled: [Int32] = [SIGTERM, SIGINT, SIGHUP]

@@ -52,11 +52,6 @@ public final class QueryHistory: Sendable {
         var bytes: [UInt8] = []
     }
 
-    /// One of a few buffers, so that queries on different cores rarely meet on one lock.
-    private final class Shard: Sendable {
-        let buffer = Mutex(Buffer())
-    }
-
     /// Counts for metrics and tests.
     public struct Counts: Sendable, Equatable {
         public var recorded = 0
@@ -70,8 +65,8 @@ public final class QueryHistory: Sendable {
     public let path: String
     public let options: Options
     let database: DatabasePool
-    private static let shardCount = 8
-    private let shards: [Shard]
+    /// The buffers, one per thread shard, so that queries on different cores rarely meet on one lock.
+    private let buffers = ThreadShards(count: 8) { Buffer() }
     /// Sightings in the buffers, bounded by `options.capacity`.
     private let pendingCount = Atomic<Int>(0)
     private let recorded = Atomic<Int>(0)
@@ -111,7 +106,6 @@ public final class QueryHistory: Sendable {
         } catch {
             throw HistoryError("cannot open query history \(path): \(QueryHistory.describe(error))")
         }
-        shards = (0..<QueryHistory.shardCount).map { _ in Shard() }
         // The writer runs on its own thread under SCHED_IDLE: it uses only CPU time the DNS
         // threads leave, and a query arriving on its core preempts it at once. (At nice 10 a
         // second of new names to insert still held queries up for its time slice: p99 2.6 ms at
@@ -160,9 +154,7 @@ public final class QueryHistory: Sendable {
             return
         }
         let time = options.now()
-        let thread = UInt(bitPattern: Int(pthread_self()))
-        let index = Int(truncatingIfNeeded: (thread &* 0x9E37_79B9_7F4A_7C15) >> 61) % shards.count
-        shards[index].buffer.withLock { b in
+        buffers.mine.value.withLock { b in
             b.sightings.append(Sighting(start: Int32(b.bytes.count), clientLength: UInt8(client.count),
                                         nameLength: UInt8(name.count), qtype: qtype, time: time))
             b.bytes.append(contentsOf: client)
@@ -342,8 +334,8 @@ public final class QueryHistory: Sendable {
     private func writePending() {
         var batch: [Key: Aggregate] = [:]
         var taken = 0
-        for shard in shards {
-            let buffer = shard.buffer.withLock { buffer -> Buffer in
+        for shard in buffers.shards {
+            let buffer = shard.value.withLock { buffer -> Buffer in
                 let taken = buffer
                 buffer.sightings.removeAll(keepingCapacity: true)
                 buffer.bytes.removeAll(keepingCapacity: true)
