@@ -36,23 +36,37 @@ import Testing
                                                 "--blocklist-dir", lists.path, "--block-log", logs.path + "/block.log"])
             #expect(try s.start(), "\(s.stderr)")
             if round == 0 {
-                // Every thread blocks the three (the block-log writer included), but the main one,
-                // which waits for them in sigwait: the kernel unblocks what it waits for meanwhile.
+                // Every thread blocks the three (the block-log writer included). The main one waits
+                // for them in sigwait, and the kernel unblocks what it waits for meanwhile.
                 let pid = s.process.processIdentifier
                 let tasks = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")
                 #expect(tasks.count > 2)
                 let wanted: UInt64 = 1 << UInt64(SIGHUP - 1) | 1 << UInt64(SIGINT - 1) | 1 << UInt64(SIGTERM - 1)
+                func blocked(_ path: String) -> (Bool, String) {
+                    let status = (try? String(contentsOfFile: path + "/status", encoding: .utf8)) ?? ""
+                    let line = String(status.split(separator: "\n").first { $0.hasPrefix("SigBlk:") } ?? "")
+                    let mask = UInt64(line.dropFirst("SigBlk:".count).trimmingCharacters(in: .whitespaces), radix: 16) ?? 0
+                    return (mask & wanted == wanted, line)
+                }
                 for task in tasks {
                     let path = "/proc/\(pid)/task/\(task)"
                     if task == "\(pid)" {
-                        let wchan = (try? String(contentsOfFile: path + "/wchan", encoding: .utf8)) ?? ""
-                        #expect(wchan.contains("sigtimedwait"), "the main thread waits in \(wchan)")
+                        // Blocked until it calls sigwait, in sigtimedwait from then on (read in that
+                        // order); the few tries cover the instant it goes from one to the other.
+                        var seen = ""
+                        let ok = (0..<2000).contains { _ in
+                            let (isBlocked, line) = blocked(path)
+                            let wchan = (try? String(contentsOfFile: path + "/wchan", encoding: .utf8)) ?? ""
+                            seen = "\(line), wchan \(wchan)"
+                            if isBlocked || wchan.contains("sigtimedwait") { return true }
+                            sched_yield()
+                            return false
+                        }
+                        #expect(ok, "the main thread neither blocks the signals nor waits in sigwait: \(seen)")
                         continue
                     }
-                    let status = (try? String(contentsOfFile: path + "/status", encoding: .utf8)) ?? ""
-                    let line = status.split(separator: "\n").first { $0.hasPrefix("SigBlk:") } ?? ""
-                    let mask = UInt64(line.dropFirst("SigBlk:".count).trimmingCharacters(in: .whitespaces), radix: 16) ?? 0
-                    #expect(mask & wanted == wanted, "thread \(task): \(line)")
+                    let (isBlocked, line) = blocked(path)
+                    #expect(isBlocked, "thread \(task): \(line)")
                 }
             }
             if round % 3 == 1 { kill(s.process.processIdentifier, SIGHUP) }
