@@ -6,6 +6,19 @@ import Testing
 @testable import SinkholeCore
 
 @Suite struct BlockEventTests {
+    /// A fresh directory for one test's log files.
+    static func temporaryDirectory(_ tag: String) throws -> String {
+        let dir = NSTemporaryDirectory() + "blocklog-\(tag)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        return dir
+    }
+
+    /// NXDOMAIN for line 18 of the 3CX list.
+    static let nxdomainAnswer = BlockAnswer(
+        match: RuleMatch(rule: "msstorageboxes.com", list: "crowdstrike-3cx.txt", line: 18,
+                         zone: WireName.fromText("msstorageboxes.com")!),
+        action: .nxdomain, rcode: 3, addresses: [], ttl: 60)
+
     @Test func jsonLineCarriesEveryDocumentedField() throws {
         let match = RuleMatch(rule: "msstorageboxes.com", list: "crowdstrike-3cx.txt", line: 18,
                               zone: WireName.fromText("msstorageboxes.com")!)
@@ -50,12 +63,9 @@ import Testing
     }
 
     @Test func aWriterThatFallsBehindDropsPastTheByteBoundAndCountsIt() throws {
-        let dir = NSTemporaryDirectory() + "blocklog-bound-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let dir = try BlockEventTests.temporaryDirectory("bound")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let match = RuleMatch(rule: "msstorageboxes.com", list: "crowdstrike-3cx.txt", line: 18,
-                              zone: WireName.fromText("msstorageboxes.com")!)
-        let answer = BlockAnswer(match: match, action: .nxdomain, rcode: 3, addresses: [], ttl: 60)
+        let answer = BlockEventTests.nxdomainAnswer
         let event = BlockEvent(client: SocketAddress(address: [127, 0, 0, 1], port: 5300), transport: .udp, id: 1,
                                qname: WireName.fromText("www.msstorageboxes.com")!, qtype: 1, qclass: 1, answer: answer)
         #expect(event.queuedCost > 400 && event.queuedCost < 500, "about 430 bytes")
@@ -80,12 +90,9 @@ import Testing
     /// order: the first thread queues the even milliseconds, then the second the odd ones. Kept
     /// in one queue per shard and written shard after shard, they would come out evens first.
     @Test func eventsQueuedOnSeveralThreadsAreWrittenInTimeOrder() throws {
-        let dir = NSTemporaryDirectory() + "blocklog-shards-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let dir = try BlockEventTests.temporaryDirectory("shards")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let match = RuleMatch(rule: "msstorageboxes.com", list: "crowdstrike-3cx.txt", line: 18,
-                              zone: WireName.fromText("msstorageboxes.com")!)
-        let answer = BlockAnswer(match: match, action: .nxdomain, rcode: 3, addresses: [], ttl: 60)
+        let answer = BlockEventTests.nxdomainAnswer
         // No timed flush in the middle (it would split the evens and odds over two flushes).
         let log = try BlockLog(path: dir + "/block.log", logger: Logger(label: "test"), flushInterval: 3600)
         let count = 200   // several chunks per shard
@@ -135,8 +142,7 @@ import Testing
     /// name it compresses into (it would truncate and overwrite the target), nor at the rotated
     /// file it reads.
     @Test func rotationDoesNotFollowSymlinksInTheLogDirectory() throws {
-        let dir = NSTemporaryDirectory() + "blocklog-rotate-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let dir = try BlockEventTests.temporaryDirectory("rotate")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let victim = dir + "/victim"
         try "precious\n".write(toFile: victim, atomically: false, encoding: .utf8)

@@ -12,8 +12,7 @@ import Synchronization
 /// whole new snapshot, so no query ever sees a half-built list. A file that changed but cannot
 /// be used keeps its previous version in force; only a file that is gone loses its list.
 public final class BlocklistStore: Sendable {
-    /// The snapshot in force (its generation counts the swaps), and its copies that queries read.
-    private let current: Mutex<Blocklist>
+    /// The snapshot in force, one copy per shard (its generation counts the swaps).
     private let copies: ThreadShards<Blocklist>
     /// Lists in force by path, and the signatures of files that failed (not re-read until they
     /// change). Its lock also serialises refreshes.
@@ -29,7 +28,6 @@ public final class BlocklistStore: Sendable {
     public var refreshCount: Int { refreshes.withLock { $0 } }
 
     public init(_ initial: Blocklist = .empty) {
-        current = Mutex(initial)
         copies = ThreadShards { initial }
         refreshLock.withLock { files in
             for list in initial.loaded { files.lists[list.path] = list }
@@ -107,10 +105,8 @@ public final class BlocklistStore: Sendable {
             if report.changed {
                 files.lists = next
                 let lists = next.values.sorted { $0.name < $1.name }
-                let fresh = current.withLock { c -> Blocklist in
-                    c = Blocklist(lists: lists, generation: c.generation + 1)
-                    return c
-                }
+                // Refreshes are serialised by `refreshLock`: the generation read here is the last.
+                let fresh = Blocklist(lists: lists, generation: snapshot.generation + 1)
                 for shard in copies.shards { shard.value.withLock { $0 = fresh } }
             }
             refreshes.withLock { $0 += 1 }

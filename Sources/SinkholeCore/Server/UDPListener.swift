@@ -104,10 +104,7 @@ public final class UDPListener: @unchecked Sendable {
     public func close() {
         stop()
         // On the loop's thread, so that no batch is being sent on the descriptor as it closes.
-        loop.performAndWait { [self] in
-            if pending > 0 { flush() }   // queued in a turn that ended after `stop()`
-            _ = Glibc.close(fd)
-        }
+        loop.performAndWait { [fd] in _ = Glibc.close(fd) }
     }
 
     private func drain() {
