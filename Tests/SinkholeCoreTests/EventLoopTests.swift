@@ -42,3 +42,64 @@ import Testing
         #expect(turns.load(ordering: .relaxed) > 100, "the busy descriptor was served: \(turns.load(ordering: .relaxed)) turns")
     }
 }
+
+/// Queries forwarded during one turn of the loop (one batch of client datagrams) are sent
+/// together when the turn ends: one sendmmsg per upstream socket, not one sendmsg each.
+@Suite struct EventLoopSendBatchTests {
+    /// 100 queries submitted from one turn go out on two sockets: 64 on the first (its quota
+    /// before it is retired), the rest on the next. Sent one by one, each query up to the pool's
+    /// 32 sockets would open a socket of its own.
+    @Test func queriesOfOneTurnShareASocketAndAllArrive() throws {
+        let upstreamFD = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        defer { close(upstreamFD) }
+        let loopback = SocketAddress(address: [127, 0, 0, 1], port: 0)
+        #expect(loopback.withSockAddr { bind(upstreamFD, $0, $1) } == 0)
+        Socket.setOption(upstreamFD, SOL_SOCKET, SO_RCVBUF, 1 << 20)
+        let upstream = try #require(SocketAddress.local(of: upstreamFD))
+
+        let loop = EventLoop(upstreams: [upstream])
+        defer { loop.stop() }
+        var ends: [Int32] = [0, 0]
+        #expect(pipe(&ends) == 0)
+        defer { close(ends[0]); close(ends[1]) }
+        let count = 100
+        let submitted = DispatchSemaphore(value: 0)
+        let question = Question(name: try #require(WireName.fromText("batch.example.org")), type: RRType.a, qclass: RRType.classIN)
+        let query = DNSTestClient.query("batch.example.org")
+        let readEnd = ends[0]
+        let token = try loop.watch(readEnd, readable: {
+            var byte: UInt8 = 0
+            guard read(readEnd, &byte, 1) == 1 else { return }
+            for _ in 0..<count {
+                loop.submit(upstream: 0, query: query, question: question, timeout: 5) { _ in }
+            }
+            submitted.signal()
+        }, flush: {})
+        defer { loop.unwatch(token) }
+        #expect(write(ends[1], "x", 1) == 1)
+        #expect(submitted.wait(timeout: .now() + 5) == .success)
+
+        var ports: [UInt16: Set<UInt16>] = [:]   // source port → query IDs seen on it
+        var received = 0
+        var buffer = [UInt8](repeating: 0, count: 512)
+        while received < count {
+            var poller = pollfd(fd: upstreamFD, events: Int16(POLLIN), revents: 0)
+            guard poll(&poller, 1, 5000) == 1 else { break }
+            var storage = sockaddr_storage()
+            var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            let n = buffer.withUnsafeMutableBytes { raw in
+                withUnsafeMutablePointer(to: &storage) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { recvfrom(upstreamFD, raw.baseAddress, raw.count, 0, $0, &length) }
+                }
+            }
+            guard n == query.count, let from = SocketAddress(storage: &storage) else { continue }
+            #expect(Array(buffer[2..<n]) == Array(query[2...]), "the query is sent as submitted, with a new ID")
+            ports[from.port, default: []].insert(UInt16(buffer[0]) << 8 | UInt16(buffer[1]))
+            received += 1
+        }
+        #expect(received == count, "every queued query was sent")
+        #expect(ports.count == 2, "one socket until its quota, then the next: \(ports.mapValues(\.count))")
+        #expect(ports.values.map(\.count).sorted() == [count - UpstreamSockets.queriesPerSocket, UpstreamSockets.queriesPerSocket],
+                "distinct IDs on each socket")
+    }
+}

@@ -125,3 +125,15 @@ extension CachedReplyShapeTests {
         #expect(CachedReply(header + question + [0xC0, 0x40] + txt) == nil, "a pointer forward")
     }
 }
+
+@Suite struct WireNameCaseTests {
+    @Test func lowercasingFoldsOnlyASCIILetters() throws {
+        let mixed = try #require(WireName.fromText("MiXeD.Example.ORG"))
+        #expect(WireName.lowercased(mixed) == WireName.fromText("mixed.example.org"))
+        // '@' (0x40) and '[' (0x5B) border the capitals; they and other bytes stay as they are.
+        let edges: [UInt8] = [4, 0x40, 0x5B, 0x41, 0x5A, 3, 0xC1, 0x7A, 0x61, 0]
+        #expect(WireName.lowercased(edges) == [4, 0x40, 0x5B, 0x61, 0x7A, 3, 0xC1, 0x7A, 0x61, 0])
+        let lower = try #require(WireName.fromText("already.lower.example"))
+        #expect(WireName.lowercased(lower) == lower)
+    }
+}

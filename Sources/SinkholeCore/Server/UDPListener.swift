@@ -126,6 +126,7 @@ public final class UDPListener: @unchecked Sendable {
                                                    count: Int(receiveHeaders[i].msg_len))
                 handler(Array(bytes), client, .udp) { [self] reply in self.send(reply, to: client) }
             }
+            loop.flushSends()   // the batch's forwarded queries first: their answers take longest
             flush()
             if received < n { break }
         }

@@ -7,11 +7,14 @@ import Synchronization
 /// each core's sockets watched on that core's serial Dispatch queue (`EventLoop`), so that a
 /// query to an upstream costs one `send` and its reply one turn of a queue that holds the
 /// client's socket too: not a socket, a connect, a Dispatch source and a timer per query (what
-/// made a cache miss cost four times a cache hit).
+/// made a cache miss cost four times a cache hit). Queries forwarded while a batch of client
+/// datagrams is handled are sent together at the end of it (`flushSends`).
 ///
 /// Spoofing defence (RFC 5452 §9.2: unpredictable ID and source port). Each shard keeps up to
 /// `socketsPerUpstream` sockets per upstream, each on a port the kernel picks at random, and
-/// picks one of them at random per query; a socket carries at most `queriesPerSocket` queries
+/// picks one of them at random per batch of queries (the queries forwarded in one turn of the
+/// loop share a socket, so that they go out with one sendmmsg: a system call per batch instead
+/// of one per query); a socket carries at most `queriesPerSocket` queries
 /// and is then retired (closed once its last reply is in or timed out), so the ports in use
 /// keep changing. A forged reply must hit the right port (one of up to 32 × shards, changing
 /// every few dozen queries), the random 16-bit ID and the exact question; the socket is
@@ -194,6 +197,8 @@ final class EventLoop: @unchecked Sendable {
         var ids = RandomIDs()
         /// When the timer fires next (uptime ns; UInt64.max: not set).
         var timerAt = UInt64.max
+        /// Per upstream, the socket this turn's queued queries go on (see `flushSends`).
+        var batchSocket: [PooledSocket?]
     }
 
     private let upstreams: [SocketAddress]
@@ -225,14 +230,42 @@ final class EventLoop: @unchecked Sendable {
     private var receivedScratch: [UpstreamAnswer] = []
     private var doneScratch: [(Waiting, UpstreamAnswer)] = []
 
+    /// Upstream queries made during a turn, sent together at its end (`flushSends`); used only on
+    /// the queue. Each is copied, with its ID, into a slot of `sendBuffers`.
+    private struct QueuedSend {
+        let socket: PooledSocket
+        let id: UInt16
+        let serial: UInt64
+        let length: Int
+    }
+    /// Queries per send batch, and the largest one queued (a larger one is sent at once).
+    static let sendBatch = 64
+    static let sendSlot = 512
+    private var queuedSends: [QueuedSend] = []
+    /// The other list of the pair `flushSends` swaps, so that neither is reallocated.
+    private var sparedSends: [QueuedSend] = []
+    /// Per queued query: which socket batch took it (scratch for `flushSends`).
+    private let sendMembers: UnsafeMutablePointer<Int>
+    private let sendTaken: UnsafeMutablePointer<Bool>
+    private let sendBuffers: UnsafeMutableRawPointer
+    private let sendVectors: UnsafeMutablePointer<iovec>
+    private let sendHeaders: UnsafeMutablePointer<MultiMessageHeader>
+
     init(upstreams: [SocketAddress], label: String = "sinkhole.loop") {
         self.upstreams = upstreams
-        state = Mutex(State(active: upstreams.map { _ in [] }))
+        state = Mutex(State(active: upstreams.map { _ in [] }, batchSocket: upstreams.map { _ in nil }))
         queue = DispatchQueue(label: label)
         timer = DispatchSource.makeTimerSource(queue: queue)
         buffers = .allocate(byteCount: EventLoop.batch * EventLoop.datagramSize, alignment: 16)
         vectors = .allocate(capacity: EventLoop.batch)
         headers = .allocate(capacity: EventLoop.batch)
+        sendBuffers = .allocate(byteCount: EventLoop.sendBatch * EventLoop.sendSlot, alignment: 16)
+        sendVectors = .allocate(capacity: EventLoop.sendBatch)
+        sendHeaders = .allocate(capacity: EventLoop.sendBatch)
+        queuedSends.reserveCapacity(EventLoop.sendBatch)
+        sparedSends.reserveCapacity(EventLoop.sendBatch)
+        sendMembers = .allocate(capacity: EventLoop.sendBatch)
+        sendTaken = .allocate(capacity: EventLoop.sendBatch)
         for i in 0..<EventLoop.batch {
             vectors[i] = iovec(iov_base: buffers + i * EventLoop.datagramSize, iov_len: EventLoop.datagramSize)
         }
@@ -252,6 +285,11 @@ final class EventLoop: @unchecked Sendable {
         buffers.deallocate()
         vectors.deallocate()
         headers.deallocate()
+        sendBuffers.deallocate()
+        sendVectors.deallocate()
+        sendHeaders.deallocate()
+        sendMembers.deallocate()
+        sendTaken.deallocate()
         readyTokens.deallocate()
         readyEvents.deallocate()
     }
@@ -264,6 +302,7 @@ final class EventLoop: @unchecked Sendable {
     private func turn(_ body: (EventLoop) -> Void) {
         running.store(EventLoop.currentThread, ordering: .relaxed)
         body(self)
+        flushSends()
         let watchers = state.withLock { $0.watchers }
         for w in watchers { w.flush() }
         running.store(0, ordering: .relaxed)
@@ -304,10 +343,17 @@ final class EventLoop: @unchecked Sendable {
                 completion: @escaping UpstreamSockets.Completion) {
         let now = EventLoop.now
         let deadline = now + UInt64(max(0.001, timeout) * 1e9)
+        // On the loop's own thread (a turn is running), the query joins the turn's send batch.
+        let queue = isCurrent && query.count <= EventLoop.sendSlot && query.count > 2
+        if queue && queuedSends.count == EventLoop.sendBatch { flushSends() }
         let picked: Result<(PooledSocket, UInt16, UInt64), UpstreamFailure> = state.withLock { s in
             if s.stopped { return .failure(.network("stopping")) }
             let socket: PooledSocket
-            if s.active[index].count < UpstreamSockets.socketsPerUpstream {
+            if queue, let current = s.batchSocket[index], !current.retired {
+                // One socket per upstream per batch, so the batch is one sendmmsg per socket. Each
+                // socket's port is as random as before, and it still carries at most 64 queries.
+                socket = current
+            } else if s.active[index].count < UpstreamSockets.socketsPerUpstream {
                 switch open(index, token: s.nextToken) {
                 case .failure(let failure): return .failure(failure)
                 case .success(let fresh):
@@ -320,6 +366,7 @@ final class EventLoop: @unchecked Sendable {
                 let pool = s.active[index]
                 socket = pool[Int(s.ids.next()) % pool.count]   // 32 divides 65,536: unbiased
             }
+            if queue { s.batchSocket[index] = socket }
             var id = s.ids.next()
             while socket.waiting[id] != nil { id = s.ids.next() }
             s.nextSerial += 1
@@ -337,17 +384,82 @@ final class EventLoop: @unchecked Sendable {
             if case .failure(let failure) = picked { completion(.failure(failure)) }
             return
         }
-        let sent = EventLoop.send(socket.fd, id: id, query)
-        if sent != query.count {
-            let error = SystemError("send to \(upstreams[index])")
-            let mine = state.withLock { s -> Bool in
-                guard socket.waiting[id]?.serial == serial else { return false }
-                socket.waiting[id] = nil
-                retire(socket, &s)
-                return true
-            }
-            if mine { completion(.failure(.network(error.description))) }
+        if queue {
+            let slot = sendBuffers + queuedSends.count * EventLoop.sendSlot
+            query.withUnsafeBytes { slot.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            slot.storeBytes(of: UInt8(id >> 8), toByteOffset: 0, as: UInt8.self)
+            slot.storeBytes(of: UInt8(id & 0xFF), toByteOffset: 1, as: UInt8.self)
+            queuedSends.append(QueuedSend(socket: socket, id: id, serial: serial, length: query.count))
+            return
         }
+        let sent = EventLoop.send(socket.fd, id: id, query)
+        if sent != query.count { sendFailed(socket, id: id, serial: serial, SystemError("send to \(upstreams[index])")) }
+    }
+
+    /// Sends the queries queued in this turn: one sendmmsg per socket. Queries that fail on the
+    /// way are completed with the failure here (and may queue new tries, which go out too).
+    func flushSends() {
+        while !queuedSends.isEmpty {
+            // The lists are swapped, not copied: a try queued by a failure below goes in the other.
+            var sends = queuedSends
+            queuedSends = sparedSends
+            sparedSends = []
+            defer {
+                sends.removeAll(keepingCapacity: true)
+                sparedSends = sends
+            }
+            state.withLock { s in for i in s.batchSocket.indices { s.batchSocket[i] = nil } }
+            let count = sends.count
+            for i in 0..<count {
+                sendVectors[i] = iovec(iov_base: sendBuffers + i * EventLoop.sendSlot, iov_len: sends[i].length)
+                sendTaken[i] = false
+            }
+            // The queries on one socket go in one sendmmsg; a batch holds few sockets (one per
+            // upstream, and the next when one is retired).
+            var failures: [(Int, Int32)] = []
+            for first in 0..<count where !sendTaken[first] {
+                let socket = sends[first].socket
+                var members = 0
+                for j in first..<count where !sendTaken[j] && sends[j].socket === socket {
+                    sendTaken[j] = true
+                    sendHeaders[members] = MultiMessageHeader(
+                        msg_hdr: msghdr(msg_name: nil, msg_namelen: 0, msg_iov: sendVectors + j, msg_iovlen: 1,
+                                        msg_control: nil, msg_controllen: 0, msg_flags: 0),
+                        msg_len: 0)
+                    sendMembers[members] = j
+                    members += 1
+                }
+                var sent = 0
+                while sent < members {
+                    let r = Int(sinkhole_sendmmsg(socket.fd, sendHeaders + sent, UInt32(members - sent), Int32(MSG_DONTWAIT)))
+                    if r > 0 {
+                        for k in sent..<sent + r where Int(sendHeaders[k].msg_len) != sends[sendMembers[k]].length {
+                            failures.append((sendMembers[k], EMSGSIZE))
+                        }
+                        sent += r
+                    } else {
+                        failures.append((sendMembers[sent], errno))
+                        sent += 1
+                    }
+                }
+            }
+            for (i, code) in failures {
+                let send = sends[i]
+                sendFailed(send.socket, id: send.id, serial: send.serial,
+                           SystemError("send to \(upstreams[send.socket.upstream])", code))
+            }
+        }
+    }
+
+    /// A query could not be sent: it fails now (not at its timeout), and its socket is retired.
+    private func sendFailed(_ socket: PooledSocket, id: UInt16, serial: UInt64, _ error: SystemError) {
+        let waiting = state.withLock { s -> Waiting? in
+            guard let w = socket.waiting[id], w.serial == serial else { return nil }
+            socket.waiting[id] = nil
+            retire(socket, &s)
+            return w
+        }
+        waiting?.completion(.failure(.network(error.description)))
     }
 
     /// Sends `query` with its first two bytes replaced by `id`, from two pieces (sendmsg), so

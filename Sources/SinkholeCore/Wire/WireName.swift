@@ -13,8 +13,11 @@ public enum WireName {
         (byte >= 0x41 && byte <= 0x5A) ? byte | 0x20 : byte
     }
 
+    /// The name with ASCII letters in lower case. Most names already are, and are then returned
+    /// as they are: no copy (a cache key is made from every forwarded or cached query's name).
     public static func lowercased(_ name: [UInt8]) -> [UInt8] {
-        name.map(lower)
+        guard name.contains(where: { $0 &- 0x41 < 26 }) else { return name }
+        return name.map(lower)
     }
 
     /// True for an uncompressed name whose labels are at most 63 bytes and which ends with the
