@@ -5,7 +5,7 @@ import Synchronization
 
 /// The UDP side of forwarding: pools of connected sockets to each upstream, one set per core,
 /// each core's sockets watched on that core's serial Dispatch queue (`EventLoop`), so that a
-/// query to an upstream costs one `send` and its reply one turn of a queue that holds the
+/// query to an upstream costs a share of one `sendmmsg` and its reply one turn of a queue that holds the
 /// client's socket too: not a socket, a connect, a Dispatch source and a timer per query (what
 /// made a cache miss cost four times a cache hit). Queries forwarded while a batch of client
 /// datagrams is handled are sent together at the end of it (`flushSends`).
@@ -242,7 +242,8 @@ final class EventLoop: @unchecked Sendable {
     static let sendBatch = 64
     static let sendSlot = 512
     private var queuedSends: [QueuedSend] = []
-    /// The other list of the pair `flushSends` swaps, so that neither is reallocated.
+    /// The other list of the pair `flushSends` swaps, so that neither is copied (only a flush
+    /// nested in a failure's retry starts a fresh one).
     private var sparedSends: [QueuedSend] = []
     /// Per queued query: which socket batch took it (scratch for `flushSends`).
     private let sendMembers: UnsafeMutablePointer<Int>
@@ -298,7 +299,8 @@ final class EventLoop: @unchecked Sendable {
 
     private static var now: UInt64 { DispatchTime.now().uptimeNanoseconds }
 
-    /// One turn on the queue: `body`, then every listener's send batch goes out.
+    /// One turn on the queue: `body`, then the queries it forwarded go upstream, then every
+    /// listener's send batch goes out.
     private func turn(_ body: (EventLoop) -> Void) {
         running.store(EventLoop.currentThread, ordering: .relaxed)
         body(self)
@@ -398,7 +400,14 @@ final class EventLoop: @unchecked Sendable {
 
     /// Sends the queries queued in this turn: one sendmmsg per socket. Queries that fail on the
     /// way are completed with the failure here (and may queue new tries, which go out too).
+    /// Only on the loop's thread, in a turn (the listeners call it after each batch they drain).
+    ///
+    /// The turn's queries to an upstream share a socket, so an ICMP error on it (the upstream's
+    /// port closed) fails all of them at once, each counting against the upstream's health: it is
+    /// marked down sooner than when they were spread, and each of them goes on to the next
+    /// upstream, as it would have at its timeout.
     func flushSends() {
+        assert(isCurrent, "flushSends off the loop's thread")
         while !queuedSends.isEmpty {
             // The lists are swapped, not copied: a try queued by a failure below goes in the other.
             var sends = queuedSends
