@@ -73,7 +73,7 @@ public struct BlockEvent: Sendable {
     /// struct, its name and address arrays (a 32-byte header each, malloc's rounding), its slot
     /// in the writer's chunk, and malloc's own overhead.
     var queuedCost: Int {
-        MemoryLayout<BlockEvent>.stride + 160 + qname.count + client.address.count
+        MemoryLayout<BlockEvent>.stride + 160 + qname.count + client.ip.count
             + (matchedName.map { 48 + $0.count } ?? 0) + (matchedAddress == nil ? 0 : 64)
     }
 

@@ -145,7 +145,7 @@ public final class QueryHistory: Sendable {
 
     /// Records one answered query. Cheap: a clock read and an append under a short lock.
     /// `client` is the IP address (4 or 16 bytes), `name` the question name in wire form.
-    public func record(client: [UInt8], name: [UInt8], qtype: UInt16) {
+    public func record<C: Collection>(client: C, name: [UInt8], qtype: UInt16) where C.Element == UInt8 {
         // One count over all buffers bounds the memory; the buffer is picked by thread, so that
         // queries answered on different cores rarely meet on one lock.
         guard pendingCount.add(1, ordering: .relaxed).newValue <= options.capacity else {

@@ -13,7 +13,7 @@ public struct AccessPolicy: Sendable {
             "\(allow ? "allow" : "deny") \(IPAddress.text(network))/\(prefixLength)"
         }
 
-        func covers(_ address: [UInt8]) -> Bool {
+        func covers<A: RandomAccessCollection>(_ address: A) -> Bool where A.Element == UInt8, A.Index == Int {
             guard address.count == network.count else { return false }
             var bits = prefixLength
             var i = 0
@@ -66,7 +66,7 @@ public struct AccessPolicy: Sendable {
     }
 
     /// True when the longest matching rule allows the address (deny on a tie, refuse when none).
-    public func allows(_ address: [UInt8]) -> Bool {
+    public func allows<A: RandomAccessCollection>(_ address: A) -> Bool where A.Element == UInt8, A.Index == Int {
         var best: Rule?
         for rule in rules where rule.covers(address) {
             if let b = best, b.prefixLength > rule.prefixLength || (b.prefixLength == rule.prefixLength && !b.allow) {

@@ -31,14 +31,14 @@ public final class RateLimiter: Sendable {
     }
 
     /// The aggregation key of an address: its /24 or /56, tagged with the family.
-    static func key(_ address: [UInt8]) -> UInt64 {
+    static func key<A: Collection>(_ address: A) -> UInt64 where A.Element == UInt8 {
         var key: UInt64 = 0
         for byte in address.prefix(address.count == 4 ? 3 : 7) { key = key << 8 | UInt64(byte) }
         return key | (address.count == 4 ? 4 << 60 : 6 << 60)
     }
 
     /// Takes one token for the client's prefix; false when it is over the limit.
-    public func allow(_ address: [UInt8], now: UInt64 = DispatchTime.now().uptimeNanoseconds) -> Bool {
+    public func allow<A: Collection>(_ address: A, now: UInt64 = DispatchTime.now().uptimeNanoseconds) -> Bool where A.Element == UInt8 {
         let key = RateLimiter.key(address)
         var h = key &* 0x9E37_79B9_7F4A_7C15
         h ^= h >> 29

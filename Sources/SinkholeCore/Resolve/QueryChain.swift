@@ -84,7 +84,7 @@ public final class QueryChain: Sendable {
         let header: Header
         let verdict = HeaderGate.inspect(packet)
         // Strangers learn nothing, not even whether their packet was well formed.
-        guard access.allows(client.address) else {
+        guard access.allows(client.ip) else {
             counters.refused.add(1, ordering: .relaxed)
             metrics?.query(transport, .refused)
             switch verdict {
@@ -106,7 +106,7 @@ public final class QueryChain: Sendable {
             header = h
         }
 
-        if transport == .udp, let limiter = rateLimiter, !limiter.allow(client.address) {
+        if transport == .udp, let limiter = rateLimiter, !limiter.allow(client.ip) {
             counters.rateLimited.add(1, ordering: .relaxed)
             metrics?.query(transport, .ratelimited)
             if rateLimitAction == .drop { return respond([]) }
@@ -128,7 +128,7 @@ public final class QueryChain: Sendable {
         if decoded.edns != nil, !trustECSFrom.rules.isEmpty || forwarder.forwardECS,
            let subnet = ClientSubnet.parse(options: message.ednsOptions) {
             decoded.clientSubnet = subnet
-            decoded.subnetTrusted = trustECSFrom.allows(client.address)
+            decoded.subnetTrusted = trustECSFrom.allows(client.ip)
         }
         let query = decoded
         if let edns = query.edns, edns.version > 0 {
@@ -242,7 +242,7 @@ public final class QueryChain: Sendable {
                     let reply = prepared.reply(to: q, packet: raw, age: age, payloadSize: replies.payloadSize)
                     guard !reply.isEmpty, reply.count <= limit else { return .fullPath }
                     metrics?.query(transport, .cached)
-                    history?.record(client: client.address, name: name, qtype: q.qtype)
+                    history?.record(client: client.ip, name: name, qtype: q.qtype)
                     counters.fastAnswered.add(1, ordering: .relaxed)
                     respond(reply)
                     return .answered
@@ -301,8 +301,11 @@ public final class QueryChain: Sendable {
         }
         if let history, inspected.reachedUpstream {
             // The client behind a trusted forwarder, as in the block log.
-            let client = query.subnetTrusted ? (query.clientSubnet?.address ?? query.client.address) : query.client.address
-            history.record(client: client, name: query.question.name, qtype: query.question.type)
+            if query.subnetTrusted, let subnet = query.clientSubnet {
+                history.record(client: subnet.address, name: query.question.name, qtype: query.question.type)
+            } else {
+                history.record(client: query.client.ip, name: query.question.name, qtype: query.question.type)
+            }
         }
         if case .blocked(let answer) = inspected, answer.action == .drop {
             respond([])

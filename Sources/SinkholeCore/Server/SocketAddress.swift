@@ -1,17 +1,72 @@
 import Glibc
 
+/// The 4 or 16 bytes of an IPv4 or IPv6 address, held inline: copying one allocates nothing
+/// and counts no reference, which matters because every query carries its client's.
+public struct IPBytes: RandomAccessCollection, Hashable, Sendable {
+    /// The bytes in order, zero past `count`.
+    private var storage: (UInt64, UInt64) = (0, 0)
+    public let count: Int
+
+    public init<C: Collection>(_ bytes: C) where C.Element == UInt8 {
+        precondition(bytes.count <= 16, "an IP address has at most 16 bytes")
+        count = bytes.count
+        withUnsafeMutableBytes(of: &storage) { raw in
+            for (i, b) in bytes.enumerated() { raw[i] = b }
+        }
+    }
+
+    /// From `count` bytes at `pointer` (a sockaddr's address field).
+    init(copying pointer: UnsafeRawPointer, count: Int) {
+        self.count = count
+        withUnsafeMutableBytes(of: &storage) { $0.baseAddress!.copyMemory(from: pointer, byteCount: count) }
+    }
+
+    public var startIndex: Int { 0 }
+    public var endIndex: Int { count }
+    public subscript(i: Int) -> UInt8 {
+        precondition(i >= 0 && i < count, "index out of range")
+        return withUnsafeBytes(of: storage) { $0[i] }
+    }
+
+    /// The bytes, for writing into a sockaddr.
+    func withBytes<R>(_ body: (UnsafeRawBufferPointer) -> R) -> R {
+        withUnsafeBytes(of: storage) { body(UnsafeRawBufferPointer(rebasing: $0[0..<count])) }
+    }
+
+    public static func == (a: IPBytes, b: IPBytes) -> Bool {
+        a.count == b.count && a.storage.0 == b.storage.0 && a.storage.1 == b.storage.1
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(count)
+        hasher.combine(storage.0)
+        hasher.combine(storage.1)
+    }
+}
+
 /// An IPv4 or IPv6 address and port, convertible to and from `sockaddr` and `ADDR:PORT` text.
 public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
-    /// 4 or 16 bytes.
-    public var address: [UInt8]
+    /// The address: 4 or 16 bytes, inline.
+    public var ip: IPBytes
     public var port: UInt16
 
+    /// The address as an array (allocates: the query path uses `ip`).
+    public var address: [UInt8] {
+        get { Array(ip) }
+        set { ip = IPBytes(newValue) }
+    }
+
     public init(address: [UInt8], port: UInt16) {
-        self.address = address
+        ip = IPBytes(address)
         self.port = port
     }
 
-    public var isIPv6: Bool { address.count == 16 }
+    public init(ip: IPBytes, port: UInt16) {
+        self.ip = ip
+        self.port = port
+    }
+
+    public var isIPv6: Bool { ip.count == 16 }
     public var family: Int32 { isIPv6 ? AF_INET6 : AF_INET }
     public var ipText: String { IPAddress.text(address) }
 
@@ -63,12 +118,12 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
         case AF_INET:
             let sin = UnsafeRawPointer(storage).assumingMemoryBound(to: sockaddr_in.self).pointee
             var a = sin.sin_addr
-            address = withUnsafeBytes(of: &a) { Array($0) }
+            ip = withUnsafeBytes(of: &a) { IPBytes(copying: $0.baseAddress!, count: 4) }
             port = UInt16(bigEndian: sin.sin_port)
         case AF_INET6:
             let sin6 = UnsafeRawPointer(storage).assumingMemoryBound(to: sockaddr_in6.self).pointee
             var a = sin6.sin6_addr
-            address = withUnsafeBytes(of: &a) { Array($0) }
+            ip = withUnsafeBytes(of: &a) { IPBytes(copying: $0.baseAddress!, count: 16) }
             port = UInt16(bigEndian: sin6.sin6_port)
         default:
             return nil
@@ -93,14 +148,14 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
                 var sin6 = sockaddr_in6()
                 sin6.sin6_family = sa_family_t(AF_INET6)
                 sin6.sin6_port = port.bigEndian
-                withUnsafeMutableBytes(of: &sin6.sin6_addr) { $0.copyBytes(from: address) }
+                withUnsafeMutableBytes(of: &sin6.sin6_addr) { dst in ip.withBytes { dst.copyMemory(from: $0) } }
                 withUnsafeBytes(of: &sin6) { raw.copyMemory(from: $0) }
                 return socklen_t(MemoryLayout<sockaddr_in6>.size)
             } else {
                 var sin = sockaddr_in()
                 sin.sin_family = sa_family_t(AF_INET)
                 sin.sin_port = port.bigEndian
-                withUnsafeMutableBytes(of: &sin.sin_addr) { $0.copyBytes(from: address) }
+                withUnsafeMutableBytes(of: &sin.sin_addr) { dst in ip.withBytes { dst.copyMemory(from: $0) } }
                 withUnsafeBytes(of: &sin) { raw.copyMemory(from: $0) }
                 return socklen_t(MemoryLayout<sockaddr_in>.size)
             }
