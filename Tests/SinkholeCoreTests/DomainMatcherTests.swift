@@ -24,14 +24,32 @@ import Testing
     }
 
     @Test func aMatchMakesItsRuleTextFromTheZoneAndKeepsItWhenTheZoneIsReplaced() {
-        var m = RuleMatch(zone: wire("wild.test"), below: true, list: "l.txt", line: 3, action: .block, localData: [])
+        var m = RuleMatch(zone: wire("wild.test")[...], below: true, list: "l.txt", line: 3, action: .block, localData: [])
         #expect(m.rule == "*.wild.test")
         #expect(m == RuleMatch(rule: "*.wild.test", list: "l.txt", line: 3, zone: wire("wild.test")))
-        #expect(RuleMatch(zone: wire("wild.test"), below: false, list: "l.txt", line: 3, action: .block, localData: []).rule == "wild.test")
+        #expect(RuleMatch(zone: wire("wild.test")[...], below: false, list: "l.txt", line: 3, action: .block, localData: []).rule == "wild.test")
         m.zone = wire("alias.example.org")   // what a CNAME match does
         #expect(m.rule == "*.wild.test", "the rule is still the listed one")
         let hit = matcher([("evil.example", .block)]).decide(wire("a.Evil.example"))
-        #expect(hit?.zone == wire("evil.example") && hit?.name == Array(wire("evil.example").dropLast()))
+        #expect(hit.map { Array($0.zone) } == wire("evil.example") && hit?.name == Array(wire("evil.example").dropLast()))
+    }
+
+    /// The zone of a hit is the listed name, lower case, whatever the case asked; for a lower-case
+    /// query it is a slice of the queried name itself (no copy per blocked query).
+    @Test func theZoneOfAHitIsTheListedNameAndSharesALowerCaseQuery() {
+        let m = matcher([("evil.example", .block)])
+        for asked in ["a.b.evil.example", "evil.example", "a.EVIL.Example", "EVIL.EXAMPLE"] {
+            let name = wire(asked)
+            let hit = m.decide(name)
+            #expect(hit.map { Array($0.zone) } == wire("evil.example"), "\(asked)")
+            #expect(RuleMatch(zone: hit!.zone, below: false, list: "l", line: 1, action: .block, localData: []).rule == "evil.example")
+        }
+        let name = wire("x.evil.example")
+        let zone = m.decide(name)!.zone
+        #expect(zone.startIndex == 2 && zone.endIndex == name.count)
+        name.withUnsafeBufferPointer { n in
+            zone.withUnsafeBufferPointer { z in #expect(z.baseAddress == n.baseAddress! + 2, "shares the name's storage") }
+        }
     }
 
     @Test func matchingIgnoresLetterCase() {

@@ -3,7 +3,7 @@ public struct RuleMatch: Sendable, Equatable {
     /// The list entry, e.g. `msstorageboxes.com` or `*.example.org`. For a name rule it is made
     /// from `zone` when asked for (by the log writer, not on the query path).
     public var rule: String {
-        get { ruleText ?? ((below ? "*." : "") + WireName.text(zone)) }
+        get { ruleText ?? ((below ? "*." : "") + WireName.text(Array(zoneBytes))) }
         set { ruleText = newValue }
     }
     private var ruleText: String?
@@ -14,8 +14,14 @@ public struct RuleMatch: Sendable, Equatable {
     public var line: Int
     /// The listed name in lowercase wire form with the root byte: the owner of the block answer's SOA.
     /// (A CNAME match replaces it with the name asked; the rule keeps the listed name.)
-    public var zone: [UInt8] {
+    /// Often a slice of the queried name, which it then shares (no copy per blocked query).
+    public var zoneBytes: ArraySlice<UInt8> {
         willSet { if ruleText == nil { ruleText = rule } }
+    }
+    /// `zoneBytes` as an array.
+    public var zone: [UInt8] {
+        get { Array(zoneBytes) }
+        set { zoneBytes = newValue[...] }
     }
     public var action: DomainMatcher.Action
     /// RPZ local data for the name, when `action == .localData`.
@@ -28,18 +34,18 @@ public struct RuleMatch: Sendable, Equatable {
         ruleText = rule
         self.list = list
         self.line = line
-        self.zone = zone
+        self.zoneBytes = zone[...]
         self.action = action
         self.localData = localData
     }
 
     /// The match of a name rule for `zone` (`below`: a `*.` rule). No string is made here: this
     /// runs for every blocked query.
-    init(zone: [UInt8], below: Bool, list: String, line: Int, action: DomainMatcher.Action, localData: [LocalRecord]) {
+    init(zone: ArraySlice<UInt8>, below: Bool, list: String, line: Int, action: DomainMatcher.Action, localData: [LocalRecord]) {
         self.below = below
         self.list = list
         self.line = line
-        self.zone = zone
+        self.zoneBytes = zone
         self.action = action
         self.localData = localData
     }
@@ -47,7 +53,7 @@ public struct RuleMatch: Sendable, Equatable {
     public var allowed: Bool { action == .allow }
 
     public static func == (a: RuleMatch, b: RuleMatch) -> Bool {
-        a.list == b.list && a.line == b.line && a.zone == b.zone && a.action == b.action
+        a.list == b.list && a.line == b.line && a.zoneBytes.elementsEqual(b.zoneBytes) && a.action == b.action
             && a.localData == b.localData && a.responseBased == b.responseBased && a.rule == b.rule
     }
 }

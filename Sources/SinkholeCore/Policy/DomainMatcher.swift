@@ -1,3 +1,5 @@
+import Glibc
+
 /// An immutable set of domain names with a rule attached to each, answering "is this name,
 /// or a name above it, listed?" with one hash probe per label.
 ///
@@ -119,8 +121,9 @@ public struct DomainMatcher: @unchecked Sendable {
 
     /// A hit: the listed name (lowercase wire form, no root byte), its kind, list index and line.
     public struct Hit: Sendable, Equatable {
-        /// The listed name in wire form with its root byte (one allocation per hit).
-        public var zone: [UInt8]
+        /// The listed name in wire form with its root byte. A slice of the queried name when that
+        /// holds the listed name's exact bytes (a lower-case query: no copy); else a copy.
+        public var zone: ArraySlice<UInt8>
         /// The listed name without the root byte.
         public var name: [UInt8] { Array(zone.dropLast()) }
         public var kind: Kind
@@ -328,10 +331,15 @@ public struct DomainMatcher: @unchecked Sendable {
                     }
                     guard applies else { continue }
                     let listed = ref.arena + Int(entry.offset), length = Int(entry.length)
-                    let zone = [UInt8](unsafeUninitializedCapacity: length + 1) { buffer, count in
-                        buffer.baseAddress!.initialize(from: listed, count: length)
-                        buffer[length] = 0
-                        count = length + 1
+                    let zone: ArraySlice<UInt8>
+                    if memcmp(listed, key.baseAddress!, length) == 0 {
+                        zone = qname[start...]   // the suffix and the root byte: shares the name's storage
+                    } else {
+                        zone = [UInt8](unsafeUninitializedCapacity: length + 1) { buffer, count in
+                            buffer.baseAddress!.initialize(from: listed, count: length)
+                            buffer[length] = 0
+                            count = length + 1
+                        }[...]
                     }
                     let hit = Hit(zone: zone, kind: kind, list: ref.list, line: ref.firstLine + Int(entry.line), suffixStart: start)
                     if kind.action == .allow { return hit }

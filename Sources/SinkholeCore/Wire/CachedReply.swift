@@ -165,7 +165,7 @@ public struct CachedReply: Sendable {
         guard name.count == question.name.count,
               UInt16(wire[questionEnd - 4]) << 8 | UInt16(wire[questionEnd - 3]) == question.type,
               UInt16(wire[questionEnd - 2]) << 8 | UInt16(wire[questionEnd - 1]) == question.qclass else { return false }
-        return wire.withUnsafeBytes { FastReply.equalIgnoringCase($0, from: name.lowerBound, question.name) }
+        return wire.withUnsafeBytes { FastReply.equalIgnoringCase($0, from: name.lowerBound, question.name[...]) }
     }
 
     /// Calls `body` with the type and record data of each answer-section record, in order.

@@ -113,7 +113,7 @@ public enum FastReply {
                 out.append(contentsOf: address)
             }
         } else {
-            appendName(&out, answer.match.zone, question: packet, nameEnd: q.nameEnd)
+            appendName(&out, answer.match.zoneBytes, question: packet, nameEnd: q.nameEnd)
             put16(&out, RRType.soa)
             put16(&out, q.qclass)
             put32(&out, answer.ttl)
@@ -137,7 +137,7 @@ public enum FastReply {
 
     /// `name` (lowercase wire form) as a pointer into the question when it is a suffix of the
     /// question name (the listed zone always is, for a name-based block), else in full.
-    static func appendName(_ out: inout [UInt8], _ name: [UInt8], question packet: UnsafeRawBufferPointer, nameEnd: Int) {
+    static func appendName(_ out: inout [UInt8], _ name: ArraySlice<UInt8>, question packet: UnsafeRawBufferPointer, nameEnd: Int) {
         var i = 12
         while i < nameEnd - 1 {
             if nameEnd - i == name.count, equalIgnoringCase(packet, from: i, name) {
@@ -149,8 +149,8 @@ public enum FastReply {
         out.append(contentsOf: name)
     }
 
-    static func equalIgnoringCase(_ packet: UnsafeRawBufferPointer, from start: Int, _ name: [UInt8]) -> Bool {
-        for k in 0..<name.count where WireName.lower(packet[start + k]) != WireName.lower(name[k]) { return false }
+    static func equalIgnoringCase(_ packet: UnsafeRawBufferPointer, from start: Int, _ name: ArraySlice<UInt8>) -> Bool {
+        for (k, byte) in name.enumerated() where WireName.lower(packet[start + k]) != WireName.lower(byte) { return false }
         return true
     }
 
