@@ -80,7 +80,7 @@ public final class QueryChain: Sendable {
 
     /// Handles one received message; `respond` is called exactly once (empty = no reply).
     public func handle(_ packet: [UInt8], client: SocketAddress, transport: Transport,
-                       respond: @escaping @Sendable ([UInt8]) -> Void) {
+                       respond: Responder) {
         let header: Header
         let verdict = HeaderGate.inspect(packet)
         // Strangers learn nothing, not even whether their packet was well formed.
@@ -155,7 +155,7 @@ public final class QueryChain: Sendable {
 
     /// A query that is not blocked and has no fresh answer in the cache: upstream, unless an
     /// identical question is already on its way there, whose answer it then waits for.
-    private func forward(_ query: Query, key: AnswerCache.Key, respond: @escaping @Sendable ([UInt8]) -> Void) {
+    private func forward(_ query: Query, key: AnswerCache.Key, respond: Responder) {
         // Identical questions already on their way upstream wait for that answer (coalescing).
         let shard = pendingShards[key.shard(of: pendingShards.count)]
         let first = shard.waiting.withLock { waiting -> Bool in
@@ -209,7 +209,7 @@ public final class QueryChain: Sendable {
     /// was already inspected against the lists in force, answered from the bytes. False when the
     /// query must take the full path; nothing has been logged or sent then.
     private func fastPathOutcome(_ packet: [UInt8], header: Header, client: SocketAddress, transport: Transport,
-                                 respond: @Sendable ([UInt8]) -> Void) -> FastOutcome {
+                                 respond: Responder) -> FastOutcome {
         packet.withUnsafeBytes { raw -> FastOutcome in
             guard let q = WireQuery.parse(raw) else { return .fullPath }
             // ECS options matter to the log or the cache key: the full path reads them.
@@ -270,7 +270,7 @@ public final class QueryChain: Sendable {
     /// A query waiting for an identical one already sent upstream.
     struct Waiter: @unchecked Sendable {
         let query: Query
-        let respond: @Sendable ([UInt8]) -> Void
+        let respond: Responder
     }
 
     /// Response inspection, metrics and the reply, for a forwarded or cached answer. When the
@@ -279,7 +279,7 @@ public final class QueryChain: Sendable {
     /// upstream answer is cached under `storeAs`, marked inspected when it was found clean.
     private func deliver(_ query: Query, _ resolution: Resolution, outcome: ServerMetrics.Outcome,
                          inspected cached: (key: AnswerCache.Key, serial: UInt64)? = nil,
-                         storeAs key: AnswerCache.Key? = nil, respond: @Sendable ([UInt8]) -> Void) {
+                         storeAs key: AnswerCache.Key? = nil, respond: Responder) {
         let generation = blocking.store.generation
         let inspected = ResponseInspection(blocking: blocking).process(query, resolution)
         var clean = false

@@ -107,9 +107,9 @@ final class TCPConnection: @unchecked Sendable {
                 finishing = true
                 if !readSuspended { readSource.suspend(); readSuspended = true }
             }
-            handler(message, peer, .tcp) { [self] reply in
+            handler(message, peer, .tcp, Responder { [self] reply in
                 queue.async { self.replied(reply) }
-            }
+            })
         }
         if offset > 0 { input.removeFirst(offset) }
         if inFlight >= TCPConnection.maxInFlight && !readSuspended {

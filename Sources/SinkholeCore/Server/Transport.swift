@@ -7,6 +7,28 @@ public enum Transport: String, Sendable {
 /// Called by a listener for each received message. The handler calls `respond` exactly once,
 /// from any thread; an empty reply means nothing is sent (a dropped query).
 public typealias QueryHandler = @Sendable (
-    _ packet: [UInt8], _ client: SocketAddress, _ transport: Transport,
-    _ respond: @escaping @Sendable ([UInt8]) -> Void
+    _ packet: [UInt8], _ client: SocketAddress, _ transport: Transport, _ respond: Responder
 ) -> Void
+
+/// Where a query's reply goes: out of the UDP listener it came in on, to the client's address,
+/// or to a closure (TCP connections, tests). A value, not a closure: a UDP query's responder is
+/// made without an allocation (a closure capturing the listener and the address needs a
+/// context on the heap, one per query).
+public struct Responder: Sendable {
+    private enum Sink: Sendable {
+        case udp(UDPListener, SocketAddress)
+        case closure(@Sendable ([UInt8]) -> Void)
+    }
+    private let sink: Sink
+
+    public init(_ body: @escaping @Sendable ([UInt8]) -> Void) { sink = .closure(body) }
+    init(udp listener: UDPListener, client: SocketAddress) { sink = .udp(listener, client) }
+
+    /// Sends `reply` (empty: nothing is sent).
+    public func callAsFunction(_ reply: [UInt8]) {
+        switch sink {
+        case .udp(let listener, let client): listener.send(reply, to: client)
+        case .closure(let body): body(reply)
+        }
+    }
+}

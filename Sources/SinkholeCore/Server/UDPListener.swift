@@ -124,7 +124,7 @@ public final class UDPListener: @unchecked Sendable {
                 guard let client = SocketAddress(storage: receivePeers + i) else { continue }
                 let bytes = UnsafeRawBufferPointer(start: receiveBuffers + i * UDPListener.receiveSize,
                                                    count: Int(receiveHeaders[i].msg_len))
-                handler(Array(bytes), client, .udp) { [self] reply in self.send(reply, to: client) }
+                handler(Array(bytes), client, .udp, Responder(udp: self, client: client))
             }
             loop.flushSends()   // the batch's forwarded queries first: their answers take longest
             flush()
@@ -134,7 +134,7 @@ public final class UDPListener: @unchecked Sendable {
 
     /// Queues the reply for the batch's sendmmsg when made while draining on this thread, else
     /// sends it at once.
-    private func send(_ reply: [UInt8], to client: SocketAddress) {
+    func send(_ reply: [UInt8], to client: SocketAddress) {
         guard !reply.isEmpty else { return }
         if reply.count <= UDPListener.sendSize, loop.isCurrent, !stopped.load(ordering: .relaxed) {
             if pending == UDPListener.batch { flush() }
