@@ -81,8 +81,22 @@ public final class QueryChain: Sendable {
     /// Handles one received message; `respond` is called exactly once (empty = no reply).
     public func handle(_ packet: [UInt8], client: SocketAddress, transport: Transport,
                        respond: Responder) {
+        packet.withUnsafeBytes { handle(bytes: $0, client: client, transport: transport, respond: respond) }
+    }
+
+    /// The same with the reply given to a closure (fuzz targets, tools).
+    public func handle(_ packet: [UInt8], client: SocketAddress, transport: Transport,
+                       respond: @escaping @Sendable ([UInt8]) -> Void) {
+        handle(packet, client: client, transport: transport, respond: Responder(respond))
+    }
+
+    /// The same for a message in a buffer that stays valid only for the call (a UDP listener's
+    /// receive buffer): blocked names, cache hits and plain forwarded queries are answered from
+    /// it without a copy; the rare paths copy it.
+    public func handle(bytes raw: UnsafeRawBufferPointer, client: SocketAddress, transport: Transport,
+                       respond: Responder) {
         let header: Header
-        let verdict = HeaderGate.inspect(packet)
+        let verdict = HeaderGate.inspect(raw)
         // Strangers learn nothing, not even whether their packet was well formed.
         guard access.allows(client.ip) else {
             counters.refused.add(1, ordering: .relaxed)
@@ -92,7 +106,7 @@ public final class QueryChain: Sendable {
                 return respond([])
             case .reject(let h, _), .proceed(let h):
                 if refuseAction == .drop { return respond([]) }
-                return respond(replies.rejection(to: h, packet: packet, rcode: Rcode.refused))
+                return respond(replies.rejection(to: h, packet: Array(raw), rcode: Rcode.refused))
             }
         }
         switch verdict {
@@ -101,7 +115,7 @@ public final class QueryChain: Sendable {
             return respond([])
         case .reject(let rejected, let rcode):
             metrics?.query(transport, rcode == Rcode.notImp ? .notimp : .formerr)
-            return respond(replies.rejection(to: rejected, packet: packet, rcode: rcode))
+            return respond(replies.rejection(to: rejected, packet: Array(raw), rcode: rcode))
         case .proceed(let h):
             header = h
         }
@@ -110,15 +124,16 @@ public final class QueryChain: Sendable {
             counters.rateLimited.add(1, ordering: .relaxed)
             metrics?.query(transport, .ratelimited)
             if rateLimitAction == .drop { return respond([]) }
-            return respond(replies.rejection(to: header, packet: packet, rcode: Rcode.noError, truncated: true))
+            return respond(replies.rejection(to: header, packet: Array(raw), rcode: Rcode.noError, truncated: true))
         }
         if fastPath {
-            switch fastPathOutcome(packet, header: header, client: client, transport: transport, respond: respond) {
+            switch fastPathOutcome(raw, header: header, client: client, transport: transport, respond: respond) {
             case .answered: return
             case .forward(let query, let key): return forward(query, key: key, respond: respond)
             case .fullPath: break
             }
         }
+        let packet = Array(raw)
         guard let message = Message(wire: packet), let question = message.question, OPTCheck.isValid(packet) else {
             metrics?.query(transport, .formerr)
             return respond(HeaderGate.headerOnlyReply(to: header, rcode: Rcode.formErr))
@@ -208,54 +223,52 @@ public final class QueryChain: Sendable {
     /// The fast path: a plain query (`WireQuery`) for a blocked name, or one whose cached answer
     /// was already inspected against the lists in force, answered from the bytes. False when the
     /// query must take the full path; nothing has been logged or sent then.
-    private func fastPathOutcome(_ packet: [UInt8], header: Header, client: SocketAddress, transport: Transport,
+    private func fastPathOutcome(_ raw: UnsafeRawBufferPointer, header: Header, client: SocketAddress, transport: Transport,
                                  respond: Responder) -> FastOutcome {
-        packet.withUnsafeBytes { raw -> FastOutcome in
-            guard let q = WireQuery.parse(raw) else { return .fullPath }
-            // ECS options matter to the log or the cache key: the full path reads them.
-            if q.hasOptions && (!trustECSFrom.rules.isEmpty || forwarder.forwardECS) { return .fullPath }
-            let limit = transport == .tcp ? 65_535 : q.udpReplyLimit
-            let name = Array(raw[12..<q.nameEnd])
-            let snapshot = blocking.store.snapshot
-            if let match = snapshot.blockingRule(for: name) {
-                let question = Question(name: name, type: q.qtype, qclass: q.qclass)
-                let answer = blocking.policy.answer(for: question, match: match)
-                var reply: [UInt8] = []
-                if answer.action != .drop {
-                    reply = FastReply.block(q, packet: raw, answer: answer, payloadSize: replies.payloadSize)
-                    guard !reply.isEmpty, reply.count <= limit else { return .fullPath }   // truncation: the full path
-                }
-                blocking.log?.record(BlockEvent(client: client, transport: transport, id: q.id, qname: name,
-                                                qtype: q.qtype, qclass: q.qclass, answer: answer))
-                metrics?.query(transport, .blocked)
-                metrics?.blocked(list: answer.match.list)
+        guard let q = WireQuery.parse(raw) else { return .fullPath }
+        // ECS options matter to the log or the cache key: the full path reads them.
+        if q.hasOptions && (!trustECSFrom.rules.isEmpty || forwarder.forwardECS) { return .fullPath }
+        let limit = transport == .tcp ? 65_535 : q.udpReplyLimit
+        let name = Array(raw[12..<q.nameEnd])
+        let snapshot = blocking.store.snapshot
+        if let match = snapshot.blockingRule(for: name) {
+            let question = Question(name: name, type: q.qtype, qclass: q.qclass)
+            let answer = blocking.policy.answer(for: question, match: match)
+            var reply: [UInt8] = []
+            if answer.action != .drop {
+                reply = FastReply.block(q, packet: raw, answer: answer, payloadSize: replies.payloadSize)
+                guard !reply.isEmpty, reply.count <= limit else { return .fullPath }   // truncation: the full path
+            }
+            blocking.log?.record(BlockEvent(client: client, transport: transport, id: q.id, qname: name,
+                                            qtype: q.qtype, qclass: q.qclass, answer: answer))
+            metrics?.query(transport, .blocked)
+            metrics?.blocked(list: answer.match.list)
+            counters.fastAnswered.add(1, ordering: .relaxed)
+            respond(reply)
+            return .answered
+        }
+        guard !forwarder.forwardECS else { return .fullPath }
+        let question = Question(name: name, type: q.qtype, qclass: q.qclass)
+        let key = AnswerCache.Key(question, dnssecOK: q.edns?.dnssecOK ?? false)
+        if let cache {
+            switch cache.preparedLookup(key, generation: snapshot.generation) {
+            case .ready(let prepared, let age):
+                let reply = prepared.reply(to: q, packet: raw, age: age, payloadSize: replies.payloadSize)
+                guard !reply.isEmpty, reply.count <= limit else { return .fullPath }
+                metrics?.query(transport, .cached)
+                history?.record(client: client.ip, name: name, qtype: q.qtype)
                 counters.fastAnswered.add(1, ordering: .relaxed)
                 respond(reply)
                 return .answered
+            case .present:
+                return .fullPath   // to be inspected against the lists in force first
+            case .absent:
+                break
             }
-            guard !forwarder.forwardECS else { return .fullPath }
-            let question = Question(name: name, type: q.qtype, qclass: q.qclass)
-            let key = AnswerCache.Key(question, dnssecOK: q.edns?.dnssecOK ?? false)
-            if let cache {
-                switch cache.preparedLookup(key, generation: snapshot.generation) {
-                case .ready(let prepared, let age):
-                    let reply = prepared.reply(to: q, packet: raw, age: age, payloadSize: replies.payloadSize)
-                    guard !reply.isEmpty, reply.count <= limit else { return .fullPath }
-                    metrics?.query(transport, .cached)
-                    history?.record(client: client.ip, name: name, qtype: q.qtype)
-                    counters.fastAnswered.add(1, ordering: .relaxed)
-                    respond(reply)
-                    return .answered
-                case .present:
-                    return .fullPath   // to be inspected against the lists in force first
-                case .absent:
-                    break
-                }
-            }
-            // Not blocked, not cached: what the full path would do next is forward it, and the
-            // query it would decode is this one.
-            return .forward(Query(header: header, question: question, edns: q.edns, client: client, transport: transport), key)
         }
+        // Not blocked, not cached: what the full path would do next is forward it, and the
+        // query it would decode is this one.
+        return .forward(Query(header: header, question: question, edns: q.edns, client: client, transport: transport), key)
     }
 
     enum FastOutcome {

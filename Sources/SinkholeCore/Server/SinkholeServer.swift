@@ -133,7 +133,7 @@ public final class SinkholeServer: Sendable {
     /// Binds UDP and TCP on every listen address and starts answering.
     public func start() throws {
         let handler: QueryHandler = { [chain] packet, client, transport, respond in
-            chain.handle(packet, client: client, transport: transport, respond: respond)
+            chain.handle(bytes: packet, client: client, transport: transport, respond: respond)
         }
         var udp: [UDPListener] = []
         var tcp: [TCPListener] = []

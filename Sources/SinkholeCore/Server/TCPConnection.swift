@@ -107,9 +107,10 @@ final class TCPConnection: @unchecked Sendable {
                 finishing = true
                 if !readSuspended { readSource.suspend(); readSuspended = true }
             }
-            handler(message, peer, .tcp, Responder { [self] reply in
+            let respond = Responder { [self] reply in
                 queue.async { self.replied(reply) }
-            })
+            }
+            message.withUnsafeBytes { handler($0, peer, .tcp, respond) }
         }
         if offset > 0 { input.removeFirst(offset) }
         if inFlight >= TCPConnection.maxInFlight && !readSuspended {

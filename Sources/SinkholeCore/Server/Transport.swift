@@ -5,9 +5,10 @@ public enum Transport: String, Sendable {
 }
 
 /// Called by a listener for each received message. The handler calls `respond` exactly once,
-/// from any thread; an empty reply means nothing is sent (a dropped query).
+/// from any thread; an empty reply means nothing is sent (a dropped query). `packet` is valid
+/// only during the call (a UDP listener's receive buffer): what outlives it is copied.
 public typealias QueryHandler = @Sendable (
-    _ packet: [UInt8], _ client: SocketAddress, _ transport: Transport, _ respond: Responder
+    _ packet: UnsafeRawBufferPointer, _ client: SocketAddress, _ transport: Transport, _ respond: Responder
 ) -> Void
 
 /// Where a query's reply goes: out of the UDP listener it came in on, to the client's address,

@@ -124,7 +124,7 @@ public final class UDPListener: @unchecked Sendable {
                 guard let client = SocketAddress(storage: receivePeers + i) else { continue }
                 let bytes = UnsafeRawBufferPointer(start: receiveBuffers + i * UDPListener.receiveSize,
                                                    count: Int(receiveHeaders[i].msg_len))
-                handler(Array(bytes), client, .udp, Responder(udp: self, client: client))
+                handler(bytes, client, .udp, Responder(udp: self, client: client))
             }
             loop.flushSends()   // the batch's forwarded queries first: their answers take longest
             flush()
