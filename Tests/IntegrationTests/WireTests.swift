@@ -84,6 +84,33 @@ import Testing
         #expect(h.upstream.received.isEmpty)
     }
 
+    /// RFC 8945 §5.1: a TSIG record anywhere but last, or a second one, is FORMERR. (ldns would
+    /// keep one and re-encode a different message; the packet fuzzer found it.) A single TSIG
+    /// at the end still decodes.
+    @Test func misplacedOrRepeatedTSIGGetsFormErr() throws {
+        let h = try TestHarness()
+        defer { h.stop() }
+        let tsig: [UInt8] = [0, 0, 250, 0, 255, 0, 0, 0, 0, 0, 0]   // root owner, TSIG, class ANY, empty
+        let opt: [UInt8] = [0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0, 0, 0]
+        var twoTSIG = DNSTestClient.query("www.example.org", id: 0x7201)
+        twoTSIG[11] = 2
+        twoTSIG += tsig + tsig
+        var tsigThenOPT = DNSTestClient.query("www.example.org", id: 0x7202)
+        tsigThenOPT[11] = 2
+        tsigThenOPT += tsig + opt
+        for packet in [twoTSIG, tsigThenOPT] {
+            #expect(Message(wire: packet) == nil)
+            let reply = try #require(DNSTestClient.udp(packet, to: h.address))
+            #expect(Header(reply)?.rcode == Rcode.formErr)
+        }
+        var lastTSIG = DNSTestClient.query("www.example.org", id: 0x7203)
+        lastTSIG[11] = 2
+        lastTSIG += opt + tsig
+        #expect(lastTSIG.withUnsafeBytes { TSIGPlacement.isValid($0) })
+        #expect(!twoTSIG.withUnsafeBytes { TSIGPlacement.isValid($0) } && !tsigThenOPT.withUnsafeBytes { TSIGPlacement.isValid($0) })
+        #expect(h.upstream.received.isEmpty)
+    }
+
     @Test func ednsVersionAboveZeroGetsBadVers() throws {
         let h = try TestHarness()
         defer { h.stop() }

@@ -52,7 +52,7 @@ public final class Message: @unchecked Sendable {
 
     /// Decodes wire bytes with `ldns_wire2pkt`; nil when ldns cannot parse them.
     public convenience init?(wire bytes: UnsafeRawBufferPointer) {
-        guard let base = bytes.baseAddress, bytes.count >= Header.size else { return nil }
+        guard let base = bytes.baseAddress, bytes.count >= Header.size, TSIGPlacement.isValid(bytes) else { return nil }
         var out: UnsafeMutablePointer<ldns_pkt>?
         let status = ldns_wire2pkt(&out, base.assumingMemoryBound(to: UInt8.self), bytes.count)
         guard status == LDNS_STATUS_OK, let pkt = out else {
@@ -64,7 +64,7 @@ public final class Message: @unchecked Sendable {
 
     public convenience init?(wire bytes: [UInt8]) {
         guard let pkt = bytes.withUnsafeBytes({ raw -> UnsafeMutablePointer<ldns_pkt>? in
-            guard let base = raw.baseAddress, raw.count >= Header.size else { return nil }
+            guard let base = raw.baseAddress, raw.count >= Header.size, TSIGPlacement.isValid(raw) else { return nil }
             var out: UnsafeMutablePointer<ldns_pkt>?
             let status = ldns_wire2pkt(&out, base.assumingMemoryBound(to: UInt8.self), raw.count)
             if status != LDNS_STATUS_OK {

@@ -41,3 +41,41 @@ public enum OPTCheck {
         return nil
     }
 }
+
+/// RFC 8945 §5.1 (and §4.2): a TSIG record must be the last record of the additional section, and
+/// there is at most one. ldns keeps only the last of several and moves one it finds elsewhere to
+/// the end, so its re-encoding of such a message is not the message (and may not decode again);
+/// such messages are refused before ldns sees them (a query gets FORMERR, as the RFC asks).
+public enum TSIGPlacement {
+    public static let tsig: UInt16 = 250
+
+    /// False when a TSIG record is anywhere but last, or there are several. A message too short
+    /// to walk is left to the decoder, which rejects it.
+    public static func isValid(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        guard bytes.count >= Header.size else { return true }
+        func count(_ at: Int) -> Int { Int(bytes[at]) << 8 | Int(bytes[at + 1]) }
+        func skipName(_ start: Int) -> Int? {
+            var offset = start
+            while offset < bytes.count {
+                let length = bytes[offset]
+                if length == 0 { return offset + 1 }
+                if length & 0xC0 == 0xC0 { return offset + 2 <= bytes.count ? offset + 2 : nil }
+                if length & 0xC0 != 0 { return nil }
+                offset += 1 + Int(length)
+            }
+            return nil
+        }
+        var offset = Header.size
+        for _ in 0..<count(4) {
+            guard let end = skipName(offset) else { return true }
+            offset = end + 4
+        }
+        let records = count(6) + count(8) + count(10)
+        for index in 0..<records {
+            guard let end = skipName(offset), end + 10 <= bytes.count else { return true }
+            if count(end) == Int(tsig) && (index != records - 1 || count(10) == 0) { return false }
+            offset = end + 10 + count(end + 8)
+        }
+        return true
+    }
+}
