@@ -29,7 +29,7 @@ public enum OPTCheck {
     }
 
     /// The offset just past a (possibly compressed) name starting at `offset`.
-    static func skipName(_ bytes: [UInt8], _ start: Int) -> Int? {
+    static func skipName<B: RandomAccessCollection>(_ bytes: B, _ start: Int) -> Int? where B.Element == UInt8, B.Index == Int {
         var offset = start
         while offset < bytes.count {
             let length = bytes[offset]
@@ -54,25 +54,14 @@ public enum TSIGPlacement {
     public static func isValid(_ bytes: UnsafeRawBufferPointer) -> Bool {
         guard bytes.count >= Header.size else { return true }
         func count(_ at: Int) -> Int { Int(bytes[at]) << 8 | Int(bytes[at + 1]) }
-        func skipName(_ start: Int) -> Int? {
-            var offset = start
-            while offset < bytes.count {
-                let length = bytes[offset]
-                if length == 0 { return offset + 1 }
-                if length & 0xC0 == 0xC0 { return offset + 2 <= bytes.count ? offset + 2 : nil }
-                if length & 0xC0 != 0 { return nil }
-                offset += 1 + Int(length)
-            }
-            return nil
-        }
         var offset = Header.size
         for _ in 0..<count(4) {
-            guard let end = skipName(offset) else { return true }
+            guard let end = OPTCheck.skipName(bytes, offset) else { return true }
             offset = end + 4
         }
         let records = count(6) + count(8) + count(10)
         for index in 0..<records {
-            guard let end = skipName(offset), end + 10 <= bytes.count else { return true }
+            guard let end = OPTCheck.skipName(bytes, offset), end + 10 <= bytes.count else { return true }
             if count(end) == Int(tsig) && (index != records - 1 || count(10) == 0) { return false }
             offset = end + 10 + count(end + 8)
         }
