@@ -67,16 +67,20 @@ import Testing
         #expect(Message(wire: formerr)?.edns?.udpPayloadSize == 1232)
     }
 
+    /// A query for www.example.org with `additional` as its additional section (ARCOUNT set).
+    static func query(id: UInt16, additional: [[UInt8]]) -> [UInt8] {
+        var packet = DNSTestClient.query("www.example.org", id: id)
+        packet[11] = UInt8(additional.count)
+        for record in additional { packet += record }
+        return packet
+    }
+
     @Test func malformedOPTGetsFormErr() throws {
         let h = try TestHarness()
         defer { h.stop() }
         let opt: [UInt8] = [0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0, 0, 0]
-        var twoOPT = DNSTestClient.query("www.example.org", id: 0x7103)
-        twoOPT[11] = 2
-        twoOPT += opt + opt
-        var namedOPT = DNSTestClient.query("www.example.org", id: 0x7104)
-        namedOPT[11] = 1
-        namedOPT += [1, 0x61] + opt
+        let twoOPT = WireTests.query(id: 0x7103, additional: [opt, opt])
+        let namedOPT = WireTests.query(id: 0x7104, additional: [[1, 0x61] + opt])
         for packet in [twoOPT, namedOPT] {
             let reply = try #require(DNSTestClient.udp(packet, to: h.address))
             #expect(Header(reply)?.rcode == Rcode.formErr)
@@ -92,20 +96,14 @@ import Testing
         defer { h.stop() }
         let tsig: [UInt8] = [0, 0, 250, 0, 255, 0, 0, 0, 0, 0, 0]   // root owner, TSIG, class ANY, empty
         let opt: [UInt8] = [0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0, 0, 0]
-        var twoTSIG = DNSTestClient.query("www.example.org", id: 0x7201)
-        twoTSIG[11] = 2
-        twoTSIG += tsig + tsig
-        var tsigThenOPT = DNSTestClient.query("www.example.org", id: 0x7202)
-        tsigThenOPT[11] = 2
-        tsigThenOPT += tsig + opt
+        let twoTSIG = WireTests.query(id: 0x7201, additional: [tsig, tsig])
+        let tsigThenOPT = WireTests.query(id: 0x7202, additional: [tsig, opt])
         for packet in [twoTSIG, tsigThenOPT] {
             #expect(Message(wire: packet) == nil)
             let reply = try #require(DNSTestClient.udp(packet, to: h.address))
             #expect(Header(reply)?.rcode == Rcode.formErr)
         }
-        var lastTSIG = DNSTestClient.query("www.example.org", id: 0x7203)
-        lastTSIG[11] = 2
-        lastTSIG += opt + tsig
+        let lastTSIG = WireTests.query(id: 0x7203, additional: [opt, tsig])
         #expect(lastTSIG.withUnsafeBytes { TSIGPlacement.isValid($0) })
         #expect(!twoTSIG.withUnsafeBytes { TSIGPlacement.isValid($0) } && !tsigThenOPT.withUnsafeBytes { TSIGPlacement.isValid($0) })
         #expect(h.upstream.received.isEmpty)

@@ -8,16 +8,25 @@ import Testing
 /// The per-core loop keeps its thread while its sockets stay busy (it waits on its own epoll set
 /// instead of going back to Dispatch after each turn), but only for a bounded time per call, so
 /// the deadline timer on the same queue still runs.
+/// A UDP socket bound to 127.0.0.1 on a port the kernel picks, and its address: an upstream
+/// the test reads from (or leaves silent).
+func loopbackUDP() throws -> (fd: Int32, address: SocketAddress) {
+    let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+    let loopback = SocketAddress(address: [127, 0, 0, 1], port: 0)
+    guard fd >= 0, loopback.withSockAddr({ bind(fd, $0, $1) }) == 0, let address = SocketAddress.local(of: fd) else {
+        if fd >= 0 { close(fd) }
+        throw SystemError("bind 127.0.0.1:0")
+    }
+    return (fd, address)
+}
+
 @Suite struct EventLoopTests {
     /// A watched descriptor that is always readable (a pipe with a byte its hook never reads) keeps the
     /// loop busy for good. A query to an upstream that never answers must still time out.
     /// With no bound on the lingering, the timer never runs and this fails after 5 s.
     @Test func aLoopThatIsAlwaysBusyStillTimesOutItsQueries() throws {
-        let silent = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        let (silent, upstream) = try loopbackUDP()
         defer { close(silent) }
-        let loopback = SocketAddress(address: [127, 0, 0, 1], port: 0)
-        #expect(loopback.withSockAddr { bind(silent, $0, $1) } == 0)
-        let upstream = try #require(SocketAddress.local(of: silent))
 
         let loop = EventLoop(upstreams: [upstream])
         defer { loop.stop() }
@@ -50,12 +59,9 @@ import Testing
     /// before it is retired), the rest on the next. Sent one by one, each query up to the pool's
     /// 32 sockets would open a socket of its own.
     @Test func queriesOfOneTurnShareASocketAndAllArrive() throws {
-        let upstreamFD = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        let (upstreamFD, upstream) = try loopbackUDP()
         defer { close(upstreamFD) }
-        let loopback = SocketAddress(address: [127, 0, 0, 1], port: 0)
-        #expect(loopback.withSockAddr { bind(upstreamFD, $0, $1) } == 0)
         Socket.setOption(upstreamFD, SOL_SOCKET, SO_RCVBUF, 1 << 20)
-        let upstream = try #require(SocketAddress.local(of: upstreamFD))
 
         let loop = EventLoop(upstreams: [upstream])
         defer { loop.stop() }
