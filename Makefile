@@ -38,6 +38,21 @@ test: build ## Run every test: unit, loopback integration, end-to-end with drill
 clean: ## Remove build products
 	rm -rf .build
 
+# --- benchmark smoke run (benchmarks/compare/README.md) --------------------------------------
+BENCH_PACKAGES := dnsperf nsd gcc python3 util-linux iproute2 bind9-dnsutils
+
+.PHONY: bench-smoke
+
+bench-smoke: deps ## Run benchmarks/compare.sh once at its smallest size and check its results (CI)
+	@missing=""; for p in $(BENCH_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	swift build -c release $(SWIFT_FLAGS)
+	SINKHOLE_BIN=.build/release/sinkhole benchmarks/compare.sh --quick --check
+
 # --- fuzzing (Fuzz/README.md) ---------------------------------------------------------------
 FUZZ_SECONDS ?= 600
 FUZZ_JOBS ?= 1

@@ -5,6 +5,10 @@
 #   benchmarks/compare.sh            full run: 1k, 100k and 1M-entry lists (about 15 minutes)
 #   benchmarks/compare.sh --quick    1k list, 3 s runs, peers that are not installed skipped
 #                                    (under 2 minutes once built; meant for CI)
+#   benchmarks/compare.sh --check    also fail (exit 1) unless every server that was run has a
+#                                    result for each of its paths, and every sinkhole run got the
+#                                    expected answers (NXDOMAIN for blocked names, NOERROR for
+#                                    allowed ones) and lost no query. CI runs --quick --check.
 #
 # Setup, all on loopback (127.0.0.1, ports PORT_BASE … PORT_BASE+5):
 #   - NSD serves a synthetic zone, benchzone. (10,000 A records and a wildcard, so any name
@@ -53,10 +57,11 @@ SELF=$(realpath "$0")
 cd "$(dirname "$SELF")/.."
 export PATH=/opt/swift/usr/bin:$PATH
 
-QUICK=0
+QUICK=0 CHECK=0
 for arg in "$@"; do
   case $arg in
     --quick) QUICK=1 ;;
+    --check) CHECK=1 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$SELF" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $arg (try --help)" >&2; exit 2 ;;
   esac
@@ -382,3 +387,8 @@ rm -f "$OUT"/queries/unique*.txt   # large and regenerated on every run
 echo "== done in $((SECONDS - T_START)) s (after the build)"
 echo
 python3 "$HERE/report.py" tables "$OUT/results.tsv" "$OUT/startup.tsv" "$DURATION" "$LAT_DURATION" "$RATE" | tee "$OUT/report.txt"
+if [ $CHECK = 1 ]; then
+  echo
+  python3 "$HERE/report.py" check "$OUT/results.tsv" $RUN_SERVERS \
+    $(case " $RUN_SERVERS " in *" sinkhole "*) echo sinkhole+log sinkhole+nocache; [ "${HISTORY:-1}" = 1 ] && echo sinkhole+history ;; esac)
+fi

@@ -7,6 +7,9 @@
                                        server's CPU ticks; OTHER: other ticks on core 0)
   report.py tables RESULTS STARTUP DURATION LAT_DURATION RATE
                                        the Markdown tables printed at the end
+  report.py check RESULTS SERVER...    exit 1 unless each SERVER has a row for each of its paths,
+                                       every row got answers, and every sinkhole row got the
+                                       expected answers and lost no query (compare.sh --check)
 """
 import re
 import sys
@@ -156,6 +159,35 @@ def tables(results, startup, duration, lat_duration, rate):
             print(f"| {int(size):,} | {server} | {secs} | {int(kb) / 1024:.1f} |")
 
 
+# The paths compare.sh runs for each server (the echo floor runs once, on the mix queries).
+SERVER_PATHS = {"echo": ["any"], "sinkhole+log": ["blocked"], "sinkhole+nocache": ["unique"],
+                "sinkhole+history": ["cached", "unique", "mix"]}
+
+
+def check(results, *servers):
+    rows = [line.rstrip("\n").split("\t") for line in open(results) if line.strip()]
+    problems = []
+    for server in servers:
+        for path in SERVER_PATHS.get(server, [p for p, _, _ in PATHS]):
+            if not any(r[2] == server and r[1] == path for r in rows):
+                problems.append(f"{server} {path}: no result (did it start? see benchmarks/out/compare/logs/)")
+    for r in rows:
+        size, path, server, lost, lat_lost, answers, notes = r[0], r[1], r[2], r[4], r[10], r[12], r[13]
+        where = f"{server} {path} ({size}-entry list)"
+        if "no answers" in notes:
+            problems.append(f"{where}: no answers")
+        elif server.startswith("sinkhole"):
+            if notes:
+                problems.append(f"{where}: {notes}")
+            if float(lost) > 0 or float(lat_lost) > 0:
+                problems.append(f"{where}: lost {lost}% at full speed, {lat_lost}% at the fixed rate")
+    for p in problems:
+        print(f"check failed: {p}", file=sys.stderr)
+    if problems:
+        sys.exit(1)
+    print(f"check passed: {len(rows)} runs, every sinkhole run answered as expected and lost nothing")
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "idle":
@@ -164,5 +196,7 @@ if __name__ == "__main__":
         row(*sys.argv[2:14])
     elif cmd == "tables":
         tables(*sys.argv[2:7])
+    elif cmd == "check":
+        check(*sys.argv[2:])
     else:
         sys.exit(__doc__)
