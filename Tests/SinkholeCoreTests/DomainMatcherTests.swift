@@ -112,6 +112,36 @@ import Testing
         #expect(m.decide(wire("host20000.example.test")) == nil)
     }
 
+    @Test func slotTagsTakeOnlyTheBitsNoReferenceNeeds() {
+        // One segment: references 1...4096 need 13 bits; the other 19 are the tag.
+        #expect(DomainMatcher.referenceMask(segmentCount: 1) == 0x1FFF)
+        #expect(DomainMatcher.referenceMask(segmentCount: 2) == 0x3FFF)
+        for segments in [3, 4, 5, 255, 256, 257, 4_000, 1 << 19, (1 << 19) + 1] {
+            let mask = UInt64(DomainMatcher.referenceMask(segmentCount: segments))
+            let largest = UInt64(segments - 1) << UInt64(DomainMatcher.entryBits) | UInt64(DomainMatcher.maxSegmentEntries - 1)
+            #expect(largest + 1 <= mask, "segments \(segments)")        // every reference fits
+            #expect(mask < 2 * (largest + 1), "segments \(segments)")   // in the fewest bits
+        }
+        // The most segments a table can hold leave no tag bit; lookups then compare every entry.
+        #expect(DomainMatcher.referenceMask(segmentCount: DomainMatcher.maxSegments) == .max)
+        #expect(DomainMatcher.tag(0xDEAD_BEEF, ~UInt32.max) == 0)
+    }
+
+    @Test func tagsNeverHideANameNorAdmitAnUnlistedOne() {
+        // Enough names for many segments and a table of 2 MiB (the huge-page path).
+        var b = DomainMatcher.Builder()
+        let n = 300_000
+        for i in 0..<n { b.add(name: WireName.fromText("n\(i).t")!, kind: .block, list: 0, line: i + 1) }
+        let m = b.build()
+        #expect(m.count == n)
+        #expect(m.segmentCount > 100)
+        var found = 0, wrong = 0
+        for i in 0..<n where m.decide(wire("n\(i).t"))?.line == i + 1 { found += 1 }
+        for i in n..<(2 * n) where m.decide(wire("n\(i).t")) != nil { wrong += 1 }
+        #expect(found == n)
+        #expect(wrong == 0)
+    }
+
     // MARK: sharing between versions
 
     /// Names as (name, line) pairs, added in order.

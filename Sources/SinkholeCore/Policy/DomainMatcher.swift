@@ -5,8 +5,14 @@ import Glibc
 ///
 /// Memory is kept compact for multi-million-entry feeds: names are held in immutable segments of
 /// a few hundred consecutive entries (a byte arena of lowercase wire labels without the root byte,
-/// and 8-byte entry records), and one open-addressing table of 4-byte references at a load factor
-/// of at most 1/2 finds them: about 40 bytes an entry in all.
+/// and 8-byte entry records), and one open-addressing table of 4-byte slots at a load factor of at
+/// most 1/2 finds them: about 40 bytes an entry in all.
+///
+/// A slot holds an entry's reference in its low bits and, in the bits the reference does not need
+/// (9 with a million names), a tag from the name's hash. A probe reads an entry only when the tags
+/// agree, so a name that is not listed costs one cache line of the table and no read of the
+/// segments, which with a large list are cold. A table of 2 MiB or more asks for transparent huge
+/// pages, so that its random reads do not each miss the TLB as well.
 ///
 /// Segments end where the names' content says so (content-defined boundaries), and line numbers
 /// are stored relative to the segment's first entry, so a new version of a file shares every run
@@ -148,17 +154,54 @@ public struct DomainMatcher: @unchecked Sendable {
     private let refs: [SegmentRef]
     private let table: [UInt32]
     private let mask: Int
+    /// The slot bits that hold a reference plus one (zero: an empty slot), and the rest: the tag.
+    private let referenceMask: UInt32
+    private var tagMask: UInt32 { ~referenceMask }
     /// Entries in the table (duplicates excluded).
     public let count: Int
 
-    public static let empty = DomainMatcher(segments: [], refs: [], table: [0, 0], mask: 1, count: 0)
+    public static let empty = DomainMatcher(segments: [], refs: [], table: [0, 0], mask: 1, referenceMask: .max, count: 0)
 
-    private init(segments: [Segment], refs: [SegmentRef], table: [UInt32], mask: Int, count: Int) {
+    private init(segments: [Segment], refs: [SegmentRef], table: [UInt32], mask: Int, referenceMask: UInt32, count: Int) {
         self.segments = segments
         self.refs = refs
         self.table = table
         self.mask = mask
+        self.referenceMask = referenceMask
         self.count = count
+    }
+
+    /// The reference mask for a table over `segmentCount` segments: the fewest low bits that hold
+    /// the largest reference plus one.
+    static func referenceMask(segmentCount: Int) -> UInt32 {
+        let largest = UInt64(max(0, segmentCount - 1)) << UInt64(entryBits) | UInt64(maxSegmentEntries - 1)
+        let bits = UInt64.bitWidth - (largest + 1).leadingZeroBitCount
+        return bits >= 32 ? .max : UInt32(1) << UInt32(bits) - 1
+    }
+
+    /// The tag bits of a name's slot: high bits of its hash, mixed, so that they are independent
+    /// of the low bits that chose the slot.
+    @inline(__always)
+    static func tag(_ hash: UInt32, _ tagMask: UInt32) -> UInt32 {
+        (hash &* 0x9E37_79B1) & tagMask
+    }
+
+    /// A zeroed table of `capacity` slots. Past 2 MiB, its pages are marked for transparent huge
+    /// pages before they are first touched, where the kernel allows it (`madvise` mode).
+    static func zeroedTable(capacity: Int) -> [UInt32] {
+        [UInt32](unsafeUninitializedCapacity: capacity) { buffer, count in
+            let bytes = capacity * MemoryLayout<UInt32>.stride
+            let huge = 2 << 20
+            if bytes >= huge, let base = buffer.baseAddress {
+                let start = (Int(bitPattern: base) + huge - 1) & ~(huge - 1)
+                let end = (Int(bitPattern: base) + bytes) & ~(huge - 1)
+                if end > start, let aligned = UnsafeMutableRawPointer(bitPattern: start) {
+                    _ = madvise(aligned, end - start, MADV_HUGEPAGE)   // advice only: no error matters
+                }
+            }
+            buffer.initialize(repeating: 0)
+            count = capacity
+        }
     }
 
     /// Segments held, and how many of them are the same objects as in `other` (shared storage).
@@ -262,17 +305,22 @@ public struct DomainMatcher: @unchecked Sendable {
                 SegmentRef(entries: UnsafePointer(segment.entries), arena: UnsafePointer(segment.arena),
                            firstLine: line, list: Int(segment.list))
             }
-            var table = [UInt32](repeating: 0, count: capacity)
+            let referenceMask = DomainMatcher.referenceMask(segmentCount: segments.count)
+            var table = DomainMatcher.zeroedTable(capacity: capacity)
             var kept = 0
             table.withUnsafeMutableBufferPointer { table in
                 for (index, segment) in segments.enumerated() {
                     let arenaBytes = segment.arenaBuffer
                     for (position, entry) in segment.entryBuffer.enumerated() {
                         let key = UnsafeBufferPointer(rebasing: arenaBytes[Int(entry.offset)..<Int(entry.offset) + Int(entry.length)])
-                        var slot = Int(DomainMatcher.hash(key)) & mask
+                        let hash = DomainMatcher.hash(key)
+                        let tag = DomainMatcher.tag(hash, ~referenceMask)
+                        var slot = Int(hash) & mask
                         var duplicate = false
                         while table[slot] != 0 {
-                            let reference = Int(table[slot]) - 1
+                            defer { slot = (slot + 1) & mask }
+                            guard table[slot] & ~referenceMask == tag else { continue }
+                            let reference = Int(table[slot] & referenceMask) - 1
                             let ref = refs[reference >> DomainMatcher.entryBits]
                             let other = ref.entries[reference & (DomainMatcher.maxSegmentEntries - 1)]
                             if other.kind == entry.kind, other.length == entry.length,
@@ -280,15 +328,15 @@ public struct DomainMatcher: @unchecked Sendable {
                                 duplicate = true
                                 break
                             }
-                            slot = (slot + 1) & mask
                         }
                         if duplicate { continue }
-                        table[slot] = UInt32(index << DomainMatcher.entryBits | position) + 1
+                        table[slot] = tag | (UInt32(index << DomainMatcher.entryBits | position) + 1)
                         kept += 1
                     }
                 }
             }
-            return DomainMatcher(segments: segments, refs: refs, table: table, mask: mask, count: kept)
+            return DomainMatcher(segments: segments, refs: refs, table: table, mask: mask,
+                                 referenceMask: referenceMask, count: kept)
         }
     }
 
@@ -315,12 +363,16 @@ public struct DomainMatcher: @unchecked Sendable {
                 index += 1
                 defer { start += 1 + Int(q[start]) }
                 let key = UnsafeBufferPointer(rebasing: q[start..<end])
-                var slot = Int(DomainMatcher.hash(key)) & mask
+                let hash = DomainMatcher.hash(key)
+                let tag = DomainMatcher.tag(hash, tagMask)
+                var slot = Int(hash) & mask
                 while table[slot] != 0 {
-                    let reference = Int(table[slot]) - 1
+                    let value = table[slot]
+                    slot = (slot + 1) & mask
+                    guard value & tagMask == tag else { continue }
+                    let reference = Int(value & referenceMask) - 1
                     let ref = refs[reference >> DomainMatcher.entryBits]
                     let entry = ref.entries[reference & (DomainMatcher.maxSegmentEntries - 1)]
-                    slot = (slot + 1) & mask
                     guard Int(entry.length) == key.count, DomainMatcher.equals(ref.arena + Int(entry.offset), key) else { continue }
                     let kind = Kind(packed: entry.kind)
                     let applies: Bool
