@@ -5,6 +5,10 @@
 #ifndef SINKHOLE_NET_H
 #define SINKHOLE_NET_H
 
+/// A hint that the memory at `p` is about to be read (no effect on any result). Swift has no
+/// prefetch of its own; inline, so it compiles to the one instruction.
+static inline void sinkhole_prefetch(const void *p) { __builtin_prefetch(p, 0, 3); }
+
 /// recvmmsg(2) without a timeout: the number of datagrams received; -1 and errno on error.
 int sinkhole_recvmmsg(int fd, void *messages, unsigned int count, int flags);
 

@@ -1,3 +1,4 @@
+import CSinkholeNet
 import Glibc
 
 /// An immutable set of domain names with a rule attached to each, answering "is this name,
@@ -354,52 +355,72 @@ public struct DomainMatcher: @unchecked Sendable {
     public func decide(_ qname: [UInt8]) -> Hit? {
         guard count > 0, WireName.isPlainName(qname) else { return nil }
         let end = qname.count - 1   // exclude the root byte
-        var found: Hit?
-        return qname.withUnsafeBufferPointer { q -> Hit? in
-            // Each label start in turn, the name itself first (no array: this runs per query).
-            var start = 0
-            var index = -1
-            while start < end {
-                index += 1
-                defer { start += 1 + Int(q[start]) }
-                let key = UnsafeBufferPointer(rebasing: q[start..<end])
-                let hash = DomainMatcher.hash(key)
-                let tag = DomainMatcher.tag(hash, tagMask)
-                var slot = Int(hash) & mask
-                while table[slot] != 0 {
-                    let value = table[slot]
-                    slot = (slot + 1) & mask
-                    guard value & tagMask == tag else { continue }
-                    let reference = Int(value & referenceMask) - 1
-                    let ref = refs[reference >> DomainMatcher.entryBits]
-                    let entry = ref.entries[reference & (DomainMatcher.maxSegmentEntries - 1)]
-                    guard Int(entry.length) == key.count, DomainMatcher.equals(ref.arena + Int(entry.offset), key) else { continue }
-                    let kind = Kind(packed: entry.kind)
-                    let applies: Bool
-                    switch kind.scope {
-                    case .subtree: applies = true
-                    case .below: applies = index > 0
-                    case .exact: applies = index == 0
-                    }
-                    guard applies else { continue }
-                    let listed = ref.arena + Int(entry.offset), length = Int(entry.length)
-                    let zone: ArraySlice<UInt8>
-                    if memcmp(listed, key.baseAddress!, length) == 0 {
-                        zone = qname[start...]   // the suffix and the root byte: shares the name's storage
-                    } else {
-                        zone = [UInt8](unsafeUninitializedCapacity: length + 1) { buffer, count in
-                            buffer.baseAddress!.initialize(from: listed, count: length)
-                            buffer[length] = 0
-                            count = length + 1
-                        }[...]
-                    }
-                    let hit = Hit(zone: zone, kind: kind, list: ref.list, line: ref.firstLine + Int(entry.line), suffixStart: start)
-                    if kind.action == .allow { return hit }
-                    if found == nil { found = hit }
-                }
+        // A wire name of at most 255 bytes has at most 127 labels.
+        return withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 128) { hashes in
+            table.withUnsafeBufferPointer { table in
+                qname.withUnsafeBufferPointer { q in decide(q, end: end, qname: qname, table: table, hashes: hashes) }
             }
-            return found
         }
+    }
+
+    @inline(__always)
+    private func decide(_ q: UnsafeBufferPointer<UInt8>, end: Int, qname: [UInt8], table: UnsafeBufferPointer<UInt32>,
+                        hashes: UnsafeMutableBufferPointer<UInt32>) -> Hit? {
+        var found: Hit?
+        // First every suffix's hash, and a prefetch of its slot: with a large list the slots
+        // are in memory no cache holds, and their reads then overlap instead of queueing.
+        var start = 0
+        var labels = 0
+        while start < end {
+            let hash = DomainMatcher.hash(UnsafeBufferPointer(rebasing: q[start..<end]))
+            hashes[labels] = hash
+            sinkhole_prefetch(table.baseAddress! + (Int(hash) & mask))
+            labels += 1
+            start += 1 + Int(q[start])
+        }
+        // Then each label start in turn, the name itself first.
+        start = 0
+        var index = -1
+        while start < end {
+            index += 1
+            defer { start += 1 + Int(q[start]) }
+            let key = UnsafeBufferPointer(rebasing: q[start..<end])
+            let hash = hashes[index]
+            let tag = DomainMatcher.tag(hash, tagMask)
+            var slot = Int(hash) & mask
+            while table[slot] != 0 {
+                let value = table[slot]
+                slot = (slot + 1) & mask
+                guard value & tagMask == tag else { continue }
+                let reference = Int(value & referenceMask) - 1
+                let ref = refs[reference >> DomainMatcher.entryBits]
+                let entry = ref.entries[reference & (DomainMatcher.maxSegmentEntries - 1)]
+                guard Int(entry.length) == key.count, DomainMatcher.equals(ref.arena + Int(entry.offset), key) else { continue }
+                let kind = Kind(packed: entry.kind)
+                let applies: Bool
+                switch kind.scope {
+                case .subtree: applies = true
+                case .below: applies = index > 0
+                case .exact: applies = index == 0
+                }
+                guard applies else { continue }
+                let listed = ref.arena + Int(entry.offset), length = Int(entry.length)
+                let zone: ArraySlice<UInt8>
+                if memcmp(listed, key.baseAddress!, length) == 0 {
+                    zone = qname[start...]   // the suffix and the root byte: shares the name's storage
+                } else {
+                    zone = [UInt8](unsafeUninitializedCapacity: length + 1) { buffer, count in
+                        buffer.baseAddress!.initialize(from: listed, count: length)
+                        buffer[length] = 0
+                        count = length + 1
+                    }[...]
+                }
+                let hit = Hit(zone: zone, kind: kind, list: ref.list, line: ref.firstLine + Int(entry.line), suffixStart: start)
+                if kind.action == .allow { return hit }
+                if found == nil { found = hit }
+            }
+        }
+        return found
     }
 
     /// Whether the listed bytes at `listed` equal `key` ignoring the key's letter case.
