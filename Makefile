@@ -44,12 +44,7 @@ BENCH_PACKAGES := dnsperf nsd gcc python3 util-linux iproute2 bind9-dnsutils
 .PHONY: bench-smoke
 
 bench-smoke: deps ## Run benchmarks/compare.sh once at its smallest size and check its results (CI)
-	@missing=""; for p in $(BENCH_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing:$$missing"; \
-	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
-	fi
+	@$(MAKE) --no-print-directory deps APT_PACKAGES="$(BENCH_PACKAGES)"
 	swift build -c release $(SWIFT_FLAGS)
 	SINKHOLE_BIN=.build/release/sinkhole benchmarks/compare.sh --quick --check
 
