@@ -20,6 +20,25 @@ func loopbackUDP() throws -> (fd: Int32, address: SocketAddress) {
     return (fd, address)
 }
 
+/// An upstream try whose outcome goes to a closure: the tests' way to submit a query.
+final class ClosureTry: UpstreamTry, @unchecked Sendable {
+    let completion: @Sendable (Result<UpstreamAnswer, UpstreamFailure>) -> Void
+
+    init(wire: [UInt8], question: Question, completion: @escaping @Sendable (Result<UpstreamAnswer, UpstreamFailure>) -> Void) {
+        self.completion = completion
+        super.init(wire: wire, question: question)
+    }
+
+    override func finished(_ result: Result<UpstreamAnswer, UpstreamFailure>) { completion(result) }
+}
+
+extension EventLoop {
+    func submit(upstream index: Int, query: [UInt8], question: Question, timeout: Double,
+                completion: @escaping @Sendable (Result<UpstreamAnswer, UpstreamFailure>) -> Void) {
+        submit(upstream: index, try: ClosureTry(wire: query, question: question, completion: completion), timeout: timeout)
+    }
+}
+
 @Suite struct EventLoopTests {
     /// A watched descriptor that is always readable (a pipe with a byte its hook never reads) keeps the
     /// loop busy for good. A query to an upstream that never answers must still time out.

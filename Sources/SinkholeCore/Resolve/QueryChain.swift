@@ -50,7 +50,7 @@ public final class QueryChain: Sendable {
     /// by key so that cores forwarding different names do not queue on one lock.
     private let pendingShards = (0..<16).map { _ in PendingShard() }
 
-    private final class PendingShard: Sendable {
+    fileprivate final class PendingShard: Sendable {
         let waiting = Mutex<[AnswerCache.Key: [Waiter]]>([:])
     }
     private let inFlight = DispatchGroup()
@@ -193,30 +193,60 @@ public final class QueryChain: Sendable {
             return
         }
         inFlight.enter()
-        forwarder.forward(query) { [self] resolution in
-            var resolution = resolution
-            var fresh = false
-            switch resolution {
-            case .upstream:
-                fresh = true
-            case .failure:
-                // Every upstream failed: an expired answer is better than none (RFC 8767).
-                if let cache, let hit = cache.lookup(key, allowStale: true), let stale = AnswerCache.answer(from: hit) {
-                    resolution = .upstream(stale, from: AnswerCache.origin)
-                }
-            default:
-                break
+        forwarder.forward(Miss(chain: self, query: query, key: key, respond: respond, shard: shard,
+                               wire: forwarder.upstreamQuery(for: query)))
+    }
+
+    /// A forwarded query's resolution: delivered to it and to the identical queries that waited.
+    fileprivate func forwarded(_ miss: Miss, _ resolution: Resolution) {
+        let key = miss.key
+        var resolution = resolution
+        var fresh = false
+        switch resolution {
+        case .upstream:
+            fresh = true
+        case .failure:
+            // Every upstream failed: an expired answer is better than none (RFC 8767).
+            if let cache, let hit = cache.lookup(key, allowStale: true), let stale = AnswerCache.answer(from: hit) {
+                resolution = .upstream(stale, from: AnswerCache.origin)
             }
-            // The first query's delivery stores the fresh answer, before the waiters are taken
-            // off the table: a query arriving now finds either the answer or the table entry.
-            deliver(query, resolution, outcome: .forwarded, storeAs: fresh ? key : nil, respond: respond)
-            let waiters = shard.waiting.withLock { $0.removeValue(forKey: key) ?? [] }
-            // The answer is immutable: every waiter's reply is made from the same one.
-            for waiter in waiters {
-                deliver(waiter.query, resolution, outcome: .forwarded, respond: waiter.respond)
-            }
-            inFlightCount.subtract(1, ordering: .relaxed)
-            inFlight.leave()
+        default:
+            break
+        }
+        // The first query's delivery stores the fresh answer, before the waiters are taken
+        // off the table: a query arriving now finds either the answer or the table entry.
+        deliver(miss.query, resolution, outcome: .forwarded, storeAs: fresh ? key : nil, respond: miss.respond)
+        let waiters = miss.shard.waiting.withLock { $0.removeValue(forKey: key) ?? [] }
+        // The answer is immutable: every waiter's reply is made from the same one.
+        for waiter in waiters {
+            deliver(waiter.query, resolution, outcome: .forwarded, respond: waiter.respond)
+        }
+        inFlightCount.subtract(1, ordering: .relaxed)
+        inFlight.leave()
+    }
+
+    /// A query on its way upstream: the forwarder's job, with what the chain needs once it is
+    /// resolved, in the same object (one allocation, and one reference where the upstream
+    /// socket's table holds it).
+    fileprivate final class Miss: ForwardJob, @unchecked Sendable {
+        let chain: QueryChain
+        let query: Query
+        let key: AnswerCache.Key
+        let respond: Responder
+        let shard: PendingShard
+
+        init(chain: QueryChain, query: Query, key: AnswerCache.Key, respond: Responder, shard: PendingShard,
+             wire: [UInt8]) {
+            self.chain = chain
+            self.query = query
+            self.key = key
+            self.respond = respond
+            self.shard = shard
+            super.init(wire: wire, question: query.question)
+        }
+
+        override func resolved(_ resolution: Resolution) {
+            chain.forwarded(self, resolution)
         }
     }
 

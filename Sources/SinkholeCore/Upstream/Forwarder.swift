@@ -52,7 +52,7 @@ public final class Forwarder: Sendable {
 
     /// The message sent upstream: the client's question, RD and CD, and our own OPT record with
     /// the client's DO bit (and its ECS option with `--forward-ecs`). Nothing else is passed on.
-    func upstreamQuery(for query: Query) -> [UInt8]? {
+    func upstreamQuery(for query: Query) -> [UInt8] {
         // Built from the bytes up (ldns_pkt2wire would allocate 64 KiB for these few dozen).
         var out: [UInt8] = []
         out.reserveCapacity(query.question.name.count + 40)
@@ -71,44 +71,48 @@ public final class Forwarder: Sendable {
         return out
     }
 
-    public func forward(_ query: Query, completion: @escaping @Sendable (Resolution) -> Void) {
-        guard let wire = upstreamQuery(for: query) else {
-            return completion(.failure(rcode: Rcode.servFail, reason: "could not encode the upstream query"))
-        }
-        let order = health.order(strategy)
-        attempt(order[...], wire: wire, question: query.question, until: .now() + deadline,
-                lastServfail: nil, completion: completion)
+    /// Forwards `job`'s query; `job.resolved` is called once, with the answer or the failure.
+    func forward(_ job: ForwardJob) {
+        job.forwarder = self
+        job.order = health.order(strategy)
+        job.until = DispatchTime.now().uptimeNanoseconds + UInt64(max(0, deadline) * 1e9)
+        attempt(job)
     }
 
-    private func attempt(_ order: ArraySlice<Int>, wire: [UInt8], question: Question, until deadline: DispatchTime,
-                         lastServfail: Resolution?, completion: @escaping @Sendable (Resolution) -> Void) {
-        let left = Double(Int64(deadline.uptimeNanoseconds) - Int64(DispatchTime.now().uptimeNanoseconds)) / 1e9
-        guard let index = order.first, left > 0.001 else {
-            return completion(lastServfail ?? .failure(rcode: Rcode.servFail, reason: "no upstream answered"))
+    /// The next try of `job`, or its resolution when no upstream or no time is left.
+    private func attempt(_ job: ForwardJob) {
+        let now = DispatchTime.now().uptimeNanoseconds
+        let left = Double(Int64(job.until) - Int64(now)) / 1e9
+        guard job.next < job.order.count, left > 0.001 else {
+            return job.resolved(job.lastServfail ?? .failure(rcode: Rcode.servFail, reason: "no upstream answered"))
         }
+        job.index = job.order[job.next]
+        job.next += 1
+        job.started = now
+        sockets.exchange(upstream: job.index, try: job, timeout: min(timeout, left))
+    }
+
+    /// The outcome of `job`'s current try: its answer, or the next try.
+    fileprivate func tried(_ job: ForwardJob, _ result: Result<UpstreamAnswer, UpstreamFailure>) {
+        let index = job.index
         let upstream = upstreams[index]
-        let started = DispatchTime.now()
-        sockets.exchange(upstream: index, query: wire, question: question, timeout: min(timeout, left)) { [self] result in
-            let rest = order.dropFirst()
-            switch result {
-            case .success(let reply) where reply.rcode == Rcode.servFail:
-                failed(index, "answered SERVFAIL", question)
-                metrics?.upstreamFailed(upstream, reason: "servfail")
-                attempt(rest, wire: wire, question: question, until: deadline,
-                        lastServfail: .upstream(reply, from: upstream), completion: completion)
-            case .success(let reply):
-                let rtt = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
-                latency[index]?.recordNanoseconds(Int64(rtt * 1e9))
-                if health.success(index, rtt: rtt) {
-                    logger.notice("upstream answering again", metadata: ["upstream": "\(upstream)"])
-                }
-                completion(.upstream(reply, from: upstream))
-            case .failure(let failure):
-                failed(index, "\(failure)", question)
-                metrics?.upstreamFailed(upstream, reason: failure.kind)
-                attempt(rest, wire: wire, question: question, until: deadline, lastServfail: lastServfail,
-                        completion: completion)
+        switch result {
+        case .success(let reply) where reply.rcode == Rcode.servFail:
+            failed(index, "answered SERVFAIL", job.question)
+            metrics?.upstreamFailed(upstream, reason: "servfail")
+            job.lastServfail = .upstream(reply, from: upstream)
+            attempt(job)
+        case .success(let reply):
+            let nanoseconds = DispatchTime.now().uptimeNanoseconds &- job.started
+            latency[index]?.recordNanoseconds(Int64(nanoseconds))
+            if health.success(index, rtt: Double(nanoseconds) / 1e9) {
+                logger.notice("upstream answering again", metadata: ["upstream": "\(upstream)"])
             }
+            job.resolved(.upstream(reply, from: upstream))
+        case .failure(let failure):
+            failed(index, "\(failure)", job.question)
+            metrics?.upstreamFailed(upstream, reason: failure.kind)
+            attempt(job)
         }
     }
 
@@ -123,5 +127,32 @@ public final class Forwarder: Sendable {
         } else {
             logger.warning("upstream try failed", metadata: metadata)
         }
+    }
+}
+
+/// One query's way through the upstreams, held in one object: the message sent, the upstreams
+/// still to try and the deadline of the whole loop. Each try's outcome comes back to it
+/// (`finished`), so a try needs no closure (and no heap context) of its own, and the socket
+/// table holds one reference per try instead of the message, the question and a completion.
+/// The caller subclasses it and is told the resolution in `resolved`, once. Its state changes
+/// only between tries, one try at a time, each handed over under the socket table's lock.
+class ForwardJob: UpstreamTry, @unchecked Sendable {
+    fileprivate var forwarder: Forwarder?
+    fileprivate var order: [Int] = []
+    fileprivate var next = 0
+    /// The deadline of the whole retry loop, in uptime nanoseconds.
+    fileprivate var until: UInt64 = 0
+    fileprivate var lastServfail: Resolution?
+    /// The upstream of the current try, and when it was sent.
+    fileprivate var index = 0
+    fileprivate var started: UInt64 = 0
+
+    /// The answer, or the failure once every upstream failed or the deadline passed.
+    func resolved(_ resolution: Resolution) {
+        preconditionFailure("ForwardJob.resolved must be overridden")
+    }
+
+    override final func finished(_ result: Result<UpstreamAnswer, UpstreamFailure>) {
+        forwarder?.tried(self, result)
     }
 }

@@ -26,7 +26,6 @@ import Synchronization
 /// from a loop's own thread (a UDP listener on that loop) uses that loop, so its reply comes
 /// back on the thread that holds the client's socket and joins that thread's send batch.
 final class UpstreamSockets: Sendable {
-    typealias Completion = @Sendable (Result<UpstreamAnswer, UpstreamFailure>) -> Void
 
     /// Sockets per upstream in one shard, each on its own random port.
     static let socketsPerUpstream = 32
@@ -42,16 +41,15 @@ final class UpstreamSockets: Sendable {
         self.loops = (0..<max(1, loops)).map { _ in EventLoop(upstreams: upstreams) }
     }
 
-    /// Sends `query` (its ID is replaced by a fresh random one) to upstream `index` and calls
-    /// `completion` once: with the validated reply, at the timeout, or on a network error
+    /// Sends `job.wire` (its ID is replaced by a fresh random one) to upstream `index` and calls
+    /// `job.finished` once: with the validated reply, at the timeout, or on a network error
     /// (an ICMP port unreachable comes back as one within a round trip). A truncated reply is
     /// retried over TCP within the same timeout.
-    func exchange(upstream index: Int, query: [UInt8], question: Question, timeout: Double,
-                  completion: @escaping Completion) {
+    func exchange(upstream index: Int, try job: UpstreamTry, timeout: Double) {
         let me = EventLoop.currentThread
         let loop = loops.first { $0.runs(on: me) }
             ?? loops[Int(((UInt64(me) &* 0x9E37_79B9_7F4A_7C15) >> 32) % UInt64(loops.count))]
-        loop.submit(upstream: index, query: query, question: question, timeout: timeout, completion: completion)
+        loop.submit(upstream: index, try: job, timeout: timeout)
     }
 
     /// Stops the loops; queries still waiting fail. Call once nothing is being forwarded.
@@ -84,13 +82,27 @@ private final class PooledSocket: @unchecked Sendable {
     deinit { Glibc.close(fd) }
 }
 
+/// The caller of an upstream try: the message to send (kept for the TCP retry after a truncated
+/// reply), its question (replies are checked against it) and `finished`, called once per try.
+/// A class, so that a waiting try is one reference in the socket's table.
+class UpstreamTry: @unchecked Sendable {
+    let wire: [UInt8]
+    let question: Question
+
+    init(wire: [UInt8], question: Question) {
+        self.wire = wire
+        self.question = question
+    }
+
+    func finished(_ result: Result<UpstreamAnswer, UpstreamFailure>) {
+        preconditionFailure("UpstreamTry.finished must be overridden")
+    }
+}
+
 private struct Waiting {
     let serial: UInt64
-    /// What was sent (for the TCP retry after a truncated reply).
-    let query: [UInt8]
-    let question: Question
     let deadline: UInt64
-    let completion: UpstreamSockets.Completion
+    let job: UpstreamTry
 }
 
 /// Deadlines of waiting queries, earliest first (a binary heap). An entry whose query was
@@ -341,8 +353,8 @@ final class EventLoop: @unchecked Sendable {
         queue.sync { block() }
     }
 
-    func submit(upstream index: Int, query: [UInt8], question: Question, timeout: Double,
-                completion: @escaping UpstreamSockets.Completion) {
+    func submit(upstream index: Int, try job: UpstreamTry, timeout: Double) {
+        let query = job.wire
         let now = EventLoop.now
         let deadline = now + UInt64(max(0.001, timeout) * 1e9)
         // On the loop's own thread (a turn is running), the query joins the turn's send batch.
@@ -372,7 +384,7 @@ final class EventLoop: @unchecked Sendable {
             var id = s.ids.next()
             while socket.waiting[id] != nil { id = s.ids.next() }
             s.nextSerial += 1
-            socket.waiting[id] = Waiting(serial: s.nextSerial, query: query, question: question, deadline: deadline, completion: completion)
+            socket.waiting[id] = Waiting(serial: s.nextSerial, deadline: deadline, job: job)
             socket.used += 1
             if socket.used >= UpstreamSockets.queriesPerSocket {
                 socket.retired = true
@@ -383,7 +395,7 @@ final class EventLoop: @unchecked Sendable {
             return .success((socket, id, s.nextSerial))
         }
         guard case .success(let (socket, id, serial)) = picked else {
-            if case .failure(let failure) = picked { completion(.failure(failure)) }
+            if case .failure(let failure) = picked { job.finished(.failure(failure)) }
             return
         }
         if queue {
@@ -468,7 +480,7 @@ final class EventLoop: @unchecked Sendable {
             retire(socket, &s)
             return w
         }
-        waiting?.completion(.failure(.network(error.description)))
+        waiting?.job.finished(.failure(.network(error.description)))
     }
 
     /// Sends `query` with its first two bytes replaced by `id`, from two pieces (sendmsg), so
@@ -591,7 +603,7 @@ final class EventLoop: @unchecked Sendable {
         for w in watchers { _ = sinkhole_epoll_remove(epoll, w.fd) }
         timer.cancel()
         upstreamSource.cancel()
-        for w in waiting { w.completion(.failure(.network("stopping"))) }
+        for w in waiting { w.job.finished(.failure(.network("stopping"))) }
     }
 
     /// Reads what arrived on one socket and completes the queries it answers.
@@ -642,7 +654,7 @@ final class EventLoop: @unchecked Sendable {
         var failed: [Waiting] = []
         state.withLock { s in
             for reply in replies {
-                guard let waiting = socket.waiting[reply.id], reply.answers(waiting.question) else { continue }
+                guard let waiting = socket.waiting[reply.id], reply.answers(waiting.job.question) else { continue }
                 socket.waiting[reply.id] = nil
                 done.append((waiting, reply))
             }
@@ -658,10 +670,10 @@ final class EventLoop: @unchecked Sendable {
             if reply.facts.truncated {
                 retryOverTCP(socket.upstream, waiting)
             } else {
-                waiting.completion(.success(reply))
+                waiting.job.finished(.success(reply))
             }
         }
-        if let failure { for w in failed { w.completion(.failure(failure)) } }
+        if let failure { for w in failed { w.job.finished(.failure(failure)) } }
     }
 
     /// The timer: completes the queries whose deadline has passed.
@@ -680,7 +692,7 @@ final class EventLoop: @unchecked Sendable {
             if let next = s.deadlines.earliest { schedule(max(next, now + EventLoop.timerGranularity), &s) }
             return late
         }
-        for w in late { w.completion(.failure(.timeout)) }
+        for w in late { w.job.finished(.failure(.timeout)) }
     }
 
     /// A truncated reply: the same question over TCP, on a thread of its own (rare, blocking).
@@ -688,19 +700,19 @@ final class EventLoop: @unchecked Sendable {
         let upstream = upstreams[index]
         let remaining = max(0.05, Double(Int64(waiting.deadline) - Int64(EventLoop.now)) / 1e9)
         Thread.detachNewThread {
-            var query = waiting.query
+            var query = waiting.job.wire
             let id = UInt16.random(in: 0...UInt16.max)
             query[0] = UInt8(id >> 8)
             query[1] = UInt8(id & 0xFF)
             switch TCPExchange.run(upstream: upstream, query: query, timeout: remaining) {
             case .success(let bytes):
-                if let reply = UpstreamAnswer.validated(bytes, id: id, question: waiting.question) {
-                    waiting.completion(.success(reply))
+                if let reply = UpstreamAnswer.validated(bytes, id: id, question: waiting.job.question) {
+                    waiting.job.finished(.success(reply))
                 } else {
-                    waiting.completion(.failure(.badReply("TCP reply does not match the query")))
+                    waiting.job.finished(.failure(.badReply("TCP reply does not match the query")))
                 }
             case .failure(let failure):
-                waiting.completion(.failure(failure))
+                waiting.job.finished(.failure(failure))
             }
         }
     }
