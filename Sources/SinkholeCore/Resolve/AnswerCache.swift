@@ -1,4 +1,5 @@
 import Dispatch
+import Glibc
 import Synchronization
 
 /// Forwarded answers kept for their TTL (RFC 1035 §7.4, RFC 2308 for negative answers), so a
@@ -205,8 +206,17 @@ public final class AnswerCache: Sendable {
     private let serials = Atomic<UInt64>(0)
     private let clock: @Sendable () -> UInt64
 
+    /// Whole seconds of the monotonic clock, read from its coarse variant (updated every tick,
+    /// a few milliseconds): TTLs count in seconds, and the coarse clock is read without the
+    /// hardware time source that the precise one consults (two to three reads per cache miss).
+    @Sendable public static func monotonicSeconds() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC_COARSE, &ts)
+        return UInt64(ts.tv_sec)
+    }
+
     public init(budgetBytes: Int, minTTL: UInt32 = 0, maxTTL: UInt32 = 86_400, maxNegativeTTL: UInt32 = 3600,
-                serveStale: Bool = false, clock: @escaping @Sendable () -> UInt64 = { DispatchTime.now().uptimeNanoseconds / 1_000_000_000 }) {
+                serveStale: Bool = false, clock: @escaping @Sendable () -> UInt64 = AnswerCache.monotonicSeconds) {
         budget = budgetBytes
         self.minTTL = minTTL
         self.maxTTL = max(minTTL, maxTTL)

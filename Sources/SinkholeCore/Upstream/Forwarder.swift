@@ -73,15 +73,16 @@ public final class Forwarder: Sendable {
 
     /// Forwards `job`'s query; `job.resolved` is called once, with the answer or the failure.
     func forward(_ job: ForwardJob) {
+        // One clock read for the order, the deadline and the first try.
+        let now = DispatchTime.now().uptimeNanoseconds
         job.forwarder = self
-        job.order = health.order(strategy)
-        job.until = DispatchTime.now().uptimeNanoseconds + UInt64(max(0, deadline) * 1e9)
-        attempt(job)
+        job.order = health.order(strategy, now: now)
+        job.until = now + UInt64(max(0, deadline) * 1e9)
+        attempt(job, now: now)
     }
 
     /// The next try of `job`, or its resolution when no upstream or no time is left.
-    private func attempt(_ job: ForwardJob) {
-        let now = DispatchTime.now().uptimeNanoseconds
+    private func attempt(_ job: ForwardJob, now: UInt64 = DispatchTime.now().uptimeNanoseconds) {
         let left = Double(Int64(job.until) - Int64(now)) / 1e9
         guard job.next < job.order.count, left > 0.001 else {
             return job.resolved(job.lastServfail ?? .failure(rcode: Rcode.servFail, reason: "no upstream answered"))
@@ -89,7 +90,7 @@ public final class Forwarder: Sendable {
         job.index = job.order[job.next]
         job.next += 1
         job.started = now
-        sockets.exchange(upstream: job.index, try: job, timeout: min(timeout, left))
+        sockets.exchange(upstream: job.index, try: job, timeout: min(timeout, left), now: now)
     }
 
     /// The outcome of `job`'s current try: its answer, or the next try.

@@ -45,11 +45,12 @@ final class UpstreamSockets: Sendable {
     /// `job.finished` once: with the validated reply, at the timeout, or on a network error
     /// (an ICMP port unreachable comes back as one within a round trip). A truncated reply is
     /// retried over TCP within the same timeout.
-    func exchange(upstream index: Int, try job: UpstreamTry, timeout: Double) {
+    /// `now` is the caller's reading of the uptime clock (nanoseconds), which it has at hand.
+    func exchange(upstream index: Int, try job: UpstreamTry, timeout: Double, now: UInt64) {
         let me = EventLoop.currentThread
         let loop = loops.first { $0.runs(on: me) }
             ?? loops[Int(((UInt64(me) &* 0x9E37_79B9_7F4A_7C15) >> 32) % UInt64(loops.count))]
-        loop.submit(upstream: index, try: job, timeout: timeout)
+        loop.submit(upstream: index, try: job, timeout: timeout, now: now)
     }
 
     /// Stops the loops; queries still waiting fail. Call once nothing is being forwarded.
@@ -309,7 +310,7 @@ final class EventLoop: @unchecked Sendable {
 
     var openSockets: Int { state.withLock { $0.sockets.count } }
 
-    private static var now: UInt64 { DispatchTime.now().uptimeNanoseconds }
+    static var now: UInt64 { DispatchTime.now().uptimeNanoseconds }
 
     /// One turn on the queue: `body`, then the queries it forwarded go upstream, then every
     /// listener's send batch goes out.
@@ -353,9 +354,8 @@ final class EventLoop: @unchecked Sendable {
         queue.sync { block() }
     }
 
-    func submit(upstream index: Int, try job: UpstreamTry, timeout: Double) {
+    func submit(upstream index: Int, try job: UpstreamTry, timeout: Double, now: UInt64 = EventLoop.now) {
         let query = job.wire
-        let now = EventLoop.now
         let deadline = now + UInt64(max(0.001, timeout) * 1e9)
         // On the loop's own thread (a turn is running), the query joins the turn's send batch.
         let queue = isCurrent && query.count <= EventLoop.sendSlot && query.count > 2
