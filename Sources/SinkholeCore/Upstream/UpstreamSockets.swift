@@ -106,50 +106,87 @@ private struct Waiting {
     let job: UpstreamTry
 }
 
-/// Deadlines of waiting queries, earliest first (a binary heap). An entry whose query was
-/// already answered stays until its deadline and is then skipped: its serial no longer matches.
-private struct DeadlineHeap {
+/// Deadlines of waiting queries, earliest first. An entry whose query was already answered
+/// stays until its deadline and is then skipped: its serial no longer matches.
+///
+/// Nearly every try waits the same timeout, so deadlines arrive in the order they fall due: those
+/// go on a FIFO (a push and a pop cost O(1), and a busy loop's hundred thousand entries are read
+/// in order instead of sifted through a heap); the few that fall due before the newest one on it
+/// (a retry with less time left, a shorter timeout) go on a binary heap beside it.
+struct DeadlineQueue {
     struct Entry {
         let deadline: UInt64
         let token: UInt64
         let id: UInt16
         let serial: UInt64
     }
-    private var items: [Entry] = []
+    private var fifo: [Entry] = []
+    private var head = 0
+    private var heap: [Entry] = []
 
-    var earliest: UInt64? { items.first?.deadline }
-    var count: Int { items.count }
+    var earliest: UInt64? {
+        switch (head < fifo.count ? fifo[head].deadline : nil, heap.first?.deadline) {
+        case let (a?, b?): return min(a, b)
+        case let (a?, nil): return a
+        case let (nil, b): return b
+        }
+    }
+    var count: Int { fifo.count - head + heap.count }
 
     mutating func push(_ entry: Entry) {
-        items.append(entry)
-        var i = items.count - 1
+        if head == fifo.count || fifo[fifo.count - 1].deadline <= entry.deadline {
+            fifo.append(entry)
+            return
+        }
+        heap.append(entry)
+        var i = heap.count - 1
         while i > 0 {
             let parent = (i - 1) / 2
-            guard items[parent].deadline > items[i].deadline else { break }
-            items.swapAt(parent, i)
+            guard heap[parent].deadline > heap[i].deadline else { break }
+            heap.swapAt(parent, i)
             i = parent
         }
     }
 
     mutating func popDue(_ now: UInt64) -> Entry? {
-        guard let first = items.first, first.deadline <= now else { return nil }
-        let last = items.removeLast()
-        if items.isEmpty { return first }
-        items[0] = last
+        let fromFIFO = head < fifo.count ? fifo[head].deadline : UInt64.max
+        let fromHeap = heap.first?.deadline ?? UInt64.max
+        if fromFIFO <= fromHeap {
+            guard fromFIFO <= now, head < fifo.count else { return nil }
+            let entry = fifo[head]
+            head += 1
+            if head == fifo.count {
+                fifo.removeAll(keepingCapacity: true)
+                head = 0
+            } else if head >= 4096 && head * 2 >= fifo.count {
+                fifo.removeFirst(head)   // amortised: at most once per `head` pops
+                head = 0
+            }
+            return entry
+        }
+        guard fromHeap <= now else { return nil }
+        let first = heap[0]
+        let last = heap.removeLast()
+        if heap.isEmpty { return first }
+        heap[0] = last
         var i = 0
         while true {
             let l = 2 * i + 1, r = l + 1
             var smallest = i
-            if l < items.count, items[l].deadline < items[smallest].deadline { smallest = l }
-            if r < items.count, items[r].deadline < items[smallest].deadline { smallest = r }
+            if l < heap.count, heap[l].deadline < heap[smallest].deadline { smallest = l }
+            if r < heap.count, heap[r].deadline < heap[smallest].deadline { smallest = r }
             if smallest == i { break }
-            items.swapAt(i, smallest)
+            heap.swapAt(i, smallest)
             i = smallest
         }
         return first
     }
 
-    mutating func removeAll() { items.removeAll() }
+    mutating func removeAll() {
+        fifo.removeAll()
+        head = 0
+        heap.removeAll()
+    }
 }
 
 /// Query IDs (and socket choices) from the kernel's cryptographic generator (getrandom), 256
@@ -203,7 +240,7 @@ final class EventLoop: @unchecked Sendable {
         var sockets: [UInt64: PooledSocket] = [:]
         /// Per upstream, the sockets new queries may use.
         var active: [[PooledSocket]]
-        var deadlines = DeadlineHeap()
+        var deadlines = DeadlineQueue()
         var nextToken: UInt64 = 1
         var nextSerial: UInt64 = 0
         var stopped = false
