@@ -174,12 +174,11 @@ public final class QueryChain: Sendable {
         // Identical questions already on their way upstream wait for that answer (coalescing).
         let shard = pendingShards[key.shard(of: pendingShards.count)]
         let first = shard.waiting.withLock { waiting -> Bool in
-            if waiting[key] != nil {
-                waiting[key]?.append(Waiter(query: query, respond: respond))
-                return false
-            }
-            waiting[key] = []
-            return true
+            // One lookup for the usual case, a question not yet in flight.
+            guard var earlier = waiting.updateValue([], forKey: key) else { return true }
+            earlier.append(Waiter(query: query, respond: respond))
+            waiting[key] = earlier
+            return false
         }
         guard first else { return }
         if inFlightCount.add(1, ordering: .relaxed).newValue > maxInFlight {
@@ -323,8 +322,10 @@ public final class QueryChain: Sendable {
     private func deliver(_ query: Query, _ resolution: Resolution, outcome: ServerMetrics.Outcome,
                          inspected cached: (key: AnswerCache.Key, serial: UInt64)? = nil,
                          storeAs key: AnswerCache.Key? = nil, respond: Responder) {
-        let generation = blocking.store.generation
-        let inspected = ResponseInspection(blocking: blocking).process(query, resolution)
+        // One snapshot for the inspection and the generation it is recorded under.
+        let lists = blocking.store.snapshot
+        let generation = lists.generation
+        let inspected = ResponseInspection(blocking: blocking).process(query, resolution, lists: lists)
         var clean = false
         if case .upstream = inspected { clean = true }
         if let cached, clean {

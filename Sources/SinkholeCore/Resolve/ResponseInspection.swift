@@ -12,8 +12,12 @@ public struct ResponseInspection: Sendable {
     }
 
     public func process(_ query: Query, _ resolution: Resolution) -> Resolution {
+        process(query, resolution, lists: blocking.store.snapshot)
+    }
+
+    /// The same against `snapshot`, the lists the caller took (and whose generation it records).
+    public func process(_ query: Query, _ resolution: Resolution, lists snapshot: Blocklist) -> Resolution {
         guard case .upstream(let upstream, _) = resolution else { return resolution }
-        let snapshot = blocking.store.snapshot
         var position = 0
         for target in upstream.aliasTargets {
             position += 1
