@@ -165,6 +165,28 @@ import Testing
         #expect(cache.lookup(key("n0.example.org")) == nil, "the oldest went first")
     }
 
+    /// A hit makes an entry the most recently used (a hit within the most recent quarter of
+    /// its shard leaves it in place): names in use survive a stream of new names that evicts
+    /// everything else many times over.
+    @Test func namesInUseOutliveTheNamesAskedOnlyEarlier() {
+        let cache = AnswerCache(budgetBytes: 16 * 5000)   // about ten entries a shard
+        let hot = (0..<16).map { "hot\($0).example.org" }
+        for name in hot { cache.store(key(name), answer: answer(name, ttl: 300)) }
+        var stored = 0
+        for round in 0..<30 {
+            #expect(hot.allSatisfy { cache.lookup(key($0)) != nil }, "round \(round)")
+            for i in 0..<20 {
+                let name = "new\(round)-\(i).example.org"
+                // Answered twice: a full shard admits a new name on its second answer.
+                for _ in 0..<2 { if cache.store(key(name), answer: answer(name, ttl: 300)) != nil { stored += 1 } }
+            }
+        }
+        #expect(stored > 600, "the new names were cached (\(stored) stores)")
+        #expect(cache.stats.evicted > 400, "and evicted many times over the budget")
+        #expect(cache.lookup(key("new0-0.example.org")) == nil, "a name asked only at the start went")
+        #expect(hot.allSatisfy { cache.lookup(key($0)) != nil })
+    }
+
     @Test func aFloodOfNamesAskedOnceDoesNotEvictTheNamesInUse() {
         let cache = AnswerCache(budgetBytes: 16 * 5000)   // about ten entries a shard
         let warm = (0..<32).map { "warm\($0).example.org" }
