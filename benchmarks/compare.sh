@@ -6,7 +6,8 @@
 #   benchmarks/compare.sh --quick    1k list, 3 s runs, peers that are not installed skipped
 #                                    (under 2 minutes once built; meant for CI)
 #   benchmarks/compare.sh --check    also fail (exit 1) unless every server that was run has a
-#                                    result for each of its paths, and every sinkhole run got the
+#                                    result for each of its paths, and every sinkhole run (of
+#                                    every round) got the
 #                                    expected answers (NXDOMAIN for blocked names, NOERROR for
 #                                    allowed ones) and lost no query. CI runs --quick --check.
 #
@@ -30,8 +31,8 @@
 # Paths: blocked (names on the list, half of them with an extra subdomain label), cached (1,000
 # allowed names repeated, cache warmed first), unique (every name new: cache miss, forwarded to
 # NSD), mix (5% blocked, 95% allowed names with Zipf-like popularity over 1M names).
-# The echo floor does not look at names, so it runs once, on the mix queries, and its row is
-# repeated in every table.
+# The echo floor does not look at names: it runs on the mix queries, once per round of each
+# list size, and its row is repeated in every table of that size.
 #
 # Reported per run: queries per second; lost %; p50/p99 latency at RATE; server CPU µs per answer
 # (utime+stime from /proc/PID/stat over the run, divided by dnsperf's completed queries) at full
@@ -45,6 +46,10 @@
 #   RATE=5000         queries per second of the latency run
 #   SETTLE=1          seconds of pause between the two runs of a path (--quick: 0.2)
 #   SIZES="1000 100000 1000000"   list sizes (--quick: 1000)
+#   ROUNDS=1          rounds per list size: each round runs every server once, one after the
+#                     other, so that a noisy stretch of the machine falls on all of them alike
+#                     rather than on whichever ran then; results.tsv and the tables hold the
+#                     median of the rounds (the most lost of any round); rounds.tsv every round
 #   SERVERS="echo sinkhole unbound dnsdist dnsmasq"   which servers to run
 #   SINKHOLE_BIN=path use this binary instead of building (swift build -c release)
 #   PORT_BASE=25350   first of the six loopback ports used
@@ -72,6 +77,7 @@ else
   DURATION=${DURATION:-10}; LAT_DURATION=${LAT_DURATION:-5}; SIZES=${SIZES:-"1000 100000 1000000"}; SETTLE=${SETTLE:-1}
 fi
 RATE=${RATE:-5000}
+ROUNDS=${ROUNDS:-1}
 SERVERS=${SERVERS:-"echo sinkhole unbound dnsdist dnsmasq"}
 PORT_BASE=${PORT_BASE:-25350}
 START_TIMEOUT=${START_TIMEOUT:-300}
@@ -283,7 +289,9 @@ CONF
     echo "   $name did not start within $START_TIMEOUT s (log: $log)"; tail -5 "$log" | sed 's/^/   | /'
     stop_pid "$PID"; PID=0; return
   fi
-  printf '%s\t%s\t%.2f\t%s\n' "$size" "$name" "$(python3 -c "print($(now)-$t0)")" "$(hwm_kb $PID)" >> "$OUT/startup.tsv"
+  if [ "${ROUND:-1}" = 1 ]; then   # start-up figures from the first round
+    printf '%s\t%s\t%.2f\t%s\n' "$size" "$name" "$(python3 -c "print($(now)-$t0)")" "$(hwm_kb $PID)" >> "$OUT/startup.tsv"
+  fi
 }
 
 # dnsperf_run PID PORT FILE RAW [extra dnsperf options]: one dnsperf run on core 1; prints the
@@ -302,7 +310,7 @@ dnsperf_run() {
 # run_path NAME SIZE PATH FILE LATFILE: throughput run, then latency run; appends to results.tsv.
 run_path() {
   local name=$1 size=$2 path=$3 file=$4 latfile=$5 port; port=$(port_of "$name")
-  local raw=$OUT/raw/$size-$path-$name
+  local raw=$OUT/raw/$size-$path-$name-r$ROUND
   if [ "$path" = cached ]; then   # warm the cache: every name of the working set once
     timeout 60 taskset -c 1 dnsperf -s 127.0.0.1 -p "$port" -d "$file" -n 1 -q 50 > "$raw.warm.txt" 2>&1 || true
   fi
@@ -313,26 +321,23 @@ run_path() {
   read -r k2 o2 < <(dnsperf_run "$PID" "$port" "$latfile" "$raw.latency.txt" -l "$LAT_DURATION" -Q "$RATE" -v)
   local lines; lines=$(wc -l < "$file")
   python3 "$HERE/report.py" row "$size" "$path" "$name" "$raw.throughput.txt" "$raw.latency.txt" \
-    "$k1" "$k2" "$HZ" "$(hwm_kb "$PID")" "$lines" "$o1" "$o2" >> "$OUT/results.tsv" \
+    "$k1" "$k2" "$HZ" "$(hwm_kb "$PID")" "$lines" "$o1" "$o2" >> "$OUT/rounds.tsv" \
     || echo "   could not read the dnsperf output $raw.*.txt" >&2
-  tail -1 "$OUT/results.tsv" | awk -F'\t' '{printf "   %-13s %-8s %9s qps  p50 %s ms  p99 %s ms  %s µs/q  %s  %s\n", $3, $2, $4, $6, $7, $8, $13, $14}'
+  tail -1 "$OUT/rounds.tsv" | awk -F'\t' '{printf "   %-13s %-8s %9s qps  p50 %s ms  p99 %s ms  %s µs/q  %s  %s\n", $3, $2, $4, $6, $7, $8, $13, $14}'
 }
 
 # ---------------------------------------------------------------------------------------------
 echo "== idle CPU before start: $(python3 "$HERE/report.py" idle)% of $(nproc) cores (other work on the machine skews the figures)"
-echo "== servers:$RUN_SERVERS; throughput runs $DURATION s, latency runs $LAT_DURATION s at $RATE qps"
-: > "$OUT/results.tsv"; : > "$OUT/startup.tsv"
+echo "== servers:$RUN_SERVERS; throughput runs $DURATION s, latency runs $LAT_DURATION s at $RATE qps; $ROUNDS round(s) per list size"
+: > "$OUT/results.tsv"; : > "$OUT/rounds.tsv"; : > "$OUT/startup.tsv"
 T_START=$SECONDS
-ECHO_DONE=0
 for size in $SIZES; do
   echo "== $size-entry list: generating"
   python3 "$HERE/gen.py" list "$OUT" "$size" "$QUERIES"
   L=$OUT/lists/$size Q=$OUT/queries
+  for ROUND in $(seq "$ROUNDS"); do
+  [ "$ROUNDS" -gt 1 ] && echo "== $size-entry list: round $ROUND of $ROUNDS"
   for name in $RUN_SERVERS; do
-    if [ "$name" = echo ]; then
-      [ $ECHO_DONE = 1 ] && continue
-      ECHO_DONE=1
-    fi
     echo "-- $name"
     start_server "$name" "$size"
     [ "$PID" = 0 ] && continue
@@ -380,15 +385,17 @@ for size in $SIZES; do
       fi
     fi
   done
+  done
   rm -rf "$L"   # the big lists and query files are only needed for this size
 done
 stop_pid $NSD_PID
 rm -f "$OUT"/queries/unique*.txt   # large and regenerated on every run
 echo "== done in $((SECONDS - T_START)) s (after the build)"
+python3 "$HERE/report.py" median "$OUT/rounds.tsv" > "$OUT/results.tsv"
 echo
 python3 "$HERE/report.py" tables "$OUT/results.tsv" "$OUT/startup.tsv" "$DURATION" "$LAT_DURATION" "$RATE" | tee "$OUT/report.txt"
 if [ $CHECK = 1 ]; then
   echo
-  python3 "$HERE/report.py" check "$OUT/results.tsv" $RUN_SERVERS \
+  python3 "$HERE/report.py" check "$OUT/rounds.tsv" $RUN_SERVERS \
     $(case " $RUN_SERVERS " in *" sinkhole "*) echo sinkhole+log sinkhole+nocache; [ "${HISTORY:-1}" = 1 ] && echo sinkhole+history ;; esac)
 fi

@@ -7,6 +7,8 @@
                                        server's CPU ticks; OTHER: other ticks on core 0)
   report.py tables RESULTS STARTUP DURATION LAT_DURATION RATE
                                        the Markdown tables printed at the end
+  report.py median ROUNDS               one row per size, path and server from every round's rows:
+                                       the median of each figure, the most lost of any round
   report.py check RESULTS SERVER...    exit 1 unless each SERVER has a row for each of its paths,
                                        every row got answers, and every sinkhole row got the
                                        expected answers and lost no query (compare.sh --check)
@@ -97,19 +99,54 @@ def ratio(a, b, digits=2):
         return "–"
 
 
+def median(rounds):
+    """Collapses the rows of several rounds: per size, path and server, the median of each
+    figure (so that one round's stall or noisy stretch does not decide a row), the most lost
+    of any round (a loss is never averaged away), text from the first round."""
+    groups = {}
+    for l in open(rounds):
+        if l.strip():
+            r = dict(zip(COLUMNS, l.rstrip("\n").split("\t")))
+            groups.setdefault((r["size"], r["path"], r["server"]), []).append(r)
+    worst = {"lost_pct", "lat_lost_pct", "rss_kb"}
+    text = {"size", "path", "server", "answers", "notes"}
+    for rs in groups.values():
+        out = dict(rs[0])
+        for c in COLUMNS:
+            if c in text:
+                continue
+            vals = []
+            for r in rs:
+                try:
+                    vals.append(float(r[c]))
+                except (KeyError, ValueError):
+                    pass
+            if not vals:
+                continue
+            v = max(vals) if c in worst else sorted(vals)[len(vals) // 2] if len(vals) % 2 else \
+                sum(sorted(vals)[len(vals) // 2 - 1:len(vals) // 2 + 1]) / 2
+            digits = len(rs[0][c].split(".")[1]) if "." in rs[0][c] else 0
+            out[c] = f"{v:.{digits}f}"
+        if len(rs) > 1:
+            cpus = "/".join(r["cpu_us"] for r in rs)
+            out["notes"] = (out["notes"] + "; " if out["notes"] else "") + f"rounds' CPU µs/q {cpus}"
+        print("\t".join(out.get(c, "") for c in COLUMNS))
+
+
 def tables(results, startup, duration, lat_duration, rate):
     rows = [dict(zip(COLUMNS, l.rstrip("\n").split("\t"))) for l in open(results) if l.strip()]
-    echo = next((r for r in rows if r["server"] == "echo"), None)
+    echoes = {r["size"]: r for r in rows if r["server"] == "echo"}
     sizes = list(dict.fromkeys(r["size"] for r in rows if r["server"] != "echo"))
     print(f"Throughput: dnsperf as fast as answers come ({duration} s, 200 outstanding). Latency: "
           f"{rate} qps for {lat_duration} s. CPU µs/q = server utime+stime per answered query, at full speed "
           f"and at {rate} qps. RSS = peak resident memory during the path. Server on core 0, dnsperf and "
-          f"NSD on core 1. echo = bare recvmmsg/sendmmsg UDP responder (one run, same for every path). "
+          f"NSD on core 1. echo = bare recvmmsg/sendmmsg UDP responder (run on the mix queries, shown for every path). "
           f"core-0 other % = user+system CPU time other processes took on the server's core, throughput "
           f"run / latency run: a measure of interference from other work on the machine.")
     for size in sizes:
         for path, title, _ in PATHS:
             rs = {r["server"]: r for r in rows if r["size"] == size and r["path"] == path}
+            echo = echoes.get(size) or next(iter(echoes.values()), None)
             if echo:
                 rs["echo"] = echo
             present = [s for s in SERVERS if s in rs]
@@ -159,7 +196,7 @@ def tables(results, startup, duration, lat_duration, rate):
             print(f"| {int(size):,} | {server} | {secs} | {int(kb) / 1024:.1f} |")
 
 
-# The paths compare.sh runs for each server (the echo floor runs once, on the mix queries).
+# The paths compare.sh runs for each server (the echo floor runs on the mix queries only).
 SERVER_PATHS = {"echo": ["any"], "sinkhole+log": ["blocked"], "sinkhole+nocache": ["unique"],
                 "sinkhole+history": ["cached", "unique", "mix"]}
 
@@ -196,6 +233,8 @@ if __name__ == "__main__":
         row(*sys.argv[2:14])
     elif cmd == "tables":
         tables(*sys.argv[2:7])
+    elif cmd == "median":
+        median(sys.argv[2])
     elif cmd == "check":
         check(*sys.argv[2:])
     else:
