@@ -11,11 +11,7 @@ public struct ResponseInspection: Sendable {
         self.blocking = blocking
     }
 
-    public func process(_ query: Query, _ resolution: Resolution) -> Resolution {
-        process(query, resolution, lists: blocking.store.snapshot)
-    }
-
-    /// The same against `snapshot`, the lists the caller took (and whose generation it records).
+    /// Inspects against `snapshot`, the lists the caller took (and whose generation it records).
     public func process(_ query: Query, _ resolution: Resolution, lists snapshot: Blocklist) -> Resolution {
         guard case .upstream(let upstream, _) = resolution else { return resolution }
         var position = 0

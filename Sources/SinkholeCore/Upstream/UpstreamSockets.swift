@@ -125,11 +125,7 @@ struct DeadlineQueue {
     private var heap: [Entry] = []
 
     var earliest: UInt64? {
-        switch (head < fifo.count ? fifo[head].deadline : nil, heap.first?.deadline) {
-        case let (a?, b?): return min(a, b)
-        case let (a?, nil): return a
-        case let (nil, b): return b
-        }
+        count == 0 ? nil : min(head < fifo.count ? fifo[head].deadline : .max, heap.first?.deadline ?? .max)
     }
     var count: Int { fifo.count - head + heap.count }
 
