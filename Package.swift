@@ -59,7 +59,8 @@ let package = Package(
         ),
         .testTarget(
             name: "SinkholeCoreTests",
-            dependencies: ["SinkholeCore", "SinkholeTestSupport", "CLdns"]
+            dependencies: ["SinkholeCore", "SinkholeTestSupport", "CLdns",
+                           .product(name: "Prometheus", package: "swift-prometheus")]
         ),
         .testTarget(
             name: "IntegrationTests",

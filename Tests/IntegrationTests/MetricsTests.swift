@@ -40,6 +40,15 @@ import Testing
         #expect(value(body, #"sinkhole_upstream_latency_seconds_count{upstream="\#(h.upstream.address)"}"#) == 2)
         #expect(value(body, #"sinkhole_upstream_up{upstream="\#(h.upstream.address)"}"#) == 1)
         #expect(body.contains("# TYPE sinkhole_queries_total counter"))
+        #expect(body.contains("# TYPE sinkhole_upstream_latency_seconds histogram"))
+
+        // Counted per core and summed at each scrape: a second scrape adds only what came since.
+        #expect(DNSTestClient.ask("b.evil.example", server: h.address)?.rcode == Rcode.nxDomain)
+        let again = try runTool("curl", ["-sS", "--max-time", "5", "http://\(address)/metrics"])
+        #expect(value(again, #"sinkhole_queries_total{transport="udp",outcome="blocked"}"#) == 4, "\(again)")
+        #expect(value(again, #"sinkhole_queries_total{transport="udp",outcome="forwarded"}"#) == 2)
+        #expect(value(again, #"sinkhole_blocked_total{list="intel.txt"}"#) == 5)
+        #expect(value(again, #"sinkhole_upstream_latency_seconds_count{upstream="\#(h.upstream.address)"}"#) == 2)
 
         let health = try runTool("curl", ["-sS", "-i", "--max-time", "5", "http://\(address)/health"])
         #expect(health.hasPrefix("HTTP/1.1 200 OK") && health.hasSuffix("ok\n"), "\(health)")

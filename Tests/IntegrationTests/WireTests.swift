@@ -209,7 +209,7 @@ import Testing
         #expect(refusedNotify.flatMap(Header.init)?.rcode == Rcode.refused, "a stranger gets REFUSED, not NOTIMP")
         #expect(h.upstream.received.count == 1, "refused queries are never forwarded")
         #expect(try h.blockLogLines().isEmpty)
-        #expect(h.server.chain.counters.refused.load(ordering: .relaxed) == 3)
+        #expect(h.server.chain.counters.refused == 3)
     }
 
     @Test func dropActionSendsNothing() throws {

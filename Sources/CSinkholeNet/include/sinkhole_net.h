@@ -5,9 +5,14 @@
 #ifndef SINKHOLE_NET_H
 #define SINKHOLE_NET_H
 
+#include <stdint.h>
+
 /// A hint that the memory at `p` is about to be read (no effect on any result). Swift has no
 /// prefetch of its own; inline, so it compiles to the one instruction.
 static inline void sinkhole_prefetch(const void *p) { __builtin_prefetch(p, 0, 3); }
+/* Relaxed atomic add and load on a 64-bit counter slot (ShardedCounts: per-core counters). */
+static inline void sinkhole_counter_add(uint64_t *slot, uint64_t n) { __atomic_fetch_add(slot, n, __ATOMIC_RELAXED); }
+static inline uint64_t sinkhole_counter_load(const uint64_t *slot) { return __atomic_load_n(slot, __ATOMIC_RELAXED); }
 
 /// recvmmsg(2) without a timeout: the number of datagrams received; -1 and errno on error.
 int sinkhole_recvmmsg(int fd, void *messages, unsigned int count, int flags);

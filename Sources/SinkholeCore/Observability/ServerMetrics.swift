@@ -15,13 +15,20 @@ public final class ServerMetrics: Sendable {
     public let registry = PrometheusCollectorRegistry()
     private let factory: PrometheusMetricsFactory
     /// `sinkhole_queries_total` per transport and outcome, indexed by `slot(_:_:)`: every query
-    /// counts once, so no string or dictionary lookup there.
+    /// counts once, in its core's shard (`queryCounts`), with no string or dictionary lookup;
+    /// the Prometheus counters are brought up to the shards' sums when /metrics is scraped.
     private let queries: [CoreMetrics.Counter]
-    /// `sinkhole_blocked_total` per list: made once under `blockedByList`'s lock, then found in
-    /// the calling thread's shard, so a blocked query takes no lock the other cores take.
-    private let blockedByList = Mutex<[String: CoreMetrics.Counter]>([:])
-    private let blockedShards = ThreadShards<[String: CoreMetrics.Counter]> { [:] }
-    private let upstreamLatency = Mutex<[String: CoreMetrics.Timer]>([:])
+    private let queryCounts = ShardedCounts(slots: 2 * Outcome.allCases.count)
+    /// Blocked queries per list, counted in the calling thread's shard (its lock is the
+    /// thread's own, in practice), so a blocked query takes no lock the other cores take;
+    /// `sinkhole_blocked_total` per list made and brought up to date at scrape time.
+    private let blockedShards = ThreadShards<[String: UInt64]> { [:] }
+    /// What the Prometheus counters were last brought up to, and the per-list counters; only
+    /// touched when /metrics is scraped.
+    private let published: Mutex<(queries: [UInt64], blocked: [String: (counter: CoreMetrics.Counter, total: UInt64)])>
+    /// `sinkhole_upstream_latency_seconds`, one per upstream, rendered by `exposition()`.
+    private let upstreamLatency = Mutex<[(String, LatencyHistogram)]>([])
+    private let latencyBuckets: [Duration]
     private let upstreamErrors = Mutex<[String: CoreMetrics.Counter]>([:])
     private let listGauges = Mutex<[String: (entries: Prometheus.Gauge, reload: Prometheus.Gauge, ok: Prometheus.Gauge)]>([:])
     private let logWritten: Prometheus.Gauge
@@ -39,6 +46,8 @@ public final class ServerMetrics: Sendable {
                                              .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
                                              .seconds(2), .seconds(5)]
         factory = f
+        latencyBuckets = f.defaultDurationHistogramBuckets
+        published = Mutex((queries: [UInt64](repeating: 0, count: 2 * Outcome.allCases.count), blocked: [:]))
         var q: [CoreMetrics.Counter] = []
         for transport in [Transport.udp, .tcp] {
             for outcome in Outcome.allCases {
@@ -89,21 +98,34 @@ public final class ServerMetrics: Sendable {
         return (transport == .udp ? 0 : Outcome.allCases.count) + o
     }
 
+    @inline(__always)
     public func query(_ transport: Transport, _ outcome: Outcome) {
-        queries[ServerMetrics.slot(transport, outcome)].increment()
+        queryCounts.add(ServerMetrics.slot(transport, outcome))
     }
 
     public func blocked(list: String) {
-        let shard = blockedShards.mine
-        if let counter = shard.value.withLock({ $0[list] }) { return counter.increment() }
-        let counter = blockedByList.withLock { counters in
-            if let c = counters[list] { return c }
-            let c = CoreMetrics.Counter(label: "sinkhole_blocked_total", dimensions: [("list", list)], factory: factory)
-            counters[list] = c
-            return c
+        blockedShards.mine.value.withLock { $0[list, default: 0] += 1 }
+    }
+
+    /// Brings the Prometheus counters up to the sums of the per-core counts.
+    private func publishCounts() {
+        var blockedTotals: [String: UInt64] = [:]
+        for shard in blockedShards.shards {
+            shard.value.withLock { for (list, n) in $0 { blockedTotals[list, default: 0] += n } }
         }
-        shard.value.withLock { $0[list] = counter }
-        counter.increment()
+        published.withLock { p in
+            for slot in queries.indices {
+                let total = queryCounts.total(slot)
+                if total > p.queries[slot] { queries[slot].increment(by: Int64(total - p.queries[slot])) }
+                p.queries[slot] = total
+            }
+            for (list, total) in blockedTotals {
+                let entry = p.blocked[list] ?? (CoreMetrics.Counter(label: "sinkhole_blocked_total", dimensions: [("list", list)],
+                                                                     factory: factory), 0)
+                if total > entry.total { entry.counter.increment(by: Int64(total - entry.total)) }
+                p.blocked[list] = (entry.counter, total)
+            }
+        }
     }
 
     /// Retro-hit events reported (a client found in the query history resolving a newly listed name).
@@ -127,15 +149,14 @@ public final class ServerMetrics: Sendable {
         history["pruned"]?.set(Double(counts.pruned))
     }
 
-    /// The `sinkhole_upstream_latency_seconds` timer of one upstream (the forwarder keeps one
-    /// per upstream, so that recording an answer looks nothing up).
-    public func latencyTimer(_ upstream: SocketAddress) -> CoreMetrics.Timer {
-        upstreamLatency.withLock { timers in
-            if let t = timers[upstream.description] { return t }
-            let t = CoreMetrics.Timer(label: "sinkhole_upstream_latency_seconds",
-                                      dimensions: [("upstream", upstream.description)], factory: factory)
-            timers[upstream.description] = t
-            return t
+    /// The `sinkhole_upstream_latency_seconds` histogram of one upstream (the forwarder keeps
+    /// one per upstream, so that recording an answer looks nothing up).
+    public func latencyTimer(_ upstream: SocketAddress) -> LatencyHistogram {
+        upstreamLatency.withLock { histograms in
+            if let h = histograms.first(where: { $0.0 == upstream.description }) { return h.1 }
+            let h = LatencyHistogram(buckets: latencyBuckets)
+            histograms.append((upstream.description, h))
+            return h
         }
     }
 
@@ -196,6 +217,57 @@ public final class ServerMetrics: Sendable {
 
     /// The Prometheus text exposition of every metric.
     public func exposition() -> String {
-        registry.emitToString()
+        publishCounts()
+        var text = registry.emitToString()
+        let histograms = upstreamLatency.withLock { $0 }
+        if !histograms.isEmpty {
+            text += "# TYPE sinkhole_upstream_latency_seconds histogram\n"
+            for (upstream, h) in histograms {
+                h.render(into: &text, name: "sinkhole_upstream_latency_seconds", labels: #"upstream="\#(upstream)""#)
+            }
+        }
+        return text
+    }
+}
+
+/// A latency histogram counted per core (`ShardedCounts`): a bucket per bound and one above
+/// them all, and the sum in nanoseconds. Recording takes no lock and writes only the calling
+/// core's lines; the cumulative buckets, sum and count are made when it is rendered.
+public final class LatencyHistogram: Sendable {
+    private let bounds: [Int64]
+    private let boundText: [String]
+    private let counts: ShardedCounts
+
+    init(buckets: [Duration]) {
+        let sorted = buckets.sorted()
+        bounds = sorted.map { d in d.components.seconds * 1_000_000_000 + d.components.attoseconds / 1_000_000_000 }
+        boundText = sorted.map(\.bucketRepresentation)
+        counts = ShardedCounts(slots: sorted.count + 2)
+    }
+
+    public func recordNanoseconds(_ nanoseconds: Int64) {
+        let ns = max(0, nanoseconds)
+        var bucket = 0
+        while bucket < bounds.count && ns > bounds[bucket] { bucket += 1 }
+        counts.add(bucket)
+        counts.add(bounds.count + 1, UInt64(ns))
+    }
+
+    /// Observations so far (every bucket, the one above the bounds included).
+    public var count: UInt64 { (0...bounds.count).reduce(0) { $0 &+ counts.total($1) } }
+
+    /// The Prometheus text lines of this histogram: `_bucket` per bound (cumulative) and `+Inf`,
+    /// `_sum` in seconds, `_count`; the same lines the Prometheus library writes.
+    func render(into text: inout String, name: String, labels: String) {
+        var cumulative: UInt64 = 0
+        for (i, bound) in boundText.enumerated() {
+            cumulative &+= counts.total(i)
+            text += "\(name)_bucket{\(labels),le=\"\(bound)\"} \(cumulative)\n"
+        }
+        cumulative &+= counts.total(bounds.count)
+        text += "\(name)_bucket{\(labels),le=\"+Inf\"} \(cumulative)\n"
+        let sum = Duration.nanoseconds(Int64(truncatingIfNeeded: counts.total(bounds.count + 1)))
+        text += "\(name)_sum{\(labels)} \(sum.bucketRepresentation)\n"
+        text += "\(name)_count{\(labels)} \(cumulative)\n"
     }
 }

@@ -99,7 +99,7 @@ public final class QueryChain: Sendable {
         let verdict = HeaderGate.inspect(raw)
         // Strangers learn nothing, not even whether their packet was well formed.
         guard access.allows(client.ip) else {
-            counters.refused.add(1, ordering: .relaxed)
+            counters.count(.refused)
             metrics?.query(transport, .refused)
             switch verdict {
             case .drop:
@@ -121,7 +121,7 @@ public final class QueryChain: Sendable {
         }
 
         if transport == .udp, let limiter = rateLimiter, !limiter.allow(client.ip) {
-            counters.rateLimited.add(1, ordering: .relaxed)
+            counters.count(.rateLimited)
             metrics?.query(transport, .ratelimited)
             if rateLimitAction == .drop { return respond([]) }
             return respond(replies.rejection(to: header, packet: Array(raw), rcode: Rcode.noError, truncated: true))
@@ -183,7 +183,7 @@ public final class QueryChain: Sendable {
         guard first else { return }
         if inFlightCount.add(1, ordering: .relaxed).newValue > maxInFlight {
             inFlightCount.subtract(1, ordering: .relaxed)
-            counters.overloaded.add(1, ordering: .relaxed)
+            counters.count(.overloaded)
             let failure = Resolution.failure(rcode: Rcode.servFail, reason: "too many queries in flight")
             deliver(query, failure, outcome: .servfail, respond: respond)
             for waiter in shard.waiting.withLock({ $0.removeValue(forKey: key) ?? [] }) {
@@ -272,7 +272,7 @@ public final class QueryChain: Sendable {
                                             qtype: q.qtype, qclass: q.qclass, answer: answer))
             metrics?.query(transport, .blocked)
             metrics?.blocked(list: answer.match.list)
-            counters.fastAnswered.add(1, ordering: .relaxed)
+            counters.count(.fastAnswered)
             respond(reply)
             return .answered
         }
@@ -286,7 +286,7 @@ public final class QueryChain: Sendable {
                 guard !reply.isEmpty, reply.count <= limit else { return .fullPath }
                 metrics?.query(transport, .cached)
                 history?.record(client: client.ip, name: name, qtype: q.qtype)
-                counters.fastAnswered.add(1, ordering: .relaxed)
+                counters.count(.fastAnswered)
                 respond(reply)
                 return .answered
             case .present:
@@ -366,14 +366,21 @@ public final class QueryChain: Sendable {
         }
     }
 
-    /// Counts kept on the query path (atomics, no lock).
+    /// Counts kept on the query path: per-core shards (`ShardedCounts`), no lock and no line
+    /// that the cores write in turn.
     public final class QueryCounters: Sendable {
-        public let refused = Atomic<Int>(0)
-        public let rateLimited = Atomic<Int>(0)
+        enum Slot: Int, CaseIterable { case refused, rateLimited, overloaded, fastAnswered }
+        private let counts = ShardedCounts(slots: Slot.allCases.count)
+
+        @inline(__always)
+        func count(_ slot: Slot) { counts.add(slot.rawValue) }
+
+        public var refused: Int { Int(counts.total(Slot.refused.rawValue)) }
+        public var rateLimited: Int { Int(counts.total(Slot.rateLimited.rawValue)) }
         /// SERVFAIL at once because --max-inflight queries were already upstream.
-        public let overloaded = Atomic<Int>(0)
+        public var overloaded: Int { Int(counts.total(Slot.overloaded.rawValue)) }
         /// Answered by the fast path (blocked or cached, without ldns).
-        public let fastAnswered = Atomic<Int>(0)
+        public var fastAnswered: Int { Int(counts.total(Slot.fastAnswered.rawValue)) }
     }
 
     /// Waits until every forwarded query has been answered, or the timeout passes.

@@ -1,4 +1,3 @@
-import CoreMetrics
 import Dispatch
 import Logging
 
@@ -20,7 +19,7 @@ public final class Forwarder: Sendable {
     public let payloadSize: UInt16
     private let sockets: UpstreamSockets
     /// Per upstream, its latency timer (nil without metrics).
-    private let latency: [CoreMetrics.Timer?]
+    private let latency: [LatencyHistogram?]
     private let logger: Logger
 
     public init(upstreams: [SocketAddress], timeout: Double, payloadSize: UInt16,
