@@ -12,7 +12,7 @@ public final class ServerMetrics: Sendable {
         case blocked, forwarded, cached, refused, servfail, formerr, notimp, ratelimited, dropped
     }
 
-    public let registry = PrometheusCollectorRegistry()
+    private let registry = PrometheusCollectorRegistry()
     private let factory: PrometheusMetricsFactory
     /// `sinkhole_queries_total` per transport and outcome, indexed by `slot(_:_:)`: every query
     /// counts once, in its core's shard (`queryCounts`), with no string or dictionary lookup;
@@ -107,23 +107,27 @@ public final class ServerMetrics: Sendable {
         blockedShards.mine.value.withLock { $0[list, default: 0] += 1 }
     }
 
-    /// Brings the Prometheus counters up to the sums of the per-core counts.
+    /// Brings the Prometheus counters up to the sums of the per-core counts. Under one lock,
+    /// shards read inside it: two scrapes at once (two Prometheus servers) publish one after
+    /// the other, and a sum is never stored below one already published.
     private func publishCounts() {
-        var blockedTotals: [String: UInt64] = [:]
-        for shard in blockedShards.shards {
-            shard.value.withLock { for (list, n) in $0 { blockedTotals[list, default: 0] += n } }
-        }
         published.withLock { p in
             for slot in queries.indices {
                 let total = queryCounts.total(slot)
-                if total > p.queries[slot] { queries[slot].increment(by: Int64(total - p.queries[slot])) }
-                p.queries[slot] = total
+                if total > p.queries[slot] {
+                    queries[slot].increment(by: Int64(total - p.queries[slot]))
+                    p.queries[slot] = total
+                }
+            }
+            var blockedTotals: [String: UInt64] = [:]
+            for shard in blockedShards.shards {
+                shard.value.withLock { for (list, n) in $0 { blockedTotals[list, default: 0] += n } }
             }
             for (list, total) in blockedTotals {
                 let entry = p.blocked[list] ?? (CoreMetrics.Counter(label: "sinkhole_blocked_total", dimensions: [("list", list)],
                                                                      factory: factory), 0)
                 if total > entry.total { entry.counter.increment(by: Int64(total - entry.total)) }
-                p.blocked[list] = (entry.counter, total)
+                p.blocked[list] = (entry.counter, max(total, entry.total))
             }
         }
     }
@@ -215,7 +219,22 @@ public final class ServerMetrics: Sendable {
         }
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// A label value as the text format wants it: backslash, double quote and newline escaped.
+    static func escapedLabel(_ value: String) -> String {
+        var out = ""
+        for c in value {
+            switch c {
+            case "\\": out += "\\\\"
+            case "\"": out += "\\\""
+            case "\n": out += "\\n"
+            default: out.append(c)
+            }
+        }
+        return out
+    }
+
+    /// The Prometheus text exposition of every metric (`registry` alone lacks the per-core
+    /// counts not yet published and the upstream latency histograms: read this, not it).
     public func exposition() -> String {
         publishCounts()
         var text = registry.emitToString()
@@ -223,7 +242,8 @@ public final class ServerMetrics: Sendable {
         if !histograms.isEmpty {
             text += "# TYPE sinkhole_upstream_latency_seconds histogram\n"
             for (upstream, h) in histograms {
-                h.render(into: &text, name: "sinkhole_upstream_latency_seconds", labels: #"upstream="\#(upstream)""#)
+                h.render(into: &text, name: "sinkhole_upstream_latency_seconds",
+                         labels: "upstream=\"\(ServerMetrics.escapedLabel(upstream))\"")
             }
         }
         return text

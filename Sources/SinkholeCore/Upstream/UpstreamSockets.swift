@@ -256,6 +256,9 @@ final class EventLoop: @unchecked Sendable {
     private let state: Mutex<State>
     /// The thread running one of this loop's blocks now (0 when none).
     private let running = Atomic<UInt>(0)
+    /// Threads waiting in `queue.sync` for the loop (unwatch, performAndWait): a lingering turn
+    /// gives the thread back to Dispatch at once, so they wait one turn, not the whole budget.
+    private let syncWaiters = Atomic<Int>(0)
 
     static var currentThread: UInt { UInt(bitPattern: Int(pthread_self())) }
 
@@ -378,12 +381,19 @@ final class EventLoop: @unchecked Sendable {
             _ = sinkhole_epoll_remove(epoll, s.watchers[i].fd)
             s.watchers.remove(at: i)
         }
-        if !isCurrent { queue.sync {} }   // a turn still using it ends first
+        if !isCurrent { waitForQueue {} }   // a turn still using it ends first
     }
 
     /// Runs `block` on the loop's queue and waits for it (at once when already on it).
     func performAndWait(_ block: @escaping @Sendable () -> Void) {
         if isCurrent { return block() }
+        waitForQueue(block)
+    }
+
+    /// `queue.sync`, telling a lingering turn to end first.
+    private func waitForQueue(_ block: () -> Void) {
+        syncWaiters.add(1, ordering: .relaxed)
+        defer { syncWaiters.subtract(1, ordering: .relaxed) }
         queue.sync { block() }
     }
 
@@ -550,7 +560,8 @@ final class EventLoop: @unchecked Sendable {
     /// How long a turn that found work waits on the epoll set for more, in milliseconds, and
     /// how long one call from Dispatch may keep the thread so (ns), so that the loop's timer and
     /// the blocks queued on it still run (at most budget + linger late, 30 ms: upstream
-    /// deadlines are seconds long and the timer is 10 ms coarse anyway).
+    /// deadlines are seconds long and the timer is 10 ms coarse anyway); a thread waiting for
+    /// the queue (`performAndWait`, `unwatch`) ends the lingering after the current wait.
     ///
     /// Why 10 ms, not less: a wait shorter than the kernel's tick (4 ms at HZ=250) arms a timer
     /// that is the CPU's next one, so every wait reprograms the timer hardware, a trap to the
@@ -575,7 +586,7 @@ final class EventLoop: @unchecked Sendable {
         turn { found = $0.drainReady(wait: 0) }
         guard found, EventLoop.lingerMilliseconds > 0 else { return }
         let end = EventLoop.now + EventLoop.lingerBudget
-        while EventLoop.now < end {
+        while EventLoop.now < end && syncWaiters.load(ordering: .relaxed) == 0 {
             turn { found = $0.drainReady(wait: EventLoop.lingerMilliseconds) }
             if !found { return }
         }
