@@ -85,8 +85,19 @@ public struct BlockEvent: Sendable {
 
     /// One JSON object, no trailing newline. Field names follow ECS; see the README's schema.
     public func jsonLine() -> String {
-        if let sighting { return retroHitLine(sighting) }
-        var j = head(kind: "event", type: "denied") { _ in }
+        var bytes: [UInt8] = []
+        appendJSONLine(to: &bytes)
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// The same, appended to `bytes` (the block-log writer's chunk buffer): built as bytes, not
+    /// as a String, since a flood of blocked queries makes the writer's encoding most of what a
+    /// logged block costs.
+    public func appendJSONLine(to bytes: inout [UInt8]) {
+        var j = JSONObjectWriter(appendingTo: &bytes)
+        defer { bytes = j.finish() }
+        if let sighting { return retroHitLine(sighting, &j) }
+        head(kind: "event", type: "denied", &j) { _ in }
         j.object("source") {
             if let subnet {
                 // The client behind a trusted forwarder; the forwarder is network.forwarded_ip.
@@ -130,13 +141,11 @@ public struct BlockEvent: Sendable {
             $0.number("rule_line", answer.match.line)
             $0.number("ttl", Int(answer.ttl))
         }
-        return j.finish()
     }
 
     /// `@timestamp`, `ecs` and `event`, the same for every kind of line.
-    private func head(kind: String, type: String, _ more: (inout JSONObjectWriter) -> Void) -> JSONObjectWriter {
-        var j = JSONObjectWriter()
-        j.string("@timestamp", BlockEvent.rfc3339(time))
+    private func head(kind: String, type: String, _ j: inout JSONObjectWriter, _ more: (inout JSONObjectWriter) -> Void) {
+        j.timestamp("@timestamp", time)
         j.object("ecs") { $0.string("version", BlockEvent.ecsVersion) }
         j.object("event") {
             $0.string("kind", kind)
@@ -146,7 +155,6 @@ public struct BlockEvent: Sendable {
             $0.string("dataset", "sinkhole.block")
             more(&$0)
         }
-        return j
     }
 
     /// `rule.name` and `rule.ruleset`, the same for every kind of line.
@@ -159,8 +167,8 @@ public struct BlockEvent: Sendable {
 
     /// A retro-hit in the same schema: no port, transport, ID or response (no query was answered);
     /// `event.start`/`event.end` and `sinkhole.history` say when and how often the client resolved it.
-    private func retroHitLine(_ s: Sighting) -> String {
-        var j = head(kind: "alert", type: "info") {
+    private func retroHitLine(_ s: Sighting, _ j: inout JSONObjectWriter) {
+        head(kind: "alert", type: "info", &j) {
             $0.string("start", ReportTime.format(s.firstSeen))
             $0.string("end", ReportTime.format(s.lastSeen))
         }
@@ -186,34 +194,62 @@ public struct BlockEvent: Sendable {
                 $0.stringArray("types", s.types)
             }
         }
-        return j.finish()
     }
 
     /// `2026-11-26T20:31:02.123Z`: UTC, RFC 3339, milliseconds.
     public static func rfc3339(_ ts: timespec) -> String {
+        var bytes: [UInt8] = []
+        appendRFC3339(ts, to: &bytes)
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// The same, appended as bytes (24 of them).
+    static func appendRFC3339(_ ts: timespec, to out: inout [UInt8]) {
         var seconds = ts.tv_sec
         var tm = Glibc.tm()
         gmtime_r(&seconds, &tm)
-        func pad(_ v: Int32, _ width: Int) -> String {
-            let s = String(v)
-            return String(repeating: "0", count: max(0, width - s.count)) + s
+        func digits(_ v: Int32, _ width: Int) {
+            var divisor: Int32 = 1
+            for _ in 1..<width { divisor *= 10 }
+            var v = max(0, v)
+            while divisor > 0 {
+                out.append(UInt8(ascii: "0") + UInt8(v / divisor % 10))
+                v %= divisor
+                divisor /= 10
+            }
         }
-        let millis = Int32(ts.tv_nsec / 1_000_000)
-        return "\(pad(tm.tm_year + 1900, 4))-\(pad(tm.tm_mon + 1, 2))-\(pad(tm.tm_mday, 2))T"
-            + "\(pad(tm.tm_hour, 2)):\(pad(tm.tm_min, 2)):\(pad(tm.tm_sec, 2)).\(pad(millis, 3))Z"
+        digits(tm.tm_year + 1900, 4); out.append(UInt8(ascii: "-"))
+        digits(tm.tm_mon + 1, 2); out.append(UInt8(ascii: "-"))
+        digits(tm.tm_mday, 2); out.append(UInt8(ascii: "T"))
+        digits(tm.tm_hour, 2); out.append(UInt8(ascii: ":"))
+        digits(tm.tm_min, 2); out.append(UInt8(ascii: ":"))
+        digits(tm.tm_sec, 2); out.append(UInt8(ascii: "."))
+        digits(Int32(ts.tv_nsec / 1_000_000), 3); out.append(UInt8(ascii: "Z"))
     }
 }
 
 /// A minimal streaming JSON object writer: keys in the order written, strings escaped per RFC 8259.
 struct JSONObjectWriter {
-    private var out = "{"
+    private var out: [UInt8]
     private var first = true
 
+    /// A writer that appends one object to `buffer` (which it takes over: `finish()` gives it
+    /// back, object closed), so that a chunk of lines is one growing array.
+    init(appendingTo buffer: inout [UInt8]) {
+        out = buffer
+        buffer = []
+        out.append(UInt8(ascii: "{"))
+    }
+
+    init() {
+        out = [UInt8(ascii: "{")]
+    }
+
     private mutating func key(_ k: String) {
-        if !first { out += "," }
+        if !first { out.append(UInt8(ascii: ",")) }
         first = false
         JSONObjectWriter.appendString(k, to: &out)
-        out += ":"
+        out.append(UInt8(ascii: ":"))
     }
 
     mutating func string(_ k: String, _ v: String) {
@@ -223,27 +259,71 @@ struct JSONObjectWriter {
 
     mutating func number(_ k: String, _ v: Int) {
         key(k)
-        out += String(v)
+        if v < 0 { out.append(UInt8(ascii: "-")) }
+        let magnitude = v.magnitude
+        var divisor: UInt = 1
+        while magnitude / divisor >= 10 { divisor *= 10 }
+        while divisor > 0 {
+            out.append(UInt8(ascii: "0") + UInt8(magnitude / divisor % 10))
+            divisor /= 10
+        }
+    }
+
+    /// An RFC 3339 time (`BlockEvent.rfc3339`) as a string value.
+    mutating func timestamp(_ k: String, _ ts: timespec) {
+        key(k)
+        out.append(UInt8(ascii: "\""))
+        BlockEvent.appendRFC3339(ts, to: &out)
+        out.append(UInt8(ascii: "\""))
     }
 
     mutating func stringArray(_ k: String, _ values: [String]) {
         key(k)
-        out += "["
+        out.append(UInt8(ascii: "["))
         for (i, v) in values.enumerated() {
-            if i > 0 { out += "," }
+            if i > 0 { out.append(UInt8(ascii: ",")) }
             JSONObjectWriter.appendString(v, to: &out)
         }
-        out += "]"
+        out.append(UInt8(ascii: "]"))
     }
 
+    /// A nested object, written in place.
     mutating func object(_ k: String, _ body: (inout JSONObjectWriter) -> Void) {
         key(k)
-        var inner = JSONObjectWriter()
-        body(&inner)
-        out += inner.finish()
+        out.append(UInt8(ascii: "{"))
+        first = true
+        body(&self)
+        out.append(UInt8(ascii: "}"))
+        first = false
     }
 
-    func finish() -> String { out + "}" }
+    /// The bytes, the object closed.
+    consuming func finish() -> [UInt8] {
+        out.append(UInt8(ascii: "}"))
+        return out
+    }
+
+    /// `s` as a JSON string: quotes, backslashes and control characters escaped, everything
+    /// else as its UTF-8 bytes (the same text as the String version below).
+    static func appendString(_ s: String, to out: inout [UInt8]) {
+        out.append(UInt8(ascii: "\""))
+        for byte in s.utf8 {
+            switch byte {
+            case UInt8(ascii: "\""): out.append(UInt8(ascii: "\\")); out.append(UInt8(ascii: "\""))
+            case UInt8(ascii: "\\"): out.append(UInt8(ascii: "\\")); out.append(UInt8(ascii: "\\"))
+            case 0x0A: out.append(UInt8(ascii: "\\")); out.append(UInt8(ascii: "n"))
+            case 0x0D: out.append(UInt8(ascii: "\\")); out.append(UInt8(ascii: "r"))
+            case 0x09: out.append(UInt8(ascii: "\\")); out.append(UInt8(ascii: "t"))
+            case 0..<0x20:
+                func hex(_ nibble: UInt8) -> UInt8 { nibble < 10 ? UInt8(ascii: "0") + nibble : UInt8(ascii: "a") + nibble - 10 }
+                out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"),
+                                        hex(byte >> 4), hex(byte & 0xF)])
+            default:
+                out.append(byte)
+            }
+        }
+        out.append(UInt8(ascii: "\""))
+    }
 
     static func appendString(_ s: String, to out: inout String) {
         out += "\""

@@ -205,15 +205,15 @@ public final class BlockLog: @unchecked Sendable {
 
     private func writeChunk(_ events: ArraySlice<BlockEvent>, to path: String, _ state: inout WriterState) {
         do {
-            var text = ""
-            text.reserveCapacity(events.count * 600)
+            var bytes: [UInt8] = []
+            bytes.reserveCapacity(events.count * 600)
             for event in events {
-                text += event.jsonLine()
-                text += "\n"
+                event.appendJSONLine(to: &bytes)
+                bytes.append(0x0A)
             }
-            if writeAll(state.fd, text) {
+            if writeAll(state.fd, &bytes) {
                 state.written += events.count
-                state.size += text.utf8.count
+                state.size += bytes.count
                 if let rotation, state.size >= rotation.maxSize {
                     rotation.rotate(path)
                     do {
@@ -235,8 +235,7 @@ public final class BlockLog: @unchecked Sendable {
         }
     }
 
-    private func writeAll(_ fd: Int32, _ text: String) -> Bool {
-        var utf8 = Array(text.utf8)
+    private func writeAll(_ fd: Int32, _ utf8: inout [UInt8]) -> Bool {
         var offset = 0
         while offset < utf8.count {
             let n = utf8.withUnsafeMutableBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }

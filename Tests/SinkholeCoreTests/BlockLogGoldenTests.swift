@@ -1,0 +1,71 @@
+import Glibc
+import Testing
+@testable import SinkholeCore
+
+/// The block log is what the SOC's SIEM parses: its lines must not change by a byte when the
+/// writer does. These are the lines the String-based writer wrote for events of every shape
+/// (sinkhole addresses over TCP, a CNAME block behind a trusted ECS forwarder, a response-IP
+/// block, rpz-drop with control characters and quotes in the rule, a retro-hit); the byte
+/// writer must give the same, one by one and appended into one chunk.
+@Suite struct BlockLogGoldenTests {
+    static let expected: [String] = [
+        #"{"@timestamp":"2023-03-29T00:00:00.123Z","ecs":{"version":"8.11.0"},"event":{"kind":"event","category":"network","type":"denied","action":"sinkhole","dataset":"sinkhole.block"},"source":{"ip":"2001:db8::7","port":40000},"network":{"transport":"tcp","protocol":"dns"},"dns":{"type":"answer","id":4660,"question":{"name":"Www.MsStorageBoxes.com","type":"AAAA","class":"IN"},"response_code":"NOERROR","resolved_ip":["0.0.0.0","::1"]},"rule":{"name":"msstorageboxes.com","ruleset":"crowdstrike-3cx.txt"},"sinkhole":{"schema_version":1,"match":"qname","rule_line":18,"ttl":60}}"#,
+        #"{"@timestamp":"1970-01-01T00:00:00.000Z","ecs":{"version":"8.11.0"},"event":{"kind":"event","category":"network","type":"denied","action":"nxdomain","dataset":"sinkhole.block"},"source":{"ip":"192.0.2.0","subnet":"192.0.2.0/24"},"network":{"transport":"udp","protocol":"dns","forwarded_ip":"10.1.2.3","forwarded_port":53},"dns":{"type":"answer","id":0,"question":{"name":"cdn.example.org","type":"A","class":"IN"},"response_code":"NXDOMAIN"},"rule":{"name":"msstorageboxes.com","ruleset":"crowdstrike-3cx.txt"},"sinkhole":{"schema_version":1,"match":"cname","matched_name":"a.msstorageboxes.com","chain_position":2,"rule_line":18,"ttl":300}}"#,
+        #"{"@timestamp":"2099-12-31T23:59:59.999Z","ecs":{"version":"8.11.0"},"event":{"kind":"event","category":"network","type":"denied","action":"nodata","dataset":"sinkhole.block"},"source":{"ip":"127.0.0.1","port":65535},"network":{"transport":"udp","protocol":"dns"},"dns":{"type":"answer","id":65535,"question":{"name":"x.test","type":"HTTPS","class":"IN"},"response_code":"NOERROR"},"rule":{"name":"198.51.100.0/24","ruleset":"ips.txt"},"sinkhole":{"schema_version":1,"match":"response-ip","matched_ip":"198.51.100.9","rule_line":7,"ttl":0}}"#,
+        #"{"@timestamp":"2023-03-29T00:00:00.123Z","ecs":{"version":"8.11.0"},"event":{"kind":"event","category":"network","type":"denied","action":"drop","dataset":"sinkhole.block"},"source":{"ip":"127.0.0.1","port":1},"network":{"transport":"udp","protocol":"dns"},"dns":{"type":"answer","id":1,"question":{"name":"\\\"\\\\\\001\\255.x","type":"TYPE65280","class":"CH"}},"rule":{"name":"a\u0001\"b\\c\td\né\r\u001f","ruleset":"l\#u{7F}ist.rpz"},"sinkhole":{"schema_version":1,"match":"qname","rule_line":1,"ttl":60}}"#,
+        #"{"@timestamp":"2023-03-29T00:00:00.123Z","ecs":{"version":"8.11.0"},"event":{"kind":"alert","category":"network","type":"info","action":"retro-hit","dataset":"sinkhole.block","start":"2023-03-28T10:40:00.000Z","end":"2023-03-28T10:42:03.456Z"},"source":{"ip":"192.0.2.44"},"network":{"protocol":"dns"},"dns":{"type":"query","question":{"name":"msstorageboxes.com","type":"A","class":"IN"}},"rule":{"name":"msstorageboxes.com","ruleset":"crowdstrike-3cx.txt"},"sinkhole":{"schema_version":1,"match":"history","rule_line":18,"history":{"first_seen":"2023-03-28T10:40:00.000Z","last_seen":"2023-03-28T10:42:03.456Z","count":12,"types":["A","AAAA"]}}}"#,
+    ]
+
+    @Test func linesAreByteForByteTheDocumentedOnes() {
+        let events = GoldenEvents.all()
+        #expect(events.count == BlockLogGoldenTests.expected.count)
+        for (event, line) in zip(events, BlockLogGoldenTests.expected) {
+            #expect(event.jsonLine() == line)
+        }
+        var chunk: [UInt8] = []
+        for event in events {
+            event.appendJSONLine(to: &chunk)
+            chunk.append(0x0A)
+        }
+        #expect(String(decoding: chunk, as: UTF8.self) == BlockLogGoldenTests.expected.map { $0 + "\n" }.joined())
+    }
+
+    @Test func timestampsAreRFC3339WithMilliseconds() {
+        #expect(BlockEvent.rfc3339(timespec(tv_sec: 0, tv_nsec: 0)) == "1970-01-01T00:00:00.000Z")
+        #expect(BlockEvent.rfc3339(timespec(tv_sec: 951_782_400, tv_nsec: 5_000_000)) == "2000-02-29T00:00:00.005Z")
+        #expect(BlockEvent.rfc3339(timespec(tv_sec: 4_102_444_799, tv_nsec: 999_999_999)) == "2099-12-31T23:59:59.999Z")
+    }
+}
+
+
+/// Events of every shape the block log writes (for the byte-exact line test).
+enum GoldenEvents {
+    static func all() -> [BlockEvent] {
+        let t = timespec(tv_sec: 1_680_048_000, tv_nsec: 123_456_789)
+        let zone = WireName.fromText("msstorageboxes.com")!
+        let m = RuleMatch(rule: "msstorageboxes.com", list: "crowdstrike-3cx.txt", line: 18, zone: zone)
+        var out: [BlockEvent] = []
+        out.append(BlockEvent(time: t, client: SocketAddress(address: IPAddress.parse("2001:db8::7")!, port: 40000),
+                              transport: .tcp, id: 4660, qname: WireName.fromText("Www.MsStorageBoxes.com")!, qtype: 28, qclass: 1,
+                              answer: BlockAnswer(match: m, action: .sinkhole, rcode: 0, addresses: [[0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]], ttl: 60)))
+        var cname = BlockEvent(time: timespec(tv_sec: 0, tv_nsec: 0), client: SocketAddress(address: [10, 1, 2, 3], port: 53),
+                               transport: .udp, id: 0, qname: WireName.fromText("cdn.example.org")!, qtype: 1, qclass: 1,
+                               answer: BlockAnswer(match: m, action: .nxdomain, rcode: 3, addresses: [], ttl: 300),
+                               matchedOn: "cname", matchedName: WireName.fromText("a.msstorageboxes.com")!, chainPosition: 2)
+        cname.subnet = ClientSubnet.parse(options: [0, 8, 0, 7, 0, 1, 24, 0, 192, 0, 2])!
+        out.append(cname)
+        out.append(BlockEvent(time: timespec(tv_sec: 4_102_444_799, tv_nsec: 999_999_999), client: SocketAddress(address: [127, 0, 0, 1], port: 65535),
+                              transport: .udp, id: 65535, qname: WireName.fromText("x.test")!, qtype: 65, qclass: 1,
+                              answer: BlockAnswer(match: RuleMatch(rule: "198.51.100.0/24", list: "ips.txt", line: 7, zone: [0], action: .block),
+                                                  action: .nodata, rcode: 0, addresses: [], ttl: 0),
+                              matchedOn: "response-ip", matchedAddress: [198, 51, 100, 9]))
+        out.append(BlockEvent(time: t, client: SocketAddress(address: [127, 0, 0, 1], port: 1), transport: .udp, id: 1,
+                              qname: [4, 0x22, 0x5C, 0x01, 0xFF, 1, 0x78, 0], qtype: 65280, qclass: 3,
+                              answer: BlockAnswer(match: RuleMatch(rule: "a\u{1}\"b\\c\td\né\r\u{1F}", list: "l\u{7F}ist.rpz", line: 1, zone: [1, 0x78, 0]),
+                                                  action: .drop, rcode: 0, addresses: [], ttl: 60)))
+        let hit = RetroHit(client: "192.0.2.44", name: "msstorageboxes.com", rule: m, firstSeen: 1_680_000_000_000,
+                           lastSeen: 1_680_000_123_456, count: 12, types: ["A", "AAAA"], clientID: 1, nameID: 1)
+        out.append(BlockEvent.retroHit(hit, time: t))
+        return out
+    }
+}
