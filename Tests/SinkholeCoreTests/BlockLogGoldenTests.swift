@@ -1,4 +1,6 @@
+import Foundation
 import Glibc
+import Logging
 import Testing
 @testable import SinkholeCore
 
@@ -16,24 +18,53 @@ import Testing
         #"{"@timestamp":"2023-03-29T00:00:00.123Z","ecs":{"version":"8.11.0"},"event":{"kind":"alert","category":"network","type":"info","action":"retro-hit","dataset":"sinkhole.block","start":"2023-03-28T10:40:00.000Z","end":"2023-03-28T10:42:03.456Z"},"source":{"ip":"192.0.2.44"},"network":{"protocol":"dns"},"dns":{"type":"query","question":{"name":"msstorageboxes.com","type":"A","class":"IN"}},"rule":{"name":"msstorageboxes.com","ruleset":"crowdstrike-3cx.txt"},"sinkhole":{"schema_version":1,"match":"history","rule_line":18,"history":{"first_seen":"2023-03-28T10:40:00.000Z","last_seen":"2023-03-28T10:42:03.456Z","count":12,"types":["A","AAAA"]}}}"#,
     ]
 
-    @Test func linesAreByteForByteTheDocumentedOnes() {
+    /// Bytes, not Strings, are compared: String equality would take "é" and "e\u{301}" as equal.
+    @Test func linesAreByteForByteTheDocumentedOnes() throws {
         let events = GoldenEvents.all()
+        let file = Array(BlockLogGoldenTests.expected.map { $0 + "\n" }.joined().utf8)
         #expect(events.count == BlockLogGoldenTests.expected.count)
         for (event, line) in zip(events, BlockLogGoldenTests.expected) {
-            #expect(event.jsonLine() == line)
+            #expect(Array(event.jsonLine().utf8) == Array(line.utf8))
         }
         var chunk: [UInt8] = []
         for event in events {
             event.appendJSONLine(to: &chunk)
             chunk.append(0x0A)
         }
-        #expect(String(decoding: chunk, as: UTF8.self) == BlockLogGoldenTests.expected.map { $0 + "\n" }.joined())
+        #expect(chunk == file)
+
+        // And through the block log itself, to its file.
+        let dir = try BlockEventTests.temporaryDirectory("golden")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let log = try BlockLog(path: dir + "/block.log", logger: Logger(label: "test"))
+        for event in events { log.record(event) }
+        log.close()
+        #expect(Array(try Data(contentsOf: URL(fileURLWithPath: dir + "/block.log"))) == file)
     }
 
     @Test func timestampsAreRFC3339WithMilliseconds() {
         #expect(BlockEvent.rfc3339(timespec(tv_sec: 0, tv_nsec: 0)) == "1970-01-01T00:00:00.000Z")
         #expect(BlockEvent.rfc3339(timespec(tv_sec: 951_782_400, tv_nsec: 5_000_000)) == "2000-02-29T00:00:00.005Z")
         #expect(BlockEvent.rfc3339(timespec(tv_sec: 4_102_444_799, tv_nsec: 999_999_999)) == "2099-12-31T23:59:59.999Z")
+        #expect(BlockEvent.rfc3339(timespec(tv_sec: -1, tv_nsec: 0)) == "1969-12-31T23:59:59.000Z")
+        // Out of range: written in full as the String writer did, never cut to a wrong date.
+        #expect(BlockEvent.rfc3339(timespec(tv_sec: 253_402_300_800, tv_nsec: 0)) == "10000-01-01T00:00:00.000Z")
+        #expect(BlockEvent.rfc3339(timespec(tv_sec: -62_167_219_201, tv_nsec: 0)) == "00-1-12-31T23:59:59.000Z")
+        #expect(BlockEvent.rfc3339(timespec(tv_sec: 0, tv_nsec: 1_500_000_000)) == "1970-01-01T00:00:00.1500Z")
+        #expect(BlockEvent.rfc3339(timespec(tv_sec: 0, tv_nsec: -5_000_000)) == "1970-01-01T00:00:00.0-5Z")
+    }
+
+    /// The byte and String escapers (the report formatter keeps the String one) agree.
+    @Test func byteAndStringEscapersAgree() {
+        let samples = ["", "plain", "q\"uote", "back\\slash", "\u{0}\u{1}\u{1F}\u{7F}", "tab\tnl\ncr\r", "é e\u{301} \u{2028} 😀 \u{FFFD}",
+                       "\u{80}\u{9F}", String(decoding: [0xC3, 0x28, 0xFF], as: UTF8.self)]
+        for sample in samples {
+            var text = ""
+            JSONObjectWriter.appendString(sample, to: &text)
+            var bytes: [UInt8] = []
+            JSONObjectWriter.appendString(sample, to: &bytes)
+            #expect(bytes == Array(text.utf8), "\(sample.debugDescription)")
+        }
     }
 }
 

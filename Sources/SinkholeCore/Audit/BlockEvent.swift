@@ -95,7 +95,7 @@ public struct BlockEvent: Sendable {
     /// logged block costs.
     public func appendJSONLine(to bytes: inout [UInt8]) {
         var j = JSONObjectWriter(appendingTo: &bytes)
-        defer { bytes = j.finish() }
+        defer { j.finish(into: &bytes) }
         if let sighting { return retroHitLine(sighting, &j) }
         head(kind: "event", type: "denied", &j) { _ in }
         j.object("source") {
@@ -211,7 +211,15 @@ public struct BlockEvent: Sendable {
         func digits(_ v: Int32, _ width: Int) {
             var divisor: Int32 = 1
             for _ in 1..<width { divisor *= 10 }
-            var v = max(0, v)
+            guard v >= 0 && v / divisor < 10 else {
+                // Out of the field's range (a year past 9999, a nanosecond count that is not
+                // one): written in full, as the String version did, never cut to a wrong date.
+                let text = String(v)
+                out.append(contentsOf: repeatElement(UInt8(ascii: "0"), count: max(0, width - text.utf8.count)))
+                out.append(contentsOf: text.utf8)
+                return
+            }
+            var v = v
             while divisor > 0 {
                 out.append(UInt8(ascii: "0") + UInt8(v / divisor % 10))
                 v %= divisor
@@ -239,10 +247,6 @@ struct JSONObjectWriter {
         out = buffer
         buffer = []
         out.append(UInt8(ascii: "{"))
-    }
-
-    init() {
-        out = [UInt8(ascii: "{")]
     }
 
     private mutating func key(_ k: String) {
@@ -297,10 +301,12 @@ struct JSONObjectWriter {
         first = false
     }
 
-    /// The bytes, the object closed.
-    consuming func finish() -> [UInt8] {
+    /// Closes the object and gives the bytes back to `buffer` (swapped, not copied: a copy
+    /// of the writer here would copy the whole chunk for every line).
+    mutating func finish(into buffer: inout [UInt8]) {
         out.append(UInt8(ascii: "}"))
-        return out
+        swap(&buffer, &out)
+        out = []
     }
 
     /// `s` as a JSON string: quotes, backslashes and control characters escaped, everything
