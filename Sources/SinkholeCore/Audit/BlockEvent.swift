@@ -209,22 +209,15 @@ public struct BlockEvent: Sendable {
         var tm = Glibc.tm()
         gmtime_r(&seconds, &tm)
         func digits(_ v: Int32, _ width: Int) {
-            var divisor: Int32 = 1
-            for _ in 1..<width { divisor *= 10 }
-            guard v >= 0 && v / divisor < 10 else {
-                // Out of the field's range (a year past 9999, a nanosecond count that is not
-                // one): written in full, as the String version did, never cut to a wrong date.
+            guard v >= 0 else {
+                // Only for a time out of range (a negative year or nanosecond count): as the
+                // String version wrote it, the sign inside the zero padding.
                 let text = String(v)
                 out.append(contentsOf: repeatElement(UInt8(ascii: "0"), count: max(0, width - text.utf8.count)))
                 out.append(contentsOf: text.utf8)
                 return
             }
-            var v = v
-            while divisor > 0 {
-                out.append(UInt8(ascii: "0") + UInt8(v / divisor % 10))
-                v %= divisor
-                divisor /= 10
-            }
+            JSONObjectWriter.appendDecimal(UInt(v), width: width, to: &out)
         }
         digits(tm.tm_year + 1900, 4); out.append(UInt8(ascii: "-"))
         digits(tm.tm_mon + 1, 2); out.append(UInt8(ascii: "-"))
@@ -264,11 +257,19 @@ struct JSONObjectWriter {
     mutating func number(_ k: String, _ v: Int) {
         key(k)
         if v < 0 { out.append(UInt8(ascii: "-")) }
-        let magnitude = v.magnitude
+        JSONObjectWriter.appendDecimal(v.magnitude, width: 1, to: &out)
+    }
+
+    /// `v` in decimal, zero-padded to at least `width` digits, never cut.
+    static func appendDecimal(_ v: UInt, width: Int, to out: inout [UInt8]) {
         var divisor: UInt = 1
-        while magnitude / divisor >= 10 { divisor *= 10 }
+        var places = 1
+        while places < width || v / divisor >= 10 {
+            divisor *= 10
+            places += 1
+        }
         while divisor > 0 {
-            out.append(UInt8(ascii: "0") + UInt8(magnitude / divisor % 10))
+            out.append(UInt8(ascii: "0") + UInt8(v / divisor % 10))
             divisor /= 10
         }
     }
@@ -310,7 +311,7 @@ struct JSONObjectWriter {
     }
 
     /// `s` as a JSON string: quotes, backslashes and control characters escaped, everything
-    /// else as its UTF-8 bytes (the same text as the String version below).
+    /// else as its UTF-8 bytes.
     static func appendString(_ s: String, to out: inout [UInt8]) {
         out.append(UInt8(ascii: "\""))
         for byte in s.utf8 {
@@ -331,24 +332,10 @@ struct JSONObjectWriter {
         out.append(UInt8(ascii: "\""))
     }
 
+    /// The same for a String (the report formatter's JSON): the bytes above, as text.
     static func appendString(_ s: String, to out: inout String) {
-        out += "\""
-        for scalar in s.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if scalar.value < 0x20 {
-                    let hex = String(scalar.value, radix: 16)
-                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        out += "\""
+        var bytes: [UInt8] = []
+        appendString(s, to: &bytes)
+        out += String(decoding: bytes, as: UTF8.self)
     }
 }

@@ -211,7 +211,7 @@ public final class BlockLog: @unchecked Sendable {
                 event.appendJSONLine(to: &bytes)
                 bytes.append(0x0A)
             }
-            if writeAll(state.fd, &bytes) {
+            if writeAll(state.fd, bytes) {
                 state.written += events.count
                 state.size += bytes.count
                 if let rotation, state.size >= rotation.maxSize {
@@ -235,10 +235,10 @@ public final class BlockLog: @unchecked Sendable {
         }
     }
 
-    private func writeAll(_ fd: Int32, _ utf8: inout [UInt8]) -> Bool {
+    private func writeAll(_ fd: Int32, _ utf8: [UInt8]) -> Bool {
         var offset = 0
         while offset < utf8.count {
-            let n = utf8.withUnsafeMutableBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
+            let n = utf8.withUnsafeBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
             if n < 0 {
                 if errno == EINTR { continue }
                 return false

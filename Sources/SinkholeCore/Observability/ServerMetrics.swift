@@ -269,8 +269,7 @@ public final class LatencyHistogram: Sendable {
         let ns = max(0, nanoseconds)
         var bucket = 0
         while bucket < bounds.count && ns > bounds[bucket] { bucket += 1 }
-        counts.add(bucket)
-        counts.add(bounds.count + 1, UInt64(ns))
+        counts.add(bucket, 1, and: bounds.count + 1, UInt64(ns))
     }
 
     /// Observations so far (every bucket, the one above the bounds included).

@@ -33,6 +33,16 @@ final class ShardedCounts: @unchecked Sendable {
         sinkhole_counter_add(shards[ThreadShards<Int>.index(count: shards.count)] + slot, n)
     }
 
+    /// Adds to two counters of the calling thread's shard (a histogram's bucket and its sum),
+    /// finding the shard once.
+    @inline(__always)
+    func add(_ slot: Int, _ n: UInt64, and other: Int, _ m: UInt64) {
+        precondition(slot >= 0 && slot < slots && other >= 0 && other < slots, "counter slot out of range")
+        let shard = shards[ThreadShards<Int>.index(count: shards.count)]
+        sinkhole_counter_add(shard + slot, n)
+        sinkhole_counter_add(shard + other, m)
+    }
+
     /// Counter `slot`: the sum over every shard.
     func total(_ slot: Int) -> UInt64 {
         precondition(slot >= 0 && slot < slots, "counter slot out of range")
