@@ -1,3 +1,4 @@
+import Synchronization
 import Testing
 @testable import SinkholeCore
 
@@ -135,5 +136,82 @@ extension CachedReplyShapeTests {
         #expect(WireName.lowercased(edges) == [4, 0x40, 0x5B, 0x61, 0x7A, 3, 0xC1, 0x7A, 0x61, 0])
         let lower = try #require(WireName.fromText("already.lower.example"))
         #expect(WireName.lowercased(lower) == lower)
+    }
+}
+
+/// Replies written in place (the UDP send batch's slot): the same bytes as the arrays, and a
+/// reply that does not fit is reported, never cut.
+@Suite struct WireWriterTests {
+    @Test func writesBigEndianAndReportsWhatDoesNotFit() {
+        let bytes = WireWriter.makeArray(capacity: 9) { w in
+            w.put8(1); w.put16(0x0203); w.put32(0x0405_0607); w.append([8, 9])
+        }
+        #expect(bytes == [1, 2, 3, 4, 5, 6, 7, 8, 9])
+        var storage = [UInt8](repeating: 0xEE, count: 4)
+        storage.withUnsafeMutableBytes { buffer in
+            var w = WireWriter(buffer)
+            w.put16(0x0102)
+            w.put32(0x0304_0506)   // two bytes short
+            #expect(w.overflowed && w.written == nil)
+            w.rewind(to: 0)
+            #expect(w.count == 0)
+        }
+        #expect(storage == [1, 2, 0xEE, 0xEE], "nothing written past the end")
+        #expect(WireWriter.makeArray(capacity: 3) { $0.put32(1) } == [], "an array that did not fit is empty")
+    }
+
+    @Test func cachedRepliesInPlaceEqualTheArraysAndNeedNoMoreThanTheirCapacity() throws {
+        let tests = WireQueryTests()
+        guard let m = Message.empty(), let name = WireName.fromText("www.example.org") else { return }
+        m.id = 7
+        m.isResponse = true
+        m.setQuestion(Question(name: name, type: RRType.a, qclass: 1))
+        m.append(.answer, presentation: "www.example.org. 300 IN A 192.0.2.1")
+        m.edns = EDNS(udpPayloadSize: 4096)
+        let wire = try #require(m.wire())
+        let prepared = try #require(CachedReply(wire))
+        let packet = tests.query("WWW.example.org", edns: EDNS(udpPayloadSize: 1232))
+        let q = try #require(WireQuery.parse(packet))
+        let array = packet.withUnsafeBytes { prepared.reply(to: q, packet: $0, age: 10, payloadSize: 1232) }
+        #expect(!array.isEmpty && array.count <= prepared.replyCapacity)
+        // Written after other bytes (a slot's offset): the TTLs aged are this reply's.
+        var buffer = [UInt8](repeating: 0, count: 3 + array.count)
+        let written = buffer.withUnsafeMutableBytes { raw -> Int? in
+            var w = WireWriter(raw)
+            w.put8(0xAA); w.put16(0xBBCC)
+            packet.withUnsafeBytes { prepared.reply(into: &w, to: q, packet: $0, age: 10, payloadSize: 1232) }
+            return w.written
+        }
+        #expect(written == buffer.count)
+        #expect(Array(buffer.dropFirst(3)) == array)
+        let decoded = try #require(Message(wire: array))
+        #expect(decoded.records(.answer).map(\.ttl) == [290])
+        // One byte short: nothing to send, rather than a cut reply.
+        var short = [UInt8](repeating: 0, count: array.count - 1)
+        let shortWritten = short.withUnsafeMutableBytes { raw -> Int? in
+            var w = WireWriter(raw)
+            packet.withUnsafeBytes { prepared.reply(into: &w, to: q, packet: $0, age: 10, payloadSize: 1232) }
+            return w.written
+        }
+        #expect(shortWritten == nil)
+        // Another question of another length: not this answer's, nothing written.
+        let other = tests.query("www.example.info")
+        let otherQuery = try #require(WireQuery.parse(other))
+        let none = WireWriter.makeArray(capacity: 512) { w in
+            other.withUnsafeBytes { prepared.reply(into: &w, to: otherQuery, packet: $0, age: 0, payloadSize: 1232) }
+        }
+        #expect(none.isEmpty)
+    }
+
+    @Test func aRespondersWriteSendsTheBytesOrReportsTheyDidNotFit() {
+        let sent = Mutex<[[UInt8]]>([])
+        let respond = Responder { reply in sent.withLock { $0.append(reply) } }
+        #expect(respond.write(limit: 4) { $0.put32(0x0102_0304) })
+        #expect(!respond.write(limit: 3) { $0.put32(0x0102_0304) }, "longer than the limit")
+        #expect(!respond.write(limit: 512) { _ in }, "empty")
+        // A reply longer than a send-batch slot, within what the client takes.
+        let big = [UInt8](repeating: 7, count: 5000)
+        #expect(respond.write(limit: 8192) { $0.append(big) })
+        #expect(sent.withLock { $0 } == [[1, 2, 3, 4], big])
     }
 }

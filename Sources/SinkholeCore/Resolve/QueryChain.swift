@@ -263,17 +263,20 @@ public final class QueryChain: Sendable {
         if let match = snapshot.blockingRule(for: name) {
             let question = Question(name: name, type: q.qtype, qclass: q.qclass)
             let answer = blocking.policy.answer(for: question, match: match)
-            var reply: [UInt8] = []
-            if answer.action != .drop {
-                reply = FastReply.block(q, packet: raw, answer: answer, payloadSize: replies.payloadSize)
-                guard !reply.isEmpty, reply.count <= limit else { return .fullPath }   // truncation: the full path
+            if answer.action == .drop {
+                respond([])
+            } else {
+                let payloadSize = replies.payloadSize
+                guard respond.write(limit: limit, { FastReply.block(into: &$0, q, packet: raw, answer: answer, payloadSize: payloadSize) })
+                else { return .fullPath }   // truncation: the full path
             }
+            // Recorded after the reply is made (it may yet go to the full path) and before it
+            // leaves (it is sent at the end of the batch).
             blocking.log?.record(BlockEvent(client: client, transport: transport, id: q.id, qname: name,
                                             qtype: q.qtype, qclass: q.qclass, answer: answer))
             metrics?.query(transport, .blocked)
             metrics?.blocked(list: answer.match.list)
             counters.count(.fastAnswered)
-            respond(reply)
             return .answered
         }
         guard !forwarder.forwardECS else { return .fullPath }
@@ -282,12 +285,12 @@ public final class QueryChain: Sendable {
         if let cache {
             switch cache.preparedLookup(key, generation: snapshot.generation) {
             case .ready(let prepared, let age):
-                let reply = prepared.reply(to: q, packet: raw, age: age, payloadSize: replies.payloadSize)
-                guard !reply.isEmpty, reply.count <= limit else { return .fullPath }
+                let payloadSize = replies.payloadSize
+                guard respond.write(limit: limit, { prepared.reply(into: &$0, to: q, packet: raw, age: age, payloadSize: payloadSize) })
+                else { return .fullPath }
                 metrics?.query(transport, .cached)
                 history?.record(client: client.ip, name: name, qtype: q.qtype)
                 counters.count(.fastAnswered)
-                respond(reply)
                 return .answered
             case .present:
                 return .fullPath   // to be inspected against the lists in force first
@@ -354,13 +357,13 @@ public final class QueryChain: Sendable {
         if case .blocked(let answer) = inspected, answer.action == .drop {
             respond([])
         } else if case .upstream(let answer, _) = inspected, let prepared = answer.prepared,
-                  case let relayed = prepared.reply(id: query.header.id, flags: query.header.flags,
-                                                    question: query.question, edns: query.edns,
-                                                    payloadSize: replies.payloadSize),
-                  !relayed.isEmpty, relayed.count <= query.replySizeLimit {
+                  case let payloadSize = replies.payloadSize,
+                  respond.write(limit: query.replySizeLimit, {
+                      prepared.reply(into: &$0, id: query.header.id, flags: query.header.flags,
+                                     question: query.question, edns: query.edns, payloadSize: payloadSize)
+                  }) {
             // The upstream's own bytes with our header, question and OPT: what ReplyBuilder.relay
             // makes, without encoding the message again.
-            respond(relayed)
         } else {
             respond(replies.reply(to: query, inspected))
         }

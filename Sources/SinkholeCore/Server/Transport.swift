@@ -25,6 +25,29 @@ public struct Responder: Sendable {
     public init(_ body: @escaping @Sendable ([UInt8]) -> Void) { sink = .closure(body) }
     init(udp listener: UDPListener, client: SocketAddress) { sink = .udp(listener, client) }
 
+    /// Sends the reply `write` makes, of at most `limit` bytes, written in place where it can be:
+    /// a UDP query answered on its listener's loop thread has it written straight into the
+    /// batch's send buffer, without an array of its own. False, and nothing sent, when the reply
+    /// came out empty or longer than `limit` (the caller then answers another way). `write` may
+    /// be called twice (a reply too long for the batch's buffer is made again in a larger one).
+    public func write(limit: Int, _ write: (inout WireWriter) -> Void) -> Bool {
+        if case .udp(let listener, let client) = sink,
+           let sent = listener.sendInPlace(to: client, limit: limit, write) {
+            return sent
+        }
+        // Elsewhere: made in scratch memory, then sent as an array of its own length.
+        let capacity = min(max(limit, 0), 65_535)
+        let reply = withUnsafeTemporaryAllocation(byteCount: capacity, alignment: 8) { buffer -> [UInt8] in
+            var writer = WireWriter(buffer)
+            write(&writer)
+            guard let n = writer.written else { return [] }
+            return Array(UnsafeRawBufferPointer(rebasing: buffer[..<n]))
+        }
+        guard !reply.isEmpty else { return false }
+        self(reply)
+        return true
+    }
+
     /// Sends `reply` (empty: nothing is sent).
     public func callAsFunction(_ reply: [UInt8]) {
         switch sink {

@@ -136,22 +136,34 @@ public final class UDPListener: @unchecked Sendable {
     /// sends it at once.
     func send(_ reply: [UInt8], to client: SocketAddress) {
         guard !reply.isEmpty else { return }
-        if reply.count <= UDPListener.sendSize, loop.isCurrent, !stopped.load(ordering: .relaxed) {
-            if pending == UDPListener.batch { flush() }
-            let i = pending
-            reply.withUnsafeBytes { sendVectors[i].iov_base.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-            sendVectors[i].iov_len = reply.count
-            let length = client.fill(&sendPeers[i])
-            sendHeaders[i] = MultiMessageHeader(
-                msg_hdr: msghdr(msg_name: UnsafeMutableRawPointer(sendPeers + i), msg_namelen: length,
-                                msg_iov: sendVectors + i, msg_iovlen: 1, msg_control: nil, msg_controllen: 0, msg_flags: 0),
-                msg_len: 0)
-            pending += 1
-            return
-        }
+        if reply.count <= UDPListener.sendSize,
+           sendInPlace(to: client, limit: reply.count, { $0.append(reply) }) != nil { return }
         client.withSockAddr { addr, len in
             _ = reply.withUnsafeBytes { sendto(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT), addr, len) }
         }
+    }
+
+    /// Writes a reply by `write` straight into the next slot of the send batch, when on the
+    /// loop's thread: true when it was queued, false when it came out empty or longer than
+    /// `limit`; nil when it must be made elsewhere (another thread, a stopped listener, or a
+    /// reply longer than a slot that the client would take).
+    func sendInPlace(to client: SocketAddress, limit: Int, _ write: (inout WireWriter) -> Void) -> Bool? {
+        guard loop.isCurrent, !stopped.load(ordering: .relaxed) else { return nil }
+        if pending == UDPListener.batch { flush() }
+        let i = pending
+        let slot = sendVectors[i].iov_base!
+        var writer = WireWriter(UnsafeMutableRawBufferPointer(start: slot, count: min(limit, UDPListener.sendSize)))
+        write(&writer)
+        guard let length = writer.written else { return limit > UDPListener.sendSize ? nil : false }
+        guard length > 0 else { return false }
+        sendVectors[i].iov_len = length
+        let peerLength = client.fill(&sendPeers[i])
+        sendHeaders[i] = MultiMessageHeader(
+            msg_hdr: msghdr(msg_name: UnsafeMutableRawPointer(sendPeers + i), msg_namelen: peerLength,
+                            msg_iov: sendVectors + i, msg_iovlen: 1, msg_control: nil, msg_controllen: 0, msg_flags: 0),
+            msg_len: 0)
+        pending += 1
+        return true
     }
 
     /// Sends the queued replies; a datagram the kernel refuses (a full buffer, an unreachable

@@ -317,47 +317,65 @@ public struct CachedReply: Sendable {
     /// `ReplyBuilder` (the upstream's sections, rcode, AA, AD and CD kept; ID, RD and the
     /// question as asked; TC clear; RA set; our OPT with the upstream's extended rcode).
     public func reply(to q: WireQuery, packet: UnsafeRawBufferPointer, age: UInt32, payloadSize: UInt16) -> [UInt8] {
-        reply(id: q.id, flags: q.flags, age: age, edns: q.edns, payloadSize: payloadSize) { out in
-            out.append(contentsOf: UnsafeRawBufferPointer(rebasing: packet[12..<(q.nameEnd + 4)]))
+        WireWriter.makeArray(capacity: replyCapacity) { reply(into: &$0, to: q, packet: packet, age: age, payloadSize: payloadSize) }
+    }
+
+    /// The same, written by `out` (the send batch's slot on the UDP fast path); `out.written`
+    /// is nil when it did not fit, 0 when it is not this answer's question.
+    public func reply(into out: inout WireWriter, to q: WireQuery, packet: UnsafeRawBufferPointer, age: UInt32,
+                      payloadSize: UInt16) {
+        reply(into: &out, id: q.id, flags: q.flags, age: age, edns: q.edns, payloadSize: payloadSize) { out in
+            out.append(UnsafeRawBufferPointer(rebasing: packet[12..<(q.nameEnd + 4)]))
         }
     }
 
     /// The same for a decoded query (a forwarded answer relayed as received).
     public func reply(id: UInt16, flags: UInt16, question: Question, edns: EDNS?, payloadSize: UInt16) -> [UInt8] {
-        reply(id: id, flags: flags, age: 0, edns: edns, payloadSize: payloadSize) { out in
-            out.append(contentsOf: question.name)
-            FastReply.put16(&out, question.type)
-            FastReply.put16(&out, question.qclass)
+        WireWriter.makeArray(capacity: replyCapacity) {
+            reply(into: &$0, id: id, flags: flags, question: question, edns: edns, payloadSize: payloadSize)
         }
     }
 
-    private func reply(id: UInt16, flags queryFlags: UInt16, age: UInt32, edns: EDNS?, payloadSize: UInt16,
-                       question: (inout [UInt8]) -> Void) -> [UInt8] {
-        var out: [UInt8] = []
-        out.reserveCapacity(wire.count + 11)
+    public func reply(into out: inout WireWriter, id: UInt16, flags: UInt16, question: Question, edns: EDNS?,
+                      payloadSize: UInt16) {
+        reply(into: &out, id: id, flags: flags, age: 0, edns: edns, payloadSize: payloadSize) { out in
+            out.append(question.name)
+            out.put16(question.type)
+            out.put16(question.qclass)
+        }
+    }
+
+    /// The most a reply made from this answer takes: the upstream's bytes less its OPT, and ours.
+    var replyCapacity: Int { wire.count - (opt?.count ?? 0) + 11 }
+
+    private func reply(into out: inout WireWriter, id: UInt16, flags queryFlags: UInt16, age: UInt32, edns: EDNS?,
+                       payloadSize: UInt16, question: (inout WireWriter) -> Void) {
+        let start = out.count
         let upstreamFlags = UInt16(wire[2]) << 8 | UInt16(wire[3])
         // The upstream's opcode, AA, AD, CD and rcode; TC, RD and Z cleared (ldns keeps no Z).
         var flags = upstreamFlags & ~UInt16(0x0200 | 0x0100 | 0x0040)
         flags |= 0x8000 | 0x0080 | (queryFlags & 0x0100)   // QR, RA, the client's RD
-        FastReply.put16(&out, id)
-        FastReply.put16(&out, flags)
-        FastReply.put16(&out, 1)
-        FastReply.put16(&out, counts.answer)
-        FastReply.put16(&out, counts.authority)
-        FastReply.put16(&out, counts.additional + (edns == nil ? 0 : 1))
+        out.put16(id)
+        out.put16(flags)
+        out.put16(1)
+        out.put16(counts.answer)
+        out.put16(counts.authority)
+        out.put16(counts.additional + (edns == nil ? 0 : 1))
         // The question as asked: the same name in the client's letter case, so every compression
         // pointer into it still lands on the same labels.
         question(&out)
-        guard out.count == questionEnd else { return [] }   // not the same question: never served
+        guard out.count - start == questionEnd else {   // not the same question: never served
+            out.rewind(to: start)
+            return
+        }
         // The question has the same length as the upstream's, so every offset still holds.
-        out.append(contentsOf: wire[questionEnd..<(opt?.lowerBound ?? wire.count)])
-        if age > 0 {
-            out.withUnsafeMutableBufferPointer { patchTTLs($0) { $0 > age ? $0 - age : 0 } }
+        wire.withUnsafeBytes { out.append(UnsafeRawBufferPointer(rebasing: $0[questionEnd..<(opt?.lowerBound ?? wire.count)])) }
+        if age > 0, !out.overflowed {
+            out.withWritten(from: start) { patchTTLs($0) { $0 > age ? $0 - age : 0 } }
         }
         if let edns {
             FastReply.appendOPT(&out, payloadSize: payloadSize, extendedRcode: extendedRcode,
                                 dnssecOK: edns.dnssecOK, options: [])
         }
-        return out
     }
 }

@@ -90,46 +90,49 @@ public enum FastReply {
     /// naming the list and rule when the client speaks EDNS.
     public static func block(_ q: WireQuery, packet: UnsafeRawBufferPointer, answer: BlockAnswer,
                              payloadSize: UInt16) -> [UInt8] {
-        var out: [UInt8] = []
-        out.reserveCapacity(q.nameEnd + 160)
+        WireWriter.makeArray(capacity: 65_535) { block(into: &$0, q, packet: packet, answer: answer, payloadSize: payloadSize) }
+    }
+
+    /// The same, written by `out` (the send batch's slot on the UDP fast path).
+    public static func block(into out: inout WireWriter, _ q: WireQuery, packet: UnsafeRawBufferPointer,
+                             answer: BlockAnswer, payloadSize: UInt16) {
         let questionEnd = q.nameEnd + 4
         var flags: UInt16 = 0x8000 | 0x0400 | 0x0080 | UInt16(answer.rcode & 0xF)   // QR, AA, RA
         flags |= q.flags & 0x0110                                                   // RD, CD
         let answers = answer.addresses.count
-        put16(&out, q.id)
-        put16(&out, flags)
-        put16(&out, 1)
-        put16(&out, UInt16(answers))
-        put16(&out, answers == 0 ? 1 : 0)
-        put16(&out, q.edns == nil ? 0 : 1)
-        out.append(contentsOf: UnsafeRawBufferPointer(rebasing: packet[12..<questionEnd]))
+        out.put16(q.id)
+        out.put16(flags)
+        out.put16(1)
+        out.put16(UInt16(answers))
+        out.put16(answers == 0 ? 1 : 0)
+        out.put16(q.edns == nil ? 0 : 1)
+        out.append(UnsafeRawBufferPointer(rebasing: packet[12..<questionEnd]))
         if answers > 0 {
             for address in answer.addresses {
-                put16(&out, 0xC00C)   // the question name
-                put16(&out, q.qtype)
-                put16(&out, q.qclass)
-                put32(&out, answer.ttl)
-                put16(&out, UInt16(address.count))
-                out.append(contentsOf: address)
+                out.put16(0xC00C)   // the question name
+                out.put16(q.qtype)
+                out.put16(q.qclass)
+                out.put32(answer.ttl)
+                out.put16(UInt16(address.count))
+                out.append(address)
             }
         } else {
             appendName(&out, answer.match.zoneBytes, question: packet, nameEnd: q.nameEnd)
-            put16(&out, RRType.soa)
-            put16(&out, q.qclass)
-            put32(&out, answer.ttl)
-            put16(&out, UInt16(FastReply.soaNames.count + 20))
-            out.append(contentsOf: FastReply.soaNames)
-            put32(&out, 1)
-            put32(&out, 3600)
-            put32(&out, 600)
-            put32(&out, 86_400)
-            put32(&out, answer.ttl)
+            out.put16(RRType.soa)
+            out.put16(q.qclass)
+            out.put32(answer.ttl)
+            out.put16(UInt16(FastReply.soaNames.count + 20))
+            out.append(FastReply.soaNames)
+            out.put32(1)
+            out.put32(3600)
+            out.put32(600)
+            out.put32(86_400)
+            out.put32(answer.ttl)
         }
         if let edns = q.edns {
             appendOPT(&out, payloadSize: payloadSize, extendedRcode: 0, dnssecOK: edns.dnssecOK,
                       options: ReplyBuilder.extendedError(for: answer))
         }
-        return out
     }
 
     /// The block SOA's MNAME and RNAME, uncompressed.
@@ -137,16 +140,16 @@ public enum FastReply {
 
     /// `name` (lowercase wire form) as a pointer into the question when it is a suffix of the
     /// question name (the listed zone always is, for a name-based block), else in full.
-    static func appendName(_ out: inout [UInt8], _ name: ArraySlice<UInt8>, question packet: UnsafeRawBufferPointer, nameEnd: Int) {
+    static func appendName(_ out: inout WireWriter, _ name: ArraySlice<UInt8>, question packet: UnsafeRawBufferPointer, nameEnd: Int) {
         var i = 12
         while i < nameEnd - 1 {
             if nameEnd - i == name.count, equalIgnoringCase(packet, from: i, name) {
-                put16(&out, 0xC000 | UInt16(i))
+                out.put16(0xC000 | UInt16(i))
                 return
             }
             i += 1 + Int(packet[i])
         }
-        out.append(contentsOf: name)
+        out.append(name)
     }
 
     static func equalIgnoringCase(_ packet: UnsafeRawBufferPointer, from start: Int, _ name: ArraySlice<UInt8>) -> Bool {
@@ -164,6 +167,18 @@ public enum FastReply {
         out.append(0)
         put16(&out, UInt16(options.count))
         out.append(contentsOf: options)
+    }
+
+    static func appendOPT(_ out: inout WireWriter, payloadSize: UInt16, extendedRcode: UInt8, dnssecOK: Bool, options: [UInt8]) {
+        out.put8(0)
+        out.put16(RRType.opt)
+        out.put16(payloadSize)
+        out.put8(extendedRcode)
+        out.put8(0)
+        out.put8(dnssecOK ? 0x80 : 0)
+        out.put8(0)
+        out.put16(UInt16(options.count))
+        out.append(options)
     }
 
     @inline(__always) static func put16(_ out: inout [UInt8], _ v: UInt16) {
