@@ -87,14 +87,22 @@ public final class Blocklist: Sendable {
     /// The rule that decides `qname` (any case, wire form), or nil when no list mentions it.
     /// An allow rule in any list wins; otherwise the most specific rule, the first list on ties.
     public func decide(_ qname: [UInt8]) -> RuleMatch? {
-        var best: (hit: DomainMatcher.Hit, list: LoadedList)?
-        for list in loaded {
+        // The usual case, one list: its hit is the answer (no best to keep).
+        if loaded.count == 1 {
+            guard let hit = loaded[0].matcher.decide(qname) else { return nil }
+            return match(hit, loaded[0])
+        }
+        var best: DomainMatcher.Hit?
+        var bestList = 0
+        for (index, list) in loaded.enumerated() {
             guard let hit = list.matcher.decide(qname) else { continue }
             if hit.kind.action == .allow { return match(hit, list) }
-            if let current = best, current.hit.suffixStart <= hit.suffixStart { continue }
-            best = (hit, list)
+            if let current = best, current.suffixStart <= hit.suffixStart { continue }
+            best = hit
+            bestList = index
         }
-        return best.map { match($0.hit, $0.list) }
+        guard let best else { return nil }
+        return match(best, loaded[bestList])
     }
 
     private func match(_ hit: DomainMatcher.Hit, _ list: LoadedList) -> RuleMatch {

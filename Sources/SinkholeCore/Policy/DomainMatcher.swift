@@ -341,13 +341,21 @@ public struct DomainMatcher: @unchecked Sendable {
         }
     }
 
+    /// FNV-1a over the name's bytes (letter case folded) from the last to the first: read that
+    /// way, a name's hash continues its parent's, so a query's suffixes are all hashed in one
+    /// pass over its bytes instead of one pass each.
     @inline(__always)
-    static func hash<C: Collection>(_ bytes: C) -> UInt32 where C.Element == UInt8 {
-        var h: UInt32 = 2_166_136_261
-        for b in bytes {
-            h = (h ^ UInt32(WireName.lower(b))) &* 16_777_619
-        }
+    static func hash<C: BidirectionalCollection>(_ bytes: C) -> UInt32 where C.Element == UInt8 {
+        var h = hashSeed
+        for b in bytes.reversed() { h = hashStep(h, b) }
         return h
+    }
+
+    static let hashSeed: UInt32 = 2_166_136_261
+
+    @inline(__always)
+    static func hashStep(_ h: UInt32, _ byte: UInt8) -> UInt32 {
+        (h ^ UInt32(WireName.lower(byte))) &* 16_777_619
     }
 
     /// Decides for a queried wire name (any letter case, ending with the root label).
@@ -369,14 +377,27 @@ public struct DomainMatcher: @unchecked Sendable {
         var found: Hit?
         // First every suffix's hash, and a prefetch of its slot: with a large list the slots
         // are in memory no cache holds, and their reads then overlap instead of queueing.
+        // The label starts, then from the last byte back to the first, each suffix's hash taken
+        // where its label starts (in place of the start).
         var start = 0
         var labels = 0
         while start < end {
-            let hash = DomainMatcher.hash(UnsafeBufferPointer(rebasing: q[start..<end]))
-            hashes[labels] = hash
-            sinkhole_prefetch(table.baseAddress! + (Int(hash) & mask))
+            hashes[labels] = UInt32(start)
             labels += 1
             start += 1 + Int(q[start])
+        }
+        var h = DomainMatcher.hashSeed
+        var i = end
+        var label = labels
+        while label > 0 {
+            label -= 1
+            let labelStart = Int(hashes[label])
+            while i > labelStart {
+                i -= 1
+                h = DomainMatcher.hashStep(h, q[i])
+            }
+            hashes[label] = h
+            sinkhole_prefetch(table.baseAddress! + (Int(h) & mask))
         }
         // Then each label start in turn, the name itself first.
         start = 0

@@ -68,31 +68,35 @@ public struct BlockPolicy: Sendable {
         self.ttl = ttl
     }
 
-    public func answer(for question: Question, match: RuleMatch) -> BlockAnswer {
-        func make(_ action: BlockAction, _ rcode: UInt8, _ addresses: [[UInt8]] = []) -> BlockAnswer {
-            BlockAnswer(match: match, action: action, rcode: rcode, addresses: addresses, ttl: ttl)
-        }
-        let isIN = question.qclass == RRType.classIN
+    /// The answer for `question` under `match`, which it takes (moved in, not copied: this runs
+    /// for every blocked query).
+    public func answer(for question: Question, match: consuming RuleMatch) -> BlockAnswer {
+        let (action, rcode, addresses) = outcome(type: question.type, qclass: question.qclass, match: match)
+        return BlockAnswer(match: match, action: action, rcode: rcode, addresses: addresses, ttl: ttl)
+    }
+
+    private func outcome(type: UInt16, qclass: UInt16, match: borrowing RuleMatch) -> (BlockAction, UInt8, [[UInt8]]) {
+        let isIN = qclass == RRType.classIN
         switch match.action {
         case .nxdomain:
-            return make(.nxdomain, Rcode.nxDomain)
+            return (.nxdomain, Rcode.nxDomain, [])
         case .nodata:
-            return make(.nodata, Rcode.noError)
+            return (.nodata, Rcode.noError, [])
         case .drop:
-            return make(.drop, Rcode.noError)
+            return (.drop, Rcode.noError, [])
         case .localData:
-            let records = isIN ? match.localData.filter { $0.type == question.type } : []
-            return records.isEmpty ? make(.nodata, Rcode.noError) : make(.localData, Rcode.noError, records.map(\.rdata))
+            let records = isIN ? match.localData.filter { $0.type == type } : []
+            return records.isEmpty ? (.nodata, Rcode.noError, []) : (.localData, Rcode.noError, records.map(\.rdata))
         case .block, .allow:
             break
         }
         switch mode {
         case .nxdomain:
-            return make(.nxdomain, Rcode.nxDomain)
+            return (.nxdomain, Rcode.nxDomain, [])
         case .sinkhole:
-            if isIN && question.type == RRType.a { return make(.sinkhole, Rcode.noError, [sinkholeIPv4]) }
-            if isIN && question.type == RRType.aaaa { return make(.sinkhole, Rcode.noError, [sinkholeIPv6]) }
-            return make(.nodata, Rcode.noError)
+            if isIN && type == RRType.a { return (.sinkhole, Rcode.noError, [sinkholeIPv4]) }
+            if isIN && type == RRType.aaaa { return (.sinkhole, Rcode.noError, [sinkholeIPv6]) }
+            return (.nodata, Rcode.noError, [])
         }
     }
 }
