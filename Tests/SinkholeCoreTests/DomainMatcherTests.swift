@@ -97,6 +97,12 @@ import Testing
         let m = matcher([("evil.example", .block)])
         #expect(m.decide([4, 0x65, 0x76]) == nil)         // label runs past the end
         #expect(m.decide([]) == nil)
+        // Longer than 255 bytes: 150 one-letter labels below a listed name (more labels than a
+        // legal name has) never match, and are never read past what a legal name could hold.
+        let tooLong = Array(repeating: [1, 0x61] as [UInt8], count: 150).flatMap { $0 } + wire("evil.example")
+        #expect(tooLong.count > 255)
+        #expect(m.decide(tooLong) == nil)
+        #expect(m.decide(Array(tooLong.suffix(254))) != nil, "the same cut to 254 bytes (whole labels) matches")
     }
 
     @Test func manyEntriesAllFound() {

@@ -213,5 +213,33 @@ extension CachedReplyShapeTests {
         let big = [UInt8](repeating: 7, count: 5000)
         #expect(respond.write(limit: 8192) { $0.append(big) })
         #expect(sent.withLock { $0 } == [[1, 2, 3, 4], big])
+        // What must happen before the reply can reach the client (the block log's record) runs
+        // once it is made, before it is sent; not at all when nothing is sent.
+        let order = Mutex<[String]>([])
+        let ordered = Responder { _ in order.withLock { $0.append("sent") } }
+        #expect(ordered.write(limit: 512, { $0.put16(1) }, beforeSending: { order.withLock { $0.append("recorded") } }))
+        #expect(!ordered.write(limit: 1, { $0.put16(1) }, beforeSending: { order.withLock { $0.append("never") } }))
+        #expect(order.withLock { $0 } == ["recorded", "sent"])
+    }
+
+    @Test func blockRepliesAreMadeInTheRoomTheyAreGiven() throws {
+        let tests = WireQueryTests()
+        for edns in [nil, EDNS(udpPayloadSize: 1232)] as [EDNS?] {
+            let packet = tests.query("x.Evil.example", edns: edns)
+            let q = try #require(WireQuery.parse(packet))
+            let match = RuleMatch(rule: "evil.example", list: "intel-with-a-long-file-name.txt", line: 7,
+                                  zone: WireName.fromText("evil.example")!)
+            for answer in [BlockPolicy(mode: .nxdomain).answer(for: Question(name: Array(packet[12..<q.nameEnd]), type: RRType.a, qclass: 1), match: match),
+                           BlockPolicy(mode: .sinkhole).answer(for: Question(name: Array(packet[12..<q.nameEnd]), type: RRType.a, qclass: 1), match: match)] {
+                let reply = packet.withUnsafeBytes { FastReply.block(q, packet: $0, answer: answer, payloadSize: 1232) }
+                let roomy = WireWriter.makeArray(capacity: 65_535) { w in
+                    packet.withUnsafeBytes { FastReply.block(into: &w, q, packet: $0, answer: answer, payloadSize: 1232) }
+                }
+                #expect(!reply.isEmpty && reply == roomy, "the array's exact room suffices")
+                #expect(reply.count <= FastReply.blockCapacity(q, answer: answer))
+                let decoded = try #require(Message(wire: reply))
+                #expect(decoded.rcode == answer.rcode && (decoded.edns != nil) == (edns != nil))
+            }
+        }
     }
 }

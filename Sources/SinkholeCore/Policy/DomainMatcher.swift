@@ -361,7 +361,8 @@ public struct DomainMatcher: @unchecked Sendable {
     /// Decides for a queried wire name (any letter case, ending with the root label).
     /// An allow rule covering the name wins; otherwise the most specific covering rule.
     public func decide(_ qname: [UInt8]) -> Hit? {
-        guard count > 0, WireName.isPlainName(qname) else { return nil }
+        // At most 255 bytes (RFC 1035 §3.1), so at most 127 labels: what `hashes` holds.
+        guard count > 0, qname.count <= 255, WireName.isPlainName(qname) else { return nil }
         let end = qname.count - 1   // exclude the root byte
         // A wire name of at most 255 bytes has at most 127 labels.
         return withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 128) { hashes in

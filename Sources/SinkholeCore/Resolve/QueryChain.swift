@@ -263,17 +263,21 @@ public final class QueryChain: Sendable {
         if let match = snapshot.blockingRule(for: name) {
             let question = Question(name: name, type: q.qtype, qclass: q.qclass)
             let answer = blocking.policy.answer(for: question, match: match)
+            // Recorded once the reply is made (it may yet go to the full path, which records it
+            // then) and before it can reach the client.
+            func record() {
+                blocking.log?.record(BlockEvent(client: client, transport: transport, id: q.id, qname: name,
+                                                qtype: q.qtype, qclass: q.qclass, answer: answer))
+            }
             if answer.action == .drop {
+                record()
                 respond([])
             } else {
                 let payloadSize = replies.payloadSize
-                guard respond.write(limit: limit, { FastReply.block(into: &$0, q, packet: raw, answer: answer, payloadSize: payloadSize) })
+                guard respond.write(limit: limit, { FastReply.block(into: &$0, q, packet: raw, answer: answer, payloadSize: payloadSize) },
+                                    beforeSending: record)
                 else { return .fullPath }   // truncation: the full path
             }
-            // Recorded after the reply is made (it may yet go to the full path) and before it
-            // leaves (it is sent at the end of the batch).
-            blocking.log?.record(BlockEvent(client: client, transport: transport, id: q.id, qname: name,
-                                            qtype: q.qtype, qclass: q.qclass, answer: answer))
             metrics?.query(transport, .blocked)
             metrics?.blocked(list: answer.match.list)
             counters.count(.fastAnswered)

@@ -27,26 +27,40 @@ public struct Responder: Sendable {
 
     /// Sends the reply `write` makes, of at most `limit` bytes, written in place where it can be:
     /// a UDP query answered on its listener's loop thread has it written straight into the
-    /// batch's send buffer, without an array of its own. False, and nothing sent, when the reply
-    /// came out empty or longer than `limit` (the caller then answers another way). `write` may
-    /// be called twice (a reply too long for the batch's buffer is made again in a larger one).
-    public func write(limit: Int, _ write: (inout WireWriter) -> Void) -> Bool {
+    /// batch's send buffer, without an array of its own. `beforeSending` runs once the reply is
+    /// made and before it can reach the client (the block log's record). False, and nothing
+    /// sent or run, when the reply came out empty or longer than `limit` (the caller then answers
+    /// another way). `write` may be called twice (a reply too long for the first buffer is made
+    /// again in a larger one).
+    public func write(limit: Int, _ write: (inout WireWriter) -> Void, beforeSending: () -> Void = {}) -> Bool {
+        guard limit > 0 else { return false }
         if case .udp(let listener, let client) = sink,
            let sent = listener.sendInPlace(to: client, limit: limit, write) {
+            // Queued: it leaves with the batch, after this.
+            if sent { beforeSending() }
             return sent
         }
-        // Elsewhere: made in scratch memory, then sent as an array of its own length.
-        let capacity = min(max(limit, 0), 65_535)
-        let reply = withUnsafeTemporaryAllocation(byteCount: capacity, alignment: 8) { buffer -> [UInt8] in
-            var writer = WireWriter(buffer)
-            write(&writer)
-            guard let n = writer.written else { return [] }
-            return Array(UnsafeRawBufferPointer(rebasing: buffer[..<n]))
+        // Elsewhere (TCP, another thread): made in scratch memory, 4 KiB first, then sent as an
+        // array of its own length.
+        func make(_ capacity: Int) -> [UInt8]? {
+            withUnsafeTemporaryAllocation(byteCount: capacity, alignment: 8) { buffer -> [UInt8]? in
+                var writer = WireWriter(buffer)
+                write(&writer)
+                guard let n = writer.written else { return nil }
+                return Array(UnsafeRawBufferPointer(rebasing: buffer[..<n]))
+            }
         }
-        guard !reply.isEmpty else { return false }
+        let small = min(limit, Responder.firstScratch)
+        var reply = make(small)
+        if reply == nil, limit > small { reply = make(min(limit, 65_535)) }
+        guard let reply, !reply.isEmpty else { return false }
+        beforeSending()
         self(reply)
         return true
     }
+
+    /// The scratch memory a reply made off the send batch is tried in first.
+    static let firstScratch = 4096
 
     /// Sends `reply` (empty: nothing is sent).
     public func callAsFunction(_ reply: [UInt8]) {

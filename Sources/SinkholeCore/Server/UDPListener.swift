@@ -148,6 +148,7 @@ public final class UDPListener: @unchecked Sendable {
     /// `limit`; nil when it must be made elsewhere (another thread, a stopped listener, or a
     /// reply longer than a slot that the client would take).
     func sendInPlace(to client: SocketAddress, limit: Int, _ write: (inout WireWriter) -> Void) -> Bool? {
+        guard limit > 0 else { return false }
         guard loop.isCurrent, !stopped.load(ordering: .relaxed) else { return nil }
         if pending == UDPListener.batch { flush() }
         let i = pending

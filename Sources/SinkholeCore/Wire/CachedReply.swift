@@ -204,12 +204,12 @@ public struct CachedReply: Sendable {
     /// a stale one served with TTL 30 (RFC 8767).
     public func withTTLs(_ change: (UInt32) -> UInt32) -> [UInt8] {
         var out = wire
-        out.withUnsafeMutableBufferPointer { patchTTLs($0, change) }
+        out.withUnsafeMutableBytes { patchTTLs($0, change) }
         return out
     }
 
     /// Passes every TTL (OPT aside) of the bytes `o`, laid out as this answer, through `change`.
-    private func patchTTLs(_ o: UnsafeMutableBufferPointer<UInt8>, _ change: (UInt32) -> UInt32) {
+    private func patchTTLs(_ o: UnsafeMutableRawBufferPointer, _ change: (UInt32) -> UInt32) {
         for t in ttlOffsets {
             let at = Int(t)
             let new = change(UInt32(o[at]) << 24 | UInt32(o[at + 1]) << 16 | UInt32(o[at + 2]) << 8 | UInt32(o[at + 3]))

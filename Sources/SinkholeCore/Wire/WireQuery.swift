@@ -90,7 +90,19 @@ public enum FastReply {
     /// naming the list and rule when the client speaks EDNS.
     public static func block(_ q: WireQuery, packet: UnsafeRawBufferPointer, answer: BlockAnswer,
                              payloadSize: UInt16) -> [UInt8] {
-        WireWriter.makeArray(capacity: 65_535) { block(into: &$0, q, packet: packet, answer: answer, payloadSize: payloadSize) }
+        WireWriter.makeArray(capacity: blockCapacity(q, answer: answer)) {
+            block(into: &$0, q, packet: packet, answer: answer, payloadSize: payloadSize)
+        }
+    }
+
+    /// The most `block` writes for `q` and `answer`: header and question, the address records or
+    /// the SOA (its owner in full at most), and the OPT with the Extended DNS Error.
+    static func blockCapacity(_ q: WireQuery, answer: BlockAnswer) -> Int {
+        let records = answer.addresses.isEmpty
+            ? answer.match.zoneBytes.count + 10 + soaNames.count + 20
+            : answer.addresses.reduce(0) { $0 + 12 + $1.count }
+        let opt = q.edns == nil ? 0 : 11 + ReplyBuilder.extendedError(for: answer).count
+        return q.nameEnd + 4 + records + opt
     }
 
     /// The same, written by `out` (the send batch's slot on the UDP fast path).

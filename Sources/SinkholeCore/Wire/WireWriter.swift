@@ -64,9 +64,9 @@ public struct WireWriter {
     }
 
     /// The bytes from `offset` on, to change in place (TTLs of a cached answer).
-    public mutating func withWritten(from offset: Int, _ body: (UnsafeMutableBufferPointer<UInt8>) -> Void) {
+    public mutating func withWritten(from offset: Int, _ body: (UnsafeMutableRawBufferPointer) -> Void) {
         guard offset <= count else { return }
-        body(UnsafeMutableBufferPointer(start: (base + offset).assumingMemoryBound(to: UInt8.self), count: count - offset))
+        body(UnsafeMutableRawBufferPointer(start: base + offset, count: count - offset))
     }
 
     /// An array made by `write` in at most `capacity` bytes; empty when it did not fit.
