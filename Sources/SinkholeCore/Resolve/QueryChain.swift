@@ -192,8 +192,7 @@ public final class QueryChain: Sendable {
             return
         }
         inFlight.enter()
-        forwarder.forward(Miss(chain: self, query: query, key: key, respond: respond, shard: shard,
-                               wire: forwarder.upstreamQuery(for: query)))
+        forwarder.forward(Miss(chain: self, query: query, key: key, respond: respond, shard: shard))
     }
 
     /// A forwarded query's resolution: delivered to it and to the identical queries that waited.
@@ -226,7 +225,7 @@ public final class QueryChain: Sendable {
 
     /// A query on its way upstream: the forwarder's job, with what the chain needs once it is
     /// resolved, in the same object (one allocation, and one reference where the upstream
-    /// socket's table holds it).
+    /// socket's table holds it; the message sent is written from the query, not stored).
     fileprivate final class Miss: ForwardJob, @unchecked Sendable {
         let chain: QueryChain
         let query: Query
@@ -234,14 +233,19 @@ public final class QueryChain: Sendable {
         let respond: Responder
         let shard: PendingShard
 
-        init(chain: QueryChain, query: Query, key: AnswerCache.Key, respond: Responder, shard: PendingShard,
-             wire: [UInt8]) {
+        init(chain: QueryChain, query: Query, key: AnswerCache.Key, respond: Responder, shard: PendingShard) {
             self.chain = chain
             self.query = query
             self.key = key
             self.respond = respond
             self.shard = shard
-            super.init(wire: wire, question: query.question)
+            super.init(question: query.question)
+        }
+
+        /// The message sent upstream, made from the query for each try (straight into the send
+        /// batch on a loop's thread) instead of kept as an array.
+        override func writeQuery(into out: inout WireWriter) {
+            chain.forwarder.writeUpstreamQuery(for: query, into: &out)
         }
 
         override func resolved(_ resolution: Resolution) {

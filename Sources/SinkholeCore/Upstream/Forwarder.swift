@@ -52,22 +52,24 @@ public final class Forwarder: Sendable {
     /// The message sent upstream: the client's question, RD and CD, and our own OPT record with
     /// the client's DO bit (and its ECS option with `--forward-ecs`). Nothing else is passed on.
     func upstreamQuery(for query: Query) -> [UInt8] {
+        WireWriter.makeArray(capacity: 1024) { writeUpstreamQuery(for: query, into: &$0) }
+    }
+
+    /// The same, written by `out` (into the upstream send batch's slot, on a loop's thread).
+    func writeUpstreamQuery(for query: Query, into out: inout WireWriter) {
         // Built from the bytes up (ldns_pkt2wire would allocate 64 KiB for these few dozen).
-        var out: [UInt8] = []
-        out.reserveCapacity(query.question.name.count + 40)
-        FastReply.put16(&out, 0)                                   // ID: set per try
-        FastReply.put16(&out, query.header.flags & 0x0130)         // RD, AD, CD; opcode QUERY
-        FastReply.put16(&out, 1)
-        FastReply.put16(&out, 0)
-        FastReply.put16(&out, 0)
-        FastReply.put16(&out, 1)
-        out.append(contentsOf: query.question.name)
-        FastReply.put16(&out, query.question.type)
-        FastReply.put16(&out, query.question.qclass)
+        out.put16(0)                                   // ID: set per try
+        out.put16(query.header.flags & 0x0130)         // RD, AD, CD; opcode QUERY
+        out.put16(1)
+        out.put16(0)
+        out.put16(0)
+        out.put16(1)
+        out.append(query.question.name)
+        out.put16(query.question.type)
+        out.put16(query.question.qclass)
         let options = forwardECS ? (query.clientSubnet?.option ?? []) : []
         FastReply.appendOPT(&out, payloadSize: payloadSize, extendedRcode: 0,
                             dnssecOK: query.edns?.dnssecOK ?? false, options: options)
-        return out
     }
 
     /// Forwards `job`'s query; `job.resolved` is called once, with the answer or the failure.

@@ -41,7 +41,7 @@ final class UpstreamSockets: Sendable {
         self.loops = (0..<max(1, loops)).map { _ in EventLoop(upstreams: upstreams) }
     }
 
-    /// Sends `job.wire` (its ID is replaced by a fresh random one) to upstream `index` and calls
+    /// Sends `job`'s message (its ID is replaced by a fresh random one) to upstream `index` and calls
     /// `job.finished` once: with the validated reply, at the timeout, or on a network error
     /// (an ICMP port unreachable comes back as one within a round trip). A truncated reply is
     /// retried over TCP within the same timeout.
@@ -87,12 +87,30 @@ private final class PooledSocket: @unchecked Sendable {
 /// reply), its question (replies are checked against it) and `finished`, called once per try.
 /// A class, so that a waiting try is one reference in the socket's table.
 class UpstreamTry: @unchecked Sendable {
-    let wire: [UInt8]
     let question: Question
+    /// The message as given, when it was given as bytes; nil when `writeQuery` makes it.
+    private let given: [UInt8]?
 
     init(wire: [UInt8], question: Question) {
-        self.wire = wire
+        given = wire
         self.question = question
+    }
+
+    /// A try whose message `writeQuery` writes (a subclass overrides it): on a loop's thread
+    /// straight into the send batch, so that a forwarded query needs no array for it.
+    init(question: Question) {
+        given = nil
+        self.question = question
+    }
+
+    /// Writes the message (any ID: each try replaces it) by `out`.
+    func writeQuery(into out: inout WireWriter) {
+        if let given { out.append(given) }
+    }
+
+    /// The message as bytes (a send off the batch, the TCP retry).
+    var wire: [UInt8] {
+        given ?? WireWriter.makeArray(capacity: 1024) { writeQuery(into: &$0) }
     }
 
     func finished(_ result: Result<UpstreamAnswer, UpstreamFailure>) {
@@ -398,11 +416,18 @@ final class EventLoop: @unchecked Sendable {
     }
 
     func submit(upstream index: Int, try job: UpstreamTry, timeout: Double, now: UInt64 = EventLoop.now) {
-        let query = job.wire
         let deadline = now + UInt64(max(0.001, timeout) * 1e9)
-        // On the loop's own thread (a turn is running), the query joins the turn's send batch.
-        let queue = isCurrent && query.count <= EventLoop.sendSlot && query.count > 2
-        if queue && queuedSends.count == EventLoop.sendBatch { flushSends() }
+        // On the loop's own thread (a turn is running), the query joins the turn's send batch:
+        // written straight into its next slot (taken only once the query is queued).
+        var queuedLength = 0
+        if isCurrent {
+            if queuedSends.count == EventLoop.sendBatch { flushSends() }
+            var writer = WireWriter(UnsafeMutableRawBufferPointer(start: sendBuffers + queuedSends.count * EventLoop.sendSlot,
+                                                                  count: EventLoop.sendSlot))
+            job.writeQuery(into: &writer)
+            queuedLength = writer.written ?? 0
+        }
+        let queue = queuedLength > 2
         let picked: Result<(PooledSocket, UInt16, UInt64), UpstreamFailure> = state.withLock { s in
             if s.stopped { return .failure(.network("stopping")) }
             let socket: PooledSocket
@@ -443,12 +468,12 @@ final class EventLoop: @unchecked Sendable {
         }
         if queue {
             let slot = sendBuffers + queuedSends.count * EventLoop.sendSlot
-            query.withUnsafeBytes { slot.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
             slot.storeBytes(of: UInt8(id >> 8), toByteOffset: 0, as: UInt8.self)
             slot.storeBytes(of: UInt8(id & 0xFF), toByteOffset: 1, as: UInt8.self)
-            queuedSends.append(QueuedSend(socket: socket, id: id, serial: serial, length: query.count))
+            queuedSends.append(QueuedSend(socket: socket, id: id, serial: serial, length: queuedLength))
             return
         }
+        let query = job.wire
         let sent = EventLoop.send(socket.fd, id: id, query)
         if sent != query.count { sendFailed(socket, id: id, serial: serial, SystemError("send to \(upstreams[index])")) }
     }
