@@ -149,6 +149,7 @@ stop_pid() {
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }     # utime + stime, all threads
 core0_busy() { awk '$1 == "cpu0" {print $2 + $3 + $4}' /proc/stat; }   # user+nice+system, same unit
+cpu_steal() { awk '$1 == "cpu" {print $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }   # steal, all
 hwm_kb() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
 reset_hwm() { echo 5 > "/proc/$1/clear_refs"; }               # peak RSS := current RSS
 now() { date +%s.%N; }
@@ -295,16 +296,17 @@ CONF
 }
 
 # dnsperf_run PID PORT FILE RAW [extra dnsperf options]: one dnsperf run on core 1; prints the
-# server's CPU ticks over the run and the user+system ticks other processes took on core 0
-# meanwhile: interference from whatever else runs on the machine. (Softirq time, where the kernel
+# server's CPU ticks over the run, the user+system ticks other processes took on core 0
+# meanwhile (interference from whatever else runs on the machine), and the percent of all CPU
+# time the hypervisor took from this virtual machine (steal: the host's own load). (Softirq time, where the kernel
 # delivers the loopback packets, is charged to no process and counted in neither.)
 dnsperf_run() {
   local pid=$1 port=$2 file=$3 raw=$4; shift 4
-  local t0 b0 t1 b1
-  t0=$(cpu_ticks "$pid"); b0=$(core0_busy)
+  local t0 b0 t1 b1 s0 a0 s1 a1
+  t0=$(cpu_ticks "$pid"); b0=$(core0_busy); read -r s0 a0 < <(cpu_steal)
   timeout $((DURATION + LAT_DURATION + 30)) taskset -c 1 dnsperf "${DNSPERF_OPTS[@]}" -p "$port" -d "$file" "$@" > "$raw" 2>&1 || true
-  t1=$(cpu_ticks "$pid"); b1=$(core0_busy)
-  echo "$((t1 - t0)) $((b1 - b0 - (t1 - t0)))"
+  t1=$(cpu_ticks "$pid"); b1=$(core0_busy); read -r s1 a1 < <(cpu_steal)
+  echo "$((t1 - t0)) $((b1 - b0 - (t1 - t0))) $(( (s1 - s0) * 100 / (a1 - a0 > 0 ? a1 - a0 : 1) ))"
 }
 
 # run_path NAME SIZE PATH FILE LATFILE: throughput run, then latency run; appends to results.tsv.
@@ -315,13 +317,13 @@ run_path() {
     timeout 60 taskset -c 1 dnsperf -s 127.0.0.1 -p "$port" -d "$file" -n 1 -q 50 > "$raw.warm.txt" 2>&1 || true
   fi
   reset_hwm "$PID"
-  local k1 o1 k2 o2
-  read -r k1 o1 < <(dnsperf_run "$PID" "$port" "$file" "$raw.throughput.txt" -l "$DURATION")
+  local k1 o1 k2 o2 st1 st2
+  read -r k1 o1 st1 < <(dnsperf_run "$PID" "$port" "$file" "$raw.throughput.txt" -l "$DURATION")
   sleep "$SETTLE"   # let the server drain what the throughput run left queued
-  read -r k2 o2 < <(dnsperf_run "$PID" "$port" "$latfile" "$raw.latency.txt" -l "$LAT_DURATION" -Q "$RATE" -v)
+  read -r k2 o2 st2 < <(dnsperf_run "$PID" "$port" "$latfile" "$raw.latency.txt" -l "$LAT_DURATION" -Q "$RATE" -v)
   local lines; lines=$(wc -l < "$file")
   python3 "$HERE/report.py" row "$size" "$path" "$name" "$raw.throughput.txt" "$raw.latency.txt" \
-    "$k1" "$k2" "$HZ" "$(hwm_kb "$PID")" "$lines" "$o1" "$o2" >> "$OUT/rounds.tsv" \
+    "$k1" "$k2" "$HZ" "$(hwm_kb "$PID")" "$lines" "$o1" "$o2" "$st1" "$st2" >> "$OUT/rounds.tsv" \
     || echo "   could not read the dnsperf output $raw.*.txt" >&2
   tail -1 "$OUT/rounds.tsv" | awk -F'\t' '{printf "   %-13s %-8s %9s qps  p50 %s ms  p99 %s ms  %s µs/q  %s  %s\n", $3, $2, $4, $6, $7, $8, $13, $14}'
 }

@@ -2,9 +2,10 @@
 """Helpers for benchmarks/compare.sh.
 
   report.py idle                       percent of CPU idle over one second, all cores
-  report.py row SIZE PATH SERVER THROUGHPUT_RAW LATENCY_RAW TICKS_T TICKS_L HZ RSS_KB LINES OTHER_T OTHER_L
+  report.py row SIZE PATH SERVER THROUGHPUT_RAW LATENCY_RAW TICKS_T TICKS_L HZ RSS_KB LINES OTHER_T OTHER_L [STEAL_T STEAL_L]
                                        one results.tsv line from two dnsperf outputs (TICKS: the
-                                       server's CPU ticks; OTHER: other ticks on core 0)
+                                       server's CPU ticks; OTHER: other ticks on core 0; STEAL:
+                                       percent of the machine's CPU time the hypervisor took)
   report.py tables RESULTS STARTUP DURATION LAT_DURATION RATE
                                        the Markdown tables printed at the end
   report.py median ROUNDS               one row per size, path and server from every round's rows:
@@ -19,7 +20,7 @@ import time
 
 COLUMNS = ["size", "path", "server", "qps", "lost_pct", "p50_ms", "p99_ms", "cpu_us",
            "cpu_us_rate", "rss_kb", "lat_lost_pct", "lat_qps", "answers", "notes",
-           "other_core0_pct", "other_core0_pct_rate"]
+           "other_core0_pct", "other_core0_pct_rate", "steal_pct", "steal_pct_rate"]
 PATHS = [
     ("blocked", "blocked names (half with an extra subdomain label)", "NXDOMAIN"),
     ("cached", "repeated allowed names (cache hits)", "NOERROR"),
@@ -64,7 +65,8 @@ def run_time(path):
     return float(m.group(1)) if m else float("nan")
 
 
-def row(size, path, server, raw_t, raw_l, ticks_t, ticks_l, hz, rss_kb, lines, other_t, other_l):
+def row(size, path, server, raw_t, raw_l, ticks_t, ticks_l, hz, rss_kb, lines, other_t, other_l,
+        steal_t="", steal_l=""):
     hz = float(hz)
     comp, lost, qps, rcodes, _ = parse(raw_t)
     lcomp, llost, lqps, lrcodes, lat = parse(raw_l)
@@ -87,7 +89,7 @@ def row(size, path, server, raw_t, raw_l, ticks_t, ticks_l, hz, rss_kb, lines, o
               f"{1000 * pct(lat, 50):.3f}", f"{1000 * pct(lat, 99):.3f}", f"{cpu:.2f}", f"{cpu_rate:.2f}",
               rss_kb, f"{100 * llost / max(1, lcomp + llost):.2f}", f"{lqps:.0f}", answers, "; ".join(notes),
               f"{max(0, 100 * int(other_t) / hz / run_time(raw_t)):.0f}",
-              f"{max(0, 100 * int(other_l) / hz / run_time(raw_l)):.0f}"]
+              f"{max(0, 100 * int(other_l) / hz / run_time(raw_l)):.0f}", steal_t, steal_l]
     print("\t".join(str(f) for f in fields))
 
 
@@ -142,7 +144,22 @@ def tables(results, startup, duration, lat_duration, rate):
           f"and at {rate} qps. RSS = peak resident memory during the path. Server on core 0, dnsperf and "
           f"NSD on core 1. echo = bare recvmmsg/sendmmsg UDP responder (run on the mix queries, shown for every path). "
           f"core-0 other % = user+system CPU time other processes took on the server's core, throughput "
-          f"run / latency run: a measure of interference from other work on the machine.")
+          f"run / latency run: a measure of interference from other work on the machine. steal % = "
+          f"the share of the machine's CPU time the hypervisor gave to others (the host's load), "
+          f"throughput run / latency run: over a few percent, latencies and CPU figures are the host's.")
+    def steals(column):
+        vals = []
+        for r in rows:
+            try:
+                vals.append(float(r.get(column) or ""))
+            except ValueError:
+                pass
+        return vals
+    thr, lat = steals("steal_pct"), steals("steal_pct_rate")
+    if thr or lat:
+        print(f"\nHypervisor steal (median of rounds, per run): throughput runs up to {max(thr, default=0):.0f}%, "
+              f"latency runs up to {max(lat, default=0):.0f}%"
+              + (" — the host was busy: read the p99s and the CPU figures of such runs with care." if max(thr + lat) > 5 else "."))
     for size in sizes:
         for path, title, _ in PATHS:
             rs = {r["server"]: r for r in rows if r["size"] == size and r["path"] == path}
@@ -153,14 +170,15 @@ def tables(results, startup, duration, lat_duration, rate):
             if len(present) <= (1 if echo else 0):
                 continue
             print(f"\n### {int(size):,}-entry list — {title}\n")
-            print(f"| server | qps | lost % | p50 ms | p99 ms | CPU µs/q | CPU µs/q @{rate} | peak RSS MiB | answers | core-0 other % |")
-            print("|---|--:|--:|--:|--:|--:|--:|--:|---|--:|")
+            print(f"| server | qps | lost % | p50 ms | p99 ms | CPU µs/q | CPU µs/q @{rate} | peak RSS MiB | answers | core-0 other % | steal % |")
+            print("|---|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|")
             notes = []
             for s in present:
                 r = rs[s]
                 print(f"| {s} | {int(r['qps']):,} | {r['lost_pct']} | {r['p50_ms']} | {r['p99_ms']} | "
                       f"{r['cpu_us']} | {r['cpu_us_rate']} | {int(r['rss_kb']) / 1024:.1f} | {r['answers']} | "
-                      f"{r['other_core0_pct']} / {r['other_core0_pct_rate']} |")
+                      f"{r['other_core0_pct']} / {r['other_core0_pct_rate']} | "
+                      f"{r.get('steal_pct') or '–'} / {r.get('steal_pct_rate') or '–'} |")
                 if r["notes"]:
                     notes.append(f"{s}: {r['notes']}")
                 if float(r["lat_lost_pct"]) > 0.5:
@@ -230,7 +248,7 @@ if __name__ == "__main__":
     if cmd == "idle":
         idle()
     elif cmd == "row":
-        row(*sys.argv[2:14])
+        row(*sys.argv[2:16])
     elif cmd == "tables":
         tables(*sys.argv[2:7])
     elif cmd == "median":
