@@ -172,6 +172,10 @@ public final class AnswerCache: Sendable {
         /// Since start: entries evicted for room, and new names a full shard turned away.
         var evicted = 0
         var turnedAway = 0
+        /// The last serial given to an answer stored here. Per shard, not one counter for the
+        /// whole cache: a serial is only ever compared for the same key, which is always in the
+        /// same shard, and a shared counter would be a line every core's stores pull over.
+        var lastSerial: UInt64 = 0
 
         init(limit: Int) {
             // A typical entry costs about 500 bytes (`Node.overhead` and a short answer).
@@ -221,7 +225,6 @@ public final class AnswerCache: Sendable {
     public let serveStale: Bool
     public let staleWindow: UInt64 = 86_400
     private let shards: [Shard]
-    private let serials = Atomic<UInt64>(0)
     private let clock: @Sendable () -> UInt64
 
     /// Whole seconds of the monotonic clock, read from its coarse variant (updated every tick,
@@ -301,7 +304,8 @@ public final class AnswerCache: Sendable {
                 s.turnedAway += 1
                 return nil
             }
-            let serial = serials.add(1, ordering: .relaxed).newValue
+            s.lastSerial += 1
+            let serial = s.lastSerial
             let node = Node(key: key, wire: answer.wire, reply: answer.prepared, stored: now, expires: now + UInt64(ttl), serial: serial)
             node.inspectedGeneration = inspectedGeneration
             if let old = s.map.updateValue(node, forKey: key) {
