@@ -119,6 +119,20 @@ final class HistoryFixture {
         f.record("192.0.2.1", "busy.example")
         #expect(f.history.counts.recorded == counts.recorded + 1)
     }
+
+    @Test func roomIsTakenAChunkAtATimeAndTheBoundStillHolds() throws {
+        // 640 sightings: each buffer takes room 10 at a time from the shared count.
+        let f = try HistoryFixture(capacity: 640)
+        for _ in 0..<2000 { f.record("192.0.2.1", "busy.example") }
+        let counts = f.history.counts
+        #expect(counts.recorded + counts.dropped == 2000)
+        #expect(counts.recorded <= 640 && counts.recorded > 640 - 8 * 10, "bounded, and at most a chunk per buffer short")
+        f.history.flush()
+        #expect(f.history.counts.written == counts.recorded)
+        // The flush gave the room back: sightings are kept again.
+        for _ in 0..<20 { f.record("192.0.2.2", "again.example") }
+        #expect(f.history.counts.recorded == counts.recorded + 20)
+    }
 }
 
 @Suite struct RetroHuntTests {

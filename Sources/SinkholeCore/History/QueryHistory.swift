@@ -50,6 +50,11 @@ public final class QueryHistory: Sendable {
     private struct Buffer {
         var sightings: [Sighting] = []
         var bytes: [UInt8] = []
+        /// Room this buffer has taken from `pendingCount` and not filled yet (kept across
+        /// flushes), so that the shared count is touched once per `reserveChunk` sightings.
+        var reserved = 0
+        /// Sightings recorded here since start.
+        var recorded = 0
     }
 
     /// Counts for metrics and tests.
@@ -67,9 +72,12 @@ public final class QueryHistory: Sendable {
     let database: DatabasePool
     /// The buffers, one per thread shard, so that queries on different cores rarely meet on one lock.
     private let buffers = ThreadShards(count: 8) { Buffer() }
-    /// Sightings in the buffers, bounded by `options.capacity`.
+    /// Sightings in the buffers and the room they have reserved, bounded by `options.capacity`.
     private let pendingCount = Atomic<Int>(0)
-    private let recorded = Atomic<Int>(0)
+    /// Room a buffer takes at once: the bound is then at most 8 × 64 sightings loose, and an
+    /// answered query on a core writes no line that the other cores write too (1 with a small
+    /// capacity: the bound exact).
+    private var reserveChunk: Int { max(1, min(64, options.capacity / 64)) }
     private let dropped = Atomic<Int>(0)
     private let written = Atomic<Int>(0)
     private let pruned = Atomic<Int>(0)
@@ -146,25 +154,33 @@ public final class QueryHistory: Sendable {
     /// Records one answered query. Cheap: a clock read and an append under a short lock.
     /// `client` is the IP address (4 or 16 bytes), `name` the question name in wire form.
     public func record<C: Collection>(client: C, name: [UInt8], qtype: UInt16) where C.Element == UInt8 {
-        // One count over all buffers bounds the memory; the buffer is picked by thread, so that
-        // queries answered on different cores rarely meet on one lock.
-        guard pendingCount.add(1, ordering: .relaxed).newValue <= options.capacity else {
-            pendingCount.subtract(1, ordering: .relaxed)
-            dropped.add(1, ordering: .relaxed)
-            return
-        }
+        // One count over all buffers bounds the memory, taken a chunk of room at a time; the
+        // buffer is picked by thread, so that queries answered on different cores rarely meet
+        // on one lock.
         let time = options.now()
-        buffers.mine.value.withLock { b in
+        let chunk = reserveChunk
+        let kept = buffers.mine.value.withLock { b -> Bool in
+            if b.reserved == 0 {
+                guard pendingCount.add(chunk, ordering: .relaxed).newValue <= options.capacity else {
+                    pendingCount.subtract(chunk, ordering: .relaxed)
+                    return false
+                }
+                b.reserved = chunk
+            }
+            b.reserved -= 1
             b.sightings.append(Sighting(start: Int32(b.bytes.count), clientLength: UInt8(client.count),
                                         nameLength: UInt8(name.count), qtype: qtype, time: time))
             b.bytes.append(contentsOf: client)
             b.bytes.append(contentsOf: name)
+            b.recorded += 1
+            return true
         }
-        recorded.add(1, ordering: .relaxed)
+        if !kept { dropped.add(1, ordering: .relaxed) }
     }
 
     public var counts: Counts {
-        Counts(recorded: recorded.load(ordering: .relaxed), dropped: dropped.load(ordering: .relaxed),
+        Counts(recorded: buffers.shards.reduce(0) { $0 + $1.value.withLock { $0.recorded } },
+               dropped: dropped.load(ordering: .relaxed),
                written: written.load(ordering: .relaxed), pruned: pruned.load(ordering: .relaxed))
     }
 
