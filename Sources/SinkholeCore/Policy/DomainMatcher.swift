@@ -364,7 +364,6 @@ public struct DomainMatcher: @unchecked Sendable {
         // At most 255 bytes (RFC 1035 §3.1), so at most 127 labels: what `hashes` holds.
         guard count > 0, qname.count <= 255, WireName.isPlainName(qname) else { return nil }
         let end = qname.count - 1   // exclude the root byte
-        // A wire name of at most 255 bytes has at most 127 labels.
         return withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 128) { hashes in
             table.withUnsafeBufferPointer { table in
                 qname.withUnsafeBufferPointer { q in decide(q, end: end, qname: qname, table: table, hashes: hashes) }

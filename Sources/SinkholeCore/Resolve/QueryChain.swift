@@ -276,8 +276,7 @@ public final class QueryChain: Sendable {
                 record()
                 respond([])
             } else {
-                let payloadSize = replies.payloadSize
-                guard respond.write(limit: limit, { FastReply.block(into: &$0, q, packet: raw, answer: answer, payloadSize: payloadSize) },
+                guard respond.write(limit: limit, { FastReply.block(into: &$0, q, packet: raw, answer: answer, payloadSize: replies.payloadSize) },
                                     beforeSending: record)
                 else { return .fullPath }   // truncation: the full path
             }
@@ -292,8 +291,7 @@ public final class QueryChain: Sendable {
         if let cache {
             switch cache.preparedLookup(key, generation: snapshot.generation) {
             case .ready(let prepared, let age):
-                let payloadSize = replies.payloadSize
-                guard respond.write(limit: limit, { prepared.reply(into: &$0, to: q, packet: raw, age: age, payloadSize: payloadSize) })
+                guard respond.write(limit: limit, { prepared.reply(into: &$0, to: q, packet: raw, age: age, payloadSize: replies.payloadSize) })
                 else { return .fullPath }
                 metrics?.query(transport, .cached)
                 history?.record(client: client.ip, name: name, qtype: q.qtype)
@@ -364,10 +362,9 @@ public final class QueryChain: Sendable {
         if case .blocked(let answer) = inspected, answer.action == .drop {
             respond([])
         } else if case .upstream(let answer, _) = inspected, let prepared = answer.prepared,
-                  case let payloadSize = replies.payloadSize,
                   respond.write(limit: query.replySizeLimit, {
                       prepared.reply(into: &$0, id: query.header.id, flags: query.header.flags,
-                                     question: query.question, edns: query.edns, payloadSize: payloadSize)
+                                     question: query.question, edns: query.edns, payloadSize: replies.payloadSize)
                   }) {
             // The upstream's own bytes with our header, question and OPT: what ReplyBuilder.relay
             // makes, without encoding the message again.

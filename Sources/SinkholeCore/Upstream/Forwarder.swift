@@ -49,13 +49,9 @@ public final class Forwarder: Sendable {
     /// Upstream sockets open now (for tests).
     var openSockets: Int { sockets.openSockets }
 
-    /// The message sent upstream: the client's question, RD and CD, and our own OPT record with
-    /// the client's DO bit (and its ECS option with `--forward-ecs`). Nothing else is passed on.
-    func upstreamQuery(for query: Query) -> [UInt8] {
-        WireWriter.makeArray(capacity: 1024) { writeUpstreamQuery(for: query, into: &$0) }
-    }
-
-    /// The same, written by `out` (into the upstream send batch's slot, on a loop's thread).
+    /// The message sent upstream, written by `out` (into the upstream send batch's slot, on a
+    /// loop's thread): the client's question, RD and CD, and our own OPT record with the client's
+    /// DO bit (and its ECS option with `--forward-ecs`). Nothing else is passed on.
     func writeUpstreamQuery(for query: Query, into out: inout WireWriter) {
         // Built from the bytes up (ldns_pkt2wire would allocate 64 KiB for these few dozen).
         out.put16(0)                                   // ID: set per try

@@ -369,7 +369,7 @@ public struct CachedReply: Sendable {
             return
         }
         // The question has the same length as the upstream's, so every offset still holds.
-        wire.withUnsafeBytes { out.append(UnsafeRawBufferPointer(rebasing: $0[questionEnd..<(opt?.lowerBound ?? wire.count)])) }
+        out.append(wire[questionEnd..<(opt?.lowerBound ?? wire.count)])
         if age > 0, !out.overflowed {
             out.withWritten(from: start) { patchTTLs($0) { $0 > age ? $0 - age : 0 } }
         }

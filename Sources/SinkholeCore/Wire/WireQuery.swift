@@ -169,18 +169,6 @@ public enum FastReply {
         return true
     }
 
-    static func appendOPT(_ out: inout [UInt8], payloadSize: UInt16, extendedRcode: UInt8, dnssecOK: Bool, options: [UInt8]) {
-        out.append(0)
-        put16(&out, RRType.opt)
-        put16(&out, payloadSize)
-        out.append(extendedRcode)
-        out.append(0)
-        out.append(dnssecOK ? 0x80 : 0)
-        out.append(0)
-        put16(&out, UInt16(options.count))
-        out.append(contentsOf: options)
-    }
-
     static func appendOPT(_ out: inout WireWriter, payloadSize: UInt16, extendedRcode: UInt8, dnssecOK: Bool, options: [UInt8]) {
         out.put8(0)
         out.put16(RRType.opt)
@@ -191,15 +179,5 @@ public enum FastReply {
         out.put8(0)
         out.put16(UInt16(options.count))
         out.append(options)
-    }
-
-    @inline(__always) static func put16(_ out: inout [UInt8], _ v: UInt16) {
-        out.append(UInt8(v >> 8))
-        out.append(UInt8(v & 0xFF))
-    }
-
-    @inline(__always) static func put32(_ out: inout [UInt8], _ v: UInt32) {
-        put16(&out, UInt16(v >> 16))
-        put16(&out, UInt16(v & 0xFFFF))
     }
 }
