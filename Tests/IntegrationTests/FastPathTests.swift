@@ -26,15 +26,20 @@ import Testing
     ]
 
     func pair(_ mode: BlockMode = .nxdomain) throws -> (fast: TestHarness, full: TestHarness) {
-        func make(_ fast: Bool) throws -> TestHarness {
-            try TestHarness(lists: FastPathTests.lists, records: FastPathTests.records) {
-                $0.cacheBytes = 1 << 20
-                $0.fastPath = fast
-                $0.blockPolicy.mode = mode
-                $0.blockPolicy.sinkholeIPv4 = [192, 0, 2, 1]
-            }
+        (try make(fast: true, mode), try make(fast: false, mode))
+    }
+
+    /// With `logged` false, no block log: the fast path then answers a plain block from the
+    /// hit and the query's bytes alone, with no match or answer made.
+    func make(fast: Bool, _ mode: BlockMode = .nxdomain, logged: Bool = true) throws -> TestHarness {
+        try TestHarness(lists: FastPathTests.lists, records: FastPathTests.records) {
+            $0.cacheBytes = 1 << 20
+            $0.fastPath = fast
+            $0.blockPolicy.mode = mode
+            $0.blockPolicy.sinkholeIPv4 = [192, 0, 2, 1]
+            $0.blockPolicy.sinkholeIPv6 = [0x20, 0x01, 0x0d, 0xb8] + [UInt8](repeating: 0, count: 11) + [1]
+            if !logged { $0.blockLogPath = nil }
         }
-        return (try make(true), try make(false))
     }
 
     /// Every field a client sees, names compared without regard to case, TTLs within a second.
@@ -106,6 +111,40 @@ import Testing
             }
         }
         #expect(fast.upstream.received.isEmpty && full.upstream.received.isEmpty)
+    }
+
+    @Test(arguments: [BlockMode.nxdomain, .sinkhole])
+    func blockedAnswersWithNoLogAreTheSame(mode: BlockMode) throws {
+        let fast = try make(fast: true, mode, logged: false), full = try make(fast: false, mode)
+        defer { fast.stop(); full.stop() }
+        #expect(fast.server.blockLog == nil)
+        var id: UInt16 = 300
+        var asked = 0
+        // Listed, below a listed name, a `*.` rule, any letter case, RPZ actions, local data
+        // (the full path's), every client variant.
+        for name in ["evil.example", "Deep.Sub.EVIL.example", "x.wild.example", "A.B.Wild.Example", "nodata.rpz.example",
+                     "local.rpz.example"] {
+            for type in [RRType.a, RRType.aaaa, 15, 255] {
+                for (label, edns, options) in FastPathTests.variants {
+                    id &+= 1
+                    asked += 1
+                    let p = packet(name, type, edns, options, id: id)
+                    let a = try #require(ask(fast, p)), b = try #require(ask(full, p))
+                    same(a, b, "\(mode) \(name) \(RRType.name(type)) \(label)")
+                }
+            }
+        }
+        #expect(fast.server.chain.counters.fastAnswered > 0)
+        #expect(fast.upstream.received.isEmpty)
+        // Counted per list as on the full path.
+        let counted = fast.server.metrics.exposition()
+        let expected = full.server.metrics.exposition()
+        for list in ["intel.txt", "zone.rpz"] {
+            let series = "sinkhole_blocked_total{list=\"\(list)\"}"
+            let line = { (text: String) in text.split(separator: "\n").first { $0.hasPrefix(series) }.map(String.init) }
+            #expect(line(counted) != nil && line(counted) == line(expected), "\(list): \(line(counted) ?? "-") vs \(line(expected) ?? "-")")
+        }
+        #expect(asked == 6 * 4 * 4)
     }
 
     @Test func cachedAnswersAreTheSame() throws {

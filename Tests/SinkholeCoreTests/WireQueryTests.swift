@@ -242,4 +242,61 @@ extension CachedReplyShapeTests {
             }
         }
     }
+
+    @Test func namesAreWrittenAsTextWithTheirSpecialBytesEscaped() {
+        #expect(WireName.text([0]) == ".")
+        #expect(WireName.text(WireName.fromText("www.Example.org")!) == "www.Example.org")
+        // A dot, a backslash and a quote inside a label; a space, a control byte and a high byte.
+        let odd: [UInt8] = [7, 0x61, 0x2E, 0x5C, 0x22, 0x20, 0x07, 0xFF, 3, 0x63, 0x6F, 0x6D, 0]
+        #expect(WireName.text(odd) == #"a\.\\\"\032\007\255.com"#)
+        var bytes: [UInt8] = []
+        odd.withUnsafeBufferPointer { WireName.writeText($0) { bytes.append($0) } }
+        #expect(String(decoding: bytes, as: UTF8.self) == WireName.text(odd))
+        #expect(WireName.text([3, 0x61]) == "a", "a label cut short keeps what there is")
+    }
+
+    @Test func theExtendedErrorNamesTheListAndRuleAndIsCutAt200Bytes() throws {
+        let zone = WireName.fromText("evil.example")!
+        let short = BlockPolicy(mode: .nxdomain).answer(for: Question(name: zone, type: RRType.a, qclass: 1),
+                                                        match: RuleMatch(rule: "*.evil.example", list: "intel.txt", line: 3, zone: zone))
+        let option = ReplyBuilder.extendedError(for: short)
+        #expect(Array(option[0..<6]) == [0, 15, 0, UInt8(2 + 36), 0, 15])
+        #expect(String(decoding: option[6...], as: UTF8.self) == "blocked by intel.txt: *.evil.example")
+        let long = BlockPolicy(mode: .nxdomain).answer(for: Question(name: zone, type: RRType.a, qclass: 1),
+                                                       match: RuleMatch(rule: "evil.example", list: String(repeating: "l", count: 250), line: 3, zone: zone))
+        let cut = ReplyBuilder.extendedError(for: long)
+        #expect(cut.count == 6 + 200 && Array(cut[2..<4]) == [0, 202])
+        #expect(String(decoding: cut[6...], as: UTF8.self) == "blocked by " + String(repeating: "l", count: 189))
+        // The writer form with the rule written from the listed bytes gives the same option.
+        let written = WireWriter.makeArray(capacity: 300) { out in
+            ReplyBuilder.writeExtendedError(&out, responseBased: false, list: "intel.txt") { text in
+                text.put(UInt8(ascii: "*")); text.put(UInt8(ascii: "."))
+                zone.withUnsafeBufferPointer { WireName.writeText($0) { text.put($0) } }
+            }
+        }
+        #expect(written == option)
+    }
+
+    @Test func theRawLookupPointsIntoTheQueriedName() throws {
+        var builder = DomainMatcher.Builder()
+        builder.add(name: WireName.fromText("evil.example")!, kind: .block, list: 0, line: 4)
+        builder.add(name: WireName.fromText("wild.example")!, kind: .blockBelow, list: 0, line: 5)
+        builder.add(name: WireName.fromText("ok.evil.example")!, kind: .allow, list: 0, line: 6)
+        let matcher = builder.build()
+        func raw(_ name: String) -> DomainMatcher.RawHit? {
+            WireName.fromText(name)!.withUnsafeBufferPointer { matcher.decide($0) }
+        }
+        let lower = try #require(raw("a.b.evil.example"))
+        #expect(lower.suffixStart == 4 && lower.sameBytes && lower.line == 4 && lower.kind == .block)
+        #expect(Array(lower.listed) == Array(WireName.fromText("evil.example")!.dropLast()))
+        let mixed = try #require(raw("a.b.EVIL.example"))
+        #expect(mixed.suffixStart == 4 && !mixed.sameBytes)
+        let hit = matcher.hit(mixed, in: WireName.fromText("a.b.EVIL.example")!)
+        #expect(Array(hit.zone) == WireName.fromText("evil.example")!, "a copy of the listed bytes when the case differs")
+        #expect(raw("wild.example") == nil, "a `*.` rule does not cover the name itself")
+        #expect(raw("x.wild.example")?.suffixStart == 2)
+        #expect(raw("x.ok.evil.example")?.kind == .allow, "the allow rule wins")
+        #expect(raw("example") == nil)
+        #expect([UInt8](repeating: 1, count: 300).withUnsafeBufferPointer { matcher.decide($0) } == nil)
+    }
 }

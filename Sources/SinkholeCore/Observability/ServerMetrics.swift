@@ -19,10 +19,13 @@ public final class ServerMetrics: Sendable {
     /// the Prometheus counters are brought up to the shards' sums when /metrics is scraped.
     private let queries: [CoreMetrics.Counter]
     private let queryCounts = ShardedCounts(slots: 2 * Outcome.allCases.count)
-    /// Blocked queries per list, counted in the calling thread's shard (its lock is the
-    /// thread's own, in practice), so a blocked query takes no lock the other cores take;
+    /// Blocked queries per list: in the slot of the list's number (`ListNumbers`) of the calling
+    /// thread's shard, with no lock and no string hashed; lists numbered past the slots (only a
+    /// process that has seen thousands of list names) in a dictionary of the thread's shard.
     /// `sinkhole_blocked_total` per list made and brought up to date at scrape time.
+    private let blockedCounts = ShardedCounts(slots: ServerMetrics.listSlots)
     private let blockedShards = ThreadShards<[String: UInt64]> { [:] }
+    static let listSlots = 256
     /// What the Prometheus counters were last brought up to, and the per-list counters; only
     /// touched when /metrics is scraped.
     private let published: Mutex<(queries: [UInt64], blocked: [String: (counter: CoreMetrics.Counter, total: UInt64)])>
@@ -103,8 +106,14 @@ public final class ServerMetrics: Sendable {
         queryCounts.add(ServerMetrics.slot(transport, outcome))
     }
 
-    public func blocked(list: String) {
-        blockedShards.mine.value.withLock { $0[list, default: 0] += 1 }
+    /// One query blocked by list `name`, numbered `number` (`LoadedList.number`).
+    public func blocked(list name: String, number: Int) {
+        if number >= 0 && number < ServerMetrics.listSlots { return blockedCounts.add(number) }
+        blockedShards.mine.value.withLock { $0[name, default: 0] += 1 }
+    }
+
+    public func blocked(list name: String) {
+        blocked(list: name, number: ListNumbers.number(for: name))
     }
 
     /// Brings the Prometheus counters up to the sums of the per-core counts. Under one lock,
@@ -120,6 +129,10 @@ public final class ServerMetrics: Sendable {
                 }
             }
             var blockedTotals: [String: UInt64] = [:]
+            for (number, name) in ListNumbers.names.prefix(ServerMetrics.listSlots).enumerated() {
+                let total = blockedCounts.total(number)
+                if total > 0 { blockedTotals[name, default: 0] += total }
+            }
             for shard in blockedShards.shards {
                 shard.value.withLock { for (list, n) in $0 { blockedTotals[list, default: 0] += n } }
             }

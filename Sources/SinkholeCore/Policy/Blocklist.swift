@@ -87,27 +87,37 @@ public final class Blocklist: Sendable {
     /// The rule that decides `qname` (any case, wire form), or nil when no list mentions it.
     /// An allow rule in any list wins; otherwise the most specific rule, the first list on ties.
     public func decide(_ qname: [UInt8]) -> RuleMatch? {
+        guard let (hit, list) = qname.withUnsafeBufferPointer({ decide($0) }) else { return nil }
+        return match(hit, list: list, qname: qname)
+    }
+
+    /// The same for a name in memory the caller holds: the hit and the index in `loaded` of the
+    /// list it is in, with nothing copied (the fast path answers from it).
+    public func decide(_ qname: UnsafeBufferPointer<UInt8>) -> (hit: DomainMatcher.RawHit, list: Int)? {
         // The usual case, one list: its hit is the answer (no best to keep).
         if loaded.count == 1 {
             guard let hit = loaded[0].matcher.decide(qname) else { return nil }
-            return match(hit, loaded[0])
+            return (hit, 0)
         }
-        var best: DomainMatcher.Hit?
+        var best: DomainMatcher.RawHit?
         var bestList = 0
         for (index, list) in loaded.enumerated() {
             guard let hit = list.matcher.decide(qname) else { continue }
-            if hit.kind.action == .allow { return match(hit, list) }
+            if hit.kind.action == .allow { return (hit, index) }
             if let current = best, current.suffixStart <= hit.suffixStart { continue }
             best = hit
             bestList = index
         }
         guard let best else { return nil }
-        return match(best, loaded[bestList])
+        return (best, bestList)
     }
 
-    private func match(_ hit: DomainMatcher.Hit, _ list: LoadedList) -> RuleMatch {
-        RuleMatch(zone: hit.zone, below: hit.kind.scope == .below, list: list.name, line: hit.line, action: hit.kind.action,
-                  localData: hit.kind.action == .localData ? list.localData[hit.name] ?? [] : [])
+    /// The match for a hit that `decide` found for `qname` in `loaded[list]`.
+    public func match(_ raw: DomainMatcher.RawHit, list index: Int, qname: [UInt8]) -> RuleMatch {
+        let list = loaded[index]
+        let hit = list.matcher.hit(raw, in: qname)
+        return RuleMatch(zone: hit.zone, below: hit.kind.scope == .below, list: list.name, line: hit.line, action: hit.kind.action,
+                         localData: hit.kind.action == .localData ? list.localData[hit.name] ?? [] : [])
     }
 
     /// True when some list holds address ranges (IP lists, RPZ rpz-ip): only then are the

@@ -358,23 +358,58 @@ public struct DomainMatcher: @unchecked Sendable {
         (h ^ UInt32(WireName.lower(byte))) &* 16_777_619
     }
 
+    /// A hit as the lookup finds it, holding no storage of its own (copied as plain bytes): the
+    /// fast path answers a blocked name from it without making a `Hit`.
+    public struct RawHit {
+        public var kind: Kind
+        public var list: Int
+        public var line: Int
+        /// Byte offset in the queried name at which the listed name starts.
+        public var suffixStart: Int
+        /// The listed bytes (lowercase wire labels, no root byte): valid while this matcher is.
+        public var listed: UnsafeBufferPointer<UInt8>
+        /// True when the queried name holds exactly the listed bytes from `suffixStart` on.
+        public var sameBytes: Bool
+    }
+
     /// Decides for a queried wire name (any letter case, ending with the root label).
     /// An allow rule covering the name wins; otherwise the most specific covering rule.
     public func decide(_ qname: [UInt8]) -> Hit? {
+        guard let raw = qname.withUnsafeBufferPointer({ decide($0) }) else { return nil }
+        return hit(raw, in: qname)
+    }
+
+    /// `raw` as a `Hit` for `qname`, the name it was found for.
+    func hit(_ raw: RawHit, in qname: [UInt8]) -> Hit {
+        let zone: ArraySlice<UInt8>
+        if raw.sameBytes {
+            zone = qname[raw.suffixStart...]   // the suffix and the root byte: shares the name's storage
+        } else {
+            let length = raw.listed.count
+            zone = [UInt8](unsafeUninitializedCapacity: length + 1) { buffer, count in
+                if let base = raw.listed.baseAddress { buffer.baseAddress!.initialize(from: base, count: length) }
+                buffer[length] = 0
+                count = length + 1
+            }[...]
+        }
+        return Hit(zone: zone, kind: raw.kind, list: raw.list, line: raw.line, suffixStart: raw.suffixStart)
+    }
+
+    /// The same for a name in memory the caller holds (the receive buffer, on the fast path).
+    public func decide(_ q: UnsafeBufferPointer<UInt8>) -> RawHit? {
         // At most 255 bytes (RFC 1035 §3.1), so at most 127 labels: what `hashes` holds.
-        guard count > 0, qname.count <= 255, WireName.isPlainName(qname) else { return nil }
-        let end = qname.count - 1   // exclude the root byte
+        guard count > 0, q.count <= 255, WireName.isPlainName(q) else { return nil }
         return withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 128) { hashes in
             table.withUnsafeBufferPointer { table in
-                qname.withUnsafeBufferPointer { q in decide(q, end: end, qname: qname, table: table, hashes: hashes) }
+                refs.withUnsafeBufferPointer { refs in decide(q, end: q.count - 1, table: table, refs: refs, hashes: hashes) }
             }
         }
     }
 
     @inline(__always)
-    private func decide(_ q: UnsafeBufferPointer<UInt8>, end: Int, qname: [UInt8], table: UnsafeBufferPointer<UInt32>,
-                        hashes: UnsafeMutableBufferPointer<UInt32>) -> Hit? {
-        var found: Hit?
+    private func decide(_ q: UnsafeBufferPointer<UInt8>, end: Int, table: UnsafeBufferPointer<UInt32>,
+                        refs: UnsafeBufferPointer<SegmentRef>, hashes: UnsafeMutableBufferPointer<UInt32>) -> RawHit? {
+        var found: RawHit?
         // First every suffix's hash, and a prefetch of its slot: with a large list the slots
         // are in memory no cache holds, and their reads then overlap instead of queueing.
         // The label starts, then from the last byte back to the first, each suffix's hash taken
@@ -402,6 +437,7 @@ public struct DomainMatcher: @unchecked Sendable {
         // Then each label start in turn, the name itself first.
         start = 0
         var index = -1
+        let tagMask = self.tagMask, referenceMask = self.referenceMask, mask = self.mask
         while start < end {
             index += 1
             defer { start += 1 + Int(q[start]) }
@@ -425,18 +461,9 @@ public struct DomainMatcher: @unchecked Sendable {
                 case .exact: applies = index == 0
                 }
                 guard applies else { continue }
-                let listed = ref.arena + Int(entry.offset), length = Int(entry.length)
-                let zone: ArraySlice<UInt8>
-                if memcmp(listed, key.baseAddress!, length) == 0 {
-                    zone = qname[start...]   // the suffix and the root byte: shares the name's storage
-                } else {
-                    zone = [UInt8](unsafeUninitializedCapacity: length + 1) { buffer, count in
-                        buffer.baseAddress!.initialize(from: listed, count: length)
-                        buffer[length] = 0
-                        count = length + 1
-                    }[...]
-                }
-                let hit = Hit(zone: zone, kind: kind, list: ref.list, line: ref.firstLine + Int(entry.line), suffixStart: start)
+                let listed = UnsafeBufferPointer(start: ref.arena + Int(entry.offset), count: Int(entry.length))
+                let hit = RawHit(kind: kind, list: ref.list, line: ref.firstLine + Int(entry.line), suffixStart: start,
+                                 listed: listed, sameBytes: memcmp(listed.baseAddress!, key.baseAddress!, listed.count) == 0)
                 if kind.action == .allow { return hit }
                 if found == nil { found = hit }
             }

@@ -1,4 +1,5 @@
 import Glibc
+import Synchronization
 
 /// Identifies one version of a file's contents as the kernel reports it (following links), so
 /// that a reload re-reads only files that changed, including a ConfigMap `..data` swap.
@@ -27,10 +28,31 @@ public struct LocalRecord: Sendable, Equatable {
     public var rdata: [UInt8]
 }
 
+/// A small number for each list file name, the same for the process's life: per-list counters
+/// are kept in slots by number, so a blocked query counts without a string hash or a lock.
+public enum ListNumbers {
+    private static let table = Mutex<(numbers: [String: Int], names: [String])>(([:], []))
+
+    /// The number of `name`, given on its first use.
+    public static func number(for name: String) -> Int {
+        table.withLock { t in
+            if let n = t.numbers[name] { return n }
+            t.names.append(name)
+            t.numbers[name] = t.names.count - 1
+            return t.names.count - 1
+        }
+    }
+
+    /// Every name numbered so far, by number.
+    public static var names: [String] { table.withLock { $0.names } }
+}
+
 /// One list file, parsed: its own matcher, its provenance and its counts. Immutable.
 public final class LoadedList: Sendable {
     /// File name, e.g. `crowdstrike-3cx.txt`: `rule.ruleset` in the block log.
     public let name: String
+    /// `name`'s number (`ListNumbers`).
+    public let number: Int
     public let path: String
     public let format: ListFormat
     public let entries: Int
@@ -54,6 +76,7 @@ public final class LoadedList: Sendable {
         self.sharedSegments = sharedSegments
         self.addresses = addresses
         self.name = name
+        number = ListNumbers.number(for: name)
         self.path = path
         self.format = format
         self.entries = matcher.count + addresses.count

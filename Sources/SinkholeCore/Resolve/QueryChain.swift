@@ -261,9 +261,30 @@ public final class QueryChain: Sendable {
         // ECS options matter to the log or the cache key: the full path reads them.
         if q.hasOptions && (!trustECSFrom.rules.isEmpty || forwarder.forwardECS) { return .fullPath }
         let limit = transport == .tcp ? 65_535 : q.udpReplyLimit
-        let name = Array(raw[12..<q.nameEnd])
         let snapshot = blocking.store.snapshot
-        if let match = snapshot.blockingRule(for: name) {
+        let decided = UnsafeRawBufferPointer(rebasing: raw[12..<q.nameEnd]).withMemoryRebound(to: UInt8.self) { snapshot.decide($0) }
+        if let (hit, listIndex) = decided, hit.kind.action != .allow {
+            // A plain block with no log to write: answered from the hit and the query's bytes,
+            // with nothing copied out of them (no name, no match, no answer made).
+            if blocking.log == nil, let plain = blocking.policy.plainAnswer(type: q.qtype, qclass: q.qclass, action: hit.kind.action) {
+                let list = snapshot.loaded[listIndex]
+                let written = withExtendedLifetime(list) {
+                    respond.write(limit: limit) {
+                        FastReply.block(into: &$0, q, packet: raw, rcode: plain.rcode, address: plain.address, ttl: blocking.policy.ttl,
+                                        zoneOffset: 12 + hit.suffixStart, list: list.name, payloadSize: replies.payloadSize) { text in
+                            if hit.kind.scope == .below { text.put(UInt8(ascii: "*")); text.put(UInt8(ascii: ".")) }
+                            WireName.writeText(hit.listed) { text.put($0) }
+                        }
+                    }
+                }
+                guard written else { return .fullPath }   // truncation: the full path
+                metrics?.query(transport, .blocked)
+                metrics?.blocked(list: list.name, number: list.number)
+                counters.count(.fastAnswered)
+                return .answered
+            }
+            let name = Array(raw[12..<q.nameEnd])
+            let match = snapshot.match(hit, list: listIndex, qname: name)
             let question = Question(name: name, type: q.qtype, qclass: q.qclass)
             let answer = blocking.policy.answer(for: question, match: match)
             // Recorded once the reply is made (it may yet go to the full path, which records it
@@ -281,11 +302,12 @@ public final class QueryChain: Sendable {
                 else { return .fullPath }   // truncation: the full path
             }
             metrics?.query(transport, .blocked)
-            metrics?.blocked(list: answer.match.list)
+            metrics?.blocked(list: answer.match.list, number: snapshot.loaded[listIndex].number)
             counters.count(.fastAnswered)
             return .answered
         }
         guard !forwarder.forwardECS else { return .fullPath }
+        let name = Array(raw[12..<q.nameEnd])
         let question = Question(name: name, type: q.qtype, qclass: q.qclass)
         let key = AnswerCache.Key(question, dnssecOK: q.edns?.dnssecOK ?? false)
         if let cache {

@@ -76,27 +76,39 @@ public struct BlockPolicy: Sendable {
     }
 
     private func outcome(type: UInt16, qclass: UInt16, match: borrowing RuleMatch) -> (BlockAction, UInt8, [[UInt8]]) {
-        let isIN = qclass == RRType.classIN
         switch match.action {
-        case .nxdomain:
-            return (.nxdomain, Rcode.nxDomain, [])
-        case .nodata:
-            return (.nodata, Rcode.noError, [])
         case .drop:
             return (.drop, Rcode.noError, [])
         case .localData:
-            let records = isIN ? match.localData.filter { $0.type == type } : []
+            let records = qclass == RRType.classIN ? match.localData.filter { $0.type == type } : []
             return records.isEmpty ? (.nodata, Rcode.noError, []) : (.localData, Rcode.noError, records.map(\.rdata))
+        case .block, .allow, .nxdomain, .nodata:
+            let plain = plainAnswer(type: type, qclass: qclass, action: match.action)!
+            return (plain.action, plain.rcode, plain.address.map { [$0] } ?? [])
+        }
+    }
+
+    /// The answer to a name blocked by a rule doing `action`, when it is made of the rule alone
+    /// (not dropped, no local data): its rcode and the address answered, if any.
+    func plainAnswer(type: UInt16, qclass: UInt16, action: DomainMatcher.Action) -> (action: BlockAction, rcode: UInt8, address: [UInt8]?)? {
+        switch action {
+        case .nxdomain:
+            return (.nxdomain, Rcode.nxDomain, nil)
+        case .nodata:
+            return (.nodata, Rcode.noError, nil)
+        case .drop, .localData:
+            return nil
         case .block, .allow:
             break
         }
+        let isIN = qclass == RRType.classIN
         switch mode {
         case .nxdomain:
-            return (.nxdomain, Rcode.nxDomain, [])
+            return (.nxdomain, Rcode.nxDomain, nil)
         case .sinkhole:
-            if isIN && type == RRType.a { return (.sinkhole, Rcode.noError, [sinkholeIPv4]) }
-            if isIN && type == RRType.aaaa { return (.sinkhole, Rcode.noError, [sinkholeIPv6]) }
-            return (.nodata, Rcode.noError, [])
+            if isIN && type == RRType.a { return (.sinkhole, Rcode.noError, sinkholeIPv4) }
+            if isIN && type == RRType.aaaa { return (.sinkhole, Rcode.noError, sinkholeIPv6) }
+            return (.nodata, Rcode.noError, nil)
         }
     }
 }

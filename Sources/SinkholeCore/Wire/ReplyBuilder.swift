@@ -128,19 +128,47 @@ extension ReplyBuilder {
     /// with EXTRA-TEXT naming the list and rule, so the person at the client can tell a block
     /// from an outage.
     static func extendedError(for answer: BlockAnswer) -> [UInt8] {
-        let code: UInt16 = answer.match.responseBased ? 17 : 15
-        let list = answer.match.list.utf8, rule = answer.match.rule.utf8
-        let textLength = min(200, 13 + list.count + rule.count)   // "blocked by " + list + ": " + rule
-        var out: [UInt8] = []
-        out.reserveCapacity(6 + textLength)
-        let length = 2 + textLength
-        out += [0, 15, UInt8(length >> 8), UInt8(length & 0xFF), UInt8(code >> 8), UInt8(code & 0xFF)]
-        out += "blocked by ".utf8
-        out += list
-        out += ": ".utf8
-        out += rule
-        if out.count > 6 + textLength { out.removeLast(out.count - 6 - textLength) }
-        return out
+        WireWriter.makeArray(capacity: 6 + extendedErrorTextLimit) { out in
+            writeExtendedError(&out, responseBased: answer.match.responseBased, list: answer.match.list) { text in
+                for byte in answer.match.rule.utf8 { text.put(byte) }
+            }
+        }
+    }
+
+    /// EXTRA-TEXT is cut at this many bytes.
+    static let extendedErrorTextLimit = 200
+
+    /// The same option written by `out`: "blocked by " + `list` + ": " + what `rule` puts.
+    static func writeExtendedError(_ out: inout WireWriter, responseBased: Bool, list: String,
+                                   rule: (inout TruncatingText) -> Void) {
+        withUnsafeTemporaryAllocation(byteCount: extendedErrorTextLimit, alignment: 1) { buffer in
+            var text = TruncatingText(buffer)
+            for byte in "blocked by ".utf8 { text.put(byte) }
+            var list = list
+            list.withUTF8 { for byte in $0 { text.put(byte) } }
+            text.put(UInt8(ascii: ":"))
+            text.put(UInt8(ascii: " "))
+            rule(&text)
+            let code: UInt16 = responseBased ? 17 : 15
+            out.put16(15)
+            out.put16(UInt16(2 + text.count))
+            out.put16(code)
+            out.append(UnsafeRawBufferPointer(rebasing: buffer[0..<text.count]))
+        }
+    }
+}
+
+/// Bytes put into a fixed buffer, those past its end dropped: the Extended DNS Error's text.
+struct TruncatingText {
+    private let buffer: UnsafeMutableRawBufferPointer
+    private(set) var count = 0
+
+    init(_ buffer: UnsafeMutableRawBufferPointer) { self.buffer = buffer }
+
+    @inline(__always) mutating func put(_ byte: UInt8) {
+        guard count < buffer.count else { return }
+        buffer[count] = byte
+        count += 1
     }
 }
 

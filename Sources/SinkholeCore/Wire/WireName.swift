@@ -23,6 +23,10 @@ public enum WireName {
     /// True for an uncompressed name whose labels are at most 63 bytes and which ends with the
     /// root label and nothing after it.
     public static func isPlainName(_ name: [UInt8]) -> Bool {
+        name.withUnsafeBufferPointer { isPlainName($0) }
+    }
+
+    public static func isPlainName(_ name: UnsafeBufferPointer<UInt8>) -> Bool {
         var i = 0
         while i < name.count {
             let length = Int(name[i])
@@ -36,28 +40,39 @@ public enum WireName {
     /// Presentation form without the trailing dot (`www.example.org`; the root is `.`).
     /// Dots and backslashes inside labels are escaped, bytes outside printable ASCII as `\DDD`.
     public static func text(_ name: [UInt8]) -> String {
-        var out = ""
+        var out: [UInt8] = []
+        out.reserveCapacity(name.count + 8)
+        name.withUnsafeBufferPointer { writeText($0) { out.append($0) } }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// `text(name)`'s bytes, one by one to `put` (straight into a reply, with no string made).
+    public static func writeText(_ name: UnsafeBufferPointer<UInt8>, _ put: (UInt8) -> Void) {
         var i = 0
+        var wrote = false
         while i < name.count {
             let length = Int(name[i])
             if length == 0 { break }
-            if !out.isEmpty { out.append(".") }
             let end = min(name.count, i + 1 + length)
+            if wrote && end > i + 1 { put(UInt8(ascii: ".")) }
+            wrote = wrote || end > i + 1
             for byte in name[(i + 1)..<end] {
                 switch byte {
                 case UInt8(ascii: "."), UInt8(ascii: "\\"), UInt8(ascii: "\""):
-                    out.append("\\")
-                    out.append(Character(Unicode.Scalar(byte)))
+                    put(UInt8(ascii: "\\"))
+                    put(byte)
                 case 0x21...0x7E:
-                    out.append(Character(Unicode.Scalar(byte)))
+                    put(byte)
                 default:
-                    let d = String(byte)
-                    out.append("\\" + String(repeating: "0", count: 3 - d.count) + d)
+                    put(UInt8(ascii: "\\"))
+                    put(UInt8(ascii: "0") + byte / 100)
+                    put(UInt8(ascii: "0") + byte / 10 % 10)
+                    put(UInt8(ascii: "0") + byte % 10)
                 }
             }
             i = end
         }
-        return out.isEmpty ? "." : out
+        if !wrote { put(UInt8(ascii: ".")) }
     }
 
     /// Wire form of a plain dotted name such as `www.example.org` or `www.example.org.`.

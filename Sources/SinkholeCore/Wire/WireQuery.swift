@@ -108,43 +108,76 @@ public enum FastReply {
     /// The same, written by `out` (the send batch's slot on the UDP fast path).
     public static func block(into out: inout WireWriter, _ q: WireQuery, packet: UnsafeRawBufferPointer,
                              answer: BlockAnswer, payloadSize: UInt16) {
-        let questionEnd = q.nameEnd + 4
-        var flags: UInt16 = 0x8000 | 0x0400 | 0x0080 | UInt16(answer.rcode & 0xF)   // QR, AA, RA
-        flags |= q.flags & 0x0110                                                   // RD, CD
-        let answers = answer.addresses.count
+        blockHeader(&out, q, packet: packet, rcode: answer.rcode, answers: answer.addresses.count)
+        if answer.addresses.isEmpty {
+            appendName(&out, answer.match.zoneBytes, question: packet, nameEnd: q.nameEnd)
+            blockSOA(&out, q, ttl: answer.ttl)
+        } else {
+            for address in answer.addresses { blockAddress(&out, q, address, ttl: answer.ttl) }
+        }
+        if let edns = q.edns {
+            appendOPT(&out, payloadSize: payloadSize, extendedRcode: 0, dnssecOK: edns.dnssecOK,
+                      options: ReplyBuilder.extendedError(for: answer))
+        }
+    }
+
+    /// The same for a name listed as a suffix of the question name, at `zoneOffset` in the
+    /// packet, made with nothing copied out of the query first (no `BlockAnswer`): `address` is
+    /// the sinkhole address answered, or nil for a negative answer; `rule` writes the rule's
+    /// text for the Extended DNS Error.
+    static func block(into out: inout WireWriter, _ q: WireQuery, packet: UnsafeRawBufferPointer, rcode: UInt8,
+                      address: [UInt8]?, ttl: UInt32, zoneOffset: Int, list: String, payloadSize: UInt16,
+                      rule: (inout TruncatingText) -> Void) {
+        blockHeader(&out, q, packet: packet, rcode: rcode, answers: address == nil ? 0 : 1)
+        if let address {
+            blockAddress(&out, q, address, ttl: ttl)
+        } else {
+            out.put16(0xC000 | UInt16(zoneOffset))   // the listed zone, within the question name
+            blockSOA(&out, q, ttl: ttl)
+        }
+        if let edns = q.edns {
+            appendOPT(&out, payloadSize: payloadSize, extendedRcode: 0, dnssecOK: edns.dnssecOK) {
+                ReplyBuilder.writeExtendedError(&$0, responseBased: false, list: list, rule: rule)
+            }
+        }
+    }
+
+    /// A block reply's header and question: QR, AA and RA set, RD and CD copied, one SOA in the
+    /// authority section when no address is answered, one OPT when the query had one.
+    private static func blockHeader(_ out: inout WireWriter, _ q: WireQuery, packet: UnsafeRawBufferPointer,
+                                    rcode: UInt8, answers: Int) {
+        var flags: UInt16 = 0x8000 | 0x0400 | 0x0080 | UInt16(rcode & 0xF)   // QR, AA, RA
+        flags |= q.flags & 0x0110                                            // RD, CD
         out.put16(q.id)
         out.put16(flags)
         out.put16(1)
         out.put16(UInt16(answers))
         out.put16(answers == 0 ? 1 : 0)
         out.put16(q.edns == nil ? 0 : 1)
-        out.append(UnsafeRawBufferPointer(rebasing: packet[12..<questionEnd]))
-        if answers > 0 {
-            for address in answer.addresses {
-                out.put16(0xC00C)   // the question name
-                out.put16(q.qtype)
-                out.put16(q.qclass)
-                out.put32(answer.ttl)
-                out.put16(UInt16(address.count))
-                out.append(address)
-            }
-        } else {
-            appendName(&out, answer.match.zoneBytes, question: packet, nameEnd: q.nameEnd)
-            out.put16(RRType.soa)
-            out.put16(q.qclass)
-            out.put32(answer.ttl)
-            out.put16(UInt16(FastReply.soaNames.count + 20))
-            out.append(FastReply.soaNames)
-            out.put32(1)
-            out.put32(3600)
-            out.put32(600)
-            out.put32(86_400)
-            out.put32(answer.ttl)
-        }
-        if let edns = q.edns {
-            appendOPT(&out, payloadSize: payloadSize, extendedRcode: 0, dnssecOK: edns.dnssecOK,
-                      options: ReplyBuilder.extendedError(for: answer))
-        }
+        out.append(UnsafeRawBufferPointer(rebasing: packet[12..<(q.nameEnd + 4)]))
+    }
+
+    private static func blockAddress(_ out: inout WireWriter, _ q: WireQuery, _ address: [UInt8], ttl: UInt32) {
+        out.put16(0xC00C)   // the question name
+        out.put16(q.qtype)
+        out.put16(q.qclass)
+        out.put32(ttl)
+        out.put16(UInt16(address.count))
+        out.append(address)
+    }
+
+    /// The block SOA after its owner name.
+    private static func blockSOA(_ out: inout WireWriter, _ q: WireQuery, ttl: UInt32) {
+        out.put16(RRType.soa)
+        out.put16(q.qclass)
+        out.put32(ttl)
+        out.put16(UInt16(FastReply.soaNames.count + 20))
+        out.append(FastReply.soaNames)
+        out.put32(1)
+        out.put32(3600)
+        out.put32(600)
+        out.put32(86_400)
+        out.put32(ttl)
     }
 
     /// The block SOA's MNAME and RNAME, uncompressed.
@@ -170,6 +203,12 @@ public enum FastReply {
     }
 
     static func appendOPT(_ out: inout WireWriter, payloadSize: UInt16, extendedRcode: UInt8, dnssecOK: Bool, options: [UInt8]) {
+        appendOPT(&out, payloadSize: payloadSize, extendedRcode: extendedRcode, dnssecOK: dnssecOK) { $0.append(options) }
+    }
+
+    /// The same with the options written by `options` (RDLENGTH filled in after).
+    static func appendOPT(_ out: inout WireWriter, payloadSize: UInt16, extendedRcode: UInt8, dnssecOK: Bool,
+                          options: (inout WireWriter) -> Void) {
         out.put8(0)
         out.put16(RRType.opt)
         out.put16(payloadSize)
@@ -177,7 +216,14 @@ public enum FastReply {
         out.put8(0)
         out.put8(dnssecOK ? 0x80 : 0)
         out.put8(0)
-        out.put16(UInt16(options.count))
-        out.append(options)
+        let lengthAt = out.count
+        out.put16(0)
+        options(&out)
+        let length = UInt16(clamping: out.count - lengthAt - 2)
+        out.withWritten(from: lengthAt) { field in
+            guard field.count >= 2 else { return }
+            field[0] = UInt8(length >> 8)
+            field[1] = UInt8(length & 0xFF)
+        }
     }
 }
