@@ -11,8 +11,9 @@ import Synchronization
 ///   [`minTTL`, `maxTTL`]; for NXDOMAIN and NODATA, the SOA's min(TTL, MINIMUM), capped at
 ///   `maxNegativeTTL`. SERVFAIL, truncated and other rcodes are not cached.
 /// - Served with every TTL counted down by the time spent in the cache.
-/// - Bounded by `budget` bytes (wire size plus bookkeeping), least recently used evicted first;
-///   split in 16 shards, each with its own lock, LRU list and share of the budget.
+/// - Bounded by `budget` bytes (wire size plus bookkeeping), least recently used evicted first
+///   (CLOCK: a used entry gets one second chance at the tail; see `Shard.touch`); split in 16
+///   shards, each with its own lock, list and share of the budget.
 /// - Admission when full: a shard at its budget takes a new name's answer only if that name's
 ///   answer was turned away once before, recently (`Doorkeeper`), or if its least recently used
 ///   entry has expired. A flood of names asked once (a random-subdomain attack, a scan) then
@@ -97,8 +98,8 @@ public final class AnswerCache: Sendable {
         var inspectedGeneration = -1
         var prev: Node?
         var next: Node?
-        /// The shard's push count when this entry last went to the front (`Shard.touch`).
-        var pushedAt: UInt64 = 0
+        /// Hit since it was stored or last given a second chance (`Shard.touch`).
+        var used = false
         init(key: Key, wire: [UInt8], reply: CachedReply?, stored: UInt64, expires: UInt64, serial: UInt64) {
             self.key = key
             self.wire = wire
@@ -196,22 +197,37 @@ public final class AnswerCache: Sendable {
             head?.prev = n
             head = n
             if tail == nil { tail = n }
-            pushes &+= 1
-            n.pushedAt = pushes
         }
 
-        /// Entries put at the front so far: an entry that went there fewer than a quarter of
-        /// the shard's entries ago is still within that most recent quarter.
-        private var pushes: UInt64 = 0
-
-        /// A hit: the entry becomes the most recently used. One already within the most recent
-        /// quarter stays where it is: the eviction order barely changes (it is still three
-        /// quarters of the shard away from the tail), and a hot answer asked again and again
-        /// costs no relinking, which is most of what a cache hit spent in the cache.
+        /// A hit: the entry is marked used, and stays where it is. Eviction, from the tail, gives
+        /// a marked entry a second chance (unmarked, to the front) instead of evicting it: the
+        /// CLOCK approximation of least-recently-used. A hit then writes one flag of its own
+        /// entry, where moving it to the front wrote its neighbours' links and the head's, lines
+        /// no cache holds in a large cache: that was most of what a cache hit spent in the cache.
         func touch(_ n: Node) {
-            guard pushes &- n.pushedAt >= UInt64(map.count / 4) else { return }
-            unlink(n)
-            pushFront(n)
+            if !n.used { n.used = true }
+        }
+
+        /// Second chances one eviction may give before it takes the tail as it is: bounds the
+        /// work of a store into a shard whose entries were all used.
+        static let maxSecondChances = 64
+
+        /// Takes entries off the tail until the shard is within `limit` bytes.
+        func evict(toFit limit: Int) {
+            var chances = 0
+            while bytes > limit, let victim = tail {
+                if victim.used && chances < Shard.maxSecondChances {
+                    victim.used = false
+                    unlink(victim)
+                    pushFront(victim)
+                    chances += 1
+                    continue
+                }
+                unlink(victim)
+                map.removeValue(forKey: victim.key)
+                bytes -= victim.cost
+                evicted += 1
+            }
         }
     }
 
@@ -314,12 +330,7 @@ public final class AnswerCache: Sendable {
             }
             s.pushFront(node)
             s.bytes += node.cost
-            while s.bytes > limit, let victim = s.tail {
-                s.unlink(victim)
-                s.map.removeValue(forKey: victim.key)
-                s.bytes -= victim.cost
-                s.evicted += 1
-            }
+            s.evict(toFit: limit)
             return serial
         }
     }
@@ -333,30 +344,32 @@ public final class AnswerCache: Sendable {
         }
     }
 
-    /// What the fast path finds in the cache.
+    /// What the fast path found in the cache.
     public enum FastLookup {
-        /// A fresh answer already inspected against the lists in force, prepared for serving,
-        /// and its age in seconds.
-        case ready(CachedReply, age: UInt32)
+        /// A fresh answer already inspected against the lists in force was served.
+        case served
         /// An answer is there but must take the full path (not inspected against these lists,
-        /// expired, or not preparable).
+        /// expired, not preparable, or it did not fit where it was to be written).
         case present
         /// Nothing for this key.
         case absent
     }
 
     /// For the fast path: a fresh answer already inspected against `generation`, prepared for
-    /// serving; anything else sends the query down the full path (which inspects it again),
-    /// unless there is nothing at all.
-    public func preparedLookup(_ key: Key, generation: Int) -> FastLookup {
+    /// serving, is given to `serve` with its age in seconds, in place (under the shard's lock,
+    /// read where it is stored: nothing of it is copied out or reference-counted); `serve`
+    /// returns false when it could not use it. Anything else sends the query down the full
+    /// path (which inspects it again), unless there is nothing at all.
+    public func preparedLookup(_ key: Key, generation: Int, serve: (borrowing CachedReply, UInt32) -> Bool) -> FastLookup {
         guard budget > 0 else { return .absent }
         let now = clock()
         let s = shard(key)
         return s.lock.withLock { _ -> FastLookup in
             guard let node = s.map[key] else { return .absent }
-            guard now < node.expires, node.inspectedGeneration == generation, let reply = node.reply else { return .present }
+            guard now < node.expires, node.inspectedGeneration == generation, node.reply != nil else { return .present }
+            guard serve(node.reply!, UInt32(clamping: now - node.stored)) else { return .present }
             s.touch(node)
-            return .ready(reply, age: UInt32(clamping: now - node.stored))
+            return .served
         }
     }
 

@@ -311,10 +311,12 @@ public final class QueryChain: Sendable {
         let question = Question(name: name, type: q.qtype, qclass: q.qclass)
         let key = AnswerCache.Key(question, dnssecOK: q.edns?.dnssecOK ?? false)
         if let cache {
-            switch cache.preparedLookup(key, generation: snapshot.generation) {
-            case .ready(let prepared, let age):
-                guard respond.write(limit: limit, { prepared.reply(into: &$0, to: q, packet: raw, age: age, payloadSize: replies.payloadSize) })
-                else { return .fullPath }
+            let payloadSize = replies.payloadSize
+            let found = cache.preparedLookup(key, generation: snapshot.generation) { prepared, age in
+                respond.write(limit: limit) { prepared.reply(into: &$0, to: q, packet: raw, age: age, payloadSize: payloadSize) }
+            }
+            switch found {
+            case .served:
                 metrics?.query(transport, .cached)
                 history?.record(client: client.ip, name: name, qtype: q.qtype)
                 counters.count(.fastAnswered)
