@@ -38,4 +38,34 @@ import Testing
         #expect(access.allows(try SocketAddress.parse("10.1.2.3:1").ip) == access.allows([10, 1, 2, 3]))
         #expect(RateLimiter.key(try SocketAddress.parse("10.1.2.3:1").ip) == RateLimiter.key([10, 1, 2, 99]))
     }
+
+    /// A client's address is checked by the rules' masks: the same verdict as the rules read
+    /// byte by byte, for prefixes ending inside a byte, on a byte, at /0 and at full length,
+    /// ties between allow and deny, and both families.
+    @Test func theMaskedCheckAgreesWithTheRules() throws {
+        let access = try AccessPolicy(allow: ["10.0.0.0/8", "172.16.0.0/12", "192.168.1.77/32", "fe80::/10", "2001:db8::/33", "0.0.0.0/0"],
+                                      deny: ["10.9.0.0/16", "10.9.8.0/21", "172.16.0.0/12", "2001:db8:0:1::/64", "::/0"])
+        var generator = SystemRandomNumberGenerator()
+        var addresses: [[UInt8]] = [[10, 9, 15, 1], [10, 9, 16, 1], [172, 31, 255, 255], [172, 32, 0, 0], [192, 168, 1, 77],
+                                    [192, 168, 1, 78], [8, 8, 8, 8], [0xfe, 0x80] + [UInt8](repeating: 0, count: 14),
+                                    [0x20, 0x01, 0x0d, 0xb8, 0x7f] + [UInt8](repeating: 0, count: 11),
+                                    [0x20, 0x01, 0x0d, 0xb8, 0x80] + [UInt8](repeating: 0, count: 11)]
+        for _ in 0..<2000 {
+            let count = Bool.random(using: &generator) ? 4 : 16
+            var bytes = (0..<count).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            // Mostly near the rules, so that every one is hit.
+            if count == 4 { bytes[0] = [10, 172, 192, 8].randomElement(using: &generator)! }
+            else { bytes[0...1] = [[0xfe, 0x80], [0x20, 0x01], [0xfe, 0xbf]].randomElement(using: &generator)![...] }
+            addresses.append(bytes)
+        }
+        var allowed = 0
+        for bytes in addresses {
+            let verdict = access.allows(IPBytes(bytes))
+            #expect(verdict == access.allows(bytes), "\(IPAddress.text(bytes))")
+            if verdict { allowed += 1 }
+        }
+        #expect(allowed > 100 && allowed < addresses.count - 100, "both verdicts were reached (\(allowed) allowed)")
+        #expect(access.allows(IPBytes([192, 168, 1, 77])) && !access.allows(IPBytes([172, 16, 0, 1])), "deny wins the tie")
+        #expect(!access.allows(IPBytes([10, 9, 8, 1])) && access.allows(IPBytes([10, 8, 0, 1])))
+    }
 }

@@ -29,18 +29,44 @@ public struct AccessPolicy: Sendable {
     }
 
     public let rules: [Rule]
+    /// The rules as masks over an address's two words (`IPBytes.words`): what a query's client
+    /// is checked against, two ANDs and two compares a rule.
+    private let masked: [Masked]
+
+    private struct Masked {
+        var count: Int
+        var mask: (UInt64, UInt64)
+        var value: (UInt64, UInt64)
+        var prefixLength: Int
+        var allow: Bool
+
+        init(_ rule: Rule) {
+            count = rule.network.count
+            let bits = min(rule.prefixLength, count * 8)
+            let maskBytes = (0..<count).map { i -> UInt8 in
+                let inByte = min(8, max(0, bits - 8 * i))
+                return inByte == 0 ? 0 : UInt8(0xFF) << (8 - inByte)
+            }
+            mask = IPBytes(maskBytes).words
+            let network = IPBytes(rule.network).words
+            value = (network.0 & mask.0, network.1 & mask.1)
+            prefixLength = rule.prefixLength
+            allow = rule.allow
+        }
+    }
 
     public static let defaultAllowed = ["127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
                                         "100.64.0.0/10", "169.254.0.0/16", "::1/128", "fc00::/7", "fe80::/10"]
 
     public init(rules: [Rule]) {
         self.rules = rules
+        masked = rules.filter { $0.network.count <= 16 }.map(Masked.init)
     }
 
     /// Builds the policy from CIDR texts; throws naming the bad entry.
     public init(allow: [String], deny: [String]) throws {
         let allowed = try (allow.isEmpty ? AccessPolicy.defaultAllowed : allow).map { try AccessPolicy.parse($0, allow: true) }
-        rules = allowed + (try deny.map { try AccessPolicy.parse($0, allow: false) })
+        self.init(rules: allowed + (try deny.map { try AccessPolicy.parse($0, allow: false) }))
     }
 
     /// Everyone allowed: for tests and for operators who put their own ACL in front.
@@ -63,6 +89,20 @@ public struct AccessPolicy: Sendable {
             length = l
         }
         return Rule(network: address, prefixLength: length, allow: allow)
+    }
+
+    /// The same for a client's address, by the masks.
+    public func allows(_ address: IPBytes) -> Bool {
+        let (a0, a1) = address.words
+        var bestLength = -1
+        var allowed = false
+        for rule in masked where rule.count == address.count && a0 & rule.mask.0 == rule.value.0 && a1 & rule.mask.1 == rule.value.1 {
+            if rule.prefixLength > bestLength || (rule.prefixLength == bestLength && !rule.allow) {
+                bestLength = rule.prefixLength
+                allowed = rule.allow
+            }
+        }
+        return allowed
     }
 
     /// True when the longest matching rule allows the address (deny on a tie, refuse when none).

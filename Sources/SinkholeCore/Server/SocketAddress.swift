@@ -6,6 +6,8 @@ public struct IPBytes: RandomAccessCollection, Hashable, Sendable {
     /// The bytes in order, zero past `count`.
     private var storage: (UInt64, UInt64) = (0, 0)
     public let count: Int
+    /// The bytes as two words in memory order, zero past `count`: for comparing under a mask.
+    var words: (UInt64, UInt64) { storage }
 
     public init<C: Collection>(_ bytes: C) where C.Element == UInt8 {
         precondition(bytes.count <= 16, "an IP address has at most 16 bytes")
