@@ -91,7 +91,7 @@ struct TTLOffsets: Sequence, Sendable {
 /// served again from its bytes: where its question ends, where every TTL is, its OPT record
 /// (which is replaced by ours), and its `ReplyFacts`. Nil from `init` for anything unusual;
 /// that answer is then decoded by ldns (`UpstreamAnswer`) and encoded again when relayed.
-public struct CachedReply: Sendable {
+public final class CachedReply: Sendable {
     public let wire: [UInt8]
     let questionEnd: Int
     /// Offsets of the TTL field of every record except OPT.
