@@ -70,3 +70,72 @@ import Testing
         #expect(cache.lookup(key(names[next])) != nil)
     }
 }
+
+/// The shard's table (`AnswerCache.NodeTable`) against a dictionary doing the same inserts and
+/// removals, and the fast path's lookup by a packet's bytes against a key's.
+@Suite struct CacheTableTests {
+    func key(_ name: String, type: UInt16 = 1, dnssecOK: Bool = false) -> AnswerCache.Key {
+        AnswerCache.Key(Question(name: WireName.fromText(name)!, type: type, qclass: 1), dnssecOK: dnssecOK)
+    }
+
+    @Test func theTableHoldsWhatADictionaryHoldsThroughInsertsAndRemovals() {
+        var table = AnswerCache.NodeTable()
+        var model: [AnswerCache.Key: AnswerCache.Node] = [:]
+        var generator = SystemRandomNumberGenerator()
+        let keys = (0..<300).map { key("n\($0).example.org") }
+        for step in 0..<20_000 {
+            let k = keys.randomElement(using: &generator)!
+            if let node = model[k], Bool.random(using: &generator) {
+                table.remove(node)
+                model[k] = nil
+            } else if model[k] == nil {
+                let node = AnswerCache.Node(key: k, wire: [], reply: nil, stored: 0, expires: 1, serial: UInt64(step))
+                table.insert(node)
+                model[k] = node
+            }
+            if step % 500 == 0 || step > 19_900 {
+                #expect(table.count == model.count)
+                for k in keys { #expect(table[k] === model[k], "step \(step)") }
+            }
+        }
+        // Removing what is not there changes nothing.
+        let stranger = AnswerCache.Node(key: key("stranger.example.org"), wire: [], reply: nil, stored: 0, expires: 1, serial: 0)
+        let before = table.count
+        table.remove(stranger)
+        #expect(table.count == before)
+    }
+
+    @Test func aQuestionInPacketBytesFindsTheAnswerItsKeyStored() throws {
+        let cache = AnswerCache(budgetBytes: 1 << 20)
+        let m = Message.empty()!
+        m.isResponse = true
+        m.setQuestion(Question(name: WireName.fromText("www.example.org")!, type: 1, qclass: 1))
+        m.append(.answer, presentation: "www.example.org. 300 IN A 192.0.2.1")
+        let wire = try #require(m.wire())
+        let answer = try #require(UpstreamAnswer(wire: wire))
+        #expect(answer.prepared != nil, "an answer the fast path can serve")
+        let serial = try #require(cache.store(key("www.example.org"), answer: answer))
+        cache.markInspected(key("www.example.org"), serial: serial, generation: 7)
+        func look(_ name: String, type: UInt16 = 1, dnssecOK: Bool = false, generation: Int = 7) -> AnswerCache.FastLookup {
+            WireName.fromText(name)!.withUnsafeBytes { bytes in
+                let digest = AnswerCache.Key.digest(asked: bytes, type: type, qclass: 1, dnssecOK: dnssecOK)
+                return cache.preparedLookup(name: bytes, type: type, qclass: 1, dnssecOK: dnssecOK, digest: digest,
+                                            generation: generation) { reply, age in
+                    reply.wire.count > 12 && age == 0
+                }
+            }
+        }
+        #expect(look("www.example.org") == .served)
+        #expect(look("WWW.Example.ORG") == .served, "any letter case")
+        #expect(look("www.example.org", type: 28) == .absent)
+        #expect(look("www.example.org", dnssecOK: true) == .absent)
+        #expect(look("ww.example.org") == .absent)
+        #expect(look("www.example.org", generation: 8) == .present, "not yet inspected against these lists")
+        #expect(WireName.fromText("WWW.example.org")!.withUnsafeBytes { AnswerCache.Key.digest(asked: $0, type: 1, qclass: 1, dnssecOK: false) }
+                == key("www.example.org").digest, "the digest from the bytes is the key's")
+        var ecs = key("www.example.org")
+        ecs.subnet = [0, 8, 0, 7, 0, 1, 24, 0, 192, 0, 2]
+        cache.store(ecs, answer: answer)
+        #expect(look("www.example.org") == .served, "an answer for one ECS subnet is another key")
+    }
+}

@@ -153,7 +153,7 @@ public final class QueryHistory: Sendable {
 
     /// Records one answered query. Cheap: a clock read and an append under a short lock.
     /// `client` is the IP address (4 or 16 bytes), `name` the question name in wire form.
-    public func record<C: Collection>(client: C, name: [UInt8], qtype: UInt16) where C.Element == UInt8 {
+    public func record<C: Collection, N: Collection>(client: C, name: N, qtype: UInt16) where C.Element == UInt8, N.Element == UInt8 {
         // One count over all buffers bounds the memory, taken a chunk of room at a time; the
         // buffer is picked by thread, so that queries answered on different cores rarely meet
         // on one lock.

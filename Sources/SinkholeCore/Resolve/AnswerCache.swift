@@ -49,15 +49,53 @@ public final class AnswerCache: Sendable {
             digest = Key.digest(name, type, qclass, dnssecOK, subnet)
         }
 
+        /// The same with the digest already taken from the packet (`digest(asked:...)`): a
+        /// forwarded query's key costs no second hashing of its name.
+        init(_ question: Question, dnssecOK: Bool, digest: Int) {
+            name = WireName.lowercased(question.name)
+            type = question.type
+            qclass = question.qclass
+            self.dnssecOK = dnssecOK
+            self.digest = digest
+            assert(digest == Key.digest(name, type, qclass, dnssecOK, subnet), "a key's digest is that of its fields")
+        }
+
+        /// The digest of the key of a question with no ECS option, its name (wire form, any
+        /// case) in a packet's bytes.
+        static func digest(asked name: UnsafeRawBufferPointer, type: UInt16, qclass: UInt16, dnssecOK: Bool) -> Int {
+            withLowercased(name) { digest($0, type, qclass, dnssecOK, UnsafeRawBufferPointer(start: nil, count: 0)) }
+        }
+
+        /// `body` given `name` (at most 255 bytes) with its ASCII letters lowered, in scratch memory.
+        static func withLowercased<R>(_ name: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) -> R) -> R {
+            withUnsafeTemporaryAllocation(byteCount: max(1, name.count), alignment: 1) { scratch in
+                for i in 0..<name.count { scratch[i] = WireName.lower(name[i]) }
+                return body(UnsafeRawBufferPointer(rebasing: scratch[0..<name.count]))
+            }
+        }
+
         private static func digest(_ name: [UInt8], _ type: UInt16, _ qclass: UInt16, _ dnssecOK: Bool, _ subnet: [UInt8]) -> Int {
+            name.withUnsafeBytes { name in subnet.withUnsafeBytes { digest(name, type, qclass, dnssecOK, $0) } }
+        }
+
+        /// The digest of the key with these fields, `name` in lower case: one definition for a key
+        /// made and for a question looked up in a packet's bytes (`preparedLookup(name:...)`).
+        static func digest(_ name: UnsafeRawBufferPointer, _ type: UInt16, _ qclass: UInt16, _ dnssecOK: Bool,
+                           _ subnet: UnsafeRawBufferPointer) -> Int {
             var hasher = Hasher()
             // The name's bytes in one call: an array's own hashing feeds the hasher byte by byte.
-            name.withUnsafeBytes { hasher.combine(bytes: $0) }
+            hasher.combine(bytes: name)
             hasher.combine(type)
             hasher.combine(qclass)
             hasher.combine(dnssecOK)
-            subnet.withUnsafeBytes { hasher.combine(bytes: $0) }
+            hasher.combine(bytes: subnet)
             return hasher.finalize()
+        }
+
+        /// True when this is the key of a question with no ECS option whose lowercase name is `name`.
+        func matches(_ name: UnsafeRawBufferPointer, _ type: UInt16, _ qclass: UInt16, _ dnssecOK: Bool) -> Bool {
+            self.type == type && self.qclass == qclass && self.dnssecOK == dnssecOK && subnet.isEmpty
+                && self.name.withUnsafeBytes { $0.count == name.count && ($0.count == 0 || memcmp($0.baseAddress!, name.baseAddress!, name.count) == 0) }
         }
 
         public func hash(into hasher: inout Hasher) {
@@ -70,7 +108,8 @@ public final class AnswerCache: Sendable {
         }
 
         /// Which of `count` shards holds this key.
-        func shard(of count: Int) -> Int { Int(UInt(bitPattern: digest) % UInt(count)) }
+        func shard(of count: Int) -> Int { Key.shard(digest: digest, of: count) }
+        static func shard(digest: Int, of count: Int) -> Int { Int(UInt(bitPattern: digest) % UInt(count)) }
     }
 
     /// A cached answer: the upstream's bytes and when it expires.
@@ -163,9 +202,94 @@ public final class AnswerCache: Sendable {
         }
     }
 
+    /// A shard's entries by key digest: open addressing with linear probing over slots of a
+    /// digest and an entry, at most half full, removal shifting later entries back (no
+    /// tombstones). An entry is found by its digest and then a match of its key, so the fast
+    /// path looks up a question in the packet's bytes without making a key: no name copied and
+    /// no hashing but the digest's. The digest is the seeded `Hasher`'s, so no client can choose
+    /// names that collide. A slot's digest is read before its entry: a probe past other keys
+    /// reads no entry.
+    struct NodeTable {
+        private struct Slot {
+            var digest: Int
+            var node: Node?
+        }
+        private var slots = [Slot](repeating: Slot(digest: 0, node: nil), count: 16)
+        private(set) var count = 0
+
+        /// The first slot to look in. Keys of one shard share the digest's low bits (they chose
+        /// the shard): multiplied and taken from the high half, they spread.
+        @inline(__always)
+        private static func home(_ digest: Int, _ mask: Int) -> Int {
+            Int(truncatingIfNeeded: (UInt64(bitPattern: Int64(digest)) &* 0x9E37_79B9_7F4A_7C15) >> 32) & mask
+        }
+
+        /// The entry with `digest` for which `matches` holds.
+        func find(_ digest: Int, _ matches: (Node) -> Bool) -> Node? {
+            slots.withUnsafeBufferPointer { slots in
+                let mask = slots.count - 1
+                var i = NodeTable.home(digest, mask)
+                // The digest first, and the entry taken (its reference counted) only when it
+                // agrees: a probe past other keys touches no entry's memory.
+                while slots[i].node != nil {
+                    if slots[i].digest == digest, let node = slots[i].node, matches(node) { return node }
+                    i = (i + 1) & mask
+                }
+                return nil
+            }
+        }
+
+        subscript(key: Key) -> Node? {
+            find(key.digest) { $0.key == key }
+        }
+
+        /// Adds `node`, whose key is not in the table.
+        mutating func insert(_ node: Node) {
+            if (count + 1) * 2 > slots.count { grow() }
+            place(Slot(digest: node.key.digest, node: node))
+            count += 1
+        }
+
+        private mutating func place(_ slot: Slot) {
+            let mask = slots.count - 1
+            var i = NodeTable.home(slot.digest, mask)
+            while slots[i].node != nil { i = (i + 1) & mask }
+            slots[i] = slot
+        }
+
+        private mutating func grow() {
+            let old = slots
+            slots = [Slot](repeating: Slot(digest: 0, node: nil), count: old.count * 2)
+            for slot in old where slot.node != nil { place(slot) }
+        }
+
+        /// Takes `node` out (nothing happens when it is not in).
+        mutating func remove(_ node: Node) {
+            let mask = slots.count - 1
+            let digest = node.key.digest
+            var i = NodeTable.home(digest, mask)
+            while slots[i].node != nil && slots[i].node !== node { i = (i + 1) & mask }
+            guard slots[i].node === node else { return }
+            // Each later entry of the run that may sit in the hole (its home is not between
+            // the hole and it) moves back into it, leaving a hole where it was.
+            var hole = i
+            var j = (i + 1) & mask
+            while slots[j].node != nil {
+                let distance = (j - NodeTable.home(slots[j].digest, mask)) & mask
+                if distance >= (j - hole) & mask {
+                    slots[hole] = slots[j]
+                    hole = j
+                }
+                j = (j + 1) & mask
+            }
+            slots[hole] = Slot(digest: 0, node: nil)
+            count -= 1
+        }
+    }
+
     final class Shard: @unchecked Sendable {
         let lock = Mutex(())
-        var map: [Key: Node] = [:]
+        var map = NodeTable()
         var head: Node?   // most recently used
         var tail: Node?
         var bytes = 0
@@ -224,7 +348,7 @@ public final class AnswerCache: Sendable {
                     continue
                 }
                 unlink(victim)
-                map.removeValue(forKey: victim.key)
+                map.remove(victim)
                 bytes -= victim.cost
                 evicted += 1
             }
@@ -324,10 +448,12 @@ public final class AnswerCache: Sendable {
             let serial = s.lastSerial
             let node = Node(key: key, wire: answer.wire, reply: answer.prepared, stored: now, expires: now + UInt64(ttl), serial: serial)
             node.inspectedGeneration = inspectedGeneration
-            if let old = s.map.updateValue(node, forKey: key) {
+            if let old = s.map[key] {
+                s.map.remove(old)
                 s.bytes -= old.cost
                 s.unlink(old)
             }
+            s.map.insert(node)
             s.pushFront(node)
             s.bytes += node.cost
             s.evict(toFit: limit)
@@ -360,12 +486,26 @@ public final class AnswerCache: Sendable {
     /// read where it is stored: nothing of it is copied out or reference-counted); `serve`
     /// returns false when it could not use it. Anything else sends the query down the full
     /// path (which inspects it again), unless there is nothing at all.
-    public func preparedLookup(_ key: Key, generation: Int, serve: (borrowing CachedReply, UInt32) -> Bool) -> FastLookup {
-        guard budget > 0 else { return .absent }
+    /// The key is that of a question with no ECS option, its name (wire form, any case) in the
+    /// packet's bytes: lowered into scratch memory and looked up there, no key made.
+    /// `digest` is `Key.digest(asked: name, ...)`, which the caller keeps for the key of a query
+    /// it then forwards.
+    public func preparedLookup(name: UnsafeRawBufferPointer, type: UInt16, qclass: UInt16, dnssecOK: Bool, digest: Int,
+                               generation: Int, serve: (borrowing CachedReply, UInt32) -> Bool) -> FastLookup {
+        guard budget > 0, name.count <= 255 else { return .absent }
+        return Key.withLowercased(name) { lower in
+            prepared(shards[Key.shard(digest: digest, of: shards.count)], digest, generation: generation, serve: serve) {
+                $0.key.matches(lower, type, qclass, dnssecOK)
+            }
+        }
+    }
+
+    @inline(__always)
+    private func prepared(_ s: Shard, _ digest: Int, generation: Int, serve: (borrowing CachedReply, UInt32) -> Bool,
+                          matches: (Node) -> Bool) -> FastLookup {
         let now = clock()
-        let s = shard(key)
         return s.lock.withLock { _ -> FastLookup in
-            guard let node = s.map[key] else { return .absent }
+            guard let node = s.map.find(digest, matches) else { return .absent }
             guard now < node.expires, node.inspectedGeneration == generation, node.reply != nil else { return .present }
             guard serve(node.reply!, UInt32(clamping: now - node.stored)) else { return .present }
             s.touch(node)
@@ -383,7 +523,7 @@ public final class AnswerCache: Sendable {
             if now >= node.expires {
                 if now >= node.expires + staleWindow || !serveStale {
                     s.unlink(node)
-                    s.map[key] = nil
+                    s.map.remove(node)
                     s.bytes -= node.cost
                     return nil
                 }

@@ -307,18 +307,20 @@ public final class QueryChain: Sendable {
             return .answered
         }
         guard !forwarder.forwardECS else { return .fullPath }
-        let name = Array(raw[12..<q.nameEnd])
-        let question = Question(name: name, type: q.qtype, qclass: q.qclass)
-        let key = AnswerCache.Key(question, dnssecOK: q.edns?.dnssecOK ?? false)
+        let dnssecOK = q.edns?.dnssecOK ?? false
+        let asked = UnsafeRawBufferPointer(rebasing: raw[12..<q.nameEnd])
+        let digest = AnswerCache.Key.digest(asked: asked, type: q.qtype, qclass: q.qclass, dnssecOK: dnssecOK)
         if let cache {
+            // Looked up from the packet's bytes: the name is copied only for a query forwarded.
             let payloadSize = replies.payloadSize
-            let found = cache.preparedLookup(key, generation: snapshot.generation) { prepared, age in
+            let found = cache.preparedLookup(name: asked, type: q.qtype, qclass: q.qclass, dnssecOK: dnssecOK, digest: digest,
+                                             generation: snapshot.generation) { prepared, age in
                 respond.write(limit: limit) { prepared.reply(into: &$0, to: q, packet: raw, age: age, payloadSize: payloadSize) }
             }
             switch found {
             case .served:
                 metrics?.query(transport, .cached)
-                history?.record(client: client.ip, name: name, qtype: q.qtype)
+                history?.record(client: client.ip, name: asked, qtype: q.qtype)
                 counters.count(.fastAnswered)
                 return .answered
             case .present:
@@ -329,6 +331,8 @@ public final class QueryChain: Sendable {
         }
         // Not blocked, not cached: what the full path would do next is forward it, and the
         // query it would decode is this one.
+        let question = Question(name: Array(raw[12..<q.nameEnd]), type: q.qtype, qclass: q.qclass)
+        let key = AnswerCache.Key(question, dnssecOK: dnssecOK, digest: digest)
         return .forward(Query(header: header, question: question, edns: q.edns, client: client, transport: transport), key)
     }
 
