@@ -50,6 +50,23 @@ import Testing
         #expect(cache.lookup(key(names[next - 1])) != nil, "the newest stays")
     }
 
+    @Test func theAnswerJustStoredStaysWhenEveryOtherEntryWasUsed() throws {
+        // A shard of about ten entries, all used: the second chances bring the new entry to
+        // the tail, and it must not be the one taken.
+        let cache = AnswerCache(budgetBytes: 16 * 5000)
+        let names = (0..<4000).map { "t\($0).example.org" }.filter { key($0).shard(of: 16) == 0 }
+        var next = 0
+        while cache.stats.evicted == 0 {
+            store(cache, names[next])
+            next += 1
+        }
+        for name in names[0..<next] { _ = cache.lookup(key(name)) }   // every entry left used
+        let evicted = cache.stats.evicted
+        store(cache, names[next])
+        #expect(cache.stats.evicted == evicted + 1, "one older entry made room")
+        #expect(cache.lookup(key(names[next])) != nil, "the new answer is served")
+    }
+
     @Test func anEvictionGivesABoundedNumberOfSecondChances() throws {
         // A shard of many small entries, every one used: a store still evicts, after at most
         // `maxSecondChances` entries moved to the front, and stays within the budget.

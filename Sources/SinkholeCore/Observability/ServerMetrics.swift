@@ -112,8 +112,10 @@ public final class ServerMetrics: Sendable {
         blockedShards.mine.value.withLock { $0[name, default: 0] += 1 }
     }
 
+    /// The same by name alone (the full path's blocks): in the thread's dictionary, summed with
+    /// the slots at scrape time, so it takes no process-wide lock.
     public func blocked(list name: String) {
-        blocked(list: name, number: ListNumbers.number(for: name))
+        blockedShards.mine.value.withLock { $0[name, default: 0] += 1 }
     }
 
     /// Brings the Prometheus counters up to the sums of the per-core counts. Under one lock,

@@ -336,10 +336,18 @@ public final class AnswerCache: Sendable {
         /// work of a store into a shard whose entries were all used.
         static let maxSecondChances = 64
 
-        /// Takes entries off the tail until the shard is within `limit` bytes.
-        func evict(toFit limit: Int) {
+        /// Takes entries off the tail until the shard is within `limit` bytes. `stored`, the entry
+        /// just stored, is not taken while others are left: when the second chances have brought
+        /// it to the tail, it goes back to the front and the next entry goes, used or not.
+        func evict(toFit limit: Int, stored: Node) {
             var chances = 0
             while bytes > limit, let victim = tail {
+                if victim === stored && victim !== head {
+                    unlink(victim)
+                    pushFront(victim)
+                    chances = Shard.maxSecondChances
+                    continue
+                }
                 if victim.used && chances < Shard.maxSecondChances {
                     victim.used = false
                     unlink(victim)
@@ -456,7 +464,7 @@ public final class AnswerCache: Sendable {
             s.map.insert(node)
             s.pushFront(node)
             s.bytes += node.cost
-            s.evict(toFit: limit)
+            s.evict(toFit: limit, stored: node)
             return serial
         }
     }
