@@ -156,10 +156,10 @@ public final class AnswerCache: Sendable {
         /// so that evicting an entry reads none of its arrays.
         let cost: Int
 
-        /// Everything else an entry costs: this object (about 220 bytes of fields, a typical
-        /// answer's TTL offsets inline), the array headers of its name and answer (32 bytes
-        /// each), malloc's overhead on those three allocations, and its slot in the shard's
-        /// dictionary at three-quarters load.
+        /// Everything else an entry costs: this object and the answer's layout (`CachedReply`,
+        /// a typical answer's TTL offsets inline; about 220 bytes of fields together), the array
+        /// headers of its name and answer (32 bytes each), malloc's overhead on those four
+        /// allocations, and its slots in the shard's table (16 bytes each, at most half full).
         /// (160 counted only the fields: a full 64 MiB cache grew the process by about 130 MiB.)
         static let overhead = 400
     }
