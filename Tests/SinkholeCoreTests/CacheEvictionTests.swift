@@ -17,6 +17,21 @@ import Testing
         return UpstreamAnswer(message: m)!
     }
 
+    /// Names `prefix0.example.org`, `prefix1...` among the first `count` that fall in shard 0.
+    func shardNames(_ prefix: String, _ count: Int) -> [String] {
+        (0..<count).map { "\(prefix)\($0).example.org" }.filter { key($0).shard(of: 16) == 0 }
+    }
+
+    /// Stores `names` in order until the first eviction; returns how many were stored.
+    func fillUntilFirstEviction(_ cache: AnswerCache, _ names: [String]) -> Int {
+        var next = 0
+        while cache.stats.evicted == 0 {
+            store(cache, names[next])
+            next += 1
+        }
+        return next
+    }
+
     /// Stored twice: a full shard admits a name on its second answer (the doorkeeper).
     func store(_ cache: AnswerCache, _ name: String) {
         for _ in 0..<2 { cache.store(key(name), answer: answer(name)) }
@@ -25,12 +40,8 @@ import Testing
     @Test func aUsedEntryGetsASecondChanceAndLosesItWhenUnusedForATurn() throws {
         let cache = AnswerCache(budgetBytes: 16 * 5000)   // about ten entries a shard
         // Names that all fall in one shard, in the order they are stored.
-        let names = (0..<4000).map { "s\($0).example.org" }.filter { key($0).shard(of: 16) == 0 }
-        var next = 0
-        while cache.stats.evicted == 0 {
-            store(cache, names[next])
-            next += 1
-        }
+        let names = shardNames("s", 4000)
+        var next = fillUntilFirstEviction(cache, names)
         let held = next - 1   // entries the shard holds when full
         #expect(held >= 4, "a shard holds several entries (\(held))")
         #expect(cache.lookup(key(names[0])) == nil, "the first eviction took the oldest")
@@ -54,12 +65,8 @@ import Testing
         // A shard of about ten entries, all used: the second chances bring the new entry to
         // the tail, and it must not be the one taken.
         let cache = AnswerCache(budgetBytes: 16 * 5000)
-        let names = (0..<4000).map { "t\($0).example.org" }.filter { key($0).shard(of: 16) == 0 }
-        var next = 0
-        while cache.stats.evicted == 0 {
-            store(cache, names[next])
-            next += 1
-        }
+        let names = shardNames("t", 4000)
+        let next = fillUntilFirstEviction(cache, names)
         for name in names[0..<next] { _ = cache.lookup(key(name)) }   // every entry left used
         let evicted = cache.stats.evicted
         store(cache, names[next])
@@ -71,12 +78,8 @@ import Testing
         // A shard of many small entries, every one used: a store still evicts, after at most
         // `maxSecondChances` entries moved to the front, and stays within the budget.
         let cache = AnswerCache(budgetBytes: 16 * 200_000)
-        let names = (0..<60_000).map { "u\($0).example.org" }.filter { key($0).shard(of: 16) == 0 }
-        var next = 0
-        while cache.stats.evicted == 0 {
-            store(cache, names[next])
-            next += 1
-        }
+        let names = shardNames("u", 60_000)
+        let next = fillUntilFirstEviction(cache, names)
         let held = cache.count
         #expect(held > AnswerCache.Shard.maxSecondChances, "more entries than chances (\(held))")
         for name in names[0..<next] { _ = cache.lookup(key(name)) }   // every one used
@@ -134,12 +137,12 @@ import Testing
         let serial = try #require(cache.store(key("www.example.org"), answer: answer))
         cache.markInspected(key("www.example.org"), serial: serial, generation: 7)
         func look(_ name: String, type: UInt16 = 1, dnssecOK: Bool = false, generation: Int = 7) -> AnswerCache.FastLookup {
-            WireName.fromText(name)!.withUnsafeBytes { bytes in
-                let digest = AnswerCache.Key.digest(asked: bytes, type: type, qclass: 1, dnssecOK: dnssecOK)
-                return cache.preparedLookup(name: bytes, type: type, qclass: 1, dnssecOK: dnssecOK, digest: digest,
+            WireName.fromText(name)!.withUnsafeBytes { bytes in AnswerCache.Key.withLowercased(bytes) { lower in
+                let digest = AnswerCache.Key.digest(lowercased: lower, type: type, qclass: 1, dnssecOK: dnssecOK)
+                return cache.preparedLookup(lowercased: lower, type: type, qclass: 1, dnssecOK: dnssecOK, digest: digest,
                                             generation: generation) { reply, age in
                     reply.wire.count > 12 && age == 0
-                }
+                } }
             }
         }
         #expect(look("www.example.org") == .served)
@@ -148,8 +151,9 @@ import Testing
         #expect(look("www.example.org", dnssecOK: true) == .absent)
         #expect(look("ww.example.org") == .absent)
         #expect(look("www.example.org", generation: 8) == .present, "not yet inspected against these lists")
-        #expect(WireName.fromText("WWW.example.org")!.withUnsafeBytes { AnswerCache.Key.digest(asked: $0, type: 1, qclass: 1, dnssecOK: false) }
-                == key("www.example.org").digest, "the digest from the bytes is the key's")
+        #expect(WireName.fromText("WWW.example.org")!.withUnsafeBytes { bytes in
+                    AnswerCache.Key.withLowercased(bytes) { AnswerCache.Key.digest(lowercased: $0, type: 1, qclass: 1, dnssecOK: false) }
+                } == key("www.example.org").digest, "the digest from the bytes is the key's")
         var ecs = key("www.example.org")
         ecs.subnet = [0, 8, 0, 7, 0, 1, 24, 0, 192, 0, 2]
         cache.store(ecs, answer: answer)

@@ -49,7 +49,7 @@ public final class AnswerCache: Sendable {
             digest = Key.digest(name, type, qclass, dnssecOK, subnet)
         }
 
-        /// The same with the digest already taken from the packet (`digest(asked:...)`): a
+        /// The same with the digest already taken from the packet (`digest(lowercased:...)`): a
         /// forwarded query's key costs no second hashing of its name.
         init(_ question: Question, dnssecOK: Bool, digest: Int) {
             name = WireName.lowercased(question.name)
@@ -60,13 +60,13 @@ public final class AnswerCache: Sendable {
             assert(digest == Key.digest(name, type, qclass, dnssecOK, subnet), "a key's digest is that of its fields")
         }
 
-        /// The digest of the key of a question with no ECS option, its name (wire form, any
-        /// case) in a packet's bytes.
-        static func digest(asked name: UnsafeRawBufferPointer, type: UInt16, qclass: UInt16, dnssecOK: Bool) -> Int {
-            withLowercased(name) { digest($0, type, qclass, dnssecOK, UnsafeRawBufferPointer(start: nil, count: 0)) }
+        /// The digest of the key of a question with no ECS option whose name, in lower case, is
+        /// `name` (wire form, from `withLowercased`).
+        static func digest(lowercased name: UnsafeRawBufferPointer, type: UInt16, qclass: UInt16, dnssecOK: Bool) -> Int {
+            digest(name, type, qclass, dnssecOK, UnsafeRawBufferPointer(start: nil, count: 0))
         }
 
-        /// `body` given `name` (at most 255 bytes) with its ASCII letters lowered, in scratch memory.
+        /// `body` given `name` (a packet's bytes) with its ASCII letters lowered, in scratch memory.
         static func withLowercased<R>(_ name: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) -> R) -> R {
             withUnsafeTemporaryAllocation(byteCount: max(1, name.count), alignment: 1) { scratch in
                 for i in 0..<name.count { scratch[i] = WireName.lower(name[i]) }
@@ -496,15 +496,14 @@ public final class AnswerCache: Sendable {
     /// path (which inspects it again), unless there is nothing at all.
     /// The key is that of a question with no ECS option, its name (wire form, any case) in the
     /// packet's bytes: lowered into scratch memory and looked up there, no key made.
-    /// `digest` is `Key.digest(asked: name, ...)`, which the caller keeps for the key of a query
-    /// it then forwards.
-    public func preparedLookup(name: UnsafeRawBufferPointer, type: UInt16, qclass: UInt16, dnssecOK: Bool, digest: Int,
+    /// `name` is the question's name already in lower case (`Key.withLowercased`) and `digest`
+    /// the key's digest made from it (`Key.digest(lowercased:...)`), which the caller keeps for
+    /// the key of a query it then forwards.
+    public func preparedLookup(lowercased name: UnsafeRawBufferPointer, type: UInt16, qclass: UInt16, dnssecOK: Bool, digest: Int,
                                generation: Int, serve: (borrowing CachedReply, UInt32) -> Bool) -> FastLookup {
         guard budget > 0, name.count <= 255 else { return .absent }
-        return Key.withLowercased(name) { lower in
-            prepared(shards[Key.shard(digest: digest, of: shards.count)], digest, generation: generation, serve: serve) {
-                $0.key.matches(lower, type, qclass, dnssecOK)
-            }
+        return prepared(shards[Key.shard(digest: digest, of: shards.count)], digest, generation: generation, serve: serve) {
+            $0.key.matches(name, type, qclass, dnssecOK)
         }
     }
 

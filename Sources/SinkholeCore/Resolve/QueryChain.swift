@@ -309,25 +309,27 @@ public final class QueryChain: Sendable {
         guard !forwarder.forwardECS else { return .fullPath }
         let dnssecOK = q.edns?.dnssecOK ?? false
         let asked = UnsafeRawBufferPointer(rebasing: raw[12..<q.nameEnd])
-        let digest = AnswerCache.Key.digest(asked: asked, type: q.qtype, qclass: q.qclass, dnssecOK: dnssecOK)
-        if let cache {
+        // The name lowered once, for the key's digest and for the cache's match.
+        let payloadSize = replies.payloadSize
+        let (digest, found) = AnswerCache.Key.withLowercased(asked) { lower -> (Int, AnswerCache.FastLookup) in
+            let digest = AnswerCache.Key.digest(lowercased: lower, type: q.qtype, qclass: q.qclass, dnssecOK: dnssecOK)
             // Looked up from the packet's bytes: the name is copied only for a query forwarded.
-            let payloadSize = replies.payloadSize
-            let found = cache.preparedLookup(name: asked, type: q.qtype, qclass: q.qclass, dnssecOK: dnssecOK, digest: digest,
-                                             generation: snapshot.generation) { prepared, age in
+            let found = cache?.preparedLookup(lowercased: lower, type: q.qtype, qclass: q.qclass, dnssecOK: dnssecOK, digest: digest,
+                                              generation: snapshot.generation) { prepared, age in
                 respond.write(limit: limit) { prepared.reply(into: &$0, to: q, packet: raw, age: age, payloadSize: payloadSize) }
             }
-            switch found {
-            case .served:
-                metrics?.query(transport, .cached)
-                history?.record(client: client.ip, name: asked, qtype: q.qtype)
-                counters.count(.fastAnswered)
-                return .answered
-            case .present:
-                return .fullPath   // to be inspected against the lists in force first
-            case .absent:
-                break
-            }
+            return (digest, found ?? .absent)
+        }
+        switch found {
+        case .served:
+            metrics?.query(transport, .cached)
+            history?.record(client: client.ip, name: asked, qtype: q.qtype)
+            counters.count(.fastAnswered)
+            return .answered
+        case .present:
+            return .fullPath   // to be inspected against the lists in force first
+        case .absent:
+            break
         }
         // Not blocked, not cached: what the full path would do next is forward it, and the
         // query it would decode is this one.
