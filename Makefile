@@ -58,5 +58,5 @@ FUZZ_TARGETS ?=
 fuzz: deps ## Build the libFuzzer targets (Fuzz/) and run each for FUZZ_SECONDS (600) s
 	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_JOBS=$(FUZZ_JOBS) Fuzz/run.sh $(FUZZ_TARGETS)
 
-fuzz-ci: deps ## Replay saved crashes, then fuzz each target for 20 s from the seeds
-	FUZZ_SECONDS=20 FUZZ_JOBS=$(FUZZ_JOBS) Fuzz/run.sh --ci $(FUZZ_TARGETS)
+fuzz-ci: deps ## Replay saved crashes, then fuzz each target from the seeds (fixed seed and runs, at most 40 s)
+	FUZZ_SECONDS=40 FUZZ_JOBS=$(FUZZ_JOBS) Fuzz/run.sh --ci $(FUZZ_TARGETS)

@@ -60,6 +60,21 @@ import Testing
         for line in bad { #expect(BlockLogRecord.parse(line) == nil, "\(line.prefix(80))") }
     }
 
+    @Test func numbersBeyondADoublesRangeAreRefused() {
+        let tooLarge: [String] = ["4e708", "-1.8e308", "1.7976931348623159e308", String(repeating: "9", count: 309)]
+        for number in tooLarge {
+            let line = Self.documented.replacingOccurrences(of: #""port":47708"#, with: "\"port\":" + number)
+            #expect(BlockLogRecord.parse(line) == nil, "\(number.prefix(40))")
+        }
+    }
+
+    @Test func numbersWithinADoublesRangeAreAccepted() {
+        for number in ["4e2", "1.7976931348623157e308", "1e-400", "-0.5E+3", String(repeating: "9", count: 308)] {
+            let line = Self.documented.replacingOccurrences(of: #""ttl":60"#, with: "\"ttl\":" + number)
+            #expect(BlockLogRecord.parse(line) != nil, "\(number.prefix(40))")
+        }
+    }
+
     @Test func rfc3339TimesAreParsedToMillisecondsUTC() {
         #expect(ReportTime.parse("1970-01-01T00:00:00Z") == 0)
         #expect(ReportTime.parse("2026-11-26T21:00:30.875Z") == 1_795_726_830_875)

@@ -332,8 +332,13 @@ public struct BlockLogLine {
             return true
         }
 
-        /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`
+        /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`, and within a double's range:
+        /// a number too large for one (`4e708`, 400 digits) is refused, as JSONSerialization and
+        /// most SIEM parsers refuse it (RFC 8259 section 6 lets a parser limit the range). Only
+        /// a number with an exponent or 309 or more integer digits can be that large, so the
+        /// numbers of a block log line (port, id, rule line, TTL) are never converted.
         mutating func number() -> Bool {
+            let start = i
             if peek() == 0x2D { i += 1 }
             func digits(_ s: inout Scanner) -> Int {
                 let from = s.i
@@ -347,12 +352,25 @@ public struct BlockLogLine {
                 i += 1
                 guard digits(&self) > 0 else { return false }
             }
+            var exponent = false
             if peek() == 0x65 || peek() == 0x45 {
                 i += 1
                 if peek() == 0x2B || peek() == 0x2D { i += 1 }
                 guard digits(&self) > 0 else { return false }
+                exponent = true
             }
-            return true
+            guard exponent || intDigits >= 309 else { return true }
+            return Scanner.fitsDouble(UnsafeRawBufferPointer(start: p + start, count: i - start))
+        }
+
+        /// Whether the number text (already checked against the grammar) converts to a finite
+        /// double; strtod's rounding is the one JSONSerialization's conversion follows.
+        static func fitsDouble(_ text: UnsafeRawBufferPointer) -> Bool {
+            withUnsafeTemporaryAllocation(of: CChar.self, capacity: text.count + 1) { buffer in
+                for k in 0..<text.count { buffer[k] = CChar(bitPattern: text[k]) }
+                buffer[text.count] = 0
+                return strtod(buffer.baseAddress!, nil).isFinite
+            }
         }
     }
 }
