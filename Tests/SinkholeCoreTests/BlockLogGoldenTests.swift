@@ -54,6 +54,69 @@ import Testing
         #expect(BlockEvent.rfc3339(timespec(tv_sec: 0, tv_nsec: -5_000_000)) == "1970-01-01T00:00:00.0-5Z")
     }
 
+    /// Times from 1970 to 9999 are formatted by arithmetic, not gmtime_r: the two agree on
+    /// every 7th day of those 8,000 years (every weekday and day of a month, leap days, century
+    /// years such as 2100 that are not leap years and 2000 and 2400 that are), on the seconds
+    /// around midnight and at both ends of the range, and the milliseconds are cut, not rounded.
+    @Test func arithmeticTimestampsAgreeWithGmtime() {
+        func expected(_ seconds: Int, _ nanoseconds: Int) -> String {
+            var t = time_t(seconds)
+            var tm = Glibc.tm()
+            gmtime_r(&t, &tm)
+            func pad(_ v: Int32, _ width: Int) -> String {
+                let text = String(v)
+                return String(repeating: "0", count: max(0, width - text.count)) + text
+            }
+            return "\(pad(tm.tm_year + 1900, 4))-\(pad(tm.tm_mon + 1, 2))-\(pad(tm.tm_mday, 2))T\(pad(tm.tm_hour, 2)):"
+                + "\(pad(tm.tm_min, 2)):\(pad(tm.tm_sec, 2)).\(pad(Int32(nanoseconds / 1_000_000), 3))Z"
+        }
+        var checked = 0
+        var mismatches: [String] = []
+        let lastDay = 2_932_896   // 9999-12-31
+        for day in stride(from: 0, through: lastDay, by: 7) {
+            for seconds in [day * 86_400, day * 86_400 + 86_399] {
+                let nanoseconds = (day % 1000) * 1_000_000 + 999_999
+                let got = BlockEvent.rfc3339(timespec(tv_sec: seconds, tv_nsec: nanoseconds))
+                if got != expected(seconds, nanoseconds), mismatches.count < 5 { mismatches.append(got) }
+                checked += 1
+            }
+        }
+        for (seconds, text) in [(951_782_399, "2000-02-28T23:59:59.000Z"), (951_868_800, "2000-03-01T00:00:00.000Z"),
+                                (4_107_542_400, "2100-03-01T00:00:00.000Z"), (4_107_456_000, "2100-02-28T00:00:00.000Z"),
+                                (13_574_563_200, "2400-02-29T00:00:00.000Z"), (253_402_300_799, "9999-12-31T23:59:59.000Z"),
+                                (1_680_048_000, "2023-03-29T00:00:00.000Z")] {
+            #expect(BlockEvent.rfc3339(timespec(tv_sec: seconds, tv_nsec: 0)) == text)
+            #expect(expected(seconds, 0) == text)
+        }
+        #expect(mismatches.isEmpty, "\(mismatches)")
+        #expect(checked > 800_000)
+    }
+
+    /// Addresses are written by the log's own IPv4 formatter and inet_ntop for IPv6.
+    @Test func addressTextIsTheUsualForm() {
+        #expect(IPAddress.text([0, 0, 0, 0]) == "0.0.0.0")
+        #expect(IPAddress.text([255, 255, 255, 255]) == "255.255.255.255")
+        #expect(IPAddress.text([10, 100, 7, 199]) == "10.100.7.199")
+        #expect(IPAddress.text(IPAddress.parse("2001:db8::7")!) == "2001:db8::7")
+        #expect(IPAddress.text(IPAddress.parse("::ffff:192.0.2.1")!) == "::ffff:192.0.2.1")
+        #expect(IPAddress.text([1, 2, 3]) == "?")
+        #expect(IPAddress.text([]) == "?")
+    }
+
+    /// The type and class names come from a table made once: the same as ldns gives for every
+    /// one of the 65,536 numbers (TYPE65280 and CLASS42 past what ldns knows).
+    @Test func typeAndClassNamesAreLdnsOnes() {
+        var wrong: [String] = []
+        for n in 0...Int(UInt16.max) {
+            let v = UInt16(n)
+            if RRType.name(v) != RRType.ldnsName(v) { wrong.append("type \(n)") }
+            if RRType.className(v) != RRType.ldnsClassName(v) { wrong.append("class \(n)") }
+        }
+        #expect(wrong.isEmpty, "\(wrong.prefix(5))")
+        #expect(RRType.name(1) == "A" && RRType.name(28) == "AAAA" && RRType.name(65) == "HTTPS" && RRType.name(65280) == "TYPE65280")
+        #expect(RRType.className(1) == "IN" && RRType.className(3) == "CH" && RRType.className(42) == "CLASS42")
+    }
+
     /// The byte and String escapers (the report formatter keeps the String one) agree.
     @Test func byteAndStringEscapersAgree() {
         let samples = ["", "plain", "q\"uote", "back\\slash", "\u{0}\u{1}\u{1F}\u{7F}", "tab\tnl\ncr\r", "é e\u{301} \u{2028} 😀 \u{FFFD}",

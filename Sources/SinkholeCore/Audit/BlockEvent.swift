@@ -6,7 +6,8 @@ public struct BlockEvent: Sendable {
     /// Version of the JSON line schema documented in the README (`sinkhole.schema_version`).
     public static let schemaVersion = 1
     /// ECS version the field names follow.
-    public static let ecsVersion = "8.11.0"
+    public static let ecsVersion = "\(ecsVersionLiteral)"
+    static let ecsVersionLiteral: StaticString = "8.11.0"
 
     public var time: timespec
     public var client: SocketAddress
@@ -101,26 +102,26 @@ public struct BlockEvent: Sendable {
         j.object("source") {
             if let subnet {
                 // The client behind a trusted forwarder; the forwarder is network.forwarded_ip.
-                $0.string("ip", IPAddress.text(subnet.address))
+                $0.ip("ip", subnet.address)
                 $0.string("subnet", subnet.text)
             } else {
-                $0.string("ip", client.ipText)
+                $0.ip("ip", client.ip)
                 $0.number("port", Int(client.port))
             }
         }
         j.object("network") {
             $0.string("transport", transport.rawValue)
-            $0.string("protocol", "dns")
+            $0.literal("protocol", "dns")
             if subnet != nil {
-                $0.string("forwarded_ip", client.ipText)
+                $0.ip("forwarded_ip", client.ip)
                 $0.number("forwarded_port", Int(client.port))
             }
         }
         j.object("dns") {
-            $0.string("type", "answer")
+            $0.literal("type", "answer")
             $0.number("id", Int(id))
             $0.object("question") {
-                $0.string("name", WireName.text(qname))
+                $0.name("name", qname)
                 $0.string("type", RRType.name(qtype))
                 $0.string("class", RRType.className(qclass))
             }
@@ -135,24 +136,24 @@ public struct BlockEvent: Sendable {
         j.object("sinkhole") {
             $0.number("schema_version", BlockEvent.schemaVersion)
             $0.string("match", matchedOn)
-            if let matchedName { $0.string("matched_name", WireName.text(matchedName)) }
+            if let matchedName { $0.name("matched_name", matchedName) }
             if let chainPosition { $0.number("chain_position", chainPosition) }
-            if let matchedAddress { $0.string("matched_ip", IPAddress.text(matchedAddress)) }
+            if let matchedAddress { $0.ip("matched_ip", matchedAddress) }
             $0.number("rule_line", answer.match.line)
             $0.number("ttl", Int(answer.ttl))
         }
     }
 
     /// `@timestamp`, `ecs` and `event`, the same for every kind of line.
-    private func head(kind: String, type: String, _ j: inout JSONObjectWriter, _ more: (inout JSONObjectWriter) -> Void) {
+    private func head(kind: StaticString, type: StaticString, _ j: inout JSONObjectWriter, _ more: (inout JSONObjectWriter) -> Void) {
         j.timestamp("@timestamp", time)
-        j.object("ecs") { $0.string("version", BlockEvent.ecsVersion) }
+        j.object("ecs") { $0.literal("version", BlockEvent.ecsVersionLiteral) }
         j.object("event") {
-            $0.string("kind", kind)
-            $0.string("category", "network")
-            $0.string("type", type)
+            $0.literal("kind", kind)
+            $0.literal("category", "network")
+            $0.literal("type", type)
             $0.string("action", answer.action.rawValue)
-            $0.string("dataset", "sinkhole.block")
+            $0.literal("dataset", "sinkhole.block")
             more(&$0)
         }
     }
@@ -172,12 +173,12 @@ public struct BlockEvent: Sendable {
             $0.string("start", ReportTime.format(s.firstSeen))
             $0.string("end", ReportTime.format(s.lastSeen))
         }
-        j.object("source") { $0.string("ip", client.ipText) }
-        j.object("network") { $0.string("protocol", "dns") }
+        j.object("source") { $0.ip("ip", client.ip) }
+        j.object("network") { $0.literal("protocol", "dns") }
         j.object("dns") {
-            $0.string("type", "query")
+            $0.literal("type", "query")
             $0.object("question") {
-                $0.string("name", WireName.text(qname))
+                $0.name("name", qname)
                 $0.string("type", RRType.name(qtype))
                 $0.string("class", RRType.className(qclass))
             }
@@ -205,6 +206,21 @@ public struct BlockEvent: Sendable {
 
     /// The same, appended as bytes (24 of them).
     static func appendRFC3339(_ ts: timespec, to out: inout [UInt8]) {
+        // Years 1970-9999 (every time a clock gives) by arithmetic: gmtime_r takes glibc's
+        // time-zone lock for each call, and the writer formats one time per line.
+        if ts.tv_sec >= 0, ts.tv_sec < 253_402_300_800, ts.tv_nsec >= 0, ts.tv_nsec < 1_000_000_000 {
+            let seconds = Int(ts.tv_sec)
+            let (year, month, day) = civilDate(daysSinceEpoch: seconds / 86_400)
+            let inDay = seconds % 86_400
+            JSONObjectWriter.appendDecimal(UInt(year), width: 4, to: &out); out.append(UInt8(ascii: "-"))
+            JSONObjectWriter.appendDecimal(UInt(month), width: 2, to: &out); out.append(UInt8(ascii: "-"))
+            JSONObjectWriter.appendDecimal(UInt(day), width: 2, to: &out); out.append(UInt8(ascii: "T"))
+            JSONObjectWriter.appendDecimal(UInt(inDay / 3600), width: 2, to: &out); out.append(UInt8(ascii: ":"))
+            JSONObjectWriter.appendDecimal(UInt(inDay / 60 % 60), width: 2, to: &out); out.append(UInt8(ascii: ":"))
+            JSONObjectWriter.appendDecimal(UInt(inDay % 60), width: 2, to: &out); out.append(UInt8(ascii: "."))
+            JSONObjectWriter.appendDecimal(UInt(ts.tv_nsec / 1_000_000), width: 3, to: &out); out.append(UInt8(ascii: "Z"))
+            return
+        }
         var seconds = ts.tv_sec
         var tm = Glibc.tm()
         gmtime_r(&seconds, &tm)
@@ -227,6 +243,23 @@ public struct BlockEvent: Sendable {
         digits(tm.tm_sec, 2); out.append(UInt8(ascii: "."))
         digits(Int32(ts.tv_nsec / 1_000_000), 3); out.append(UInt8(ascii: "Z"))
     }
+
+    /// The proleptic Gregorian date of a day counted from 1970-01-01 (day 0), for days >= 0:
+    /// the days are counted from 0000-03-01 instead, so that a leap day ends its year, and split
+    /// into 400-year eras of 146,097 days, each era into years of 365 days plus a leap day every
+    /// 4th year except every 100th but the 400th.
+    static func civilDate(daysSinceEpoch days: Int) -> (year: Int, month: Int, day: Int) {
+        let z = days + 719_468                 // days from 0000-03-01 to 1970-01-01
+        let era = z / 146_097
+        let dayOfEra = z - era * 146_097                                              // 0...146096
+        let yearOfEra = (dayOfEra - dayOfEra / 1_460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365   // 0...399
+        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)  // 0...365, from March 1
+        let shiftedMonth = (5 * dayOfYear + 2) / 153                                  // 0 = March ... 11 = February
+        let day = dayOfYear - (153 * shiftedMonth + 2) / 5 + 1
+        let month = shiftedMonth < 10 ? shiftedMonth + 3 : shiftedMonth - 9
+        let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
+        return (year, month, day)
+    }
 }
 
 /// A minimal streaming JSON object writer: keys in the order written, strings escaped per RFC 8259.
@@ -242,19 +275,63 @@ struct JSONObjectWriter {
         out.append(UInt8(ascii: "{"))
     }
 
-    private mutating func key(_ k: String) {
+    /// Keys are the schema's own names, literals that need no escaping: copied as they are.
+    private mutating func key(_ k: StaticString) {
         if !first { out.append(UInt8(ascii: ",")) }
         first = false
-        JSONObjectWriter.appendString(k, to: &out)
+        out.append(UInt8(ascii: "\""))
+        k.withUTF8Buffer { key in
+            assert(!key.contains { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }, "a key needing escapes")
+            out.append(contentsOf: key)
+        }
+        out.append(UInt8(ascii: "\""))
         out.append(UInt8(ascii: ":"))
     }
 
-    mutating func string(_ k: String, _ v: String) {
+    mutating func string(_ k: StaticString, _ v: String) {
         key(k)
         JSONObjectWriter.appendString(v, to: &out)
     }
 
-    mutating func number(_ k: String, _ v: Int) {
+    /// A constant value of the schema (`"network"`, `"sinkhole.block"`), escaped like any other.
+    mutating func literal(_ k: StaticString, _ v: StaticString) {
+        key(k)
+        out.append(UInt8(ascii: "\""))
+        v.withUTF8Buffer { JSONObjectWriter.appendEscaped($0, to: &out) }
+        out.append(UInt8(ascii: "\""))
+    }
+
+    /// A wire name in its text form (`WireName.text`), written straight in, no String made.
+    mutating func name(_ k: StaticString, _ wire: [UInt8]) {
+        key(k)
+        out.append(UInt8(ascii: "\""))
+        wire.withUnsafeBufferPointer { name in
+            WireName.writeText(name) { byte in
+                // The text form is printable ASCII: only its quotes and backslashes need escapes.
+                if byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") { out.append(UInt8(ascii: "\\")) }
+                out.append(byte)
+            }
+        }
+        out.append(UInt8(ascii: "\""))
+    }
+
+    /// An IPv4 or IPv6 address in text form (`IPAddress.text`), written straight in.
+    mutating func ip(_ k: StaticString, _ address: IPBytes) {
+        address.withBytes { ip(k, $0) }
+    }
+
+    mutating func ip(_ k: StaticString, _ address: [UInt8]) {
+        address.withUnsafeBytes { ip(k, $0) }
+    }
+
+    private mutating func ip(_ k: StaticString, _ bytes: UnsafeRawBufferPointer) {
+        key(k)
+        out.append(UInt8(ascii: "\""))
+        IPAddress.appendText(bytes, to: &out)
+        out.append(UInt8(ascii: "\""))
+    }
+
+    mutating func number(_ k: StaticString, _ v: Int) {
         key(k)
         if v < 0 { out.append(UInt8(ascii: "-")) }
         JSONObjectWriter.appendDecimal(v.magnitude, width: 1, to: &out)
@@ -275,14 +352,14 @@ struct JSONObjectWriter {
     }
 
     /// An RFC 3339 time (`BlockEvent.rfc3339`) as a string value.
-    mutating func timestamp(_ k: String, _ ts: timespec) {
+    mutating func timestamp(_ k: StaticString, _ ts: timespec) {
         key(k)
         out.append(UInt8(ascii: "\""))
         BlockEvent.appendRFC3339(ts, to: &out)
         out.append(UInt8(ascii: "\""))
     }
 
-    mutating func stringArray(_ k: String, _ values: [String]) {
+    mutating func stringArray(_ k: StaticString, _ values: [String]) {
         key(k)
         out.append(UInt8(ascii: "["))
         for (i, v) in values.enumerated() {
@@ -293,7 +370,7 @@ struct JSONObjectWriter {
     }
 
     /// A nested object, written in place.
-    mutating func object(_ k: String, _ body: (inout JSONObjectWriter) -> Void) {
+    mutating func object(_ k: StaticString, _ body: (inout JSONObjectWriter) -> Void) {
         key(k)
         out.append(UInt8(ascii: "{"))
         first = true
@@ -316,18 +393,21 @@ struct JSONObjectWriter {
         out.append(UInt8(ascii: "\""))
         var s = s
         // Runs of bytes that need no escape (nearly all of them) go in at once, not byte by byte.
-        s.withUTF8 { bytes in
-            var run = 0
-            for i in 0..<bytes.count {
-                let byte = bytes[i]
-                guard byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") else { continue }
-                if i > run { out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[run..<i])) }
-                appendEscape(byte, to: &out)
-                run = i + 1
-            }
-            if bytes.count > run { out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[run...])) }
-        }
+        s.withUTF8 { appendEscaped($0, to: &out) }
         out.append(UInt8(ascii: "\""))
+    }
+
+    /// UTF-8 bytes as the inside of a JSON string.
+    static func appendEscaped(_ bytes: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
+        var run = 0
+        for i in 0..<bytes.count {
+            let byte = bytes[i]
+            guard byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") else { continue }
+            if i > run { out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[run..<i])) }
+            appendEscape(byte, to: &out)
+            run = i + 1
+        }
+        if bytes.count > run { out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[run...])) }
     }
 
     private static func appendEscape(_ byte: UInt8, to out: inout [UInt8]) {

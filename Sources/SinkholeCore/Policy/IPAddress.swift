@@ -17,12 +17,32 @@ public enum IPAddress {
 
     public static func isAddress(_ text: String) -> Bool { parse(text) != nil }
 
-    /// Text form of 4 or 16 address bytes.
+    /// Text form of 4 or 16 address bytes ("?" for any other count).
     public static func text(_ bytes: [UInt8]) -> String {
-        var buffer = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN) + 1)
-        let family = bytes.count == 4 ? AF_INET : AF_INET6
-        let ok = bytes.withUnsafeBytes { inet_ntop(family, $0.baseAddress, &buffer, socklen_t(buffer.count)) }
-        guard ok != nil else { return "?" }
-        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        var out: [UInt8] = []
+        bytes.withUnsafeBytes { appendText($0, to: &out) }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// The same, appended as bytes, with nothing allocated on the way (the block log's writer
+    /// writes one per line): IPv4 in decimal here, IPv6 by inet_ntop into stack memory.
+    static func appendText(_ bytes: UnsafeRawBufferPointer, to out: inout [UInt8]) {
+        switch bytes.count {
+        case 4:
+            for i in 0..<4 {
+                if i > 0 { out.append(UInt8(ascii: ".")) }
+                JSONObjectWriter.appendDecimal(UInt(bytes[i]), width: 1, to: &out)
+            }
+        case 16:
+            withUnsafeTemporaryAllocation(of: CChar.self, capacity: Int(INET6_ADDRSTRLEN) + 1) { buffer in
+                guard let text = inet_ntop(AF_INET6, bytes.baseAddress, buffer.baseAddress, socklen_t(buffer.count)) else {
+                    out.append(UInt8(ascii: "?"))
+                    return
+                }
+                out.append(contentsOf: UnsafeRawBufferPointer(start: text, count: strlen(text)))
+            }
+        default:
+            out.append(UInt8(ascii: "?"))
+        }
     }
 }

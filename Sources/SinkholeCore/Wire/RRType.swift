@@ -13,6 +13,16 @@ public enum RRType {
 
     /// `A`, `AAAA`, `TYPE65280` (RFC 3597 form for unknown types).
     public static func name(_ type: UInt16) -> String {
+        Int(type) < typeNames.count ? typeNames[Int(type)] : ldnsName(type)
+    }
+
+    /// The names of types 0-299 (every type in use but TA, DLV and private ones), made once:
+    /// ldns makes each name in a buffer of its own (several allocations and a printf), and the
+    /// block log writes two names per line.
+    private static let typeNames: [String] = (0..<300).map { ldnsName(UInt16($0)) }
+    private static let classNames: [String] = (0..<256).map { ldnsClassName(UInt16($0)) }
+
+    static func ldnsName(_ type: UInt16) -> String {
         guard let s = ldns_rr_type2str(ldns_rr_type(rawValue: UInt32(type))) else { return "TYPE\(type)" }
         defer { free(s) }
         return String(cString: s)
@@ -26,6 +36,10 @@ public enum RRType {
 
     /// `IN`, `CH`, `CLASS42`.
     public static func className(_ qclass: UInt16) -> String {
+        Int(qclass) < classNames.count ? classNames[Int(qclass)] : ldnsClassName(qclass)
+    }
+
+    static func ldnsClassName(_ qclass: UInt16) -> String {
         guard let s = ldns_rr_class2str(ldns_rr_class(rawValue: UInt32(qclass))) else { return "CLASS\(qclass)" }
         defer { free(s) }
         return String(cString: s)
