@@ -103,6 +103,31 @@ import Testing
         #expect(IPAddress.text([]) == "?")
     }
 
+    /// A match made on the query path holds the listed name, not its text: the writer writes
+    /// the rule from the name (`*.` before a below-only rule), the same as `rule` gives.
+    @Test func nameRulesAreWrittenAsTheirText() throws {
+        let names: [[UInt8]] = [WireName.fromText("example.org")!, WireName.fromText("a\"b.c\\d.x")!, [3, 0x61, 0x2E, 0x01, 0], [0]]
+        for zone in names {
+            for below in [false, true] {
+                let match = RuleMatch(zone: zone[...], below: below, list: "l.txt", line: 3, action: .block, localData: [])
+                let answer = BlockAnswer(match: match, action: .nxdomain, rcode: 3, addresses: [], ttl: 60)
+                let event = BlockEvent(time: timespec(tv_sec: 0, tv_nsec: 0), client: SocketAddress(address: [127, 0, 0, 1], port: 9),
+                                       transport: .udp, id: 1, qname: zone, qtype: 1, qclass: 1, answer: answer)
+                let line = event.jsonLine()
+                let object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+                let rule = try #require(object["rule"] as? [String: Any])
+                #expect(rule["name"] as? String == match.rule, "\(line)")
+                #expect(rule["ruleset"] as? String == "l.txt")
+            }
+        }
+        let match = RuleMatch(zone: WireName.fromText("example.org")![...], below: true, list: "l.txt", line: 3, action: .block, localData: [])
+        #expect(match.rule == "*.example.org")
+        let event = BlockEvent(time: timespec(tv_sec: 0, tv_nsec: 0), client: SocketAddress(address: [127, 0, 0, 1], port: 9),
+                               transport: .udp, id: 1, qname: [0], qtype: 1, qclass: 1,
+                               answer: BlockAnswer(match: match, action: .nxdomain, rcode: 3, addresses: [], ttl: 60))
+        #expect(event.jsonLine().contains(#""rule":{"name":"*.example.org","ruleset":"l.txt"}"#))
+    }
+
     /// The type and class names come from a table made once: the same as ldns gives for every
     /// one of the 65,536 numbers (TYPE65280 and CLASS42 past what ldns knows).
     @Test func typeAndClassNamesAreLdnsOnes() {
