@@ -20,8 +20,8 @@
 #     same with --query-history: cached, unique and mix paths; HISTORY=0 skips it), sinkhole+nocache
 #     (the same with --cache-size 0, unique path only: what the cache costs there), sinkhole+log (the
 #     same with --block-log, blocked path only; its latency run waits until the log has stopped
-#     growing, since the writer falls behind the full-speed run and writes the rest after it), Unbound (forwarder, no validation, 1 thread,
-#     32m+32m caches, local-zone always_nxdomain), dnsdist (SuffixMatchNodeRule → NXDOMAIN,
+#     growing, since the writer falls behind the full-speed run and writes the rest after it),
+#     Unbound (forwarder, no validation, 1 thread, 32m+32m caches, local-zone always_nxdomain), dnsdist (SuffixMatchNodeRule → NXDOMAIN,
 #     200k-entry packet cache), dnsmasq (address=/name/, cache-size 10000: its documented limit).
 #   - dnsperf runs pinned to core 1. For each path it runs twice:
 #       throughput: as fast as the server answers (-q 200 outstanding), DURATION seconds;

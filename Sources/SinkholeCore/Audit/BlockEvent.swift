@@ -206,25 +206,21 @@ public struct BlockEvent: Sendable {
 
     /// The same, appended as bytes (24 of them).
     static func appendRFC3339(_ ts: timespec, to out: inout [UInt8]) {
-        // Years 1970-9999 (every time a clock gives) by arithmetic: gmtime_r takes glibc's
-        // time-zone lock for each call, and the writer formats one time per line.
-        if ts.tv_sec >= 0, ts.tv_sec < 253_402_300_800, ts.tv_nsec >= 0, ts.tv_nsec < 1_000_000_000 {
+        let date: (year: Int, month: Int, day: Int, hour: Int, minute: Int, second: Int)
+        if ts.tv_sec >= 0, ts.tv_sec < 253_402_300_800 {
+            // Years 1970-9999 (every time a clock gives) by arithmetic: gmtime_r takes glibc's
+            // time-zone lock for each call, and the writer formats one time per line.
             let seconds = Int(ts.tv_sec)
             let (year, month, day) = civilDate(daysSinceEpoch: seconds / 86_400)
             let inDay = seconds % 86_400
-            JSONObjectWriter.appendDecimal(UInt(year), width: 4, to: &out); out.append(UInt8(ascii: "-"))
-            JSONObjectWriter.appendDecimal(UInt(month), width: 2, to: &out); out.append(UInt8(ascii: "-"))
-            JSONObjectWriter.appendDecimal(UInt(day), width: 2, to: &out); out.append(UInt8(ascii: "T"))
-            JSONObjectWriter.appendDecimal(UInt(inDay / 3600), width: 2, to: &out); out.append(UInt8(ascii: ":"))
-            JSONObjectWriter.appendDecimal(UInt(inDay / 60 % 60), width: 2, to: &out); out.append(UInt8(ascii: ":"))
-            JSONObjectWriter.appendDecimal(UInt(inDay % 60), width: 2, to: &out); out.append(UInt8(ascii: "."))
-            JSONObjectWriter.appendDecimal(UInt(ts.tv_nsec / 1_000_000), width: 3, to: &out); out.append(UInt8(ascii: "Z"))
-            return
+            date = (year, month, day, inDay / 3600, inDay / 60 % 60, inDay % 60)
+        } else {
+            var seconds = ts.tv_sec
+            var tm = Glibc.tm()
+            gmtime_r(&seconds, &tm)
+            date = (Int(tm.tm_year) + 1900, Int(tm.tm_mon) + 1, Int(tm.tm_mday), Int(tm.tm_hour), Int(tm.tm_min), Int(tm.tm_sec))
         }
-        var seconds = ts.tv_sec
-        var tm = Glibc.tm()
-        gmtime_r(&seconds, &tm)
-        func digits(_ v: Int32, _ width: Int) {
+        func digits(_ v: Int, _ width: Int) {
             guard v >= 0 else {
                 // Only for a time out of range (a negative year or nanosecond count): as the
                 // String version wrote it, the sign inside the zero padding.
@@ -235,13 +231,13 @@ public struct BlockEvent: Sendable {
             }
             JSONObjectWriter.appendDecimal(UInt(v), width: width, to: &out)
         }
-        digits(tm.tm_year + 1900, 4); out.append(UInt8(ascii: "-"))
-        digits(tm.tm_mon + 1, 2); out.append(UInt8(ascii: "-"))
-        digits(tm.tm_mday, 2); out.append(UInt8(ascii: "T"))
-        digits(tm.tm_hour, 2); out.append(UInt8(ascii: ":"))
-        digits(tm.tm_min, 2); out.append(UInt8(ascii: ":"))
-        digits(tm.tm_sec, 2); out.append(UInt8(ascii: "."))
-        digits(Int32(ts.tv_nsec / 1_000_000), 3); out.append(UInt8(ascii: "Z"))
+        digits(date.year, 4); out.append(UInt8(ascii: "-"))
+        digits(date.month, 2); out.append(UInt8(ascii: "-"))
+        digits(date.day, 2); out.append(UInt8(ascii: "T"))
+        digits(date.hour, 2); out.append(UInt8(ascii: ":"))
+        digits(date.minute, 2); out.append(UInt8(ascii: ":"))
+        digits(date.second, 2); out.append(UInt8(ascii: "."))
+        digits(Int(ts.tv_nsec / 1_000_000), 3); out.append(UInt8(ascii: "Z"))
     }
 
     /// The proleptic Gregorian date of a day counted from 1970-01-01 (day 0), for days >= 0:
