@@ -6,6 +6,8 @@
 #include <sys/epoll.h>
 #include <sys/random.h>
 #include <sys/eventfd.h>
+#include <netinet/in.h>
+#include <string.h>
 #include "sinkhole_net.h"
 
 int sinkhole_recvmmsg(int fd, void *messages, unsigned int count, int flags) {
@@ -18,6 +20,68 @@ int sinkhole_sendmmsg(int fd, void *messages, unsigned int count, int flags) {
 
 unsigned long sinkhole_mmsghdr_size(void) { return sizeof(struct mmsghdr); }
 unsigned long sinkhole_mmsghdr_len_offset(void) { return offsetof(struct mmsghdr, msg_len); }
+
+int sinkhole_want_pktinfo(int fd, int ipv6) {
+    int on = 1;
+    return ipv6 ? setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &on, sizeof on)
+                : setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &on, sizeof on);
+}
+
+unsigned long sinkhole_pktinfo_space(void) {
+    unsigned long v4 = CMSG_SPACE(sizeof(struct in_pktinfo)), v6 = CMSG_SPACE(sizeof(struct in6_pktinfo));
+    return v4 > v6 ? v4 : v6;
+}
+
+int sinkhole_pktinfo_read(const void *message, void *address, unsigned int *interface) {
+    struct msghdr *m = (struct msghdr *)message;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c != NULL; c = CMSG_NXTHDR(m, c)) {
+        if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO
+            && c->cmsg_len >= CMSG_LEN(sizeof(struct in_pktinfo))) {
+            struct in_pktinfo info;
+            memcpy(&info, CMSG_DATA(c), sizeof info);
+            /* The local address the kernel would answer from: the destination itself for a
+               unicast datagram, the interface's address for a broadcast one. */
+            memcpy(address, &info.ipi_spec_dst, 4);
+            *interface = (unsigned int)info.ipi_ifindex;
+            return 4;
+        }
+        if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO
+            && c->cmsg_len >= CMSG_LEN(sizeof(struct in6_pktinfo))) {
+            struct in6_pktinfo info;
+            memcpy(&info, CMSG_DATA(c), sizeof info);
+            memcpy(address, &info.ipi6_addr, 16);
+            *interface = info.ipi6_ifindex;
+            return 16;
+        }
+    }
+    return 0;
+}
+
+unsigned long sinkhole_pktinfo_write(void *control, int count, const void *address, unsigned int interface) {
+    memset(control, 0, sinkhole_pktinfo_space());
+    struct cmsghdr *c = (struct cmsghdr *)control;
+    if (count == 16) {
+        struct in6_pktinfo info;
+        memset(&info, 0, sizeof info);
+        memcpy(&info.ipi6_addr, address, 16);
+        info.ipi6_ifindex = interface;
+        c->cmsg_level = IPPROTO_IPV6;
+        c->cmsg_type = IPV6_PKTINFO;
+        c->cmsg_len = CMSG_LEN(sizeof info);
+        memcpy(CMSG_DATA(c), &info, sizeof info);
+        return CMSG_SPACE(sizeof info);
+    }
+    /* IPv4: the source address only; the interface is left to the routing table, as for any
+       other reply (ipi_ifindex would override the address with the interface's primary one). */
+    struct in_pktinfo info;
+    memset(&info, 0, sizeof info);
+    memcpy(&info.ipi_spec_dst, address, 4);
+    c->cmsg_level = IPPROTO_IP;
+    c->cmsg_type = IP_PKTINFO;
+    c->cmsg_len = CMSG_LEN(sizeof info);
+    memcpy(CMSG_DATA(c), &info, sizeof info);
+    return CMSG_SPACE(sizeof info);
+}
 
 int sinkhole_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
 

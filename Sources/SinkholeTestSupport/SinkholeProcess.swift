@@ -45,7 +45,7 @@ public final class SinkholeProcess: @unchecked Sendable {
             self.grew.lock()
             self.grew.broadcast()
             self.grew.unlock()
-            if let range = text.range(of: #"listening on 127\.0\.0\.1:(\d+)"#, options: .regularExpression) {
+            if let range = text.range(of: #"listening on (127\.0\.0\.1|0\.0\.0\.0):(\d+)"#, options: .regularExpression) {
                 let match = text[range]
                 if let colon = match.lastIndex(of: ":"), let p = UInt16(match[match.index(after: colon)...]) {
                     self.port = p

@@ -24,6 +24,21 @@ int sinkhole_sendmmsg(int fd, void *messages, unsigned int count, int flags);
 unsigned long sinkhole_mmsghdr_size(void);
 unsigned long sinkhole_mmsghdr_len_offset(void);
 
+/// Packet info for a UDP socket bound to a wildcard address (0.0.0.0 or ::), whose replies must
+/// leave from the address each query was sent to: the client accepts no other source, and a
+/// link-local IPv6 client is reached only through the interface its query came in on.
+/// Asks the kernel for each datagram's destination and interface (IP_PKTINFO, IPV6_RECVPKTINFO).
+int sinkhole_want_pktinfo(int fd, int ipv6);
+/// Bytes of control data one datagram's packet info takes (either family).
+unsigned long sinkhole_pktinfo_space(void);
+/// From a received `struct msghdr`: the address the datagram was sent to (4 or 16 bytes into
+/// `address`) and its interface index; returns 4 or 16, or 0 when it carries no packet info.
+int sinkhole_pktinfo_read(const void *message, void *address, unsigned int *interface);
+/// Writes into `control` (sinkhole_pktinfo_space() bytes) the control message that sends a
+/// datagram from `address` (`count` 4 or 16 bytes; for IPv6 through `interface`); returns the
+/// length to put in msg_controllen.
+unsigned long sinkhole_pktinfo_write(void *control, int count, const void *address, unsigned int interface);
+
 /// epoll for the upstream socket loop. `struct epoll_event` is packed on x86-64, which Swift
 /// does not import faithfully, so the loop sees only (token, events) pairs.
 /// epoll_create1(EPOLL_CLOEXEC).

@@ -17,13 +17,13 @@ public typealias QueryHandler = @Sendable (
 /// context on the heap, one per query).
 public struct Responder: Sendable {
     private enum Sink: Sendable {
-        case udp(UDPListener, SocketAddress)
+        case udp(UDPListener, SocketAddress, Arrival?)
         case closure(@Sendable ([UInt8]) -> Void)
     }
     private let sink: Sink
 
     public init(_ body: @escaping @Sendable ([UInt8]) -> Void) { sink = .closure(body) }
-    init(udp listener: UDPListener, client: SocketAddress) { sink = .udp(listener, client) }
+    init(udp listener: UDPListener, client: SocketAddress, arrival: Arrival?) { sink = .udp(listener, client, arrival) }
 
     /// Sends the reply `write` makes, of at most `limit` bytes, written in place where it can be:
     /// a UDP query answered on its listener's loop thread has it written straight into the
@@ -34,8 +34,8 @@ public struct Responder: Sendable {
     /// again in a larger one).
     public func write(limit: Int, _ write: (inout WireWriter) -> Void, beforeSending: () -> Void = {}) -> Bool {
         guard limit > 0 else { return false }
-        if case .udp(let listener, let client) = sink,
-           let sent = listener.sendInPlace(to: client, limit: limit, write) {
+        if case .udp(let listener, let client, let arrival) = sink,
+           let sent = listener.sendInPlace(to: client, from: arrival, limit: limit, write) {
             // Queued: it leaves with the batch, after this.
             if sent { beforeSending() }
             return sent
@@ -65,7 +65,7 @@ public struct Responder: Sendable {
     /// Sends `reply` (empty: nothing is sent).
     public func callAsFunction(_ reply: [UInt8]) {
         switch sink {
-        case .udp(let listener, let client): listener.send(reply, to: client)
+        case .udp(let listener, let client, let arrival): listener.send(reply, to: client, from: arrival)
         case .closure(let body): body(reply)
         }
     }

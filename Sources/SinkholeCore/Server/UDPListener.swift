@@ -9,6 +9,17 @@ struct MultiMessageHeader {
     var msg_len: UInt32
 }
 
+/// Where a UDP query arrived, kept for a listener bound to a wildcard address (0.0.0.0 or ::):
+/// the reply must leave from the address the client sent to, the only source its resolver
+/// library accepts (on a host with several addresses the routing table would pick another), and
+/// a link-local IPv6 client is reached only through the interface its query came in on.
+struct Arrival: Sendable {
+    /// The local address the query was sent to (4 or 16 bytes).
+    let ip: IPBytes
+    /// The interface it came in on (used for IPv6).
+    let interface: UInt32
+}
+
 /// Receives DNS queries on one UDP socket and sends the replies back from it.
 ///
 /// The socket is watched by one of the per-core event loops (`EventLoop`, shared with the
@@ -47,6 +58,13 @@ public final class UDPListener: @unchecked Sendable {
     private let sendVectors: UnsafeMutablePointer<iovec>
     private let sendHeaders: UnsafeMutablePointer<MultiMessageHeader>
     private var pending = 0
+    /// Bound to 0.0.0.0 or ::: each datagram's destination is read (packet info) and its reply
+    /// sent from it. A listener on one address needs neither, and pays for neither.
+    private let wildcard: Bool
+    /// Control data per slot (packet info), received and sent; nil unless `wildcard`.
+    private let receiveControl: UnsafeMutableRawPointer?
+    private let sendControl: UnsafeMutableRawPointer?
+    private static let controlSpace = Int(sinkhole_pktinfo_space())
 
     /// Binds; throws with the reason (address in use, not available) so start-up can fail clearly.
     init(address requested: SocketAddress, loop: EventLoop, reusePort: Bool = false,
@@ -54,6 +72,12 @@ public final class UDPListener: @unchecked Sendable {
         fd = try Socket.bound(requested, type: Int32(SOCK_DGRAM.rawValue), reusePort: reusePort)
         Socket.setOption(fd, SOL_SOCKET, SO_RCVBUF, 4 << 20)
         address = SocketAddress.local(of: fd) ?? requested
+        wildcard = address.ip.allSatisfy { $0 == 0 }
+        if wildcard, sinkhole_want_pktinfo(fd, address.isIPv6 ? 1 : 0) != 0 {
+            let error = SystemError("packet info on \(address)")
+            Glibc.close(fd)
+            throw error
+        }
         self.handler = handler
         self.loop = loop
         precondition(MemoryLayout<MultiMessageHeader>.stride == Int(sinkhole_mmsghdr_size())
@@ -68,6 +92,8 @@ public final class UDPListener: @unchecked Sendable {
         sendPeers = .allocate(capacity: n)
         sendVectors = .allocate(capacity: n)
         sendHeaders = .allocate(capacity: n)
+        receiveControl = wildcard ? .allocate(byteCount: n * UDPListener.controlSpace, alignment: 16) : nil
+        sendControl = wildcard ? .allocate(byteCount: n * UDPListener.controlSpace, alignment: 16) : nil
         for i in 0..<n {
             receiveVectors[i] = iovec(iov_base: receiveBuffers + i * UDPListener.receiveSize, iov_len: UDPListener.receiveSize)
             sendVectors[i] = iovec(iov_base: sendBuffers + i * UDPListener.sendSize, iov_len: 0)
@@ -83,6 +109,8 @@ public final class UDPListener: @unchecked Sendable {
         sendPeers.deallocate()
         sendVectors.deallocate()
         sendHeaders.deallocate()
+        receiveControl?.deallocate()
+        sendControl?.deallocate()
     }
 
     public func start() throws {
@@ -115,7 +143,9 @@ public final class UDPListener: @unchecked Sendable {
                 receiveHeaders[i] = MultiMessageHeader(
                     msg_hdr: msghdr(msg_name: UnsafeMutableRawPointer(receivePeers + i),
                                     msg_namelen: socklen_t(MemoryLayout<sockaddr_storage>.size),
-                                    msg_iov: receiveVectors + i, msg_iovlen: 1, msg_control: nil, msg_controllen: 0, msg_flags: 0),
+                                    msg_iov: receiveVectors + i, msg_iovlen: 1,
+                                    msg_control: receiveControl.map { $0 + i * UDPListener.controlSpace },
+                                    msg_controllen: receiveControl == nil ? 0 : UDPListener.controlSpace, msg_flags: 0),
                     msg_len: 0)
             }
             let received = Int(sinkhole_recvmmsg(fd, receiveHeaders, UInt32(n), Int32(MSG_DONTWAIT)))
@@ -124,7 +154,7 @@ public final class UDPListener: @unchecked Sendable {
                 guard let client = SocketAddress(storage: receivePeers + i) else { continue }
                 let bytes = UnsafeRawBufferPointer(start: receiveBuffers + i * UDPListener.receiveSize,
                                                    count: Int(receiveHeaders[i].msg_len))
-                handler(bytes, client, .udp, Responder(udp: self, client: client))
+                handler(bytes, client, .udp, Responder(udp: self, client: client, arrival: wildcard ? arrival(i) : nil))
             }
             loop.flushSends()   // the batch's forwarded queries first: their answers take longest
             flush()
@@ -138,14 +168,46 @@ public final class UDPListener: @unchecked Sendable {
         }
     }
 
+    /// Where datagram `i` of the batch just received arrived (wildcard listeners); nil when the
+    /// kernel gave no packet info, and the reply then leaves as the routing table has it.
+    private func arrival(_ i: Int) -> Arrival? {
+        var bytes: (UInt64, UInt64) = (0, 0)
+        var interface: UInt32 = 0
+        let count = withUnsafeMutableBytes(of: &bytes) {
+            Int(sinkhole_pktinfo_read(&receiveHeaders[i].msg_hdr, $0.baseAddress, &interface))
+        }
+        guard count > 0 else { return nil }
+        return withUnsafeBytes(of: &bytes) { Arrival(ip: IPBytes(copying: $0.baseAddress!, count: count), interface: interface) }
+    }
+
+    /// Writes the control message that sends from `arrival` into `control`; its length.
+    private static func writeControl(_ control: UnsafeMutableRawPointer, _ arrival: Arrival) -> Int {
+        arrival.ip.withBytes { Int(sinkhole_pktinfo_write(control, Int32($0.count), $0.baseAddress, arrival.interface)) }
+    }
+
     /// Queues the reply for the batch's sendmmsg when made while draining on this thread, else
     /// sends it at once.
-    func send(_ reply: [UInt8], to client: SocketAddress) {
+    func send(_ reply: [UInt8], to client: SocketAddress, from arrival: Arrival?) {
         guard !reply.isEmpty else { return }
         if reply.count <= UDPListener.sendSize,
-           sendInPlace(to: client, limit: reply.count, { $0.append(reply) }) != nil { return }
-        client.withSockAddr { addr, len in
-            _ = reply.withUnsafeBytes { sendto(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT), addr, len) }
+           sendInPlace(to: client, from: arrival, limit: reply.count, { $0.append(reply) }) != nil { return }
+        var peer = sockaddr_storage()
+        let peerLength = client.fill(&peer)
+        withUnsafeTemporaryAllocation(byteCount: UDPListener.controlSpace, alignment: 16) { control in
+            reply.withUnsafeBytes { bytes in
+                var vector = iovec(iov_base: UnsafeMutableRawPointer(mutating: bytes.baseAddress), iov_len: bytes.count)
+                withUnsafeMutablePointer(to: &peer) { peerPointer in
+                    withUnsafeMutablePointer(to: &vector) { vectorPointer in
+                        var message = msghdr(msg_name: UnsafeMutableRawPointer(peerPointer), msg_namelen: peerLength,
+                                             msg_iov: vectorPointer, msg_iovlen: 1, msg_control: nil, msg_controllen: 0, msg_flags: 0)
+                        if let arrival {
+                            message.msg_control = control.baseAddress
+                            message.msg_controllen = UDPListener.writeControl(control.baseAddress!, arrival)
+                        }
+                        _ = sendmsg(fd, &message, Int32(MSG_DONTWAIT))
+                    }
+                }
+            }
         }
     }
 
@@ -153,7 +215,8 @@ public final class UDPListener: @unchecked Sendable {
     /// loop's thread: true when it was queued, false when it came out empty or longer than
     /// `limit`; nil when it must be made elsewhere (another thread, a stopped listener, or a
     /// reply longer than a slot that the client would take).
-    func sendInPlace(to client: SocketAddress, limit: Int, _ write: (inout WireWriter) -> Void) -> Bool? {
+    func sendInPlace(to client: SocketAddress, from arrival: Arrival?, limit: Int,
+                     _ write: (inout WireWriter) -> Void) -> Bool? {
         guard limit > 0 else { return false }
         guard loop.isCurrent, !stopped.load(ordering: .relaxed) else { return nil }
         if pending == UDPListener.batch { flush() }
@@ -169,6 +232,11 @@ public final class UDPListener: @unchecked Sendable {
             msg_hdr: msghdr(msg_name: UnsafeMutableRawPointer(sendPeers + i), msg_namelen: peerLength,
                             msg_iov: sendVectors + i, msg_iovlen: 1, msg_control: nil, msg_controllen: 0, msg_flags: 0),
             msg_len: 0)
+        if let arrival, let sendControl {
+            let control = sendControl + i * UDPListener.controlSpace
+            sendHeaders[i].msg_hdr.msg_control = control
+            sendHeaders[i].msg_hdr.msg_controllen = UDPListener.writeControl(control, arrival)
+        }
         pending += 1
         return true
     }
