@@ -99,6 +99,8 @@ import Testing
             [0x1F, 0x8B, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03],      // a gzip header: binary
             Array("<html><body>502 Bad Gateway</body></html>\n".utf8),          // an error page: no valid entry
             Array("exa mple\n192.0.2.1\n".utf8),                                // only bad lines
+            [],                                                                 // emptied: a failed download
+            Array("# feed: evil indicators\n\n".utf8),                          // cut back to its comments
         ]
         for contents in bad {
             let r = store.refreshCount
@@ -113,6 +115,7 @@ import Testing
             #expect(store.waitForRefresh(after: r, timeout: 1.0))
             #expect(blocked("evil.example", h))
         }
+        #expect(store.failedFiles == ["feed.txt"])
         // A good version replaces it again.
         let g = store.generation
         try write("new.example\n", to: path)

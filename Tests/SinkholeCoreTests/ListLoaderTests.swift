@@ -118,6 +118,41 @@ import Testing
         #expect(report.lineErrors.first?.description == "empty-of-rules.txt:1: unexpected text after the name: 'exa mple'")
     }
 
+    /// An emptied file (a failed download) or one cut back to comments does not take its
+    /// entries away; a new empty file is loaded with none, and removing a file drops them.
+    @Test func anEmptiedFileKeepsTheVersionInForce() throws {
+        let dir = try directory(["feed.txt": "evil.example.test\nbad.example.test\n", "placeholder.txt": ""])
+        let s = BlocklistStore()
+        let first = try s.refresh(directory: dir)
+        #expect(first.failed.isEmpty)
+        #expect(first.loaded.map(\.name).sorted() == ["feed.txt", "placeholder.txt"])
+        for emptied in ["", "# nothing today\n\n   \n"] {
+            try emptied.write(toFile: dir + "/feed.txt", atomically: true, encoding: .utf8)
+            let report = try s.refresh(directory: dir, force: true)
+            #expect(report.failed.compactMap(\.failure) == ["no entry left, where the version in force has 2 (remove the file to drop its entries)"])
+            #expect(decide(s, "x.evil.example.test")?.list == "feed.txt")
+        }
+        try FileManager.default.removeItem(atPath: dir + "/feed.txt")
+        try s.refresh(directory: dir)
+        #expect(decide(s, "x.evil.example.test") == nil)
+    }
+
+    /// Text from a list reaches the log and `check` with its control characters escaped, and a
+    /// long line is quoted, not copied.
+    @Test func badLinesAreQuotedPrintablyAndShort() throws {
+        let long = String(repeating: "a", count: 1_000_000) + " b"
+        let dir = try directory(["esc.txt": "good.example.test\n\u{1B}[31mRED\u{1B}[0m.example\n\(long)\n"])
+        let s = BlocklistStore()
+        let report = try s.refresh(directory: dir)
+        #expect(report.lineErrors.count == 2)
+        let escaped = report.lineErrors[0].description
+        #expect(escaped == "esc.txt:2: character '\\x1b' is not allowed in a domain name: '\\x1b[31mRED\\x1b[0m.example'", "\(escaped)")
+        #expect(!escaped.unicodeScalars.contains { $0.value < 0x20 })
+        let cut = report.lineErrors[1].description
+        #expect(cut.utf8.count < 400)
+        #expect(cut.hasSuffix("... (999802 more bytes)'"), "\(cut.suffix(60))")
+    }
+
     @Test func formatDetection() {
         #expect(ListFormat.detect(name: "x.rpz", bytes: []) == .rpz)
         #expect(ListFormat.detect(name: "feed", bytes: Array("; zone\n$TTL 60\n".utf8)) == .rpz)

@@ -195,6 +195,14 @@ public enum BlocklistLoader {
             result.failure = "no valid entry (\(rejected) lines rejected)"
             return result
         }
+        // A file that had entries and now has none (emptied, or cut back to its comments) is
+        // what a failed download leaves (curl -o truncates before it fails, a feed's server
+        // answers an empty body): taken as a bad update, not as the end of the list. Removing
+        // the file is how its entries are dropped.
+        if builder.count == 0 && addresses.isEmpty && localData.isEmpty, let previous, previous.entries > 0 {
+            result.failure = "no entry left, where the version in force has \(previous.entries) (remove the file to drop its entries)"
+            return result
+        }
         let matcher = builder.build()
         let shared = previous.map { matcher.sharedSegments(with: $0.matcher) } ?? 0
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9

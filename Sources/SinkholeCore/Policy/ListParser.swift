@@ -5,7 +5,11 @@ public struct ListLineError: Sendable, CustomStringConvertible, Equatable {
     public var reason: String
     public var text: String
 
-    public var description: String { "\(file):\(line): \(reason): '\(text)'" }
+    /// `file:line: reason: 'text'`, with control characters escaped and a long line cut
+    /// (`LogText`): the text is a feed's, and goes to a terminal or a log.
+    public var description: String {
+        "\(LogText.printable(file)):\(line): \(LogText.quoted(reason)): '\(LogText.quoted(text))'"
+    }
 }
 
 /// Parses the line-oriented list formats: plain domain lists, hosts files, `*.name` wildcards

@@ -105,7 +105,10 @@ public final class SinkholeServer: Sendable {
     static let retroHitsLogged = 20
 
     static func logTotals(_ blocklist: Blocklist, seconds: Double, logger: Logger) {
-        logger.info("blocklists in force", metadata: [
+        // Serving with nothing to block is allowed (a new install, a directory being filled),
+        // but never quietly: the SOC would take the service for protection.
+        let level: Logger.Level = blocklist.entryCount == 0 ? .warning : .info
+        logger.log(level: level, blocklist.entryCount == 0 ? "blocklists in force: no entry, nothing is blocked" : "blocklists in force", metadata: [
             "lists": "\(blocklist.loaded.count)", "entries": "\(blocklist.entryCount)",
             "generation": "\(blocklist.generation)", "seconds": "\(String(format: "%.3f", seconds))",
         ])

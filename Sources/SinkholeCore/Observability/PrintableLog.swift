@@ -1,0 +1,93 @@
+import Logging
+
+/// Text from outside (list files, their names, query names, peers' messages) as it goes into the
+/// operational log: every control character written as an escape, so that a feed's line cannot
+/// move the operator's terminal (an ANSI escape sequence) or forge a log line of its own (a
+/// newline), whatever reads the log: a terminal, journalctl, a SIEM's line splitter.
+public enum LogText {
+    /// `s` with C0 controls, DEL and C1 controls escaped: `\n`, `\r`, `\t`, `\x1b`, `\u{9b}`.
+    /// Other characters, non-ASCII letters included, are kept.
+    public static func printable(_ s: String) -> String {
+        guard s.unicodeScalars.contains(where: needsEscape) else { return s }
+        var out = String.UnicodeScalarView()
+        for scalar in s.unicodeScalars {
+            guard needsEscape(scalar) else {
+                out.append(scalar)
+                continue
+            }
+            let escape: String
+            switch scalar {
+            case "\n": escape = "\\n"
+            case "\r": escape = "\\r"
+            case "\t": escape = "\\t"
+            default:
+                let hex = String(scalar.value, radix: 16)
+                escape = scalar.value < 0x80 ? "\\x" + (hex.count < 2 ? "0" : "") + hex : "\\u{\(hex)}"
+            }
+            out.append(contentsOf: escape.unicodeScalars)
+        }
+        return String(out)
+    }
+
+    /// `printable(s)`, cut after `limit` bytes of the original (at a character's end) with the
+    /// count of what was left out: one bad line of a feed (up to 4 MiB) is quoted, not copied.
+    public static func quoted(_ s: String, limit: Int = 200) -> String {
+        let utf8 = s.utf8
+        guard utf8.count > limit else { return printable(s) }
+        var end = s.startIndex
+        for index in s.indices {
+            if utf8.distance(from: utf8.startIndex, to: index) > limit { break }
+            end = index
+        }
+        let rest = utf8.distance(from: end, to: utf8.endIndex)
+        return printable(String(s[..<end])) + "... (\(rest) more bytes)"
+    }
+
+    static func needsEscape(_ scalar: Unicode.Scalar) -> Bool {
+        scalar.value < 0x20 || (scalar.value >= 0x7F && scalar.value <= 0x9F)
+    }
+
+    static func printable(_ value: Logger.MetadataValue) -> Logger.MetadataValue {
+        switch value {
+        case .string(let s): return .string(printable(s))
+        case .stringConvertible(let c): return .string(printable(c.description))
+        case .array(let values): return .array(values.map(printable))
+        case .dictionary(let values): return .dictionary(values.mapValues(printable))
+        }
+    }
+}
+
+/// Wraps the operational log's handler: messages and metadata values are written through
+/// `LogText.printable`.
+public struct PrintableLogHandler: LogHandler {
+    private var inner: any LogHandler
+
+    public init(_ inner: any LogHandler) { self.inner = inner }
+
+    public func log(event: LogEvent) {
+        var event = event
+        event.message = "\(LogText.printable(event.message.description))"
+        event.metadata = event.metadata?.mapValues(LogText.printable)
+        inner.log(event: event)
+    }
+
+    public var metadataProvider: Logger.MetadataProvider? {
+        get { inner.metadataProvider }
+        set { inner.metadataProvider = newValue }
+    }
+
+    public var metadata: Logger.Metadata {
+        get { inner.metadata }
+        set { inner.metadata = newValue }
+    }
+
+    public var logLevel: Logger.Level {
+        get { inner.logLevel }
+        set { inner.logLevel = newValue }
+    }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { inner[metadataKey: key] }
+        set { inner[metadataKey: key] = newValue }
+    }
+}

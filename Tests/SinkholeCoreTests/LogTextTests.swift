@@ -1,0 +1,49 @@
+import Logging
+import Synchronization
+import Testing
+@testable import SinkholeCore
+
+@Suite struct LogTextTests {
+    @Test func controlCharactersAreEscapedAndTheRestKept() {
+        #expect(LogText.printable("plain.example") == "plain.example")
+        #expect(LogText.printable("é.example ü") == "é.example ü")
+        #expect(LogText.printable("\u{1B}[31mRED\u{1B}[0m") == "\\x1b[31mRED\\x1b[0m")
+        #expect(LogText.printable("a\nforged line\r\tb") == "a\\nforged line\\r\\tb")
+        #expect(LogText.printable("\u{0}\u{7F}\u{9B}\u{85}") == "\\x00\\x7f\\u{9b}\\u{85}")
+    }
+
+    @Test func longTextIsCutAtACharacter() {
+        #expect(LogText.quoted("short", limit: 10) == "short")
+        #expect(LogText.quoted(String(repeating: "x", count: 10), limit: 10) == String(repeating: "x", count: 10))
+        #expect(LogText.quoted(String(repeating: "x", count: 25), limit: 10) == String(repeating: "x", count: 10) + "... (15 more bytes)")
+        // "é" is two bytes: the cut falls after a whole character, never inside one.
+        let cut = LogText.quoted(String(repeating: "é", count: 10), limit: 5)
+        #expect(cut == "éé... (16 more bytes)")
+    }
+
+    /// What the operational log's handler is given to write.
+    final class Recorder: LogHandler, @unchecked Sendable {
+        let events = Mutex<[(String, Logger.Metadata)]>([])
+        var metadata: Logger.Metadata = [:]
+        var logLevel: Logger.Level = .trace
+        var metadataProvider: Logger.MetadataProvider?
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+        func log(event: LogEvent) { events.withLock { $0.append((event.message.description, event.metadata ?? [:])) } }
+    }
+
+    @Test func theHandlerEscapesMessagesAndMetadata() {
+        let recorder = Recorder()
+        let logger = Logger(label: "t") { _ in PrintableLogHandler(recorder) }
+        logger.warning("feed.txt:2: bad: '\u{1B}]0;owned\u{7}'", metadata: [
+            "file.path": "/lists/\u{1B}[2J.txt",
+            "nested": .array([.string("a\nb"), .dictionary(["k": .stringConvertible(42)])]),
+        ])
+        let (message, metadata) = recorder.events.withLock { $0[0] }
+        #expect(message == "feed.txt:2: bad: '\\x1b]0;owned\\x07'")
+        #expect(metadata["file.path"] == .string("/lists/\\x1b[2J.txt"))
+        #expect(metadata["nested"] == .array([.string("a\\nb"), .dictionary(["k": .string("42")])]))
+    }
+}
