@@ -79,15 +79,16 @@ struct Explain: ParsableCommand {
         discussion: "Exits 0 when the name is blocked, 1 when it is not (allowed or unlisted), 2 on error."
     )
 
-    @Argument(help: "The name to look up, e.g. update.msstorageboxes.com")
+    @Argument(help: "The name to look up, e.g. update.msstorageboxes.com, or an address to look up among the IP indicators")
     var name: String
 
     @Option(name: .customLong("blocklist-dir"), help: ArgumentHelp("Directory of list files (default as for serve).", valueName: "DIR"))
     var blocklistDir: String?
 
     func run() throws {
-        guard let wire = WireName.fromText(name) else {
-            print("'\(name)' is not a domain name")
+        let address = IPAddress.parse(name)
+        guard let wire = address == nil ? WireName.fromText(name) : [0] else {
+            print("'\(LogText.printable(name))' is not a domain name or an IP address")
             throw ExitCode(2)
         }
         let directory = blocklistDir ?? DefaultPaths.blocklistDirectory()
@@ -95,6 +96,21 @@ struct Explain: ParsableCommand {
         do { try store.refresh(directory: directory) } catch {
             print("\(error)")
             throw ExitCode(2)
+        }
+        if let address {
+            // An address is looked up among the IP indicators, which judge upstream answers.
+            let display = IPAddress.text(address)
+            guard let match = store.snapshot.decideAddress(address) else {
+                print("\(display): not listed in \(directory) (\(store.snapshot.entryCount) entries): answers holding it are relayed")
+                throw ExitCode(1)
+            }
+            let source = "rule '\(match.rule)' at \(match.list):\(match.line)"
+            if match.action == .allow {
+                print("\(display): ALLOWED by \(source): answers holding it are relayed")
+                throw ExitCode(1)
+            }
+            print("\(display): LISTED by \(source): an upstream answer holding it (A or AAAA) is blocked, as a response-IP match")
+            return
         }
         let display = WireName.text(wire)
         guard let match = store.snapshot.decide(wire) else {

@@ -61,6 +61,27 @@ import Testing
         #expect(unlisted.status == 1)
         #expect(unlisted.out.contains("not listed"))
     }
+
+    /// An address is looked up among the IP indicators (which judge upstream answers), not
+    /// taken for a name that no list holds.
+    @Test func explainOfAnAddressNamesTheIndicator() throws {
+        let dir = try directory([
+            "c2.ips": Array("# C2\n203.0.113.66\n2001:db8:bad::/48\n".utf8),
+            "intel.txt": Array("evil.example\n".utf8),
+        ])
+        let listed = try run(["explain", "203.0.113.66", "--blocklist-dir", dir])
+        #expect(listed.status == 0)
+        #expect(listed.out.contains("203.0.113.66: LISTED by rule '203.0.113.66/32' at c2.ips:2"), "\(listed.out)")
+        let inRange = try run(["explain", "2001:db8:bad::7", "--blocklist-dir", dir])
+        #expect(inRange.status == 0)
+        #expect(inRange.out.contains("LISTED by rule '2001:db8:bad::/48' at c2.ips:3"), "\(inRange.out)")
+        let other = try run(["explain", "203.0.113.67", "--blocklist-dir", dir])
+        #expect(other.status == 1)
+        #expect(other.out.contains("203.0.113.67: not listed"), "\(other.out)")
+        let tooLong = try run(["explain", String(repeating: "a", count: 64) + ".example", "--blocklist-dir", dir])
+        #expect(tooLong.status == 2)
+        #expect(tooLong.out.contains("is not a domain name or an IP address"), "\(tooLong.out)")
+    }
 }
 
 @Suite struct ConfigFileCommandTests {
