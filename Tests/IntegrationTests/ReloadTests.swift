@@ -194,3 +194,33 @@ extension BlocklistStore {
         return true
     }
 }
+
+/// The list directory moved away and back, through the binary's operational log.
+@Suite struct DirectoryMovedTests {
+    @Test func aDirectoryMovedAwayAndBackIsWatchedAgainAtOnce() throws {
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("sinkhole-moved-\(UUID().uuidString)").path
+        let lists = base + "/lists", aside = base + "/lists.moved"
+        try FileManager.default.createDirectory(atPath: lists, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        try "evil.example\n".write(toFile: lists + "/intel.txt", atomically: true, encoding: .utf8)
+        let upstream = try FakeUpstream(records: ["late.example. 300 IN A 192.0.2.9"])
+        defer { upstream.stop() }
+        let s = SinkholeProcess(arguments: ["serve", "--listen", "127.0.0.1:0", "--upstream", upstream.address.description,
+                                            "--blocklist-dir", lists])
+        #expect(try s.start(), "\(s.stderr)")
+        defer { _ = s.stop() }
+        let server = SocketAddress(address: [127, 0, 0, 1], port: s.port)
+        func rcode(_ name: String) -> UInt8? { DNSTestClient.ask(name, server: server, timeout: 2)?.rcode }
+
+        #expect(rename(lists, aside) == 0)
+        #expect(s.waitForLog("the blocklist directory is gone"), "\(s.stderr)")
+        #expect(rcode("evil.example") == Rcode.nxDomain, "the lists in force stay")
+        #expect(rename(aside, lists) == 0)
+        #expect(s.waitForLog("watching the blocklist directory again", timeout: 5), "\(s.stderr)")
+        // A file added now is seen through inotify again, within the one-second promise.
+        try "late.example\n".write(toFile: lists + "/late.txt", atomically: true, encoding: .utf8)
+        #expect(s.waitForLog("late.txt", timeout: 1.5), "\(s.stderr)")
+        #expect(rcode("late.example") == Rcode.nxDomain)
+        #expect(s.stderr.components(separatedBy: "the blocklist directory is gone").count == 2, "reported once: \(s.stderr)")
+    }
+}

@@ -8,7 +8,9 @@ import Logging
 /// included). Events are coalesced: the refresh runs once the directory has been quiet for
 /// `settle` seconds (100 ms), well inside the one-second promise. A slow periodic rescan
 /// (every 30 s) backs inotify up for changes it cannot see, such as a listed file that is a
-/// link to a file elsewhere being edited there.
+/// link to a file elsewhere being edited there. A directory that is removed or moved away is
+/// reported once and looked for every second; when one is back at the path it is watched and
+/// read again.
 public final class DirectoryWatcher: @unchecked Sendable {
     public let directory: String
     private let queue = DispatchQueue(label: "sinkhole.blocklist.watch")
@@ -21,6 +23,10 @@ public final class DirectoryWatcher: @unchecked Sendable {
     private var source: DispatchSourceRead?
     private var debounce: DispatchSourceTimer?
     private var rescan: DispatchSourceTimer?
+    /// While the directory cannot be watched (removed, moved away, not yet there): tries to
+    /// watch its path again every `retryInterval`, so that a directory put back is seen at once.
+    private var retry: DispatchSourceTimer?
+    private let retryInterval = 1.0
     private var firstPending: DispatchTime?
     /// However busy the directory, a refresh runs at most this long after the first event.
     private let maxDelay = 0.5
@@ -41,7 +47,7 @@ public final class DirectoryWatcher: @unchecked Sendable {
                 logger.error("cannot watch the blocklist directory; changes are picked up every \(Int(rescanInterval)) s",
                              metadata: ["error": "\(SystemError("inotify_init1"))"])
             } else {
-                addWatch()
+                if !addWatch() { watchLost("cannot watch the blocklist directory") }
                 let source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
                 source.setEventHandler { [unowned self] in drainEvents() }
                 source.resume()
@@ -49,10 +55,7 @@ public final class DirectoryWatcher: @unchecked Sendable {
             }
             let rescan = DispatchSource.makeTimerSource(queue: queue)
             rescan.schedule(deadline: .now() + rescanInterval, repeating: rescanInterval)
-            rescan.setEventHandler { [unowned self] in
-                if watch < 0 { addWatch() }
-                onChange()
-            }
+            rescan.setEventHandler { [unowned self] in onChange() }
             rescan.resume()
             self.rescan = rescan
         }
@@ -62,21 +65,38 @@ public final class DirectoryWatcher: @unchecked Sendable {
         queue.sync {
             debounce?.cancel()
             rescan?.cancel()
+            retry?.cancel()
             source?.cancel()
             if fd >= 0 { close(fd) }
             fd = -1
         }
     }
 
-    private func addWatch() {
+    /// Watches the directory's path; false (and `watch` -1) when it cannot.
+    private func addWatch() -> Bool {
         let mask = UInt32(IN_CREATE | IN_DELETE | IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO
             | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF)
         watch = inotify_add_watch(fd, directory, mask)
-        if watch < 0 {
-            logger.error("cannot watch the blocklist directory", metadata: [
-                "path": "\(directory)", "error": "\(SystemError("inotify_add_watch"))",
-            ])
+        return watch >= 0
+    }
+
+    /// Says once that the directory is not watched, and tries again every second until it is.
+    private func watchLost(_ message: String) {
+        let error = SystemError("inotify_add_watch")
+        logger.error("\(message); the lists in force stay, and the directory is looked for every \(Int(retryInterval)) s",
+                     metadata: ["path": "\(directory)", "error": "\(error)"])
+        guard retry == nil else { return }
+        let timer = DispatchSource.makeTimerSource(queue: queue)
+        timer.schedule(deadline: .now() + retryInterval, repeating: retryInterval)
+        timer.setEventHandler { [unowned self] in
+            guard addWatch() else { return }
+            retry?.cancel()
+            retry = nil
+            logger.notice("watching the blocklist directory again", metadata: ["path": "\(directory)"])
+            onChange()   // what is there now may differ from the lists in force
         }
+        timer.resume()
+        retry = timer
     }
 
     private func drainEvents() {
@@ -89,19 +109,22 @@ public final class DirectoryWatcher: @unchecked Sendable {
             sawEvent = true
             var offset = 0
             while offset + MemoryLayout<inotify_event>.size <= n {
-                let (mask, length) = buffer.withUnsafeBytes { raw -> (UInt32, Int) in
+                let (descriptor, mask, length) = buffer.withUnsafeBytes { raw -> (Int32, UInt32, Int) in
                     let event = raw.loadUnaligned(fromByteOffset: offset, as: inotify_event.self)
-                    return (event.mask, Int(event.len))
+                    return (event.wd, event.mask, Int(event.len))
                 }
-                if mask & UInt32(IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF) != 0 { lostWatch = true }
+                // Only the current watch's end counts: the IN_IGNORED that follows a removed
+                // watch's IN_MOVE_SELF must not end the watch made after it.
+                if descriptor == watch, mask & UInt32(IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF) != 0 { lostWatch = true }
                 offset += MemoryLayout<inotify_event>.size + length
             }
         }
         if lostWatch {
-            // The directory itself was removed or renamed: watch its path again when it is back.
+            // The directory itself was removed or renamed: its path is watched again if a
+            // directory is there already (one renamed into place), else once one is.
             if watch >= 0 { inotify_rm_watch(fd, watch) }
             watch = -1
-            addWatch()
+            if !addWatch() { watchLost("the blocklist directory is gone") }
         }
         if sawEvent { scheduleRefresh() }
     }
