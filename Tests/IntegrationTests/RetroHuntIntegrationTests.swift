@@ -139,6 +139,17 @@ import Testing
         let logged = retro.map { "\($0.at("source.ip") as? String ?? "") \($0.at("dns.question.name") as? String ?? "")" }.sorted()
         #expect(logged == ["127.0.0.2 c2.example", "127.0.0.3 c2.example"])
 
+        // `sinkhole report` on the same log counts the blocked queries only, not the findings.
+        let attempts = lines.filter { $0.at("event.action") as? String != "retro-hit" }
+        let c2Blocked = try #require(attempts.first { $0.at("dns.question.name") as? String == "c2.example" })
+        let report = try runSinkhole(["report", "--by", "domain", "--format", "json", log])
+        #expect(report.status == 0, "\(report.output)")
+        let byDomain = try #require(try JSONSerialization.jsonObject(with: Data(report.output.utf8)) as? [[String: Any]])
+        #expect(byDomain.map { $0["domain"] as? String } == ["c2.example", "evil.example"])
+        #expect(byDomain.map { $0["attempts"] as? Int } == [1, 1])
+        #expect(byDomain.first?["clients"] as? Int == 1)
+        #expect(byDomain.first?["first_seen"] as? String == c2Blocked["@timestamp"] as? String)
+
         let hunt = try runSinkhole(["hunt", "--query-history", db, "--format", "json", intel.path])
         #expect(hunt.status == 0, "\(hunt.output)")
         let rows = try #require(try JSONSerialization.jsonObject(with: Data(hunt.output.utf8)) as? [[String: Any]])

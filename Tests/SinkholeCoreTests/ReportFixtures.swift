@@ -4,7 +4,7 @@ import Glibc
 
 /// Block log lines for the report tests, written by the real `BlockEvent.jsonLine()` so the
 /// tests follow the writer's format, plus hand-written lines for what the writer cannot produce
-/// yet (a future `retro-hit` action, unknown fields).
+/// yet (a future action, unknown fields).
 enum ReportFixture {
     static func ms(_ text: String) -> Int64 {
         guard let t = ReportTime.parse(text) else { preconditionFailure("bad fixture time \(text)") }
@@ -28,7 +28,7 @@ enum ReportFixture {
     }
 
     /// A later schema's event: unknown action, unknown fields, keys in another order.
-    static let retroHit = #"{"sinkhole":{"schema_version":2,"match":"retro","new":{"x":[1,2.5e3,true,null]}},"rule":{"ruleset":"crowdstrike-3cx.txt","name":"msstorageboxes.com"},"@timestamp":"2026-11-26T13:00:00.000Z","event":{"action":"retro-hit"},"source":{"port":1,"ip":"10.20.31.10"},"dns":{"question":{"type":"A","name":"CDN.msstorageboxes.com"}}}"#
+    static let laterSchema = #"{"sinkhole":{"schema_version":2,"match":"retro","new":{"x":[1,2.5e3,true,null]}},"rule":{"ruleset":"crowdstrike-3cx.txt","name":"msstorageboxes.com"},"@timestamp":"2026-11-26T13:00:00.000Z","event":{"action":"quarantine"},"source":{"port":1,"ip":"10.20.31.10"},"dns":{"question":{"type":"A","name":"CDN.msstorageboxes.com"}}}"#
 
     /// Eight attempts over three days, five clients, two lists (see the expectations in the tests).
     static var lines: [String] {
@@ -39,10 +39,20 @@ enum ReportFixture {
             line("2026-11-26T12:00:00.000Z", "10.20.31.7", "sbmsa.wiki", rule: "sbmsa.wiki", list: "crowdstrike-3cx.txt"),
             line("2026-11-25T23:59:59.999Z", "192.168.1.5", "ads.example.net", rule: "ads.example.net", list: "ads.txt"),
             line("2026-11-27T00:00:00.000Z", "2001:db8::7", "notmsstorageboxes.com", rule: "notmsstorageboxes.com", list: "ads.txt"),
-            retroHit,
+            laterSchema,
             line("2026-11-26T13:30:00.000Z", "10.20.31.9", "www.cloaked.example.com", rule: "msstorageboxes.com",
                  list: "crowdstrike-3cx.txt", matchedOn: "cname"),
         ]
+    }
+
+    /// A retro-hit as the retro-hunt writes it: `client` resolved `name` before the list blocked it.
+    /// Not a blocked attempt; `@timestamp` is when the hunt found it.
+    static func retroHit(_ time: String, _ client: String, _ name: String, rule: String, list: String) -> String {
+        let t = ms(time)
+        let match = RuleMatch(rule: rule, list: list, line: 7, zone: WireName.fromText(rule) ?? [0])
+        let hit = RetroHit(client: client, name: name, rule: match, firstSeen: t - 86_400_000, lastSeen: t - 3_600_000,
+                           count: 14, types: ["A", "AAAA"], clientID: 1, nameID: 1)
+        return BlockEvent.retroHit(hit, time: timespec(tv_sec: Int(t / 1000), tv_nsec: Int(t % 1000) * 1_000_000)).jsonLine()
     }
 
     static func aggregate(_ query: ReportQuery, _ lines: [String] = ReportFixture.lines) -> ReportAggregator {

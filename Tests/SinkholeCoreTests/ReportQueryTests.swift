@@ -25,7 +25,7 @@ import Testing
         #expect(t.value(1, "attempts") == .count(2))
         #expect(t.value(1, "first_seen") == .time(ms("2026-11-26T11:00:00Z")))
         #expect(t.value(1, "last_seen") == .time(ms("2026-11-26T13:30:00Z")))
-        // The retro-hit line of a later schema counts like any other attempt.
+        // The line of a later schema, with an action this version does not write, counts like any other attempt.
         #expect(t.value(2, "top_domains") == .counts([NamedCount(name: "cdn.msstorageboxes.com", count: 1)]))
         #expect(t.totalRows == 5)
     }
@@ -34,6 +34,30 @@ import Testing
         let query = ReportQuery(grouping: .client)
         #expect(query.accepts(BlockLogRecord(time: 1, client: "192.0.2.1", domain: "c2.example", action: "nxdomain")))
         #expect(!query.accepts(BlockLogRecord(time: 1, client: "192.0.2.1", domain: "c2.example", action: "retro-hit")))
+    }
+
+    @Test func retroHitLinesAreSkippedWhenReadAsLinesToo() {
+        // What `sinkhole report` reads from files: the retro-hunt's findings written before and
+        // among the attempts, for listed names, known clients and new ones. None is an attempt.
+        let retroHits = [
+            ReportFixture.retroHit("2026-11-26T09:00:00.000Z", "10.20.31.7", "msstorageboxes.com", rule: "msstorageboxes.com", list: "crowdstrike-3cx.txt"),
+            ReportFixture.retroHit("2026-11-26T09:00:00.001Z", "10.20.31.44", "update.msstorageboxes.com", rule: "msstorageboxes.com", list: "crowdstrike-3cx.txt"),
+            ReportFixture.retroHit("2026-11-26T11:30:00.000Z", "10.20.31.9", "sbmsa.wiki", rule: "sbmsa.wiki", list: "new-feed.txt"),
+            // The same action with a JSON escape in it: still a retro-hit.
+            #"{"@timestamp":"2026-11-26T09:30:00.000Z","event":{"action":"retro\u002dhit"},"source":{"ip":"10.20.31.45"},"dns":{"question":{"name":"sbmsa.wiki"}},"rule":{"name":"sbmsa.wiki","ruleset":"new-feed.txt"}}"#,
+        ]
+        #expect(retroHits.allSatisfy { BlockLogRecord.parse($0)?.action == "retro-hit" })
+        for grouping in ReportGrouping.allCases {
+            let plain = ReportFixture.aggregate(ReportQuery(grouping: grouping))
+            let mixed = ReportFixture.aggregate(ReportQuery(grouping: grouping), retroHits + ReportFixture.lines)
+            #expect(mixed.table().rows == plain.table().rows, "\(grouping)")
+            #expect(mixed.lines == plain.lines + retroHits.count)   // read, well-formed, not counted
+            #expect(mixed.malformed == 0)
+            #expect(mixed.matched == plain.matched)
+        }
+        let onlyHits = ReportFixture.aggregate(ReportQuery(grouping: .domain), retroHits)
+        #expect(onlyHits.table().rows.isEmpty)
+        #expect(onlyHits.matched == 0)
     }
 
     @Test func topDomainsAreOrderedByAttemptsAndCut() {

@@ -24,6 +24,13 @@ public struct BlockLogRecord: Sendable, Equatable {
         self.action = action
     }
 
+    /// `event.action` of the retro-hunt's findings: a client that resolved a name before a list
+    /// blocked it (docs/query-history.md). They share the block log but are not blocked attempts.
+    public static let retroHitAction = BlockAction.retroHit.rawValue
+
+    /// Whether this is a retro-hunt finding rather than a blocked attempt.
+    public var isRetroHit: Bool { action == BlockLogRecord.retroHitAction }
+
     /// Parses one line; nil when it is not a block log line (see `BlockLogLine.scan`).
     public static func parse(_ line: String) -> BlockLogRecord? {
         var line = line
@@ -80,6 +87,14 @@ public struct BlockLogLine {
         guard timestamp.isPresent else { return nil }
         if timestamp.escaped { return ReportTime.parse(string(timestamp, in: line)) }
         return ReportTime.parse(UnsafeRawBufferPointer(rebasing: line[timestamp.start..<timestamp.end]))
+    }
+
+    /// Whether `event.action` is `retro-hit` (`BlockLogRecord.isRetroHit` without building the
+    /// String: compared in place unless it holds escapes).
+    public func isRetroHit(in line: UnsafeRawBufferPointer) -> Bool {
+        guard action.isPresent else { return false }
+        if action.escaped { return string(action, in: line) == BlockLogRecord.retroHitAction }
+        return UnsafeRawBufferPointer(rebasing: line[action.start..<action.end]).elementsEqual(BlockLogRecord.retroHitAction.utf8)
     }
 
     /// The value at `span` as a String (empty when absent), optionally ASCII-lowercased.

@@ -5,7 +5,8 @@ public enum ReportFormat: String, Sendable, CaseIterable {
     /// One JSON array of objects, snake_case keys; counts are numbers, times RFC 3339 strings,
     /// lists are arrays.
     case json
-    /// RFC 4180: a header row, CRLF line ends, fields quoted when they hold `,` `"` CR or LF.
+    /// RFC 4180: a header row, CRLF line ends, fields quoted when they hold `,` `"` CR or LF;
+    /// text from the log that a spreadsheet would take for a formula is prefixed with `'`.
     case csv
 }
 
@@ -136,17 +137,45 @@ public enum ReportFormatter {
         return out + "]\n"
     }
 
-    /// RFC 4180.
+    /// RFC 4180, each cell made safe for a spreadsheet (see `cell`).
     public static func csv(_ table: ReportTable) -> String {
         var out = table.columns.map { field($0.name) }.joined(separator: ",") + "\r\n"
         for row in table.rows {
-            out += row.map { field(plain($0)) }.joined(separator: ",") + "\r\n"
+            out += row.map(cell).joined(separator: ",") + "\r\n"
         }
         return out
     }
 
+    /// One CSV cell. Text from the log (names asked, clients, rules, lists) is chosen by whoever
+    /// sent the query or wrote the list, and a spreadsheet opening the file would run a cell such
+    /// as `=1+2.msstorageboxes.com` as a formula. A text cell that begins with `=` `+` `-` `@`,
+    /// tab or CR is prefixed with `'` and quoted, as OWASP's CSV injection guidance says; counts
+    /// and times are written by us and left as they are.
+    static func cell(_ value: ReportValue) -> String {
+        let s = plain(value)
+        switch value {
+        case .count, .time:
+            return field(s)
+        case .text, .texts, .counts:
+            return startsLikeFormula(s) ? quoted("'" + s) : field(s)
+        }
+    }
+
+    static func startsLikeFormula(_ s: String) -> Bool {
+        switch s.utf8.first {
+        case UInt8(ascii: "="), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "@"), 0x09, 0x0D: return true
+        default: return false
+        }
+    }
+
+    /// `s`, quoted only when it holds `,` `"` CR or LF.
     static func field(_ s: String) -> String {
         guard s.utf8.contains(where: { $0 == 0x2C || $0 == 0x22 || $0 == 0x0A || $0 == 0x0D }) else { return s }
+        return quoted(s)
+    }
+
+    /// `s` between double quotes, the double quotes in it doubled.
+    static func quoted(_ s: String) -> String {
         var out = "\""
         for ch in s.unicodeScalars {
             if ch == "\"" { out += "\"\"" } else { out.unicodeScalars.append(ch) }

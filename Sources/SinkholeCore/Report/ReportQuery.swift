@@ -36,9 +36,10 @@ public struct ReportQuery: Sendable {
     }
 
     /// Whether an attempt passes every filter. Retro-hit lines are findings of the query
-    /// history, not blocked attempts, and are never counted here (`sinkhole hunt` reports them).
+    /// history, not blocked attempts, and are never counted (`sinkhole hunt` reports them);
+    /// `ReportAggregator.add(line:)` skips them the same way.
     public func accepts(_ record: BlockLogRecord) -> Bool {
-        record.action != "retro-hit" && acceptsTime(record.time) && acceptsClient(record.client) && acceptsDomain(record.domain)
+        !record.isRetroHit && acceptsTime(record.time) && acceptsClient(record.client) && acceptsDomain(record.domain)
     }
 
     func acceptsTime(_ time: Int64) -> Bool {
@@ -59,7 +60,8 @@ public struct ReportQuery: Sendable {
 }
 
 /// Counts blocked attempts, line by line, into groups. Lines that are not block log lines are
-/// counted as malformed and otherwise ignored; blank lines are ignored.
+/// counted as malformed and otherwise ignored; blank lines are ignored. Retro-hit lines are
+/// block log lines (counted in `lines`) but not attempts: they never reach a group.
 public final class ReportAggregator {
     public let query: ReportQuery
     /// Non-blank lines seen.
@@ -100,7 +102,8 @@ public final class ReportAggregator {
         malformed += count
     }
 
-    /// Parses, filters and counts one line.
+    /// Parses, filters and counts one line: the same filters as `ReportQuery.accepts`, applied
+    /// field by field on the raw line, so that a line is decoded only as far as it passes.
     public func add(line: UnsafeRawBufferPointer) {
         guard line.contains(where: { $0 != 0x20 && $0 != 0x09 && $0 != 0x0D }) else { return }
         lines += 1
@@ -108,7 +111,7 @@ public final class ReportAggregator {
             malformed += 1
             return
         }
-        guard query.acceptsTime(time) else { return }
+        guard !fields.isRetroHit(in: line), query.acceptsTime(time) else { return }
         let client = fields.string(fields.client, in: line)
         if !query.clients.isEmpty {
             let verdict: Bool
