@@ -62,6 +62,14 @@ import Testing
         #expect(unlisted.out.contains("not listed"))
     }
 
+    /// A list directory that is not there is named with the system's reason.
+    @Test func aMissingListDirectoryIsSaidPlainly() throws {
+        let missing = FileManager.default.temporaryDirectory.appendingPathComponent("no-such-\(UUID().uuidString)").path
+        let r = try run(["explain", "evil.example", "--blocklist-dir", missing])
+        #expect(r.status == 2)
+        #expect(r.out.contains("cannot read blocklist directory \(missing): no such file or directory"), "\(r.out)")
+    }
+
     /// An address is looked up among the IP indicators (which judge upstream answers), not
     /// taken for a name that no list holds.
     @Test func explainOfAnAddressNamesTheIndicator() throws {

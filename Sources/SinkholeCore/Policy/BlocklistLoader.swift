@@ -39,11 +39,18 @@ public enum BlocklistLoader {
 
     /// Paths of the list files in `directory`, sorted by name.
     public static func listFiles(in directory: String) throws -> [String] {
-        let names: [String]
-        do {
-            names = try FileManager.default.contentsOfDirectory(atPath: directory)
-        } catch {
-            throw BlocklistLoadError.directoryUnreadable(directory, reason(error))
+        // opendir/readdir rather than FileManager, whose errors read "The operation could not be
+        // completed. The file doesn't exist.": the operator gets strerror's words.
+        guard let handle = opendir(directory) else {
+            throw BlocklistLoadError.directoryUnreadable(directory, String(cString: strerror(errno)).lowercased())
+        }
+        defer { closedir(handle) }
+        var names: [String] = []
+        while let entry = readdir(handle) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            if name != "." && name != ".." { names.append(name) }
         }
         var out: [String] = []
         for name in names.sorted() where isListFileName(name) {
