@@ -72,7 +72,7 @@ import Testing
 
     @Test func udpCollectorGetsOneRFC5424MessagePerBlockedQuery() throws {
         let collector = try UDPCollector()
-        let h = try TestHarness(lists: ["intel.txt": "evil.example\n"]) { $0.syslog = .udp(collector.address) }
+        let h = try TestHarness(lists: ["intel.txt": "# intel\nevil.example\n"]) { $0.syslog = .udp(collector.address) }
         defer { h.stop() }
         for i in 0..<5 { #expect(DNSTestClient.ask("q\(i).evil.example", server: h.address)?.rcode == Rcode.nxDomain) }
         h.server.blockLog?.flush()
@@ -83,6 +83,7 @@ import Testing
             #expect(m.contains(" sinkhole ") && m.contains(" block [sinkhole@32473 "))
             #expect(m.contains("rule.ruleset=\"intel.txt\"") && m.contains("event.action=\"nxdomain\""))
             #expect(m.contains("source.ip=\"127.0.0.1\""))
+            #expect(m.contains("sinkhole.rule_line=\"2\""), "the line of the rule, as in the block log: \(m)")
             if let r = m.range(of: #"dns.question.name="[^"]*""#, options: .regularExpression) { names.append(String(m[r])) }
         }
         #expect(Set(names) == Set((0..<5).map { "dns.question.name=\"q\($0).evil.example\"" }))

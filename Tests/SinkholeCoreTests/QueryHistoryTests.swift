@@ -254,5 +254,6 @@ final class HistoryFixture {
         let syslog = SyslogSink.message(BlockEvent.retroHit(hit), hostname: "h", pid: 1)
         #expect(syslog.contains(" retro-hit [sinkhole@32473 "))
         #expect(syslog.contains("sinkhole.history.count=\"4\""))
+        #expect(syslog.contains("sinkhole.rule_line=\"3\""))
     }
 }

@@ -242,6 +242,7 @@ public final class SyslogSink: @unchecked Sendable {
                 ("event.action", e.answer.action.rawValue), ("event.start", ReportTime.format(seen.firstSeen)),
                 ("event.end", ReportTime.format(seen.lastSeen)), ("sinkhole.history.count", "\(seen.count)"),
                 ("rule.name", e.answer.match.rule), ("rule.ruleset", e.answer.match.list), ("sinkhole.match", e.matchedOn),
+                ("sinkhole.rule_line", "\(e.answer.match.line)"),
             ]
             let data = sd.map { "\($0.0)=\"\(escape($0.1))\"" }.joined(separator: " ")
             let summary = "retro-hit: \(e.client.ipText) resolved \(name) \(seen.count) times before \(e.answer.match.list) listed it (\(e.answer.match.rule))"
@@ -260,6 +261,10 @@ public final class SyslogSink: @unchecked Sendable {
         if e.answer.action != .drop { sd.append(("dns.response_code", Rcode.name(UInt16(e.answer.rcode)))) }
         for address in e.answer.addresses { sd.append(("dns.resolved_ip", IPAddress.text(address))) }
         if let matched = e.matchedName { sd.append(("sinkhole.matched_name", WireName.text(matched))) }
+        if let position = e.chainPosition { sd.append(("sinkhole.chain_position", "\(position)")) }
+        if let address = e.matchedAddress { sd.append(("sinkhole.matched_ip", IPAddress.text(address))) }
+        // The same fields as the block log's line: which line of the list matched, too.
+        sd.append(("sinkhole.rule_line", "\(e.answer.match.line)"))
         let data = sd.map { "\($0.0)=\"\(escape($0.1))\"" }.joined(separator: " ")
         let summary = "blocked \(type) \(name) from \(e.client.ipText) by \(e.answer.match.list): \(e.answer.match.rule) (\(e.answer.action.rawValue))"
         return "<133>1 \(BlockEvent.rfc3339(e.time)) \(hostname) sinkhole \(pid) block [sinkhole@32473 \(data)] \(summary)"
