@@ -12,11 +12,15 @@ struct Check: ParsableCommand {
     @Argument(help: ArgumentHelp("List files or directories of lists.", valueName: "PATH"))
     var paths: [String] = []
 
-    @Option(name: .customLong("max-errors"), help: "Rejected lines printed per file.")
+    @Option(name: .customLong("max-errors"), parsing: .unconditional, help: "Rejected lines printed per file.")
     var maxErrors: Int = 20
 
     @Option(name: .customLong("config"), help: ArgumentHelp("Validate this configuration file as serve would, then check its blocklist directory (unless PATHs are given).", valueName: "FILE"))
     var config: String?
+
+    func validate() throws {
+        if maxErrors < 0 { throw ValidationError("--max-errors must be 0 or more") }
+    }
 
     func run() throws {
         var paths = self.paths
@@ -24,9 +28,17 @@ struct Check: ParsableCommand {
             do {
                 let settings = try Settings.load(yamlFile: config)
                 let configuration = try settings.configuration(defaultBlocklistDirectory: DefaultPaths.blocklistDirectory())
+                // The files serve writes: serve would refuse to start without them.
+                let problems = settings.fileProblems(configuration)
+                guard problems.isEmpty else {
+                    for problem in problems { print("\(problem)") }
+                    throw ExitCode(1)
+                }
                 print("\(config): OK")
                 for (key, value) in configuration.summary.sorted(by: { $0.key < $1.key }) { print("  \(key): \(value)") }
                 if paths.isEmpty { paths = [configuration.blocklistDirectory] }
+            } catch let exit as ExitCode {
+                throw exit
             } catch {
                 print("\(error)")
                 throw ExitCode(1)

@@ -66,10 +66,10 @@ struct Report: ParsableCommand {
     @Option(name: .customLong("format"), help: ArgumentHelp("table (for people), json (array of objects) or csv (RFC 4180, header row).", valueName: "table|json|csv"))
     var format: Format = .table
 
-    @Option(name: .customLong("limit"), help: ArgumentHelp("Print at most N rows.", valueName: "N"))
+    @Option(name: .customLong("limit"), parsing: .unconditional, help: ArgumentHelp("Print at most N rows.", valueName: "N"))
     var limit: Int?
 
-    @Option(name: .customLong("top"), help: ArgumentHelp("Domains listed per client with --by client.", valueName: "N"))
+    @Option(name: .customLong("top"), parsing: .unconditional, help: ArgumentHelp("Domains listed per client with --by client.", valueName: "N"))
     var top: Int = 5
 
     func validate() throws {

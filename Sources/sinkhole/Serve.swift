@@ -6,6 +6,9 @@ import SinkholeCore
 
 /// The flags of `serve` (and of `check --config`). Every one is optional here: a flag not given
 /// falls back to the config file, then to the default in `Settings.configuration()`.
+/// Numbers and durations are parsed `.unconditional`: the word after the flag is its value even
+/// when it starts with a dash, so `--block-ttl -5` is refused by the validation as a negative
+/// TTL rather than by the parser as a missing value.
 struct ServeOptions: ParsableArguments {
     @Option(name: .customLong("config"), help: ArgumentHelp("YAML file of settings; keys are the flag names below. Flags override it.", valueName: "FILE"))
     var config: String?
@@ -22,10 +25,10 @@ struct ServeOptions: ParsableArguments {
     @Option(name: .customLong("block-log"), help: ArgumentHelp("Append one JSON line per blocked query to this file.", valueName: "FILE"))
     var blockLog: String?
 
-    @Option(name: .customLong("block-log-max-size"), help: ArgumentHelp("Rotate the block log when it reaches this size (e.g. 100M); rotated files are gzip-compressed. Default: no size rotation.", valueName: "SIZE"))
+    @Option(name: .customLong("block-log-max-size"), parsing: .unconditional, help: ArgumentHelp("Rotate the block log when it reaches this size (e.g. 100M); rotated files are gzip-compressed. Default: no size rotation.", valueName: "SIZE"))
     var blockLogMaxSize: String?
 
-    @Option(name: .customLong("block-log-keep"), help: ArgumentHelp("Rotated block logs kept (block.log.1.gz …). Default 10.", valueName: "N"))
+    @Option(name: .customLong("block-log-keep"), parsing: .unconditional, help: ArgumentHelp("Rotated block logs kept (block.log.1.gz …). Default 10.", valueName: "N"))
     var blockLogKeep: String?
 
     @Option(name: .customLong("block-mode"), help: ArgumentHelp("nxdomain (default): NXDOMAIN with an SOA. sinkhole: A/AAAA answered with the sinkhole addresses, other types NODATA.", valueName: "nxdomain|sinkhole"))
@@ -37,19 +40,19 @@ struct ServeOptions: ParsableArguments {
     @Option(name: .customLong("sinkhole-ipv6"), help: ArgumentHelp("Address answered for blocked AAAA queries in sinkhole mode. Default ::.", valueName: "ADDR"))
     var sinkholeIPv6: String?
 
-    @Option(name: .customLong("block-ttl"), help: ArgumentHelp("TTL of block answers and the SOA negative-caching TTL (e.g. 60, 60s, 5m). Default 60s.", valueName: "DURATION"))
+    @Option(name: .customLong("block-ttl"), parsing: .unconditional, help: ArgumentHelp("TTL of block answers and the SOA negative-caching TTL (e.g. 60, 60s, 5m). Default 60s.", valueName: "DURATION"))
     var blockTTL: String?
 
-    @Option(name: .customLong("upstream-timeout"), help: ArgumentHelp("Time to wait for one upstream try before the next upstream (e.g. 2s, 500ms). Default 2s.", valueName: "DURATION"))
+    @Option(name: .customLong("upstream-timeout"), parsing: .unconditional, help: ArgumentHelp("Time to wait for one upstream try before the next upstream (e.g. 2s, 500ms). Default 2s.", valueName: "DURATION"))
     var upstreamTimeout: String?
 
-    @Option(name: .customLong("tcp-idle-timeout"), help: ArgumentHelp("Close a TCP client connection idle this long. Default 10s.", valueName: "DURATION"))
+    @Option(name: .customLong("tcp-idle-timeout"), parsing: .unconditional, help: ArgumentHelp("Close a TCP client connection idle this long. Default 10s.", valueName: "DURATION"))
     var tcpIdleTimeout: String?
 
-    @Option(name: .customLong("tcp-max-connections"), help: ArgumentHelp("Open TCP client connections at most, per listen address. Default 256.", valueName: "N"))
+    @Option(name: .customLong("tcp-max-connections"), parsing: .unconditional, help: ArgumentHelp("Open TCP client connections at most, per listen address. Default 256.", valueName: "N"))
     var tcpMaxConnections: String?
 
-    @Option(name: .customLong("edns-buffer-size"), help: ArgumentHelp("UDP payload size advertised in OPT records (512-4096). Default 1232.", valueName: "BYTES"))
+    @Option(name: .customLong("edns-buffer-size"), parsing: .unconditional, help: ArgumentHelp("UDP payload size advertised in OPT records (512-4096). Default 1232.", valueName: "BYTES"))
     var ednsBufferSize: String?
 
     @Option(name: .customLong("allow"), help: ArgumentHelp("Clients allowed to query, as CIDR; repeatable. Replaces the default: loopback, RFC 1918, RFC 6598, 169.254.0.0/16, fc00::/7, fe80::/10. Longest prefix wins.", valueName: "CIDR"))
@@ -61,40 +64,40 @@ struct ServeOptions: ParsableArguments {
     @Option(name: .customLong("refuse-action"), help: ArgumentHelp("What clients outside --allow get: refuse (REFUSED, default) or drop (nothing).", valueName: "refuse|drop"))
     var refuseAction: String?
 
-    @Option(name: .customLong("rate-limit"), help: ArgumentHelp("UDP queries per second allowed per client /24 (IPv4) or /56 (IPv6); 0 = off (default).", valueName: "QPS"))
+    @Option(name: .customLong("rate-limit"), parsing: .unconditional, help: ArgumentHelp("UDP queries per second allowed per client /24 (IPv4) or /56 (IPv6); 0 = off (default).", valueName: "QPS"))
     var rateLimit: String?
 
-    @Option(name: .customLong("rate-limit-burst"), help: ArgumentHelp("Queries a client prefix may send at once above the rate. Default: twice --rate-limit.", valueName: "N"))
+    @Option(name: .customLong("rate-limit-burst"), parsing: .unconditional, help: ArgumentHelp("Queries a client prefix may send at once above the rate. Default: twice --rate-limit.", valueName: "N"))
     var rateLimitBurst: String?
 
     @Option(name: .customLong("rate-limit-action"), help: ArgumentHelp("What UDP clients over the limit get: truncate (empty TC=1 reply, default) or drop.", valueName: "truncate|drop"))
     var rateLimitAction: String?
 
-    @Option(name: .customLong("max-inflight"), help: ArgumentHelp("Queries waiting on upstreams at most; past it, SERVFAIL at once. Default 2048.", valueName: "N"))
+    @Option(name: .customLong("max-inflight"), parsing: .unconditional, help: ArgumentHelp("Queries waiting on upstreams at most; past it, SERVFAIL at once. Default 2048.", valueName: "N"))
     var maxInflight: String?
 
-    @Option(name: .customLong("tcp-max-per-client"), help: ArgumentHelp("Open TCP connections per client address at most. Default 16.", valueName: "N"))
+    @Option(name: .customLong("tcp-max-per-client"), parsing: .unconditional, help: ArgumentHelp("Open TCP connections per client address at most. Default 16.", valueName: "N"))
     var tcpMaxPerClient: String?
 
-    @Option(name: .customLong("tcp-max-queries"), help: ArgumentHelp("Queries answered on one TCP connection before it is closed. Default 1000.", valueName: "N"))
+    @Option(name: .customLong("tcp-max-queries"), parsing: .unconditional, help: ArgumentHelp("Queries answered on one TCP connection before it is closed. Default 1000.", valueName: "N"))
     var tcpMaxQueries: String?
 
     @Option(name: .customLong("upstream-strategy"), help: ArgumentHelp("Order of upstreams per query: first (in the order given, default), random, fastest (lowest smoothed RTT). Upstreams that failed 3 times in a row go last until probed again.", valueName: "first|random|fastest"))
     var upstreamStrategy: String?
 
-    @Option(name: .customLong("upstream-deadline"), help: ArgumentHelp("Time for one query's whole retry loop over the upstreams. Default: --upstream-timeout × number of upstreams.", valueName: "DURATION"))
+    @Option(name: .customLong("upstream-deadline"), parsing: .unconditional, help: ArgumentHelp("Time for one query's whole retry loop over the upstreams. Default: --upstream-timeout × number of upstreams.", valueName: "DURATION"))
     var upstreamDeadline: String?
 
     @Option(name: .customLong("metrics-listen"), help: ArgumentHelp("Serve Prometheus /metrics and /health over HTTP on this address. Off by default.", valueName: "ADDR:PORT"))
     var metricsListen: String?
 
-    @Option(name: .customLong("cache-size"), help: ArgumentHelp("Answer cache budget in MiB; 0 turns the cache off. Default 64.", valueName: "MIB"))
+    @Option(name: .customLong("cache-size"), parsing: .unconditional, help: ArgumentHelp("Answer cache budget in MiB; 0 turns the cache off. Default 64.", valueName: "MIB"))
     var cacheSize: String?
 
-    @Option(name: .customLong("cache-min-ttl"), help: ArgumentHelp("Cache answers at least this long, whatever their TTL. Default 0.", valueName: "DURATION"))
+    @Option(name: .customLong("cache-min-ttl"), parsing: .unconditional, help: ArgumentHelp("Cache answers at least this long, whatever their TTL. Default 0.", valueName: "DURATION"))
     var cacheMinTTL: String?
 
-    @Option(name: .customLong("cache-max-ttl"), help: ArgumentHelp("Cache answers at most this long. Default 1d (86400 s).", valueName: "DURATION"))
+    @Option(name: .customLong("cache-max-ttl"), parsing: .unconditional, help: ArgumentHelp("Cache answers at most this long. Default 1d (86400 s).", valueName: "DURATION"))
     var cacheMaxTTL: String?
 
     @Flag(name: .customLong("serve-stale"), help: "When every upstream fails, answer from expired cache entries (TTL 30, RFC 8767).")
@@ -121,7 +124,7 @@ struct ServeOptions: ParsableArguments {
     @Flag(name: .customLong("no-query-history"), help: "Keep no query history, even if the configuration file names a file.")
     var noQueryHistory = false
 
-    @Option(name: .customLong("history-retention"), help: ArgumentHelp("Query history kept this long (e.g. 30d, 12h); older rows are pruned. Default 30d.", valueName: "DURATION"))
+    @Option(name: .customLong("history-retention"), parsing: .unconditional, help: ArgumentHelp("Query history kept this long (e.g. 30d, 12h); older rows are pruned. Default 30d.", valueName: "DURATION"))
     var historyRetention: String?
 
     @Option(name: .customLong("user"), help: ArgumentHelp("After binding, drop root privileges to this user (before any query is handled).", valueName: "USER"))

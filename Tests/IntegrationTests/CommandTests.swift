@@ -132,6 +132,90 @@ import Testing
     }
 }
 
+/// `sinkhole check --config` refuses what `serve` would refuse, with the same kind of message,
+/// and serve's own start-up messages say what failed.
+@Suite struct CheckConfigTests {
+    func write(_ yaml: String) throws -> (dir: String, file: String) {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("chk-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir + "/lists", withIntermediateDirectories: true)
+        try "evil.example\n".write(toFile: dir + "/lists/intel.txt", atomically: true, encoding: .utf8)
+        let file = dir + "/sinkhole.yaml"
+        try ("upstream: 192.0.2.53\nblocklist-dir: \(dir)/lists\n" + yaml).write(toFile: file, atomically: true, encoding: .utf8)
+        return (dir, file)
+    }
+
+    @Test func checkRefusesABlockLogOrHistoryServeCannotCreate() throws {
+        let (dir, file) = try write("block-log: /nonexistent/x.log\nquery-history: /nonexistent/h.db\n")
+        let r = try runSinkhole(["check", "--config", file])
+        #expect(r.status == 1, "\(r.output)")
+        #expect(r.output.contains("sinkhole.yaml: block-log '/nonexistent/x.log': directory /nonexistent does not exist"), "\(r.output)")
+        #expect(r.output.contains("sinkhole.yaml: query-history '/nonexistent/h.db': directory /nonexistent does not exist"), "\(r.output)")
+        #expect(!r.output.contains("OK"), "\(r.output)")
+        // A path serve would create is fine, and check does not create it.
+        let (_, good) = try write("block-log: \(dir)/block.log\nquery-history: \(dir)/history.db\n")
+        let ok = try runSinkhole(["check", "--config", good])
+        #expect(ok.status == 0, "\(ok.output)")
+        #expect(ok.output.contains("sinkhole.yaml: OK") && ok.output.contains("intel.txt: 1 entries"), "\(ok.output)")
+        #expect(!FileManager.default.fileExists(atPath: dir + "/block.log") && !FileManager.default.fileExists(atPath: dir + "/history.db"))
+    }
+
+    @Test func checkAndServeRefuseListenAddressesThatCannotAllBeBound() throws {
+        let (_, twice) = try write("listen: [\"127.0.0.1:5355\", \"127.0.0.1:5355\"]\n")
+        let r = try runSinkhole(["check", "--config", twice])
+        #expect(r.status == 1 && r.output.contains("listen '127.0.0.1:5355': given twice"), "\(r.output)")
+        let serve = try SinkholeProcess.run(["serve", "--config", twice])
+        #expect(serve.status == 64 && serve.stderr.contains("listen '127.0.0.1:5355': given twice"), "\(serve.stderr)")
+        #expect(!serve.stderr.contains("Address already in use"), "\(serve.stderr)")
+
+        let (_, metrics) = try write("listen: \"127.0.0.1:5355\"\nmetrics-listen: \"127.0.0.1:5355\"\n")
+        let m = try runSinkhole(["check", "--config", metrics])
+        #expect(m.status == 1 && m.output.contains("metrics-listen '127.0.0.1:5355': taken by the DNS listener on 127.0.0.1:5355"), "\(m.output)")
+    }
+
+    @Test func anUnreadableConfigFileSaysWhy() throws {
+        let check = try runSinkhole(["check", "--config", "/nonexistent.yaml"])
+        #expect(check.status == 1 && check.output.contains("/nonexistent.yaml: cannot be read: No such file or directory"), "\(check.output)")
+        let serve = try SinkholeProcess.run(["serve", "--config", "/nonexistent.yaml"])
+        #expect(serve.status == 64 && serve.stderr.contains("/nonexistent.yaml: cannot be read: No such file or directory"), "\(serve.stderr)")
+    }
+
+    @Test func negativeNumbersAreValuesTheValidationRefuses() throws {
+        let ttl = try SinkholeProcess.run(["serve", "--upstream", "192.0.2.53", "--listen", "127.0.0.1:0", "--block-ttl", "-5"])
+        #expect(ttl.status == 64, "\(ttl.stderr)")
+        #expect(ttl.stderr.contains("--block-ttl '-5': must be 0 or more"), "\(ttl.stderr)")
+        let burst = try SinkholeProcess.run(["serve", "--upstream", "192.0.2.53", "--listen", "127.0.0.1:0", "--rate-limit", "10", "--rate-limit-burst", "-1"])
+        #expect(burst.stderr.contains("--rate-limit-burst '-1': must be a whole number from 1 to"), "\(burst.stderr)")
+        let limit = try runSinkhole(["report", "--limit", "-1", "/dev/null"])
+        #expect(limit.status == 64 && limit.output.contains("--limit must be at least 1"), "\(limit.output)")
+        let errors = try runSinkhole(["check", "--max-errors", "-1", "/dev/null"])
+        #expect(errors.status == 64 && errors.output.contains("--max-errors must be 0 or more"), "\(errors.output)")
+    }
+
+    /// A port already taken: the message names the socket that could not be bound.
+    @Test func bindFailuresNameTheSocket() throws {
+        let dir = try write("").dir
+        let udp = try Socket.bound(SocketAddress(address: [127, 0, 0, 1], port: 0), type: Int32(SOCK_DGRAM.rawValue))
+        defer { close(udp) }
+        let udpPort = try #require(SocketAddress.local(of: udp)).port
+        let dns = try SinkholeProcess.run(["serve", "--upstream", "192.0.2.53", "--blocklist-dir", dir + "/lists",
+                                           "--listen", "127.0.0.1:\(udpPort)"])
+        #expect(dns.status == 1)
+        #expect(dns.stderr.contains("cannot start: bind 127.0.0.1:\(udpPort) (DNS over UDP): Address already in use"), "\(dns.stderr)")
+
+        let tcp = try Socket.listening(SocketAddress(address: [127, 0, 0, 1], port: 0), backlog: 1)
+        defer { close(tcp.fd) }
+        let metrics = try SinkholeProcess.run(["serve", "--upstream", "192.0.2.53", "--blocklist-dir", dir + "/lists",
+                                               "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:\(tcp.address.port)"])
+        #expect(metrics.status == 1)
+        #expect(metrics.stderr.contains("bind 127.0.0.1:\(tcp.address.port) (metrics, HTTP over TCP): Address already in use"), "\(metrics.stderr)")
+    }
+
+    @Test func serveRefusesAnUnspecifiedUpstream() throws {
+        let r = try SinkholeProcess.run(["serve", "--listen", "127.0.0.1:0", "--upstream", "0.0.0.0:5361"])
+        #expect(r.status == 64 && r.stderr.contains("--upstream 0.0.0.0:5361: not a usable upstream address"), "\(r.stderr)")
+    }
+}
+
 @Suite struct DeploymentFileTests {
     @Test func systemdUnitVerifies() throws {
         let repo = URL(fileURLWithPath: SinkholeProcess.binaryPath()).deletingLastPathComponent()

@@ -37,6 +37,19 @@ import Testing
         #expect(wildcard.map(\.description) == ["192.0.2.53:53", "[fe80::1]:53"], "a wildcard listener is not every address")
     }
 
+    @Test func resolvConfEntriesThatReachSinkholeAreLeftOut() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("resolv-\(UUID()).conf").path
+        try "nameserver 0.0.0.0\nnameserver ::ffff:127.0.0.1\nnameserver ::\nnameserver 192.0.2.53\n"
+            .write(toFile: path, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let servers = ResolvConf.nameservers(path: path)
+        // 0.0.0.0 reaches this host's 127.0.0.1 and :: its ::1; ::ffff:127.0.0.1 is 127.0.0.1.
+        let listen = [try SocketAddress.parse("127.0.0.1:53"), try SocketAddress.parse("[::1]:53")]
+        #expect(ResolvConf.excludingSelf(servers, listen: listen).map(\.description) == ["192.0.2.53:53"])
+        #expect(ResolvConf.excludingSelf(servers, listen: [try SocketAddress.parse("10.0.0.53:53")]).count == 4,
+                "they reach loopback, not every address of the host")
+    }
+
     @Test func listFileNamesSkipDocsBackupsAndHiddenFiles() {
         #expect(BlocklistLoader.isListFileName("crowdstrike-3cx.txt"))
         #expect(BlocklistLoader.isListFileName("hosts"))

@@ -104,6 +104,145 @@ import Testing
         #expect(error("block-mode: nxdomain\n").hasPrefix("no upstream"))
     }
 
+    @Test func listenAddressesThatCannotAllBeBoundAreRefused() throws {
+        // The same address twice: serve used to fail with a misleading "Address already in use".
+        #expect(error("upstream: 192.0.2.53\nlisten: [\"127.0.0.1:5355\", \"127.0.0.1:5355\"]\n")
+                == "sinkhole.yaml: listen '127.0.0.1:5355': given twice (each address is listened on once, over UDP and TCP)")
+        #expect(error("upstream: 192.0.2.53\nlisten: [\"[::1]:5355\", \"[0:0::1]:5355\"]\n").hasPrefix("sinkhole.yaml: listen '[::1]:5355': given twice"))
+        // A wildcard takes every address of its family on its port.
+        #expect(error("upstream: 192.0.2.53\nlisten: [\"0.0.0.0:5355\", \"127.0.0.1:5355\"]\n")
+                .hasPrefix("sinkhole.yaml: listen '127.0.0.1:5355' and '0.0.0.0:5355': 0.0.0.0:5355 already answers on every IPv4 address"))
+        #expect(error("upstream: 192.0.2.53\nlisten: [\"[::1]:5355\", \"[::]:5355\"]\n").contains("every IPv6 address"))
+        // What can be bound together stays accepted: other families, other ports, port 0.
+        for ok in [#"["0.0.0.0:5355", "[::]:5355"]"#, #"["127.0.0.1:5355", "127.0.0.1:5356"]"#,
+                   #"["127.0.0.1:0", "127.0.0.1:0"]"#, #"["127.0.0.1:5355", "127.0.0.2:5355"]"#] {
+            #expect(try configuration("upstream: 192.0.2.53\nlisten: \(ok)\n").listen.count == 2, "\(ok)")
+        }
+    }
+
+    @Test func metricsOnADNSListenAddressIsRefused() throws {
+        let base = "upstream: 192.0.2.53\nlisten: [\"127.0.0.1:5355\", \"[::1]:5355\"]\n"
+        #expect(error(base + "metrics-listen: \"127.0.0.1:5355\"\n")
+                == "sinkhole.yaml: metrics-listen '127.0.0.1:5355': taken by the DNS listener on 127.0.0.1:5355 (DNS listens on TCP too); give the metrics endpoint a port of its own")
+        #expect(error(base + "metrics-listen: \"0.0.0.0:5355\"\n").contains("taken by the DNS listener on 127.0.0.1:5355"))
+        #expect(try configuration(base + "metrics-listen: \"127.0.0.1:9353\"\n").metricsListen?.port == 9353)
+        #expect(try configuration("upstream: 192.0.2.53\nlisten: \"127.0.0.1:5355\"\nmetrics-listen: \"[::]:5355\"\n").metricsListen != nil,
+                "an IPv6 wildcard does not take IPv4 addresses")
+    }
+
+    @Test func upstreamsThatReachSinkholeItselfAreRefused() throws {
+        // 0.0.0.0 and :: name no resolver: Linux delivers them to this host, here sinkhole itself.
+        #expect(error("listen: \"127.0.0.1:5361\"\nupstream: \"0.0.0.0:5361\"\n")
+                == "sinkhole.yaml: upstream 0.0.0.0:5361: not a usable upstream address (0.0.0.0 and :: are no resolver's address: Linux sends to this host itself)")
+        #expect(error("upstream: \"[::]:5361\"\n").contains("[::]:5361: not a usable upstream address"))
+        #expect(error("upstream: \"::\"\n").contains("[::]:53: not a usable upstream address"))
+        #expect(error("upstream: \"::ffff:0.0.0.0\"\n").contains("not a usable upstream address"))
+        // An IPv4-mapped address is the IPv4 address.
+        #expect(error("listen: \"127.0.0.1:5361\"\nupstream: \"[::ffff:127.0.0.1]:5361\"\n")
+                == "sinkhole.yaml: upstream [::ffff:127.0.0.1]:5361 names sinkhole's own listen address 127.0.0.1:5361: queries would loop")
+        #expect(error("listen: \"0.0.0.0:53\"\nupstream: \"::ffff:127.0.0.2\"\n").contains("queries would loop"))
+        #expect(error("listen: \"127.0.0.1:5361\"\nupstream: \"127.0.0.1:5361\"\n").contains("own listen address 127.0.0.1:5361"))
+        #expect(try configuration("listen: \"127.0.0.1:5361\"\nupstream: \"[::ffff:192.0.2.53]:5361\"\n").upstreams.count == 1)
+    }
+
+    @Test func fractionalSecondsAreRefusedWhereWholeSecondsAreKept() throws {
+        let base = "upstream: 192.0.2.53\n"
+        // These are kept in whole seconds (TTLs); 1.5s used to become 1 s without a word.
+        #expect(error(base + "block-ttl: 1.5s\n")
+                == "sinkhole.yaml: block-ttl '1.5s': must be whole seconds, as TTLs are (e.g. 60, 60s, 5m, 1h)")
+        #expect(error(base + "block-ttl: 500ms\n").contains("must be whole seconds"))
+        #expect(error(base + "cache-min-ttl: 0.5\n").hasPrefix("sinkhole.yaml: cache-min-ttl '0.5': must be whole seconds"))
+        #expect(error(base + "cache-max-ttl: 1500ms\n").hasPrefix("sinkhole.yaml: cache-max-ttl '1500ms': must be whole seconds"))
+        // A whole number of seconds however written is fine.
+        #expect(try configuration(base + "block-ttl: 1.5m\n").blockPolicy.ttl == 90)
+        #expect(try configuration(base + "block-ttl: 2000ms\n").blockPolicy.ttl == 2)
+        #expect(try configuration(base + "cache-min-ttl: 30s\ncache-max-ttl: 1h\n").cacheMaxTTL == 3600)
+        // Durations kept as fractions still take them, as documented (500ms).
+        let c = try configuration(base + "upstream-timeout: 500ms\ntcp-idle-timeout: 1.5s\nupstream-deadline: 2500ms\nhistory-retention: 1.5h\n")
+        #expect(c.upstreamTimeout == 0.5 && c.tcpIdleTimeout == 1.5 && c.upstreamDeadline == 2.5 && c.historyRetention == 5400)
+    }
+
+    /// A minimum above the most the cache keeps is refused before it is converted to a TTL
+    /// (above 2^32 s the conversion trapped: sinkhole crashed on `--cache-min-ttl 1e10`).
+    @Test func cacheMinTTLAboveTheMaximumIsRefusedNotConverted() {
+        #expect(error("upstream: 192.0.2.53\ncache-min-ttl: 1e10\n") == "sinkhole.yaml: cache-min-ttl is above --cache-max-ttl (86400s; at most 7 days)")
+        #expect(error("upstream: 192.0.2.53\ncache-min-ttl: 8d\ncache-max-ttl: 30d\n").hasSuffix("(604800s; at most 7 days)"))
+    }
+
+    @Test func negativeValuesSayWhatTheValueMustBe() {
+        #expect(error("upstream: 192.0.2.53\nblock-ttl: -5\n") == "sinkhole.yaml: block-ttl '-5': must be 0 or more (e.g. 60, 60s, 5m, 1h)")
+        #expect(error("upstream: 192.0.2.53\nupstream-timeout: -1s\n") == "sinkhole.yaml: upstream-timeout '-1s': must be more than 0 (e.g. 2s, 500ms, 1m)")
+        #expect(error("upstream: 192.0.2.53\ntcp-max-connections: -5\n").contains("must be a whole number from 1 to"))
+        #expect(error("upstream: 192.0.2.53\nblock-ttl: --listen\n").hasPrefix("sinkhole.yaml: block-ttl '--listen': not a duration"),
+                "a flag taken as the value is not called negative")
+    }
+
+    @Test func rateLimitBurstOfZeroIsRefused() throws {
+        #expect(error("upstream: 192.0.2.53\nrate-limit: 10\nrate-limit-burst: 0\n")
+                == "sinkhole.yaml: rate-limit-burst '0': must be a whole number from 1 to 20000000")
+        #expect(try configuration("upstream: 192.0.2.53\nrate-limit: 10\n").rateLimitBurst == 20, "the default is twice the rate")
+        #expect(try configuration("upstream: 192.0.2.53\nrate-limit: 10\nrate-limit-burst: 1\n").rateLimitBurst == 1)
+    }
+
+    @Test func ipv6ListenWithoutBracketsSaysSo() {
+        #expect(error("upstream: 192.0.2.53\nlisten: \"::1:5356\"\n")
+                == "sinkhole.yaml: listen '::1:5356': an IPv6 address with a port needs brackets: [::1]:5356")
+        #expect(error("upstream: 192.0.2.53\nmetrics-listen: \"fd00::53\"\n").hasSuffix("needs brackets: [fd00::53]:PORT"))
+        #expect(error("upstream: 192.0.2.53\nlisten: \"127.0.0.1\"\n") == "sinkhole.yaml: listen '127.0.0.1': missing ':PORT'")
+    }
+
+    @Test func anUnreadableFileSaysWhy() throws {
+        func loadError(_ path: String) -> String {
+            do { _ = try Settings.load(yamlFile: path); return "no error" } catch { return "\(error)" }
+        }
+        #expect(loadError("/nonexistent/sinkhole.yaml") == "/nonexistent/sinkhole.yaml: cannot be read: No such file or directory")
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("settings-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        #expect(loadError(dir) == "\(dir): cannot be read: Is a directory")
+        _ = FileManager.default.createFile(atPath: dir + "/latin1.yaml", contents: Data([0x6C, 0x69, 0x73, 0x74, 0x65, 0x6E, 0x3A, 0x20, 0xE9, 0x0A]))
+        #expect(loadError(dir + "/latin1.yaml") == "\(dir)/latin1.yaml: cannot be read: not UTF-8 text")
+        try "upstream: 192.0.2.53\n".write(toFile: dir + "/ok.yaml", atomically: true, encoding: .utf8)
+        #expect(try Settings.load(yamlFile: dir + "/ok.yaml").values["upstream"] == ["192.0.2.53"])
+        _ = FileManager.default.createFile(atPath: dir + "/bom.yaml", contents: Data([0xEF, 0xBB, 0xBF] + Array("upstream: 192.0.2.53\n".utf8)))
+        #expect(try Settings.load(yamlFile: dir + "/bom.yaml").values["upstream"] == ["192.0.2.53"], "a byte order mark is skipped")
+        if geteuid() != 0 {   // root reads anything
+            chmod(dir + "/ok.yaml", 0)
+            #expect(loadError(dir + "/ok.yaml") == "\(dir)/ok.yaml: cannot be read: Permission denied")
+        }
+    }
+
+    @Test func filesServeWritesAreCheckedWithoutCreatingThem() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("files-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        func problems(_ yaml: String) throws -> [String] {
+            let settings = try Settings.parse(yaml: "upstream: 192.0.2.53\n" + yaml, file: "sinkhole.yaml")
+            let c = try settings.configuration(defaultBlocklistDirectory: "/lists", resolvConf: "/nonexistent")
+            return settings.fileProblems(c).map(\.description)
+        }
+        #expect(try problems("block-log: /nonexistent/x.log\n")
+                == ["sinkhole.yaml: block-log '/nonexistent/x.log': directory /nonexistent does not exist"])
+        #expect(try problems("query-history: \(dir)/missing/history.db\n")
+                == ["sinkhole.yaml: query-history '\(dir)/missing/history.db': directory \(dir)/missing does not exist"])
+        // Files that serve creates are fine, and checking them creates nothing.
+        #expect(try problems("block-log: \(dir)/block.log\nquery-history: \(dir)/history.db\n") == [])
+        #expect(!FileManager.default.fileExists(atPath: dir + "/block.log"))
+        #expect(!FileManager.default.fileExists(atPath: dir + "/history.db"))
+        _ = FileManager.default.createFile(atPath: dir + "/block.log", contents: Data())
+        #expect(try problems("block-log: \(dir)/block.log\n") == [])
+        // What serve's open refuses: a directory, a symbolic link (O_NOFOLLOW), a file for a directory.
+        #expect(try problems("block-log: \(dir)\n") == ["sinkhole.yaml: block-log '\(dir)': is a directory"])
+        try FileManager.default.createSymbolicLink(atPath: dir + "/link.log", withDestinationPath: dir + "/block.log")
+        #expect(try problems("block-log: \(dir)/link.log\n").first?.contains("is a symbolic link") == true)
+        #expect(try problems("block-log: \(dir)/block.log/x.log\n") == ["sinkhole.yaml: block-log '\(dir)/block.log/x.log': \(dir)/block.log is not a directory"])
+        if geteuid() != 0 {   // root writes anywhere
+            chmod(dir, 0o500)
+            defer { chmod(dir, 0o700) }
+            #expect(try problems("block-log: \(dir)/new.log\n").first?.contains("is not writable by uid") == true)
+        }
+    }
+
     @Test func accessPolicyLongestPrefixWinsAndDenyWinsTies() throws {
         let p = try AccessPolicy(allow: ["10.0.0.0/8", "10.1.2.3"], deny: ["10.1.0.0/16", "10.0.0.0/8"])
         #expect(!p.allows([10, 5, 5, 5]), "deny wins a tie")

@@ -16,18 +16,19 @@ public enum ResolvConf {
     }
 
     /// Upstreams with our own listening addresses removed, so sinkhole never forwards to itself.
-    /// A wildcard listener (0.0.0.0 or ::) on a port also excludes loopback and unspecified
-    /// addresses on that port, the ones that certainly reach it.
     public static func excludingSelf(_ upstreams: [SocketAddress], listen: [SocketAddress]) -> [SocketAddress] {
-        upstreams.filter { upstream in
-            !listen.contains { l in
-                guard l.port == upstream.port else { return false }
-                if l.address == upstream.address { return true }
-                guard l.address.allSatisfy({ $0 == 0 }) else { return false }
-                let a = upstream.address
-                let loopback = (a.count == 4 && a[0] == 127) || a == [UInt8](repeating: 0, count: 15) + [1]
-                return loopback || a.allSatisfy { $0 == 0 }
-            }
-        }
+        upstreams.filter { upstream in !listen.contains { reaches(upstream, $0) } }
+    }
+
+    /// Whether a query sent to `upstream` would arrive at the listener `listen`. The upstream is
+    /// taken as the kernel routes it: `::ffff:a.b.c.d` is a.b.c.d, and 0.0.0.0 or :: is this
+    /// host (Linux delivers it to loopback). A wildcard listener (0.0.0.0 or ::) on a port also
+    /// takes loopback addresses on that port, the ones that certainly reach it.
+    public static func reaches(_ upstream: SocketAddress, _ listen: SocketAddress) -> Bool {
+        guard listen.port == upstream.port else { return false }
+        var a = IPAddress.unmapped(upstream.address)
+        if IPAddress.isUnspecified(a) { a = a.count == 4 ? [127, 0, 0, 1] : [UInt8](repeating: 0, count: 15) + [1] }
+        if a == listen.address { return true }
+        return IPAddress.isLoopback(a) && listen.address.allSatisfy { $0 == 0 }
     }
 }

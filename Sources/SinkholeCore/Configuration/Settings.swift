@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import Yams
 
 /// A readable configuration problem: where (flag or file and key) and why.
@@ -58,11 +59,41 @@ public struct Settings: Sendable {
     /// Reads a YAML mapping of keys to scalars (or lists of scalars for repeatable keys).
     /// Unknown keys, nesting, and lists for single-valued keys are rejected with the key path.
     public static func load(yamlFile path: String) throws -> Settings {
-        let text: String
-        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
-            throw ConfigurationError("\(path): cannot be read")
+        var bytes: [UInt8]
+        do { bytes = try readFile(path) } catch {
+            throw ConfigurationError("\(path): cannot be read: \(error)")
+        }
+        if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { bytes.removeFirst(3) }   // a UTF-8 byte order mark
+        guard let text = String(validating: bytes, as: UTF8.self) else {
+            throw ConfigurationError("\(path): cannot be read: not UTF-8 text")
         }
         return try parse(yaml: text, file: (path as NSString).lastPathComponent)
+    }
+
+    /// The bytes of a file; the error is strerror's reason (No such file or directory,
+    /// Permission denied, Is a directory).
+    static func readFile(_ path: String) throws -> [UInt8] {
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw FileReason(errno) }
+        defer { Glibc.close(fd) }
+        var out: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw FileReason(errno)
+            }
+            if n == 0 { return out }
+            out += chunk[0..<n]
+        }
+    }
+
+    /// strerror's text for a failed file operation.
+    struct FileReason: Error, CustomStringConvertible {
+        var code: Int32
+        init(_ code: Int32) { self.code = code }
+        var description: String { String(cString: strerror(code)) }
     }
 
     public static func parse(yaml text: String, file: String) throws -> Settings {
@@ -110,10 +141,20 @@ public struct Settings: Sendable {
                 throw ConfigurationError("\(origin(key)) \(error)")
             }
         }
-        func duration(_ key: String, _ fallback: Double, positive: Bool = true) throws -> Double {
+        // `whole`: the setting is kept in whole seconds (a TTL), so a fraction is refused rather
+        // than cut off.
+        func duration(_ key: String, _ fallback: Double, positive: Bool = true, whole: Bool = false) throws -> Double {
             guard let text = one(key) else { return fallback }
+            let examples = whole ? "e.g. 60, 60s, 5m, 1h" : "e.g. 2s, 500ms, 1m"
+            let trimmed = text.trimmingCharacters(in: .whitespaces)
+            if trimmed.hasPrefix("-"), DurationText.seconds(String(trimmed.dropFirst())) != nil {
+                throw ConfigurationError("\(origin(key)) '\(text)': must be \(positive ? "more than 0" : "0 or more") (\(examples))")
+            }
             guard let v = DurationText.seconds(text), !positive || v > 0 else {
-                throw ConfigurationError("\(origin(key)) '\(text)': not a \(positive ? "positive " : "")duration (use e.g. 2s, 500ms, 1m)")
+                throw ConfigurationError("\(origin(key)) '\(text)': not a \(positive ? "positive " : "")duration (use \(examples))")
+            }
+            guard !whole || v == v.rounded(.down) else {
+                throw ConfigurationError("\(origin(key)) '\(text)': must be whole seconds, as TTLs are (\(examples))")
             }
             return v
         }
@@ -125,17 +166,31 @@ public struct Settings: Sendable {
             return v
         }
         let listen = try (many("listen").isEmpty ? ServerConfiguration.defaultListen : many("listen")).map { try address($0, "listen") }
+        for (index, a) in listen.enumerated() {
+            guard let b = listen[..<index].first(where: { Settings.conflict(a, $0) }) else { continue }
+            if a == b {
+                throw ConfigurationError("\(origin("listen")) '\(a)': given twice (each address is listened on once, over UDP and TCP)")
+            }
+            let (wildcard, other) = a.address.allSatisfy({ $0 == 0 }) ? (a, b) : (b, a)
+            throw ConfigurationError("\(origin("listen")) '\(other)' and '\(wildcard)': \(wildcard) already answers on every \(a.isIPv6 ? "IPv6" : "IPv4") address of the host on port \(a.port); give one or the other")
+        }
         var upstreams = try many("upstream").map { try address($0, "upstream", defaultPort: 53) }
         if let zero = upstreams.first(where: { $0.port == 0 }) {
             throw ConfigurationError("\(origin("upstream")) \(zero): port 0 cannot be sent to")
+        }
+        if let unspecified = upstreams.first(where: { IPAddress.isUnspecified($0.address) }) {
+            throw ConfigurationError("\(origin("upstream")) \(unspecified): not a usable upstream address (0.0.0.0 and :: are no resolver's address: Linux sends to this host itself)")
         }
         if upstreams.isEmpty {
             upstreams = ResolvConf.excludingSelf(ResolvConf.nameservers(path: resolvConf), listen: listen)
             if upstreams.isEmpty {
                 throw ConfigurationError("no upstream: give --upstream ADDR[:PORT] (\(resolvConf) names none other than sinkhole itself)")
             }
-        } else if ResolvConf.excludingSelf(upstreams, listen: listen).count != upstreams.count {
-            throw ConfigurationError("\(origin("upstream")) names sinkhole's own listen address: queries would loop")
+        } else {
+            for upstream in upstreams {
+                guard let own = listen.first(where: { ResolvConf.reaches(upstream, $0) }) else { continue }
+                throw ConfigurationError("\(origin("upstream")) \(upstream) names sinkhole's own listen address \(own): queries would loop")
+            }
         }
         let modeText = one("block-mode") ?? "nxdomain"
         guard let mode = BlockMode(rawValue: modeText) else {
@@ -149,7 +204,7 @@ public struct Settings: Sendable {
         guard let v6 = IPAddress.parse(v6Text), v6.count == 16 else {
             throw ConfigurationError("\(origin("sinkhole-ipv6")) '\(v6Text)': not an IPv6 address")
         }
-        let ttl = try duration("block-ttl", 60, positive: false)
+        let ttl = try duration("block-ttl", 60, positive: false, whole: true)
         guard ttl <= 604_800 else { throw ConfigurationError("\(origin("block-ttl")): at most 7 days") }
         let access: AccessPolicy
         do { access = try AccessPolicy(allow: many("allow"), deny: many("deny")) } catch {
@@ -175,7 +230,7 @@ public struct Settings: Sendable {
         configuration.access = access
         configuration.refuseAction = refuseAction
         configuration.rateLimit = Double(try integer("rate-limit", 0, 0...10_000_000))
-        configuration.rateLimitBurst = Double(try integer("rate-limit-burst", Int(configuration.rateLimit * 2), 0...20_000_000))
+        configuration.rateLimitBurst = Double(try integer("rate-limit-burst", Int(configuration.rateLimit * 2), 1...20_000_000))
         let rateActionText = one("rate-limit-action") ?? "truncate"
         guard let rateAction = RateLimitAction(rawValue: rateActionText) else {
             throw ConfigurationError("\(origin("rate-limit-action")) '\(rateActionText)': must be truncate or drop")
@@ -197,7 +252,13 @@ public struct Settings: Sendable {
             configuration.blockLogRotation.maxSize = bytes
         }
         configuration.blockLogRotation.keep = try integer("block-log-keep", 10, 1...1000)
-        if let text = one("metrics-listen") { configuration.metricsListen = try address(text, "metrics-listen") }
+        if let text = one("metrics-listen") {
+            let metrics = try address(text, "metrics-listen")
+            if let dns = listen.first(where: { Settings.conflict(metrics, $0) }) {
+                throw ConfigurationError("\(origin("metrics-listen")) '\(metrics)': taken by the DNS listener on \(dns) (DNS listens on TCP too); give the metrics endpoint a port of its own")
+            }
+            configuration.metricsListen = metrics
+        }
         func flag(_ key: String) throws -> Bool {
             switch one(key)?.lowercased() {
             case nil, "false", "no", "off": return false
@@ -207,11 +268,13 @@ public struct Settings: Sendable {
         }
         let syslogOn = try flag("syslog")
         configuration.cacheBytes = try integer("cache-size", 64, 0...65_536) << 20
-        configuration.cacheMinTTL = UInt32(try duration("cache-min-ttl", 0, positive: false))
-        configuration.cacheMaxTTL = UInt32(min(604_800, try duration("cache-max-ttl", 86_400)))
-        guard configuration.cacheMinTTL <= configuration.cacheMaxTTL else {
-            throw ConfigurationError("\(origin("cache-min-ttl")) is above --cache-max-ttl")
+        let cacheMinTTL = try duration("cache-min-ttl", 0, positive: false, whole: true)
+        let cacheMaxTTL = min(604_800, try duration("cache-max-ttl", 86_400, whole: true))
+        guard cacheMinTTL <= cacheMaxTTL else {
+            throw ConfigurationError("\(origin("cache-min-ttl")) is above --cache-max-ttl (\(Int(cacheMaxTTL))s; at most 7 days)")
         }
+        configuration.cacheMinTTL = UInt32(cacheMinTTL)
+        configuration.cacheMaxTTL = UInt32(cacheMaxTTL)
         configuration.serveStale = try flag("serve-stale")
         configuration.forwardECS = try flag("forward-ecs")
         for cidr in many("trust-ecs-from") {
@@ -244,6 +307,29 @@ public struct Settings: Sendable {
         configuration.user = one("user")
         configuration.group = one("group")
         return configuration
+    }
+
+    /// Whether two sockets of one protocol on these addresses cannot both be bound: the same
+    /// family and port (not 0, which the kernel picks afresh each time), and the same address
+    /// or a wildcard (0.0.0.0, ::) on either side. IPv6 sockets are IPv6-only, so 0.0.0.0:53
+    /// and [::]:53 do not conflict.
+    static func conflict(_ a: SocketAddress, _ b: SocketAddress) -> Bool {
+        guard a.port != 0, a.port == b.port, a.isIPv6 == b.isIPv6 else { return false }
+        return a.ip == b.ip || a.address.allSatisfy { $0 == 0 } || b.address.allSatisfy { $0 == 0 }
+    }
+
+    /// What `serve` would meet opening the files it writes (the block log, the query history),
+    /// found without creating them, for `sinkhole check --config`: one message per file that
+    /// cannot be used, naming the flag or key.
+    public func fileProblems(_ configuration: ServerConfiguration) -> [ConfigurationError] {
+        var problems: [ConfigurationError] = []
+        if let path = configuration.blockLogPath, let why = WritableFile.problem(path) {
+            problems.append(ConfigurationError("\(origin("block-log")) '\(path)': \(why)"))
+        }
+        if let path = configuration.queryHistoryPath, let why = WritableFile.problem(path, readToo: true) {
+            problems.append(ConfigurationError("\(origin("query-history")) '\(path)': \(why)"))
+        }
+        return problems
     }
 
     /// The operational log level (validated by `configuration()`).

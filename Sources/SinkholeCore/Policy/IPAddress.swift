@@ -17,6 +17,23 @@ public enum IPAddress {
 
     public static func isAddress(_ text: String) -> Bool { parse(text) != nil }
 
+    /// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) as the IPv4 address it stands for; any
+    /// other address unchanged.
+    public static func unmapped(_ bytes: [UInt8]) -> [UInt8] {
+        guard bytes.count == 16, bytes[0..<10].allSatisfy({ $0 == 0 }), bytes[10] == 0xFF, bytes[11] == 0xFF else { return bytes }
+        return Array(bytes[12...])
+    }
+
+    /// 0.0.0.0 or :: (mapped or not): no host's address; Linux delivers what is sent to it to
+    /// the sending host itself.
+    public static func isUnspecified(_ bytes: [UInt8]) -> Bool { unmapped(bytes).allSatisfy { $0 == 0 } }
+
+    /// 127.0.0.0/8 or ::1 (mapped or not).
+    public static func isLoopback(_ bytes: [UInt8]) -> Bool {
+        let a = unmapped(bytes)
+        return (a.count == 4 && a[0] == 127) || a == [UInt8](repeating: 0, count: 15) + [1]
+    }
+
     /// Text form of 4 or 16 address bytes ("?" for any other count).
     public static func text(_ bytes: [UInt8]) -> String {
         var out: [UInt8] = []

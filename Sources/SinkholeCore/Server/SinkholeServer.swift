@@ -154,7 +154,9 @@ public final class SinkholeServer: Sendable {
         listeners.withLock { $0 = (udp, tcp) }
         if let address = configuration.metricsListen {
             do {
-                let server = try MetricsServer(address: address) { [weak self] path in self?.route(path) }
+                let server = try SinkholeServer.naming("metrics, HTTP over TCP") {
+                    try MetricsServer(address: address) { [weak self] path in self?.route(path) }
+                }
                 metricsServer.withLock { $0 = server }
                 server.start()
                 logger.info("metrics on http://\(server.address)/metrics")
@@ -210,21 +212,24 @@ public final class SinkholeServer: Sendable {
     private func bindPair(_ address: SocketAddress, handler: @escaping QueryHandler) throws -> ([UDPListener], TCPListener) {
         var lastError: Error?
         for _ in 0..<(address.port == 0 ? 8 : 1) {
-            let probe = try Socket.bound(address, type: Int32(SOCK_DGRAM.rawValue))
+            let probe = try SinkholeServer.naming("DNS over UDP") { try Socket.bound(address, type: Int32(SOCK_DGRAM.rawValue)) }
             let port = SocketAddress.local(of: probe) ?? address
             do {
-                let tcp = try TCPListener(address: port, queue: DispatchQueue(label: "sinkhole.tcp.accept"),
-                                          idleTimeout: configuration.tcpIdleTimeout,
-                                          maxConnections: configuration.tcpMaxConnections,
-                                          maxPerClient: configuration.tcpMaxPerClient,
-                                          maxQueries: configuration.tcpMaxQueries, handler: handler)
+                let tcp = try SinkholeServer.naming("DNS over TCP") {
+                    try TCPListener(address: port, queue: DispatchQueue(label: "sinkhole.tcp.accept"),
+                                    idleTimeout: configuration.tcpIdleTimeout,
+                                    maxConnections: configuration.tcpMaxConnections,
+                                    maxPerClient: configuration.tcpMaxPerClient,
+                                    maxQueries: configuration.tcpMaxQueries, handler: handler)
+                }
                 Glibc.close(probe)
                 var udp: [UDPListener] = []
                 do {
                     let loops = chain.forwarder.eventLoops
                     for i in 0..<SinkholeServer.udpSocketsPerAddress {
-                        udp.append(try UDPListener(address: port, loop: loops[i % loops.count],
-                                                   reusePort: true, handler: handler))
+                        udp.append(try SinkholeServer.naming("DNS over UDP") {
+                            try UDPListener(address: port, loop: loops[i % loops.count], reusePort: true, handler: handler)
+                        })
                     }
                 } catch {
                     udp.forEach { $0.stop(); $0.close() }
@@ -238,6 +243,14 @@ public final class SinkholeServer: Sendable {
             }
         }
         throw lastError ?? SystemError("bind \(address)", EADDRINUSE)
+    }
+
+    /// Runs `body`, naming in a failed system call's error which of sinkhole's sockets it was
+    /// for (`bind 127.0.0.1:53 (DNS over UDP): Address already in use`).
+    static func naming<T>(_ socket: String, _ body: () throws -> T) throws -> T {
+        do { return try body() } catch let error as SystemError {
+            throw SystemError("\(error.operation) (\(socket))", error.code)
+        }
     }
 
     /// The address the metrics endpoint is bound to, when it is on.

@@ -108,10 +108,23 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
             port = p
         } else if let defaultPort {
             port = defaultPort
+        } else if bytes.count == 16 {
+            throw ParseError.bad(text, "an IPv6 address with a port needs brackets: \(bracketed(text))")
         } else {
             throw ParseError.bad(text, "missing ':PORT'")
         }
         return SocketAddress(address: bytes, port: port)
+    }
+
+    /// The bracketed form of an unbracketed IPv6 `ADDR:PORT` (`::1:5356` → `[::1]:5356`), when
+    /// what follows its last colon reads as a port and what precedes it as an address; else
+    /// the general form `[ADDR]:PORT`.
+    static func bracketed(_ text: String) -> String {
+        if let colon = text.lastIndex(of: ":"), let port = UInt16(text[text.index(after: colon)...]),
+           let address = IPAddress.parse(String(text[..<colon])), address.count == 16 {
+            return "[\(text[..<colon])]:\(port)"
+        }
+        return "[\(text)]:PORT"
     }
 
     /// Reads a `sockaddr_storage` filled by the kernel; nil for families other than IPv4/IPv6.
