@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export PATH := /opt/swift/usr/bin:$(PATH)
 
 SWIFT_FLAGS ?= -Xswiftc -warnings-as-errors
-APT_PACKAGES := libldns-dev libssl-dev zlib1g-dev libsqlite3-dev pkg-config ldnsutils bind9-dnsutils curl systemd sqlite3
+APT_PACKAGES := libldns-dev libssl-dev zlib1g-dev libsqlite3-dev pkg-config ldnsutils bind9-dnsutils curl systemd sqlite3 iproute2 util-linux
 LISTEN ?= --listen 127.0.0.1:53 --listen [::1]:53
 BLOCK_LOG ?= block.log
 QUERY_HISTORY ?= history.db

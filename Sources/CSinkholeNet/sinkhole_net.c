@@ -71,8 +71,9 @@ unsigned long sinkhole_pktinfo_write(void *control, int count, const void *addre
         memcpy(CMSG_DATA(c), &info, sizeof info);
         return CMSG_SPACE(sizeof info);
     }
-    /* IPv4: the source address only; the interface is left to the routing table, as for any
-       other reply (ipi_ifindex would override the address with the interface's primary one). */
+    /* IPv4: the source address only. The interface is left to the routing table, as for any
+       other reply: a non-zero ipi_ifindex would pin the outgoing interface, which breaks
+       asymmetric and multi-homed routing. */
     struct in_pktinfo info;
     memset(&info, 0, sizeof info);
     memcpy(&info.ipi_spec_dst, address, 4);

@@ -69,13 +69,13 @@ struct Check: ParsableCommand {
                 let result = BlocklistLoader.load(file: file)
                 if let list = result.list {
                     let kind = BlocklistLoader.isAllowList(list.name) ? "allowlist, " : ""
-                    print("\(file): \(list.entries) entries (\(kind)\(list.format.rawValue)), \(result.rejectedLines) lines rejected")
+                    print("\(LogText.printable(file)): \(list.entries) entries (\(kind)\(list.format.rawValue)), \(result.rejectedLines) lines rejected")
                     total += list.entries
                 } else {
-                    print("\(file): UNUSABLE: \(result.failure ?? "unknown reason")")
+                    print("\(LogText.printable(file)): UNUSABLE: \(result.failure ?? "unknown reason")")
                     unusable += 1
                 }
-                for error in result.lineErrors.prefix(maxErrors) { print("  \(error)") }
+                for error in result.lineErrors.prefix(maxErrors) { print("  \(LogText.printable(error.description))") }
                 if result.rejectedLines > maxErrors { print("  … and \(result.rejectedLines - maxErrors) more") }
             }
         }

@@ -16,11 +16,18 @@ import Testing
     }
 
     @Test func trustedForwarderECSIsLoggedAsTheClient() throws {
+        let collector = try SyslogTests.UDPCollector()
         let h = try TestHarness(lists: ["intel.txt": "evil.example\n"]) { c in
             c.trustECSFrom = ["127.0.0.1/32"]
+            c.syslog = .udp(collector.address)
         }
         defer { h.stop() }
         #expect(DNSTestClient.udp(query("evil.example", id: 1), to: h.address).flatMap(Header.init)?.rcode == Rcode.nxDomain)
+        // Syslog names the same client as the block log: the one behind the forwarder.
+        let message = try #require(collector.receive())
+        #expect(message.contains("source.ip=\"10.1.2.0\" source.subnet=\"10.1.2.0/24\" network.forwarded_ip=\"127.0.0.1\""), "\(message)")
+        #expect(!message.contains("source.port="))
+        #expect(message.contains("from 10.1.2.0 (via 127.0.0.1)"), "\(message)")
         // From an untrusted address the same option is ignored for logging.
         #expect(DNSTestClient.udp(query("evil.example", id: 2), to: h.address,
                                   from: SocketAddress(address: [127, 0, 0, 3], port: 0)) != nil)

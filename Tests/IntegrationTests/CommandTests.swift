@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import SinkholeCore
 import SinkholeTestSupport
 import Testing
@@ -60,6 +61,22 @@ import Testing
         let unlisted = try run(["explain", "example.org", "--blocklist-dir", dir])
         #expect(unlisted.status == 1)
         #expect(unlisted.out.contains("not listed"))
+    }
+
+    /// A FIFO in the list directory (a log pipe left there, say) is reported and does not hold
+    /// up check or serve: opening one for reading waits for a writer, and reading it for data.
+    @Test func aFIFOInTheListDirectoryIsRefusedNotWaitedOn() throws {
+        let dir = try directory(["intel.txt": Array("evil.example\n".utf8)])
+        #expect(mkfifo(dir + "/pipe.txt", 0o600) == 0)
+        let checked = try run(["check", dir])
+        #expect(checked.status == 1)
+        #expect(checked.out.contains("pipe.txt: UNUSABLE: not a regular file (a FIFO, socket or device)"), "\(checked.out)")
+        #expect(checked.out.contains("intel.txt: 1 entries"), "\(checked.out)")
+        let s = SinkholeProcess(arguments: ["serve", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9", "--blocklist-dir", dir])
+        #expect(try s.start(), "\(s.stderr)")
+        defer { _ = s.stop() }
+        let r = DNSTestClient.ask("evil.example", server: SocketAddress(address: [127, 0, 0, 1], port: s.port))
+        #expect(r?.rcode == Rcode.nxDomain)
     }
 
     /// A list directory that is not there is named with the system's reason.

@@ -104,4 +104,56 @@ import Testing
         let drill = try runTool("drill", ["-p", port, "@127.0.0.4", "evil.example"])
         #expect(drill.contains("rcode: NXDOMAIN"), "\(drill)")
     }
+
+    /// Whether this machine lets a test make a network namespace of its own (root, or user
+    /// namespaces allowed) with the `ip` tool: where it cannot, the namespace test is skipped.
+    static let canMakeNamespace: Bool = {
+        guard let r = try? runProgram("/usr/bin/env", ["unshare", "-n", "ip", "link", "set", "lo", "up"]) else { return false }
+        return r.status == 0
+    }()
+
+    /// On a host with several addresses of each family (here: a network namespace of the test's
+    /// own, two IPv4 and two IPv6 documentation addresses on its loopback), dig asking one address
+    /// from another gets its answer from the address it asked. Without packet info the kernel
+    /// answers from the address nearest the client (RFC 6724: the client's own), and dig drops it.
+    @Test(.enabled(if: WildcardListenTests.canMakeNamespace))
+    func bothFamiliesAnswerFromTheAddressAskedOnAHostWithSeveralAddresses() throws {
+        let lists = FileManager.default.temporaryDirectory.appendingPathComponent("sinkhole-ns-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: lists, withIntermediateDirectories: true)
+        defer {
+            try? FileManager.default.removeItem(at: lists)
+            try? FileManager.default.removeItem(atPath: lists.path + ".fifo")
+        }
+        try "evil.example\n".write(to: lists.appendingPathComponent("intel.txt"), atomically: true, encoding: .utf8)
+        // Everything runs inside the namespace: the server is started, waited for on its
+        // "listening on" lines (read from a FIFO, no sleep), asked, and stopped.
+        let script = """
+        set -e
+        ip link set lo up
+        ip addr add 192.0.2.53/32 dev lo
+        ip addr add 192.0.2.54/32 dev lo
+        ip -6 addr add 2001:db8::53/128 dev lo nodad
+        ip -6 addr add 2001:db8::54/128 dev lo nodad
+        fifo="$1.fifo"; mkfifo "$fifo"
+        "$2" serve --listen 0.0.0.0:5353 --listen '[::]:5353' --allow 192.0.2.0/24 --allow 2001:db8::/32 --upstream 127.0.0.1:9 --blocklist-dir "$1" 2>"$fifo" >/dev/null &
+        pid=$!
+        exec 3<"$fifo"
+        seen=0
+        while [ $seen -lt 2 ] && read -r line <&3; do case "$line" in *"listening on"*) seen=$((seen + 1)) ;; esac; done
+        cat <&3 >/dev/null &
+        for pair in "192.0.2.54 192.0.2.53" "2001:db8::54 2001:db8::53"; do
+          set -- $pair
+          echo "== from $1 to $2"
+          dig -p 5353 -b "$1" @"$2" +time=2 +tries=1 www.evil.example || true
+        done
+        kill $pid; wait $pid || true
+        """
+        let r = try runProgram("/usr/bin/env", ["unshare", "-n", "sh", "-c", script, "sh", lists.path, SinkholeProcess.binaryPath()])
+        let runs = r.output.components(separatedBy: "== from ").dropFirst()
+        #expect(runs.count == 2, "\(r.output)")
+        for (run, server) in zip(runs, ["192.0.2.53", "2001:db8::53"]) {
+            #expect(run.contains("status: NXDOMAIN"), "\(run)")
+            #expect(run.contains("SERVER: \(server)#5353"), "\(run)")
+        }
+    }
 }

@@ -118,20 +118,38 @@ import Testing
         #expect(report.lineErrors.first?.description == "empty-of-rules.txt:1: unexpected text after the name: 'exa mple'")
     }
 
-    /// An emptied file (a failed download) or one cut back to comments does not take its
-    /// entries away; a new empty file is loaded with none, and removing a file drops them.
+    /// An emptied file (0 bytes or white space: a failed download) does not take its entries
+    /// away; a new empty file is loaded with none, and removing a file drops them. A file with
+    /// content but no entry (a feed's header alone, an RPZ zone with no trigger) is a complete
+    /// answer and is loaded; an emptied allowlist withdraws its exceptions.
     @Test func anEmptiedFileKeepsTheVersionInForce() throws {
-        let dir = try directory(["feed.txt": "evil.example.test\nbad.example.test\n", "placeholder.txt": ""])
+        let zone = "$TTL 60\n@ IN SOA ns.rpz.test. h.rpz.test. 1 3600 600 86400 60\n  IN NS ns.rpz.test.\n"
+        let dir = try directory(["feed.txt": "evil.example.test\nbad.example.test\n", "placeholder.txt": "",
+                                 "zone.rpz": zone + "zoned.example CNAME .\n", "ours.allow": "ok.evil.example.test\n"])
         let s = BlocklistStore()
         let first = try s.refresh(directory: dir)
         #expect(first.failed.isEmpty)
-        #expect(first.loaded.map(\.name).sorted() == ["feed.txt", "placeholder.txt"])
-        for emptied in ["", "# nothing today\n\n   \n"] {
+        #expect(first.loaded.map(\.name).sorted() == ["feed.txt", "ours.allow", "placeholder.txt", "zone.rpz"])
+        #expect(decide(s, "ok.evil.example.test")?.allowed == true)
+        for emptied in ["", "  \n\n\t\r\n"] {
             try emptied.write(toFile: dir + "/feed.txt", atomically: true, encoding: .utf8)
             let report = try s.refresh(directory: dir, force: true)
-            #expect(report.failed.compactMap(\.failure) == ["no entry left, where the version in force has 2 (remove the file to drop its entries)"])
+            #expect(report.failed.compactMap(\.failure) == ["empty, where the version in force has 2 entries (remove the file to drop them)"])
             #expect(decide(s, "x.evil.example.test")?.list == "feed.txt")
         }
+        // Content with no entry is loaded: the zone's triggers and the feed's names go.
+        try (zone + "; no trigger today\n").write(toFile: dir + "/zone.rpz", atomically: true, encoding: .utf8)
+        try "# evil indicators: none today\n".write(toFile: dir + "/feed.txt", atomically: true, encoding: .utf8)
+        let cleared = try s.refresh(directory: dir)
+        #expect(cleared.failed.isEmpty)
+        #expect(decide(s, "zoned.example") == nil)
+        #expect(decide(s, "x.evil.example.test") == nil)
+        // An emptied allowlist takes its exception away.
+        try "evil.example.test\n".write(toFile: dir + "/feed.txt", atomically: true, encoding: .utf8)
+        try "".write(toFile: dir + "/ours.allow", atomically: true, encoding: .utf8)
+        let withdrawn = try s.refresh(directory: dir)
+        #expect(withdrawn.failed.isEmpty)
+        #expect(decide(s, "ok.evil.example.test")?.allowed == false)
         try FileManager.default.removeItem(atPath: dir + "/feed.txt")
         try s.refresh(directory: dir)
         #expect(decide(s, "x.evil.example.test") == nil)
@@ -145,7 +163,7 @@ import Testing
         let s = BlocklistStore()
         let report = try s.refresh(directory: dir)
         #expect(report.lineErrors.count == 2)
-        let escaped = report.lineErrors[0].description
+        let escaped = LogText.printable(report.lineErrors[0].description)
         #expect(escaped == "esc.txt:2: character '\\x1b' is not allowed in a domain name: '\\x1b[31mRED\\x1b[0m.example'", "\(escaped)")
         #expect(!escaped.unicodeScalars.contains { $0.value < 0x20 })
         let cut = report.lineErrors[1].description

@@ -10,6 +10,9 @@ import Testing
         #expect(LogText.printable("\u{1B}[31mRED\u{1B}[0m") == "\\x1b[31mRED\\x1b[0m")
         #expect(LogText.printable("a\nforged line\r\tb") == "a\\nforged line\\r\\tb")
         #expect(LogText.printable("\u{0}\u{7F}\u{9B}\u{85}") == "\\x00\\x7f\\u{9b}\\u{85}")
+        #expect(LogText.printable("a\u{2028}b\u{202E}c\u{2066}") == "a\\u{2028}b\\u{202e}c\\u{2066}")
+        // A backslash in the text is doubled: a feed's literal "\x1b" does not read as an escape made here.
+        #expect(LogText.printable("lit\\x1b") == "lit\\\\x1b")
     }
 
     @Test func longTextIsCutAtACharacter() {

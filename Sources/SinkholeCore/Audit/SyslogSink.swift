@@ -248,9 +248,15 @@ public final class SyslogSink: @unchecked Sendable {
             let summary = "retro-hit: \(e.client.ipText) resolved \(name) \(seen.count) times before \(e.answer.match.list) listed it (\(e.answer.match.rule))"
             return "<132>1 \(BlockEvent.rfc3339(e.time)) \(hostname) sinkhole \(pid) retro-hit [sinkhole@32473 \(data)] \(summary)"
         }
-        var sd: [(String, String)] = [
-            ("schema_version", "\(BlockEvent.schemaVersion)"),
-            ("source.ip", e.client.ipText), ("source.port", "\(e.client.port)"),
+        var sd: [(String, String)] = [("schema_version", "\(BlockEvent.schemaVersion)")]
+        if let subnet = e.subnet {
+            // The client behind a trusted forwarder, as in the block log's line.
+            sd += [("source.ip", IPAddress.text(subnet.address)), ("source.subnet", subnet.text),
+                   ("network.forwarded_ip", e.client.ipText), ("network.forwarded_port", "\(e.client.port)")]
+        } else {
+            sd += [("source.ip", e.client.ipText), ("source.port", "\(e.client.port)")]
+        }
+        sd += [
             ("network.transport", e.transport.rawValue), ("dns.id", "\(e.id)"),
             ("dns.question.name", name), ("dns.question.type", type),
             ("dns.question.class", RRType.className(e.qclass)),
@@ -265,8 +271,10 @@ public final class SyslogSink: @unchecked Sendable {
         if let address = e.matchedAddress { sd.append(("sinkhole.matched_ip", IPAddress.text(address))) }
         // The same fields as the block log's line: which line of the list matched, too.
         sd.append(("sinkhole.rule_line", "\(e.answer.match.line)"))
+        sd.append(("sinkhole.ttl", "\(e.answer.ttl)"))
         let data = sd.map { "\($0.0)=\"\(escape($0.1))\"" }.joined(separator: " ")
-        let summary = "blocked \(type) \(name) from \(e.client.ipText) by \(e.answer.match.list): \(e.answer.match.rule) (\(e.answer.action.rawValue))"
+        let who = e.subnet.map { "\(IPAddress.text($0.address)) (via \(e.client.ipText))" } ?? e.client.ipText
+        let summary = "blocked \(type) \(name) from \(who) by \(e.answer.match.list): \(e.answer.match.rule) (\(e.answer.action.rawValue))"
         return "<133>1 \(BlockEvent.rfc3339(e.time)) \(hostname) sinkhole \(pid) block [sinkhole@32473 \(data)] \(summary)"
     }
 }

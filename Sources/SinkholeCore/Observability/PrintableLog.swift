@@ -5,8 +5,10 @@ import Logging
 /// move the operator's terminal (an ANSI escape sequence) or forge a log line of its own (a
 /// newline), whatever reads the log: a terminal, journalctl, a SIEM's line splitter.
 public enum LogText {
-    /// `s` with C0 controls, DEL and C1 controls escaped: `\n`, `\r`, `\t`, `\x1b`, `\u{9b}`.
-    /// Other characters, non-ASCII letters included, are kept.
+    /// `s` with C0 controls, DEL, C1 controls, the line and paragraph separators and the
+    /// bidirectional overrides escaped (`\n`, `\r`, `\t`, `\x1b`, `\u{9b}`, `\u{2028}`,
+    /// `\u{202e}`), and a backslash doubled so that an escape in the text reads differently from
+    /// one made here. Other characters, non-ASCII letters included, are kept.
     public static func printable(_ s: String) -> String {
         guard s.unicodeScalars.contains(where: needsEscape) else { return s }
         var out = String.UnicodeScalarView()
@@ -17,6 +19,7 @@ public enum LogText {
             }
             let escape: String
             switch scalar {
+            case "\\": escape = "\\\\"
             case "\n": escape = "\\n"
             case "\r": escape = "\\r"
             case "\t": escape = "\\t"
@@ -31,20 +34,28 @@ public enum LogText {
 
     /// `printable(s)`, cut after `limit` bytes of the original (at a character's end) with the
     /// count of what was left out: one bad line of a feed (up to 4 MiB) is quoted, not copied.
-    public static func quoted(_ s: String, limit: Int = 200) -> String {
+    public static func quoted(_ s: String, limit: Int = 200) -> String { printable(cut(s, limit: limit)) }
+
+    /// `s` cut after `limit` bytes (at a character's end) with the count of what was left out,
+    /// not escaped.
+    public static func cut(_ s: String, limit: Int = 200) -> String {
         let utf8 = s.utf8
-        guard utf8.count > limit else { return printable(s) }
+        guard utf8.count > limit else { return s }
         var end = s.startIndex
         for index in s.indices {
             if utf8.distance(from: utf8.startIndex, to: index) > limit { break }
             end = index
         }
         let rest = utf8.distance(from: end, to: utf8.endIndex)
-        return printable(String(s[..<end])) + "... (\(rest) more bytes)"
+        return String(s[..<end]) + "... (\(rest) more bytes)"
     }
 
     static func needsEscape(_ scalar: Unicode.Scalar) -> Bool {
-        scalar.value < 0x20 || (scalar.value >= 0x7F && scalar.value <= 0x9F)
+        let v = scalar.value
+        return v < 0x20 || (v >= 0x7F && v <= 0x9F) || v == 0x5C
+            || v == 0x2028 || v == 0x2029            // line and paragraph separators: line breaks to some viewers
+            || (v >= 0x202A && v <= 0x202E)          // bidirectional embeddings and overrides
+            || (v >= 0x2066 && v <= 0x2069)          // bidirectional isolates
     }
 
     static func printable(_ value: Logger.MetadataValue) -> Logger.MetadataValue {

@@ -46,9 +46,18 @@ public enum BlocklistLoader {
         }
         defer { closedir(handle) }
         var names: [String] = []
-        while let entry = readdir(handle) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+        while true {
+            // readdir's nil is both the end and an error (EIO, ESTALE on NFS): a listing cut short
+            // would read as files removed, and their lists would go.
+            errno = 0
+            guard let entry = readdir(handle) else {
+                if errno != 0 {
+                    throw BlocklistLoadError.directoryUnreadable(directory, String(cString: strerror(errno)).lowercased())
+                }
+                break
+            }
+            let name = withUnsafePointer(to: &entry.pointee.d_name) {
+                $0.withMemoryRebound(to: CChar.self, capacity: Int(NAME_MAX) + 1) { String(cString: $0) }
             }
             if name != "." && name != ".." { names.append(name) }
         }
@@ -78,7 +87,9 @@ public enum BlocklistLoader {
             result.failure = "cannot be read (\(String(cString: strerror(errno))))"
             return result
         }
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        // O_NONBLOCK: a FIFO in the directory must not hold the start-up or a reload until
+        // something writes to it (it is refused just below); on a regular file it changes nothing.
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         guard fd >= 0 else { return unreadable() }
         defer { close(fd) }
         var st = stat()
@@ -86,6 +97,10 @@ public enum BlocklistLoader {
         if (st.st_mode & S_IFMT) == S_IFDIR {
             errno = EISDIR
             return unreadable()
+        }
+        if (st.st_mode & S_IFMT) != S_IFREG {
+            result.failure = "not a regular file (a FIFO, socket or device)"
+            return result
         }
         // The read buffer is mapped from the kernel and unmapped before the table is built, so
         // that its pages are not still held (in malloc's free lists) at the peak of a reload.
@@ -127,6 +142,8 @@ public enum BlocklistLoader {
             if errors.count < maxReportedLineErrors { errors.append(error) }
         }
         let notText = "not a text file (it contains NUL bytes)"
+        /// Whether the file holds anything but white space (see the emptied-file check below).
+        var hasText = false
         switch format {
         case .lines:
             var line = 1
@@ -136,6 +153,7 @@ public enum BlocklistLoader {
                     result.failure = notText
                     return result
                 }
+                if !hasText { hasText = BlocklistLoader.hasText(chunk[0..<filled]) }
                 // Whole lines only; the partial last line moves to the front of the next chunk.
                 var cut = filled
                 if !atEnd {
@@ -159,6 +177,7 @@ public enum BlocklistLoader {
                 result.failure = notText
                 return result
             }
+            hasText = BlocklistLoader.hasText(bytes)
             var number = 0
             for raw in bytes.split(separator: 0x0A, omittingEmptySubsequences: false) {
                 number += 1
@@ -182,6 +201,7 @@ public enum BlocklistLoader {
                 result.failure = notText
                 return result
             }
+            hasText = BlocklistLoader.hasText(bytes)
             let readable = RPZParser.parse(path: path, file: name, bytes: bytes, add: { wire, kind, line, local in
                 builder.add(name: wire, kind: allow ? .init(kind.scope, .allow) : kind, list: 0, line: line)
                 if let local, !allow { localData[Array(wire.dropLast()), default: []].append(local) }
@@ -202,12 +222,15 @@ public enum BlocklistLoader {
             result.failure = "no valid entry (\(rejected) lines rejected)"
             return result
         }
-        // A file that had entries and now has none (emptied, or cut back to its comments) is
-        // what a failed download leaves (curl -o truncates before it fails, a feed's server
-        // answers an empty body): taken as a bad update, not as the end of the list. Removing
-        // the file is how its entries are dropped.
-        if builder.count == 0 && addresses.isEmpty && localData.isEmpty, let previous, previous.entries > 0 {
-            result.failure = "no entry left, where the version in force has \(previous.entries) (remove the file to drop its entries)"
+        // A blocklist that had entries and is now empty (0 bytes, or white space only) is what a
+        // failed download leaves (curl -o truncates before it fails, a feed's server answers an
+        // empty body): taken as a bad update, not as the end of the list. A file with content
+        // and no entry (a feed's header alone, an RPZ zone with its SOA and no trigger) is a
+        // complete answer, "nothing listed now", and is loaded. An allowlist is never held back:
+        // emptying one withdraws its exceptions, which only blocks more. Removing the file is
+        // how a list's entries are dropped.
+        if !hasText, !allow, let previous, previous.entries > 0 {
+            result.failure = "empty, where the version in force has \(previous.entries) entries (remove the file to drop them)"
             return result
         }
         let matcher = builder.build()
@@ -219,15 +242,20 @@ public enum BlocklistLoader {
         return result
     }
 
+    /// Whether `bytes` hold anything but spaces, tabs, CR and LF.
+    static func hasText<C: Collection>(_ bytes: C) -> Bool where C.Element == UInt8 {
+        bytes.contains { $0 != 0x20 && $0 != 0x09 && $0 != 0x0D && $0 != 0x0A }
+    }
+
     /// The whole file, read with one fstat and as few reads as it takes; nil with errno set.
     static func readFile(_ path: String) -> [UInt8]? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0 else { return nil }
-        if (st.st_mode & S_IFMT) == S_IFDIR {
-            errno = EISDIR
+        if (st.st_mode & S_IFMT) != S_IFREG {
+            errno = (st.st_mode & S_IFMT) == S_IFDIR ? EISDIR : EINVAL
             return nil
         }
         var bytes = [UInt8](repeating: 0, count: max(0, Int(st.st_size)))

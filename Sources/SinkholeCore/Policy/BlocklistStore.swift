@@ -157,6 +157,10 @@ public final class BlocklistStore: Sendable {
             if list.rejectedLines > 0 {
                 logger.warning("lines skipped", metadata: ["file.path": "\(list.path)", "count": "\(list.rejectedLines)"])
             }
+            if list.entries == 0 && !BlocklistLoader.isAllowList(list.name) {
+                // Never quiet: after a restart an emptied feed has no version in force to keep.
+                logger.warning("list has no entry: it blocks nothing", metadata: ["file.path": "\(list.path)"])
+            }
         }
         for path in report.removed {
             logger.info("list removed", metadata: ["file.path": "\(path)"])

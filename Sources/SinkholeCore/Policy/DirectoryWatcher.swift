@@ -47,7 +47,7 @@ public final class DirectoryWatcher: @unchecked Sendable {
                 logger.error("cannot watch the blocklist directory; changes are picked up every \(Int(rescanInterval)) s",
                              metadata: ["error": "\(SystemError("inotify_init1"))"])
             } else {
-                if !addWatch() { watchLost("cannot watch the blocklist directory") }
+                if !addWatch() { watchLost() }
                 let source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
                 source.setEventHandler { [unowned self] in drainEvents() }
                 source.resume()
@@ -55,7 +55,9 @@ public final class DirectoryWatcher: @unchecked Sendable {
             }
             let rescan = DispatchSource.makeTimerSource(queue: queue)
             rescan.schedule(deadline: .now() + rescanInterval, repeating: rescanInterval)
-            rescan.setEventHandler { [unowned self] in onChange() }
+            // Not while the directory is missing: its loss was said once, and the retry reads it
+            // when it is back.
+            rescan.setEventHandler { [unowned self] in if retry == nil { onChange() } }
             rescan.resume()
             self.rescan = rescan
         }
@@ -74,16 +76,19 @@ public final class DirectoryWatcher: @unchecked Sendable {
 
     /// Watches the directory's path; false (and `watch` -1) when it cannot.
     private func addWatch() -> Bool {
+        // IN_ONLYDIR: a file put at the directory's path is not taken for the directory.
         let mask = UInt32(IN_CREATE | IN_DELETE | IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO
-            | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF)
+            | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF) | UInt32(IN_ONLYDIR)
         watch = inotify_add_watch(fd, directory, mask)
         return watch >= 0
     }
 
-    /// Says once that the directory is not watched, and tries again every second until it is.
-    private func watchLost(_ message: String) {
+    /// Says once that the directory is not watched (gone, or another reason: no inotify watch
+    /// left, no permission), and tries again every second until it is.
+    private func watchLost() {
         let error = SystemError("inotify_add_watch")
-        logger.error("\(message); the lists in force stay, and the directory is looked for every \(Int(retryInterval)) s",
+        let what = error.code == ENOENT || error.code == ENOTDIR ? "the blocklist directory is gone" : "cannot watch the blocklist directory"
+        logger.error("\(what); the lists in force stay, and the directory is looked for every \(Int(retryInterval)) s",
                      metadata: ["path": "\(directory)", "error": "\(error)"])
         guard retry == nil else { return }
         let timer = DispatchSource.makeTimerSource(queue: queue)
@@ -124,7 +129,12 @@ public final class DirectoryWatcher: @unchecked Sendable {
             // directory is there already (one renamed into place), else once one is.
             if watch >= 0 { inotify_rm_watch(fd, watch) }
             watch = -1
-            if !addWatch() { watchLost("the blocklist directory is gone") }
+            if !addWatch() {
+                // No refresh now: it could only fail to read the directory (the lists in force
+                // stay either way); the retry reads it when it is back.
+                watchLost()
+                return
+            }
         }
         if sawEvent { scheduleRefresh() }
     }

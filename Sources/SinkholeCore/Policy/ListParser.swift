@@ -3,12 +3,37 @@ public struct ListLineError: Sendable, CustomStringConvertible, Equatable {
     public var file: String
     public var line: Int
     public var reason: String
+    /// The line, or its first `kept` bytes (a bad line of a feed can be 4 MiB, and up to 100 are
+    /// kept per file): what is quoted of it.
     public var text: String
+    /// The line's length in bytes.
+    public var length: Int
 
-    /// `file:line: reason: 'text'`, with control characters escaped and a long line cut
-    /// (`LogText`): the text is a feed's, and goes to a terminal or a log.
+    static let kept = 200
+
+    public init(file: String, line: Int, reason: String, text: String) {
+        self.file = file
+        self.line = line
+        self.reason = reason
+        length = text.utf8.count
+        if length > ListLineError.kept {
+            var end = text.startIndex
+            for index in text.indices {
+                if text.utf8.distance(from: text.startIndex, to: index) > ListLineError.kept { break }
+                end = index
+            }
+            self.text = String(text[..<end])
+        } else {
+            self.text = text
+        }
+    }
+
+    /// `file:line: reason: 'text'`, a long line cut. The text is a feed's: it reaches the
+    /// operational log through its escaping handler, and `check` prints it through
+    /// `LogText.printable` (escaped once, wherever it goes).
     public var description: String {
-        "\(LogText.printable(file)):\(line): \(LogText.quoted(reason)): '\(LogText.quoted(text))'"
+        let more = length - text.utf8.count
+        return "\(file):\(line): \(LogText.cut(reason)): '\(text)\(more > 0 ? "... (\(more) more bytes)" : "")'"
     }
 }
 
