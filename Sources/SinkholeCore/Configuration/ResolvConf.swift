@@ -29,6 +29,6 @@ public enum ResolvConf {
         var a = IPAddress.unmapped(upstream.address)
         if IPAddress.isUnspecified(a) { a = a.count == 4 ? [127, 0, 0, 1] : [UInt8](repeating: 0, count: 15) + [1] }
         if a == listen.address { return true }
-        return IPAddress.isLoopback(a) && listen.address.allSatisfy { $0 == 0 }
+        return IPAddress.isLoopback(a) && listen.isUnspecified
     }
 }

@@ -59,41 +59,16 @@ public struct Settings: Sendable {
     /// Reads a YAML mapping of keys to scalars (or lists of scalars for repeatable keys).
     /// Unknown keys, nesting, and lists for single-valued keys are rejected with the key path.
     public static func load(yamlFile path: String) throws -> Settings {
-        var bytes: [UInt8]
-        do { bytes = try readFile(path) } catch {
-            throw ConfigurationError("\(path): cannot be read: \(error)")
+        // The lists' whole-file reader: strerror's reason when it cannot (No such file or
+        // directory, Permission denied, Is a directory).
+        guard var bytes = BlocklistLoader.readFile(path, anyKind: true) else {
+            throw ConfigurationError("\(path): cannot be read: \(String(cString: strerror(errno)))")
         }
         if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { bytes.removeFirst(3) }   // a UTF-8 byte order mark
         guard let text = String(validating: bytes, as: UTF8.self) else {
             throw ConfigurationError("\(path): cannot be read: not UTF-8 text")
         }
         return try parse(yaml: text, file: (path as NSString).lastPathComponent)
-    }
-
-    /// The bytes of a file; the error is strerror's reason (No such file or directory,
-    /// Permission denied, Is a directory).
-    static func readFile(_ path: String) throws -> [UInt8] {
-        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw FileReason(errno) }
-        defer { Glibc.close(fd) }
-        var out: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65_536)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw FileReason(errno)
-            }
-            if n == 0 { return out }
-            out += chunk[0..<n]
-        }
-    }
-
-    /// strerror's text for a failed file operation.
-    struct FileReason: Error, CustomStringConvertible {
-        var code: Int32
-        init(_ code: Int32) { self.code = code }
-        var description: String { String(cString: strerror(code)) }
     }
 
     public static func parse(yaml text: String, file: String) throws -> Settings {
@@ -171,7 +146,7 @@ public struct Settings: Sendable {
             if a == b {
                 throw ConfigurationError("\(origin("listen")) '\(a)': given twice (each address is listened on once, over UDP and TCP)")
             }
-            let (wildcard, other) = a.address.allSatisfy({ $0 == 0 }) ? (a, b) : (b, a)
+            let (wildcard, other) = a.isUnspecified ? (a, b) : (b, a)
             throw ConfigurationError("\(origin("listen")) '\(other)' and '\(wildcard)': \(wildcard) already answers on every \(a.isIPv6 ? "IPv6" : "IPv4") address of the host on port \(a.port); give one or the other")
         }
         var upstreams = try many("upstream").map { try address($0, "upstream", defaultPort: 53) }
@@ -315,7 +290,7 @@ public struct Settings: Sendable {
     /// and [::]:53 do not conflict.
     static func conflict(_ a: SocketAddress, _ b: SocketAddress) -> Bool {
         guard a.port != 0, a.port == b.port, a.isIPv6 == b.isIPv6 else { return false }
-        return a.ip == b.ip || a.address.allSatisfy { $0 == 0 } || b.address.allSatisfy { $0 == 0 }
+        return a.ip == b.ip || a.isUnspecified || b.isUnspecified
     }
 
     /// What `serve` would meet opening the files it writes (the block log, the query history),

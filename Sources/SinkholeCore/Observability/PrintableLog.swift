@@ -39,15 +39,20 @@ public enum LogText {
     /// `s` cut after `limit` bytes (at a character's end) with the count of what was left out,
     /// not escaped.
     public static func cut(_ s: String, limit: Int = 200) -> String {
-        let utf8 = s.utf8
-        guard utf8.count > limit else { return s }
+        let kept = head(s, limit: limit)
+        let rest = s.utf8.count - kept.utf8.count
+        return rest == 0 ? s : String(kept) + "... (\(rest) more bytes)"
+    }
+
+    /// The longest run of whole characters from the start of `s` within `limit` bytes.
+    public static func head(_ s: String, limit: Int) -> Substring {
+        guard s.utf8.count > limit else { return s[...] }
         var end = s.startIndex
         for index in s.indices {
-            if utf8.distance(from: utf8.startIndex, to: index) > limit { break }
+            if s.utf8.distance(from: s.startIndex, to: index) > limit { break }
             end = index
         }
-        let rest = utf8.distance(from: end, to: utf8.endIndex)
-        return String(s[..<end]) + "... (\(rest) more bytes)"
+        return s[..<end]
     }
 
     static func needsEscape(_ scalar: Unicode.Scalar) -> Bool {

@@ -248,14 +248,17 @@ public enum BlocklistLoader {
     }
 
     /// The whole file, read with one fstat and as few reads as it takes; nil with errno set.
-    static func readFile(_ path: String) -> [UInt8]? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+    /// Only a regular file unless `anyKind` (a configuration may come from a pipe,
+    /// `--config /dev/stdin`; a list file never does, and a FIFO among them must not block).
+    static func readFile(_ path: String, anyKind: Bool = false) -> [UInt8]? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC | (anyKind ? 0 : O_NONBLOCK))
         guard fd >= 0 else { return nil }
         defer { close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0 else { return nil }
-        if (st.st_mode & S_IFMT) != S_IFREG {
-            errno = (st.st_mode & S_IFMT) == S_IFDIR ? EISDIR : EINVAL
+        let kind = st.st_mode & S_IFMT
+        if kind == S_IFDIR || (kind != S_IFREG && !anyKind) {
+            errno = kind == S_IFDIR ? EISDIR : EINVAL
             return nil
         }
         var bytes = [UInt8](repeating: 0, count: max(0, Int(st.st_size)))
@@ -272,12 +275,5 @@ public enum BlocklistLoader {
         }
         bytes.removeLast(bytes.count - filled)
         return bytes
-    }
-
-    static func reason(_ error: Error) -> String {
-        if let posix = (error as NSError).userInfo[NSUnderlyingErrorKey] as? NSError {
-            return posix.localizedDescription
-        }
-        return (error as NSError).localizedDescription
     }
 }

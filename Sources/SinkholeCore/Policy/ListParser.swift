@@ -16,16 +16,7 @@ public struct ListLineError: Sendable, CustomStringConvertible, Equatable {
         self.line = line
         self.reason = reason
         length = text.utf8.count
-        if length > ListLineError.kept {
-            var end = text.startIndex
-            for index in text.indices {
-                if text.utf8.distance(from: text.startIndex, to: index) > ListLineError.kept { break }
-                end = index
-            }
-            self.text = String(text[..<end])
-        } else {
-            self.text = text
-        }
+        self.text = String(LogText.head(text, limit: ListLineError.kept))
     }
 
     /// `file:line: reason: 'text'`, a long line cut. The text is a feed's: it reaches the

@@ -15,8 +15,8 @@ public struct ClientPattern: Sendable, Equatable, CustomStringConvertible {
             guard parts[1].allSatisfy({ $0.isASCII && $0.isNumber }), let p = Int(parts[1]), p <= prefix else { return nil }
             prefix = p
         }
-        if ClientPattern.isIPv4Mapped(bytes), prefix >= 96 {
-            bytes = Array(bytes[12...])
+        if bytes.count == 16, prefix >= 96, IPAddress.unmapped(bytes).count == 4 {
+            bytes = IPAddress.unmapped(bytes)
             prefix -= 96
         }
         network = ClientPattern.masked(bytes, prefix)
@@ -31,13 +31,9 @@ public struct ClientPattern: Sendable, Equatable, CustomStringConvertible {
     }
 
     public func matches(address: [UInt8]) -> Bool {
-        let bytes = ClientPattern.isIPv4Mapped(address) ? Array(address[12...]) : address
+        let bytes = IPAddress.unmapped(address)
         guard bytes.count == network.count else { return false }
         return ClientPattern.masked(bytes, prefixLength) == network
-    }
-
-    static func isIPv4Mapped(_ b: [UInt8]) -> Bool {
-        b.count == 16 && b[0..<10].allSatisfy { $0 == 0 } && b[10] == 0xFF && b[11] == 0xFF
     }
 
     static func masked(_ bytes: [UInt8], _ prefix: Int) -> [UInt8] {

@@ -69,6 +69,8 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
     }
 
     public var isIPv6: Bool { ip.count == 16 }
+    /// 0.0.0.0 or ::, the wildcard a listener binds to answer on every address of its family.
+    public var isUnspecified: Bool { ip.words == (0, 0) }
     public var family: Int32 { isIPv6 ? AF_INET6 : AF_INET }
     public var ipText: String { IPAddress.text(address) }
 

@@ -72,7 +72,7 @@ public final class UDPListener: @unchecked Sendable {
         fd = try Socket.bound(requested, type: Int32(SOCK_DGRAM.rawValue), reusePort: reusePort)
         Socket.setOption(fd, SOL_SOCKET, SO_RCVBUF, 4 << 20)
         address = SocketAddress.local(of: fd) ?? requested
-        wildcard = address.ip.allSatisfy { $0 == 0 }
+        wildcard = address.isUnspecified
         if wildcard, sinkhole_want_pktinfo(fd, address.isIPv6 ? 1 : 0) != 0 {
             let error = SystemError("packet info on \(address)")
             Glibc.close(fd)
