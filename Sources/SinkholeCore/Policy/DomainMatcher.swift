@@ -20,7 +20,7 @@ import Glibc
 /// of unchanged lines with the version it replaces, even where lines moved: a reload holds only
 /// the changed segments and a new table beside the version in force. The matcher is immutable
 /// once built, so the version in force is never touched.
-public struct DomainMatcher: @unchecked Sendable {
+public final class DomainMatcher: @unchecked Sendable {
     /// Which names a rule covers, relative to the listed name.
     public enum Scope: UInt8, Sendable {
         /// The name and every name below it (plain lists, hosts files, `||name^`).
@@ -452,7 +452,11 @@ public struct DomainMatcher: @unchecked Sendable {
                 let reference = Int(value & referenceMask) - 1
                 let ref = refs[reference >> DomainMatcher.entryBits]
                 let entry = ref.entries[reference & (DomainMatcher.maxSegmentEntries - 1)]
-                guard Int(entry.length) == key.count, DomainMatcher.equals(ref.arena + Int(entry.offset), key) else { continue }
+                guard Int(entry.length) == key.count else { continue }
+                let listedStart = ref.arena + Int(entry.offset)
+                // Listed bytes are lowercase, and so are most queries: one memcmp settles those.
+                let sameBytes = memcmp(listedStart, key.baseAddress!, key.count) == 0
+                guard sameBytes || DomainMatcher.equals(listedStart, key) else { continue }
                 let kind = Kind(packed: entry.kind)
                 let applies: Bool
                 switch kind.scope {
@@ -461,9 +465,9 @@ public struct DomainMatcher: @unchecked Sendable {
                 case .exact: applies = index == 0
                 }
                 guard applies else { continue }
-                let listed = UnsafeBufferPointer(start: ref.arena + Int(entry.offset), count: Int(entry.length))
+                let listed = UnsafeBufferPointer(start: listedStart, count: Int(entry.length))
                 let hit = RawHit(kind: kind, list: ref.list, line: ref.firstLine + Int(entry.line), suffixStart: start,
-                                 listed: listed, sameBytes: memcmp(listed.baseAddress!, key.baseAddress!, listed.count) == 0)
+                                 listed: listed, sameBytes: sameBytes)
                 if kind.action == .allow { return hit }
                 if found == nil { found = hit }
             }
