@@ -6,7 +6,7 @@ import SinkholeCore
 struct Check: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Parse list files or directories (or a --config file) as serve would: entries per file, rejected lines with reasons.",
-        discussion: "Exits 1 when a file or directory cannot be used, 0 otherwise (rejected lines alone do not fail the check)."
+        discussion: "Exits 1 when a file or directory cannot be used, or (with --config) when the configuration is invalid or a file serve writes cannot be created; 0 otherwise (rejected lines and unread directory entries alone do not fail the check)."
     )
 
     @Argument(help: ArgumentHelp("List files or directories of lists.", valueName: "PATH"))
@@ -55,8 +55,9 @@ struct Check: ParsableCommand {
                 continue
             }
             let files: [String]
+            var skipped: [BlocklistLoader.SkippedEntry] = []
             if isDirectory.boolValue {
-                do { files = try BlocklistLoader.listFiles(in: path) } catch {
+                do { (files, skipped) = try BlocklistLoader.listing(of: path) } catch {
                     print("\(path): UNUSABLE: \(error)")
                     unusable += 1
                     continue
@@ -69,7 +70,7 @@ struct Check: ParsableCommand {
                 let result = BlocklistLoader.load(file: file)
                 if let list = result.list {
                     let kind = BlocklistLoader.isAllowList(list.name) ? "allowlist, " : ""
-                    print("\(LogText.printable(file)): \(list.entries) entries (\(kind)\(list.format.rawValue)), \(result.rejectedLines) lines rejected")
+                    print("\(LogText.printable(file)): \(LogText.count(list.entries, "entry", plural: "entries")) (\(kind)\(list.format.rawValue)), \(LogText.count(result.rejectedLines, "line")) rejected")
                     total += list.entries
                 } else {
                     print("\(LogText.printable(file)): UNUSABLE: \(result.failure ?? "unknown reason")")
@@ -78,8 +79,12 @@ struct Check: ParsableCommand {
                 for error in result.lineErrors.prefix(maxErrors) { print("  \(LogText.printable(error.description))") }
                 if result.rejectedLines > maxErrors { print("  … and \(result.rejectedLines - maxErrors) more") }
             }
+            // What serve does not read either, so that a list saved under the wrong name is seen.
+            for entry in skipped {
+                print("\(LogText.printable((path as NSString).appendingPathComponent(entry.name))): not read: \(entry.reason)")
+            }
         }
-        print("total: \(total) entries, \(unusable) unusable")
+        print("total: \(LogText.count(total, "entry", plural: "entries")), \(unusable) unusable")
         if unusable > 0 { throw ExitCode(1) }
     }
 }
@@ -113,7 +118,7 @@ struct Explain: ParsableCommand {
             // An address is looked up among the IP indicators, which judge upstream answers.
             let display = IPAddress.text(address)
             guard let match = store.snapshot.decideAddress(address) else {
-                print("\(display): not listed in \(directory) (\(store.snapshot.entryCount) entries): answers holding it are relayed")
+                print("\(display): not listed in \(directory) (\(LogText.count(store.snapshot.entryCount, "entry", plural: "entries"))): answers holding it are relayed")
                 throw ExitCode(1)
             }
             let source = "rule '\(match.rule)' at \(match.list):\(match.line)"
@@ -126,7 +131,7 @@ struct Explain: ParsableCommand {
         }
         let display = WireName.text(wire)
         guard let match = store.snapshot.decide(wire) else {
-            print("\(display): not listed in \(directory) (\(store.snapshot.entryCount) entries): forwarded upstream")
+            print("\(display): not listed in \(directory) (\(LogText.count(store.snapshot.entryCount, "entry", plural: "entries"))): forwarded upstream")
             throw ExitCode(1)
         }
         let source = "rule '\(match.rule)' at \(match.list):\(match.line)"

@@ -62,7 +62,7 @@ struct Hunt: ParsableCommand {
             throw ExitCode(2)
         }
         if hits.isEmpty && format == .table {
-            print("no client in the history resolved a name these lists block (\(blocklist.entryCount) entries)")
+            print("no client in the history resolved a name these lists block (\(LogText.count(blocklist.entryCount, "entry", plural: "entries")))")
         } else {
             FileHandle.standardOutput.write(Data(ReportFormatter.render(Hunt.table(hits), as: format.core).utf8))
         }

@@ -58,6 +58,24 @@ import Testing
         #expect(post == "405")
     }
 
+    /// A list file removed from the directory stops being exported at the next scrape.
+    @Test func aRemovedListIsNoLongerExported() throws {
+        let h = try TestHarness(lists: ["intel.txt": "evil.example\n", "extra.txt": "a.example\nb.example\n"]) { c in
+            c.metricsListen = SocketAddress(address: [127, 0, 0, 1], port: 0)
+        }
+        defer { h.stop() }
+        let address = try #require(h.server.metricsAddress)
+        let before = try runTool("curl", ["-sS", "--max-time", "5", "http://\(address)/metrics"])
+        #expect(value(before, #"sinkhole_list_entries{list="extra.txt"}"#) == 2, "\(before)")
+        let g = h.server.store.generation
+        try FileManager.default.removeItem(at: h.directory.appendingPathComponent("lists/extra.txt"))
+        #expect(h.server.store.waitForGeneration(after: g, timeout: 5.0))
+        let after = try runTool("curl", ["-sS", "--max-time", "5", "http://\(address)/metrics"])
+        #expect(!after.contains(#"list="extra.txt""#), "\(after)")
+        #expect(value(after, #"sinkhole_list_entries{list="intel.txt"}"#) == 1, "\(after)")
+        #expect(value(after, #"sinkhole_list_last_reload_success{list="intel.txt"}"#) == 1)
+    }
+
     @Test func cacheFiguresAreExported() throws {
         let h = try TestHarness(records: ["www.example.org. 300 IN A 192.0.2.12"]) { c in
             c.metricsListen = SocketAddress(address: [127, 0, 0, 1], port: 0)

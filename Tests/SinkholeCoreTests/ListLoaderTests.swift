@@ -114,7 +114,7 @@ import Testing
         let s = BlocklistStore()
         let report = try s.refresh(directory: dir)
         #expect(report.failed.count == 2)
-        #expect(Set(report.failed.compactMap(\.failure)) == ["not a text file (it contains NUL bytes)", "no valid entry (1 lines rejected)"])
+        #expect(Set(report.failed.compactMap(\.failure)) == ["not a text file (it contains NUL bytes)", "no valid entry (1 line rejected)"])
         #expect(report.lineErrors.first?.description == "empty-of-rules.txt:1: unexpected text after the name: 'exa mple'")
     }
 

@@ -44,6 +44,11 @@ public enum LogText {
         return rest == 0 ? s : String(kept) + "... (\(rest) more bytes)"
     }
 
+    /// `n` and the noun, plural unless `n` is 1: "1 line", "0 lines", "3 lines".
+    public static func count(_ n: Int, _ noun: String, plural: String? = nil) -> String {
+        n == 1 ? "1 \(noun)" : "\(n) \(plural ?? noun + "s")"
+    }
+
     /// The longest run of whole characters from the start of `s` within `limit` bytes.
     public static func head(_ s: String, limit: Int) -> Substring {
         guard s.utf8.count > limit else { return s[...] }

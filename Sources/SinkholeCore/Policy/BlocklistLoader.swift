@@ -30,15 +30,31 @@ public enum BlocklistLoader {
                                   ".dpkg-dist", ".rpmnew", ".rpmsave"]
     public static let maxReportedLineErrors = 100
 
-    public static func isListFileName(_ name: String) -> Bool {
-        if name.hasPrefix(".") { return false }
-        return !ignoredSuffixes.contains { name.hasSuffix($0) }
+    public static func isListFileName(_ name: String) -> Bool { whyNotAList(name) == nil }
+
+    /// Why a directory entry named `name` is not read as a list, or nil when it is one by name.
+    static func whyNotAList(_ name: String) -> String? {
+        if name.hasPrefix(".") { return "a hidden file (its name starts with a dot)" }
+        if let suffix = ignoredSuffixes.first(where: { name.hasSuffix($0) }) {
+            return suffix == ".md" ? "a note (.md)" : "an editor, backup or package file (\(suffix))"
+        }
+        return nil
+    }
+
+    /// An entry of the list directory that is not read, and why (`sinkhole check` prints them:
+    /// a list saved as `feed.txt.bak` or in a subdirectory is otherwise silently not in force).
+    public struct SkippedEntry: Sendable, Equatable {
+        public var name: String
+        public var reason: String
     }
 
     public static func isAllowList(_ name: String) -> Bool { name.hasSuffix(".allow") }
 
     /// Paths of the list files in `directory`, sorted by name.
-    public static func listFiles(in directory: String) throws -> [String] {
+    public static func listFiles(in directory: String) throws -> [String] { try listing(of: directory).files }
+
+    /// Paths of the list files in `directory`, and the entries that are not read, each sorted by name.
+    public static func listing(of directory: String) throws -> (files: [String], skipped: [SkippedEntry]) {
         // opendir/readdir rather than FileManager, whose errors read "The operation could not be
         // completed. The file doesn't exist.": the operator gets strerror's words.
         guard let handle = opendir(directory) else {
@@ -61,15 +77,25 @@ public enum BlocklistLoader {
             }
             if name != "." && name != ".." { names.append(name) }
         }
-        var out: [String] = []
-        for name in names.sorted() where isListFileName(name) {
+        var files: [String] = []
+        var skipped: [SkippedEntry] = []
+        for name in names.sorted() {
+            if let reason = whyNotAList(name) {
+                skipped.append(SkippedEntry(name: name, reason: reason))
+                continue
+            }
             let path = (directory as NSString).appendingPathComponent(name)
             var isDirectory: ObjCBool = false
-            if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue {
-                out.append(path)
+            if !FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) {
+                // A link to nothing: read as a file, its load says it cannot be read (kept as it was).
+                files.append(path)
+            } else if isDirectory.boolValue {
+                skipped.append(SkippedEntry(name: name, reason: "a directory (subdirectories are not read)"))
+            } else {
+                files.append(path)
             }
         }
-        return out
+        return (files, skipped)
     }
 
     /// Reads and parses one file. Line-format files are read in 4 MiB chunks, so a
@@ -219,7 +245,7 @@ public enum BlocklistLoader {
             return result
         }
         if builder.count == 0 && addresses.isEmpty && rejected > 0 {
-            result.failure = "no valid entry (\(rejected) lines rejected)"
+            result.failure = "no valid entry (\(LogText.count(rejected, "line")) rejected)"
             return result
         }
         // A blocklist that had entries and is now empty (0 bytes, or white space only) is what a
@@ -230,7 +256,7 @@ public enum BlocklistLoader {
         // emptying one withdraws its exceptions, which only blocks more. Removing the file is
         // how a list's entries are dropped.
         if !hasText, !allow, let previous, previous.entries > 0 {
-            result.failure = "empty, where the version in force has \(previous.entries) entries (remove the file to drop them)"
+            result.failure = "empty, where the version in force has \(LogText.count(previous.entries, "entry", plural: "entries")) (remove the file to drop them)"
             return result
         }
         let matcher = builder.build()

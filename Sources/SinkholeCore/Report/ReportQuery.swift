@@ -331,7 +331,7 @@ public struct ReportOutcome: Sendable {
         let total = malformed
         if total > 0 {
             let perFile = malformedByFile.map { "\($0.path): \($0.count)" }.joined(separator: ", ")
-            out.append("report: skipped \(total) malformed line\(total == 1 ? "" : "s") (\(perFile))")
+            out.append("report: skipped \(LogText.count(total, "malformed line")) (\(perFile))")
         }
         return out
     }
