@@ -29,8 +29,12 @@ final class ThreadShards<Value: Sendable>: @unchecked Sendable {
     var mine: Shard { shards[ThreadShards.index(count: shards.count)] }
 
     /// The shard of the calling thread among `count`: a multiplicative hash of its pthread_t.
+    /// Every query asks (the list snapshot, the counters): a power-of-two count, the default,
+    /// takes the hash's low bits instead of a division.
+    @inline(__always)
     static func index(count: Int) -> Int {
         let thread = UInt64(UInt(bitPattern: Int(pthread_self())))
-        return Int(truncatingIfNeeded: (thread &* 0x9E37_79B9_7F4A_7C15) >> 32) % count
+        let hash = Int(truncatingIfNeeded: (thread &* 0x9E37_79B9_7F4A_7C15) >> 32)
+        return count & (count - 1) == 0 ? hash & (count - 1) : hash % count
     }
 }
