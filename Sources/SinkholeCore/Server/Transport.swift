@@ -16,14 +16,29 @@ public typealias QueryHandler = @Sendable (
 /// made without an allocation (a closure capturing the listener and the address needs a
 /// context on the heap, one per query).
 public struct Responder: Sendable {
-    private enum Sink: Sendable {
-        case udp(UDPListener, SocketAddress, Arrival?)
-        case closure(@Sendable ([UInt8]) -> Void)
-    }
-    private let sink: Sink
+    // Plain stored properties rather than an enum of the two kinds: reading the listener out of
+    // an enum's payload copied it (a retain and a release per reply on the fast path, and an
+    // outlined copy of the whole enum wherever a Responder was passed on).
+    /// The UDP listener the query came in on; nil for a closure's responder.
+    private let listener: UDPListener?
+    private let client: SocketAddress
+    private let arrival: Arrival?
+    /// Where the reply goes when there is no listener (TCP connections, tests).
+    private let body: (@Sendable ([UInt8]) -> Void)?
 
-    public init(_ body: @escaping @Sendable ([UInt8]) -> Void) { sink = .closure(body) }
-    init(udp listener: UDPListener, client: SocketAddress, arrival: Arrival?) { sink = .udp(listener, client, arrival) }
+    public init(_ body: @escaping @Sendable ([UInt8]) -> Void) {
+        listener = nil
+        client = SocketAddress(ip: IPBytes([]), port: 0)
+        arrival = nil
+        self.body = body
+    }
+
+    init(udp listener: UDPListener, client: SocketAddress, arrival: Arrival?) {
+        self.listener = listener
+        self.client = client
+        self.arrival = arrival
+        body = nil
+    }
 
     /// Sends the reply `write` makes, of at most `limit` bytes, written in place where it can be:
     /// a UDP query answered on its listener's loop thread has it written straight into the
@@ -34,8 +49,7 @@ public struct Responder: Sendable {
     /// again in a larger one).
     public func write(limit: Int, _ write: (inout WireWriter) -> Void, beforeSending: () -> Void = {}) -> Bool {
         guard limit > 0 else { return false }
-        if case .udp(let listener, let client, let arrival) = sink,
-           let sent = listener.sendInPlace(to: client, from: arrival, limit: limit, write) {
+        if let listener, let sent = listener.sendInPlace(to: client, from: arrival, limit: limit, write) {
             // Queued: it leaves with the batch, after this.
             if sent { beforeSending() }
             return sent
@@ -64,9 +78,10 @@ public struct Responder: Sendable {
 
     /// Sends `reply` (empty: nothing is sent).
     public func callAsFunction(_ reply: [UInt8]) {
-        switch sink {
-        case .udp(let listener, let client, let arrival): listener.send(reply, to: client, from: arrival)
-        case .closure(let body): body(reply)
+        if let listener {
+            listener.send(reply, to: client, from: arrival)
+        } else {
+            body?(reply)
         }
     }
 }
