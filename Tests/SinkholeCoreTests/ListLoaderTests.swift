@@ -134,7 +134,7 @@ import Testing
         for emptied in ["", "  \n\n\t\r\n"] {
             try emptied.write(toFile: dir + "/feed.txt", atomically: true, encoding: .utf8)
             let report = try s.refresh(directory: dir, force: true)
-            #expect(report.failed.compactMap(\.failure) == ["empty, where the version in force has 2 entries (remove the file to drop them)"])
+            #expect(report.failed.compactMap(\.failure) == ["empty, where the version in force has 2 entries (remove the file to drop the list)"])
             #expect(decide(s, "x.evil.example.test")?.list == "feed.txt")
         }
         // Content with no entry is loaded: the zone's triggers and the feed's names go.

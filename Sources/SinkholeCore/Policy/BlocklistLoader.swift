@@ -34,7 +34,7 @@ public enum BlocklistLoader {
 
     /// Why a directory entry named `name` is not read as a list, or nil when it is one by name.
     static func whyNotAList(_ name: String) -> String? {
-        if name.hasPrefix(".") { return "a hidden file (its name starts with a dot)" }
+        if name.hasPrefix(".") { return "hidden (its name starts with a dot)" }
         if let suffix = ignoredSuffixes.first(where: { name.hasSuffix($0) }) {
             return suffix == ".md" ? "a note (.md)" : "an editor, backup or package file (\(suffix))"
         }
@@ -87,10 +87,11 @@ public enum BlocklistLoader {
             let path = (directory as NSString).appendingPathComponent(name)
             var isDirectory: ObjCBool = false
             if !FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) {
-                // A link to nothing: read as a file, its load says it cannot be read (kept as it was).
-                files.append(path)
+                // A link to nothing (a ConfigMap key being removed), a link loop, or an entry gone
+                // since it was listed: not a list, as a removed file is not one.
+                skipped.append(SkippedEntry(name: name, reason: "a link to nothing, or gone (stat failed)"))
             } else if isDirectory.boolValue {
-                skipped.append(SkippedEntry(name: name, reason: "a directory (subdirectories are not read)"))
+                skipped.append(SkippedEntry(name: name, reason: "a directory or a link to one (subdirectories are not read)"))
             } else {
                 files.append(path)
             }
@@ -256,7 +257,7 @@ public enum BlocklistLoader {
         // emptying one withdraws its exceptions, which only blocks more. Removing the file is
         // how a list's entries are dropped.
         if !hasText, !allow, let previous, previous.entries > 0 {
-            result.failure = "empty, where the version in force has \(LogText.count(previous.entries, "entry", plural: "entries")) (remove the file to drop them)"
+            result.failure = "empty, where the version in force has \(LogText.count(previous.entries, "entry", plural: "entries")) (remove the file to drop the list)"
             return result
         }
         let matcher = builder.build()
