@@ -16,7 +16,7 @@ struct ServeOptions: ParsableArguments {
     @Option(name: .customLong("listen"), help: ArgumentHelp("Address to answer on, UDP and TCP; repeatable. IPv6 in brackets. Default: 127.0.0.1:53 and [::1]:53.", valueName: "ADDR:PORT"))
     var listen: [String] = []
 
-    @Option(name: .customLong("upstream"), help: ArgumentHelp("Upstream resolver; repeatable; tried in the order --upstream-strategy gives (default: as given). Default: the nameservers of /etc/resolv.conf (never sinkhole itself).", valueName: "ADDR[:PORT]"))
+    @Option(name: .customLong("upstream"), help: ArgumentHelp("Upstream resolver; repeatable. Tried in the order --upstream-strategy gives (by default the order given). Default: the nameservers of /etc/resolv.conf (never sinkhole itself).", valueName: "ADDR[:PORT]"))
     var upstream: [String] = []
 
     @Option(name: .customLong("blocklist-dir"), help: ArgumentHelp("Directory of list files, watched for changes. Default: blocklists/ of the source checkout the binary was built in, else \(ServerConfiguration.installedBlocklistDirectory).", valueName: "DIR"))
