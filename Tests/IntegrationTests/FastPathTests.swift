@@ -147,6 +147,58 @@ import Testing
         #expect(asked == 6 * 4 * 4)
     }
 
+    /// Behind a trusted forwarder (a dnsdist that sends ECS with every query) blocked names and
+    /// cache hits still take the fast path, and name the client behind the forwarder as the full
+    /// path does: in the block log, and in the history for forwarded queries and cache hits.
+    @Test func trustedECSIsReadOnTheFastPathAsOnTheFullPath() throws {
+        func make(fast: Bool) throws -> TestHarness {
+            try TestHarness(lists: FastPathTests.lists, records: FastPathTests.records) {
+                $0.cacheBytes = 1 << 20
+                $0.fastPath = fast
+                $0.trustECSFrom = ["127.0.0.1/32"]
+                $0.queryHistoryPath = NSTemporaryDirectory() + "sinkhole-history-\(UUID().uuidString).db"
+            }
+        }
+        let fast = try make(fast: true), full = try make(fast: false)
+        defer {
+            for h in [fast, full] {
+                let path = h.server.configuration.queryHistoryPath ?? ""
+                h.stop()
+                for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
+            }
+        }
+        let ecs: [UInt8] = [0, 8, 0, 7, 0, 1, 24, 0, 10, 1, 2]   // 10.1.2.0/24
+        var id: UInt16 = 700
+        // Blocked names, then allowed ones: forwarded first, a cache hit the second time.
+        for name in ["evil.example", "Deep.Sub.EVIL.example", "www.example.org", "WWW.Example.org", "alias.example.org",
+                     "alias.example.org"] {
+            for type in [RRType.a, RRType.aaaa] {
+                id &+= 1
+                let p = packet(name, type, EDNS(udpPayloadSize: 1232), ecs, id: id)
+                let a = try #require(ask(fast, p)), b = try #require(ask(full, p))
+                same(a, b, "ECS \(name) \(RRType.name(type))")
+            }
+        }
+        #expect(fast.server.chain.counters.fastAnswered >= 8, "blocked names and cache hits on the fast path")
+        #expect(full.server.chain.counters.fastAnswered == 0)
+        let x = try fast.blockLogLines(), y = try full.blockLogLines()
+        #expect(x.count == 4 && y.count == 4)
+        for (l, r) in zip(x, y) {
+            #expect(l.at("source.ip") as? String == "10.1.2.0", "the client behind the forwarder")
+            for field in ["source.ip", "source.subnet", "source.port", "network.forwarded_ip", "dns.question.name", "dns.id", "rule.name"] {
+                #expect("\(l.at(field) ?? "-")" == "\(r.at(field) ?? "-")", "\(field)")
+            }
+        }
+        let history = { (h: TestHarness) throws -> [String] in
+            let store = try #require(h.server.history)
+            store.flush()
+            return try store.entries().map { "\($0.client) \($0.name) \($0.qtype) \($0.count)" }.sorted()
+        }
+        let fastRows = try history(fast), fullRows = try history(full)
+        #expect(fastRows == fullRows, "\(fastRows) vs \(fullRows)")
+        #expect(!fastRows.isEmpty && fastRows.allSatisfy { $0.hasPrefix("10.1.2.0 ") }, "\(fastRows)")
+    }
+
     @Test func cachedAnswersAreTheSame() throws {
         let (fast, full) = try pair()
         defer { fast.stop(); full.stop() }

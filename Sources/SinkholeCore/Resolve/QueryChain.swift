@@ -258,8 +258,16 @@ public final class QueryChain: Sendable {
     private func fastPathOutcome(_ raw: UnsafeRawBufferPointer, header: Header, client: SocketAddress, transport: Transport,
                                  respond: Responder) -> FastOutcome {
         guard let q = WireQuery.parse(raw) else { return .fullPath }
-        // ECS options matter to the log or the cache key: the full path reads them.
-        if q.hasOptions && (!trustECSFrom.rules.isEmpty || forwarder.forwardECS) { return .fullPath }
+        // With --forward-ecs the client's ECS option is part of the cache key and of the query
+        // sent upstream: the full path. From a trusted forwarder it names the client behind it
+        // in the block log and the history, read here from the packet's bytes as the full path
+        // reads it from the decoded OPT record (a dnsdist in front sends it with every query).
+        if q.hasOptions && forwarder.forwardECS { return .fullPath }
+        // Parsed only where it is used (each path asks once): a plain block with no log has no use for it.
+        let ecsTrusted = q.hasOptions && !trustECSFrom.rules.isEmpty && trustECSFrom.allows(client.ip)
+        func trustedSubnet() -> ClientSubnet? {
+            ecsTrusted ? ClientSubnet.parse(options: UnsafeRawBufferPointer(rebasing: raw[q.options])) : nil
+        }
         let limit = transport == .tcp ? 65_535 : q.udpReplyLimit
         let snapshot = blocking.store.snapshot
         let decided = UnsafeRawBufferPointer(rebasing: raw[12..<q.nameEnd]).withMemoryRebound(to: UInt8.self) { snapshot.decide($0) }
@@ -290,8 +298,10 @@ public final class QueryChain: Sendable {
             // Recorded once the reply is made (it may yet go to the full path, which records it
             // then) and before it can reach the client.
             func record() {
-                blocking.log?.record(BlockEvent(client: client, transport: transport, id: q.id, qname: name,
-                                                qtype: q.qtype, qclass: q.qclass, answer: answer))
+                var event = BlockEvent(client: client, transport: transport, id: q.id, qname: name,
+                                       qtype: q.qtype, qclass: q.qclass, answer: answer)
+                event.subnet = trustedSubnet()
+                blocking.log?.record(event)
             }
             if answer.action == .drop {
                 record()
@@ -323,7 +333,12 @@ public final class QueryChain: Sendable {
         switch found {
         case .served:
             metrics?.query(transport, .cached)
-            history?.record(client: client.ip, name: asked, qtype: q.qtype)
+            // The client behind a trusted forwarder, as in the block log.
+            if let history, let subnet = trustedSubnet() {
+                history.record(client: subnet.address, name: asked, qtype: q.qtype)
+            } else {
+                history?.record(client: client.ip, name: asked, qtype: q.qtype)
+            }
             counters.count(.fastAnswered)
             return .answered
         case .present:
@@ -335,7 +350,10 @@ public final class QueryChain: Sendable {
         // query it would decode is this one.
         let question = Question(name: Array(raw[12..<q.nameEnd]), type: q.qtype, qclass: q.qclass)
         let key = AnswerCache.Key(question, dnssecOK: dnssecOK, digest: digest)
-        return .forward(Query(header: header, question: question, edns: q.edns, client: client, transport: transport), key)
+        var query = Query(header: header, question: question, edns: q.edns, client: client, transport: transport)
+        query.clientSubnet = trustedSubnet()
+        query.subnetTrusted = query.clientSubnet != nil
+        return .forward(query, key)
     }
 
     enum FastOutcome {

@@ -9,6 +9,11 @@ public struct ClientSubnet: Sendable, Equatable {
 
     /// Finds and parses option 8 in raw OPT option bytes; nil when absent or malformed.
     public static func parse(options: [UInt8]) -> ClientSubnet? {
+        options.withUnsafeBytes { parse(options: $0) }
+    }
+
+    /// The same for option bytes in memory the caller holds (a packet's, on the fast path).
+    public static func parse(options: UnsafeRawBufferPointer) -> ClientSubnet? {
         var i = 0
         while i + 4 <= options.count {
             let code = Int(options[i]) << 8 | Int(options[i + 1])

@@ -18,6 +18,8 @@ public struct WireQuery: Sendable, Equatable {
     public var edns: EDNS?
     /// True when the OPT record carried any option (ECS, cookies, ...).
     public var hasOptions: Bool
+    /// Where the OPT record's options are in the packet (empty without any).
+    public var options: Range<Int> = 0..<0
 
     public var recursionDesired: Bool { flags & 0x0100 != 0 }
     public var checkingDisabled: Bool { flags & 0x0010 != 0 }
@@ -51,6 +53,7 @@ public struct WireQuery: Sendable, Equatable {
         var end = nameEnd + 4
         var edns: EDNS?
         var hasOptions = false
+        var options = 0..<0
         if arcount == 1 {
             // Root owner, type OPT, class = payload size, TTL = extended rcode, version, flags.
             guard end + 11 <= n, b[end] == 0, u16(end + 1) == RRType.opt else { return nil }
@@ -67,12 +70,13 @@ public struct WireQuery: Sendable, Equatable {
             }
             guard o == optEnd else { return nil }
             hasOptions = rdlength > 0
+            options = end + 11..<optEnd
             edns = EDNS(udpPayloadSize: u16(end + 3), version: 0, extendedRcode: b[end + 5], dnssecOK: dnssecOK)
             end = optEnd
         }
         guard end == n else { return nil }   // trailing bytes: the full path decides
         return WireQuery(id: u16(0), flags: flags, nameEnd: nameEnd, qtype: qtype, qclass: qclass,
-                         edns: edns, hasOptions: hasOptions)
+                         edns: edns, hasOptions: hasOptions, options: options)
     }
 
     public static func parse(_ bytes: [UInt8]) -> WireQuery? {
