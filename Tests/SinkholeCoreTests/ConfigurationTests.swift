@@ -24,12 +24,16 @@ import Testing
         #expect(DurationText.seconds("-1s") == nil)
     }
 
-    @Test func resolvConfNameserversExcludeSinkholeItself() throws {
+    /// The nameservers of a resolv.conf holding `text`, read from a file of its own.
+    func nameservers(_ text: String) throws -> [SocketAddress] {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("resolv-\(UUID()).conf").path
-        try "# comment\nnameserver 127.0.0.1\nnameserver 192.0.2.53\nnameserver fe80::1%eth0\nsearch example.org\n"
-            .write(toFile: path, atomically: true, encoding: .utf8)
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(atPath: path) }
-        let servers = ResolvConf.nameservers(path: path)
+        return ResolvConf.nameservers(path: path)
+    }
+
+    @Test func resolvConfNameserversExcludeSinkholeItself() throws {
+        let servers = try nameservers("# comment\nnameserver 127.0.0.1\nnameserver 192.0.2.53\nnameserver fe80::1%eth0\nsearch example.org\n")
         #expect(servers.map(\.description) == ["127.0.0.1:53", "192.0.2.53:53", "[fe80::1]:53"])
         let kept = ResolvConf.excludingSelf(servers, listen: [try SocketAddress.parse("127.0.0.1:53")])
         #expect(kept.map(\.description) == ["192.0.2.53:53", "[fe80::1]:53"])
@@ -38,11 +42,7 @@ import Testing
     }
 
     @Test func resolvConfEntriesThatReachSinkholeAreLeftOut() throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("resolv-\(UUID()).conf").path
-        try "nameserver 0.0.0.0\nnameserver ::ffff:127.0.0.1\nnameserver ::\nnameserver 192.0.2.53\n"
-            .write(toFile: path, atomically: true, encoding: .utf8)
-        defer { try? FileManager.default.removeItem(atPath: path) }
-        let servers = ResolvConf.nameservers(path: path)
+        let servers = try nameservers("nameserver 0.0.0.0\nnameserver ::ffff:127.0.0.1\nnameserver ::\nnameserver 192.0.2.53\n")
         // 0.0.0.0 reaches this host's 127.0.0.1 and :: its ::1; ::ffff:127.0.0.1 is 127.0.0.1.
         let listen = [try SocketAddress.parse("127.0.0.1:53"), try SocketAddress.parse("[::1]:53")]
         #expect(ResolvConf.excludingSelf(servers, listen: listen).map(\.description) == ["192.0.2.53:53"])
