@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import Testing
 @testable import SinkholeCore
 
@@ -118,10 +119,9 @@ import Testing
         #expect(report.lineErrors.first?.description == "empty-of-rules.txt:1: unexpected text after the name: 'exa mple'")
     }
 
-    /// An emptied file (0 bytes or white space: a failed download) does not take its entries
-    /// away; a new empty file is loaded with none, and removing a file drops them. A file with
-    /// content but no entry (a feed's header alone, an RPZ zone with no trigger) is a complete
-    /// answer and is loaded; an emptied allowlist withdraws its exceptions.
+    /// A file that had entries and has none now (0 bytes, white space, or a feed's header alone:
+    /// what a failed download leaves) does not take its entries away; a new empty file is loaded
+    /// with none, and removing a file drops them. An emptied allowlist withdraws its exceptions.
     @Test func anEmptiedFileKeepsTheVersionInForce() throws {
         let zone = "$TTL 60\n@ IN SOA ns.rpz.test. h.rpz.test. 1 3600 600 86400 60\n  IN NS ns.rpz.test.\n"
         let dir = try directory(["feed.txt": "evil.example.test\nbad.example.test\n", "placeholder.txt": "",
@@ -137,22 +137,73 @@ import Testing
             #expect(report.failed.compactMap(\.failure) == ["empty, where the version in force has 2 entries (remove the file to drop the list)"])
             #expect(decide(s, "x.evil.example.test")?.list == "feed.txt")
         }
-        // Content with no entry is loaded: the zone's triggers and the feed's names go.
+        // Content with no entry (a feed's header, a zone's SOA alone) is held back the same way.
         try (zone + "; no trigger today\n").write(toFile: dir + "/zone.rpz", atomically: true, encoding: .utf8)
-        try "# evil indicators: none today\n".write(toFile: dir + "/feed.txt", atomically: true, encoding: .utf8)
-        let cleared = try s.refresh(directory: dir)
-        #expect(cleared.failed.isEmpty)
-        #expect(decide(s, "zoned.example") == nil)
-        #expect(decide(s, "x.evil.example.test") == nil)
+        try "# evil indicators\n# updated hourly\n".write(toFile: dir + "/feed.txt", atomically: true, encoding: .utf8)
+        let headers = try s.refresh(directory: dir)
+        #expect(headers.failed.compactMap(\.failure).sorted() == [
+            "no entry, where the version in force has 1 entry (remove the file to drop the list)",
+            "no entry, where the version in force has 2 entries (remove the file to drop the list)",
+        ])
+        #expect(decide(s, "zoned.example")?.list == "zone.rpz")
+        #expect(decide(s, "x.evil.example.test")?.list == "feed.txt")
         // An emptied allowlist takes its exception away.
         try "evil.example.test\n".write(toFile: dir + "/feed.txt", atomically: true, encoding: .utf8)
         try "".write(toFile: dir + "/ours.allow", atomically: true, encoding: .utf8)
         let withdrawn = try s.refresh(directory: dir)
-        #expect(withdrawn.failed.isEmpty)
+        #expect(withdrawn.failed.isEmpty)   // the zone is unchanged: still held back, not re-read
         #expect(decide(s, "ok.evil.example.test")?.allowed == false)
+        // Removing the files is how their entries go.
         try FileManager.default.removeItem(atPath: dir + "/feed.txt")
+        try FileManager.default.removeItem(atPath: dir + "/zone.rpz")
         try s.refresh(directory: dir)
         #expect(decide(s, "x.evil.example.test") == nil)
+        #expect(decide(s, "zoned.example") == nil)
+    }
+
+    /// A lone word as a plain or hosts-file entry would block a whole top-level domain, and is
+    /// what an error body ("Unauthorized") looks like: refused with a reason, and such a body
+    /// leaves the list in force. A TLD is blocked when the line says so (`*.zip`, `||mov^`).
+    @Test func aSingleLabelIsRefusedUnlessTheRuleSaysWholeTLD() throws {
+        let dir = try directory(["feed.txt": "c2.example.test\nUnauthorized\n0.0.0.0 wpad ads.example.test\n*.zip\n||mov^\n"])
+        let s = BlocklistStore()
+        let first = try s.refresh(directory: dir)
+        #expect(first.lineErrors.map(\.description) == [
+            "feed.txt:2: a single label, which would block the whole top-level domain (write *.unauthorized or ||unauthorized^ to mean that): 'Unauthorized'",
+            "feed.txt:3: a single label, which would block the whole top-level domain (write *.wpad or ||wpad^ to mean that): '0.0.0.0 wpad ads.example.test'",
+        ])
+        #expect(decide(s, "unauthorized") == nil)
+        #expect(decide(s, "x.unauthorized") == nil)
+        #expect(decide(s, "wpad") == nil)
+        #expect(decide(s, "ads.example.test")?.line == 3)
+        #expect(decide(s, "invoice.zip")?.line == 4)
+        #expect(decide(s, "a.b.mov")?.line == 5)
+        // A failed download's body replaces the feed: the feed stays in force.
+        try "Unauthorized\n".write(toFile: dir + "/feed.txt", atomically: true, encoding: .utf8)
+        let report = try s.refresh(directory: dir)
+        #expect(report.failed.compactMap(\.failure) == ["no valid entry (1 line rejected)"])
+        #expect(decide(s, "c2.example.test")?.list == "feed.txt")
+    }
+
+    /// A list that drops most of its entries is loaded (feeds do shrink) with a warning, since a
+    /// truncated download looks the same.
+    @Test func aListThatLosesMostOfItsEntriesIsLoggedAsSuch() throws {
+        let names = (0..<200).map { "n\($0).example.test" }
+        let dir = try directory(["feed.txt": names.joined(separator: "\n"), "small.txt": "a.example.test\n"])
+        let s = BlocklistStore()
+        try s.refresh(directory: dir)
+        try names.prefix(19).joined(separator: "\n").write(toFile: dir + "/feed.txt", atomically: true, encoding: .utf8)
+        try "b.example.test\n".write(toFile: dir + "/small.txt", atomically: true, encoding: .utf8)
+        let report = try s.refresh(directory: dir)
+        #expect(report.loaded.count == 2)
+        #expect(decide(s, "n150.example.test") == nil)
+        let recorder = LogTextTests.Recorder()
+        BlocklistStore.log(report, logger: Logger(label: "t") { _ in recorder })
+        let warnings = recorder.events.withLock { $0 }.filter { $0.0 == "list lost most of its entries" }
+        #expect(warnings.count == 1)
+        #expect(warnings.first?.1["entries"] == "19")
+        #expect(warnings.first?.1["entries_before"] == "200")
+        #expect(warnings.first?.1["file.path"] == .string(dir + "/feed.txt"))
     }
 
     /// Text from a list reaches the log and `check` with its control characters escaped, and a

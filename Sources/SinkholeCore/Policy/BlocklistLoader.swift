@@ -249,15 +249,15 @@ public enum BlocklistLoader {
             result.failure = "no valid entry (\(LogText.count(rejected, "line")) rejected)"
             return result
         }
-        // A blocklist that had entries and is now empty (0 bytes, or white space only) is what a
-        // failed download leaves (curl -o truncates before it fails, a feed's server answers an
-        // empty body): taken as a bad update, not as the end of the list. A file with content
-        // and no entry (a feed's header alone, an RPZ zone with its SOA and no trigger) is a
-        // complete answer, "nothing listed now", and is loaded. An allowlist is never held back:
-        // emptying one withdraws its exceptions, which only blocks more. Removing the file is
-        // how a list's entries are dropped.
-        if !hasText, !allow, let previous, previous.entries > 0 {
-            result.failure = "empty, where the version in force has \(LogText.count(previous.entries, "entry", plural: "entries")) (remove the file to drop the list)"
+        // A blocklist that had entries and now has none is what a failed download leaves: curl -o
+        // truncates before it fails, a feed's server answers an empty body, an error page or just
+        // the feed's header. Whether the file is empty, white space or comments alone, it is taken
+        // as a bad update, not as the end of the list: the version in force stays. Removing the
+        // file is how a list's entries are dropped. An allowlist is never held back: emptying one
+        // withdraws its exceptions, which only blocks more.
+        if builder.count == 0, addresses.isEmpty, !allow, let previous, previous.entries > 0 {
+            let what = hasText ? "no entry" : "empty"
+            result.failure = "\(what), where the version in force has \(LogText.count(previous.entries, "entry", plural: "entries")) (remove the file to drop the list)"
             return result
         }
         let matcher = builder.build()

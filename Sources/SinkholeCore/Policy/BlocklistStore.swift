@@ -157,6 +157,14 @@ public final class BlocklistStore: Sendable {
             if list.rejectedLines > 0 {
                 logger.warning("lines skipped", metadata: ["file.path": "\(list.path)", "count": "\(list.rejectedLines)"])
             }
+            if let before = report.previous[list.path]?.entries, BlocklistStore.shrankSharply(from: before, to: list.entries),
+               !BlocklistLoader.isAllowList(list.name) {
+                // Loaded (a feed may well drop most of its entries), but a truncated download
+                // looks the same: worth a look.
+                logger.warning("list lost most of its entries", metadata: [
+                    "file.path": "\(list.path)", "entries": "\(list.entries)", "entries_before": "\(before)",
+                ])
+            }
             if list.entries == 0 && !BlocklistLoader.isAllowList(list.name) {
                 // Never quiet: after a restart an emptied feed has no version in force to keep.
                 logger.warning("list has no entry: it blocks nothing", metadata: ["file.path": "\(list.path)"])
@@ -165,6 +173,13 @@ public final class BlocklistStore: Sendable {
         for path in report.removed {
             logger.info("list removed", metadata: ["file.path": "\(path)"])
         }
+    }
+}
+
+extension BlocklistStore {
+    /// A list that had at least 100 entries and kept fewer than a tenth of them.
+    static func shrankSharply(from before: Int, to after: Int) -> Bool {
+        before >= 100 && after * 10 < before
     }
 }
 

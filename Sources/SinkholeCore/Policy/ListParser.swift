@@ -124,7 +124,8 @@ public enum ListParser {
             out += 1
         }
         let length = out - labelStart - 1
-        guard hasLetter, length >= 1, length <= 63, wire[labelStart + 1] != UInt8(ascii: "-"),
+        // labelStart > 0: two labels at least. A lone label is left to parseLine, which refuses it.
+        guard hasLetter, labelStart > 0, length >= 1, length <= 63, wire[labelStart + 1] != UInt8(ascii: "-"),
               wire[out - 1] != UInt8(ascii: "-") else { return nil }
         wire[labelStart] = UInt8(length)
         wire[out] = 0
@@ -145,9 +146,18 @@ public enum ListParser {
         func fail(_ reason: String) {
             reject(ListLineError(file: file, line: number, reason: reason, text: original.trimmingTrailingSpace))
         }
-        func accept(_ nameText: Substring, _ kind: DomainMatcher.Kind) {
+        func accept(_ nameText: Substring, _ kind: DomainMatcher.Kind, wholeTLD: Bool = false) {
             switch DomainName.parse(nameText) {
-            case .success(let wire): add(wire, kind, number)
+            case .success(let wire):
+                // A lone word as a plain or hosts-file entry is far more often what a failed
+                // download leaves ("Unauthorized", "Forbidden") than a top-level domain meant to
+                // go dark: it would block every name in it. Pi-hole's gravity refuses such
+                // entries too. A whole TLD is blocked by saying so: `*.zip` or `||zip^`.
+                if !wholeTLD, wire.count == Int(wire[0]) + 2 {
+                    let label = String(decoding: wire[1..<wire.count - 1], as: UTF8.self)
+                    return fail("a single label, which would block the whole top-level domain (write *.\(label) or ||\(label)^ to mean that)")
+                }
+                add(wire, kind, number)
             case .failure(let problem): fail(problem.description)
             }
         }
@@ -160,7 +170,7 @@ public enum ListParser {
             guard rule.hasSuffix("^") else { return fail("Adblock rule without the closing '^' (only domain rules are supported)") }
             rule = rule.dropLast()
             if rule.contains("/") || rule.contains("*") { return fail("Adblock rule with a path or pattern (only domain rules are supported)") }
-            return accept(rule, allow ? .allow : .block)
+            return accept(rule, allow ? .allow : .block, wholeTLD: true)
         }
 
         let tokens = content.split(whereSeparator: { $0 == " " || $0 == "\t" })
@@ -175,7 +185,7 @@ public enum ListParser {
             return
         }
         if tokens.count > 1 { return fail("unexpected text after the name") }
-        if first.hasPrefix("*.") { return accept(first.dropFirst(2), .blockBelow) }
+        if first.hasPrefix("*.") { return accept(first.dropFirst(2), .blockBelow, wholeTLD: true) }
         accept(first, .block)
     }
 
