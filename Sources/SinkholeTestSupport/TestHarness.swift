@@ -15,6 +15,7 @@ public final class TestHarness: @unchecked Sendable {
 
     /// `lists` maps file names to contents. `configure` may change the configuration before start.
     public init(lists: [String: String] = ["test.txt": "evil.example\n"], records: [String] = [],
+                logger: Logger = TestHarness.quietLogger,
                 configure: (inout ServerConfiguration) -> Void = { _ in }) throws {
         upstream = try FakeUpstream(records: records)
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("sinkhole-test-\(UUID().uuidString)")
@@ -30,7 +31,7 @@ public final class TestHarness: @unchecked Sendable {
         // Tests see every query at the fake upstream unless they turn the cache on themselves.
         configuration.cacheBytes = 0
         configure(&configuration)
-        server = try SinkholeServer(configuration: configuration, logger: TestHarness.quietLogger)
+        server = try SinkholeServer(configuration: configuration, logger: logger)
         try server.start()
     }
 

@@ -45,6 +45,45 @@ import Testing
         #expect(!health.snapshot[0].down)
     }
 
+    /// A down upstream that every query still reaches (it is the only one) writes one error when
+    /// it goes down, each try after that at debug, a summary at most once per interval, and one
+    /// notice when it answers again: not a warning per query.
+    @Test func aDownUpstreamIsLoggedOnceNotPerQuery() throws {
+        let records = UpstreamHealthTests.records
+        for interval in [60.0, 0] {
+            let recorder = LogRecorder()
+            let h = try TestHarness(records: records, logger: recorder.logger) { c in
+                c.upstreamTimeout = 0.3
+                c.upstreamRetryBackoff = 0.2
+                c.upstreamStillDownInterval = interval
+            }
+            defer { h.stop() }
+            let port = h.upstream.address.port
+            h.upstream.stop()   // nothing listens: each try fails at once (port unreachable)
+            let asked = UpstreamHealth.downAfter + 5
+            for i in 0..<asked {
+                #expect(DNSTestClient.ask("q\(i).example.org", server: h.address)?.rcode == Rcode.servFail)
+            }
+            #expect(recorder.events("upstream try failed").map(\.level) ==
+                    Array(repeating: .warning, count: UpstreamHealth.downAfter - 1) + Array(repeating: .debug, count: interval > 0 ? 5 : 0))
+            #expect(recorder.events.withLock { $0 }.filter { $0.message.hasPrefix("upstream marked down") }.map(\.level) == [.error])
+            let stillDown = recorder.events("upstream still down")
+            #expect(stillDown.count == (interval > 0 ? 0 : 5))
+            #expect(stillDown.allSatisfy { $0.level == .warning && $0.metadata["failures"] == "1" })
+
+            let back = try FakeUpstream(records: records, port: port)
+            defer { back.stop() }
+            let deadline = Date().addingTimeInterval(5)
+            while recorder.events("upstream answering again").isEmpty && Date() < deadline {
+                _ = DNSTestClient.ask("www.example.org", server: h.address)
+            }
+            let again = recorder.events("upstream answering again")
+            #expect(again.map(\.level) == [.notice])
+            let whileDown = try #require(again.first?.metadata["failures_while_down"]).description
+            #expect(Int(whileDown).map { $0 >= 5 } == true, "the tries after it went down, and any probe that failed: \(whileDown)")
+        }
+    }
+
     @Test func servfailMovesOnAndTheDeadlineBoundsTheWholeLoop() throws {
         let a = try FakeUpstream()
         let b = try FakeUpstream()

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import Testing
 @testable import SinkholeCore
+import SinkholeTestSupport
 
 @Suite struct ListLoaderTests {
     func directory(_ files: [String: String]) throws -> String {
@@ -197,13 +198,13 @@ import Testing
         let report = try s.refresh(directory: dir)
         #expect(report.loaded.count == 2)
         #expect(decide(s, "n150.example.test") == nil)
-        let recorder = LogTextTests.Recorder()
-        BlocklistStore.log(report, logger: Logger(label: "t") { _ in recorder })
-        let warnings = recorder.events.withLock { $0 }.filter { $0.0 == "list lost most of its entries" }
-        #expect(warnings.count == 1)
-        #expect(warnings.first?.1["entries"] == "19")
-        #expect(warnings.first?.1["entries_before"] == "200")
-        #expect(warnings.first?.1["file.path"] == .string(dir + "/feed.txt"))
+        let recorder = LogRecorder()
+        BlocklistStore.log(report, logger: recorder.logger)
+        let warnings = recorder.events("list lost most of its entries")
+        #expect(warnings.map(\.level) == [.warning])
+        #expect(warnings.first?.metadata["entries"] == "19")
+        #expect(warnings.first?.metadata["entries_before"] == "200")
+        #expect(warnings.first?.metadata["file.path"] == .string(dir + "/feed.txt"))
     }
 
     /// Text from a list reaches the log and `check` with its control characters escaped, and a

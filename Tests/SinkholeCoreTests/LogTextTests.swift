@@ -2,6 +2,7 @@ import Logging
 import Synchronization
 import Testing
 @testable import SinkholeCore
+import SinkholeTestSupport
 
 @Suite struct LogTextTests {
     @Test func controlCharactersAreEscapedAndTheRestKept() {
@@ -24,27 +25,14 @@ import Testing
         #expect(cut == "éé... (16 more bytes)")
     }
 
-    /// What the operational log's handler is given to write.
-    final class Recorder: LogHandler, @unchecked Sendable {
-        let events = Mutex<[(String, Logger.Metadata)]>([])
-        var metadata: Logger.Metadata = [:]
-        var logLevel: Logger.Level = .trace
-        var metadataProvider: Logger.MetadataProvider?
-        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-            get { metadata[key] }
-            set { metadata[key] = newValue }
-        }
-        func log(event: LogEvent) { events.withLock { $0.append((event.message.description, event.metadata ?? [:])) } }
-    }
-
     @Test func theHandlerEscapesMessagesAndMetadata() {
-        let recorder = Recorder()
+        let recorder = LogRecorder()
         let logger = Logger(label: "t") { _ in PrintableLogHandler(recorder) }
         logger.warning("feed.txt:2: bad: '\u{1B}]0;owned\u{7}'", metadata: [
             "file.path": "/lists/\u{1B}[2J.txt",
             "nested": .array([.string("a\nb"), .dictionary(["k": .stringConvertible(42)])]),
         ])
-        let (message, metadata) = recorder.events.withLock { $0[0] }
+        let (_, message, metadata) = recorder.events.withLock { $0[0] }
         #expect(message == "feed.txt:2: bad: '\\x1b]0;owned\\x07'")
         #expect(metadata["file.path"] == .string("/lists/\\x1b[2J.txt"))
         #expect(metadata["nested"] == .array([.string("a\\nb"), .dictionary(["k": .string("42")])]))

@@ -45,6 +45,8 @@ public struct ServerConfiguration: Sendable {
     public var upstreamDeadline: Double?
     /// Seconds before a down upstream is probed again (doubling to 60). Default 5.
     public var upstreamRetryBackoff: Double = 5
+    /// Seconds between `upstream still down` log lines for one upstream (tests shorten it).
+    public var upstreamStillDownInterval: Double = 60
 
     /// User and group to drop to after binding; nil = keep the identity started with.
     public var user: String?

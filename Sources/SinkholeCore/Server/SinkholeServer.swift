@@ -86,7 +86,8 @@ public final class SinkholeServer: Sendable {
                                   payloadSize: configuration.ednsPayloadSize, strategy: configuration.upstreamStrategy,
                                   deadline: configuration.upstreamDeadline,
                                   retryBackoff: configuration.upstreamRetryBackoff, metrics: metrics,
-                                  forwardECS: configuration.forwardECS, logger: logger)
+                                  forwardECS: configuration.forwardECS,
+                                  stillDownInterval: configuration.upstreamStillDownInterval, logger: logger)
         chain = QueryChain(blocking: blocking, forwarder: forwarder,
                            replies: ReplyBuilder(payloadSize: configuration.ednsPayloadSize),
                            access: configuration.access, refuseAction: configuration.refuseAction,

@@ -1,5 +1,6 @@
 import Dispatch
 import Logging
+import Synchronization
 
 /// Sends queries that no earlier stage answered to the upstream resolvers, in the order the
 /// strategy and their health give: each try has `timeout` seconds, and the whole loop one
@@ -21,10 +22,25 @@ public final class Forwarder: Sendable {
     /// Per upstream, its latency timer (nil without metrics).
     private let latency: [LatencyHistogram?]
     private let logger: Logger
+    /// Per upstream, what its failures since it was marked down have been logged as.
+    private let outages: Mutex<[Outage]>
+    /// Seconds between `upstream still down` lines for one upstream.
+    let stillDownInterval: Double
+
+    /// An upstream's time marked down, for the log: one line when it goes down, one a minute
+    /// while it stays down, one when it answers again; the tries in between at debug level.
+    /// (A down upstream that every query still reaches, when every upstream is down, would
+    /// otherwise write a warning per query: thousands a second, in the journal.)
+    struct Outage {
+        var since: UInt64 = 0
+        var lastLine: UInt64 = 0
+        var failures = 0
+        var failuresSinceLine = 0
+    }
 
     public init(upstreams: [SocketAddress], timeout: Double, payloadSize: UInt16,
                 strategy: UpstreamStrategy = .first, deadline: Double? = nil, retryBackoff: Double = 5,
-                metrics: ServerMetrics? = nil, forwardECS: Bool = false, logger: Logger) {
+                metrics: ServerMetrics? = nil, forwardECS: Bool = false, stillDownInterval: Double = 60, logger: Logger) {
         self.metrics = metrics
         self.forwardECS = forwardECS
         self.upstreams = upstreams
@@ -36,6 +52,8 @@ public final class Forwarder: Sendable {
         self.logger = logger
         sockets = UpstreamSockets(upstreams: upstreams)
         latency = upstreams.map { metrics?.latencyTimer($0) }
+        outages = Mutex(upstreams.map { _ in Outage() })
+        self.stillDownInterval = stillDownInterval
     }
 
     /// Closes the upstream sockets and stops their loops; call once nothing is in flight.
@@ -104,7 +122,12 @@ public final class Forwarder: Sendable {
             let nanoseconds = DispatchTime.now().uptimeNanoseconds &- job.started
             latency[index]?.recordNanoseconds(Int64(nanoseconds))
             if health.success(index, rtt: Double(nanoseconds) / 1e9) {
-                logger.notice("upstream answering again", metadata: ["upstream": "\(upstream)"])
+                let now = DispatchTime.now().uptimeNanoseconds
+                let (since, failures) = outages.withLock { ($0[index].since, $0[index].failures) }
+                logger.notice("upstream answering again", metadata: [
+                    "upstream": "\(upstream)", "down_seconds": "\(Forwarder.seconds(now &- since))",
+                    "failures_while_down": "\(failures)",
+                ])
             }
             job.resolved(.upstream(reply, from: upstream))
         case .failure(let failure):
@@ -116,16 +139,40 @@ public final class Forwarder: Sendable {
 
     private func failed(_ index: Int, _ reason: String, _ question: Question) {
         let markedDown = health.failure(index)
+        let now = DispatchTime.now().uptimeNanoseconds
         let metadata: Logger.Metadata = [
             "upstream": "\(upstreams[index])", "reason": "\(reason)",
             "dns.question.name": "\(WireName.text(question.name))",
         ]
         if markedDown {
+            outages.withLock { $0[index] = Outage(since: now, lastLine: now) }
             logger.error("upstream marked down after \(UpstreamHealth.downAfter) failures in a row; probing it again later", metadata: metadata)
+        } else if health.isDown(index) {
+            let interval = UInt64(stillDownInterval * 1e9)
+            let summary = outages.withLock { all -> (failures: Int, down: UInt64)? in
+                var o = all[index]
+                defer { all[index] = o }
+                o.failures += 1
+                o.failuresSinceLine += 1
+                guard now &- o.lastLine >= interval else { return nil }
+                defer { o.lastLine = now; o.failuresSinceLine = 0 }
+                return (o.failuresSinceLine, now &- o.since)
+            }
+            if let summary {
+                var more = metadata
+                more["failures"] = "\(summary.failures)"
+                more["down_seconds"] = "\(Forwarder.seconds(summary.down))"
+                logger.warning("upstream still down", metadata: more)
+            } else {
+                logger.debug("upstream try failed", metadata: metadata)
+            }
         } else {
             logger.warning("upstream try failed", metadata: metadata)
         }
     }
+
+    /// Nanoseconds as whole seconds, for the log.
+    private static func seconds(_ nanoseconds: UInt64) -> Int { Int(nanoseconds / 1_000_000_000) }
 }
 
 /// One query's way through the upstreams, held in one object: the message sent, the upstreams

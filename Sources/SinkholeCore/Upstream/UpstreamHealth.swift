@@ -101,6 +101,9 @@ public final class UpstreamHealth: Sendable {
         return down.isEmpty ? usable : usable + down
     }
 
+    /// Whether the upstream is marked down now.
+    public func isDown(_ index: Int) -> Bool { slots[index].down.load(ordering: .relaxed) }
+
     /// Records a success; returns true when the upstream had been marked down.
     @discardableResult
     public func success(_ index: Int, rtt: Double) -> Bool {
