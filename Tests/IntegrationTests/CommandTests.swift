@@ -273,6 +273,28 @@ import Testing
         #expect(p.terminationStatus == 0, "\(text)")
     }
 
+    /// The unit runs serve with the sample file's installed path, and the paths that file names
+    /// are ones the unit lets the service read (lists) and write (block log, history).
+    @Test func theUnitReadsTheSampleConfigAndItsPathsAreTheUnitsDirectories() throws {
+        let repo = URL(fileURLWithPath: SinkholeProcess.binaryPath()).deletingLastPathComponent()
+            .deletingLastPathComponent().deletingLastPathComponent()
+        let unit = try String(contentsOf: repo.appendingPathComponent("deploy/sinkhole.service"), encoding: .utf8)
+        let lines = unit.split(separator: "\n").map(String.init)
+        let execStart = lines.filter { $0.hasPrefix("ExecStart=") }
+        #expect(execStart == ["ExecStart=/usr/local/bin/sinkhole serve --config /etc/sinkhole/sinkhole.yaml"])
+        func directory(_ key: String) -> String? {
+            lines.first { $0.hasPrefix(key + "=") }.map { String($0.dropFirst(key.count + 1)) }
+        }
+        #expect(directory("ConfigurationDirectory") == "sinkhole")
+        #expect(directory("LogsDirectory") == "sinkhole")
+        #expect(directory("StateDirectory") == "sinkhole")
+        let settings = try Settings.load(yamlFile: repo.appendingPathComponent("deploy/sinkhole.yaml").path)
+        let c = try settings.configuration(defaultBlocklistDirectory: "/nowhere")
+        #expect(c.blocklistDirectory == "/etc/sinkhole/blocklists")
+        #expect(c.blockLogPath?.hasPrefix("/var/log/sinkhole/") == true)
+        #expect(c.queryHistoryPath?.hasPrefix("/var/lib/sinkhole/") == true)
+    }
+
     @Test func sampleConfigIsValid() throws {
         let repo = URL(fileURLWithPath: SinkholeProcess.binaryPath()).deletingLastPathComponent()
             .deletingLastPathComponent().deletingLastPathComponent()
