@@ -8,6 +8,8 @@ APT_PACKAGES := libldns-dev libssl-dev zlib1g-dev libsqlite3-dev pkg-config ldns
 LISTEN ?= --listen 127.0.0.1:53 --listen [::1]:53
 BLOCK_LOG ?= block.log
 QUERY_HISTORY ?= history.db
+# Any other serve flags, e.g. ARGS='--upstream 192.0.2.1 --block-mode sinkhole'
+ARGS ?=
 
 .PHONY: help deps build release run test check-deps clean
 
@@ -30,7 +32,7 @@ release: deps ## Optimised build: .build/release/sinkhole
 	swift build -c release $(SWIFT_FLAGS)
 
 run: release ## Start sinkhole with the shipped lists on 127.0.0.1:53 and [::1]:53, upstreams from /etc/resolv.conf
-	.build/release/sinkhole serve $(LISTEN) --blocklist-dir blocklists --block-log $(BLOCK_LOG) --query-history $(QUERY_HISTORY)
+	.build/release/sinkhole serve $(LISTEN) --blocklist-dir blocklists --block-log $(BLOCK_LOG) --query-history $(QUERY_HISTORY) $(ARGS)
 
 test: build ## Run every test: unit, loopback integration, end-to-end with drill and dig
 	swift test $(SWIFT_FLAGS)
