@@ -105,7 +105,9 @@ struct Explain: ParsableCommand {
     func run() throws {
         let address = IPAddress.parse(name)
         guard let wire = address == nil ? WireName.fromText(name) : [0] else {
-            print("'\(LogText.printable(name))' is not a domain name or an IP address")
+            var why = ""
+            if case .failure(let problem) = DomainName.parse(Substring(name)) { why = ": \(problem)" }
+            print("'\(LogText.printable(name))' is not a domain name or an IP address\(why)")
             throw ExitCode(2)
         }
         let directory = blocklistDir ?? DefaultPaths.blocklistDirectory()

@@ -90,6 +90,9 @@ struct Report: ParsableCommand {
         } catch {
             throw ValidationError("\(error)")
         }
+        if let from = query.since, let to = query.until, from >= to, let since, let until {
+            throw ValidationError("--since \(since) is not before --until \(until): no time is left between them")
+        }
         for text in clients {
             guard let pattern = ClientPattern(text) else {
                 throw ValidationError("--client '\(text)' is not an IP address or CIDR block (10.20.31.7, 10.0.0.0/8, fd00::/8)")

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 
 @main
 struct Sinkhole: ParsableCommand {
@@ -8,4 +9,40 @@ struct Sinkhole: ParsableCommand {
         subcommands: [Serve.self, Check.self, Explain.self, Report.self, Hunt.self],
         defaultSubcommand: Serve.self
     )
+
+    static func main() {
+        // serve, the default, takes no bare word: a first argument that is not an option nor a
+        // subcommand is a mistyped subcommand, which the parser would report as an unexpected
+        // argument of serve, under serve's usage.
+        if let first = CommandLine.arguments.dropFirst().first, let message = unknownSubcommand(first) {
+            FileHandle.standardError.write(Data("Error: \(message)\n".utf8))
+            Foundation.exit(ExitCode.validationFailure.rawValue)
+        }
+        main(nil)
+    }
+
+    /// The message for `word` as a first argument that names no subcommand; nil when it is fine.
+    static func unknownSubcommand(_ word: String) -> String? {
+        let names = configuration.subcommands.map { $0._commandName }
+        guard !word.hasPrefix("-"), !names.contains(word), word != "help" else { return nil }
+        let closest = names.map { ($0, editDistance($0, word)) }.min { $0.1 < $1.1 }
+        let hint = closest.flatMap { $0.1 <= 2 ? " Did you mean '\($0.0)'?" : nil } ?? ""
+        return "unknown subcommand '\(word)'.\(hint) Subcommands: \(names.joined(separator: ", ")) (sinkhole --help)."
+    }
+
+    /// Levenshtein distance, for the suggestion.
+    static func editDistance(_ a: String, _ b: String) -> Int {
+        let a = Array(a.utf8), b = Array(b.utf8)
+        var row = Array(0...b.count)
+        for i in 1...max(1, a.count) where !a.isEmpty {
+            var previous = row[0]
+            row[0] = i
+            for j in stride(from: 1, through: b.count, by: 1) {
+                let saved = row[j]
+                row[j] = min(row[j] + 1, row[j - 1] + 1, previous + (a[i - 1] == b[j - 1] ? 0 : 1))
+                previous = saved
+            }
+        }
+        return a.isEmpty ? b.count : row[b.count]
+    }
 }

@@ -129,7 +129,21 @@ import Testing
         #expect(other.out.contains("203.0.113.67: not listed"), "\(other.out)")
         let tooLong = try run(["explain", String(repeating: "a", count: 64) + ".example", "--blocklist-dir", dir])
         #expect(tooLong.status == 2)
-        #expect(tooLong.out.contains("is not a domain name or an IP address"), "\(tooLong.out)")
+        #expect(tooLong.out.contains("is not a domain name or an IP address: label of 64 bytes (at most 63)"), "\(tooLong.out)")
+        let empty = try run(["explain", "bad..example", "--blocklist-dir", dir])
+        #expect(empty.status == 2)
+        #expect(empty.out.contains("'bad..example' is not a domain name or an IP address: empty label"), "\(empty.out)")
+    }
+
+    /// A mistyped subcommand is named as one, with the nearest, instead of serve's usage.
+    @Test func aMistypedSubcommandIsNamedAsOne() throws {
+        let typo = try run(["chekc", "/dev/null"])
+        #expect(typo.status == 64)
+        #expect(typo.out.contains("unknown subcommand 'chekc'. Did you mean 'check'?"), "\(typo.out)")
+        #expect(!typo.out.contains("sinkhole serve"), "\(typo.out)")
+        let unrelated = try run(["frobnicate"])
+        #expect(unrelated.status == 64)
+        #expect(unrelated.out.contains("unknown subcommand 'frobnicate'. Subcommands: serve, check, explain, report, hunt"), "\(unrelated.out)")
     }
 }
 
@@ -228,6 +242,8 @@ import Testing
         #expect(burst.stderr.contains("--rate-limit-burst '-1': must be a whole number from 1 to"), "\(burst.stderr)")
         let limit = try runSinkhole(["report", "--limit", "-1", "/dev/null"])
         #expect(limit.status == 64 && limit.output.contains("--limit must be at least 1"), "\(limit.output)")
+        let window = try runSinkhole(["report", "--since", "1h", "--until", "2026-01-01", "/dev/null"])
+        #expect(window.status == 64 && window.output.contains("--since 1h is not before --until 2026-01-01"), "\(window.output)")
         let errors = try runSinkhole(["check", "--max-errors", "-1", "/dev/null"])
         #expect(errors.status == 64 && errors.output.contains("--max-errors must be 0 or more"), "\(errors.output)")
     }

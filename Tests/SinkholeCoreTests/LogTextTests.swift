@@ -25,6 +25,24 @@ import SinkholeTestSupport
         #expect(cut == "éé... (16 more bytes)")
     }
 
+    /// Values with a space, `=` or a quote are quoted, so each stderr line parses as logfmt.
+    @Test func metadataValuesAreQuotedWhereLogfmtNeedsIt() {
+        let recorder = LogRecorder()
+        let logger = Logger(label: "t") { _ in PrintableLogHandler(recorder) }
+        logger.info("starting", metadata: [
+            "cache-size": "64 MiB, ttl 0-86400s", "listen": "127.0.0.1:53", "reason": "said \"no\"",
+            "query": "a=b", "empty": "", "count": .stringConvertible(3), "path": "/lists/x\ny.txt",
+        ])
+        let metadata = recorder.events.withLock { $0[0].metadata }
+        #expect(metadata["cache-size"] == .string("\"64 MiB, ttl 0-86400s\""))
+        #expect(metadata["listen"] == .string("127.0.0.1:53"))
+        #expect(metadata["reason"] == .string("\"said \\\"no\\\"\""))
+        #expect(metadata["query"] == .string("\"a=b\""))
+        #expect(metadata["empty"] == .string("\"\""))
+        #expect(metadata["count"] == .string("3"))
+        #expect(metadata["path"] == .string("/lists/x\\ny.txt"))
+    }
+
     @Test func theHandlerEscapesMessagesAndMetadata() {
         let recorder = LogRecorder()
         let logger = Logger(label: "t") { _ in PrintableLogHandler(recorder) }

@@ -71,10 +71,23 @@ public struct Settings: Sendable {
         return try parse(yaml: text, file: (path as NSString).lastPathComponent)
     }
 
+    /// Whether a value in `text` is a bracketed IPv6 address without quotes (`- [::1]:53`).
+    static func hasUnquotedIPv6(_ text: String) -> Bool {
+        text.split(separator: "\n").contains { line in
+            guard let open = line.firstIndex(of: "["), let close = line[open...].firstIndex(of: "]") else { return false }
+            let before = line[..<open].last
+            let inside = line[line.index(after: open)..<close]
+            return before != "\"" && before != "'" && inside.contains(":")
+                && inside.allSatisfy { $0.isHexDigit || $0 == ":" || $0 == "." }
+        }
+    }
+
     public static func parse(yaml text: String, file: String) throws -> Settings {
         let node: Node?
         do { node = try Yams.compose(yaml: text) } catch {
-            throw ConfigurationError("\(file): not valid YAML: \(error)")
+            // YAML reads an unquoted [::1]:53 as the start of a list: the usual first mistake.
+            let hint = Settings.hasUnquotedIPv6(text) ? "\n(an IPv6 address in brackets must be quoted: \"[::1]:53\")" : ""
+            throw ConfigurationError("\(file): not valid YAML: \(error)\(hint)")
         }
         var settings = Settings()
         guard let node else { return settings }   // empty file
@@ -238,7 +251,7 @@ public struct Settings: Sendable {
             switch one(key)?.lowercased() {
             case nil, "false", "no", "off": return false
             case "true", "yes", "on": return true
-            case let other?: throw ConfigurationError("\(origin(key)) '\(other)': must be true or false")
+            case let other?: throw ConfigurationError("\(origin(key)) '\(other)': must be true or false (yes/no and on/off are read as those)")
             }
         }
         let syslogOn = try flag("syslog")

@@ -68,6 +68,21 @@ public enum LogText {
             || (v >= 0x2066 && v <= 0x2069)          // bidirectional isolates
     }
 
+    /// A metadata value as the stderr log writes it after `key=`: printable, and in double
+    /// quotes (a quote inside escaped) when it is empty or holds a space, `=` or `"`, so that
+    /// every line reads as logfmt (`cache-size="64 MiB, ttl 0-86400s"`). Lists and dictionaries
+    /// keep their own form.
+    static func logfmt(_ value: Logger.MetadataValue) -> Logger.MetadataValue {
+        switch value {
+        case .string, .stringConvertible:
+            guard case .string(let s) = printable(value) else { return printable(value) }
+            let plain = !s.isEmpty && !s.contains { $0 == " " || $0 == "=" || $0 == "\"" }
+            return .string(plain ? s : "\"" + s.replacingOccurrences(of: "\"", with: "\\\"") + "\"")
+        case .array, .dictionary:
+            return printable(value)
+        }
+    }
+
     static func printable(_ value: Logger.MetadataValue) -> Logger.MetadataValue {
         switch value {
         case .string(let s): return .string(printable(s))
@@ -78,8 +93,8 @@ public enum LogText {
     }
 }
 
-/// Wraps the operational log's handler: messages and metadata values are written through
-/// `LogText.printable`.
+/// Wraps the operational log's handler: messages are written through `LogText.printable`, and
+/// metadata values through `LogText.logfmt`.
 public struct PrintableLogHandler: LogHandler {
     private var inner: any LogHandler
 
@@ -88,7 +103,7 @@ public struct PrintableLogHandler: LogHandler {
     public func log(event: LogEvent) {
         var event = event
         event.message = "\(LogText.printable(event.message.description))"
-        event.metadata = event.metadata?.mapValues(LogText.printable)
+        event.metadata = event.metadata?.mapValues(LogText.logfmt)
         inner.log(event: event)
     }
 

@@ -102,7 +102,8 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
             portText = String(text[text.index(after: colon)...])
         }
         guard let bytes = IPAddress.parse(host) else {
-            throw ParseError.bad(text, "not an IPv4 or IPv6 address literal (use e.g. 127.0.0.1:53 or [::1]:53)")
+            let port = portText.flatMap(UInt16.init) ?? 53
+            throw ParseError.bad(text, "not an IPv4 or IPv6 address literal (use e.g. 127.0.0.1:\(port) or [::1]:\(port))")
         }
         let port: UInt16
         if let portText {
