@@ -186,6 +186,31 @@ import SinkholeTestSupport
         #expect(decide(s, "c2.example.test")?.list == "feed.txt")
     }
 
+    /// What serve does not read and may have been meant as a list (a backup copy, a subdirectory,
+    /// a link to nothing) is logged once, not at every refresh; notes, hidden files and download
+    /// leftovers are not logged (check names them all).
+    @Test func entriesNotReadAsListsAreLoggedOnce() throws {
+        let dir = try directory(["feed.txt": "a.example.test\n", "feed.txt.bak": "b.example.test\n", "README.md": "notes\n",
+                                 ".feed.txt.swp": "", "next.txt.part": "c.example\n"])
+        try FileManager.default.createDirectory(atPath: dir + "/more", withIntermediateDirectories: false)
+        try FileManager.default.createSymbolicLink(atPath: dir + "/gone.txt", withDestinationPath: dir + "/nowhere.txt")
+        let s = BlocklistStore()
+        let first = try s.refresh(directory: dir)
+        #expect(first.skipped.map(\.name) == ["feed.txt.bak", "gone.txt", "more"])
+        let recorder = LogRecorder()
+        BlocklistStore.log(first, logger: recorder.logger)
+        let lines = recorder.events("not read as a list")
+        #expect(lines.map(\.level) == [.info, .warning, .info])
+        #expect(lines.map { $0.metadata["file.name"] } == ["feed.txt.bak", "gone.txt", "more"])
+        #expect(lines[1].metadata["reason"] == "a link to nothing, or gone (stat failed)")
+        #expect(try s.refresh(directory: dir, force: true).skipped.isEmpty, "said once")
+        // Gone and back: said again.
+        try FileManager.default.removeItem(atPath: dir + "/feed.txt.bak")
+        #expect(try s.refresh(directory: dir).skipped.isEmpty)
+        try "b.example.test\n".write(toFile: dir + "/feed.txt.bak", atomically: true, encoding: .utf8)
+        #expect(try s.refresh(directory: dir).skipped.map(\.name) == ["feed.txt.bak"])
+    }
+
     /// A list that drops most of its entries is loaded (feeds do shrink) with a warning, since a
     /// truncated download looks the same.
     @Test func aListThatLosesMostOfItsEntriesIsLoggedAsSuch() throws {

@@ -19,6 +19,8 @@ public final class BlocklistStore: Sendable {
     private struct Files {
         var lists: [String: LoadedList] = [:]
         var failed: [String: FileSignature] = [:]
+        /// Skipped entries already logged (name and reason), so each is logged once while it stays.
+        var skipsLogged: Set<String> = []
     }
     private let refreshLock = Mutex(Files())
     private let swapped = NSCondition()
@@ -50,6 +52,9 @@ public final class BlocklistStore: Sendable {
         public var removed: [String] = []
         public var failed: [FileLoadResult] = []
         public var lineErrors: [ListLineError] = []
+        /// Entries of the directory not read as lists, new since the last refresh, that look as
+        /// if they were meant to be (`BlocklistStore.worthSaying`).
+        public var skipped: [BlocklistLoader.SkippedEntry] = []
         public var unchanged = 0
         public var seconds = 0.0
         public var changed: Bool { !loaded.isEmpty || !removed.isEmpty }
@@ -60,7 +65,7 @@ public final class BlocklistStore: Sendable {
     @discardableResult
     public func refresh(directory: String, force: Bool = false) throws -> RefreshReport {
         let started = DispatchTime.now()
-        let paths = try BlocklistLoader.listFiles(in: directory)
+        let (paths, skipped) = try BlocklistLoader.listing(of: directory)
         defer {
             // The replaced lists were large, short-lived allocations: hand their pages back to
             // the kernel now rather than keep them in malloc's free lists.
@@ -99,6 +104,10 @@ public final class BlocklistStore: Sendable {
                 }
             }
             files.failed = failed
+            let noted = skipped.filter(BlocklistStore.worthSaying)
+            let keys = noted.map { $0.name + "\u{0}" + $0.reason }
+            report.skipped = zip(noted, keys).filter { !files.skipsLogged.contains($0.1) }.map(\.0)
+            files.skipsLogged = Set(keys)
             report.removed = files.lists.keys.filter { next[$0] == nil }.sorted()
             report.seconds = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
             swapped.lock()
@@ -173,10 +182,25 @@ public final class BlocklistStore: Sendable {
         for path in report.removed {
             logger.info("list removed", metadata: ["file.path": "\(path)"])
         }
+        for entry in report.skipped {
+            // A link to nothing is a deployment gone wrong (a ConfigMap key, a feed fetcher's
+            // link to a file it never wrote); the others are a name or place serve does not read.
+            let level: Logger.Level = entry.reason.hasPrefix("a link to nothing") ? .warning : .info
+            logger.log(level: level, "not read as a list", metadata: ["file.name": "\(entry.name)", "reason": "\(entry.reason)"])
+        }
     }
 }
 
 extension BlocklistStore {
+    /// Whether an entry serve does not read is worth a log line: a directory, a link to nothing,
+    /// a backup or package copy, which may well have been meant as a list. Not hidden files, notes
+    /// (.md), or what downloads and editors leave while they work (.tmp, .part, .swp): those come
+    /// and go with every update. `sinkhole check` names them all.
+    static func worthSaying(_ entry: BlocklistLoader.SkippedEntry) -> Bool {
+        if entry.name.hasPrefix(".") || entry.name.hasSuffix(".md") { return false }
+        return ![".tmp", ".part", ".swp"].contains { entry.name.hasSuffix($0) }
+    }
+
     /// A list that had at least 100 entries and kept fewer than a tenth of them.
     static func shrankSharply(from before: Int, to after: Int) -> Bool {
         before >= 100 && after * 10 < before
