@@ -24,18 +24,20 @@ struct Check: ParsableCommand {
 
     func run() throws {
         var paths = self.paths
+        var configFailed = false
         if let config {
             do {
                 let settings = try Settings.load(yamlFile: config)
                 let configuration = try settings.configuration(defaultBlocklistDirectory: DefaultPaths.blocklistDirectory())
                 // The files serve writes: serve would refuse to start without them.
+                // Said with the lists' check, not instead of it: every problem in one run.
                 let problems = settings.fileProblems(configuration)
-                guard problems.isEmpty else {
-                    for problem in problems { print("\(problem)") }
-                    throw ExitCode(1)
+                for problem in problems { print("\(problem)") }
+                configFailed = !problems.isEmpty
+                if !configFailed {
+                    print("\(config): OK")
+                    for (key, value) in configuration.summary.sorted(by: { $0.key < $1.key }) { print("  \(key): \(value)") }
                 }
-                print("\(config): OK")
-                for (key, value) in configuration.summary.sorted(by: { $0.key < $1.key }) { print("  \(key): \(value)") }
                 if paths.isEmpty { paths = [configuration.blocklistDirectory] }
             } catch let exit as ExitCode {
                 throw exit
@@ -85,7 +87,8 @@ struct Check: ParsableCommand {
             }
         }
         print("total: \(LogText.count(total, "entry", plural: "entries")), \(unusable) unusable")
-        if unusable > 0 { throw ExitCode(1) }
+        if let config, configFailed { print("\(config): NOT OK (see above)") }
+        if unusable > 0 || configFailed { throw ExitCode(1) }
     }
 }
 

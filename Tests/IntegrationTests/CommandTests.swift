@@ -205,7 +205,16 @@ import Testing
         #expect(r.status == 1, "\(r.output)")
         #expect(r.output.contains("sinkhole.yaml: block-log '/nonexistent/x.log': directory /nonexistent does not exist"), "\(r.output)")
         #expect(r.output.contains("sinkhole.yaml: query-history '/nonexistent/h.db': directory /nonexistent does not exist"), "\(r.output)")
-        #expect(!r.output.contains("OK"), "\(r.output)")
+        #expect(!r.output.contains(": OK"), "\(r.output)")
+        #expect(r.output.hasSuffix("sinkhole.yaml: NOT OK (see above)\n"), "\(r.output)")
+        // The lists are checked in the same run: every problem at once.
+        #expect(r.output.contains("intel.txt: 1 entry"), "\(r.output)")
+        let both = dir + "/both.yaml"
+        try "upstream: 192.0.2.53\nblock-log: /nonexistent/x.log\nblocklist-dir: /nonexistent/lists\n".write(toFile: both, atomically: true, encoding: .utf8)
+        let twice = try runSinkhole(["check", "--config", both])
+        #expect(twice.status == 1)
+        #expect(twice.output.contains("block-log '/nonexistent/x.log': directory /nonexistent does not exist"), "\(twice.output)")
+        #expect(twice.output.contains("/nonexistent/lists: UNUSABLE: no such file or directory"), "\(twice.output)")
         // A path serve would create is fine, and check does not create it.
         let (_, good) = try write("block-log: \(dir)/block.log\nquery-history: \(dir)/history.db\n")
         let ok = try runSinkhole(["check", "--config", good])
