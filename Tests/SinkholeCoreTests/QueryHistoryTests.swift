@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 @testable import SinkholeCore
+import SinkholeTestSupport
 import Synchronization
 import Testing
 
@@ -22,7 +23,8 @@ final class HistoryFixture {
     /// 2026-11-26T10:00:00Z
     static let start: Int64 = 1_795_687_200_000
 
-    init(capacity: Int = 10_000, retention: Double = 30 * 86_400, flushInterval: Double = 3600) throws {
+    init(capacity: Int = 10_000, retention: Double = 30 * 86_400, flushInterval: Double = 3600,
+         space: (@Sendable (String) -> (free: Int, total: Int)?)? = nil, logger: Logger = HistoryFixture.logger) throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("sinkhole-history-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory.appendingPathComponent("lists"), withIntermediateDirectories: true)
         let clock = ManualClock(HistoryFixture.start)
@@ -33,8 +35,9 @@ final class HistoryFixture {
         options.flushInterval = flushInterval   // tests flush by hand
         options.pruneInterval = 1e9
         options.now = { clock.now }
+        if let space { options.space = space }
         history = try QueryHistory(path: directory.appendingPathComponent("history.db").path, options: options,
-                                   logger: HistoryFixture.logger)
+                                   logger: logger)
     }
 
     var listDirectory: String { directory.appendingPathComponent("lists").path }
@@ -118,6 +121,44 @@ final class HistoryFixture {
         // With room again, sightings are kept.
         f.record("192.0.2.1", "busy.example")
         #expect(f.history.counts.recorded == counts.recorded + 1)
+    }
+
+    /// A file system nearly full pauses the recording (sightings dropped and counted, one error
+    /// line, the gauge at 1) before the history fills the disk; it goes on, with one notice,
+    /// once free space is 1% above the floor again.
+    @Test func aNearlyFullDiskPausesRecording() throws {
+        let gib = 1 << 30
+        let free = ManualClock(Int64(10 * gib))   // of 100 GiB: pause under 5 GiB, go on from 6 GiB
+        let recorder = LogRecorder()
+        let f = try HistoryFixture(space: { _ in (Int(free.now), 100 * gib) }, logger: recorder.logger)
+        f.record("192.0.2.1", "before.example")
+        f.history.flush()
+        #expect(try f.history.entries().map(\.name) == ["before.example"])
+
+        free.set(Int64(4 * gib))
+        for _ in 0..<3 { f.record("192.0.2.1", "during.example") }
+        f.history.flush()
+        free.set(Int64(gib * 11 / 2))   // above the floor, not yet 1% above it
+        f.record("192.0.2.1", "during.example")
+        f.history.flush()
+        #expect(try f.history.entries().map(\.name) == ["before.example"])
+        #expect(f.history.counts.dropped == 4)
+        #expect(f.history.counts.paused)
+        let paused = recorder.events.withLock { $0 }.filter { $0.message.hasPrefix("query history paused") }
+        #expect(paused.map(\.level) == [.error])
+        #expect(paused.first?.metadata["free_mib"] == "4096")
+        #expect(paused.first?.metadata["floor_mib"] == "5120")
+
+        free.set(Int64(7 * gib))
+        f.record("192.0.2.1", "after.example")
+        f.history.flush()
+        #expect(try f.history.entries().map(\.name).sorted() == ["after.example", "before.example"])
+        #expect(!f.history.counts.paused)
+        #expect(recorder.events.withLock { $0 }.filter { $0.message.hasPrefix("query history recording again") }.map(\.level) == [.notice])
+        // The floor: 5% of the file system, at least 512 MiB, at most half of a small one.
+        #expect(QueryHistory.spaceFloor(total: 100 * gib) == (5 * gib, 6 * gib))
+        #expect(QueryHistory.spaceFloor(total: 8 * gib).pause == 512 << 20)
+        #expect(QueryHistory.spaceFloor(total: 600 << 20).pause == 300 << 20)
     }
 
     @Test func roomIsTakenAChunkAtATimeAndTheBoundStillHolds() throws {

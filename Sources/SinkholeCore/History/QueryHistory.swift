@@ -30,7 +30,25 @@ public final class QueryHistory: Sendable {
         /// The clock, in milliseconds since the Unix epoch (injected by tests). The coarse clock
         /// (a few ms of resolution) is read once per recorded query and costs a few nanoseconds.
         public var now: @Sendable () -> Int64 = { QueryHistory.coarseNow() }
+        /// Free and total bytes of the file system holding `path` (injected by tests).
+        public var space: @Sendable (String) -> (free: Int, total: Int)? = { QueryHistory.fileSystemSpace(of: $0) }
         public init() {}
+    }
+
+    /// The free space under which recording pauses: 5% of the file system, at least 512 MiB (at
+    /// most the whole of a small one's half). Recording goes on at 1% of the file system above it.
+    static func spaceFloor(total: Int) -> (pause: Int, resume: Int) {
+        let pause = min(max(total / 20, 512 << 20), total / 2)
+        return (pause, pause + total / 100)
+    }
+
+    /// `statvfs` of the directory holding `path`: bytes free to unprivileged users, and the size.
+    public static func fileSystemSpace(of path: String) -> (free: Int, total: Int)? {
+        var s = statvfs()
+        guard statvfs((path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent, &s) == 0 else {
+            return nil
+        }
+        return (Int(s.f_bavail) * Int(s.f_frsize), Int(s.f_blocks) * Int(s.f_frsize))
     }
 
     /// One answered query, as the query path hands it over.
@@ -65,6 +83,8 @@ public final class QueryHistory: Sendable {
         public var written = 0
         /// History rows pruned for age.
         public var pruned = 0
+        /// Whether recording is paused for want of disk space.
+        public var paused = false
     }
 
     public let path: String
@@ -82,6 +102,8 @@ public final class QueryHistory: Sendable {
     private let written = Atomic<Int>(0)
     private let pruned = Atomic<Int>(0)
     private let droppedReported = Atomic<Int>(0)
+    /// Whether recording is paused for want of disk space (writer queue only).
+    private let paused = Atomic<Bool>(false)
     private let queue = DispatchQueue(label: "sinkhole.history")
     /// Signalled to stop the writer thread.
     private let stopping = Atomic<Bool>(false)
@@ -181,12 +203,21 @@ public final class QueryHistory: Sendable {
     public var counts: Counts {
         Counts(recorded: buffers.shards.reduce(0) { $0 + $1.value.withLock { $0.recorded } },
                dropped: dropped.load(ordering: .relaxed),
-               written: written.load(ordering: .relaxed), pruned: pruned.load(ordering: .relaxed))
+               written: written.load(ordering: .relaxed), pruned: pruned.load(ordering: .relaxed),
+               paused: paused.load(ordering: .relaxed))
     }
 
     /// Writes every buffered sighting now and waits for it. Safe from any thread except the writer's.
     public func flush() {
-        queue.sync { writePending() }
+        queue.sync { writeOrDiscard() }
+    }
+
+    private func writeOrDiscard() {
+        if spaceIsShort() {
+            discardPending()
+        } else {
+            writePending()
+        }
     }
 
     /// Prunes rows past the retention now (all batches) and waits.
@@ -212,7 +243,7 @@ public final class QueryHistory: Sendable {
     }
 
     private func tick() {
-        writePending()
+        writeOrDiscard()
         let now = options.now()
         if now - lastPrune.load(ordering: .relaxed) >= Int64(options.pruneInterval * 1000) {
             lastPrune.store(now, ordering: .relaxed)
@@ -345,6 +376,47 @@ public final class QueryHistory: Sendable {
         var clients: [String: Int64] = [:]
         static let limit = 200_000
     }
+
+    /// Whether the file system holding the history is too full to write to. A flood of new
+    /// names (a random-subdomain attack) can grow the file by gigabytes an hour within the
+    /// retention; recording pauses before it fills the disk that the block log, the journal and
+    /// the rest of the host may share. Logged once when it pauses and once when it goes on.
+    private func spaceIsShort() -> Bool {
+        guard let (free, total) = options.space(path), total > 0 else { return false }
+        let floor = QueryHistory.spaceFloor(total: total)
+        let wasPaused = paused.load(ordering: .relaxed)
+        let short = wasPaused ? free < floor.resume : free < floor.pause
+        if short != wasPaused {
+            paused.store(short, ordering: .relaxed)
+            let metadata: Logger.Metadata = [
+                "path": "\(path)", "free_mib": "\(free >> 20)", "floor_mib": "\((short ? floor.pause : floor.resume) >> 20)",
+            ]
+            if short {
+                logger.error("query history paused: its file system is nearly full; sightings are dropped until space is freed (DNS unaffected)", metadata: metadata)
+            } else {
+                logger.notice("query history recording again: space was freed", metadata: metadata)
+            }
+        }
+        return short
+    }
+
+    /// Empties the buffers without writing them, counting what they held as dropped.
+    private func discardPending() {
+        for shard in buffers.shards {
+            let count = shard.value.withLock { buffer -> Int in
+                let count = buffer.sightings.count
+                buffer.sightings.removeAll(keepingCapacity: true)
+                buffer.bytes.removeAll(keepingCapacity: true)
+                return count
+            }
+            pendingCount.subtract(count, ordering: .relaxed)
+            dropped.add(count, ordering: .relaxed)
+        }
+        droppedReported.store(dropped.load(ordering: .relaxed), ordering: .relaxed)   // said by the pause line
+    }
+
+    /// Whether recording is paused for want of disk space.
+    public var isPaused: Bool { paused.load(ordering: .relaxed) }
 
     /// Aggregates the buffered sightings; writer queue only.
     private func writePending() {

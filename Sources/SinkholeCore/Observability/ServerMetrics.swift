@@ -39,6 +39,7 @@ public final class ServerMetrics: Sendable {
     private let tcpOpen: Prometheus.Gauge
     private let cacheGauges: (entries: Prometheus.Gauge, bytes: Prometheus.Gauge, evicted: Prometheus.Gauge, turnedAway: Prometheus.Gauge)
     private let history: [String: Prometheus.Gauge]
+    private let historyPaused: Prometheus.Gauge
     private let retroHitCounter: CoreMetrics.Counter
     private let upstreamUp = Mutex<[String: Prometheus.Gauge]>([:])
 
@@ -71,12 +72,13 @@ public final class ServerMetrics: Sendable {
             registry.makeGauge(descriptor: ServerMetrics.name("cache_turned_away", "Answers for names asked once not taken by the full cache, since start")))
         var h: [String: Prometheus.Gauge] = [:]
         for (key, help) in [("recorded", "Answered queries handed to the query history since start"),
-                            ("dropped", "Queries not recorded in the query history because its writer fell behind"),
+                            ("dropped", "Queries not recorded in the query history: its writer fell behind, or its disk was nearly full"),
                             ("written", "Queries written to the query history database since start"),
                             ("pruned", "Query history rows pruned for age since start")] {
             h[key] = registry.makeGauge(descriptor: ServerMetrics.name("history_queries_\(key)", help))
         }
         history = h
+        historyPaused = registry.makeGauge(descriptor: ServerMetrics.name("history_paused", "1 while the query history does not record because its file system is nearly full"))
         retroHitCounter = CoreMetrics.Counter(label: "sinkhole_retro_hits_total", factory: f)
     }
 
@@ -166,6 +168,7 @@ public final class ServerMetrics: Sendable {
         history["dropped"]?.set(Double(counts.dropped))
         history["written"]?.set(Double(counts.written))
         history["pruned"]?.set(Double(counts.pruned))
+        historyPaused.set(Double(counts.paused ? 1 : 0))
     }
 
     /// The `sinkhole_upstream_latency_seconds` histogram of one upstream (the forwarder keeps
