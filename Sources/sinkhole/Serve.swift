@@ -215,7 +215,9 @@ struct Serve: ParsableCommand {
             return handler
         }
         let logger = Logger(label: "sinkhole")
-        logger.info("starting", metadata: configuration.summary.mapValues { .string($0) })
+        var summary = configuration.summary.mapValues { Logger.MetadataValue.string($0) }
+        summary["version"] = .string(SinkholeVersion.string)
+        logger.info("starting", metadata: summary)
 
         let server: SinkholeServer
         do {

@@ -135,6 +135,14 @@ import Testing
         #expect(empty.out.contains("'bad..example' is not a domain name or an IP address: empty label"), "\(empty.out)")
     }
 
+    @Test func versionIsPrinted() throws {
+        for args in [["--version"], ["serve", "--version"]] {
+            let r = try run(args)
+            #expect(r.status == 0)
+            #expect(r.out == SinkholeVersion.string + "\n", "\(r.out)")
+        }
+    }
+
     /// A mistyped subcommand is named as one, with the nearest, instead of serve's usage.
     @Test func aMistypedSubcommandIsNamedAsOne() throws {
         let typo = try run(["chekc", "/dev/null"])

@@ -90,5 +90,7 @@ import Testing
         #expect((value(body, "sinkhole_cache_bytes") ?? 0) > 400, "an entry's bytes and bookkeeping")
         #expect(value(body, "sinkhole_cache_evictions") == 0)
         #expect(value(body, "sinkhole_cache_turned_away") == 0)
+        #expect(value(body, "sinkhole_history_paused") == 0)
+        #expect(value(body, "sinkhole_build_info{version=\"\(SinkholeVersion.string)\"}") == 1, "\(body)")
     }
 }

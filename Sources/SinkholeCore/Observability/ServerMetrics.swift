@@ -78,6 +78,9 @@ public final class ServerMetrics: Sendable {
             h[key] = registry.makeGauge(descriptor: ServerMetrics.name("history_queries_\(key)", help))
         }
         history = h
+        // The usual build-info series: constant 1, the release in its label (joins on dashboards).
+        registry.makeGauge(descriptor: ServerMetrics.name("build_info", "sinkhole's release, in the version label; always 1"),
+                           labels: [("version", SinkholeVersion.string)]).set(1.0)
         historyPaused = registry.makeGauge(descriptor: ServerMetrics.name("history_paused", "1 while the query history does not record because its file system is nearly full"))
         retroHitCounter = CoreMetrics.Counter(label: "sinkhole_retro_hits_total", factory: f)
     }
