@@ -28,7 +28,10 @@ struct Sinkhole: ParsableCommand {
         let names = configuration.subcommands.map { $0._commandName }
         guard !word.hasPrefix("-"), !names.contains(word), word != "help" else { return nil }
         let closest = names.map { ($0, editDistance($0, word)) }.min { $0.1 < $1.1 }
-        let hint = closest.flatMap { $0.1 <= 2 ? " Did you mean '\($0.0)'?" : nil } ?? ""
+        var hint = closest.flatMap { $0.1 <= 2 ? " Did you mean '\($0.0)'?" : nil } ?? ""
+        if word.hasSuffix(".yaml") || word.hasSuffix(".yml") {
+            hint = " To start with a configuration file: sinkhole serve --config \(word)."
+        }
         return "unknown subcommand '\(word)'.\(hint) Subcommands: \(names.joined(separator: ", ")) (sinkhole --help)."
     }
 

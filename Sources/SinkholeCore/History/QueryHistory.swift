@@ -382,9 +382,13 @@ public final class QueryHistory: Sendable {
     /// retention; recording pauses before it fills the disk that the block log, the journal and
     /// the rest of the host may share. Logged once when it pauses and once when it goes on.
     private func spaceIsShort() -> Bool {
-        guard let (free, total) = options.space(path), total > 0 else { return false }
+        guard let (diskFree, total) = options.space(path), total > 0 else { return false }
         let floor = QueryHistory.spaceFloor(total: total)
         let wasPaused = paused.load(ordering: .relaxed)
+        // Pages pruning freed inside the file are room too: new rows take them before the file
+        // grows. (Looked at only when the disk is short; the file itself never shrinks.)
+        var free = diskFree
+        if diskFree < floor.resume { free += freePagesBytes() }
         let short = wasPaused ? free < floor.resume : free < floor.pause
         if short != wasPaused {
             paused.store(short, ordering: .relaxed)
@@ -400,8 +404,18 @@ public final class QueryHistory: Sendable {
         return short
     }
 
+    /// Bytes of the database's free pages (what pruning freed and new rows will reuse).
+    private func freePagesBytes() -> Int {
+        (try? database.read { db -> Int in
+            let pages = try Int.fetchOne(db, sql: "PRAGMA freelist_count") ?? 0
+            let size = try Int.fetchOne(db, sql: "PRAGMA page_size") ?? 0
+            return pages * size
+        }) ?? 0
+    }
+
     /// Empties the buffers without writing them, counting what they held as dropped.
     private func discardPending() {
+        reportDrops()   // what the writer dropped before, if not said yet
         for shard in buffers.shards {
             let count = shard.value.withLock { buffer -> Int in
                 let count = buffer.sightings.count

@@ -190,7 +190,7 @@ public enum BlocklistLoader {
                     }
                     cut = lastNewline + 1
                 }
-                line += ListParser.parse(UnsafeBufferPointer(rebasing: chunk[0..<cut]), file: name, firstLine: line, add: { wire, kind, line in
+                line += ListParser.parse(UnsafeBufferPointer(rebasing: chunk[0..<cut]), file: name, firstLine: line, allowList: allow, add: { wire, kind, line in
                     builder.add(name: wire, kind: allow ? .init(kind.scope, .allow) : kind, list: 0, line: line)
                 }, reject: reject)
                 if atEnd { break }

@@ -183,10 +183,8 @@ public final class BlocklistStore: Sendable {
             logger.info("list removed", metadata: ["file.path": "\(path)"])
         }
         for entry in report.skipped {
-            // A link to nothing is a deployment gone wrong (a ConfigMap key, a feed fetcher's
-            // link to a file it never wrote); the others are a name or place serve does not read.
-            let level: Logger.Level = entry.reason.hasPrefix("a link to nothing") ? .warning : .info
-            logger.log(level: level, "not read as a list", metadata: ["file.name": "\(entry.name)", "reason": "\(entry.reason)"])
+            // At info, a link to nothing too: a ConfigMap key being removed leaves one for a moment.
+            logger.info("not read as a list", metadata: ["file.name": "\(entry.name)", "reason": "\(entry.reason)"])
         }
     }
 }

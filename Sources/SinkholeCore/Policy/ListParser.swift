@@ -39,22 +39,24 @@ public enum ListParser {
         "localhost", "localhost.localdomain", "local", "broadcasthost", "ip6-localhost",
         "ip6-loopback", "ip6-localnet", "ip6-mcastprefix", "ip6-allnodes", "ip6-allrouters",
         "ip6-allhosts", "0.0.0.0",
+        // Red Hat and Fedora's /etc/hosts
+        "localhost4", "localhost4.localdomain4", "localhost6", "localhost6.localdomain6",
     ]
 
     /// Parses whole lines; `firstLine` is the number of the first one (for files read in chunks).
     /// Returns the number of lines seen.
     @discardableResult
     public static func parse(
-        _ bytes: ArraySlice<UInt8>, file: String, firstLine: Int = 1,
+        _ bytes: ArraySlice<UInt8>, file: String, firstLine: Int = 1, allowList: Bool = false,
         add: (_ name: [UInt8], _ kind: DomainMatcher.Kind, _ line: Int) -> Void,
         reject: (ListLineError) -> Void
     ) -> Int {
-        bytes.withUnsafeBufferPointer { parse($0, file: file, firstLine: firstLine, add: add, reject: reject) }
+        bytes.withUnsafeBufferPointer { parse($0, file: file, firstLine: firstLine, allowList: allowList, add: add, reject: reject) }
     }
 
     @discardableResult
     public static func parse(
-        _ buffer: UnsafeBufferPointer<UInt8>, file: String, firstLine: Int = 1,
+        _ buffer: UnsafeBufferPointer<UInt8>, file: String, firstLine: Int = 1, allowList: Bool = false,
         add: (_ name: [UInt8], _ kind: DomainMatcher.Kind, _ line: Int) -> Void,
         reject: (ListLineError) -> Void
     ) -> Int {
@@ -70,7 +72,7 @@ public enum ListParser {
             } else {
                 var lineBytes = ArraySlice(buffer[start..<end])
                 if lineBytes.last == UInt8(ascii: "\r") { lineBytes = lineBytes.dropLast() }
-                parseLine(lineBytes, number: lineNumber, file: file, add: add, reject: reject)
+                parseLine(lineBytes, number: lineNumber, file: file, allowList: allowList, add: add, reject: reject)
             }
             start = end + 1
         }
@@ -133,7 +135,7 @@ public enum ListParser {
     }
 
     static func parseLine(
-        _ raw: ArraySlice<UInt8>, number: Int, file: String,
+        _ raw: ArraySlice<UInt8>, number: Int, file: String, allowList: Bool = false,
         add: (_ name: [UInt8], _ kind: DomainMatcher.Kind, _ line: Int) -> Void,
         reject: (ListLineError) -> Void
     ) {
@@ -149,13 +151,14 @@ public enum ListParser {
         func accept(_ nameText: Substring, _ kind: DomainMatcher.Kind, wholeTLD: Bool = false) {
             switch DomainName.parse(nameText) {
             case .success(let wire):
-                // A lone word as a plain or hosts-file entry is far more often what a failed
-                // download leaves ("Unauthorized", "Forbidden") than a top-level domain meant to
-                // go dark: it would block every name in it. Pi-hole's gravity refuses such
-                // entries too. A whole TLD is blocked by saying so: `*.zip` or `||zip^`.
-                if !wholeTLD, wire.count == Int(wire[0]) + 2 {
+                // A lone word as a plain or hosts-file entry of a blocklist is far more often what
+                // a failed download leaves ("Unauthorized", "Forbidden") than a top-level domain
+                // meant to go dark: it would block every name in it. Pi-hole's gravity refuses such
+                // entries too. A whole TLD is blocked by saying so: `||zip^` (or `*.zip`, the names
+                // below it). In an allowlist it only ever blocks less, and `lan` is a fair entry.
+                if !wholeTLD, !allowList, wire.count == Int(wire[0]) + 2 {
                     let label = String(decoding: wire[1..<wire.count - 1], as: UTF8.self)
-                    return fail("a single label, which would block the whole top-level domain (write *.\(label) or ||\(label)^ to mean that)")
+                    return fail("a single label, which would block a whole top-level domain (to mean that, write ||\(label)^)")
                 }
                 add(wire, kind, number)
             case .failure(let problem): fail(problem.description)

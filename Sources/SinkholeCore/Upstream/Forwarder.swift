@@ -123,9 +123,12 @@ public final class Forwarder: Sendable {
             latency[index]?.recordNanoseconds(Int64(nanoseconds))
             if health.success(index, rtt: Double(nanoseconds) / 1e9) {
                 let now = DispatchTime.now().uptimeNanoseconds
-                let (since, failures) = outages.withLock { ($0[index].since, $0[index].failures) }
+                let (since, failures) = outages.withLock { all -> (UInt64, Int) in
+                    defer { all[index] = Outage() }   // since 0 again: no outage under way
+                    return (all[index].since, all[index].failures)
+                }
                 logger.notice("upstream answering again", metadata: [
-                    "upstream": "\(upstream)", "down_seconds": "\(Forwarder.seconds(now &- since))",
+                    "upstream": "\(upstream)", "down_seconds": "\(since == 0 ? 0 : Forwarder.seconds(now &- since))",
                     "failures_while_down": "\(failures)",
                 ])
             }
@@ -154,7 +157,8 @@ public final class Forwarder: Sendable {
                 defer { all[index] = o }
                 o.failures += 1
                 o.failuresSinceLine += 1
-                guard now &- o.lastLine >= interval else { return nil }
+                // since 0: the core that marked it down has not recorded when yet (another lock).
+                guard o.since != 0, now &- o.lastLine >= interval else { return nil }
                 defer { o.lastLine = now; o.failuresSinceLine = 0 }
                 return (o.failuresSinceLine, now &- o.since)
             }
