@@ -33,7 +33,7 @@ struct Hunt: ParsableCommand {
     @Option(name: .customLong("blocklist-dir"), help: ArgumentHelp("Directory of list files used when no LIST is given (default as for serve).", valueName: "DIR"))
     var blocklistDir: String?
 
-    @Option(name: .customLong("since"), help: ArgumentHelp("Only resolutions at or after this time: 2026-11-26T10:00:00Z, 2026-11-26, or 30m, 24h, 7d before now. Default: the whole history.", valueName: "TIME"))
+    @Option(name: .customLong("since"), help: ArgumentHelp("Only resolutions at or after this time: 2026-11-26T10:00:00Z, 2026-11-26, or 30m, 24h, 7d before now. The history is kept per hour: an hour with a resolution at or after TIME counts whole (its first seen and count included). Default: the whole history.", valueName: "TIME"))
     var since: String?
 
     @Option(name: .customLong("format"), help: ArgumentHelp("table (for people), json (array of objects) or csv (RFC 4180, header row).", valueName: "table|json|csv"))
@@ -50,7 +50,8 @@ struct Hunt: ParsableCommand {
     func run() throws {
         let sinceMs = try since.map { try ReportTime.bound($0, now: ReportTime.now(), upper: false) } ?? 0
         let blocklist: Blocklist
-        do { blocklist = try Hunt.load(lists.isEmpty ? [blocklistDir ?? DefaultPaths.blocklistDirectory()] : lists) } catch {
+        let sources = lists.isEmpty ? [blocklistDir ?? DefaultPaths.blocklistDirectory()] : lists
+        do { blocklist = try Hunt.load(sources) } catch {
             FileHandle.standardError.write(Data("hunt: \(error)\n".utf8))
             throw ExitCode(2)
         }
@@ -62,7 +63,10 @@ struct Hunt: ParsableCommand {
             throw ExitCode(2)
         }
         if hits.isEmpty && format == .table {
-            print("no client in the history resolved a name these lists block (\(LogText.count(blocklist.entryCount, "entry", plural: "entries")))")
+            // Which lists: without LIST they are the default directory's, which may not be the
+            // one the running server watches.
+            let named = sources.map { LogText.printable($0) }.joined(separator: ", ")
+            print("no client in the history resolved a name these lists block (\(LogText.count(blocklist.entryCount, "entry", plural: "entries")) in \(named))")
         } else {
             FileHandle.standardOutput.write(Data(ReportFormatter.render(Hunt.table(hits), as: format.core).utf8))
         }

@@ -117,6 +117,17 @@ struct Report: ParsableCommand {
             throw ExitCode(1)
         }
         FileHandle.standardOutput.write(Data(ReportFormatter.render(outcome.table, as: format.core).utf8))
+        // Retro-hits are not attempts (those queries were answered) but they are the machines
+        // that reached the names: after the table, or said on stderr for json and csv.
+        let hits = outcome.retroHits
+        if !hits.isEmpty, format.core == .table {
+            let title = "\nResolved before a list blocked them (retro-hits, not counted above; details: sinkhole hunt):\n"
+            FileHandle.standardOutput.write(Data((title + ReportFormatter.text(LoggedRetroHit.table(hits))).utf8))
+        }
         for line in outcome.diagnostics { FileHandle.standardError.write(Data((line + "\n").utf8)) }
+        if !hits.isEmpty, format.core != .table {
+            let clients = Set(hits.map(\.client)).count
+            FileHandle.standardError.write(Data("report: \(LogText.count(hits.count, "retro-hit")) (\(LogText.count(clients, "client")) that resolved a name before a list blocked it) not in this output: see them with --format table or sinkhole hunt\n".utf8))
+        }
     }
 }

@@ -60,6 +60,38 @@ import Testing
         #expect(onlyHits.matched == 0)
     }
 
+    /// Retro-hits are not attempts, but they are listed apart, with the same client and domain
+    /// filters, and in the time window when their resolutions may fall in it.
+    @Test func retroHitsAreListedApartWithTheFilters() throws {
+        let hits = [
+            ReportFixture.retroHit("2026-11-26T09:00:00.000Z", "10.20.31.7", "msstorageboxes.com", rule: "msstorageboxes.com", list: "crowdstrike-3cx.txt"),
+            ReportFixture.retroHit("2026-11-26T11:30:00.000Z", "10.20.31.9", "sbmsa.wiki", rule: "sbmsa.wiki", list: "new-feed.txt"),
+        ]
+        let all = ReportFixture.aggregate(ReportQuery(grouping: .client), hits + ReportFixture.lines)
+        #expect(all.retroHits.map(\.client) == ["10.20.31.7", "10.20.31.9"])
+        let first = try #require(all.retroHits.first)
+        // Resolved from a day before the hunt to an hour before it, 14 times (the fixture's history).
+        #expect(first.firstSeen == ReportFixture.ms("2026-11-25T09:00:00.000Z"))
+        #expect(first.lastSeen == ReportFixture.ms("2026-11-26T08:00:00.000Z"))
+        #expect(first.count == 14 && first.list == "crowdstrike-3cx.txt" && first.name == "msstorageboxes.com")
+        var byClient = ReportQuery(grouping: .domain)
+        byClient.clients = [try #require(ClientPattern("10.20.31.9"))]
+        #expect(ReportFixture.aggregate(byClient, hits).retroHits.map(\.name) == ["sbmsa.wiki"])
+        var byDomain = ReportQuery(grouping: .list)
+        byDomain.domains = [try DomainPattern("msstorageboxes.com")]
+        #expect(ReportFixture.aggregate(byDomain, hits).retroHits.map(\.client) == ["10.20.31.7"])
+        // The first one's resolutions ended 2026-11-26T08:00, the second's 10:30.
+        var window = ReportQuery(grouping: .client)
+        window.since = ReportFixture.ms("2026-11-26T09:00:00.000Z")
+        #expect(ReportFixture.aggregate(window, hits).retroHits.map(\.client) == ["10.20.31.9"])
+        window.since = nil
+        window.until = ReportFixture.ms("2026-11-25T09:00:00.000Z")
+        #expect(ReportFixture.aggregate(window, hits).retroHits.isEmpty, "until excludes its own instant")
+        let table = ReportFormatter.text(LoggedRetroHit.table(all.retroHits))
+        #expect(table.hasPrefix("CLIENT      NAME"), "\(table)")
+        #expect(table.contains("10.20.31.7  msstorageboxes.com  2026-11-25T09:00:00.000Z  2026-11-26T08:00:00.000Z     14  crowdstrike-3cx.txt"), "\(table)")
+    }
+
     @Test func topDomainsAreOrderedByAttemptsAndCut() {
         let lines = (0..<3).map { _ in ReportFixture.line("2026-11-26T10:00:00Z", "10.0.0.1", "b.example", rule: "b.example", list: "l") }
             + [ReportFixture.line("2026-11-26T10:00:00Z", "10.0.0.1", "a.example", rule: "a.example", list: "l")]

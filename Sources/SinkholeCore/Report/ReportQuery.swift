@@ -1,3 +1,5 @@
+import Foundation
+
 /// What `sinkhole report` groups blocked attempts by.
 public enum ReportGrouping: String, Sendable, CaseIterable {
     /// `source.ip`: attempts, distinct domains, first and last seen, top domains.
@@ -70,6 +72,10 @@ public final class ReportAggregator {
     public private(set) var malformed = 0
     /// Attempts that passed the filters.
     public private(set) var matched = 0
+    /// Retro-hit lines that passed the client and domain filters and whose resolutions fall in
+    /// the time window: clients that resolved a name before a list blocked it. Not attempts (the
+    /// queries were answered), so not in the groups, but the first thing an analyst must see.
+    public private(set) var retroHits: [LoggedRetroHit] = []
 
     struct RuleKey: Hashable {
         var rule: String
@@ -96,6 +102,25 @@ public final class ReportAggregator {
         self.query = query
     }
 
+    /// A retro-hit line (rare: one per client and name) decoded whole.
+    private func addRetroHit(_ line: UnsafeRawBufferPointer) {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any],
+              let source = object["source"] as? [String: Any], let client = source["ip"] as? String,
+              let dns = object["dns"] as? [String: Any], let question = dns["question"] as? [String: Any],
+              let name = question["name"] as? String,
+              let event = object["event"] as? [String: Any],
+              let start = (event["start"] as? String).flatMap(ReportTime.parse),
+              let end = (event["end"] as? String).flatMap(ReportTime.parse) else { return }
+        let history = (object["sinkhole"] as? [String: Any])?["history"] as? [String: Any]
+        let list = (object["rule"] as? [String: Any])?["ruleset"] as? String ?? ""
+        // In the window when any of its resolutions may be: [start, end] meets [since, until).
+        if let since = query.since, end < since { return }
+        if let until = query.until, start >= until { return }
+        guard query.acceptsClient(client), query.acceptsDomain(name.lowercased()) else { return }
+        retroHits.append(LoggedRetroHit(client: client, name: name, firstSeen: start, lastSeen: end,
+                                  count: history?["count"] as? Int ?? 0, list: list))
+    }
+
     /// Counts a line that could not be read as a line at all (too long).
     public func addMalformed(_ count: Int = 1) {
         lines += count
@@ -111,7 +136,11 @@ public final class ReportAggregator {
             malformed += 1
             return
         }
-        guard !fields.isRetroHit(in: line), query.acceptsTime(time) else { return }
+        if fields.isRetroHit(in: line) {
+            addRetroHit(line)
+            return
+        }
+        guard query.acceptsTime(time) else { return }
         let client = fields.string(fields.client, in: line)
         if !query.clients.isEmpty {
             let verdict: Bool
@@ -231,6 +260,26 @@ public final class ReportAggregator {
     }
 }
 
+/// A client that resolved a name before a list blocked it, as a retro-hit line says.
+public struct LoggedRetroHit: Sendable, Equatable {
+    public var client: String
+    public var name: String
+    public var firstSeen: Int64
+    public var lastSeen: Int64
+    public var count: Int
+    public var list: String
+
+    /// Retro-hits as a table (first seen first), for the text report.
+    public static func table(_ hits: [LoggedRetroHit]) -> ReportTable {
+        let columns = [ReportColumn("client", "CLIENT"), ReportColumn("name", "NAME"), ReportColumn("first_seen", "FIRST SEEN"),
+                       ReportColumn("last_seen", "LAST SEEN"), ReportColumn("count", "COUNT"), ReportColumn("list", "LIST")]
+        let rows = hits.sorted { ($0.firstSeen, $0.client, $0.name) < ($1.firstSeen, $1.client, $1.name) }.map {
+            [ReportValue.text($0.client), .text($0.name), .time($0.firstSeen), .time($0.lastSeen), .count($0.count), .text($0.list)]
+        }
+        return ReportTable(grouping: .client, columns: columns, rows: rows, totalRows: rows.count)
+    }
+}
+
 /// A name with its number of attempts (a client's top domains).
 public struct NamedCount: Sendable, Equatable {
     public var name: String
@@ -322,6 +371,8 @@ public struct ReportOutcome: Sendable {
     public let malformedByFile: [(path: String, count: Int)]
     /// Non-fatal problems, e.g. a truncated compressed file.
     public let warnings: [String]
+    /// Retro-hits that pass the filters (clients that resolved a name before it was listed).
+    public var retroHits: [LoggedRetroHit] = []
 
     public var malformed: Int { malformedByFile.reduce(0) { $0 + $1.count } }
 
@@ -354,7 +405,9 @@ public enum BlockLogReport {
             let skipped = aggregator.malformed - before
             if skipped > 0 { malformedByFile.append((reader.path, skipped)) }
         }
-        return ReportOutcome(table: aggregator.table(), lines: aggregator.lines, matched: aggregator.matched,
-                             malformedByFile: malformedByFile, warnings: warnings)
+        var outcome = ReportOutcome(table: aggregator.table(), lines: aggregator.lines, matched: aggregator.matched,
+                                    malformedByFile: malformedByFile, warnings: warnings)
+        outcome.retroHits = aggregator.retroHits
+        return outcome
     }
 }
