@@ -35,8 +35,8 @@ public final class QueryHistory: Sendable {
         public init() {}
     }
 
-    /// The free space under which recording pauses: 5% of the file system, at least 512 MiB (at
-    /// most the whole of a small one's half). Recording goes on at 1% of the file system above it.
+    /// The free space under which recording pauses: 5% of the file system, at least 512 MiB, but
+    /// never more than half of a small one. Recording goes on at 1% of the file system above it.
     static func spaceFloor(total: Int) -> (pause: Int, resume: Int) {
         let pause = min(max(total / 20, 512 << 20), total / 2)
         return (pause, pause + total / 100)
@@ -44,10 +44,9 @@ public final class QueryHistory: Sendable {
 
     /// `statvfs` of the directory holding `path`: bytes free to unprivileged users, and the size.
     public static func fileSystemSpace(of path: String) -> (free: Int, total: Int)? {
+        let directory = (path as NSString).deletingLastPathComponent
         var s = statvfs()
-        guard statvfs((path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent, &s) == 0 else {
-            return nil
-        }
+        guard statvfs(directory.isEmpty ? "." : directory, &s) == 0 else { return nil }
         return (Int(s.f_bavail) * Int(s.f_frsize), Int(s.f_blocks) * Int(s.f_frsize))
     }
 
@@ -428,9 +427,6 @@ public final class QueryHistory: Sendable {
         }
         droppedReported.store(dropped.load(ordering: .relaxed), ordering: .relaxed)   // said by the pause line
     }
-
-    /// Whether recording is paused for want of disk space.
-    public var isPaused: Bool { paused.load(ordering: .relaxed) }
 
     /// Aggregates the buffered sightings; writer queue only.
     private func writePending() {

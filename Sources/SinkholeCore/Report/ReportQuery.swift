@@ -118,7 +118,7 @@ public final class ReportAggregator {
         if let until = query.until, start >= until { return }
         guard query.acceptsClient(client), query.acceptsDomain(name.lowercased()) else { return }
         retroHits.append(LoggedRetroHit(client: client, name: name, firstSeen: start, lastSeen: end,
-                                  count: history?["count"] as? Int ?? 0, list: list))
+                                        count: history?["count"] as? Int ?? 0, list: list))
     }
 
     /// Counts a line that could not be read as a line at all (too long).

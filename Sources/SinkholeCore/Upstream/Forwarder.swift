@@ -22,7 +22,7 @@ public final class Forwarder: Sendable {
     /// Per upstream, its latency timer (nil without metrics).
     private let latency: [LatencyHistogram?]
     private let logger: Logger
-    /// Per upstream, what its failures since it was marked down have been logged as.
+    /// Per upstream, the outage under way (for the log): when it began, what has been said.
     private let outages: Mutex<[Outage]>
     /// Seconds between `upstream still down` lines for one upstream.
     let stillDownInterval: Double
