@@ -52,7 +52,7 @@ struct ServeOptions: ParsableArguments {
     @Option(name: .customLong("tcp-max-connections"), parsing: .unconditional, help: ArgumentHelp("Open TCP client connections at most, per listen address. Default 256.", valueName: "N"))
     var tcpMaxConnections: String?
 
-    @Option(name: .customLong("edns-buffer-size"), parsing: .unconditional, help: ArgumentHelp("UDP payload size advertised in OPT records (512-4096). Default 1232.", valueName: "BYTES"))
+    @Option(name: .customLong("edns-buffer-size"), parsing: .unconditional, help: ArgumentHelp("UDP payload size advertised in OPT records (512-4096), and the largest UDP reply sent. Default 1232.", valueName: "BYTES"))
     var ednsBufferSize: String?
 
     @Option(name: .customLong("allow"), help: ArgumentHelp("Clients allowed to query, as CIDR; repeatable. Replaces the default: loopback, RFC 1918, RFC 6598, 169.254.0.0/16, fc00::/7, fe80::/10. Longest prefix wins.", valueName: "CIDR"))

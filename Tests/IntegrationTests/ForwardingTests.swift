@@ -103,7 +103,15 @@ import Testing
         let udp = try #require(DNSTestClient.ask("big.example.org", type: 16, server: h.address))
         #expect(udp.truncated)
         #expect(udp.answerCount == 0)
-        let bigEDNS = try #require(DNSTestClient.ask("big.example.org", type: 16, edns: EDNS(udpPayloadSize: 4096), server: h.address))
+        // About 1,300 bytes: over sinkhole's own 1,232 (--edns-buffer-size), so a client that
+        // advertises 4,096 or 65,535 still gets TC=1 over UDP: the smaller size rules.
+        for advertised: UInt16 in [4096, 65_535] {
+            let capped = try #require(DNSTestClient.ask("big.example.org", type: 16, edns: EDNS(udpPayloadSize: advertised), server: h.address))
+            #expect(capped.truncated && capped.answerCount == 0, "\(advertised)")
+        }
+        let roomy = try TestHarness(records: txt) { $0.ednsPayloadSize = 4096 }
+        defer { roomy.stop() }
+        let bigEDNS = try #require(DNSTestClient.ask("big.example.org", type: 16, edns: EDNS(udpPayloadSize: 4096), server: roomy.address))
         #expect(!bigEDNS.truncated && bigEDNS.answerCount == 6)
         let tcp = try #require(DNSTestClient.tcp(DNSTestClient.query("big.example.org", type: 16), to: h.address).flatMap { Message(wire: $0) })
         #expect(!tcp.truncated)

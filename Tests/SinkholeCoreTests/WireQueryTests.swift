@@ -18,12 +18,15 @@ import Testing
         let q = try #require(WireQuery.parse(query("Www.Example.ORG", type: RRType.aaaa)))
         #expect(q.id == 0x1234 && q.recursionDesired && q.qtype == RRType.aaaa && q.qclass == 1)
         #expect(q.nameEnd == 12 + 17)
-        #expect(q.edns == nil && !q.hasOptions && q.udpReplyLimit == 512)
+        #expect(q.edns == nil && !q.hasOptions && Query.udpLimit(client: q.edns?.udpPayloadSize, ours: 1232) == 512)
         let e = try #require(WireQuery.parse(query("example.org", edns: EDNS(udpPayloadSize: 4096, dnssecOK: true))))
         #expect(e.edns?.dnssecOK == true && e.edns?.udpPayloadSize == 4096 && !e.hasOptions)
-        #expect(e.udpReplyLimit == 4096)
+        #expect(Query.udpLimit(client: e.edns?.udpPayloadSize, ours: 4096) == 4096)
+        // Never more than sinkhole's own size: a small query must not draw a huge datagram.
+        #expect(Query.udpLimit(client: e.edns?.udpPayloadSize, ours: 1232) == 1232)
+        #expect(Query.udpLimit(client: 65_535, ours: 1232) == 1232)
         let small = try #require(WireQuery.parse(query("example.org", edns: EDNS(udpPayloadSize: 100))))
-        #expect(small.udpReplyLimit == 512)
+        #expect(Query.udpLimit(client: small.edns?.udpPayloadSize, ours: 1232) == 512)
         let cookie: [UInt8] = [0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]
         let c = try #require(WireQuery.parse(query("example.org", edns: EDNS(udpPayloadSize: 1232), options: cookie)))
         #expect(c.hasOptions)

@@ -22,13 +22,23 @@ public struct Query: Sendable {
         self.transport = transport
     }
 
-    /// The largest reply the client accepts over this transport (RFC 1035 §4.2.1, RFC 6891 §6.2.5):
-    /// 512 bytes over UDP without EDNS, else the advertised size but never below 512; 65535 over TCP.
-    public var replySizeLimit: Int {
+    /// The largest reply sent over this transport (RFC 1035 §4.2.1, RFC 6891 §6.2.5): over UDP
+    /// 512 bytes without EDNS, else the smaller of the client's advertised size and ours
+    /// (`--edns-buffer-size`), never below 512; 65535 over TCP.
+    public func replySizeLimit(payloadSize: UInt16) -> Int {
         switch transport {
         case .tcp: return 65_535
-        case .udp: return max(512, Int(edns?.udpPayloadSize ?? 512))
+        case .udp: return Query.udpLimit(client: edns?.udpPayloadSize, ours: payloadSize)
         }
+    }
+
+    /// A UDP reply's limit for a client that advertised `client` (nil: no EDNS), sinkhole
+    /// advertising `ours`. Capped by ours, as RFC 6891 §6.2.5 has it and Unbound and BIND do: a
+    /// 40-byte query claiming 65,535 must not draw a 60 KB datagram, an amplifier for spoofed
+    /// sources (and a fragmented one, which DNS flag day 2020 set out to end).
+    static func udpLimit(client: UInt16?, ours: UInt16) -> Int {
+        guard let client else { return 512 }
+        return max(512, min(Int(client), Int(ours)))
     }
 
     /// The block event for this query: client, transport, ID and question as asked, and the

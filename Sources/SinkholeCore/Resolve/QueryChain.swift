@@ -268,7 +268,7 @@ public final class QueryChain: Sendable {
         func trustedSubnet() -> ClientSubnet? {
             ecsTrusted ? ClientSubnet.parse(options: UnsafeRawBufferPointer(rebasing: raw[q.options])) : nil
         }
-        let limit = transport == .tcp ? 65_535 : q.udpReplyLimit
+        let limit = transport == .tcp ? 65_535 : Query.udpLimit(client: q.edns?.udpPayloadSize, ours: replies.payloadSize)
         let snapshot = blocking.store.snapshot
         let decided = UnsafeRawBufferPointer(rebasing: raw[12..<q.nameEnd]).withMemoryRebound(to: UInt8.self) { snapshot.decide($0) }
         if let (hit, listIndex) = decided, hit.kind.action != .allow {
@@ -410,7 +410,7 @@ public final class QueryChain: Sendable {
         if case .blocked(let answer) = inspected, answer.action == .drop {
             respond([])
         } else if case .upstream(let answer, _) = inspected, let prepared = answer.prepared,
-                  respond.write(limit: query.replySizeLimit, {
+                  respond.write(limit: query.replySizeLimit(payloadSize: replies.payloadSize), {
                       prepared.reply(into: &$0, id: query.header.id, flags: query.header.flags,
                                      question: query.question, edns: query.edns, payloadSize: replies.payloadSize)
                   }) {

@@ -4,8 +4,9 @@ import Glibc
 /// One DNS-over-TCP client connection: 2-byte length-prefixed messages (RFC 1035 §4.2.2),
 /// several queries in flight at once and answered in any order (RFC 7766 §6.2.1.1), messages
 /// split across reads, an idle timeout and a cap on queries per connection. Only whole
-/// messages and replies count as activity, so a client dribbling a message a byte at a time
-/// is closed at the idle timeout like a silent one. All state lives on the connection's serial queue,
+/// queries and replies count as activity, so a client dribbling a message a byte at a time, or
+/// sending empty messages, is closed at the idle timeout like a silent one; and a client that
+/// stops reading its replies is closed once they have waited that long without a byte taken. All state lives on the connection's serial queue,
 /// so a slow or idle client holds nothing that others need.
 final class TCPConnection: @unchecked Sendable {
     /// Queries of one connection in flight at once; past this, reading pauses until replies go out.
@@ -33,6 +34,8 @@ final class TCPConnection: @unchecked Sendable {
     private var output: [UInt8] = []
     private var inFlight = 0
     private var lastActivity = DispatchTime.now()
+    /// When the client last took bytes of the pending output (or when output began waiting).
+    private var lastDrained = DispatchTime.now()
     private var finishing = false
     private var closed = false
 
@@ -101,7 +104,9 @@ final class TCPConnection: @unchecked Sendable {
             offset += 2 + length
             inFlight += 1
             queriesRead += 1
-            lastActivity = .now()
+            // A query: a header at least, QR clear. An empty or a response-shaped message is
+            // answered as any other (or not at all) but keeps nobody's connection open.
+            if length >= 12, message[2] & 0x80 == 0 { lastActivity = .now() }
             if queriesRead >= maxQueries {
                 // Answer this one and what is in flight, then close (RFC 7766 §6.2.3 allows it).
                 finishing = true
@@ -123,6 +128,7 @@ final class TCPConnection: @unchecked Sendable {
         inFlight -= 1
         guard !closed else { return }
         if !reply.isEmpty && reply.count <= 65_535 {
+            if output.isEmpty { lastDrained = .now() }
             output.append(UInt8(reply.count >> 8))
             output.append(UInt8(reply.count & 0xFF))
             output.append(contentsOf: reply)
@@ -147,6 +153,7 @@ final class TCPConnection: @unchecked Sendable {
             let n = output.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             if n > 0 {
                 output.removeFirst(n)
+                lastDrained = .now()
                 continue
             }
             if n < 0 && (errno == EAGAIN || errno == EINTR) {
@@ -166,11 +173,20 @@ final class TCPConnection: @unchecked Sendable {
 
     private func checkIdle() {
         guard !closed else { return }
-        let idleFor = Double(DispatchTime.now().uptimeNanoseconds - lastActivity.uptimeNanoseconds) / 1e9
-        if inFlight == 0 && output.isEmpty && idleFor >= idleTimeout {
+        let now = DispatchTime.now().uptimeNanoseconds
+        let idleFor = Double(now - lastActivity.uptimeNanoseconds) / 1e9
+        // Replies the client has not taken a byte of for the idle timeout: it stopped reading
+        // (the kernel's buffers full). Holding them would let a few such clients keep every
+        // connection slot and their replies' memory for as long as they like.
+        let stalledFor = output.isEmpty ? 0 : Double(now - lastDrained.uptimeNanoseconds) / 1e9
+        if (inFlight == 0 && output.isEmpty && idleFor >= idleTimeout) || stalledFor >= idleTimeout {
             close()
         } else {
-            timer.schedule(deadline: lastActivity + idleTimeout + 0.01, repeating: .never)
+            // The nearer of the two deadlines, but not in the past: a query still waiting on an
+            // upstream past the idle deadline is looked at again shortly, not in a tight loop.
+            var next = lastActivity + idleTimeout
+            if !output.isEmpty { next = min(next, lastDrained + idleTimeout) }
+            timer.schedule(deadline: max(next, .now() + 0.05) + 0.01, repeating: .never)
         }
     }
 

@@ -36,7 +36,7 @@ public struct ReplyBuilder: Sendable {
         guard let message, var wire = message.wire() else {
             return HeaderGate.headerOnlyReply(to: query.header, rcode: Rcode.servFail)
         }
-        if wire.count > query.replySizeLimit {
+        if wire.count > query.replySizeLimit(payloadSize: payloadSize) {
             message.clearRecords()
             message.truncated = true
             wire = message.wire() ?? HeaderGate.headerOnlyReply(to: query.header, rcode: Rcode.servFail)

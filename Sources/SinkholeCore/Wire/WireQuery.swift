@@ -24,9 +24,6 @@ public struct WireQuery: Sendable, Equatable {
     public var recursionDesired: Bool { flags & 0x0100 != 0 }
     public var checkingDisabled: Bool { flags & 0x0010 != 0 }
 
-    /// The largest reply the client takes over UDP (RFC 6891 §6.2.5: never below 512).
-    public var udpReplyLimit: Int { max(512, Int(edns?.udpPayloadSize ?? 512)) }
-
     public static func parse(_ b: UnsafeRawBufferPointer) -> WireQuery? {
         let n = b.count
         guard n >= 17 else { return nil }
