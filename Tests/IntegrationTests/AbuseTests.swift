@@ -54,10 +54,14 @@ import Testing
         }
     }
 
+    /// Past --max-inflight a query gets SERVFAIL at once; the operator's log says so (once a
+    /// minute) and /metrics tells these SERVFAILs from an upstream's.
     @Test func queriesPastTheInFlightCapGetServfailAtOnce() throws {
-        let h = try TestHarness { c in
+        let recorder = LogRecorder()
+        let h = try TestHarness(logger: recorder.logger) { c in
             c.maxInFlight = 2
-            c.upstreamTimeout = 2
+            c.upstreamTimeout = 4   // the two stay in flight until /metrics has been read
+            c.metricsListen = SocketAddress(address: [127, 0, 0, 1], port: 0)
         }
         defer { h.stop() }
         h.upstream.set(.silent, for: "slow0.example.org")
@@ -79,6 +83,15 @@ import Testing
         #expect(third.rcode == Rcode.servFail)
         #expect(results.withLock { $0[0] } < 1.0, "answered at once, not after the upstream timeout")
         #expect(h.server.chain.counters.overloaded == 1)
+        let fourth = try #require(DNSTestClient.ask("another.example.org", server: h.address, timeout: 5))
+        #expect(fourth.rcode == Rcode.servFail)
+        let warnings = recorder.events("max-inflight reached: queries answered SERVFAIL at once")
+        #expect(warnings.map(\.level) == [.warning], "once a minute, not per query")
+        #expect(warnings.first?.metadata["max_inflight"] == "2")
+        let address = try #require(h.server.metricsAddress)
+        let body = try runTool("curl", ["-sS", "--max-time", "5", "http://\(address)/metrics"])
+        #expect(body.contains("sinkhole_max_inflight_servfails 2"), "\(body)")
+        #expect(body.contains("sinkhole_queries_inflight 2"), "\(body)")
         #expect(group.wait(timeout: .now() + 10) == .success)
     }
 

@@ -40,6 +40,7 @@ public final class ServerMetrics: Sendable {
     private let cacheGauges: (entries: Prometheus.Gauge, bytes: Prometheus.Gauge, evicted: Prometheus.Gauge, turnedAway: Prometheus.Gauge)
     private let history: [String: Prometheus.Gauge]
     private let historyPaused: Prometheus.Gauge
+    private let inflight: (now: Prometheus.Gauge, refused: Prometheus.Gauge)
     private let retroHitCounter: CoreMetrics.Counter
     private let upstreamUp = Mutex<[String: Prometheus.Gauge]>([:])
 
@@ -81,6 +82,9 @@ public final class ServerMetrics: Sendable {
         // The usual build-info series: constant 1, the release in its label (joins on dashboards).
         registry.makeGauge(descriptor: ServerMetrics.name("build_info", "sinkhole's release, in the version label; always 1"),
                            labels: [("version", SinkholeVersion.string)]).set(1.0)
+        inflight = (
+            registry.makeGauge(descriptor: ServerMetrics.name("queries_inflight", "Queries waiting on upstreams now (at most --max-inflight)")),
+            registry.makeGauge(descriptor: ServerMetrics.name("max_inflight_servfails", "Queries answered SERVFAIL at once because --max-inflight queries were waiting on upstreams, since start")))
         historyPaused = registry.makeGauge(descriptor: ServerMetrics.name("history_paused", "1 while the query history does not record because its file system is nearly full"))
         retroHitCounter = CoreMetrics.Counter(label: "sinkhole_retro_hits_total", factory: f)
     }
@@ -158,6 +162,12 @@ public final class ServerMetrics: Sendable {
     }
 
     /// The answer cache's figures, read when /metrics is scraped.
+    /// Queries waiting on upstreams, and those turned away at the limit, read when /metrics is scraped.
+    public func update(inflight now: Int, limitServfails: Int) {
+        inflight.now.set(Double(now))
+        inflight.refused.set(Double(limitServfails))
+    }
+
     public func update(cache stats: AnswerCache.Stats) {
         cacheGauges.entries.set(Double(stats.entries))
         cacheGauges.bytes.set(Double(stats.bytes))

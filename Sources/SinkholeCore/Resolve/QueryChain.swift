@@ -36,6 +36,8 @@ public final class QueryChain: Sendable {
     public let rateLimitAction: RateLimitAction
     public let maxInFlight: Int
     private let inFlightCount = Atomic<Int>(0)
+    /// Uptime (ns) of the last `--max-inflight reached` warning, and the count said in it.
+    private let overloadWarned = Mutex<(at: UInt64, said: Int)>((0, 0))
     public let counters = QueryCounters()
     public let metrics: ServerMetrics?
     public let cache: AnswerCache?
@@ -184,6 +186,7 @@ public final class QueryChain: Sendable {
         if inFlightCount.add(1, ordering: .relaxed).newValue > maxInFlight {
             inFlightCount.subtract(1, ordering: .relaxed)
             counters.count(.overloaded)
+            warnOverloaded()
             let failure = Resolution.failure(rcode: Rcode.servFail, reason: "too many queries in flight")
             deliver(query, failure, outcome: .servfail, respond: respond)
             for waiter in shard.waiting.withLock({ $0.removeValue(forKey: key) ?? [] }) {
@@ -192,6 +195,26 @@ public final class QueryChain: Sendable {
             return
         }
         forwarder.forward(Miss(chain: self, query: query, key: key, respond: respond, shard: shard))
+    }
+
+    /// Queries waiting on upstreams now (`sinkhole_queries_inflight`).
+    public var inFlight: Int { inFlightCount.load(ordering: .relaxed) }
+
+    /// Says, at most once a minute, that --max-inflight turned queries away: otherwise their
+    /// SERVFAILs look like an upstream outage (a flood of slow names from one client fills the
+    /// limit for everyone).
+    private func warnOverloaded() {
+        let now = DispatchTime.now().uptimeNanoseconds
+        let total = counters.overloaded
+        let since = overloadWarned.withLock { w -> Int? in
+            guard w.at == 0 || now &- w.at >= 60_000_000_000 else { return nil }
+            defer { w = (now, total) }
+            return total - w.said
+        }
+        guard let since else { return }
+        logger.warning("max-inflight reached: queries answered SERVFAIL at once", metadata: [
+            "max_inflight": "\(maxInFlight)", "servfails": "\(since)",
+        ])
     }
 
     /// A forwarded query's resolution: delivered to it and to the identical queries that waited.

@@ -268,6 +268,7 @@ public final class SinkholeServer: Sendable {
                            blockLog: blockLog?.counts, tcpOpen: tcp.reduce(0) { $0 + $1.openConnections },
                            upstreams: zip(configuration.upstreams, chain.forwarder.health.snapshot).map { ($0, !$1.down) })
             if let history { metrics.update(history: history.counts) }
+            metrics.update(inflight: chain.inFlight, limitServfails: chain.counters.overloaded)
             if let cache = chain.cache { metrics.update(cache: cache.stats) }
             return (200, "text/plain; version=0.0.4; charset=utf-8", metrics.exposition())
         case "/health":
