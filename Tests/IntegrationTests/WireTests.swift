@@ -81,7 +81,10 @@ import Testing
         let opt: [UInt8] = [0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0, 0, 0]
         let twoOPT = WireTests.query(id: 0x7103, additional: [opt, opt])
         let namedOPT = WireTests.query(id: 0x7104, additional: [[1, 0x61] + opt])
-        for packet in [twoOPT, namedOPT] {
+        // An option whose length (50) runs past the OPT's data (6 bytes), and one cut short.
+        let longOption = WireTests.query(id: 0x7105, additional: [[0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0, 0, 6, 0, 10, 0, 50, 1, 2]])
+        let shortOption = WireTests.query(id: 0x7106, additional: [[0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0, 0, 3, 0, 10, 0]])
+        for packet in [twoOPT, namedOPT, longOption, shortOption] {
             let reply = try #require(DNSTestClient.udp(packet, to: h.address))
             #expect(Header(reply)?.rcode == Rcode.formErr)
         }

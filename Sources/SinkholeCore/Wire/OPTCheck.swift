@@ -1,8 +1,10 @@
 /// RFC 6891 §6.1.1 checks on the OPT records of a message ldns has already parsed: at most one
-/// OPT, and only with the root name as owner. ldns keeps just one OPT and does not look at its
+/// OPT, only with the root name as owner, and options that fill its data exactly (§6.1.2: each
+/// a code, a length and that many bytes). ldns keeps just one OPT and does not look at its
 /// owner, so the raw bytes are walked here (a well-formed message, so the walk is simple).
 public enum OPTCheck {
-    /// False when the message carries more than one OPT record, or one whose owner is not the root.
+    /// False when the message carries more than one OPT record, one whose owner is not the root,
+    /// or one whose options run past (or stop short of) its data.
     public static func isValid(_ bytes: [UInt8]) -> Bool {
         guard let header = Header(bytes) else { return false }
         var offset = Header.size
@@ -21,6 +23,14 @@ public enum OPTCheck {
                 opts += 1
                 let inAdditional = index >= Int(header.ancount) + Int(header.nscount)
                 if opts > 1 || !inAdditional || bytes[ownerStart] != 0 { return false }
+                let dataEnd = end + 10 + rdlength
+                guard dataEnd <= bytes.count else { return false }
+                var option = end + 10
+                while option < dataEnd {
+                    guard option + 4 <= dataEnd else { return false }
+                    option += 4 + (Int(bytes[option + 2]) << 8 | Int(bytes[option + 3]))
+                }
+                if option != dataEnd { return false }
             }
             offset = end + 10 + rdlength
             guard offset <= bytes.count else { return false }
