@@ -161,13 +161,13 @@ public final class ServerMetrics: Sendable {
         retroHitCounter.increment(by: Int64(count))
     }
 
-    /// The answer cache's figures, read when /metrics is scraped.
     /// Queries waiting on upstreams, and those turned away at the limit, read when /metrics is scraped.
     public func update(inflight now: Int, limitServfails: Int) {
         inflight.now.set(Double(now))
         inflight.refused.set(Double(limitServfails))
     }
 
+    /// The answer cache's figures, read when /metrics is scraped.
     public func update(cache stats: AnswerCache.Stats) {
         cacheGauges.entries.set(Double(stats.entries))
         cacheGauges.bytes.set(Double(stats.bytes))

@@ -6,8 +6,9 @@ import Glibc
 /// split across reads, an idle timeout and a cap on queries per connection. Only whole
 /// queries and replies count as activity, so a client dribbling a message a byte at a time, or
 /// sending empty messages, is closed at the idle timeout like a silent one; and a client that
-/// stops reading its replies is closed once they have waited that long without a byte taken. All state lives on the connection's serial queue,
-/// so a slow or idle client holds nothing that others need.
+/// stops reading its replies is closed once they have waited that long without a byte taken.
+/// All state lives on the connection's serial queue, so a slow or idle client holds nothing
+/// that others need.
 final class TCPConnection: @unchecked Sendable {
     /// Queries of one connection in flight at once; past this, reading pauses until replies go out.
     static let maxInFlight = 128
