@@ -24,18 +24,24 @@ public enum OPTCheck {
                 let inAdditional = index >= Int(header.ancount) + Int(header.nscount)
                 if opts > 1 || !inAdditional || bytes[ownerStart] != 0 { return false }
                 let dataEnd = end + 10 + rdlength
-                guard dataEnd <= bytes.count else { return false }
-                var option = end + 10
-                while option < dataEnd {
-                    guard option + 4 <= dataEnd else { return false }
-                    option += 4 + (Int(bytes[option + 2]) << 8 | Int(bytes[option + 3]))
-                }
-                if option != dataEnd { return false }
+                guard dataEnd <= bytes.count, optionsFill(bytes, from: end + 10, to: dataEnd) else { return false }
             }
             offset = end + 10 + rdlength
             guard offset <= bytes.count else { return false }
         }
         return true
+    }
+
+    /// Whether the OPT options in `bytes[start..<end]` (each a code, a length and that many
+    /// bytes, RFC 6891 §6.1.2) fill it exactly. `end` must be within `bytes`.
+    static func optionsFill<B: RandomAccessCollection>(_ bytes: B, from start: Int, to end: Int) -> Bool
+        where B.Element == UInt8, B.Index == Int {
+        var option = start
+        while option < end {
+            guard option + 4 <= end else { return false }
+            option += 4 + (Int(bytes[option + 2]) << 8 | Int(bytes[option + 3]))
+        }
+        return option == end
     }
 
     /// The offset just past a (possibly compressed) name starting at `offset`.

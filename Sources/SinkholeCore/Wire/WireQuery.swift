@@ -16,10 +16,10 @@ public struct WireQuery: Sendable, Equatable {
     public var qclass: UInt16
     /// The client's OPT record (version 0), nil without one.
     public var edns: EDNS?
-    /// True when the OPT record carried any option (ECS, cookies, ...).
-    public var hasOptions: Bool
     /// Where the OPT record's options are in the packet (empty without any).
     public var options: Range<Int> = 0..<0
+    /// True when the OPT record carried any option (ECS, cookies, ...).
+    public var hasOptions: Bool { !options.isEmpty }
 
     public var recursionDesired: Bool { flags & 0x0100 != 0 }
     public var checkingDisabled: Bool { flags & 0x0010 != 0 }
@@ -49,7 +49,6 @@ public struct WireQuery: Sendable, Equatable {
         guard qtype != RRType.opt, !(128...254).contains(qtype) else { return nil }
         var end = nameEnd + 4
         var edns: EDNS?
-        var hasOptions = false
         var options = 0..<0
         if arcount == 1 {
             // Root owner, type OPT, class = payload size, TTL = extended rcode, version, flags.
@@ -58,22 +57,15 @@ public struct WireQuery: Sendable, Equatable {
             guard version == 0 else { return nil }   // BADVERS is the full path's answer
             let dnssecOK = b[end + 7] & 0x80 != 0
             let rdlength = Int(u16(end + 9))
-            var o = end + 11
-            let optEnd = o + rdlength
-            guard optEnd <= n else { return nil }
-            while o < optEnd {
-                guard o + 4 <= optEnd else { return nil }
-                o += 4 + Int(u16(o + 2))
-            }
-            guard o == optEnd else { return nil }
-            hasOptions = rdlength > 0
+            let optEnd = end + 11 + rdlength
+            guard optEnd <= n, OPTCheck.optionsFill(b, from: end + 11, to: optEnd) else { return nil }
             options = end + 11..<optEnd
             edns = EDNS(udpPayloadSize: u16(end + 3), version: 0, extendedRcode: b[end + 5], dnssecOK: dnssecOK)
             end = optEnd
         }
         guard end == n else { return nil }   // trailing bytes: the full path decides
         return WireQuery(id: u16(0), flags: flags, nameEnd: nameEnd, qtype: qtype, qclass: qclass,
-                         edns: edns, hasOptions: hasOptions, options: options)
+                         edns: edns, options: options)
     }
 
     public static func parse(_ bytes: [UInt8]) -> WireQuery? {
