@@ -4,7 +4,8 @@ SHELL := /bin/bash
 export PATH := /opt/swift/usr/bin:$(PATH)
 
 SWIFT_FLAGS ?= -Xswiftc -warnings-as-errors
-APT_PACKAGES := libldns-dev libssl-dev zlib1g-dev libsqlite3-dev pkg-config ldnsutils bind9-dnsutils curl systemd sqlite3 iproute2 util-linux
+# gdb: the test watchdog prints every thread's stack when a test run hangs.
+APT_PACKAGES := libldns-dev libssl-dev zlib1g-dev libsqlite3-dev pkg-config ldnsutils bind9-dnsutils curl systemd sqlite3 iproute2 util-linux gdb
 LISTEN ?= --listen 127.0.0.1:53 --listen [::1]:53
 BLOCK_LOG ?= block.log
 QUERY_HISTORY ?= history.db
@@ -35,7 +36,7 @@ run: release ## Start sinkhole with the shipped lists on 127.0.0.1:53 and [::1]:
 	.build/release/sinkhole serve $(LISTEN) --blocklist-dir blocklists --block-log $(BLOCK_LOG) --query-history $(QUERY_HISTORY) $(ARGS)
 
 test: build ## Run every test: unit, loopback integration, end-to-end with drill and dig
-	swift test $(SWIFT_FLAGS)
+	Tests/run-with-watchdog.sh $(SWIFT_FLAGS)
 
 clean: ## Remove build products
 	rm -rf .build

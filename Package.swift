@@ -53,9 +53,11 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // posix_spawn and a deadline-bounded waitpid for the tests' child processes.
+        .target(name: "CSinkholeTestSupport"),
         .target(
             name: "SinkholeTestSupport",
-            dependencies: ["SinkholeCore", "CLdns"]
+            dependencies: ["SinkholeCore", "CLdns", "CSinkholeTestSupport"]
         ),
         .testTarget(
             name: "SinkholeCoreTests",

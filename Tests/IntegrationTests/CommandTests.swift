@@ -187,15 +187,9 @@ import Testing
         #expect(r.records(.answer).first?.ttl == 42)
         #expect(s.stop() == 0)
 
-        let check = Process()
-        check.executableURL = URL(fileURLWithPath: SinkholeProcess.binaryPath())
-        check.arguments = ["check", "--config", dir + "/sinkhole.yaml"]
-        let out = Pipe()
-        check.standardOutput = out
-        try check.run()
-        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        check.waitUntilExit()
-        #expect(check.terminationStatus == 0, "\(text)")
+        let check = try runProgramSeparately(SinkholeProcess.binaryPath(), ["check", "--config", dir + "/sinkhole.yaml"])
+        let text = check.stdout
+        #expect(check.status == 0, "\(text)")
         #expect(text.contains("sinkhole.yaml: OK") && text.contains("intel.txt: 1 entry"), "\(text)")
 
         try (yaml + "\nblock-mod: nxdomain\n").write(toFile: dir + "/bad.yaml", atomically: true, encoding: .utf8)
@@ -304,16 +298,8 @@ import Testing
     @Test func systemdUnitVerifies() throws {
         let repo = URL(fileURLWithPath: SinkholeProcess.binaryPath()).deletingLastPathComponent()
             .deletingLastPathComponent().deletingLastPathComponent()
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/bin/sh")
-        p.arguments = [repo.appendingPathComponent("deploy/verify.sh").path]
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        p.standardError = pipe
-        try p.run()
-        let text = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        #expect(p.terminationStatus == 0, "\(text)")
+        let r = try runProgram("/bin/sh", [repo.appendingPathComponent("deploy/verify.sh").path], timeout: 90)
+        #expect(r.status == 0, "\(r.output)")
     }
 
     /// The unit runs serve with the sample file's installed path, and the paths that file names

@@ -38,7 +38,7 @@ import Testing
             if round == 0 {
                 // Every thread blocks the three (the block-log writer included). The main one waits
                 // for them in sigwait, and the kernel unblocks what it waits for meanwhile.
-                let pid = s.process.processIdentifier
+                let pid = s.pid
                 let tasks = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")
                 #expect(tasks.count > 2)
                 let wanted: UInt64 = 1 << UInt64(SIGHUP - 1) | 1 << UInt64(SIGINT - 1) | 1 << UInt64(SIGTERM - 1)
@@ -69,7 +69,7 @@ import Testing
                     #expect(isBlocked, "thread \(task): \(line)")
                 }
             }
-            if round % 3 == 1 { kill(s.process.processIdentifier, SIGHUP) }
+            if round % 3 == 1 { kill(s.pid, SIGHUP) }
             let status = s.stop(signal: round % 3 == 2 ? SIGINT : SIGTERM, timeout: 10)
             #expect(status == 0, "round \(round): \(s.stderr)")
             if status != 0 { break }

@@ -23,24 +23,8 @@ import Testing
 
     /// Runs the binary with stdout and stderr captured in files (no pipe to fill, no timing).
     func run(_ args: [String], in dir: String) throws -> Result {
-        let outPath = dir + "/stdout", errPath = dir + "/stderr"
-        _ = FileManager.default.createFile(atPath: outPath, contents: nil)
-        _ = FileManager.default.createFile(atPath: errPath, contents: nil)
-        let out = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
-        let err = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: SinkholeProcess.binaryPath())
-        p.arguments = args
-        p.currentDirectoryURL = URL(fileURLWithPath: dir)
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        p.waitUntilExit()
-        try out.close()
-        try err.close()
-        return Result(status: p.terminationStatus,
-                      stdout: try String(contentsOfFile: outPath, encoding: .utf8),
-                      stderr: try String(contentsOfFile: errPath, encoding: .utf8))
+        let r = try runProgramSeparately(SinkholeProcess.binaryPath(), args, directory: dir)
+        return Result(status: r.status, stdout: r.stdout, stderr: r.stderr)
     }
 
     func logs() throws -> String {
@@ -59,12 +43,8 @@ import Testing
         try Data(rotated.utf8).write(to: URL(fileURLWithPath: dir + "/block.log.1"))
         let old = Self.line("2026-11-24T07:00:00.000Z", "10.20.31.12", "www.msstorageboxes.com", "msstorageboxes.com") + "\n"
         try Data(old.utf8).write(to: URL(fileURLWithPath: dir + "/block.log.2"))
-        let gzip = Process()
-        gzip.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        gzip.arguments = ["gzip", dir + "/block.log.2"]   // leaves block.log.2.gz, as logrotate does
-        try gzip.run()
-        gzip.waitUntilExit()
-        #expect(gzip.terminationStatus == 0)
+        // gzip leaves block.log.2.gz, as logrotate does.
+        #expect(try runProgram("/usr/bin/env", ["gzip", dir + "/block.log.2"]).status == 0)
         return dir
     }
 

@@ -66,7 +66,7 @@ import Testing
         for i in 1..<50 {
             #expect(DNSTestClient.ask("n\(i).example.org", server: h.address)?.answerCount == 1)
         }
-        group.wait()
+        #expect(group.wait(timeout: .now() + 10) == .success)
         let took = Date().timeIntervalSince(started)
         #expect(failed.withLock { $0?.rcode } == Rcode.servFail)
         #expect(took >= 0.35, "the silent query waited for its deadline (\(took) s)")

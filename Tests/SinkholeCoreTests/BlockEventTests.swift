@@ -123,7 +123,7 @@ import Testing
                     done.signal()
                     finish.wait()
                 }
-                done.wait()
+                guard done.wait(timeout: .now() + 10) == .success else { return nil }
                 if let shard = result.withLock({ $0 }) { return shard }
             }
             return nil

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import SinkholeTestSupport
 @testable import SinkholeCore
 
 /// Block log lines for the report tests, written by the real `BlockEvent.jsonLine()` so the
@@ -79,16 +80,9 @@ enum ReportFixture {
     static func gzip(_ text: String, to path: String) throws {
         let plain = path + ".plain"
         try write(plain, text)
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["gzip", "-c", plain]
-        _ = FileManager.default.createFile(atPath: path, contents: nil)
-        let out = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
-        p.standardOutput = out
-        try p.run()
-        p.waitUntilExit()
-        try out.close()
-        try FileManager.default.removeItem(atPath: plain)
-        guard p.terminationStatus == 0 else { throw CocoaError(.fileWriteUnknown) }
+        // gzip replaces `plain` with `plain.gz`, which then takes the wanted name.
+        guard try runProgram("/usr/bin/env", ["gzip", "-f", plain]).status == 0 else { throw CocoaError(.fileWriteUnknown) }
+        try? FileManager.default.removeItem(atPath: path)
+        try FileManager.default.moveItem(atPath: plain + ".gz", toPath: path)
     }
 }
