@@ -64,8 +64,14 @@ struct ServeOptions: ParsableArguments {
     @Option(name: .customLong("refuse-action"), help: ArgumentHelp("What clients outside --allow get: refuse (REFUSED, default) or drop (nothing).", valueName: "refuse|drop"))
     var refuseAction: String?
 
-    @Option(name: .customLong("rate-limit"), parsing: .unconditional, help: ArgumentHelp("UDP queries per second allowed per client /24 (IPv4) or /56 (IPv6); 0 = off (default).", valueName: "QPS"))
+    @Option(name: .customLong("rate-limit"), parsing: .unconditional, help: ArgumentHelp("UDP queries per second allowed per client prefix (/24 for IPv4, /56 for IPv6, unless changed below); 0 = off (default).", valueName: "QPS"))
     var rateLimit: String?
+
+    @Option(name: .customLong("rate-limit-ipv4-prefix"), parsing: .unconditional, help: ArgumentHelp("IPv4 clients share a rate-limit budget per this prefix: 24 (default) to 32 (each address its own), from 8.", valueName: "BITS"))
+    var rateLimitIPv4Prefix: String?
+
+    @Option(name: .customLong("rate-limit-ipv6-prefix"), parsing: .unconditional, help: ArgumentHelp("IPv6 clients share a rate-limit budget per this prefix: 56 (default) to 128, from 16.", valueName: "BITS"))
+    var rateLimitIPv6Prefix: String?
 
     @Option(name: .customLong("rate-limit-burst"), parsing: .unconditional, help: ArgumentHelp("Queries a client prefix may send at once above the rate. Default: twice --rate-limit.", valueName: "N"))
     var rateLimitBurst: String?
@@ -160,6 +166,8 @@ struct ServeOptions: ParsableArguments {
         flags.setFlag("rate-limit", rateLimit)
         flags.setFlag("rate-limit-burst", rateLimitBurst)
         flags.setFlag("rate-limit-action", rateLimitAction)
+        flags.setFlag("rate-limit-ipv4-prefix", rateLimitIPv4Prefix)
+        flags.setFlag("rate-limit-ipv6-prefix", rateLimitIPv6Prefix)
         flags.setFlag("max-inflight", maxInflight)
         flags.setFlag("tcp-max-per-client", tcpMaxPerClient)
         flags.setFlag("tcp-max-queries", tcpMaxQueries)

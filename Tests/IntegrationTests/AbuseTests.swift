@@ -36,6 +36,25 @@ import Testing
         #expect(h.server.chain.counters.rateLimited == truncated)
     }
 
+    /// With --rate-limit-ipv4-prefix 32 each address has its own budget: a host over the rate
+    /// does not take its subnet neighbours' answers with it.
+    @Test func aPerAddressPrefixKeepsNeighboursApart() throws {
+        let h = try TestHarness(records: ["www.example.org. 300 IN A 192.0.2.12"]) { c in
+            c.rateLimit = 1
+            c.rateLimitBurst = 2
+            c.rateLimitIPv4Prefix = 32
+        }
+        defer { h.stop() }
+        func truncated(from last: UInt8) -> Bool? {
+            DNSTestClient.udp(DNSTestClient.query("www.example.org"), to: h.address,
+                              from: SocketAddress(address: [127, 0, 11, last], port: 0)).flatMap { Message(wire: $0)?.truncated }
+        }
+        var noisy: [Bool?] = []
+        for _ in 0..<6 { noisy.append(truncated(from: 1)) }
+        #expect(noisy.contains(true), "127.0.11.1 went over its budget: \(noisy)")
+        #expect(truncated(from: 2) == false, "127.0.11.2, in the same /24, still has its own")
+    }
+
     @Test func rateLimiterStateIsBoundedAndRefills() {
         let limiter = RateLimiter(queriesPerSecond: 10, burst: 2)
         let t0: UInt64 = 1_000_000_000

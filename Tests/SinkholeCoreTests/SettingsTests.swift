@@ -182,6 +182,17 @@ import Testing
                 "a flag taken as the value is not called negative")
     }
 
+    @Test func rateLimitPrefixesAreReadAndBounded() throws {
+        let c = try configuration("upstream: 192.0.2.53\nrate-limit: 10\nrate-limit-ipv4-prefix: 32\nrate-limit-ipv6-prefix: 64\n")
+        #expect(c.rateLimitIPv4Prefix == 32 && c.rateLimitIPv6Prefix == 64)
+        let d = try configuration("upstream: 192.0.2.53\n")
+        #expect(d.rateLimitIPv4Prefix == 24 && d.rateLimitIPv6Prefix == 56)
+        #expect(error("upstream: 192.0.2.53\nrate-limit-ipv4-prefix: 33\n")
+                == "sinkhole.yaml: rate-limit-ipv4-prefix '33': must be a whole number from 8 to 32")
+        #expect(error("upstream: 192.0.2.53\nrate-limit-ipv6-prefix: 8\n")
+                == "sinkhole.yaml: rate-limit-ipv6-prefix '8': must be a whole number from 16 to 128")
+    }
+
     @Test func rateLimitBurstOfZeroIsRefused() throws {
         #expect(error("upstream: 192.0.2.53\nrate-limit: 10\nrate-limit-burst: 0\n")
                 == "sinkhole.yaml: rate-limit-burst '0': must be a whole number from 1 to 20000000")

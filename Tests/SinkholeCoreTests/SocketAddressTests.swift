@@ -36,7 +36,29 @@ import Testing
         #expect(!access.allows(try SocketAddress.parse("10.9.2.3:1").ip))
         #expect(!access.allows(try SocketAddress.parse("[::1]:1").ip))
         #expect(access.allows(try SocketAddress.parse("10.1.2.3:1").ip) == access.allows([10, 1, 2, 3]))
-        #expect(RateLimiter.key(try SocketAddress.parse("10.1.2.3:1").ip) == RateLimiter.key([10, 1, 2, 99]))
+        let limiter = RateLimiter(queriesPerSecond: 1, burst: 1)
+        #expect(limiter.key(try SocketAddress.parse("10.1.2.3:1").ip) == limiter.key([10, 1, 2, 99]))
+    }
+
+    /// Which addresses share a bucket, for each prefix setting; IPv4 and its mapped IPv6 form
+    /// are one client.
+    @Test func prefixesDecideWhoSharesABudget() {
+        let wide = RateLimiter(queriesPerSecond: 1, burst: 1)
+        let narrow = RateLimiter(queriesPerSecond: 1, burst: 1, ipv4Prefix: 32, ipv6Prefix: 128)
+        let mid = RateLimiter(queriesPerSecond: 1, burst: 1, ipv4Prefix: 20, ipv6Prefix: 64)
+        let a = IPAddress.parse("2001:db8:0:1::1")!, b = IPAddress.parse("2001:db8:0:1::2")!
+        let c = IPAddress.parse("2001:db8:0:2::1")!
+        #expect(wide.key([192, 0, 2, 1]) == wide.key([192, 0, 2, 200]))
+        #expect(wide.key([192, 0, 2, 1]) != wide.key([192, 0, 3, 1]))
+        #expect(wide.key(a) == wide.key(c), "one /56")
+        #expect(narrow.key([192, 0, 2, 1]) != narrow.key([192, 0, 2, 2]))
+        #expect(narrow.key(a) != narrow.key(b))
+        #expect(mid.key([192, 0, 2, 1]) == mid.key([192, 0, 15, 9]), "one /20")
+        #expect(mid.key([192, 0, 2, 1]) != mid.key([192, 0, 16, 1]))
+        #expect(mid.key(a) == mid.key(b) && mid.key(a) != mid.key(c), "one /64 each")
+        let mapped = IPAddress.parse("::ffff:192.0.2.1")!
+        #expect(narrow.key(mapped) == narrow.key([192, 0, 2, 1]))
+        #expect(wide.key([0, 0, 0, 0]) != wide.key(IPAddress.parse("::")!), "0.0.0.0 is not ::")
     }
 
     /// A client's address is checked by the rules' masks: the same verdict as the rules read

@@ -26,8 +26,12 @@ public struct ServerConfiguration: Sendable {
     /// What refused clients get. Default: REFUSED.
     public var refuseAction: RefuseAction = .refuse
 
-    /// UDP queries per second per client /24 or /56; 0 = no limit (the default).
+    /// UDP queries per second per client prefix; 0 = no limit (the default).
     public var rateLimit: Double = 0
+    /// The client prefixes the rate limit counts per: /24 and /56 by default, /32 and /128 for
+    /// each address.
+    public var rateLimitIPv4Prefix = 24
+    public var rateLimitIPv6Prefix = 56
     /// Queries a client prefix may send at once above the rate. Default: twice the rate.
     public var rateLimitBurst: Double = 0
     /// What UDP clients over the limit get. Default: an empty TC=1 reply.
@@ -122,7 +126,8 @@ public struct ServerConfiguration: Sendable {
             "edns-buffer-size": "\(ednsPayloadSize)",
             "access": access.rules.map(\.description).joined(separator: ","),
             "refuse-action": refuseAction.rawValue,
-            "rate-limit": rateLimit == 0 ? "off" : "\(rateLimit)/s burst \(rateLimitBurst) \(rateLimitAction.rawValue)",
+            "rate-limit": rateLimit == 0 ? "off"
+                : "\(rateLimit)/s burst \(rateLimitBurst) per /\(rateLimitIPv4Prefix) and /\(rateLimitIPv6Prefix) \(rateLimitAction.rawValue)",
             "max-inflight": "\(maxInFlight)",
             "upstream-strategy": upstreamStrategy.rawValue,
             "metrics-listen": metricsListen?.description ?? "(off)",

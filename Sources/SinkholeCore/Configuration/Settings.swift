@@ -21,6 +21,7 @@ public struct Settings: Sendable {
         "sinkhole-ipv6": false, "block-ttl": false, "upstream-timeout": false, "tcp-idle-timeout": false,
         "tcp-max-connections": false, "edns-buffer-size": false, "log-level": false, "refuse-action": false,
         "rate-limit": false, "rate-limit-burst": false, "rate-limit-action": false, "max-inflight": false,
+        "rate-limit-ipv4-prefix": false, "rate-limit-ipv6-prefix": false,
         "tcp-max-per-client": false, "tcp-max-queries": false, "upstream-strategy": false, "upstream-deadline": false,
         "user": false, "group": false, "metrics-listen": false, "block-log-max-size": false, "block-log-keep": false,
         "syslog": false, "syslog-server": false, "syslog-protocol": false,
@@ -224,6 +225,8 @@ public struct Settings: Sendable {
             throw ConfigurationError("\(origin("rate-limit-action")) '\(rateActionText)': must be truncate or drop")
         }
         configuration.rateLimitAction = rateAction
+        configuration.rateLimitIPv4Prefix = try integer("rate-limit-ipv4-prefix", 24, 8...32)
+        configuration.rateLimitIPv6Prefix = try integer("rate-limit-ipv6-prefix", 56, 16...128)
         configuration.maxInFlight = try integer("max-inflight", 2048, 1...1_000_000)
         configuration.tcpMaxPerClient = try integer("tcp-max-per-client", 16, 1...1_000_000)
         configuration.tcpMaxQueries = try integer("tcp-max-queries", 1000, 1...100_000_000)

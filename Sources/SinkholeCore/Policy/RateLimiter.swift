@@ -2,18 +2,30 @@ import Dispatch
 import Synchronization
 
 /// Per-client token buckets (`--rate-limit QPS`, `--rate-limit-burst`), with clients aggregated
-/// per /24 (IPv4) and /56 (IPv6) so one host cannot dodge the limit by hopping addresses in its
-/// own network. State is a fixed table of 65,536 buckets (about 1.5 MiB) whatever the number of
-/// sources: a prefix that lands on a slot held by another starts a fresh bucket there, so a
-/// spoofed-source flood costs memory only once. The table is split in 64 locked shards.
+/// per prefix: by default /24 (IPv4) and /56 (IPv6), as BIND's response rate limiting does, so
+/// one host cannot dodge the limit by hopping addresses in its own network;
+/// `--rate-limit-ipv4-prefix 32` and `--rate-limit-ipv6-prefix` narrow it to each address (on a
+/// LAN where the hosts of one subnet must not share a budget). State is a fixed table of 65,536
+/// buckets (2 MiB) whatever the number of sources: a prefix that lands on a slot held by another
+/// starts a fresh bucket there, so a spoofed-source flood costs memory only once. The table is
+/// split in 64 locked shards.
 public final class RateLimiter: Sendable {
     public let queriesPerSecond: Double
     public let burst: Double
+    public let ipv4Prefix: Int
+    public let ipv6Prefix: Int
     static let slots = 1 << 16
     static let shards = 64
 
+    /// A client prefix as a 128-bit IPv6 address, IPv4 in its mapped form (::ffff:a.b.c.d), so
+    /// the two families never share a key.
+    struct Key: Equatable {
+        var high: UInt64
+        var low: UInt64
+    }
+
     struct Bucket {
-        var key: UInt64 = 0
+        var key = Key(high: 0, low: 0)
         var tokens: Double = 0
         var updated: UInt64 = 0
     }
@@ -23,24 +35,40 @@ public final class RateLimiter: Sendable {
     }
 
     private let table: [Shard]
+    private let masks: (v4: Key, v6: Key)
 
-    public init(queriesPerSecond: Double, burst: Double) {
+    public init(queriesPerSecond: Double, burst: Double, ipv4Prefix: Int = 24, ipv6Prefix: Int = 56) {
         self.queriesPerSecond = queriesPerSecond
         self.burst = max(1, burst)
+        self.ipv4Prefix = min(32, max(0, ipv4Prefix))
+        self.ipv6Prefix = min(128, max(0, ipv6Prefix))
+        masks = (RateLimiter.mask(96 + self.ipv4Prefix), RateLimiter.mask(self.ipv6Prefix))
         table = (0..<RateLimiter.shards).map { _ in Shard() }
     }
 
-    /// The aggregation key of an address: its /24 or /56, tagged with the family.
-    static func key<A: Collection>(_ address: A) -> UInt64 where A.Element == UInt8 {
-        var key: UInt64 = 0
-        for byte in address.prefix(address.count == 4 ? 3 : 7) { key = key << 8 | UInt64(byte) }
-        return key | (address.count == 4 ? 4 << 60 : 6 << 60)
+    /// The first `bits` bits set.
+    static func mask(_ bits: Int) -> Key {
+        func ones(_ n: Int) -> UInt64 { n <= 0 ? 0 : n >= 64 ? ~0 : ~0 << UInt64(64 - n) }
+        return Key(high: ones(bits), low: ones(bits - 64))
+    }
+
+    /// The aggregation key of an address: its prefix (IPv4 mapped into IPv6).
+    func key<A: Collection>(_ address: A) -> Key where A.Element == UInt8 {
+        var high: UInt64 = 0, low: UInt64 = 0
+        if address.count == 4 {
+            for byte in address { low = low << 8 | UInt64(byte) }
+            return Key(high: 0, low: (0xFFFF << 32 | low) & masks.v4.low)
+        }
+        for (i, byte) in address.prefix(16).enumerated() {
+            if i < 8 { high = high << 8 | UInt64(byte) } else { low = low << 8 | UInt64(byte) }
+        }
+        return Key(high: high & masks.v6.high, low: low & masks.v6.low)
     }
 
     /// Takes one token for the client's prefix; false when it is over the limit.
     public func allow<A: Collection>(_ address: A, now: UInt64 = DispatchTime.now().uptimeNanoseconds) -> Bool where A.Element == UInt8 {
-        let key = RateLimiter.key(address)
-        var h = key &* 0x9E37_79B9_7F4A_7C15
+        let key = key(address)
+        var h = (key.high &* 0x9E37_79B9_7F4A_7C15) ^ (key.low &* 0xC2B2_AE3D_27D4_EB4F)
         h ^= h >> 29
         let slot = Int(truncatingIfNeeded: h) & (RateLimiter.slots - 1)
         let shard = slot % RateLimiter.shards

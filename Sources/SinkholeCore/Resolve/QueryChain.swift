@@ -10,7 +10,7 @@ import Logging
 ///                  FORMERR QDCOUNT≠1. Cheapest checks first; nothing is parsed that is dropped.
 /// 2. (AccessPolicy is checked with the header: no open resolver, and refused traffic costs
 ///                  as little as possible.)
-/// 3. RateLimiter – UDP clients over --rate-limit (per /24 or /56) get an empty TC=1 reply (or
+/// 3. RateLimiter – UDP clients over --rate-limit (per client prefix) get an empty TC=1 reply (or
 ///                  nothing): never an amplified answer to a spoofed source. TCP is not limited.
 /// 4. decode      – libldns parses the message: FORMERR if it cannot or its OPT is malformed;
 ///                  BADVERS for EDNS version > 0.

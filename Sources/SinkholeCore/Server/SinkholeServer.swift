@@ -92,7 +92,9 @@ public final class SinkholeServer: Sendable {
                            replies: ReplyBuilder(payloadSize: configuration.ednsPayloadSize),
                            access: configuration.access, refuseAction: configuration.refuseAction,
                            rateLimiter: configuration.rateLimit > 0
-                               ? RateLimiter(queriesPerSecond: configuration.rateLimit, burst: configuration.rateLimitBurst) : nil,
+                               ? RateLimiter(queriesPerSecond: configuration.rateLimit, burst: configuration.rateLimitBurst,
+                                             ipv4Prefix: configuration.rateLimitIPv4Prefix,
+                                             ipv6Prefix: configuration.rateLimitIPv6Prefix) : nil,
                            rateLimitAction: configuration.rateLimitAction, maxInFlight: configuration.maxInFlight,
                            metrics: metrics,
                            cache: configuration.cacheBytes > 0
