@@ -7,6 +7,7 @@ import Glibc
 /// a thread of its own, so no wait here depends on a shared pool; each wait has a deadline.
 public final class SinkholeProcess: @unchecked Sendable {
     private let arguments: [String]
+    private let launcher: [String]
     private var child: ChildProcess?
     private let log = StderrLog()
 
@@ -21,8 +22,11 @@ public final class SinkholeProcess: @unchecked Sendable {
         return url.appendingPathComponent(".build/debug/sinkhole").path
     }
 
-    public init(arguments: [String]) {
+    /// `launcher`: a program that execs the binary with the rest of its arguments, e.g.
+    /// `["/usr/bin/prlimit", "--nofile=48:48", "--"]` (the process is then the binary itself).
+    public init(arguments: [String], launcher: [String] = []) {
         self.arguments = arguments
+        self.launcher = launcher
     }
 
     /// Everything it has written to stderr (its operational log) so far.
@@ -40,7 +44,8 @@ public final class SinkholeProcess: @unchecked Sendable {
         let devNull = try ChildProcess.open("/dev/null", forWriting: true)
         defer { close(devNull); close(fds[1]) }
         do {
-            child = try ChildProcess(SinkholeProcess.binaryPath(), arguments, stdin: devNull, stdout: devNull, stderr: fds[1])
+            let command = launcher + [SinkholeProcess.binaryPath()] + arguments
+            child = try ChildProcess(command[0], Array(command.dropFirst()), stdin: devNull, stdout: devNull, stderr: fds[1])
         } catch {
             close(fds[0])
             throw error

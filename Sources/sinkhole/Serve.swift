@@ -67,10 +67,10 @@ struct ServeOptions: ParsableArguments {
     @Option(name: .customLong("rate-limit"), parsing: .unconditional, help: ArgumentHelp("UDP queries per second allowed per client prefix (/24 for IPv4, /56 for IPv6, unless changed below); 0 = off (default).", valueName: "QPS"))
     var rateLimit: String?
 
-    @Option(name: .customLong("rate-limit-ipv4-prefix"), parsing: .unconditional, help: ArgumentHelp("IPv4 clients share a rate-limit budget per this prefix: 24 (default) to 32 (each address its own), from 8.", valueName: "BITS"))
+    @Option(name: .customLong("rate-limit-ipv4-prefix"), parsing: .unconditional, help: ArgumentHelp("IPv4 clients in one prefix of this length share a rate-limit budget: 8 to 32, default 24 (32: each address its own).", valueName: "BITS"))
     var rateLimitIPv4Prefix: String?
 
-    @Option(name: .customLong("rate-limit-ipv6-prefix"), parsing: .unconditional, help: ArgumentHelp("IPv6 clients share a rate-limit budget per this prefix: 56 (default) to 128, from 16.", valueName: "BITS"))
+    @Option(name: .customLong("rate-limit-ipv6-prefix"), parsing: .unconditional, help: ArgumentHelp("IPv6 clients in one prefix of this length share a rate-limit budget: 16 to 128, default 56.", valueName: "BITS"))
     var rateLimitIPv6Prefix: String?
 
     @Option(name: .customLong("rate-limit-burst"), parsing: .unconditional, help: ArgumentHelp("Queries a client prefix may send at once above the rate. Default: twice --rate-limit.", valueName: "N"))
@@ -225,6 +225,7 @@ struct Serve: ParsableCommand {
         let logger = Logger(label: "sinkhole")
         var summary = configuration.summary.mapValues { Logger.MetadataValue.string($0) }
         summary["version"] = .string(SinkholeVersion.string)
+        summary["open-files-limit"] = .string("\(OpenFilesLimit.raise().after)")
         logger.info("starting", metadata: summary)
 
         let server: SinkholeServer

@@ -55,6 +55,44 @@ import Testing
         #expect(truncated(from: 2) == false, "127.0.11.2, in the same /24, still has its own")
     }
 
+    /// Out of descriptors, the server pauses accepting TCP rather than retrying at once (which
+    /// spun a core for as long as the shortage lasted, and said nothing), says so once, and
+    /// takes the waiting connections when descriptors are free again. Its start-up line names
+    /// the limit it runs under (the hard limit here, so it cannot raise it).
+    @Test func runningOutOfDescriptorsPausesAcceptingAndRecovers() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("emfile-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir + "/lists", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try "evil.example\n".write(toFile: dir + "/lists/a.txt", atomically: true, encoding: .utf8)
+        let s = SinkholeProcess(arguments: ["serve", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9",
+                                            "--blocklist-dir", dir + "/lists", "--block-log", dir + "/block.log",
+                                            "--no-query-history", "--tcp-max-per-client", "1000"],
+                                launcher: ["/usr/bin/prlimit", "--nofile=48:48", "--"])
+        #expect(try s.start(), "\(s.stderr)")
+        defer { _ = s.stop() }
+        #expect(s.stderr.contains("open-files-limit=48"), "\(s.stderr)")
+        let server = SocketAddress(address: [127, 0, 0, 1], port: s.port)
+        var held: [DNSTestClient.TCPConnection] = []
+        for _ in 0..<80 { if let c = DNSTestClient.TCPConnection(to: server) { held.append(c) } }
+        #expect(s.waitForLog("cannot accept TCP connections"), "\(s.stderr)")
+
+        // A second of the shortage: a server retrying accept at once would use most of a core.
+        func cpuTicks() -> Int {
+            let stat = (try? String(contentsOfFile: "/proc/\(s.pid)/stat", encoding: .utf8)) ?? ""
+            let fields = stat.split(separator: ")").last?.split(separator: " ") ?? []
+            return fields.count > 12 ? (Int(fields[11]) ?? 0) + (Int(fields[12]) ?? 0) : 0
+        }
+        let before = cpuTicks()
+        Thread.sleep(forTimeInterval: 1)   // the interval measured, not a wait for an event
+        let used = cpuTicks() - before
+        #expect(used < 20, "\(used) of 100 clock ticks in a second while out of descriptors")
+
+        held.removeAll()
+        let reply = DNSTestClient.tcp(DNSTestClient.query("evil.example"), to: server, timeout: 10).flatMap { Message(wire: $0) }
+        #expect(reply?.rcode == Rcode.nxDomain, "answered over TCP once descriptors are free")
+        #expect(s.stderr.components(separatedBy: "cannot accept TCP connections").count - 1 == 1, "said once: \(s.stderr)")
+    }
+
     @Test func rateLimiterStateIsBoundedAndRefills() {
         let limiter = RateLimiter(queriesPerSecond: 10, burst: 2)
         let t0: UInt64 = 1_000_000_000

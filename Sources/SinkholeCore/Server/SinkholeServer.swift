@@ -223,7 +223,7 @@ public final class SinkholeServer: Sendable {
                                     idleTimeout: configuration.tcpIdleTimeout,
                                     maxConnections: configuration.tcpMaxConnections,
                                     maxPerClient: configuration.tcpMaxPerClient,
-                                    maxQueries: configuration.tcpMaxQueries, handler: handler)
+                                    maxQueries: configuration.tcpMaxQueries, logger: logger, handler: handler)
                 }
                 Glibc.close(probe)
                 var udp: [UDPListener] = []

@@ -1,11 +1,17 @@
 import Dispatch
 import Glibc
+import Logging
 import Synchronization
 
 /// Accepts DNS-over-TCP connections (RFC 7766) on one socket and hands each to a `TCPConnection`.
 ///
 /// At most `maxConnections` are open at once; a connection past the cap is accepted and closed
 /// at once, so the kernel's backlog never fills with clients that would wait for nothing.
+///
+/// When accept fails for want of a descriptor or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM), the
+/// waiting connection stays in the backlog and the listening socket stays readable: accepting
+/// again at once would spin a core for as long as the shortage lasts. Accepting pauses for
+/// `acceptPause` instead, and the operator's log says so at most once a minute.
 public final class TCPListener: @unchecked Sendable {
     public let address: SocketAddress
     private let fd: Int32
@@ -19,11 +25,21 @@ public final class TCPListener: @unchecked Sendable {
 
     private let maxPerClient: Int
     private let maxQueries: Int
+    private let logger: Logger?
+    private let queue: DispatchQueue
+    static let acceptPause = 0.1
+    /// Whether the source is suspended for a shortage, and whether `stop` has run; the
+    /// shortage's warnings (when last said, how many since).
+    private let pause = Mutex((paused: false, stopped: false))
+    private var lastWarning: DispatchTime?
+    private var shortagesSinceWarning = 0
 
     public init(address requested: SocketAddress, queue: DispatchQueue, idleTimeout: Double,
                 maxConnections: Int, maxPerClient: Int = 16, maxQueries: Int = 1000,
-                handler: @escaping QueryHandler) throws {
+                logger: Logger? = nil, handler: @escaping QueryHandler) throws {
         self.maxPerClient = maxPerClient
+        self.logger = logger
+        self.queue = queue
         self.maxQueries = maxQueries
         (fd, address) = try Socket.listening(requested, backlog: 128)
         self.handler = handler
@@ -45,8 +61,13 @@ public final class TCPListener: @unchecked Sendable {
     /// Stops accepting and stops reading on every open connection; replies to queries already
     /// received are still written, then each connection closes.
     public func stop() {
-        // A Dispatch source must be resumed once before it may be cancelled and released.
+        // A Dispatch source must be resumed once before it may be cancelled and released; one
+        // suspended for a shortage is resumed so that its cancellation completes.
         if !started { started = true; source.resume() }
+        pause.withLock { state in
+            state.stopped = true
+            if state.paused { state.paused = false; source.resume() }
+        }
         source.cancel()
         let open = connections.withLock { Array($0.values) }
         for connection in open { connection.finish() }
@@ -61,7 +82,14 @@ public final class TCPListener: @unchecked Sendable {
                     accept(fd, $0, &length)
                 }
             }
-            if client < 0 { return }
+            if client < 0 {
+                switch errno {
+                case EINTR, ECONNABORTED, EPROTO: continue
+                case EMFILE, ENFILE, ENOBUFS, ENOMEM: pauseAccepting(errno)
+                default: break
+                }
+                return
+            }
             Socket.setNonBlocking(client)
             _ = fcntl(client, F_SETFD, FD_CLOEXEC)
             guard let peer = SocketAddress(storage: &storage), openConnections < maxConnections,
@@ -76,6 +104,33 @@ public final class TCPListener: @unchecked Sendable {
             }
             connections.withLock { $0[ObjectIdentifier(connection)] = connection }
             connection.start()
+        }
+    }
+
+    /// Suspends accepting for `acceptPause` (on the accept queue), and warns at most once a minute.
+    private func pauseAccepting(_ error: Int32) {
+        let now = DispatchTime.now()
+        shortagesSinceWarning += 1
+        if lastWarning.map({ now.uptimeNanoseconds - $0.uptimeNanoseconds >= 60_000_000_000 }) ?? true {
+            logger?.warning("cannot accept TCP connections; accepting again every \(Int(TCPListener.acceptPause * 1000)) ms until it can", metadata: [
+                "error": "\(String(cString: strerror(error)))", "server.address": "\(address)",
+                "open_files_limit": "\(OpenFilesLimit.current.soft)", "tcp.connections_open": "\(openConnections)",
+                "shortages": "\(shortagesSinceWarning)",
+            ])
+            lastWarning = now
+            shortagesSinceWarning = 0
+        }
+        let suspended = pause.withLock { state -> Bool in
+            guard !state.stopped, !state.paused else { return false }
+            state.paused = true
+            source.suspend()
+            return true
+        }
+        guard suspended else { return }
+        queue.asyncAfter(deadline: .now() + TCPListener.acceptPause) { [self] in
+            pause.withLock { state in
+                if state.paused { state.paused = false; source.resume() }
+            }
         }
     }
 }
