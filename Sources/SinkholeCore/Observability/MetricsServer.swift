@@ -14,13 +14,16 @@ public final class MetricsServer: @unchecked Sendable {
     private let active = Atomic<Int>(0)
     private let routes: @Sendable (String) -> (status: Int, contentType: String, body: String)?
     private var started = false
+    private let pause: AcceptPause
 
     /// `routes` maps a path to a response, or nil for 404.
     public init(address requested: SocketAddress,
                 routes: @escaping @Sendable (String) -> (status: Int, contentType: String, body: String)?) throws {
         (fd, address) = try Socket.listening(requested, backlog: 16)
         self.routes = routes
-        source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: DispatchQueue(label: "sinkhole.metrics"))
+        let queue = DispatchQueue(label: "sinkhole.metrics")
+        source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
+        pause = AcceptPause(source: source, queue: queue)
         let fd = self.fd
         source.setCancelHandler { Glibc.close(fd) }
     }
@@ -33,13 +36,19 @@ public final class MetricsServer: @unchecked Sendable {
 
     public func stop() {
         if !started { started = true; source.resume() }
+        pause.stop()
         source.cancel()
     }
 
     private func acceptAll() {
         while true {
             let client = accept(fd, nil, nil)
-            if client < 0 { return }
+            if client < 0 {
+                let error = errno
+                if error == EINTR || error == ECONNABORTED || error == EPROTO { continue }
+                if AcceptPause.isShortage(error) { pause.pause() }   // not a spin while out of descriptors
+                return
+            }
             if active.add(1, ordering: .relaxed).newValue > 16 {
                 active.subtract(1, ordering: .relaxed)
                 Glibc.close(client)

@@ -8,10 +8,8 @@ import Synchronization
 /// At most `maxConnections` are open at once; a connection past the cap is accepted and closed
 /// at once, so the kernel's backlog never fills with clients that would wait for nothing.
 ///
-/// When accept fails for want of a descriptor or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM), the
-/// waiting connection stays in the backlog and the listening socket stays readable: accepting
-/// again at once would spin a core for as long as the shortage lasts. Accepting pauses for
-/// `acceptPause` instead, and the operator's log says so at most once a minute.
+/// Out of descriptors or memory, accepting pauses (`AcceptPause`) rather than spinning, and the
+/// operator's log says so at most once a minute.
 public final class TCPListener: @unchecked Sendable {
     public let address: SocketAddress
     private let fd: Int32
@@ -26,11 +24,8 @@ public final class TCPListener: @unchecked Sendable {
     private let maxPerClient: Int
     private let maxQueries: Int
     private let logger: Logger?
-    private let queue: DispatchQueue
-    static let acceptPause = 0.1
-    /// Whether the source is suspended for a shortage, and whether `stop` has run; the
-    /// shortage's warnings (when last said, how many since).
-    private let pause = Mutex((paused: false, stopped: false))
+    private let pause: AcceptPause
+    /// The shortage's warnings: when last said, how many shortages since (on the accept queue).
     private var lastWarning: DispatchTime?
     private var shortagesSinceWarning = 0
 
@@ -39,13 +34,13 @@ public final class TCPListener: @unchecked Sendable {
                 logger: Logger? = nil, handler: @escaping QueryHandler) throws {
         self.maxPerClient = maxPerClient
         self.logger = logger
-        self.queue = queue
         self.maxQueries = maxQueries
         (fd, address) = try Socket.listening(requested, backlog: 128)
         self.handler = handler
         self.idleTimeout = idleTimeout
         self.maxConnections = maxConnections
         source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
+        pause = AcceptPause(source: source, queue: queue)
         let fd = self.fd
         source.setCancelHandler { Glibc.close(fd) }
     }
@@ -64,10 +59,7 @@ public final class TCPListener: @unchecked Sendable {
         // A Dispatch source must be resumed once before it may be cancelled and released; one
         // suspended for a shortage is resumed so that its cancellation completes.
         if !started { started = true; source.resume() }
-        pause.withLock { state in
-            state.stopped = true
-            if state.paused { state.paused = false; source.resume() }
-        }
+        pause.stop()
         source.cancel()
         let open = connections.withLock { Array($0.values) }
         for connection in open { connection.finish() }
@@ -83,11 +75,9 @@ public final class TCPListener: @unchecked Sendable {
                 }
             }
             if client < 0 {
-                switch errno {
-                case EINTR, ECONNABORTED, EPROTO: continue
-                case EMFILE, ENFILE, ENOBUFS, ENOMEM: pauseAccepting(errno)
-                default: break
-                }
+                let error = errno
+                if error == EINTR || error == ECONNABORTED || error == EPROTO { continue }
+                if AcceptPause.isShortage(error) { shortage(error) }
                 return
             }
             Socket.setNonBlocking(client)
@@ -107,12 +97,12 @@ public final class TCPListener: @unchecked Sendable {
         }
     }
 
-    /// Suspends accepting for `acceptPause` (on the accept queue), and warns at most once a minute.
-    private func pauseAccepting(_ error: Int32) {
+    /// Pauses accepting, and warns at most once a minute (on the accept queue).
+    private func shortage(_ error: Int32) {
         let now = DispatchTime.now()
         shortagesSinceWarning += 1
         if lastWarning.map({ now.uptimeNanoseconds - $0.uptimeNanoseconds >= 60_000_000_000 }) ?? true {
-            logger?.warning("cannot accept TCP connections; accepting again every \(Int(TCPListener.acceptPause * 1000)) ms until it can", metadata: [
+            logger?.warning("cannot accept TCP connections; accepting again every \(Int(AcceptPause.interval * 1000)) ms until it can", metadata: [
                 "error": "\(String(cString: strerror(error)))", "server.address": "\(address)",
                 "open_files_limit": "\(OpenFilesLimit.current.soft)", "tcp.connections_open": "\(openConnections)",
                 "shortages": "\(shortagesSinceWarning)",
@@ -120,17 +110,6 @@ public final class TCPListener: @unchecked Sendable {
             lastWarning = now
             shortagesSinceWarning = 0
         }
-        let suspended = pause.withLock { state -> Bool in
-            guard !state.stopped, !state.paused else { return false }
-            state.paused = true
-            source.suspend()
-            return true
-        }
-        guard suspended else { return }
-        queue.asyncAfter(deadline: .now() + TCPListener.acceptPause) { [self] in
-            pause.withLock { state in
-                if state.paused { state.paused = false; source.resume() }
-            }
-        }
+        pause.pause()
     }
 }
