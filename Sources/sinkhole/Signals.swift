@@ -27,9 +27,15 @@ enum Signals {
 
     /// Blocks the handled signals in the calling thread and so in every thread it starts
     /// afterwards. Call it first in the command, before anything starts a thread.
+    ///
+    /// SIGPIPE and SIGXFSZ are ignored: a stderr pipe whose reader went away, or a file-size
+    /// limit (ulimit -f, LimitFSIZE=) reached by the block log, are then write errors that the
+    /// server reports and outlives, as daemons do, rather than signals that end it.
     static func block() {
         var set = set
         pthread_sigmask(SIG_BLOCK, &set, nil)
+        signal(SIGPIPE, SIG_IGN)
+        signal(SIGXFSZ, SIG_IGN)
     }
 
     /// Takes signals on the calling thread until SIGTERM or SIGINT, then stops the server and

@@ -33,4 +33,46 @@ import Testing
         #expect(bare.stderr.split(separator: "\n").contains { $0.contains("warning") && $0.contains("blocklists in force: no entry, nothing is blocked") },
                 "\(bare.stderr)")
     }
+
+    /// The block log reaches a file-size limit (as a full disk would stop it): blocked queries
+    /// are still answered, the server is not killed (SIGXFSZ), the loss is said once and counted,
+    /// the lines in the file stay whole JSON but for the one cut short, and after logrotate's
+    /// move and SIGHUP the new file is written and the log says so.
+    @Test func aBlockLogThatCannotBeWrittenLosesEventsButNotTheServer() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sinkhole-fsize-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir + "/lists", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try "evil.example\n".write(toFile: dir + "/lists/a.txt", atomically: true, encoding: .utf8)
+        let log = dir + "/block.log"
+        let s = SinkholeProcess(arguments: ["serve", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9",
+                                            "--blocklist-dir", dir + "/lists", "--block-log", log, "--no-query-history"],
+                                launcher: ["/usr/bin/prlimit", "--fsize=8000", "--"])
+        #expect(try s.start(), "\(s.stderr)")
+        defer { _ = s.stop() }
+        let server = SocketAddress(address: [127, 0, 0, 1], port: s.port)
+        var answered = 0
+        for i in 0..<60 where DNSTestClient.ask("host\(i).evil.example", server: server)?.rcode == Rcode.nxDomain {
+            answered += 1
+        }
+        #expect(answered == 60, "every blocked query answered")
+        #expect(s.waitForLog("cannot write to block log"), "\(s.stderr)")
+
+        let text = try String(contentsOfFile: log, encoding: .utf8)
+        #expect(text.utf8.count <= 8000)
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        let whole = lines.dropLast().filter { (try? JSONSerialization.jsonObject(with: Data($0.utf8))) != nil }
+        #expect(whole.count == lines.count - 1 && whole.count > 0, "every line but the cut one is JSON")
+
+        try FileManager.default.moveItem(atPath: log, toPath: log + ".1")
+        kill(s.pid, SIGHUP)
+        #expect(s.waitForLog("block log reopened"), "\(s.stderr)")
+        #expect(DNSTestClient.ask("again.evil.example", server: server)?.rcode == Rcode.nxDomain)
+        #expect(s.waitForLog("block log written again"), "\(s.stderr)")
+        let fresh = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n")
+        #expect(fresh.count == 1 && fresh.first.map { $0.contains("again.evil.example") } == true, "\(fresh)")
+        #expect(s.stderr.components(separatedBy: "cannot write to block log").count - 1 == 1, "said once")
+        let lost = 60 - whole.count
+        #expect(s.stderr.contains("events.lost=\(lost)") || s.stderr.contains("events.lost_total=\(lost)"), "\(s.stderr)")
+        #expect(s.pid > 0 && kill(s.pid, 0) == 0, "the server is still running")
+    }
 }

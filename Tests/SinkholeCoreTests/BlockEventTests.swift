@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import Logging
 import Synchronization
+import SinkholeTestSupport
 import Testing
 @testable import SinkholeCore
 
@@ -86,6 +87,25 @@ import Testing
         #expect(log.counts.dropped == counts.dropped && log.counts.written == counts.written + 50)
         log.close()
     }
+    /// A file that takes nothing (/dev/full: every write fails with ENOSPC, as on a full disk):
+    /// the events are counted as dropped, and the operator's log says so once, not per write.
+    @Test func eventsAFullDiskCannotTakeAreCountedAndSaidOnce() throws {
+        let recorder = LogRecorder()
+        let event = BlockEvent(client: SocketAddress(address: [127, 0, 0, 1], port: 5300), transport: .udp, id: 1,
+                               qname: WireName.fromText("www.msstorageboxes.com")!, qtype: 1, qclass: 1,
+                               answer: BlockEventTests.nxdomainAnswer)
+        let log = try BlockLog(path: "/dev/full", logger: recorder.logger, flushInterval: 3600)
+        for _ in 0..<100 { log.record(event) }
+        log.flush()
+        for _ in 0..<50 { log.record(event) }
+        log.flush()
+        #expect(log.counts.written == 0 && log.counts.dropped == 150)
+        let said = recorder.events("cannot write to block log; blocked queries are still answered but their events are lost until it can be written")
+        #expect(said.count == 1 && said.first?.level == .error)
+        #expect(said.first?.metadata["error"].map { "\($0)" } == String(cString: strerror(ENOSPC)))
+        log.close()
+    }
+
     /// Events queued on two threads that use different shards of the queue come out in one time
     /// order: the first thread queues the even milliseconds, then the second the odd ones. Kept
     /// in one queue per shard and written shard after shard, they would come out evens first.

@@ -40,6 +40,14 @@ public final class BlockLog: @unchecked Sendable {
         var written = 0
         var droppedReported = 0
         var size = 0
+        /// Events that could not be written (a full disk, an I/O error), and the failure's
+        /// state: since when, when last said, what was lost since; whether the file ends inside
+        /// a line that a failed write cut short.
+        var lost = 0
+        var failingSince: DispatchTime?
+        var failureLogged: DispatchTime?
+        var lostSinceLogged = 0
+        var midLine = false
     }
 
     private let queues = ThreadShards { Queue() }
@@ -111,10 +119,11 @@ public final class BlockLog: @unchecked Sendable {
         }
     }
 
-    /// Events written to the file so far, and events dropped because the writer fell behind.
+    /// Events written to the file so far, and events dropped: because the writer fell behind,
+    /// or because the file could not be written (a full disk).
     public var counts: (written: Int, dropped: Int) {
         let dropped = self.dropped.load(ordering: .relaxed)
-        return (writer.withLock { $0.written }, dropped)
+        return writer.withLock { ($0.written, dropped + $0.lost) }
     }
 
     /// Writes every queued event now. Safe from any thread; writes are serialised.
@@ -204,48 +213,88 @@ public final class BlockLog: @unchecked Sendable {
     }
 
     private func writeChunk(_ events: ArraySlice<BlockEvent>, to path: String, _ state: inout WriterState) {
-        do {
-            var bytes: [UInt8] = []
-            bytes.reserveCapacity(events.count * 600)
-            for event in events {
-                event.appendJSONLine(to: &bytes)
-                bytes.append(0x0A)
-            }
-            if writeAll(state.fd, bytes) {
-                state.written += events.count
-                state.size += bytes.count
-                if let rotation, state.size >= rotation.maxSize {
-                    rotation.rotate(path)
-                    do {
-                        let fd = try BlockLog.open(path)
-                        Glibc.close(state.fd)
-                        state.fd = fd
-                        state.size = 0
-                        logger.info("block log rotated", metadata: ["path": "\(path)"])
-                    } catch {
-                        logger.error("cannot open a new block log after rotating; still writing the rotated file",
-                                     metadata: ["error": "\(error)"])
-                    }
-                }
-            } else {
-                logger.error("cannot write to block log", metadata: [
-                    "path": "\(path)", "error": "\(SystemError("write").description)", "events.lost": "\(events.count)",
-                ])
+        // After a write that stopped inside a line, a newline first: the cut line stays the only
+        // bad one, rather than running into the first line of this chunk.
+        let prefix = state.midLine ? 1 : 0
+        var bytes: [UInt8] = state.midLine ? [0x0A] : []
+        bytes.reserveCapacity(events.count * 600)
+        for event in events {
+            event.appendJSONLine(to: &bytes)
+            bytes.append(0x0A)
+        }
+        let (done, error) = writeAll(state.fd, bytes)
+        state.size += done
+        if done > 0 { state.midLine = bytes[done - 1] != 0x0A }
+        guard done == bytes.count else {
+            let whole = done > prefix ? bytes[prefix..<done].reduce(0) { $1 == 0x0A ? $0 + 1 : $0 } : 0
+            writeFailed(error, whole: whole, of: events.count, to: path, &state)
+            return
+        }
+        state.written += events.count
+        if let since = state.failingSince {
+            logger.notice("block log written again", metadata: [
+                "path": "\(path)", "events.lost": "\(state.lostSinceLogged)", "events.lost_total": "\(state.lost)",
+                "failing_seconds": "\((DispatchTime.now().uptimeNanoseconds - since.uptimeNanoseconds) / 1_000_000_000)",
+            ])
+            state.failingSince = nil
+            state.lostSinceLogged = 0
+        }
+        if let rotation, state.size >= rotation.maxSize {
+            rotation.rotate(path)
+            do {
+                let fd = try BlockLog.open(path)
+                Glibc.close(state.fd)
+                state.fd = fd
+                state.size = 0
+                state.midLine = false
+                logger.info("block log rotated", metadata: ["path": "\(path)"])
+            } catch {
+                logger.error("cannot open a new block log after rotating; still writing the rotated file",
+                             metadata: ["error": "\(error)"])
             }
         }
     }
 
-    private func writeAll(_ fd: Int32, _ utf8: [UInt8]) -> Bool {
+    /// A chunk not wholly written (`whole` of its `events` lines were): the others are counted
+    /// as dropped. The operator's log says so when it starts, then at most once a minute while
+    /// it lasts, and once more when writing works again.
+    private func writeFailed(_ error: Int32, whole: Int, of events: Int, to path: String, _ state: inout WriterState) {
+        state.written += whole
+        state.lost += events - whole
+        state.lostSinceLogged += events - whole
+        let now = DispatchTime.now()
+        let reason = String(cString: strerror(error))
+        if state.failingSince == nil {
+            state.failingSince = now
+            state.failureLogged = now
+            logger.error("cannot write to block log; blocked queries are still answered but their events are lost until it can be written", metadata: [
+                "path": "\(path)", "error": "\(reason)", "events.lost": "\(state.lostSinceLogged)",
+            ])
+            state.lostSinceLogged = 0
+        } else if let said = state.failureLogged, now.uptimeNanoseconds - said.uptimeNanoseconds >= 60_000_000_000 {
+            state.failureLogged = now
+            logger.error("block log still cannot be written", metadata: [
+                "path": "\(path)", "error": "\(reason)", "events.lost": "\(state.lostSinceLogged)",
+                "events.lost_total": "\(state.lost)",
+            ])
+            state.lostSinceLogged = 0
+        }
+    }
+
+    /// Writes `utf8` whole, or as much as the file takes before an error: the bytes written and
+    /// the error (0 when all were).
+    private func writeAll(_ fd: Int32, _ utf8: [UInt8]) -> (Int, Int32) {
         var offset = 0
         while offset < utf8.count {
             let n = utf8.withUnsafeBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
             if n < 0 {
                 if errno == EINTR { continue }
-                return false
+                return (offset, errno)
             }
+            if n == 0 { return (offset, EIO) }
             offset += n
         }
-        return true
+        return (offset, 0)
     }
 
     /// Gives the open file to the identity sinkhole drops to, so it can keep writing it.
@@ -265,6 +314,7 @@ public final class BlockLog: @unchecked Sendable {
                 var st = stat()
                 fstat(fd, &st)
                 state.size = Int(st.st_size)
+                state.midLine = false
                 logger.info("block log reopened", metadata: ["path": "\(path)"])
             } catch {
                 logger.error("cannot reopen block log; still writing to the old file", metadata: ["error": "\(error)"])
