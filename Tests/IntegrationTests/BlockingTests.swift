@@ -96,11 +96,13 @@ import Testing
     }
 
     @Test func badListLinesAreSkippedAndGoodOnesStillBlock() throws {
-        let h = try TestHarness(lists: ["mixed.txt": "exa mple.com\nevil.example\n192.0.2.1\n"])
+        let h = try TestHarness(lists: ["mixed.txt": "exa mple.com\nevil.example\n192.0.2.1\n-bad.example\n"])
         defer { h.stop() }
         let r = try #require(DNSTestClient.ask("evil.example", server: h.address))
         #expect(r.rcode == Rcode.nxDomain)
         #expect(h.server.store.snapshot.lists.first?.rejectedLines == 2)
+        // A lone address is an IP indicator, not a bad line.
+        #expect(h.server.store.snapshot.lists.first?.entries == 2)
     }
 }
 

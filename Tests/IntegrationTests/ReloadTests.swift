@@ -98,7 +98,7 @@ import Testing
         let bad: [[UInt8]] = [
             [0x1F, 0x8B, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03],      // a gzip header: binary
             Array("<html><body>502 Bad Gateway</body></html>\n".utf8),          // an error page: no valid entry
-            Array("exa mple\n192.0.2.1\n".utf8),                                // only bad lines
+            Array("exa mple\n-bad.example\n".utf8),                            // only bad lines
             [],                                                                 // emptied: a failed download
             Array(" \n\n".utf8),                                                 // white space only
         ]

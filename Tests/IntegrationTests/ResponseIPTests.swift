@@ -56,7 +56,7 @@ import Testing
         #expect(v4.address == [192, 0, 2, 0] && v4.prefix == 24)
         let v6 = try #require(IPPrefixSet.parseRPZTrigger(["48", "zz", "bad", "db8", "2001"]))
         #expect(v6.address == IPAddress.parse("2001:db8:bad::") && v6.prefix == 48)
-        #expect(ListFormat.detect(name: "feed", bytes: Array("# c2\n192.0.2.1\n2001:db8::/32\n".utf8)) == .ips)
+        #expect(ListFormat.detect(name: "feed.ips", bytes: Array("# c2\n192.0.2.1\n2001:db8::/32\n".utf8)) == .ips)
     }
 }
 

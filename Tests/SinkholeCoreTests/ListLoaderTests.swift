@@ -164,22 +164,24 @@ import SinkholeTestSupport
 
     /// A lone word as a plain or hosts-file entry would block a whole top-level domain, and is
     /// what an error body ("Unauthorized") looks like: refused with a reason, and such a body
-    /// leaves the list in force. A TLD is blocked when the line says so (`*.zip`, `||mov^`).
+    /// leaves the list in force. A TLD is blocked when the line says so (`*.zip`, `||mov^`). In
+    /// an allowlist a lone word would lift every block under a TLD: refused too, `||lan^` kept.
     @Test func aSingleLabelIsRefusedUnlessTheRuleSaysWholeTLD() throws {
         let dir = try directory([
             "feed.txt": "c2.example.test\nUnauthorized\n0.0.0.0 wpad ads.example.test\n*.zip\n||mov^\n"
                 + "127.0.0.1 localhost localhost.localdomain localhost4 localhost4.localdomain4\n::1 localhost6 localhost6.localdomain6\n",
-            // An allowlist's lone word only ever blocks less: kept.
-            "home.allow": "lan\n",
-            "lan.txt": "printer.lan\n",
+            "home.allow": "||lan^\ncom\n",
+            "lan.txt": "printer.lan\nmsstorageboxes.com\n",
         ])
         let s = BlocklistStore()
         let first = try s.refresh(directory: dir)
         #expect(first.lineErrors.map(\.description) == [
             "feed.txt:2: a single label, which would block a whole top-level domain (to mean that, write ||unauthorized^): 'Unauthorized'",
             "feed.txt:3: a single label, which would block a whole top-level domain (to mean that, write ||wpad^): '0.0.0.0 wpad ads.example.test'",
+            "home.allow:2: a single label, which would allow a whole top-level domain and lift every block rule in it (to mean that, write ||com^): 'com'",
         ])
         #expect(decide(s, "printer.lan")?.allowed == true)
+        #expect(decide(s, "msstorageboxes.com")?.allowed == false, "the lone 'com' lifted nothing")
         #expect(decide(s, "unauthorized") == nil)
         #expect(decide(s, "x.unauthorized") == nil)
         #expect(decide(s, "wpad") == nil)
@@ -260,6 +262,41 @@ import SinkholeTestSupport
         #expect(ListFormat.detect(name: "feed", bytes: Array("; zone\n$TTL 60\n".utf8)) == .rpz)
         #expect(ListFormat.detect(name: "feed", bytes: Array("rpz. 60 IN SOA a. b. 1 2 3 4 5\n".utf8)) == .rpz)
         #expect(ListFormat.detect(name: "hosts", bytes: Array("0.0.0.0 a.example\n".utf8)) == .lines)
+    }
+
+    /// An IOC export that lists its addresses first and its domains after: both are rules. (The
+    /// format was guessed from the first 20 lines, so 20 addresses first made every domain line
+    /// an error, and a reload of a file that gained them dropped its domains.) A file of
+    /// addresses alone is reported as an address list.
+    @Test func addressesAndDomainsMixInOneFile() throws {
+        let addresses = (1...25).map { "198.51.100.\($0)" }.joined(separator: "\n")
+        let s = try store(["incident.txt": "# IOCs\n" + addresses + "\n2001:db8:bad::/48\nc2-a.example.net\nc2-b.example.net\n",
+                           "only.txt": "203.0.113.7\n203.0.113.0/28\n"])
+        #expect(decide(s, "c2-a.example.net")?.rule == "c2-a.example.net")
+        #expect(decide(s, "www.c2-b.example.net")?.list == "incident.txt")
+        #expect(s.snapshot.decideAddress([198, 51, 100, 25])?.rule == "198.51.100.25/32")
+        #expect(s.snapshot.decideAddress(IPAddress.parse("2001:db8:bad::1")!)?.rule == "2001:db8:bad::/48")
+        #expect(s.snapshot.decideAddress([203, 0, 113, 9])?.list == "only.txt")
+        let lists = Dictionary(uniqueKeysWithValues: s.snapshot.loaded.map { ($0.name, $0) })
+        #expect(lists["incident.txt"]?.format == .lines && lists["incident.txt"]?.rejectedLines == 0)
+        #expect(lists["incident.txt"]?.entries == 28)
+        #expect(lists["only.txt"]?.format == .ips)
+    }
+
+    /// An indicator range wider than /8 (IPv4) or /16 (IPv6) in a blocklist is a refused line,
+    /// with its reason: `0.0.0.0/0` would block every answer. An allowlist may hold one.
+    @Test func indicatorRangesTooWideToMeanOneAreRefused() throws {
+        let dir = try directory(["feed.txt": "c2.example\n0.0.0.0/0\n10.0.0.0/7\n10.0.0.0/8\n::/0\n2001:db8::/16\n",
+                                 "feed.ips": "0.0.0.0/1\n192.0.2.1\n",
+                                 "wide.allow": "0.0.0.0/0\n"])
+        let s = BlocklistStore()
+        let report = try s.refresh(directory: dir)
+        let reasons = report.lineErrors.map(\.description)
+        #expect(reasons.contains { $0.hasPrefix("feed.txt:2: a /0 range, which would block answers across a large part of the internet") }, "\(reasons)")
+        #expect(reasons.contains { $0.hasPrefix("feed.txt:3: a /7 range") } && reasons.contains { $0.hasPrefix("feed.txt:5: a /0 range") })
+        #expect(reasons.contains { $0.hasPrefix("feed.ips:1: a /1 range") })
+        #expect(!reasons.contains { $0.hasPrefix("feed.txt:4") || $0.hasPrefix("feed.txt:6") || $0.hasPrefix("wide.allow") })
+        #expect(s.snapshot.decideAddress([8, 8, 8, 8])?.list == "wide.allow", "the allowlist's /0 is in force")
     }
 
     @Test func unchangedFilesAreNotReRead() throws {

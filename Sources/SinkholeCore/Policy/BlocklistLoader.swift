@@ -192,6 +192,9 @@ public enum BlocklistLoader {
                 }
                 line += ListParser.parse(UnsafeBufferPointer(rebasing: chunk[0..<cut]), file: name, firstLine: line, allowList: allow, add: { wire, kind, line in
                     builder.add(name: wire, kind: allow ? .init(kind.scope, .allow) : kind, list: 0, line: line)
+                }, addAddress: { address, prefix, line in
+                    addresses.insert(address: address, prefix: prefix, rule: .init(
+                        text: "\(IPAddress.text(address))/\(prefix)", action: allow ? .allow : .block, line: line))
                 }, reject: reject)
                 if atEnd { break }
                 memmove(mapping, mapping + cut, filled - cut)
@@ -216,6 +219,10 @@ public enum BlocklistLoader {
                     reject(ListLineError(file: name, line: number,
                                          reason: "not an IP address or CIDR (e.g. 192.0.2.0/24, 2001:db8::/32)",
                                          text: original.trimmingTrailingSpace))
+                    continue
+                }
+                if !allow, let wide = IPPrefixSet.tooWide(address, prefix) {
+                    reject(ListLineError(file: name, line: number, reason: wide, text: original.trimmingTrailingSpace))
                     continue
                 }
                 let text = "\(IPAddress.text(address))/\(prefix)"
@@ -262,8 +269,10 @@ public enum BlocklistLoader {
         }
         let matcher = builder.build()
         let shared = previous.map { matcher.sharedSegments(with: $0.matcher) } ?? 0
+        // A line-format file that held addresses alone is reported as the address list it is.
+        let reported = format == .lines && builder.count == 0 && !addresses.isEmpty ? ListFormat.ips : format
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
-        result.list = LoadedList(name: name, path: path, format: format, matcher: matcher,
+        result.list = LoadedList(name: name, path: path, format: reported, matcher: matcher,
                                  rejectedLines: rejected, signature: signature, seconds: seconds, localData: localData,
                                  addresses: addresses, sharedSegments: shared)
         return result

@@ -70,6 +70,15 @@ public struct IPPrefixSet: Sendable {
         return (address, length)
     }
 
+    /// Why a blocklist's IP indicator is refused, or nil: a range wider than /8 (IPv4) or /16
+    /// (IPv6) would block answers across a large part of the internet, far more often a typo
+    /// (`/0`, `/1`) than an indicator. An allowlist may hold any range.
+    public static func tooWide(_ address: [UInt8], _ prefix: Int) -> String? {
+        let least = address.count == 4 ? 8 : 16
+        guard prefix < least else { return nil }
+        return "a /\(prefix) range, which would block answers across a large part of the internet (an indicator range is /\(least) or narrower)"
+    }
+
     /// The address of an RPZ `rpz-ip` trigger name's labels (without `rpz-ip` and the origin):
     /// `32.1.2.0.192` → 192.0.2.1/32; `128.1.zz.db8.2001` → 2001:db8::1/128 (RFC draft-vixie-dnsop-dns-rpz).
     public static func parseRPZTrigger(_ labels: [Substring]) -> (address: [UInt8], prefix: Int)? {

@@ -49,15 +49,19 @@ public enum ListParser {
     public static func parse(
         _ bytes: ArraySlice<UInt8>, file: String, firstLine: Int = 1, allowList: Bool = false,
         add: (_ name: [UInt8], _ kind: DomainMatcher.Kind, _ line: Int) -> Void,
+        addAddress: ((_ address: [UInt8], _ prefix: Int, _ line: Int) -> Void)? = nil,
         reject: (ListLineError) -> Void
     ) -> Int {
-        bytes.withUnsafeBufferPointer { parse($0, file: file, firstLine: firstLine, allowList: allowList, add: add, reject: reject) }
+        bytes.withUnsafeBufferPointer {
+            parse($0, file: file, firstLine: firstLine, allowList: allowList, add: add, addAddress: addAddress, reject: reject)
+        }
     }
 
     @discardableResult
     public static func parse(
         _ buffer: UnsafeBufferPointer<UInt8>, file: String, firstLine: Int = 1, allowList: Bool = false,
         add: (_ name: [UInt8], _ kind: DomainMatcher.Kind, _ line: Int) -> Void,
+        addAddress: ((_ address: [UInt8], _ prefix: Int, _ line: Int) -> Void)? = nil,
         reject: (ListLineError) -> Void
     ) -> Int {
         var lineNumber = firstLine - 1
@@ -72,7 +76,8 @@ public enum ListParser {
             } else {
                 var lineBytes = ArraySlice(buffer[start..<end])
                 if lineBytes.last == UInt8(ascii: "\r") { lineBytes = lineBytes.dropLast() }
-                parseLine(lineBytes, number: lineNumber, file: file, allowList: allowList, add: add, reject: reject)
+                parseLine(lineBytes, number: lineNumber, file: file, allowList: allowList, add: add,
+                          addAddress: addAddress, reject: reject)
             }
             start = end + 1
         }
@@ -137,6 +142,7 @@ public enum ListParser {
     static func parseLine(
         _ raw: ArraySlice<UInt8>, number: Int, file: String, allowList: Bool = false,
         add: (_ name: [UInt8], _ kind: DomainMatcher.Kind, _ line: Int) -> Void,
+        addAddress: ((_ address: [UInt8], _ prefix: Int, _ line: Int) -> Void)? = nil,
         reject: (ListLineError) -> Void
     ) {
         let original = String(decoding: raw, as: UTF8.self)
@@ -154,11 +160,14 @@ public enum ListParser {
                 // A lone word as a plain or hosts-file entry of a blocklist is far more often what
                 // a failed download leaves ("Unauthorized", "Forbidden") than a top-level domain
                 // meant to go dark: it would block every name in it. Pi-hole's gravity refuses such
-                // entries too. A whole TLD is blocked by saying so: `||zip^` (or `*.zip`, the names
-                // below it). In an allowlist it only ever blocks less, and `lan` is a fair entry.
-                if !wholeTLD, !allowList, wire.count == Int(wire[0]) + 2 {
+                // entries too. In an allowlist, `com` would lift every block rule under .com (the
+                // 3CX domains with them), with nothing said. A whole TLD is meant by saying so:
+                // `||zip^` (or `*.zip`, the names below it), `||lan^` in an allowlist.
+                if !wholeTLD, wire.count == Int(wire[0]) + 2 {
                     let label = String(decoding: wire[1..<wire.count - 1], as: UTF8.self)
-                    return fail("a single label, which would block a whole top-level domain (to mean that, write ||\(label)^)")
+                    return fail(allowList
+                        ? "a single label, which would allow a whole top-level domain and lift every block rule in it (to mean that, write ||\(label)^)"
+                        : "a single label, which would block a whole top-level domain (to mean that, write ||\(label)^)")
                 }
                 add(wire, kind, number)
             case .failure(let problem): fail(problem.description)
@@ -178,6 +187,12 @@ public enum ListParser {
 
         let tokens = content.split(whereSeparator: { $0 == " " || $0 == "\t" })
         guard let first = tokens.first else { return }
+        // A lone address or CIDR: an IP indicator (answers with an address in it are blocked),
+        // as in an `.ips` file. IOC exports mix addresses and domains in one file.
+        if tokens.count == 1, let addAddress, let (address, prefix) = IPPrefixSet.parseCIDR(first) {
+            if !allowList, let wide = IPPrefixSet.tooWide(address, prefix) { return fail(wide) }
+            return addAddress(address, prefix, number)
+        }
         if IPAddress.isAddress(String(first)) {
             // Hosts-file line: ADDRESS name [name ...].
             let names = tokens.dropFirst()
