@@ -173,19 +173,31 @@ import Testing
         #expect(!sqlite.contains("evil.example"))
     }
 
-    @Test func anUnusableHistoryFileFailsStartUpClearly() throws {
+    /// A history path whose directory is missing is a configuration error: the start fails with
+    /// its reason. A file that is not a database is data gone bad: it is moved aside (kept as it
+    /// was), a new history is started, and DNS is served.
+    @Test func anUnusableHistoryPathFailsStartUpAndAGarbledFileIsMovedAside() throws {
         let work = FileManager.default.temporaryDirectory.appendingPathComponent("sinkhole-hunt-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(at: work.appendingPathComponent("lists"), withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: work) }
-        let base = ["serve", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9", "--blocklist-dir", work.path]
+        try "evil.example\n".write(to: work.appendingPathComponent("lists/a.txt"), atomically: true, encoding: .utf8)
+        let base = ["serve", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9", "--blocklist-dir", work.path + "/lists"]
         let missing = try SinkholeProcess.run(base + ["--query-history", "/nonexistent/dir/history.db"])
         #expect(missing.status != 0)
         #expect(missing.stderr.contains("cannot open query history /nonexistent/dir/history.db"), "\(missing.stderr)")
+
         let garbage = work.appendingPathComponent("garbage.db").path
-        try String(repeating: "not a database\n", count: 400).write(toFile: garbage, atomically: true, encoding: .utf8)
-        let bad = try SinkholeProcess.run(base + ["--query-history", garbage])
-        #expect(bad.status != 0)
-        #expect(bad.stderr.contains("cannot open query history \(garbage)"), "\(bad.stderr)")
-        #expect(try String(contentsOfFile: garbage, encoding: .utf8).hasPrefix("not a database"), "the file is left as it was")
+        let junk = String(repeating: "not a database\n", count: 400)
+        try junk.write(toFile: garbage, atomically: true, encoding: .utf8)
+        let s = SinkholeProcess(arguments: base + ["--query-history", garbage])
+        #expect(try s.start(), "\(s.stderr)")
+        defer { _ = s.stop() }
+        #expect(DNSTestClient.ask("evil.example", server: SocketAddress(address: [127, 0, 0, 1], port: s.port))?.rcode == Rcode.nxDomain)
+        #expect(s.stderr.contains("query history is not a readable database: moved aside, a new one started"), "\(s.stderr)")
+        let aside = try FileManager.default.contentsOfDirectory(atPath: work.path).filter { $0.hasPrefix("garbage.db.unreadable-") }
+        #expect(aside.count == 1)
+        #expect(try aside.first.map { try String(contentsOfFile: work.path + "/" + $0, encoding: .utf8) } == junk, "kept as it was")
+        let tables = try runTool("sqlite3", [garbage, ".tables"])
+        #expect(tables.contains("query_history"), "a new history: \(tables)")
     }
 }

@@ -133,7 +133,9 @@ public final class QueryHistory: Sendable {
             database = try DatabasePool(path: path, configuration: configuration)
             try database.write { try HistorySchema.create($0) }
         } catch {
-            throw HistoryError("cannot open query history \(path): \(QueryHistory.describe(error))")
+            let code = (error as? DatabaseError)?.resultCode
+            throw HistoryError("cannot open query history \(path): \(QueryHistory.describe(error))",
+                               notADatabase: code == .SQLITE_NOTADB || code == .SQLITE_CORRUPT)
         }
         // The writer runs on its own thread under SCHED_IDLE: it uses only CPU time the DNS
         // threads leave, and a query arriving on its core preempts it at once. (At nice 10 a
@@ -164,7 +166,12 @@ public final class QueryHistory: Sendable {
     /// A readable problem with the history file.
     public struct HistoryError: Error, CustomStringConvertible {
         public var description: String
-        public init(_ description: String) { self.description = description }
+        /// The file is not an SQLite database, or a damaged one (SQLITE_NOTADB, SQLITE_CORRUPT).
+        public var notADatabase = false
+        public init(_ description: String, notADatabase: Bool = false) {
+            self.description = description
+            self.notADatabase = notADatabase
+        }
     }
 
     static func describe(_ error: Error) -> String {

@@ -48,10 +48,13 @@ public final class SinkholeServer: Sendable {
             var options = QueryHistory.Options()
             options.retention = configuration.historyRetention
             options.capacity = configuration.historyCapacity
-            let history = try QueryHistory(path: path, options: options, logger: logger)
+            history = try SinkholeServer.openHistory(path: path, options: options, logger: logger)
+        } else {
+            history = nil
+        }
+        if let history {
             let log = blockLog
             let metrics = self.metrics
-            self.history = history
             hunter = RetroHunter(history: history, logger: logger) { hits in
                 // Every hit goes to the block log (and syslog); the operational log names the
                 // first few and counts the rest, so a large hunt does not flood it.
@@ -73,7 +76,6 @@ public final class SinkholeServer: Sendable {
                 metrics.retroHits(hits.count)
             }
         } else {
-            history = nil
             hunter = nil
         }
         let hunter = self.hunter
@@ -118,6 +120,25 @@ public final class SinkholeServer: Sendable {
     }
 
     /// Re-reads what changed (everything when `force`), swaps, and logs; never throws.
+    /// Opens the query history. A file that is not an SQLite database, or a damaged one, is data
+    /// gone bad, not a configuration error: it is moved aside (with its -wal and -shm), kept for
+    /// whoever wants to look at it, and a new history is started, so that neither DNS nor the
+    /// history stays down over it. Anything else (a missing directory, permissions) is the
+    /// configuration's and fails the start with its reason, as before.
+    static func openHistory(path: String, options: QueryHistory.Options, logger: Logger) throws -> QueryHistory {
+        do {
+            return try QueryHistory(path: path, options: options, logger: logger)
+        } catch let error as QueryHistory.HistoryError where error.notADatabase {
+            let aside = "\(path).unreadable-\(Int(Date().timeIntervalSince1970))"
+            guard rename(path, aside) == 0 else { throw error }
+            for suffix in ["-wal", "-shm"] { _ = rename(path + suffix, aside + suffix) }
+            logger.error("query history is not a readable database: moved aside, a new one started", metadata: [
+                "path": "\(path)", "moved_to": "\(aside)", "error": "\(error.description)",
+            ])
+            return try QueryHistory(path: path, options: options, logger: logger)
+        }
+    }
+
     /// A change queues a retro-hunt of the history for what the changed lists newly block.
     static func refresh(_ store: BlocklistStore, directory: String, force: Bool, hunter: RetroHunter?, logger: Logger) {
         do {
