@@ -41,6 +41,21 @@ import Testing
         #expect(untrusted.at("network.forwarded_ip") == nil)
     }
 
+    /// A source prefix of 0 is the client declining to be named (RFC 7871): the forwarder is the
+    /// client recorded, not 0.0.0.0 (which would lump every such machine together in a report).
+    @Test func aZeroPrefixNamesTheForwarder() throws {
+        let h = try TestHarness(lists: ["intel.txt": "evil.example\n"]) { $0.trustECSFrom = ["127.0.0.1/32"] }
+        defer { h.stop() }
+        var q = DNSTestClient.query("evil.example", id: 5)
+        q[11] = 1
+        let ecs: [UInt8] = [0, 8, 0, 4, 0, 1, 0, 0]
+        q += [0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0, 0, UInt8(ecs.count)] + ecs
+        #expect(DNSTestClient.udp(q, to: h.address).flatMap(Header.init)?.rcode == Rcode.nxDomain)
+        let line = try #require(try h.blockLogLines().first { ($0.at("dns.id") as? Int) == 5 })
+        #expect(line.at("source.ip") as? String == "127.0.0.1")
+        #expect(line.at("source.subnet") == nil && line.at("network.forwarded_ip") == nil)
+    }
+
     @Test func ecsIsForwardedOnlyWhenAskedFor() throws {
         let plain = try TestHarness(records: ["www.example.org. 300 IN A 192.0.2.12"]) { $0.trustECSFrom = ["127.0.0.1/32"] }
         defer { plain.stop() }
@@ -55,6 +70,7 @@ import Testing
 
     @Test func optionParsing() {
         #expect(ClientSubnet.parse(options: [0, 8, 0, 7, 0, 1, 24, 0, 10, 1, 2])?.text == "10.1.2.0/24")
+        #expect(ClientSubnet.parse(options: [0, 8, 0, 4, 0, 1, 0, 0]).map { ($0.text, $0.namesAClient) } ?? ("", true) == ("0.0.0.0/0", false))
         #expect(ClientSubnet.parse(options: [0, 10, 0, 2, 1, 2, 0, 8, 0, 8, 0, 2, 32, 0, 0x20, 0x01, 0x0D, 0xB8])?.text == "2001:db8::/32", "after another option")
         #expect(ClientSubnet.parse(options: [0, 8, 0, 7, 0, 1, 24, 0, 10, 1]) == nil, "length past the end")
         #expect(ClientSubnet.parse(options: [0, 8, 0, 6, 0, 1, 24, 0, 10, 1]) == nil, "address shorter than the prefix says")

@@ -145,7 +145,7 @@ public final class QueryChain: Sendable {
         if decoded.edns != nil, !trustECSFrom.rules.isEmpty || forwarder.forwardECS,
            let subnet = ClientSubnet.parse(options: message.ednsOptions) {
             decoded.clientSubnet = subnet
-            decoded.subnetTrusted = trustECSFrom.allows(client.ip)
+            decoded.subnetTrusted = subnet.namesAClient && trustECSFrom.allows(client.ip)
         }
         let query = decoded
         if let edns = query.edns, edns.version > 0 {
@@ -323,7 +323,7 @@ public final class QueryChain: Sendable {
             func record() {
                 var event = BlockEvent(client: client, transport: transport, id: q.id, qname: name,
                                        qtype: q.qtype, qclass: q.qclass, answer: answer)
-                event.subnet = trustedSubnet()
+                event.subnet = trustedSubnet().flatMap { $0.namesAClient ? $0 : nil }
                 blocking.log?.record(event)
             }
             if answer.action == .drop {
@@ -375,7 +375,7 @@ public final class QueryChain: Sendable {
         let key = AnswerCache.Key(question, dnssecOK: dnssecOK, digest: digest)
         var query = Query(header: header, question: question, edns: q.edns, client: client, transport: transport)
         query.clientSubnet = trustedSubnet()
-        query.subnetTrusted = query.clientSubnet != nil
+        query.subnetTrusted = query.clientSubnet?.namesAClient ?? false
         return .forward(query, key)
     }
 

@@ -7,6 +7,10 @@ public struct ClientSubnet: Sendable, Equatable {
     /// The option as received (code, length, data), for `--forward-ecs`.
     public var option: [UInt8]
 
+    /// Whether it says who the client is: a SOURCE PREFIX-LENGTH of 0 is the client (or its
+    /// forwarder) declining to (RFC 7871 §7.1.2), and then the forwarder is the client to record.
+    public var namesAClient: Bool { sourcePrefix > 0 }
+
     /// Finds and parses option 8 in raw OPT option bytes; nil when absent or malformed.
     public static func parse(options: [UInt8]) -> ClientSubnet? {
         options.withUnsafeBytes { parse(options: $0) }
