@@ -30,12 +30,13 @@ enum Signals {
     ///
     /// SIGPIPE and SIGXFSZ are ignored: a stderr pipe whose reader went away, or a file-size
     /// limit (ulimit -f, LimitFSIZE=) reached by the block log, are then write errors that the
-    /// server reports and outlives, as daemons do, rather than signals that end it.
+    /// server reports and outlives, as daemons do, rather than signals that end it. SIGUSR1 and
+    /// SIGUSR2 mean nothing to sinkhole and are ignored too: a stray `kill -USR1` (meant for
+    /// another daemon's statistics) must not take the network's resolver down.
     static func block() {
         var set = set
         pthread_sigmask(SIG_BLOCK, &set, nil)
-        signal(SIGPIPE, SIG_IGN)
-        signal(SIGXFSZ, SIG_IGN)
+        for sig in [SIGPIPE, SIGXFSZ, SIGUSR1, SIGUSR2] { signal(sig, SIG_IGN) }
     }
 
     /// Takes signals on the calling thread until SIGTERM or SIGINT, then stops the server and

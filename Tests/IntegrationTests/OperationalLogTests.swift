@@ -75,4 +75,20 @@ import Testing
         #expect(s.stderr.contains("events.lost=\(lost)") || s.stderr.contains("events.lost_total=\(lost)"), "\(s.stderr)")
         #expect(s.pid > 0 && kill(s.pid, 0) == 0, "the server is still running")
     }
+
+    /// Signals sinkhole has no use for do not end it: a stray SIGUSR1/SIGUSR2, or SIGPIPE. It
+    /// still answers, and stops on SIGTERM with status 0 (killed by one of them, the status
+    /// would be 128 + that signal).
+    @Test func signalsItHasNoUseForAreIgnored() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sinkhole-signals-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try "evil.example\n".write(toFile: dir + "/a.txt", atomically: true, encoding: .utf8)
+        let s = SinkholeProcess(arguments: ["serve", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9",
+                                            "--blocklist-dir", dir, "--no-query-history"])
+        #expect(try s.start(), "\(s.stderr)")
+        for sig in [SIGUSR1, SIGUSR2, SIGPIPE, SIGXFSZ] { kill(s.pid, sig) }
+        #expect(DNSTestClient.ask("evil.example", server: SocketAddress(address: [127, 0, 0, 1], port: s.port))?.rcode == Rcode.nxDomain)
+        #expect(s.stop() == 0, "\(s.stderr)")
+    }
 }
