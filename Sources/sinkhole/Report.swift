@@ -60,7 +60,7 @@ struct Report: ParsableCommand {
     @Option(name: .customLong("client"), help: ArgumentHelp("Only attempts from this address or CIDR block (10.0.0.0/8); repeatable.", valueName: "IP"))
     var clients: [String] = []
 
-    @Option(name: .customLong("domain"), help: ArgumentHelp("Only attempts for this name or names below it, any letter case; repeatable.", valueName: "NAME"))
+    @Option(name: .customLong("domain"), help: ArgumentHelp("Only attempts for this name or names below it, any letter case, and names blocked by a rule for it (a CNAME into it); repeatable.", valueName: "NAME"))
     var domains: [String] = []
 
     @Option(name: .customLong("format"), help: ArgumentHelp("table (for people), json (array of objects) or csv (RFC 4180, header row).", valueName: "table|json|csv"))

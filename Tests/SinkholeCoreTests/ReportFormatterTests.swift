@@ -10,10 +10,10 @@ import Testing
         #expect(text == """
         CLIENT       ATTEMPTS  DOMAINS  FIRST SEEN                LAST SEEN                 TOP DOMAINS
         10.20.31.7          3        3  2026-11-26T10:00:00.000Z  2026-11-26T12:00:00.000Z  msstorageboxes.com (1), sbmsa.wiki (1), www.msstorageboxes.com (1)
-        10.20.31.9          1        1  2026-11-26T11:00:00.000Z  2026-11-26T11:00:00.000Z  sbmsa.wiki (1)
+        10.20.31.9          2        2  2026-11-26T11:00:00.000Z  2026-11-26T13:30:00.000Z  sbmsa.wiki (1), www.cloaked.example.com (1)
         10.20.31.10         1        1  2026-11-26T13:00:00.000Z  2026-11-26T13:00:00.000Z  cdn.msstorageboxes.com (1)
 
-        """)
+        """, "www.cloaked.example.com was blocked by the msstorageboxes.com rule (its CNAME)")
     }
 
     @Test func tableSaysWhenRowsWereLeftOutOrNothingMatched() {

@@ -30,6 +30,29 @@ import Testing
         #expect(t.totalRows == 5)
     }
 
+    /// `--domain` also takes attempts whose rule is in the domain: a name blocked because its
+    /// CNAME pointed into a listed domain is a client reaching for that domain.
+    @Test func domainFilterTakesCNAMEBlocksByTheirRule() throws {
+        let query = ReportQuery(grouping: .client, domains: [try DomainPattern("msstorageboxes.com")])
+        #expect(query.accepts(BlockLogRecord(time: 1, client: "192.0.2.1", domain: "cloaked.example.org",
+                                             rule: "msstorageboxes.com", action: "nxdomain")))
+        #expect(query.accepts(BlockLogRecord(time: 1, client: "192.0.2.1", domain: "www.msstorageboxes.com",
+                                             rule: "msstorageboxes.com", action: "nxdomain")))
+        #expect(!query.accepts(BlockLogRecord(time: 1, client: "192.0.2.1", domain: "other.example",
+                                              rule: "other.example", action: "nxdomain")))
+        let narrow = ReportQuery(grouping: .client, domains: [try DomainPattern("cdn.msstorageboxes.com")])
+        #expect(!narrow.accepts(BlockLogRecord(time: 1, client: "192.0.2.1", domain: "cloaked.example.org",
+                                               rule: "msstorageboxes.com", action: "nxdomain")), "the rule is above the name asked for")
+        // The same through the line reader `sinkhole report` uses.
+        let lines = [
+            ReportFixture.line("2026-11-26T10:00:00.000Z", "10.20.31.7", "cloaked.example.org", rule: "msstorageboxes.com",
+                               list: "crowdstrike-3cx.txt", matchedOn: "cname"),
+            ReportFixture.line("2026-11-26T10:01:00.000Z", "10.20.31.8", "other.example", rule: "other.example", list: "x.txt"),
+        ]
+        let t = ReportFixture.table(ReportQuery(grouping: .domain, domains: [try DomainPattern("msstorageboxes.com")]), lines)
+        #expect(t.totalRows == 1 && t.value(0, "domain") == .text("cloaked.example.org"), "\(t)")
+    }
+
     @Test func retroHitLinesAreNotCountedAsBlockedAttempts() {
         let query = ReportQuery(grouping: .client)
         #expect(query.accepts(BlockLogRecord(time: 1, client: "192.0.2.1", domain: "c2.example", action: "nxdomain")))

@@ -41,7 +41,8 @@ public struct ReportQuery: Sendable {
     /// history, not blocked attempts, and are never counted (`sinkhole hunt` reports them);
     /// `ReportAggregator.add(line:)` skips them the same way.
     public func accepts(_ record: BlockLogRecord) -> Bool {
-        !record.isRetroHit && acceptsTime(record.time) && acceptsClient(record.client) && acceptsDomain(record.domain)
+        !record.isRetroHit && acceptsTime(record.time) && acceptsClient(record.client)
+            && (acceptsDomain(record.domain) || acceptsRule(record.rule))
     }
 
     func acceptsTime(_ time: Int64) -> Bool {
@@ -58,6 +59,13 @@ public struct ReportQuery: Sendable {
 
     func acceptsDomain(_ domain: String) -> Bool {
         domains.isEmpty || domains.contains { $0.matches(domain) }
+    }
+
+    /// An attempt whose name was not in the domains but whose rule is: a name blocked because
+    /// its answer's CNAME led into a listed domain (`sinkhole.match: cname`; `rule.name` is the
+    /// listed name). The client reached for that domain, under another name.
+    func acceptsRule(_ rule: String) -> Bool {
+        !domains.isEmpty && !rule.isEmpty && domains.contains { $0.matches(rule) }
     }
 }
 
@@ -153,7 +161,7 @@ public final class ReportAggregator {
             guard verdict else { return }
         }
         let domain = fields.string(fields.domain, in: line, lowercase: true)
-        guard query.acceptsDomain(domain) else { return }
+        guard query.acceptsDomain(domain) || query.acceptsRule(fields.string(fields.rule, in: line, lowercase: true)) else { return }
         switch query.grouping {
         case .client:
             count(key: client, time: time, client: client, domain: domain, rule: "", list: "")
