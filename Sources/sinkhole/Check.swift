@@ -96,7 +96,7 @@ struct Check: ParsableCommand {
 struct Explain: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Say whether a name is blocked or allowed, and by which rule of which file and line.",
-        discussion: "Exits 0 when the name is blocked, 1 when it is not (allowed or unlisted), 2 on error."
+        discussion: "Exits 0 when the name is blocked, 1 when it is not (allowed or unlisted), 2 when the lists cannot be read, 64 on a usage error (a missing or invalid argument)."
     )
 
     @Argument(help: "The name to look up, e.g. update.msstorageboxes.com, or an address to look up among the IP indicators")

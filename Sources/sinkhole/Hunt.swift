@@ -18,7 +18,8 @@ struct Hunt: ParsableCommand {
           sinkhole hunt --query-history /var/lib/sinkhole/history.db --since 7d \\
             blocklists/crowdstrike-3cx.txt
 
-        Exits 0 when clients were found, 1 when none were, 2 on error.
+        Exits 0 when clients were found, 1 when none were, 2 when a file cannot be read, 64 on a
+        usage error (a missing or invalid argument).
         """
     )
 
@@ -62,11 +63,19 @@ struct Hunt: ParsableCommand {
             FileHandle.standardError.write(Data("hunt: \(error)\n".utf8))
             throw ExitCode(2)
         }
+        // The history holds the names asked, not the addresses answered: IP indicators cannot be
+        // hunted, and an analyst who gave an address list must be told so, not told "no client".
+        let addresses = blocklist.addressCount
+        if addresses > 0 {
+            let what = LogText.count(addresses, "address entry", plural: "address entries")
+            FileHandle.standardError.write(Data("hunt: \(what) (IP indicators) not hunted: the history records the names asked, not the addresses answered\n".utf8))
+        }
         if hits.isEmpty && format == .table {
             // Which lists: without LIST they are the default directory's, which may not be the
             // one the running server watches.
             let named = sources.map { LogText.printable($0) }.joined(separator: ", ")
-            print("no client in the history resolved a name these lists block (\(LogText.count(blocklist.entryCount, "entry", plural: "entries")) in \(named))")
+            let names = blocklist.entryCount - addresses
+            print("no client in the history resolved a name these lists block (\(LogText.count(names, "name entry", plural: "name entries")) in \(named))")
         } else {
             FileHandle.standardOutput.write(Data(ReportFormatter.render(Hunt.table(hits), as: format.core).utf8))
         }

@@ -163,7 +163,13 @@ import Testing
         #expect(table.output.contains("CLIENT") && table.output.contains("127.0.0.3") && table.output.contains("c2.example"))
         let none = try runSinkhole(["hunt", "--query-history", db, lists.appendingPathComponent("base.txt").path])
         #expect(none.status == 1, "evil.example was blocked all along: nobody resolved it")
-        #expect(none.output.contains("these lists block (1 entry in \(lists.appendingPathComponent("base.txt").path))"), "names the lists it read: \(none.output)")
+        #expect(none.output.contains("these lists block (1 name entry in \(lists.appendingPathComponent("base.txt").path))"), "names the lists it read: \(none.output)")
+        // An address list cannot be hunted (the history holds names, not answers): said so.
+        let ips = work.appendingPathComponent("c2.ips").path
+        try "203.0.113.66\n198.51.100.0/24\n".write(toFile: ips, atomically: true, encoding: .utf8)
+        let addresses = try runSinkhole(["hunt", "--query-history", db, ips])
+        #expect(addresses.status == 1)
+        #expect(addresses.output.contains("2 address entries (IP indicators) not hunted"), "\(addresses.output)")
         let missing = try runSinkhole(["hunt", "--query-history", work.appendingPathComponent("nope.db").path, intel.path])
         #expect(missing.status == 2 && missing.output.contains("nope.db"), "\(missing.output)")
 
