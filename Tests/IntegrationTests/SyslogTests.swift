@@ -115,6 +115,32 @@ import Testing
         #expect(h.server.syslog?.counts.dropped == 0)
     }
 
+    /// A UDP collector whose port refuses (ICMP port unreachable): connecting always works and
+    /// every other send fails. The operator's log says so once, not once per try (it said
+    /// about ten a second), and DNS and the block log go on.
+    @Test func aFlappingCollectorIsSaidOnceNotPerTry() throws {
+        let probe = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        var addr = sockaddr_in(sin_family: sa_family_t(AF_INET), sin_port: 0, sin_addr: in_addr(s_addr: UInt32(0x7F00_0001).bigEndian), sin_zero: (0, 0, 0, 0, 0, 0, 0, 0))
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(probe, $0, length) } }
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(probe, $0, &length) } }
+        close(probe)   // nothing listens there now: each datagram draws a port unreachable
+        let port = UInt16(bigEndian: addr.sin_port)
+        let recorder = LogRecorder()
+        let h = try TestHarness(lists: ["intel.txt": "evil.example\n"], logger: recorder.logger) {
+            $0.syslog = .udp(SocketAddress(address: [127, 0, 0, 1], port: port))
+        }
+        defer { h.stop() }
+        for i in 0..<30 {
+            #expect(DNSTestClient.ask("n\(i).evil.example", server: h.address)?.rcode == Rcode.nxDomain)
+            h.server.blockLog?.flush()
+        }
+        #expect(try h.blockLogLines().count == 30)
+        #expect(recorder.events("syslog collector unreachable; events are queued and re-sent").count == 1)
+        #expect(recorder.events("syslog connected").count == 1)
+        #expect(recorder.events("syslog delivering again").count <= 1)
+    }
+
     @Test func queueIsBoundedAndDropsAreCounted() throws {
         // A collector that never exists: everything waits in the queue, the oldest beyond capacity dropped.
         let sink = SyslogSink(target: .tcp(SocketAddress(address: [127, 0, 0, 1], port: 9)), capacity: 10,

@@ -91,7 +91,20 @@ public final class SyslogSink: @unchecked Sendable {
     // MARK: sender thread
 
     private var fd: Int32 = -1
-    private var warnedUnreachable = false
+    /// Delivery failing, and when each kind of message was last said: a failure is said when it
+    /// starts and a recovery when it comes, but neither more than once a minute, so that a
+    /// collector that flaps (a UDP port that refuses every other datagram, a TCP collector that
+    /// accepts and closes) cannot flood the operator's log. Failures not said are counted into
+    /// the next message.
+    private var failing = false
+    private var failureSaid: DispatchTime?
+    private var recoverySaid: DispatchTime?
+    private var failuresSinceSaid = 0
+    private var everConnected = false
+
+    private static func aMinuteSince(_ time: DispatchTime?, _ now: DispatchTime) -> Bool {
+        time.map { now.uptimeNanoseconds - $0.uptimeNanoseconds >= 60_000_000_000 } ?? true
+    }
 
     private func run() {
         var backoff = 0.2
@@ -106,18 +119,10 @@ public final class SyslogSink: @unchecked Sendable {
 
             if fd >= 0, case .tcp = target, peerClosed() { disconnect("collector closed the connection") }
             if fd < 0 && !connect() {
-                if !warnedUnreachable {
-                    warnedUnreachable = true
-                    logger.warning("syslog target unreachable; events are queued and sent once it answers",
-                                   metadata: ["target": "\(target)"])
-                }
-                condition.lock()
-                _ = condition.wait(until: Date().addingTimeInterval(backoff))
-                condition.unlock()
-                backoff = min(30, backoff * 2)
+                failed("cannot connect")
+                waitBeforeRetry(&backoff)
                 continue
             }
-            backoff = 0.2
             var delivered = 0
             for event in batch {
                 if send(SyslogSink.message(event, hostname: hostname, pid: getpid())) { delivered += 1 } else { break }
@@ -132,7 +137,22 @@ public final class SyslogSink: @unchecked Sendable {
             condition.broadcast()
             condition.unlock()
             sentCount.add(delivered, ordering: .relaxed)
-            if delivered < batch.count { disconnect("send failed") }
+            if delivered > 0 {
+                backoff = 0.2
+                if failing {
+                    failing = false
+                    let now = DispatchTime.now()
+                    if SyslogSink.aMinuteSince(recoverySaid, now) {
+                        recoverySaid = now
+                        logger.notice("syslog delivering again", metadata: ["target": "\(target)"])
+                    }
+                }
+            }
+            if delivered < batch.count {
+                disconnect()
+                failed("send failed")
+                waitBeforeRetry(&backoff)
+            }
             let dropped = droppedCount.load(ordering: .relaxed)
             if dropped > droppedReported {
                 logger.error("syslog queue full; oldest events dropped (the block log file is complete)",
@@ -179,21 +199,41 @@ public final class SyslogSink: @unchecked Sendable {
             fd = -1
             return false
         }
-        warnedUnreachable = false
-        if !connectedState.exchange(true, ordering: .relaxed) {
+        connectedState.store(true, ordering: .relaxed)
+        if !everConnected {
+            everConnected = true
             logger.info("syslog connected", metadata: ["target": "\(target)"])
         }
         return true
     }
 
-    private func disconnect(_ why: String) {
+    private func disconnect(_ why: String? = nil) {
         if fd >= 0 { close(fd) }
         fd = -1
-        if connectedState.exchange(false, ordering: .relaxed) {
-            logger.warning("syslog collector unreachable; events are queued and re-sent", metadata: [
-                "target": "\(target)", "reason": "\(why)",
-            ])
-        }
+        connectedState.store(false, ordering: .relaxed)
+        if let why { failed(why) }
+    }
+
+    /// A failed connect or send: a warning at most once a minute, with the failures since the
+    /// last one.
+    private func failed(_ why: String) {
+        let now = DispatchTime.now()
+        failuresSinceSaid += 1
+        let starting = !failing
+        failing = true
+        guard SyslogSink.aMinuteSince(failureSaid, now) else { return }
+        failureSaid = now
+        logger.warning(starting ? "syslog collector unreachable; events are queued and re-sent" : "syslog collector still unreachable",
+                       metadata: ["target": "\(target)", "reason": "\(why)", "failures": "\(failuresSinceSaid)"])
+        failuresSinceSaid = 0
+    }
+
+    /// Waits `backoff` (unless stopping) and doubles it, up to 30 s.
+    private func waitBeforeRetry(_ backoff: inout Double) {
+        condition.lock()
+        if !stopping { _ = condition.wait(until: Date().addingTimeInterval(backoff)) }
+        condition.unlock()
+        backoff = min(30, backoff * 2)
     }
 
     /// True when a TCP collector has closed its end: checked before each batch, so that events
