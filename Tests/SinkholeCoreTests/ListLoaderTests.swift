@@ -299,6 +299,28 @@ import SinkholeTestSupport
         #expect(s.snapshot.decideAddress([8, 8, 8, 8])?.list == "wide.allow", "the allowlist's /0 is in force")
     }
 
+    /// What Windows PowerShell 5 writes (`"name" > list.txt`): UTF-16LE with a byte-order mark
+    /// and CRLF. Read as the text it is (it was refused as not text, for its NUL bytes); big-endian
+    /// too; an odd number of bytes is refused with a reason.
+    @Test func utf16ListsWithAByteOrderMarkAreRead() throws {
+        let dir = try directory([:])
+        let text = "\u{FEFF}msstorageboxes.com\r\n# comment\r\n198.51.100.7\r\nsbmsa.wiki\r\n"
+        let little = text.utf16.flatMap { [UInt8($0 & 0xFF), UInt8($0 >> 8)] }
+        let big = text.utf16.flatMap { [UInt8($0 >> 8), UInt8($0 & 0xFF)] }
+        try Data(little).write(to: URL(fileURLWithPath: dir + "/windows.txt"))
+        try Data(big).write(to: URL(fileURLWithPath: dir + "/big-endian.rpz.txt"))
+        try Data(little.dropLast()).write(to: URL(fileURLWithPath: dir + "/cut.txt"))
+        let s = BlocklistStore()
+        let report = try s.refresh(directory: dir)
+        #expect(decide(s, "www.msstorageboxes.com")?.list == "big-endian.rpz.txt")
+        #expect(decide(s, "sbmsa.wiki") != nil)
+        #expect(s.snapshot.decideAddress([198, 51, 100, 7]) != nil)
+        let lists = Dictionary(uniqueKeysWithValues: s.snapshot.loaded.map { ($0.name, $0) })
+        #expect(lists["windows.txt"]?.entries == 3 && lists["windows.txt"]?.rejectedLines == 0)
+        #expect(lists["big-endian.rpz.txt"]?.entries == 3)
+        #expect(report.failed.compactMap(\.failure) == ["UTF-16 text with an odd number of bytes (save the file as UTF-8)"])
+    }
+
     @Test func unchangedFilesAreNotReRead() throws {
         let dir = try directory(["a.txt": "a.example\n", "b.txt": "b.example\n"])
         let s = BlocklistStore()

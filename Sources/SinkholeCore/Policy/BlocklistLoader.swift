@@ -142,9 +142,20 @@ public enum BlocklistLoader {
         }
         defer { unmap() }
         var filled = 0
+        /// A UTF-16 file's text, as UTF-8, read from here instead of the file (see below).
+        var converted: [UInt8]?
+        var convertedOffset = 0
         /// Fills `chunk` after `filled`; false on a read error.
         func fill() -> Bool {
             while filled < chunk.count {
+                if let text = converted {
+                    let n = min(chunk.count - filled, text.count - convertedOffset)
+                    if n == 0 { break }
+                    text.withUnsafeBytes { (mapping + filled).copyMemory(from: $0.baseAddress! + convertedOffset, byteCount: n) }
+                    convertedOffset += n
+                    filled += n
+                    continue
+                }
                 let n = read(fd, mapping + filled, chunk.count - filled)
                 if n < 0 {
                     if errno == EINTR { continue }
@@ -156,6 +167,19 @@ public enum BlocklistLoader {
             return true
         }
         guard fill() else { return unreadable() }
+        // UTF-16 with a byte-order mark: what Windows PowerShell 5's `>` and `Out-File` write. It
+        // is read as the text it is, not refused for its NUL bytes.
+        if filled >= 2, (chunk[0] == 0xFF && chunk[1] == 0xFE) || (chunk[0] == 0xFE && chunk[1] == 0xFF) {
+            guard let bytes = wholeFile() else { return unreadable() }
+            guard let text = BlocklistLoader.utf16(bytes) else {
+                result.failure = "UTF-16 text with an odd number of bytes (save the file as UTF-8)"
+                return result
+            }
+            converted = text
+            filled = 0
+            guard fill() else { return unreadable() }
+        }
+        func wholeFile() -> [UInt8]? { converted ?? readFile(path) }
         let format = ListFormat.detect(name: name, bytes: Array(chunk[0..<min(filled, 65_536)]))
 
         let allow = isAllowList(name)
@@ -202,7 +226,7 @@ public enum BlocklistLoader {
                 guard fill() else { return unreadable() }
             }
         case .ips:
-            guard let bytes = readFile(path) else { return unreadable() }
+            guard let bytes = wholeFile() else { return unreadable() }
             if bytes.contains(0) {
                 result.failure = notText
                 return result
@@ -276,6 +300,23 @@ public enum BlocklistLoader {
                                  rejectedLines: rejected, signature: signature, seconds: seconds, localData: localData,
                                  addresses: addresses, sharedSegments: shared)
         return result
+    }
+
+    /// UTF-16 text that starts with its byte-order mark (FF FE little-endian, FE FF big-endian)
+    /// as UTF-8, without the mark; nil when it has an odd number of bytes. A lone surrogate
+    /// becomes U+FFFD, which the parsers then report as not a name.
+    static func utf16(_ bytes: [UInt8]) -> [UInt8]? {
+        guard bytes.count >= 2, bytes.count % 2 == 0 else { return nil }
+        let little = bytes[0] == 0xFF
+        var units: [UInt16] = []
+        units.reserveCapacity(bytes.count / 2 - 1)
+        var i = 2
+        while i < bytes.count {
+            let a = UInt16(bytes[i]), b = UInt16(bytes[i + 1])
+            units.append(little ? a | b << 8 : a << 8 | b)
+            i += 2
+        }
+        return Array(String(decoding: units, as: UTF16.self).utf8)
     }
 
     /// Whether `bytes` hold anything but spaces, tabs, CR and LF.
