@@ -22,6 +22,11 @@ import Testing
         #expect(DurationText.seconds("1m") == 60)
         #expect(DurationText.seconds("abc") == nil)
         #expect(DurationText.seconds("-1s") == nil)
+        #expect(DurationText.seconds("0.5s") == 0.5 && DurationText.seconds(".5") == 0.5 && DurationText.seconds("7d") == 604_800)
+        // What Double would take but is no duration: hex (0x10 was 16 s), exponents, infinity.
+        for text in ["0x10", "1e3", "1e3s", "inf", "nan", "1..5s", ".", "s", "", "+5s", "5 s"] {
+            #expect(DurationText.seconds(text) == nil, "\(text)")
+        }
     }
 
     /// The nameservers of a resolv.conf holding `text`, read from a file of its own.

@@ -170,7 +170,8 @@ import Testing
     /// A minimum above the most the cache keeps is refused before it is converted to a TTL
     /// (above 2^32 s the conversion trapped: sinkhole crashed on `--cache-min-ttl 1e10`).
     @Test func cacheMinTTLAboveTheMaximumIsRefusedNotConverted() {
-        #expect(error("upstream: 192.0.2.53\ncache-min-ttl: 1e10\n") == "sinkhole.yaml: cache-min-ttl is above --cache-max-ttl (86400s; at most 7 days)")
+        #expect(error("upstream: 192.0.2.53\ncache-min-ttl: 10000000000\n") == "sinkhole.yaml: cache-min-ttl is above --cache-max-ttl (86400s; at most 7 days)")
+        #expect(error("upstream: 192.0.2.53\ncache-min-ttl: 1e10\n") == "sinkhole.yaml: cache-min-ttl '1e10': not a duration (use e.g. 60, 60s, 5m, 1h)")
         #expect(error("upstream: 192.0.2.53\ncache-min-ttl: 8d\ncache-max-ttl: 30d\n").hasSuffix("(604800s; at most 7 days)"))
     }
 

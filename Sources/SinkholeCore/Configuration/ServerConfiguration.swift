@@ -147,14 +147,20 @@ public struct ServerConfiguration: Sendable {
 
 /// Parses durations as written on the command line: `2`, `2s`, `1500ms`, `1m`, `1h`.
 public enum DurationText {
+    /// `60`, `2s`, `500ms`, `1.5m`, `1h`, `7d`: digits with at most one decimal point, then a
+    /// unit (none: seconds). Nothing else that Double would take (`1e3`, `0x10`, `inf`).
     public static func seconds(_ text: String) -> Double? {
         let t = text.trimmingCharacters(in: .whitespaces).lowercased()
         let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86_400)]
-        for (suffix, factor) in units where t.hasSuffix(suffix) {
-            guard let v = Double(t.dropLast(suffix.count)), v >= 0, v.isFinite else { return nil }
-            return v * factor
+        var number = Substring(t), factor = 1.0
+        for (suffix, f) in units where t.hasSuffix(suffix) {
+            number = number.dropLast(suffix.count)
+            factor = f
+            break
         }
-        guard let v = Double(t), v >= 0, v.isFinite else { return nil }
-        return v
+        guard !number.isEmpty, number.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == ".") }),
+              number.filter({ $0 == "." }).count <= 1, number.contains(where: \.isNumber),
+              let v = Double(number), v.isFinite else { return nil }
+        return v * factor
     }
 }
