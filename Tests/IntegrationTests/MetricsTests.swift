@@ -39,6 +39,10 @@ import Testing
         #expect(value(body, "sinkhole_tcp_connections_open") != nil)
         #expect(value(body, #"sinkhole_upstream_latency_seconds_count{upstream="\#(h.upstream.address)"}"#) == 2)
         #expect(value(body, #"sinkhole_upstream_up{upstream="\#(h.upstream.address)"}"#) == 1)
+        // Every error series exists at 0 before its first error, for rate() and alerts.
+        for reason in ["timeout", "network", "bad_reply", "servfail"] {
+            #expect(value(body, #"sinkhole_upstream_errors_total{upstream="\#(h.upstream.address)",reason="\#(reason)"}"#) == 0, "\(reason)")
+        }
         #expect(body.contains("# TYPE sinkhole_queries_total counter"))
         #expect(body.components(separatedBy: "# TYPE sinkhole_upstream_latency_seconds histogram").count == 2, "one family")
 

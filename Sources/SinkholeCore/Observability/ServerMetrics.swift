@@ -196,15 +196,23 @@ public final class ServerMetrics: Sendable {
     }
 
     public func upstreamFailed(_ upstream: SocketAddress, reason: String) {
+        errorCounter(upstream, reason).increment()
+    }
+
+    /// The reasons of `sinkhole_upstream_errors_total`: every one exists, at 0, for every
+    /// upstream from the first scrape, so that rate() and alerts see a series before its first
+    /// error rather than a series that appears with it.
+    static let upstreamErrorReasons = ["timeout", "network", "bad_reply", "servfail"]
+
+    private func errorCounter(_ upstream: SocketAddress, _ reason: String) -> CoreMetrics.Counter {
         let key = "\(upstream)/\(reason)"
-        let counter = upstreamErrors.withLock { counters in
+        return upstreamErrors.withLock { counters in
             if let c = counters[key] { return c }
             let c = CoreMetrics.Counter(label: "sinkhole_upstream_errors_total",
                                         dimensions: [("upstream", upstream.description), ("reason", reason)], factory: factory)
             counters[key] = c
             return c
         }
-        counter.increment()
     }
 
     /// Sets the gauges read at scrape time.
@@ -239,6 +247,9 @@ public final class ServerMetrics: Sendable {
             logDropped.set(Double(blockLog.dropped))
         }
         tcpOpen.set(Double(open))
+        for (address, _) in upstreams {
+            for reason in ServerMetrics.upstreamErrorReasons { _ = errorCounter(address, reason) }
+        }
         upstreamUp.withLock { gauges in
             for (address, up) in upstreams {
                 let g = gauges[address.description] ?? registry.makeGauge(
