@@ -36,7 +36,8 @@ run: release ## Start sinkhole with the shipped lists on 127.0.0.1:53 and [::1]:
 	.build/release/sinkhole serve $(LISTEN) --blocklist-dir blocklists --block-log $(BLOCK_LOG) --query-history $(QUERY_HISTORY) $(ARGS)
 
 test: build ## Run every test: unit, loopback integration, end-to-end with drill and dig
-	Tests/run-with-watchdog.sh $(SWIFT_FLAGS)
+	swift build --build-tests $(SWIFT_FLAGS)
+	Tests/run-with-watchdog.sh --skip-build
 
 clean: ## Remove build products
 	rm -rf .build

@@ -2,7 +2,8 @@
 # Runs `swift test` with a deadline, so that a test run that hangs fails in minutes with the
 # evidence instead of running until CI's own limit cuts it off with nothing to show.
 #
-# Usage: Tests/run-with-watchdog.sh [swift test arguments...]
+# Usage: Tests/run-with-watchdog.sh [swift test arguments...]   (make test passes --skip-build,
+#        having built the tests first, so that compiling never counts against the deadline)
 #   TEST_TIMEOUT  seconds one run may take (default 240; a whole run takes well under a minute)
 #
 # On a hang it prints the tests that started and never finished and every thread's stack of
@@ -20,7 +21,8 @@ report_hang() {
     echo
     echo "=== test run still going after ${limit} s: a hang. Tests started and not finished:"
     grep -oE '◇ Test [^ ]+\)' "$log" | sed 's/◇ Test //' | sort -u >"$log.started"
-    grep -oE '[✔✘] Test [^ ]+\)' "$log" | sed -E 's/^[✔✘] Test //' | sort -u >"$log.ended"
+    # Ended: passed or failed (a test that recorded an issue may still be running).
+    grep -E '^[✔✘] Test .*(passed|failed) after' "$log" | grep -oE 'Test [^ ]+\)' | sed 's/^Test //' | sort -u >"$log.ended"
     comm -23 "$log.started" "$log.ended" | sed 's/^/  /' >"$log.unfinished"
     cat "$log.unfinished"
     head -n 40 "$log.unfinished" >>"$summary"
@@ -33,8 +35,9 @@ report_hang() {
         ps -o pid,etimes,args --ppid "$xctest" 2>/dev/null | sed 's/^/  /'
         if command -v gdb >/dev/null 2>&1; then
             echo "=== thread stacks of the test process ($xctest):"
-            timeout 120 gdb -batch -p "$xctest" -ex 'thread apply all bt 30' 2>/dev/null \
-                | grep -E '^(Thread|#)' | cut -c1-300 | sed 's/^/  /' >"$log.stacks"
+            # gdb's own complaints (ptrace refused, say) are kept; its chatter is not.
+            timeout 120 gdb -batch -p "$xctest" -ex 'thread apply all bt 30' 2>&1 \
+                | grep -E '^(Thread|#)|ptrace|[Cc]ould not attach|not permitted' | cut -c1-300 | sed 's/^/  /' >"$log.stacks"
             cat "$log.stacks"
             # For the summary: each thread's frames in this package's code, without the rest.
             echo "  frames in sinkhole's code, per thread:" >>"$summary"

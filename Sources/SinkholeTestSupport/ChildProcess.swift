@@ -43,10 +43,12 @@ public final class ChildProcess: @unchecked Sendable {
         pid = child
     }
 
-    /// Opens a file for the child's stdin (read) or output (write, created or truncated).
+    /// Opens a file for the child's stdin (read) or output (written, created or truncated;
+    /// /dev/null opened so serves both).
     public static func open(_ path: String, forWriting: Bool) throws -> Int32 {
-        let fd = forWriting ? Glibc.open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-                            : Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        let fd = path == "/dev/null" ? Glibc.open(path, O_RDWR | O_CLOEXEC)
+            : forWriting ? Glibc.open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+                         : Glibc.open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw SpawnError.open(path, errno) }
         return fd
     }
@@ -78,17 +80,20 @@ public final class ChildProcess: @unchecked Sendable {
     public func stop(signal: Int32 = SIGTERM, timeout: Double = 20) -> Int32 {
         self.signal(signal)
         if let code = wait(timeout: timeout) { return code }
-        kill(pid, SIGKILL)
-        _ = wait(timeout: 10)
+        killGroup()
         return -1
+    }
+
+    /// SIGKILL to the child's process group (it leads one: what it started goes too, such as a
+    /// server a shell script put in the background), then the child is reaped.
+    private func killGroup() {
+        kill(-pid, SIGKILL)
+        _ = wait(timeout: 10)
     }
 
     /// A child left running by a test that ended early is killed and reaped, not left behind.
     deinit {
-        if wait(timeout: 0) == nil {
-            kill(pid, SIGKILL)
-            _ = wait(timeout: 10)
-        }
+        if wait(timeout: 0) == nil { killGroup() }
     }
 }
 
@@ -136,8 +141,10 @@ private func runToFiles(_ path: String, _ arguments: [String], directory: String
         status = -1
         note = "\n[test support: \(path) \(arguments.joined(separator: " ")) was still running after \(timeout) s and was killed]\n"
     }
-    let stdout = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
-    let stderr = merged ? "" : (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
+    // Decoded leniently: output that is not UTF-8 is still shown when a test fails on it.
+    func read(_ path: String) -> String { FileManager.default.contents(atPath: path).map { String(decoding: $0, as: UTF8.self) } ?? "" }
+    let stdout = read(outPath)
+    let stderr = merged ? "" : read(errPath)
     return merged ? ProgramResult(status: status, stdout: stdout + note, stderr: "")
                   : ProgramResult(status: status, stdout: stdout, stderr: stderr + note)
 }

@@ -39,10 +39,11 @@ public final class SinkholeProcess: @unchecked Sendable {
     /// only the log, so a test that drops this object early still has its child killed (by
     /// `ChildProcess.deinit`), which ends the thread.
     private func launch() throws {
+        let devNull = try ChildProcess.open("/dev/null", forWriting: true)
+        defer { close(devNull) }
         var fds: [Int32] = [0, 0]
         guard sinkhole_test_pipe(&fds) == 0 else { throw ChildProcess.SpawnError.open("a pipe", errno) }
-        let devNull = try ChildProcess.open("/dev/null", forWriting: true)
-        defer { close(devNull); close(fds[1]) }
+        defer { close(fds[1]) }
         do {
             let command = launcher + [SinkholeProcess.binaryPath()] + arguments
             child = try ChildProcess(command[0], Array(command.dropFirst()), stdin: devNull, stdout: devNull, stderr: fds[1])

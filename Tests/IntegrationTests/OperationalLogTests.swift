@@ -74,6 +74,39 @@ import Testing
         let lost = 60 - whole.count
         #expect(s.stderr.contains("events.lost=\(lost)") || s.stderr.contains("events.lost_total=\(lost)"), "\(s.stderr)")
         #expect(s.pid > 0 && kill(s.pid, 0) == 0, "the server is still running")
+
+        // A server started later on the file with the cut line starts its first line on a new
+        // line: the cut line stays the only bad one.
+        let next = SinkholeProcess(arguments: ["serve", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9",
+                                               "--blocklist-dir", dir + "/lists", "--block-log", log + ".1", "--no-query-history"])
+        #expect(try next.start(), "\(next.stderr)")
+        #expect(DNSTestClient.ask("later.evil.example", server: SocketAddress(address: [127, 0, 0, 1], port: next.port))?.rcode == Rcode.nxDomain)
+        #expect(next.stop() == 0)
+        let after = try String(contentsOfFile: log + ".1", encoding: .utf8).split(separator: "\n")
+        let bad = after.filter { (try? JSONSerialization.jsonObject(with: Data($0.utf8))) == nil }
+        #expect(bad.count == 1 && after.last.map { $0.contains("later.evil.example") } == true, "\(bad.count) bad lines")
+    }
+
+    /// A block log at a file-size limit (EFBIG) with size rotation on is rotated, though the
+    /// size it reached is below --block-log-max-size: a new file takes the events.
+    @Test func aBlockLogAtAFileSizeLimitIsRotated() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sinkhole-efbig-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir + "/lists", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try "evil.example\n".write(toFile: dir + "/lists/a.txt", atomically: true, encoding: .utf8)
+        let log = dir + "/block.log"
+        let s = SinkholeProcess(arguments: ["serve", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9",
+                                            "--blocklist-dir", dir + "/lists", "--block-log", log, "--no-query-history",
+                                            "--block-log-max-size", "1M"],
+                                launcher: ["/usr/bin/prlimit", "--fsize=8000", "--"])
+        #expect(try s.start(), "\(s.stderr)")
+        let server = SocketAddress(address: [127, 0, 0, 1], port: s.port)
+        for i in 0..<40 { _ = DNSTestClient.ask("host\(i).evil.example", server: server) }
+        #expect(s.waitForLog("block log rotated"), "\(s.stderr)")
+        #expect(DNSTestClient.ask("fresh.evil.example", server: server)?.rcode == Rcode.nxDomain)
+        #expect(s.stop() == 0, "a stop writes what is queued")
+        #expect(s.stderr.contains("block log written again"), "\(s.stderr)")
+        #expect(try String(contentsOfFile: log, encoding: .utf8).contains("fresh.evil.example"))
     }
 
     /// Signals sinkhole has no use for do not end it: a stray SIGUSR1/SIGUSR2, or SIGPIPE. It

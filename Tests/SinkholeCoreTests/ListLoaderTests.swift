@@ -297,6 +297,37 @@ import SinkholeTestSupport
         #expect(reasons.contains { $0.hasPrefix("feed.ips:1: a /1 range") })
         #expect(!reasons.contains { $0.hasPrefix("feed.txt:4") || $0.hasPrefix("feed.txt:6") || $0.hasPrefix("wide.allow") })
         #expect(s.snapshot.decideAddress([8, 8, 8, 8])?.list == "wide.allow", "the allowlist's /0 is in force")
+
+        // The same bound on RPZ rpz-ip triggers, but not on a passthru (an exception).
+        let zone = """
+        $TTL 300
+        $ORIGIN rpz.example.test.
+        @ IN SOA ns.rpz.example.test. hostmaster.rpz.example.test. ( 1 3600 600 86400 60 )
+          IN NS ns.rpz.example.test.
+        0.0.0.0.0.rpz-ip CNAME .
+        24.0.2.0.192.rpz-ip CNAME .
+        4.0.0.0.10.rpz-ip CNAME rpz-passthru.
+
+        """
+        let rpzDir = try directory(["feed.rpz": zone])
+        let r = BlocklistStore()
+        let rpzReport = try r.refresh(directory: rpzDir)
+        #expect(rpzReport.lineErrors.map(\.description).contains { $0.hasPrefix("feed.rpz:5: a /0 range") }, "\(rpzReport.lineErrors)")
+        #expect(rpzReport.lineErrors.count == 1)
+        #expect(r.snapshot.decideAddress([192, 0, 2, 9]) != nil && r.snapshot.decideAddress([200, 1, 1, 1]) == nil)
+        #expect(r.snapshot.decideAddress([8, 8, 8, 8])?.allowed == true, "the /4 passthru is in force")
+    }
+
+    /// A list of names whose new version is addresses alone (a proxy's page, a "what is my IP"
+    /// answer saved as the feed) keeps its version in force, as an emptied one does.
+    @Test func aListOfNamesReplacedByAddressesAloneKeepsItsNames() throws {
+        let dir = try directory(["feed.txt": "c2.example\nc3.example\n"])
+        let s = BlocklistStore()
+        try s.refresh(directory: dir)
+        try "203.0.113.5\n".write(toFile: dir + "/feed.txt", atomically: true, encoding: .utf8)
+        let report = try s.refresh(directory: dir)
+        #expect(report.failed.compactMap(\.failure) == ["only addresses, where the version in force has 2 name entries (remove the file to drop the list)"])
+        #expect(decide(s, "c2.example")?.list == "feed.txt")
     }
 
     /// What Windows PowerShell 5 writes (`"name" > list.txt`): UTF-16LE with a byte-order mark
@@ -310,10 +341,13 @@ import SinkholeTestSupport
         try Data(little).write(to: URL(fileURLWithPath: dir + "/windows.txt"))
         try Data(big).write(to: URL(fileURLWithPath: dir + "/big-endian.rpz.txt"))
         try Data(little.dropLast()).write(to: URL(fileURLWithPath: dir + "/cut.txt"))
+        let zone = "$TTL 300\n$ORIGIN rpz.example.test.\n@ IN SOA ns.rpz.example.test. h.rpz.example.test. ( 1 3600 600 86400 60 )\n  IN NS ns.rpz.example.test.\nzone-only.example CNAME .\n"
+        try Data(("\u{FEFF}" + zone).utf16.flatMap { [UInt8($0 & 0xFF), UInt8($0 >> 8)] }).write(to: URL(fileURLWithPath: dir + "/windows.rpz"))
         let s = BlocklistStore()
         let report = try s.refresh(directory: dir)
         #expect(decide(s, "www.msstorageboxes.com")?.list == "big-endian.rpz.txt")
         #expect(decide(s, "sbmsa.wiki") != nil)
+        #expect(decide(s, "zone-only.example")?.list == "windows.rpz", "an RPZ zone in UTF-16 too")
         #expect(s.snapshot.decideAddress([198, 51, 100, 7]) != nil)
         let lists = Dictionary(uniqueKeysWithValues: s.snapshot.loaded.map { ($0.name, $0) })
         #expect(lists["windows.txt"]?.entries == 3 && lists["windows.txt"]?.rejectedLines == 0)

@@ -76,7 +76,7 @@ public final class BlockLog: @unchecked Sendable {
         let fd = try path.map { try BlockLog.open($0) } ?? -1
         var st = stat()
         if fd >= 0 { fstat(fd, &st) }
-        writer = Mutex(WriterState(fd: fd, size: Int(st.st_size)))
+        writer = Mutex(WriterState(fd: fd, size: Int(st.st_size), midLine: path.map(BlockLog.endsMidLine) ?? false))
         // Its own thread, which gives the core up after every chunk of lines: encoding a flush's
         // worth of events takes milliseconds at a high block rate, and in one piece on a core
         // shared with the DNS threads it held queries up (p99 4.5 ms at 5,000 qps on one core).
@@ -92,6 +92,18 @@ public final class BlockLog: @unchecked Sendable {
                 self.flush()
             }
         }
+    }
+
+    /// Whether the file at `path` ends inside a line (a write cut short by a full disk or a
+    /// crash): the next write then starts with a newline, so that it does not join that line.
+    static func endsMidLine(_ path: String) -> Bool {
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        guard fd >= 0 else { return false }
+        defer { Glibc.close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, st.st_size > 0 else { return false }
+        var last: UInt8 = 0
+        return pread(fd, &last, 1, st.st_size - 1) == 1 && last != 0x0A
     }
 
     static func open(_ path: String) throws -> Int32 {
@@ -228,6 +240,9 @@ public final class BlockLog: @unchecked Sendable {
         guard done == bytes.count else {
             let whole = done > prefix ? bytes[prefix..<done].reduce(0) { $1 == 0x0A ? $0 + 1 : $0 } : 0
             writeFailed(error, whole: whole, of: events.count, to: path, &state)
+            // A file that reached a size limit (EFBIG: ulimit -f, LimitFSIZE=) or the rotation size
+            // is rotated all the same: a new file can take the events a full one cannot.
+            if let rotation, error == EFBIG || state.size >= rotation.maxSize { rotate(path, rotation, &state) }
             return
         }
         state.written += events.count
@@ -239,19 +254,21 @@ public final class BlockLog: @unchecked Sendable {
             state.failingSince = nil
             state.lostSinceLogged = 0
         }
-        if let rotation, state.size >= rotation.maxSize {
-            rotation.rotate(path)
-            do {
-                let fd = try BlockLog.open(path)
-                Glibc.close(state.fd)
-                state.fd = fd
-                state.size = 0
-                state.midLine = false
-                logger.info("block log rotated", metadata: ["path": "\(path)"])
-            } catch {
-                logger.error("cannot open a new block log after rotating; still writing the rotated file",
-                             metadata: ["error": "\(error)"])
-            }
+        if let rotation, state.size >= rotation.maxSize { rotate(path, rotation, &state) }
+    }
+
+    private func rotate(_ path: String, _ rotation: LogRotation, _ state: inout WriterState) {
+        rotation.rotate(path)
+        do {
+            let fd = try BlockLog.open(path)
+            Glibc.close(state.fd)
+            state.fd = fd
+            state.size = 0
+            state.midLine = false
+            logger.info("block log rotated", metadata: ["path": "\(path)"])
+        } catch {
+            logger.error("cannot open a new block log after rotating; still writing the rotated file",
+                         metadata: ["error": "\(error)"])
         }
     }
 
@@ -314,7 +331,7 @@ public final class BlockLog: @unchecked Sendable {
                 var st = stat()
                 fstat(fd, &st)
                 state.size = Int(st.st_size)
-                state.midLine = false
+                state.midLine = BlockLog.endsMidLine(path)
                 logger.info("block log reopened", metadata: ["path": "\(path)"])
             } catch {
                 logger.error("cannot reopen block log; still writing to the old file", metadata: ["error": "\(error)"])

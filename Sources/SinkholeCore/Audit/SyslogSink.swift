@@ -97,6 +97,8 @@ public final class SyslogSink: @unchecked Sendable {
     /// accepts and closes) cannot flood the operator's log. Failures not said are counted into
     /// the next message.
     private var failing = false
+    /// Whether this failure was said: its recovery then always is.
+    private var failingSaid = false
     private var failureSaid: DispatchTime?
     private var recoverySaid: DispatchTime?
     private var failuresSinceSaid = 0
@@ -142,10 +144,13 @@ public final class SyslogSink: @unchecked Sendable {
                 if failing {
                     failing = false
                     let now = DispatchTime.now()
-                    if SyslogSink.aMinuteSince(recoverySaid, now) {
+                    // Said when the failure it ends was (the log's last word is then never a
+                    // failure that is over), or otherwise at most once a minute.
+                    if failingSaid || SyslogSink.aMinuteSince(recoverySaid, now) {
                         recoverySaid = now
                         logger.notice("syslog delivering again", metadata: ["target": "\(target)"])
                     }
+                    failingSaid = false
                 }
             }
             if delivered < batch.count {
@@ -223,15 +228,19 @@ public final class SyslogSink: @unchecked Sendable {
         failing = true
         guard SyslogSink.aMinuteSince(failureSaid, now) else { return }
         failureSaid = now
+        failingSaid = true
         logger.warning(starting ? "syslog collector unreachable; events are queued and re-sent" : "syslog collector still unreachable",
                        metadata: ["target": "\(target)", "reason": "\(why)", "failures": "\(failuresSinceSaid)"])
         failuresSinceSaid = 0
     }
 
-    /// Waits `backoff` (unless stopping) and doubles it, up to 30 s.
+    /// Waits `backoff` (unless stopping) and doubles it, up to 30 s. New events wake the
+    /// condition too; they do not cut the wait short (a dead collector is not retried at every
+    /// block-log flush).
     private func waitBeforeRetry(_ backoff: inout Double) {
+        let until = Date().addingTimeInterval(backoff)
         condition.lock()
-        if !stopping { _ = condition.wait(until: Date().addingTimeInterval(backoff)) }
+        while !stopping && Date() < until { _ = condition.wait(until: until) }
         condition.unlock()
         backoff = min(30, backoff * 2)
     }

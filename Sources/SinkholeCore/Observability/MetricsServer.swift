@@ -36,8 +36,8 @@ public final class MetricsServer: @unchecked Sendable {
 
     public func stop() {
         if !started { started = true; source.resume() }
+        source.cancel()   // before a paused source is resumed, so it accepts nothing more
         pause.stop()
-        source.cancel()
     }
 
     private func acceptAll() {

@@ -170,7 +170,7 @@ public enum BlocklistLoader {
         // UTF-16 with a byte-order mark: what Windows PowerShell 5's `>` and `Out-File` write. It
         // is read as the text it is, not refused for its NUL bytes.
         if filled >= 2, (chunk[0] == 0xFF && chunk[1] == 0xFE) || (chunk[0] == 0xFE && chunk[1] == 0xFF) {
-            guard let bytes = wholeFile() else { return unreadable() }
+            guard let bytes = readFile(path) else { return unreadable() }
             guard let text = BlocklistLoader.utf16(bytes) else {
                 result.failure = "UTF-16 text with an odd number of bytes (save the file as UTF-8)"
                 return result
@@ -254,7 +254,7 @@ public enum BlocklistLoader {
                                  rule: .init(text: text, action: allow ? .allow : .block, line: number))
             }
         case .rpz:
-            guard let bytes = readFile(path) else { return unreadable() }
+            guard let bytes = wholeFile() else { return unreadable() }
             if bytes.contains(0) {
                 result.failure = notText
                 return result
@@ -264,8 +264,12 @@ public enum BlocklistLoader {
                 builder.add(name: wire, kind: allow ? .init(kind.scope, .allow) : kind, list: 0, line: line)
                 if let local, !allow { localData[Array(wire.dropLast()), default: []].append(local) }
             }, addAddress: { address, prefix, action, line in
+                let text = "\(IPAddress.text(address))/\(prefix)"
+                if !allow, action != .allow, let wide = IPPrefixSet.tooWide(address, prefix) {
+                    return reject(ListLineError(file: name, line: line, reason: wide, text: text))
+                }
                 addresses.insert(address: address, prefix: prefix, rule: .init(
-                    text: "\(IPAddress.text(address))/\(prefix)", action: allow ? .allow : action, line: line))
+                    text: text, action: allow ? .allow : action, line: line))
             }, reject: reject)
             if !readable { return unreadable() }
         }
@@ -289,6 +293,13 @@ public enum BlocklistLoader {
         if builder.count == 0, addresses.isEmpty, !allow, let previous, previous.entries > 0 {
             let what = hasText ? "no entry" : "empty"
             result.failure = "\(what), where the version in force has \(LogText.count(previous.entries, "entry", plural: "entries")) (remove the file to drop the list)"
+            return result
+        }
+        // Likewise a body that is a lone address (a proxy's page, a "what is my IP" answer) where
+        // the list had names: read as an address list now that addresses and names mix, it would
+        // replace every name rule in force with one IP indicator.
+        if builder.count == 0, !addresses.isEmpty, !allow, let previous, previous.matcher.count > 0 {
+            result.failure = "only addresses, where the version in force has \(LogText.count(previous.matcher.count, "name entry", plural: "name entries")) (remove the file to drop the list)"
             return result
         }
         let matcher = builder.build()

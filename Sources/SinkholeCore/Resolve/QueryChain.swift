@@ -288,8 +288,12 @@ public final class QueryChain: Sendable {
         if q.hasOptions && forwarder.forwardECS { return .fullPath }
         // Parsed only where it is used (each path asks once): a plain block with no log has no use for it.
         let ecsTrusted = q.hasOptions && !trustECSFrom.rules.isEmpty && trustECSFrom.allows(client.ip)
+        /// The client behind a trusted forwarder; nil for a source prefix of 0 (the client
+        /// declining to be named: the forwarder is the client to record).
         func trustedSubnet() -> ClientSubnet? {
-            ecsTrusted ? ClientSubnet.parse(options: UnsafeRawBufferPointer(rebasing: raw[q.options])) : nil
+            guard ecsTrusted, let subnet = ClientSubnet.parse(options: UnsafeRawBufferPointer(rebasing: raw[q.options])),
+                  subnet.namesAClient else { return nil }
+            return subnet
         }
         let limit = transport == .tcp ? 65_535 : Query.udpLimit(client: q.edns?.udpPayloadSize, ours: replies.payloadSize)
         let snapshot = blocking.store.snapshot
@@ -323,7 +327,7 @@ public final class QueryChain: Sendable {
             func record() {
                 var event = BlockEvent(client: client, transport: transport, id: q.id, qname: name,
                                        qtype: q.qtype, qclass: q.qclass, answer: answer)
-                event.subnet = trustedSubnet().flatMap { $0.namesAClient ? $0 : nil }
+                event.subnet = trustedSubnet()
                 blocking.log?.record(event)
             }
             if answer.action == .drop {
@@ -375,7 +379,7 @@ public final class QueryChain: Sendable {
         let key = AnswerCache.Key(question, dnssecOK: dnssecOK, digest: digest)
         var query = Query(header: header, question: question, edns: q.edns, client: client, transport: transport)
         query.clientSubnet = trustedSubnet()
-        query.subnetTrusted = query.clientSubnet?.namesAClient ?? false
+        query.subnetTrusted = query.clientSubnet != nil
         return .forward(query, key)
     }
 

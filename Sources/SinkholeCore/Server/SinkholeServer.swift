@@ -119,7 +119,6 @@ public final class SinkholeServer: Sendable {
         ])
     }
 
-    /// Re-reads what changed (everything when `force`), swaps, and logs; never throws.
     /// Opens the query history. A file that is not an SQLite database, or a damaged one, is data
     /// gone bad, not a configuration error: it is moved aside (with its -wal and -shm), kept for
     /// whoever wants to look at it, and a new history is started, so that neither DNS nor the
@@ -139,6 +138,7 @@ public final class SinkholeServer: Sendable {
         }
     }
 
+    /// Re-reads what changed (everything when `force`), swaps, and logs; never throws.
     /// A change queues a retro-hunt of the history for what the changed lists newly block.
     static func refresh(_ store: BlocklistStore, directory: String, force: Bool, hunter: RetroHunter?, logger: Logger) {
         do {

@@ -56,11 +56,13 @@ public final class TCPListener: @unchecked Sendable {
     /// Stops accepting and stops reading on every open connection; replies to queries already
     /// received are still written, then each connection closes.
     public func stop() {
-        // A Dispatch source must be resumed once before it may be cancelled and released; one
-        // suspended for a shortage is resumed so that its cancellation completes.
+        // A Dispatch source must be resumed once before it may be cancelled and released.
         if !started { started = true; source.resume() }
-        pause.stop()
+        // Cancelled before a source suspended for a shortage is resumed (by `pause.stop()`, so
+        // that its cancellation completes): resumed first, it could accept one more connection
+        // after the open ones are listed below.
         source.cancel()
+        pause.stop()
         let open = connections.withLock { Array($0.values) }
         for connection in open { connection.finish() }
     }
