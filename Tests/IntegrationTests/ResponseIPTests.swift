@@ -70,12 +70,12 @@ import Testing
         ])
         defer { upstream.stop() }
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ri-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        try "msstorageboxes.com\n".write(toFile: dir + "/intel.txt", atomically: true, encoding: .utf8)
-        try "203.0.113.0/24\n".write(toFile: dir + "/c2.ips", atomically: true, encoding: .utf8)
+        try FileManager.default.createDirectory(atPath: dir + "/lists", withIntermediateDirectories: true)
+        try "msstorageboxes.com\n".write(toFile: dir + "/lists/intel.txt", atomically: true, encoding: .utf8)
+        try "203.0.113.0/24\n".write(toFile: dir + "/lists/c2.ips", atomically: true, encoding: .utf8)
         let log = dir + "/block.log"
         let s = SinkholeProcess(arguments: ["serve", "--listen", "127.0.0.1:0", "--upstream", upstream.address.description,
-                                            "--blocklist-dir", dir, "--block-log", log, "--trust-ecs-from", "127.0.0.1/32"])
+                                            "--blocklist-dir", dir + "/lists", "--block-log", log, "--trust-ecs-from", "127.0.0.1/32"])
         #expect(try s.start(), "\(s.stderr)")
         let port = String(s.port)
         let alias = try runTool("dig", ["-p", port, "@127.0.0.1", "alias.example.org"])

@@ -183,6 +183,16 @@ import Testing
                 "a flag taken as the value is not called negative")
     }
 
+    /// The block log or the history in the list directory would be read as a list change at
+    /// every write (and parsed as a list): refused, however the path is spelled.
+    @Test func filesSinkholeWritesAreRefusedInTheListDirectory() throws {
+        let inside = "sinkhole.yaml: block-log '/srv/lists/block.log': in the blocklist directory, where every write would be read as a list change; put it elsewhere (e.g. /var/log/sinkhole, /var/lib/sinkhole)"
+        #expect(error("upstream: 192.0.2.53\nblocklist-dir: /srv/lists\nblock-log: /srv/lists/block.log\n") == inside)
+        #expect(error("upstream: 192.0.2.53\nblocklist-dir: /srv/lists/\nblock-log: /srv/x/../lists/block.log\n").hasPrefix("sinkhole.yaml: block-log '/srv/x/../lists/block.log': in the blocklist directory"))
+        #expect(error("upstream: 192.0.2.53\nblocklist-dir: /srv/lists\nquery-history: /srv/lists/h.db\n").hasPrefix("sinkhole.yaml: query-history '/srv/lists/h.db': in the blocklist directory"))
+        #expect(try configuration("upstream: 192.0.2.53\nblocklist-dir: /srv/lists\nblock-log: /srv/lists/sub/block.log\nquery-history: /srv/h.db\n").blockLogPath == "/srv/lists/sub/block.log", "a subdirectory is not read")
+    }
+
     @Test func rateLimitPrefixesAreReadAndBounded() throws {
         let c = try configuration("upstream: 192.0.2.53\nrate-limit: 10\nrate-limit-ipv4-prefix: 32\nrate-limit-ipv6-prefix: 64\n")
         #expect(c.rateLimitIPv4Prefix == 32 && c.rateLimitIPv6Prefix == 64)

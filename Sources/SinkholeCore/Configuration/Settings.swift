@@ -297,7 +297,21 @@ public struct Settings: Sendable {
         }
         configuration.user = one("user")
         configuration.group = one("group")
+        // A file sinkhole writes must not sit in the list directory: every flush would be read
+        // as a list change, and the file parsed as a list (the block log's JSON lines, each one a
+        // bad line, or the history's SQLite pages).
+        let lists = Settings.resolved(configuration.blocklistDirectory)
+        for (key, path) in [("block-log", configuration.blockLogPath), ("query-history", configuration.queryHistoryPath)] {
+            guard let path, Settings.resolved((path as NSString).deletingLastPathComponent.isEmpty
+                                                  ? "." : (path as NSString).deletingLastPathComponent) == lists else { continue }
+            throw ConfigurationError("\(origin(key)) '\(path)': in the blocklist directory, where every write would be read as a list change; put it elsewhere (e.g. /var/log/sinkhole, /var/lib/sinkhole)")
+        }
         return configuration
+    }
+
+    /// A directory path made absolute, with `.`, `..` and symbolic links resolved as far as they exist.
+    static func resolved(_ path: String) -> String {
+        URL(fileURLWithPath: path).standardizedFileURL.resolvingSymlinksInPath().path
     }
 
     /// Whether two sockets of one protocol on these addresses cannot both be bound: the same
