@@ -60,14 +60,10 @@ import Testing
     /// takes the waiting connections when descriptors are free again. Its start-up line names
     /// the limit it runs under (the hard limit here, so it cannot raise it).
     @Test func runningOutOfDescriptorsPausesAcceptingAndRecovers() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("emfile-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: dir + "/lists", withIntermediateDirectories: true)
+        let dir = try OperationalLogTests.workDirectory("emfile")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        try "evil.example\n".write(toFile: dir + "/lists/a.txt", atomically: true, encoding: .utf8)
-        let s = SinkholeProcess(arguments: ["serve", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9",
-                                            "--blocklist-dir", dir + "/lists", "--block-log", dir + "/block.log",
-                                            "--no-query-history", "--tcp-max-per-client", "1000"],
-                                launcher: ["/usr/bin/prlimit", "--nofile=48:48", "--"])
+        let s = OperationalLogTests.serve(dir, ["--block-log", dir + "/block.log", "--tcp-max-per-client", "1000"],
+                                          launcher: ["/usr/bin/prlimit", "--nofile=48:48", "--"])
         #expect(try s.start(), "\(s.stderr)")
         defer { _ = s.stop() }
         #expect(s.stderr.contains("open-files-limit=48"), "\(s.stderr)")

@@ -5,6 +5,20 @@ import Testing
 
 /// The operational log (stderr) as an operator's terminal or journald receives it.
 @Suite struct OperationalLogTests {
+    /// A temporary directory with `lists/a.txt` blocking evil.example (the caller removes it).
+    static func workDirectory(_ label: String) throws -> String {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sinkhole-\(label)-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir + "/lists", withIntermediateDirectories: true)
+        try "evil.example\n".write(toFile: dir + "/lists/a.txt", atomically: true, encoding: .utf8)
+        return dir
+    }
+
+    /// serve on 127.0.0.1:0 with `dir`'s lists, no upstream to speak of and no history.
+    static func serve(_ dir: String, _ more: [String] = [], launcher: [String] = []) -> SinkholeProcess {
+        SinkholeProcess(arguments: ["serve", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9",
+                                    "--blocklist-dir", dir + "/lists", "--no-query-history"] + more, launcher: launcher)
+    }
+
     /// A feed's bad lines are reported as file:line and reason, with escape sequences written out
     /// and a huge line quoted in part; a start with nothing to block is a warning.
     @Test func feedTextCannotDriveTheTerminalOrFloodTheLog() throws {
@@ -39,14 +53,10 @@ import Testing
     /// the lines in the file stay whole JSON but for the one cut short, and after logrotate's
     /// move and SIGHUP the new file is written and the log says so.
     @Test func aBlockLogThatCannotBeWrittenLosesEventsButNotTheServer() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sinkhole-fsize-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: dir + "/lists", withIntermediateDirectories: true)
+        let dir = try OperationalLogTests.workDirectory("fsize")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        try "evil.example\n".write(toFile: dir + "/lists/a.txt", atomically: true, encoding: .utf8)
         let log = dir + "/block.log"
-        let s = SinkholeProcess(arguments: ["serve", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9",
-                                            "--blocklist-dir", dir + "/lists", "--block-log", log, "--no-query-history"],
-                                launcher: ["/usr/bin/prlimit", "--fsize=8000", "--"])
+        let s = OperationalLogTests.serve(dir, ["--block-log", log], launcher: ["/usr/bin/prlimit", "--fsize=8000", "--"])
         #expect(try s.start(), "\(s.stderr)")
         defer { _ = s.stop() }
         let server = SocketAddress(address: [127, 0, 0, 1], port: s.port)
@@ -77,8 +87,7 @@ import Testing
 
         // A server started later on the file with the cut line starts its first line on a new
         // line: the cut line stays the only bad one.
-        let next = SinkholeProcess(arguments: ["serve", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9",
-                                               "--blocklist-dir", dir + "/lists", "--block-log", log + ".1", "--no-query-history"])
+        let next = OperationalLogTests.serve(dir, ["--block-log", log + ".1"])
         #expect(try next.start(), "\(next.stderr)")
         #expect(DNSTestClient.ask("later.evil.example", server: SocketAddress(address: [127, 0, 0, 1], port: next.port))?.rcode == Rcode.nxDomain)
         #expect(next.stop() == 0)
@@ -90,15 +99,11 @@ import Testing
     /// A block log at a file-size limit (EFBIG) with size rotation on is rotated, though the
     /// size it reached is below --block-log-max-size: a new file takes the events.
     @Test func aBlockLogAtAFileSizeLimitIsRotated() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sinkhole-efbig-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: dir + "/lists", withIntermediateDirectories: true)
+        let dir = try OperationalLogTests.workDirectory("efbig")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        try "evil.example\n".write(toFile: dir + "/lists/a.txt", atomically: true, encoding: .utf8)
         let log = dir + "/block.log"
-        let s = SinkholeProcess(arguments: ["serve", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9",
-                                            "--blocklist-dir", dir + "/lists", "--block-log", log, "--no-query-history",
-                                            "--block-log-max-size", "1M"],
-                                launcher: ["/usr/bin/prlimit", "--fsize=8000", "--"])
+        let s = OperationalLogTests.serve(dir, ["--block-log", log, "--block-log-max-size", "1M"],
+                                          launcher: ["/usr/bin/prlimit", "--fsize=8000", "--"])
         #expect(try s.start(), "\(s.stderr)")
         let server = SocketAddress(address: [127, 0, 0, 1], port: s.port)
         for i in 0..<40 { _ = DNSTestClient.ask("host\(i).evil.example", server: server) }
@@ -113,12 +118,9 @@ import Testing
     /// still answers, and stops on SIGTERM with status 0 (killed by one of them, the status
     /// would be 128 + that signal).
     @Test func signalsItHasNoUseForAreIgnored() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sinkhole-signals-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let dir = try OperationalLogTests.workDirectory("signals")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        try "evil.example\n".write(toFile: dir + "/a.txt", atomically: true, encoding: .utf8)
-        let s = SinkholeProcess(arguments: ["serve", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9",
-                                            "--blocklist-dir", dir, "--no-query-history"])
+        let s = OperationalLogTests.serve(dir)
         #expect(try s.start(), "\(s.stderr)")
         for sig in [SIGUSR1, SIGUSR2, SIGPIPE, SIGXFSZ] { kill(s.pid, sig) }
         #expect(DNSTestClient.ask("evil.example", server: SocketAddress(address: [127, 0, 0, 1], port: s.port))?.rcode == Rcode.nxDomain)

@@ -45,7 +45,7 @@ public final class BlockLog: @unchecked Sendable {
         /// a line that a failed write cut short.
         var lost = 0
         var failingSince: DispatchTime?
-        var failureLogged: DispatchTime?
+        var failurePace = LogPace()
         var lostSinceLogged = 0
         var midLine = false
     }
@@ -283,13 +283,12 @@ public final class BlockLog: @unchecked Sendable {
         let reason = String(cString: strerror(error))
         if state.failingSince == nil {
             state.failingSince = now
-            state.failureLogged = now
+            state.failurePace.said(now.uptimeNanoseconds)
             logger.error("cannot write to block log; blocked queries are still answered but their events are lost until it can be written", metadata: [
                 "path": "\(path)", "error": "\(reason)", "events.lost": "\(state.lostSinceLogged)",
             ])
             state.lostSinceLogged = 0
-        } else if let said = state.failureLogged, now.uptimeNanoseconds - said.uptimeNanoseconds >= 60_000_000_000 {
-            state.failureLogged = now
+        } else if state.failurePace.due(now.uptimeNanoseconds) {
             logger.error("block log still cannot be written", metadata: [
                 "path": "\(path)", "error": "\(reason)", "events.lost": "\(state.lostSinceLogged)",
                 "events.lost_total": "\(state.lost)",

@@ -99,14 +99,10 @@ public final class SyslogSink: @unchecked Sendable {
     private var failing = false
     /// Whether this failure was said: its recovery then always is.
     private var failingSaid = false
-    private var failureSaid: DispatchTime?
-    private var recoverySaid: DispatchTime?
+    private var failurePace = LogPace()
+    private var recoveryPace = LogPace()
     private var failuresSinceSaid = 0
     private var everConnected = false
-
-    private static func aMinuteSince(_ time: DispatchTime?, _ now: DispatchTime) -> Bool {
-        time.map { now.uptimeNanoseconds - $0.uptimeNanoseconds >= 60_000_000_000 } ?? true
-    }
 
     private func run() {
         var backoff = 0.2
@@ -143,11 +139,10 @@ public final class SyslogSink: @unchecked Sendable {
                 backoff = 0.2
                 if failing {
                     failing = false
-                    let now = DispatchTime.now()
                     // Said when the failure it ends was (the log's last word is then never a
                     // failure that is over), or otherwise at most once a minute.
-                    if failingSaid || SyslogSink.aMinuteSince(recoverySaid, now) {
-                        recoverySaid = now
+                    if failingSaid || recoveryPace.due() {
+                        recoveryPace.said()
                         logger.notice("syslog delivering again", metadata: ["target": "\(target)"])
                     }
                     failingSaid = false
@@ -222,12 +217,10 @@ public final class SyslogSink: @unchecked Sendable {
     /// A failed connect or send: a warning at most once a minute, with the failures since the
     /// last one.
     private func failed(_ why: String) {
-        let now = DispatchTime.now()
         failuresSinceSaid += 1
         let starting = !failing
         failing = true
-        guard SyslogSink.aMinuteSince(failureSaid, now) else { return }
-        failureSaid = now
+        guard failurePace.due() else { return }
         failingSaid = true
         logger.warning(starting ? "syslog collector unreachable; events are queued and re-sent" : "syslog collector still unreachable",
                        metadata: ["target": "\(target)", "reason": "\(why)", "failures": "\(failuresSinceSaid)"])

@@ -37,7 +37,7 @@ public final class QueryChain: Sendable {
     public let maxInFlight: Int
     private let inFlightCount = Atomic<Int>(0)
     /// Uptime (ns) of the last `--max-inflight reached` warning, and the count said in it.
-    private let overloadWarned = Mutex<(at: UInt64, said: Int)>((0, 0))
+    private let overloadWarned = Mutex<(pace: LogPace, said: Int)>((LogPace(), 0))
     public let counters = QueryCounters()
     public let metrics: ServerMetrics?
     public let cache: AnswerCache?
@@ -204,11 +204,10 @@ public final class QueryChain: Sendable {
     /// SERVFAILs look like an upstream outage (a flood of slow names from one client fills the
     /// limit for everyone).
     private func warnOverloaded() {
-        let now = DispatchTime.now().uptimeNanoseconds
         let total = counters.overloaded
         let since = overloadWarned.withLock { w -> Int? in
-            guard w.at == 0 || now &- w.at >= 60_000_000_000 else { return nil }
-            defer { w = (now, total) }
+            guard w.pace.due() else { return nil }
+            defer { w.said = total }
             return total - w.said
         }
         guard let since else { return }

@@ -25,8 +25,9 @@ public final class TCPListener: @unchecked Sendable {
     private let maxQueries: Int
     private let logger: Logger?
     private let pause: AcceptPause
-    /// The shortage's warnings: when last said, how many shortages since (on the accept queue).
-    private var lastWarning: DispatchTime?
+    /// The shortage's warnings: their pace, and how many shortages since the last (on the
+    /// accept queue).
+    private var warningPace = LogPace()
     private var shortagesSinceWarning = 0
 
     public init(address requested: SocketAddress, queue: DispatchQueue, idleTimeout: Double,
@@ -101,15 +102,13 @@ public final class TCPListener: @unchecked Sendable {
 
     /// Pauses accepting, and warns at most once a minute (on the accept queue).
     private func shortage(_ error: Int32) {
-        let now = DispatchTime.now()
         shortagesSinceWarning += 1
-        if lastWarning.map({ now.uptimeNanoseconds - $0.uptimeNanoseconds >= 60_000_000_000 }) ?? true {
+        if warningPace.due() {
             logger?.warning("cannot accept TCP connections; accepting again every \(Int(AcceptPause.interval * 1000)) ms until it can", metadata: [
                 "error": "\(String(cString: strerror(error)))", "server.address": "\(address)",
                 "open_files_limit": "\(OpenFilesLimit.current.soft)", "tcp.connections_open": "\(openConnections)",
                 "shortages": "\(shortagesSinceWarning)",
             ])
-            lastWarning = now
             shortagesSinceWarning = 0
         }
         pause.pause()
