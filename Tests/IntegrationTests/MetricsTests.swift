@@ -44,6 +44,14 @@ import Testing
             #expect(value(body, #"sinkhole_upstream_errors_total{upstream="\#(h.upstream.address)",reason="\#(reason)"}"#) == 0, "\(reason)")
         }
         #expect(body.contains("# TYPE sinkhole_queries_total counter"))
+        // Counts since start are counters (rate() reads them as such), levels are gauges.
+        for counter in ["block_log_events_written", "block_log_events_dropped", "cache_evictions", "cache_turned_away",
+                        "max_inflight_servfails"] {
+            #expect(body.contains("# TYPE sinkhole_\(counter) counter"), "\(counter)")
+        }
+        for gauge in ["tcp_connections_open", "queries_inflight", "cache_entries"] {
+            #expect(body.contains("# TYPE sinkhole_\(gauge) gauge"), "\(gauge)")
+        }
         #expect(body.components(separatedBy: "# TYPE sinkhole_upstream_latency_seconds histogram").count == 2, "one family")
 
         // Counted per core and summed at each scrape: a second scrape adds only what came since.

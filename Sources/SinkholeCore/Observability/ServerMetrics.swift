@@ -34,13 +34,13 @@ public final class ServerMetrics: Sendable {
     private let latencyBuckets: [Duration]
     private let upstreamErrors = Mutex<[String: CoreMetrics.Counter]>([:])
     private let listGauges = Mutex<[String: (entries: Prometheus.Gauge, reload: Prometheus.Gauge, ok: Prometheus.Gauge)]>([:])
-    private let logWritten: Prometheus.Gauge
-    private let logDropped: Prometheus.Gauge
+    private let logWritten: RunningTotal
+    private let logDropped: RunningTotal
     private let tcpOpen: Prometheus.Gauge
-    private let cacheGauges: (entries: Prometheus.Gauge, bytes: Prometheus.Gauge, evicted: Prometheus.Gauge, turnedAway: Prometheus.Gauge)
-    private let history: [String: Prometheus.Gauge]
+    private let cacheGauges: (entries: Prometheus.Gauge, bytes: Prometheus.Gauge, evicted: RunningTotal, turnedAway: RunningTotal)
+    private let history: [String: RunningTotal]
     private let historyPaused: Prometheus.Gauge
-    private let inflight: (now: Prometheus.Gauge, refused: Prometheus.Gauge)
+    private let inflight: (now: Prometheus.Gauge, refused: RunningTotal)
     private let retroHitCounter: CoreMetrics.Counter
     private let upstreamUp = Mutex<[String: Prometheus.Gauge]>([:])
 
@@ -63,20 +63,20 @@ public final class ServerMetrics: Sendable {
             }
         }
         queries = q
-        logWritten = registry.makeGauge(descriptor: ServerMetrics.name("block_log_events_written", "Block-log events written to the file since start"))
-        logDropped = registry.makeGauge(descriptor: ServerMetrics.name("block_log_events_dropped", "Block-log events dropped because the writer fell behind"))
+        logWritten = RunningTotal(registry, "block_log_events_written", "Block-log events written to the file since start")
+        logDropped = RunningTotal(registry, "block_log_events_dropped", "Block-log events dropped because the writer fell behind")
         tcpOpen = registry.makeGauge(descriptor: ServerMetrics.name("tcp_connections_open", "Open TCP client connections"))
         cacheGauges = (
             registry.makeGauge(descriptor: ServerMetrics.name("cache_entries", "Answers in the answer cache")),
             registry.makeGauge(descriptor: ServerMetrics.name("cache_bytes", "Memory the answer cache's entries take, counted against --cache-size")),
-            registry.makeGauge(descriptor: ServerMetrics.name("cache_evictions", "Answers evicted from the full cache to make room, since start")),
-            registry.makeGauge(descriptor: ServerMetrics.name("cache_turned_away", "Answers for names asked once not taken by the full cache, since start")))
-        var h: [String: Prometheus.Gauge] = [:]
+            RunningTotal(registry, "cache_evictions", "Answers evicted from the full cache to make room, since start"),
+            RunningTotal(registry, "cache_turned_away", "Answers for names asked once not taken by the full cache, since start"))
+        var h: [String: RunningTotal] = [:]
         for (key, help) in [("recorded", "Answered queries handed to the query history since start"),
                             ("dropped", "Queries not recorded in the query history: its writer fell behind, or its disk was nearly full"),
                             ("written", "Queries written to the query history database since start"),
                             ("pruned", "Query history rows pruned for age since start")] {
-            h[key] = registry.makeGauge(descriptor: ServerMetrics.name("history_queries_\(key)", help))
+            h[key] = RunningTotal(registry, "history_queries_\(key)", help)
         }
         history = h
         // The usual build-info series: constant 1, the release in its label (joins on dashboards).
@@ -84,7 +84,7 @@ public final class ServerMetrics: Sendable {
                            labels: [("version", SinkholeVersion.string)]).set(1.0)
         inflight = (
             registry.makeGauge(descriptor: ServerMetrics.name("queries_inflight", "Queries waiting on upstreams now (at most --max-inflight)")),
-            registry.makeGauge(descriptor: ServerMetrics.name("max_inflight_servfails", "Queries answered SERVFAIL at once because --max-inflight queries were waiting on upstreams, since start")))
+            RunningTotal(registry, "max_inflight_servfails", "Queries answered SERVFAIL at once because --max-inflight queries were waiting on upstreams, since start"))
         historyPaused = registry.makeGauge(descriptor: ServerMetrics.name("history_paused", "1 while the query history does not record because its file system is nearly full"))
         retroHitCounter = CoreMetrics.Counter(label: "sinkhole_retro_hits_total", factory: f)
     }
@@ -164,23 +164,23 @@ public final class ServerMetrics: Sendable {
     /// Queries waiting on upstreams, and those turned away at the limit, read when /metrics is scraped.
     public func update(inflight now: Int, limitServfails: Int) {
         inflight.now.set(Double(now))
-        inflight.refused.set(Double(limitServfails))
+        inflight.refused.publish(limitServfails)
     }
 
     /// The answer cache's figures, read when /metrics is scraped.
     public func update(cache stats: AnswerCache.Stats) {
         cacheGauges.entries.set(Double(stats.entries))
         cacheGauges.bytes.set(Double(stats.bytes))
-        cacheGauges.evicted.set(Double(stats.evicted))
-        cacheGauges.turnedAway.set(Double(stats.turnedAway))
+        cacheGauges.evicted.publish(stats.evicted)
+        cacheGauges.turnedAway.publish(stats.turnedAway)
     }
 
     /// The query history's counters, read when /metrics is scraped.
     public func update(history counts: QueryHistory.Counts) {
-        history["recorded"]?.set(Double(counts.recorded))
-        history["dropped"]?.set(Double(counts.dropped))
-        history["written"]?.set(Double(counts.written))
-        history["pruned"]?.set(Double(counts.pruned))
+        history["recorded"]?.publish(counts.recorded)
+        history["dropped"]?.publish(counts.dropped)
+        history["written"]?.publish(counts.written)
+        history["pruned"]?.publish(counts.pruned)
         historyPaused.set(Double(counts.paused ? 1 : 0))
     }
 
@@ -243,8 +243,8 @@ public final class ServerMetrics: Sendable {
             }
         }
         if let blockLog {
-            logWritten.set(Double(blockLog.written))
-            logDropped.set(Double(blockLog.dropped))
+            logWritten.publish(blockLog.written)
+            logDropped.publish(blockLog.dropped)
         }
         tcpOpen.set(Double(open))
         for (address, _) in upstreams {
@@ -330,5 +330,28 @@ public final class LatencyHistogram: Sendable {
         let sum = Duration.nanoseconds(Int64(truncatingIfNeeded: counts.total(bounds.count + 1)))
         text += "\(name)_sum{\(labels)} \(sum.bucketRepresentation)\n"
         text += "\(name)_count{\(labels)} \(cumulative)\n"
+    }
+}
+
+/// A count kept since start somewhere else (the block log's writer, the cache, the history),
+/// exported as a Prometheus counter: brought up to the count at each scrape. A counter, not a
+/// gauge, so that `rate()` and `increase()` read it as what it is and a restart shows as the
+/// reset Prometheus expects of counters.
+final class RunningTotal: Sendable {
+    private let counter: Prometheus.Counter
+    private let published = Mutex<UInt64>(0)
+
+    init(_ registry: PrometheusCollectorRegistry, _ name: String, _ help: String) {
+        counter = registry.makeCounter(descriptor: ServerMetrics.name(name, help))
+    }
+
+    /// The count is now `total`; it never goes down (a smaller figure is ignored).
+    func publish<T: BinaryInteger>(_ total: T) {
+        let total = UInt64(clamping: total)
+        published.withLock { last in
+            guard total > last else { return }
+            counter.increment(by: Int64(clamping: total - last))
+            last = total
+        }
     }
 }
