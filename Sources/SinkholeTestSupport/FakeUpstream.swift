@@ -25,6 +25,16 @@ public final class FakeUpstream: @unchecked Sendable {
         case answerWith([String])
         /// Over UDP, answer as `.answer` does, but only when `release()` is called.
         case held
+        /// Answer from the records with these header bits also set (AA 0x0400, AD 0x0020), and
+        /// these records (presentation format) added to the authority and additional sections.
+        case answerExtra(setFlags: UInt16, authority: [String], additional: [String])
+        /// A validating resolver and a name whose signatures fail: SERVFAIL, unless the query
+        /// has CD set, when it answers from the records.
+        case bogusUnlessCD
+        /// A reply of the header alone (QDCOUNT 0, no records) with this rcode.
+        case headerOnly(UInt8)
+        /// A reply with the query's ID and QR set whose body is no DNS message.
+        case garbage
     }
 
     /// A query as the upstream saw it.
@@ -38,6 +48,7 @@ public final class FakeUpstream: @unchecked Sendable {
         public var hadOPT: Bool
         /// The OPT record's raw options (code, length, data …).
         public var options: [UInt8] = []
+        public var checkingDisabled = false
     }
 
     public let address: SocketAddress
@@ -212,7 +223,7 @@ public final class FakeUpstream: @unchecked Sendable {
         let (records, behaviour) = state.withLock { s -> ([String], Behaviour) in
             s.received.append(Received(id: query.id, sourcePort: client.port, transport: transport, name: name,
                                        type: q.type, dnssecOK: query.edns?.dnssecOK ?? false, hadOPT: query.edns != nil,
-                                       options: query.ednsOptions))
+                                       options: query.ednsOptions, checkingDisabled: query.checkingDisabled))
             return (s.records[FakeUpstream.key(name)] ?? [], s.behaviours[FakeUpstream.key(name)] ?? .answer)
         }
         arrived.lock()
@@ -257,6 +268,23 @@ public final class FakeUpstream: @unchecked Sendable {
             guard let m = Message(wire: reply(answers: [])) else { return [] }
             for r in records { m.append(.answer, presentation: r) }
             return [(-1, m.wire() ?? [])]
+        case .answerExtra(let flags, let authority, let additional):
+            guard let m = Message(wire: reply(rcode: rcode, answers: answerRecords)) else { return [] }
+            for r in authority { m.append(.authority, presentation: r) }
+            for r in additional { m.append(.additional, presentation: r) }
+            guard var wire = m.wire() else { return [] }
+            wire[2] |= UInt8(flags >> 8)
+            wire[3] |= UInt8(flags & 0xFF)
+            return [(-1, wire)]
+        case .bogusUnlessCD:
+            if query.checkingDisabled { return [(-1, reply(rcode: rcode, answers: answerRecords))] }
+            return [(-1, reply(rcode: Rcode.servFail, answers: []))]
+        case .headerOnly(let code):
+            let id = query.id
+            return [(-1, [UInt8(id >> 8), UInt8(id & 0xFF), 0x81, 0x80 | code, 0, 0, 0, 0, 0, 0, 0, 0])]
+        case .garbage:
+            let id = query.id
+            return [(-1, [UInt8(id >> 8), UInt8(id & 0xFF), 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0, 0xC0, 0xFF, 0xFF])]
         case .spoofFirst(let address):
             let bogus = ["\(name). 300 IN A \(address)"]
             return [(spoofFD, reply(answers: bogus)),

@@ -31,9 +31,13 @@ public final class AnswerCache: Sendable {
         let type: UInt16
         let qclass: UInt16
         let dnssecOK: Bool
+        /// The query's CD bit: an answer a validating upstream gave with checking disabled may
+        /// be one it would have refused (SERVFAIL) with checking on, so the two are never
+        /// served for each other (RFC 4035 3.2.2), nor coalesced into one upstream query.
+        let checkingDisabled: Bool
         /// The ECS option sent upstream with `--forward-ecs` (answers may differ per subnet).
         public var subnet: [UInt8] = [] {
-            didSet { digest = Key.digest(name, type, qclass, dnssecOK, subnet) }
+            didSet { digest = Key.digest(name, type, qclass, dnssecOK, checkingDisabled, subnet) }
         }
         /// A hash of every field, made once. The shard's table hashes and compares keys often
         /// (every lookup, and every entry that moves when another is evicted), and the name's
@@ -41,29 +45,32 @@ public final class AnswerCache: Sendable {
         /// most of the eviction in re-hashing names. With this, only a match reads the name.
         private(set) var digest: Int
 
-        public init(_ question: Question, dnssecOK: Bool) {
+        public init(_ question: Question, dnssecOK: Bool, checkingDisabled: Bool = false) {
             name = WireName.lowercased(question.name)
             type = question.type
             qclass = question.qclass
             self.dnssecOK = dnssecOK
-            digest = Key.digest(name, type, qclass, dnssecOK, subnet)
+            self.checkingDisabled = checkingDisabled
+            digest = Key.digest(name, type, qclass, dnssecOK, checkingDisabled, subnet)
         }
 
         /// The same with the digest already taken from the packet (`digest(lowercased:...)`): a
         /// forwarded query's key costs no second hashing of its name.
-        init(_ question: Question, dnssecOK: Bool, digest: Int) {
+        init(_ question: Question, dnssecOK: Bool, checkingDisabled: Bool, digest: Int) {
             name = WireName.lowercased(question.name)
             type = question.type
             qclass = question.qclass
             self.dnssecOK = dnssecOK
+            self.checkingDisabled = checkingDisabled
             self.digest = digest
-            assert(digest == Key.digest(name, type, qclass, dnssecOK, subnet), "a key's digest is that of its fields")
+            assert(digest == Key.digest(name, type, qclass, dnssecOK, checkingDisabled, subnet), "a key's digest is that of its fields")
         }
 
         /// The digest of the key of a question with no ECS option whose name, in lower case, is
         /// `name` (wire form, from `withLowercased`).
-        static func digest(lowercased name: UnsafeRawBufferPointer, type: UInt16, qclass: UInt16, dnssecOK: Bool) -> Int {
-            digest(name, type, qclass, dnssecOK, UnsafeRawBufferPointer(start: nil, count: 0))
+        static func digest(lowercased name: UnsafeRawBufferPointer, type: UInt16, qclass: UInt16, dnssecOK: Bool,
+                           checkingDisabled: Bool = false) -> Int {
+            digest(name, type, qclass, dnssecOK, checkingDisabled, UnsafeRawBufferPointer(start: nil, count: 0))
         }
 
         /// `body` given `name` (a packet's bytes) with its ASCII letters lowered, in scratch memory.
@@ -74,27 +81,31 @@ public final class AnswerCache: Sendable {
             }
         }
 
-        private static func digest(_ name: [UInt8], _ type: UInt16, _ qclass: UInt16, _ dnssecOK: Bool, _ subnet: [UInt8]) -> Int {
-            name.withUnsafeBytes { name in subnet.withUnsafeBytes { digest(name, type, qclass, dnssecOK, $0) } }
+        private static func digest(_ name: [UInt8], _ type: UInt16, _ qclass: UInt16, _ dnssecOK: Bool, _ checkingDisabled: Bool,
+                                   _ subnet: [UInt8]) -> Int {
+            name.withUnsafeBytes { name in subnet.withUnsafeBytes { digest(name, type, qclass, dnssecOK, checkingDisabled, $0) } }
         }
 
         /// The digest of the key with these fields, `name` in lower case: one definition for a key
         /// made and for a question looked up in a packet's bytes (`preparedLookup(name:...)`).
         static func digest(_ name: UnsafeRawBufferPointer, _ type: UInt16, _ qclass: UInt16, _ dnssecOK: Bool,
-                           _ subnet: UnsafeRawBufferPointer) -> Int {
+                           _ checkingDisabled: Bool, _ subnet: UnsafeRawBufferPointer) -> Int {
             var hasher = Hasher()
             // The name's bytes in one call: an array's own hashing feeds the hasher byte by byte.
             hasher.combine(bytes: name)
             hasher.combine(type)
             hasher.combine(qclass)
             hasher.combine(dnssecOK)
+            hasher.combine(checkingDisabled)
             hasher.combine(bytes: subnet)
             return hasher.finalize()
         }
 
         /// True when this is the key of a question with no ECS option whose lowercase name is `name`.
-        func matches(_ name: UnsafeRawBufferPointer, _ type: UInt16, _ qclass: UInt16, _ dnssecOK: Bool) -> Bool {
-            self.type == type && self.qclass == qclass && self.dnssecOK == dnssecOK && subnet.isEmpty
+        func matches(_ name: UnsafeRawBufferPointer, _ type: UInt16, _ qclass: UInt16, _ dnssecOK: Bool,
+                     _ checkingDisabled: Bool) -> Bool {
+            self.type == type && self.qclass == qclass && self.dnssecOK == dnssecOK
+                && self.checkingDisabled == checkingDisabled && subnet.isEmpty
                 && self.name.withUnsafeBytes { $0.count == name.count && ($0.count == 0 || memcmp($0.baseAddress!, name.baseAddress!, name.count) == 0) }
         }
 
@@ -104,6 +115,7 @@ public final class AnswerCache: Sendable {
 
         public static func == (a: Key, b: Key) -> Bool {
             a.digest == b.digest && a.type == b.type && a.qclass == b.qclass && a.dnssecOK == b.dnssecOK
+                && a.checkingDisabled == b.checkingDisabled
                 && a.name == b.name && a.subnet == b.subnet
         }
 
@@ -499,11 +511,11 @@ public final class AnswerCache: Sendable {
     /// `name` is the question's name already in lower case (`Key.withLowercased`) and `digest`
     /// the key's digest made from it (`Key.digest(lowercased:...)`), which the caller keeps for
     /// the key of a query it then forwards.
-    public func preparedLookup(lowercased name: UnsafeRawBufferPointer, type: UInt16, qclass: UInt16, dnssecOK: Bool, digest: Int,
-                               generation: Int, serve: (borrowing CachedReply, UInt32) -> Bool) -> FastLookup {
+    public func preparedLookup(lowercased name: UnsafeRawBufferPointer, type: UInt16, qclass: UInt16, dnssecOK: Bool,
+                               checkingDisabled: Bool = false, digest: Int, generation: Int, serve: (borrowing CachedReply, UInt32) -> Bool) -> FastLookup {
         guard budget > 0, name.count <= 255 else { return .absent }
         return prepared(shards[Key.shard(digest: digest, of: shards.count)], digest, generation: generation, serve: serve) {
-            $0.key.matches(name, type, qclass, dnssecOK)
+            $0.key.matches(name, type, qclass, dnssecOK, checkingDisabled)
         }
     }
 

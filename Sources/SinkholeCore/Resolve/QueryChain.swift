@@ -160,7 +160,8 @@ public final class QueryChain: Sendable {
             if case .blocked(let answer) = blocked, answer.action == .drop { return respond([]) }
             return respond(replies.reply(to: query, blocked))
         }
-        var cacheKey = AnswerCache.Key(query.question, dnssecOK: query.edns?.dnssecOK ?? false)
+        var cacheKey = AnswerCache.Key(query.question, dnssecOK: query.edns?.dnssecOK ?? false,
+                                       checkingDisabled: query.header.checkingDisabled)
         if forwarder.forwardECS, let subnet = query.clientSubnet { cacheKey.subnet = subnet.option }
         let key = cacheKey
         if let cache, let hit = cache.lookup(key), let cached = AnswerCache.answer(from: hit) {
@@ -344,13 +345,16 @@ public final class QueryChain: Sendable {
         }
         guard !forwarder.forwardECS else { return .fullPath }
         let dnssecOK = q.edns?.dnssecOK ?? false
+        let checkingDisabled = q.checkingDisabled
         let asked = UnsafeRawBufferPointer(rebasing: raw[12..<q.nameEnd])
         // The name lowered once, for the key's digest and for the cache's match.
         let payloadSize = replies.payloadSize
         let (digest, found) = AnswerCache.Key.withLowercased(asked) { lower -> (Int, AnswerCache.FastLookup) in
-            let digest = AnswerCache.Key.digest(lowercased: lower, type: q.qtype, qclass: q.qclass, dnssecOK: dnssecOK)
+            let digest = AnswerCache.Key.digest(lowercased: lower, type: q.qtype, qclass: q.qclass, dnssecOK: dnssecOK,
+                                                checkingDisabled: checkingDisabled)
             // Looked up from the packet's bytes: the name is copied only for a query forwarded.
-            let found = cache?.preparedLookup(lowercased: lower, type: q.qtype, qclass: q.qclass, dnssecOK: dnssecOK, digest: digest,
+            let found = cache?.preparedLookup(lowercased: lower, type: q.qtype, qclass: q.qclass, dnssecOK: dnssecOK,
+                                              checkingDisabled: checkingDisabled, digest: digest,
                                               generation: snapshot.generation) { prepared, age in
                 respond.write(limit: limit) { prepared.reply(into: &$0, to: q, packet: raw, age: age, payloadSize: payloadSize) }
             }
@@ -375,7 +379,7 @@ public final class QueryChain: Sendable {
         // Not blocked, not cached: what the full path would do next is forward it, and the
         // query it would decode is this one.
         let question = Question(name: Array(raw[12..<q.nameEnd]), type: q.qtype, qclass: q.qclass)
-        let key = AnswerCache.Key(question, dnssecOK: dnssecOK, digest: digest)
+        let key = AnswerCache.Key(question, dnssecOK: dnssecOK, checkingDisabled: checkingDisabled, digest: digest)
         var query = Query(header: header, question: question, edns: q.edns, client: client, transport: transport)
         query.clientSubnet = trustedSubnet()
         query.subnetTrusted = query.clientSubnet != nil

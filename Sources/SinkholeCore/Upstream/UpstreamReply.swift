@@ -39,10 +39,13 @@ public final class UpstreamAnswer: Sendable {
     public let facts: ReplyFacts
     /// For replies that ldns decoded: the question, and the answer section's records.
     private let decoded: (question: Question, answer: [(type: UInt16, rdata: [UInt8])])?
+    /// An error reply without a question (`questionless(_:)`): it answers whatever its ID asked.
+    public let withoutQuestion: Bool
 
     /// Nil when neither `CachedReply` nor ldns can read the bytes as a message with one question.
     public init?(wire: [UInt8]) {
         self.wire = wire
+        withoutQuestion = false
         if let prepared = CachedReply(wire) {
             self.prepared = prepared
             facts = prepared.facts
@@ -66,14 +69,38 @@ public final class UpstreamAnswer: Sendable {
 
     public var rcode: UInt8 { facts.rcode }
 
+    /// A header-only error reply: the header alone, its rcode FORMERR, SERVFAIL, NOTIMP or
+    /// REFUSED, no records. Servers send these without the question (RFC 1035 does not ask them
+    /// to repeat it): NSD refuses a class it does not serve so, and a server without EDNS says
+    /// FORMERR so. Taken as the answer of the query with its ID, not left to time out: a client
+    /// could otherwise hold a query slot for the whole deadline with each such question, and get
+    /// a healthy upstream marked down.
+    private init(headerOnly wire: [UInt8]) {
+        // The header alone, its counts 0: an OPT it may carry is not ours to relay.
+        self.wire = Array(wire[0..<4]) + [UInt8](repeating: 0, count: Header.size - 4)
+        prepared = nil
+        decoded = nil
+        withoutQuestion = true
+        facts = ReplyFacts(rcode: wire[3] & 0x0F, truncated: false, answerCount: 0, lowestTTL: nil, soa: nil)
+    }
+
+    static func questionless(_ bytes: [UInt8]) -> UpstreamAnswer? {
+        guard bytes.count >= Header.size, bytes[2] & 0x78 == 0,   // opcode QUERY
+              bytes[4...9].allSatisfy({ $0 == 0 }),                // no question, answer or authority
+              [Rcode.formErr, Rcode.servFail, Rcode.notImp, Rcode.refused].contains(bytes[3] & 0x0F) else { return nil }
+        return UpstreamAnswer(headerOnly: bytes)
+    }
+
     /// A reply from an upstream: QR set and readable; nil for anything else (ignored).
     static func received(_ bytes: [UInt8]) -> UpstreamAnswer? {
         guard bytes.count >= Header.size, bytes[2] & 0x80 != 0 else { return nil }
+        if bytes[4] == 0 && bytes[5] == 0 { return questionless(bytes) }
         return UpstreamAnswer(wire: bytes)
     }
 
     /// True when the reply's question is the one asked (name ignoring case, type and class).
     func answers(_ question: Question) -> Bool {
+        if withoutQuestion { return true }
         if let prepared { return prepared.answers(question) }
         return decoded?.question.matches(question) ?? false
     }

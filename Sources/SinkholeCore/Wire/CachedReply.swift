@@ -314,8 +314,9 @@ public final class CachedReply: Sendable {
     }
 
     /// Our reply to `q` from this answer, every TTL less `age`: the relay rules of
-    /// `ReplyBuilder` (the upstream's sections, rcode, AA, AD and CD kept; ID, RD and the
-    /// question as asked; TC clear; RA set; our OPT with the upstream's extended rcode).
+    /// `ReplyBuilder` (the upstream's sections and rcode; the header flags of
+    /// `ReplyBuilder.relayedFlags`; ID and the question as asked; our OPT with the upstream's
+    /// extended rcode).
     public func reply(to q: WireQuery, packet: UnsafeRawBufferPointer, age: UInt32, payloadSize: UInt16) -> [UInt8] {
         WireWriter.makeArray(capacity: replyCapacity) { reply(into: &$0, to: q, packet: packet, age: age, payloadSize: payloadSize) }
     }
@@ -352,11 +353,8 @@ public final class CachedReply: Sendable {
                        payloadSize: UInt16, question: (inout WireWriter) -> Void) {
         let start = out.count
         let upstreamFlags = UInt16(wire[2]) << 8 | UInt16(wire[3])
-        // The upstream's opcode, AA, AD, CD and rcode; TC, RD and Z cleared (ldns keeps no Z).
-        var flags = upstreamFlags & ~UInt16(0x0200 | 0x0100 | 0x0040)
-        flags |= 0x8000 | 0x0080 | (queryFlags & 0x0100)   // QR, RA, the client's RD
         out.put16(id)
-        out.put16(flags)
+        out.put16(ReplyBuilder.relayedFlags(upstream: upstreamFlags, query: queryFlags, dnssecOK: edns?.dnssecOK ?? false))
         out.put16(1)
         out.put16(counts.answer)
         out.put16(counts.authority)

@@ -218,18 +218,23 @@ public final class Message: @unchecked Sendable {
 
     /// Removes every record from the answer, authority and additional sections.
     public func clearRecords() {
-        for section in [LDNS_SECTION_ANSWER, LDNS_SECTION_AUTHORITY, LDNS_SECTION_ADDITIONAL] {
+        clear([.answer, .authority, .additional])
+    }
+
+    /// Removes every record from these sections (the OPT record, kept apart by ldns, stays).
+    public func clear(_ sections: [Section]) {
+        for section in sections {
             let fresh = ldns_rr_list_new()
             switch section {
-            case LDNS_SECTION_ANSWER:
+            case .answer:
                 if let old = ldns_pkt_answer(pkt) { ldns_rr_list_deep_free(old) }
                 ldns_pkt_set_answer(pkt, fresh)
                 ldns_pkt_set_ancount(pkt, 0)
-            case LDNS_SECTION_AUTHORITY:
+            case .authority:
                 if let old = ldns_pkt_authority(pkt) { ldns_rr_list_deep_free(old) }
                 ldns_pkt_set_authority(pkt, fresh)
                 ldns_pkt_set_nscount(pkt, 0)
-            default:
+            case .additional:
                 if let old = ldns_pkt_additional(pkt) { ldns_rr_list_deep_free(old) }
                 ldns_pkt_set_additional(pkt, fresh)
                 ldns_pkt_set_arcount(pkt, 0)

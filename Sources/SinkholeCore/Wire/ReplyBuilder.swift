@@ -3,8 +3,9 @@ import CLdns
 /// Builds reply bytes for a query from a `Resolution`, applying the rules every reply follows:
 /// ID, opcode, RD, CD and the question copied exactly as asked; QR and RA set; Z clear;
 /// exactly one OPT (version 0, our payload size, the client's DO bit, no options) when the query
-/// had one and none otherwise; over UDP, a reply larger than the client takes is sent with
-/// TC=1 and empty sections so that the client retries over TCP.
+/// had one and none otherwise; over UDP, a reply larger than the client takes loses its
+/// additional records, then (when it has answers) its authority records, and when its answer
+/// still does not fit is sent with TC=1 and empty sections so that the client retries over TCP.
 public struct ReplyBuilder: Sendable {
     /// Our UDP payload size, advertised in every OPT record we send (default 1232).
     public var payloadSize: UInt16
@@ -36,7 +37,17 @@ public struct ReplyBuilder: Sendable {
         guard let message, var wire = message.wire() else {
             return HeaderGate.headerOnlyReply(to: query.header, rcode: Rcode.servFail)
         }
-        if wire.count > query.replySizeLimit(payloadSize: payloadSize) {
+        let limit = query.replySizeLimit(payloadSize: payloadSize)
+        if wire.count > limit {
+            // TC=1 only when what was asked for does not fit (RFC 2181 9): the additional
+            // section goes first, then, for an answer with records, the authority section. A
+            // negative answer keeps its authority records (the SOA a cache needs, RFC 2308
+            // 5; NSEC proofs), so it is truncated rather than sent without them.
+            message.clear([.additional])
+            if message.answerCount > 0, let smaller = message.wire(), smaller.count > limit {
+                message.clear([.authority])
+            }
+            if let smaller = message.wire(), smaller.count <= limit { return smaller }
             message.clearRecords()
             message.truncated = true
             wire = message.wire() ?? HeaderGate.headerOnlyReply(to: query.header, rcode: Rcode.servFail)
@@ -107,12 +118,20 @@ public struct ReplyBuilder: Sendable {
 
     /// The upstream's message made into our reply: every section and its rcode kept; ID,
     /// question case, RA and OPT set as for any reply. The upstream's own OPT options are dropped.
+    /// AA is cleared (the answer is relayed or cached, not ours: RFC 1035 4.1.1, RFC 2181 5.4.1),
+    /// CD is the client's (RFC 4035 3.2.2), and AD is kept only for a client that asked for it
+    /// with AD or DO (RFC 6840 5.7, 5.8): a cached answer may have been fetched for another.
     func relay(_ upstream: Message, to query: Query) -> Message {
         upstream.id = query.header.id
         upstream.isResponse = true
         upstream.recursionDesired = query.header.recursionDesired
         upstream.recursionAvailable = true
         upstream.truncated = false
+        upstream.authoritative = false
+        upstream.checkingDisabled = query.header.checkingDisabled
+        if !ReplyBuilder.wantsAuthenticData(flags: query.header.flags, dnssecOK: query.edns?.dnssecOK ?? false) {
+            upstream.authenticData = false
+        }
         upstream.setQuestion(query.question)
         let extended = upstream.edns?.extendedRcode ?? 0
         var edns = ednsReply(for: query)
@@ -123,6 +142,22 @@ public struct ReplyBuilder: Sendable {
 }
 
 extension ReplyBuilder {
+    /// True when a relayed answer may keep the upstream's AD bit: the query set AD or DO.
+    @inline(__always)
+    static func wantsAuthenticData(flags: UInt16, dnssecOK: Bool) -> Bool {
+        flags & 0x0020 != 0 || dnssecOK
+    }
+
+    /// The header flags of a relayed answer (`relay`, and `CachedReply`, which writes them
+    /// itself): the upstream's opcode, AD (see `wantsAuthenticData`) and rcode; QR and RA set; the
+    /// client's RD and CD; AA, TC and Z clear.
+    @inline(__always)
+    static func relayedFlags(upstream: UInt16, query: UInt16, dnssecOK: Bool) -> UInt16 {
+        var flags = upstream & (0x7800 | 0x0020 | 0x000F)   // opcode, AD, rcode
+        if !wantsAuthenticData(flags: query, dnssecOK: dnssecOK) { flags &= ~UInt16(0x0020) }
+        return flags | 0x8000 | 0x0080 | (query & (0x0100 | 0x0010))   // QR, RA, the client's RD and CD
+    }
+
     /// Extended DNS Error (RFC 8914, option 15) for a block answer: INFO-CODE 15 "Blocked" when
     /// the name asked was listed, 17 "Filtered" when the upstream's answer was (a CNAME target),
     /// with EXTRA-TEXT naming the list and rule, so the person at the client can tell a block

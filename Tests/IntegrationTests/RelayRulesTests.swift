@@ -1,0 +1,109 @@
+import Foundation
+import SinkholeCore
+import SinkholeTestSupport
+import Testing
+
+/// The header rules of a relayed or cached answer, the cache's separation of what a validating
+/// upstream answers with checking disabled, error replies without a question, and truncation.
+@Suite struct RelayRulesTests {
+    /// A UDP query with CD and AD as given, answered and decoded.
+    static func ask(_ h: TestHarness, _ name: String, type: UInt16 = RRType.a, cd: Bool = false, ad: Bool = false,
+                    edns: EDNS? = nil) throws -> Message {
+        var query = DNSTestClient.query(name, type: type, edns: edns)
+        if cd { query[3] |= 0x10 }
+        if ad { query[3] |= 0x20 }
+        return try #require(DNSTestClient.udp(query, to: h.address).flatMap { Message(wire: $0) }, "\(name) answered")
+    }
+
+    @Test(arguments: [true, false])
+    func anAnswerGivenWithCheckingDisabledIsNeverServedToAClientThatWantsValidation(fastPath: Bool) throws {
+        let h = try TestHarness(records: ["bogus.example.org. 300 IN A 192.0.2.66"]) {
+            $0.cacheBytes = 1 << 20
+            $0.fastPath = fastPath
+        }
+        defer { h.stop() }
+        h.upstream.set(.bogusUnlessCD, for: "bogus.example.org")
+        let unchecked = try Self.ask(h, "bogus.example.org", cd: true)
+        #expect(unchecked.rcode == Rcode.noError && unchecked.checkingDisabled)
+        #expect(unchecked.records(.answer).map(\.rdata) == [[192, 0, 2, 66]])
+        #expect(h.upstream.received.last?.checkingDisabled == true, "CD is passed upstream")
+        // RFC 4035 3.2.2: with CD clear, data that failed validation is SERVFAIL, not the
+        // answer cached for the CD=1 client.
+        let checked = try Self.ask(h, "bogus.example.org")
+        #expect(checked.rcode == Rcode.servFail)
+        #expect(!checked.checkingDisabled)
+        #expect(h.upstream.received.count == 2, "the CD=0 question went upstream")
+        // The unchecked answer is still cached for CD=1 clients.
+        let again = try Self.ask(h, "bogus.example.org", cd: true)
+        #expect(again.rcode == Rcode.noError && again.answerCount == 1 && again.checkingDisabled)
+        #expect(h.upstream.received.count == 2, "served from the cache")
+    }
+
+    @Test(arguments: [true, false])
+    func relayedAndCachedAnswersAreNotAuthoritativeAndTakeCDAndADFromTheClient(fastPath: Bool) throws {
+        let h = try TestHarness(records: ["www.example.org. 300 IN A 192.0.2.1"]) {
+            $0.cacheBytes = 1 << 20
+            $0.fastPath = fastPath
+        }
+        defer { h.stop() }
+        // An authoritative upstream that also claims AD.
+        h.upstream.set(.answerExtra(setFlags: 0x0400 | 0x0020, authority: [], additional: []), for: "www.example.org")
+        for round in ["forwarded", "cached"] {
+            let plain = try Self.ask(h, "www.example.org")
+            #expect(plain.answerCount == 1, "\(round)")
+            #expect(!plain.authoritative, "\(round): relayed data is not authoritative")
+            #expect(!plain.authenticData, "\(round): AD only for a client that asks with AD or DO")
+            #expect(!plain.checkingDisabled, "\(round)")
+        }
+        #expect(h.upstream.received.count == 1)
+        #expect(try Self.ask(h, "www.example.org", ad: true).authenticData, "AD=1 in the query")
+        #expect(try Self.ask(h, "www.example.org", edns: EDNS(udpPayloadSize: 1232, dnssecOK: true)).authenticData, "DO=1")
+        // The upstream's replies never set CD: the client's bit is the one in the reply.
+        let cd = try Self.ask(h, "www.example.org", cd: true)
+        #expect(cd.checkingDisabled && !cd.authoritative)
+    }
+
+    @Test func anErrorReplyWithoutTheQuestionIsRelayedAndLeavesTheUpstreamUp() throws {
+        let h = try TestHarness()
+        defer { h.stop() }
+        h.upstream.set(.headerOnly(Rcode.refused), for: "refused.example.org")
+        h.upstream.set(.headerOnly(Rcode.formErr), for: "formerr.example.org")
+        // Each is the upstream's answer, not a try that timed out (which would end in SERVFAIL
+        // after the 1 s timeout, and mark the only upstream down after three).
+        for _ in 0..<4 {
+            let refused = try Self.ask(h, "refused.example.org")
+            #expect(refused.rcode == Rcode.refused)
+            #expect(refused.question?.name == WireName.fromText("refused.example.org"), "the question as asked")
+            #expect(try Self.ask(h, "formerr.example.org").rcode == Rcode.formErr)
+        }
+        #expect(!h.server.chain.forwarder.health.isDown(0))
+        #expect(h.upstream.received.count == 8)
+    }
+
+    @Test(arguments: [true, false])
+    func extraRecordsAreDroppedBeforeAnAnswerIsTruncated(fastPath: Bool) throws {
+        let addresses = (1...20).map { "big.example.org. 300 IN A 192.0.2.\($0)" }
+        let h = try TestHarness(records: addresses) { $0.fastPath = fastPath }
+        defer { h.stop() }
+        let servers = (1...12).map { "example.org. 300 IN NS ns\($0).a-rather-long-name-server-host.example.net." }
+        let glue = (1...12).map { "ns\($0).a-rather-long-name-server-host.example.net. 300 IN A 198.51.100.\($0)" }
+        h.upstream.set(.answerExtra(setFlags: 0, authority: servers, additional: glue), for: "big.example.org")
+        let moreGlue = (1...40).map { "ns\($0).a-rather-long-name-server-host.example.net. 300 IN A 198.51.100.\($0)" }
+        h.upstream.set(.answerExtra(setFlags: 0, authority: ["example.org. 300 IN SOA ns1.example.org. h.example.org. 1 2 3 4 300"],
+                                    additional: moreGlue), for: "missing.example.org")
+        // No EDNS: 512 bytes. The 20 addresses fit (about 350 bytes); with the NS records and
+        // glue the reply is over 1,300. RFC 2181 9: TC only when the answer itself does not fit.
+        let big = try Self.ask(h, "big.example.org")
+        #expect(!big.truncated)
+        #expect(big.answerCount == 20)
+        #expect(big.additionalCount == 0)
+        let full = try #require(DNSTestClient.tcp(DNSTestClient.query("big.example.org"), to: h.address).flatMap { Message(wire: $0) })
+        #expect(full.answerCount == 20 && full.authorityCount == 12 && full.additionalCount == 12, "TCP: every section")
+        // A negative answer keeps its SOA (what a cache needs to cache it) and loses the 40
+        // glue records (about 850 bytes).
+        let missing = try Self.ask(h, "missing.example.org")
+        #expect(missing.rcode == Rcode.nxDomain && !missing.truncated)
+        #expect(missing.records(.authority).map(\.type) == [RRType.soa])
+        #expect(missing.additionalCount == 0)
+    }
+}
