@@ -88,6 +88,20 @@ import Testing
         #expect(value(after, #"sinkhole_list_last_reload_success{list="intel.txt"}"#) == 1)
     }
 
+    @Test func aListThatNeverLoadedIsExportedAsUnusable() throws {
+        // Not one usable line: the file is rejected at start and has no version in force.
+        let h = try TestHarness(lists: ["intel.txt": "evil.example\n", "broken.txt": "http://evil.example/payload\n"]) { c in
+            c.metricsListen = SocketAddress(address: [127, 0, 0, 1], port: 0)
+        }
+        defer { h.stop() }
+        #expect(h.server.store.failedFiles == ["broken.txt"])
+        let address = try #require(h.server.metricsAddress)
+        let body = try runTool("curl", ["-sS", "--max-time", "5", "http://\(address)/metrics"])
+        #expect(value(body, #"sinkhole_list_last_reload_success{list="broken.txt"}"#) == 0, "\(body)")
+        #expect(value(body, #"sinkhole_list_entries{list="broken.txt"}"#) == 0)
+        #expect(value(body, #"sinkhole_list_last_reload_success{list="intel.txt"}"#) == 1)
+    }
+
     @Test func cacheFiguresAreExported() throws {
         let h = try TestHarness(records: ["www.example.org. 300 IN A 192.0.2.12"]) { c in
             c.metricsListen = SocketAddress(address: [127, 0, 0, 1], port: 0)

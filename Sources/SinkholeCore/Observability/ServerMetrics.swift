@@ -220,26 +220,30 @@ public final class ServerMetrics: Sendable {
                        blockLog: (written: Int, dropped: Int)?, tcpOpen open: Int,
                        upstreams: [(SocketAddress, Bool)]) {
         listGauges.withLock { gauges in
-            // A list whose file was removed stops being exported.
-            let current = Set(lists.map(\.name))
+            // A list whose file was removed stops being exported. A file that has never loaded
+            // (unreadable from the start, say) is exported too, with 0 entries and success 0, so
+            // that the alert on list_last_reload_success sees it: it blocks nothing.
+            let neverLoaded = failedLists.subtracting(lists.map(\.name))
+            let current = Set(lists.map(\.name)).union(neverLoaded)
             for (name, g) in gauges where !current.contains(name) {
                 registry.unregisterGauge(g.entries)
                 registry.unregisterGauge(g.reload)
                 registry.unregisterGauge(g.ok)
                 gauges[name] = nil
             }
-            for list in lists {
-                let g = gauges[list.name] ?? (
+            let figures = lists.map { ($0.name, $0.entries) } + neverLoaded.sorted().map { ($0, 0) }
+            for (name, entries) in figures {
+                let g = gauges[name] ?? (
                     registry.makeGauge(descriptor: ServerMetrics.name("list_entries", "Entries of each loaded list"),
-                                       labels: [("list", list.name)]),
+                                       labels: [("list", name)]),
                     registry.makeGauge(descriptor: ServerMetrics.name("list_last_reload_timestamp_seconds", "When each list was last loaded"),
-                                       labels: [("list", list.name)]),
+                                       labels: [("list", name)]),
                     registry.makeGauge(descriptor: ServerMetrics.name("list_last_reload_success", "1 if the latest version of each list was usable"),
-                                       labels: [("list", list.name)]))
-                gauges[list.name] = g
-                g.entries.set(Double(list.entries))
-                g.reload.set(reloadTimes[list.name] ?? 0)
-                g.ok.set(failedLists.contains(list.name) ? 0.0 : 1.0)
+                                       labels: [("list", name)]))
+                gauges[name] = g
+                g.entries.set(Double(entries))
+                g.reload.set(reloadTimes[name] ?? 0)
+                g.ok.set(failedLists.contains(name) ? 0.0 : 1.0)
             }
         }
         if let blockLog {

@@ -46,6 +46,8 @@ public enum BlocklistLoader {
     public struct SkippedEntry: Sendable, Equatable {
         public var name: String
         public var reason: String
+        /// A link to nothing (or an entry gone since it was listed).
+        public var dangling = false
     }
 
     public static func isAllowList(_ name: String) -> Bool { name.hasSuffix(".allow") }
@@ -89,7 +91,7 @@ public enum BlocklistLoader {
             if !FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) {
                 // A link to nothing (a ConfigMap key being removed), a link loop, or an entry gone
                 // since it was listed: not a list, as a removed file is not one.
-                skipped.append(SkippedEntry(name: name, reason: "a link to nothing, or gone (stat failed)"))
+                skipped.append(SkippedEntry(name: name, reason: "a link to nothing, or gone (stat failed)", dangling: true))
             } else if isDirectory.boolValue {
                 skipped.append(SkippedEntry(name: name, reason: "a directory or a link to one (subdirectories are not read)"))
             } else {

@@ -10,7 +10,9 @@ import Synchronization
 /// cores answering queries each take their own. A swap sets every shard. A
 /// refresh stats every list file, re-reads only those whose signature changed, and swaps in a
 /// whole new snapshot, so no query ever sees a half-built list. A file that changed but cannot
-/// be used keeps its previous version in force; only a file that is gone loses its list.
+/// be used keeps its previous version in force, and so does one being written (`holding`) or
+/// replaced by a link to nothing; only a file that is gone loses its list, and never the last
+/// block list: a directory left with no block list keeps the lists in force (see `refresh`).
 public final class BlocklistStore: Sendable {
     /// The snapshot in force, one copy per shard (its generation counts the swaps).
     private let copies: ThreadShards<Blocklist>
@@ -21,6 +23,8 @@ public final class BlocklistStore: Sendable {
         var failed: [String: FileSignature] = [:]
         /// Skipped entries already logged (name and reason), so each is logged once while it stays.
         var skipsLogged: Set<String> = []
+        /// True while the lists in force are kept because the directory has no block list left.
+        var keptWhileEmpty = false
     }
     private let refreshLock = Mutex(Files())
     private let swapped = NSCondition()
@@ -56,14 +60,29 @@ public final class BlocklistStore: Sendable {
         /// if they were meant to be (`BlocklistStore.worthSaying`).
         public var skipped: [BlocklistLoader.SkippedEntry] = []
         public var unchanged = 0
+        /// Files left as they are in force because they are being written (the names given).
+        public var held: [String] = []
+        /// The block lists kept in force although their files are gone, because no block list
+        /// was left in the directory (an emptied or replaced directory, a mount gone); set on
+        /// the refresh that found it so, and `keptRestored` on the one that found lists again.
+        public var keptWhileEmpty: [String] = []
+        public var keptRestored = false
         public var seconds = 0.0
         public var changed: Bool { !loaded.isEmpty || !removed.isEmpty }
     }
 
     /// Re-reads what changed in `directory` and swaps in a new snapshot if anything did.
     /// Throws only when the directory itself cannot be listed (the lists in force stay).
+    /// Files named in `holding` (being written, `DirectoryWatcher`) are not read: their version
+    /// in force stays, and a new one is read once its writer is done.
+    ///
+    /// A refresh that would leave no block list in force while some are keeps them all: an
+    /// emptied directory is far more often an accident (a directory replaced by a deploy, a
+    /// mount that went away, `rm *` before a copy) than a decision to stop blocking, and a
+    /// sinkhole that silently stops blocking is the failure it exists to prevent. It is said
+    /// at error level; a restart with an empty directory runs with none.
     @discardableResult
-    public func refresh(directory: String, force: Bool = false) throws -> RefreshReport {
+    public func refresh(directory: String, force: Bool = false, holding: Set<String> = []) throws -> RefreshReport {
         let started = DispatchTime.now()
         let (paths, skipped) = try BlocklistLoader.listing(of: directory)
         defer {
@@ -77,6 +96,12 @@ public final class BlocklistStore: Sendable {
             var failed: [String: FileSignature] = [:]
             for path in paths {
                 let previous = files.lists[path]
+                if !holding.isEmpty, holding.contains((path as NSString).lastPathComponent) {
+                    if let previous { next[path] = previous }
+                    if let earlier = files.failed[path] { failed[path] = earlier }
+                    report.held.append(path)
+                    continue
+                }
                 let signature = FileSignature(path: path)
                 if !force, let signature {
                     if let previous, previous.signature == signature {
@@ -102,6 +127,29 @@ public final class BlocklistStore: Sendable {
                     if let signature { failed[path] = signature }
                     if let previous { next[path] = previous }   // protection already in force stays
                 }
+            }
+            // A list file replaced by a link to nothing is a file that cannot be read, not one
+            // removed: its version in force stays, as for an unreadable file (said once).
+            for entry in skipped where entry.dangling {
+                let path = (directory as NSString).appendingPathComponent(entry.name)
+                guard let previous = files.lists[path] else { continue }
+                next[path] = previous
+                failed[path] = FileSignature.dangling
+                if files.failed[path] != FileSignature.dangling {
+                    report.failed.append(FileLoadResult(path: path, list: nil, failure: "a link to nothing (its target is gone)",
+                                                        lineErrors: [], rejectedLines: 0))
+                }
+            }
+            // No block list left: keep the lists in force (see above).
+            let blocks = { (lists: [String: LoadedList]) in lists.values.contains { !BlocklistLoader.isAllowList($0.name) } }
+            if blocks(files.lists) && !blocks(next) {
+                let gone = files.lists.keys.filter { next[$0] == nil }.sorted()
+                for path in gone { next[path] = files.lists[path] }
+                if !files.keptWhileEmpty { report.keptWhileEmpty = gone }
+                files.keptWhileEmpty = true
+            } else if files.keptWhileEmpty && blocks(next.filter { paths.contains($0.key) }) {
+                files.keptWhileEmpty = false
+                report.keptRestored = true
             }
             files.failed = failed
             let noted = skipped.filter(BlocklistStore.worthSaying)
@@ -135,7 +183,8 @@ public final class BlocklistStore: Sendable {
         waitUntil(timeout: timeout) { self.refreshCount > count }
     }
 
-    private func waitUntil(timeout: Double, _ condition: () -> Bool) -> Bool {
+    /// Waits until `condition` holds, checked after each refresh; false on timeout.
+    public func waitUntil(timeout: Double, _ condition: () -> Bool) -> Bool {
         let deadline = Date().addingTimeInterval(timeout)
         swapped.lock()
         defer { swapped.unlock() }
@@ -181,6 +230,17 @@ public final class BlocklistStore: Sendable {
         }
         for path in report.removed {
             logger.info("list removed", metadata: ["file.path": "\(path)"])
+        }
+        for path in report.held {
+            logger.debug("list file being written: its version in force stays until its writer closes it",
+                         metadata: ["file.path": "\(path)"])
+        }
+        if !report.keptWhileEmpty.isEmpty {
+            logger.error("no block list left in the blocklist directory: the lists in force are kept (restart to run with none)",
+                         metadata: ["lists": "\(report.keptWhileEmpty.map { ($0 as NSString).lastPathComponent }.joined(separator: ","))"])
+        }
+        if report.keptRestored {
+            logger.notice("block lists are back in the blocklist directory: the lists kept while it had none are dropped")
         }
         for entry in report.skipped {
             // At info, a link to nothing too: a ConfigMap key being removed leaves one for a moment.

@@ -11,12 +11,20 @@ import Logging
 /// link to a file elsewhere being edited there. A directory that is removed or moved away is
 /// reported once and looked for every second; when one is back at the path it is watched and
 /// read again.
+///
+/// A file being written in place is not read half-written: a name modified (IN_MODIFY) and not
+/// yet closed by its writer (IN_CLOSE_WRITE) is held, its version in force kept, until the
+/// writer closes it (a writer that dies is closed by the kernel too). `cat > list`, `curl -o`,
+/// `wget -O` and `scp` all write in place, and a download that stalls between its writes would
+/// otherwise load a list cut short and let the names after the cut resolve. A writer that keeps
+/// the file open without writing for `writerQuiet` (60 s) is taken to be done: the file is read
+/// as it is, with a warning.
 public final class DirectoryWatcher: @unchecked Sendable {
     public let directory: String
     private let queue = DispatchQueue(label: "sinkhole.blocklist.watch")
     private let settle: Double
     private let rescanInterval: Double
-    private let onChange: @Sendable () -> Void
+    private let onChange: @Sendable (Set<String>) -> Void
     private let logger: Logger
     private var fd: Int32 = -1
     private var watch: Int32 = -1
@@ -30,10 +38,16 @@ public final class DirectoryWatcher: @unchecked Sendable {
     private var firstPending: DispatchTime?
     /// However busy the directory, a refresh runs at most this long after the first event.
     private let maxDelay = 0.5
+    /// Names modified and not yet closed by their writer, with when they were last modified.
+    private var writing: [String: DispatchTime] = [:]
+    private let writerQuiet: Double
 
-    public init(directory: String, settle: Double = 0.1, rescanInterval: Double = 30, logger: Logger,
-                onChange: @escaping @Sendable () -> Void) {
+    /// `onChange` is given the names of the files being written (see above), to be left as they
+    /// are in force.
+    public init(directory: String, settle: Double = 0.1, rescanInterval: Double = 30, writerQuiet: Double = 60,
+                logger: Logger, onChange: @escaping @Sendable (Set<String>) -> Void) {
         self.directory = directory
+        self.writerQuiet = writerQuiet
         self.settle = settle
         self.rescanInterval = rescanInterval
         self.logger = logger
@@ -57,7 +71,7 @@ public final class DirectoryWatcher: @unchecked Sendable {
             rescan.schedule(deadline: .now() + rescanInterval, repeating: rescanInterval)
             // Not while the directory is missing: its loss was said once, and the retry reads it
             // when it is back.
-            rescan.setEventHandler { [unowned self] in if retry == nil { onChange() } }
+            rescan.setEventHandler { [unowned self] in if retry == nil { onChange(held()) } }
             rescan.resume()
             self.rescan = rescan
         }
@@ -98,7 +112,8 @@ public final class DirectoryWatcher: @unchecked Sendable {
             retry?.cancel()
             retry = nil
             logger.notice("watching the blocklist directory again", metadata: ["path": "\(directory)"])
-            onChange()   // what is there now may differ from the lists in force
+            writing = [:]   // another directory's files
+            onChange([])    // what is there now may differ from the lists in force
         }
         timer.resume()
         retry = timer
@@ -117,6 +132,18 @@ public final class DirectoryWatcher: @unchecked Sendable {
                 let (descriptor, mask, length) = buffer.withUnsafeBytes { raw -> (Int32, UInt32, Int) in
                     let event = raw.loadUnaligned(fromByteOffset: offset, as: inotify_event.self)
                     return (event.wd, event.mask, Int(event.len))
+                }
+                let nameStart = offset + MemoryLayout<inotify_event>.size
+                if descriptor == watch, length > 0, nameStart + length <= n {
+                    let name = buffer[nameStart..<(nameStart + length)].withUnsafeBufferPointer { bytes in
+                        String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)
+                    }
+                    if mask & UInt32(IN_MODIFY) != 0 {
+                        writing[name] = .now()
+                    }
+                    if mask & UInt32(IN_CLOSE_WRITE | IN_DELETE | IN_MOVED_FROM) != 0 {
+                        writing[name] = nil
+                    }
                 }
                 // Only the current watch's end counts: the IN_IGNORED that follows a removed
                 // watch's IN_MOVE_SELF must not end the watch made after it.
@@ -147,11 +174,27 @@ public final class DirectoryWatcher: @unchecked Sendable {
             let timer = DispatchSource.makeTimerSource(queue: queue)
             timer.setEventHandler { [unowned self] in
                 firstPending = nil
-                onChange()
+                onChange(held())
             }
             timer.resume()
             debounce = timer
         }
         debounce?.schedule(deadline: deadline, repeating: .never)
     }
+
+    /// The names being written now (on the queue). A name quiet for `writerQuiet` is let go, with
+    /// a warning: its writer keeps it open without writing, and it is read as it is.
+    private func held() -> Set<String> {
+        let now = DispatchTime.now()
+        for (name, last) in writing where Double(now.uptimeNanoseconds &- last.uptimeNanoseconds) / 1e9 >= writerQuiet {
+            writing[name] = nil
+            logger.warning("list file still open for writing, unchanged for \(Int(writerQuiet)) s: read as it is", metadata: [
+                "file.path": "\(directory.hasSuffix("/") ? directory : directory + "/")\(name)",
+            ])
+        }
+        return Set(writing.keys)
+    }
+
+    /// The names of the files being written now, for a reload that did not come from the watcher.
+    public var beingWritten: Set<String> { queue.sync { held() } }
 }

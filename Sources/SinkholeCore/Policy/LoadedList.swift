@@ -10,6 +10,18 @@ public struct FileSignature: Sendable, Equatable {
     var modified: Int64
     var changed: Int64
 
+    /// The signature of a list path that is a link to nothing (kept in the failed files, so that
+    /// the link is said once, not at every refresh).
+    static let dangling = FileSignature(device: 0, inode: 0, size: -1, modified: 0, changed: 0)
+
+    private init(device: UInt64, inode: UInt64, size: Int64, modified: Int64, changed: Int64) {
+        self.device = device
+        self.inode = inode
+        self.size = size
+        self.modified = modified
+        self.changed = changed
+    }
+
     /// nil when the path cannot be stat'ed.
     public init?(path: String) {
         var st = stat()

@@ -1,0 +1,93 @@
+import Foundation
+import Glibc
+import SinkholeCore
+import SinkholeTestSupport
+import Testing
+
+/// What keeps the lists in force through an update that is not finished or not meant: a file
+/// being written, a directory left with no block list, a file replaced by a link to nothing.
+@Suite struct ListProtectionTests {
+    static let records = ["late.example. 300 IN A 192.0.2.60", "new-late.example. 300 IN A 192.0.2.61",
+                          "evil.example. 300 IN A 192.0.2.62", "other.example. 300 IN A 192.0.2.63",
+                          "ok.evil.example. 300 IN A 192.0.2.64"]
+
+    func blocked(_ name: String, _ h: TestHarness) -> Bool {
+        DNSTestClient.ask(name, server: h.address)?.rcode == Rcode.nxDomain
+    }
+
+    func listDir(_ h: TestHarness) -> String { h.directory.appendingPathComponent("lists").path }
+
+    @Test func aFileBeingWrittenInPlaceIsReadOnlyOnceItsWriterClosesIt() throws {
+        let old = (1...200).map { "c2-\($0).example" }.joined(separator: "\n") + "\nlate.example\n"
+        let h = try TestHarness(lists: ["feed.txt": old], records: Self.records)
+        defer { h.stop() }
+        #expect(blocked("late.example", h))
+        // Written in place, as `curl -o` or `cat >` do, and stalled halfway: the first half of
+        // the new version is on disk and the file is still open.
+        let new = (1...200).map { "c2-\($0).example" }.joined(separator: "\n") + "\nnew-late.example\n"
+        let bytes = Array(new.utf8)
+        let fd = open(listDir(h) + "/feed.txt", O_WRONLY | O_TRUNC)
+        #expect(fd >= 0)
+        var closed = false
+        defer { if !closed { close(fd) } }
+        #expect(write(fd, bytes, bytes.count / 2) == bytes.count / 2)
+        // Another file changes: a refresh runs while feed.txt is still open (its generation is
+        // the sign that the refresh saw the directory after the half-write).
+        var g = h.server.store.generation
+        try "other.example\n".write(toFile: listDir(h) + "/other.txt", atomically: true, encoding: .utf8)
+        #expect(h.server.store.waitForGeneration(after: g, timeout: 2.0))
+        #expect(blocked("other.example", h))
+        #expect(blocked("late.example", h), "the version in force stays while the file is written")
+        #expect(blocked("c2-200.example", h), "no half list: names past the cut are still blocked")
+        // The writer finishes and closes: now it is read.
+        g = h.server.store.generation
+        #expect(bytes.withUnsafeBufferPointer { write(fd, $0.baseAddress! + bytes.count / 2, bytes.count - bytes.count / 2) }
+                == bytes.count - bytes.count / 2)
+        close(fd)
+        closed = true
+        #expect(h.server.store.waitForGeneration(after: g, timeout: 2.0))
+        #expect(blocked("new-late.example", h))
+        #expect(!blocked("late.example", h))
+        #expect(blocked("c2-200.example", h))
+    }
+
+    @Test func aDirectoryLeftWithNoBlockListKeepsTheListsInForceUntilListsAreBack() throws {
+        let h = try TestHarness(lists: ["feed.txt": "evil.example\n", "mine.allow": "ok.evil.example\n"], records: Self.records)
+        defer { h.stop() }
+        #expect(blocked("evil.example", h))
+        let count = h.server.store.refreshCount
+        try FileManager.default.removeItem(atPath: listDir(h) + "/feed.txt")
+        #expect(h.server.store.waitForRefresh(after: count, timeout: 2.0))
+        #expect(blocked("evil.example", h), "the last block list is kept")
+        #expect(!blocked("ok.evil.example", h), "the allowlist still applies")
+        // Block lists come back: the kept one goes, the new one is in force.
+        let g = h.server.store.generation
+        try "other.example\n".write(toFile: listDir(h) + "/new.txt", atomically: true, encoding: .utf8)
+        #expect(h.server.store.waitForGeneration(after: g, timeout: 2.0))
+        #expect(blocked("other.example", h))
+        #expect(!blocked("evil.example", h), "the kept list is dropped once block lists are back")
+    }
+
+    @Test func aDirectoryReplacedByAnEmptyOneKeepsTheListsInForce() throws {
+        let h = try TestHarness(lists: ["feed.txt": "evil.example\n"], records: Self.records)
+        defer { h.stop() }
+        let count = h.server.store.refreshCount
+        #expect(rename(listDir(h), listDir(h) + ".moved") == 0)
+        #expect(mkdir(listDir(h), 0o755) == 0)
+        #expect(h.server.store.waitForRefresh(after: count, timeout: 5.0))
+        #expect(blocked("evil.example", h))
+        #expect(h.server.store.snapshot.loaded.map(\.name) == ["feed.txt"])
+    }
+
+    @Test func aListReplacedByALinkToNothingKeepsItsVersionInForce() throws {
+        let h = try TestHarness(lists: ["feed.txt": "evil.example\n", "other.txt": "other.example\n"], records: Self.records)
+        defer { h.stop() }
+        // The link made under a hidden name and renamed over the file: one step, as a
+        // ConfigMap update or `ln -sf` makes it.
+        #expect(symlink(h.directory.path + "/gone.txt", listDir(h) + "/.feed.link") == 0)
+        #expect(rename(listDir(h) + "/.feed.link", listDir(h) + "/feed.txt") == 0)
+        #expect(h.server.store.waitUntil(timeout: 2.0) { h.server.store.failedFiles.contains("feed.txt") })
+        #expect(blocked("evil.example", h), "like an unreadable file, not a removed one")
+        #expect(blocked("other.example", h))
+    }
+}
