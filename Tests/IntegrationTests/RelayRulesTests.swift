@@ -106,4 +106,16 @@ import Testing
         #expect(missing.records(.authority).map(\.type) == [RRType.soa])
         #expect(missing.additionalCount == 0)
     }
+
+    @Test func anUnreadableReplyFailsTheTryAsABadReplyNotATimeout() throws {
+        let h = try TestHarness()
+        defer { h.stop() }
+        h.upstream.set(.garbage, for: "garbled.example.org")
+        let r = try Self.ask(h, "garbled.example.org")
+        #expect(r.rcode == Rcode.servFail)
+        let text = h.server.metrics.exposition()
+        let upstream = h.upstream.address.description
+        #expect(text.contains(#"sinkhole_upstream_errors_total{upstream="\#(upstream)",reason="bad_reply"} 1"#), "\(text)")
+        #expect(!text.contains(#"sinkhole_upstream_errors_total{upstream="\#(upstream)",reason="timeout"} 1"#), "\(text)")
+    }
 }

@@ -699,6 +699,10 @@ final class EventLoop: @unchecked Sendable {
             doneScratch = done
         }
         var failure: UpstreamFailure?
+        // IDs of datagrams that are no DNS reply we can read: the query with that ID fails its
+        // try now as a bad reply (counted and logged as one), not at its timeout as if nothing
+        // had come. The socket is connected, so only the upstream's address and port get here.
+        var unreadable: [UInt16] = []
         for _ in 0..<4 {
             for i in 0..<EventLoop.batch {
                 headers[i] = MultiMessageHeader(
@@ -716,7 +720,10 @@ final class EventLoop: @unchecked Sendable {
             }
             for i in 0..<received {
                 let bytes = Array(UnsafeRawBufferPointer(start: buffers + i * EventLoop.datagramSize, count: Int(headers[i].msg_len)))
-                guard let reply = UpstreamAnswer.received(bytes) else { continue }
+                guard let reply = UpstreamAnswer.received(bytes) else {
+                    if bytes.count >= 2 { unreadable.append(UInt16(bytes[0]) << 8 | UInt16(bytes[1])) }
+                    continue
+                }
                 replies.append(reply)
             }
             if received < EventLoop.batch { break }
@@ -729,11 +736,17 @@ final class EventLoop: @unchecked Sendable {
             }
         }
         var failed: [Waiting] = []
+        var garbled: [Waiting] = []
         state.withLock { s in
             for reply in replies {
                 guard let waiting = socket.waiting[reply.id], reply.answers(waiting.job.question) else { continue }
                 socket.waiting[reply.id] = nil
                 done.append((waiting, reply))
+            }
+            for id in unreadable {
+                guard let waiting = socket.waiting[id] else { continue }
+                socket.waiting[id] = nil
+                garbled.append(waiting)
             }
             if failure != nil {
                 failed = Array(socket.waiting.values)
@@ -750,6 +763,7 @@ final class EventLoop: @unchecked Sendable {
                 waiting.job.finished(.success(reply))
             }
         }
+        for w in garbled { w.job.finished(.failure(.badReply("a reply that is not a readable DNS message"))) }
         if let failure { for w in failed { w.job.finished(.failure(failure)) } }
     }
 
