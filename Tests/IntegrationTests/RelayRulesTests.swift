@@ -119,3 +119,33 @@ import Testing
         #expect(!text.contains(#"sinkhole_upstream_errors_total{upstream="\#(upstream)",reason="timeout"} 1"#), "\(text)")
     }
 }
+
+/// Questions sinkhole answers itself rather than pass on: meta types, a compressed question
+/// name, and CHAOS-class server identification.
+@Suite struct QuestionRulesTests {
+    @Test(arguments: [true, false])
+    func metaTypesAndACompressedQuestionNameAreFormatErrorsAndChaosIsRefused(fastPath: Bool) throws {
+        let h = try TestHarness(lists: ["intel.txt": "evil.example\n"]) { $0.fastPath = fastPath }
+        defer { h.stop() }
+        for type: UInt16 in [41, 249, 250, 253, 254] {
+            let r = try #require(DNSTestClient.ask("www.example.org", type: type, server: h.address))
+            #expect(r.rcode == Rcode.formErr, "type \(type)")
+            #expect(r.question?.type == type, "the question is echoed")
+        }
+        // A pointer in the question's name: to the header (offset 4), then to its own start.
+        for pointer: [UInt8] in [[0xC0, 0x04], [0x03, 0x77, 0x77, 0x77, 0xC0, 0x0C]] {
+            let packet: [UInt8] = [0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0] + pointer + [0, 1, 0, 1]
+            let reply = try #require(DNSTestClient.udp(packet, to: h.address))
+            #expect(reply.count >= 12 && reply[3] & 0x0F == Rcode.formErr, "\(pointer)")
+        }
+        let version = try #require(DNSTestClient.udp(DNSTestClient.query("version.bind", type: 16, qclass: RRType.classCH), to: h.address)
+            .flatMap { Message(wire: $0) })
+        #expect(version.rcode == Rcode.refused)
+        #expect(version.question?.qclass == RRType.classCH)
+        // A listed name is blocked in any class, CHAOS too.
+        let listed = try #require(DNSTestClient.udp(DNSTestClient.query("evil.example", type: 16, qclass: RRType.classCH), to: h.address)
+            .flatMap { Message(wire: $0) })
+        #expect(listed.rcode == Rcode.nxDomain)
+        #expect(h.upstream.received.isEmpty, "none of these went upstream")
+    }
+}

@@ -140,6 +140,12 @@ public final class QueryChain: Sendable {
             metrics?.query(transport, .formerr)
             return respond(HeaderGate.headerOnlyReply(to: header, rcode: Rcode.formErr))
         }
+        // A compression pointer in the only question's name has no earlier name to point to
+        // (RFC 1035 4.1.4: pointers are to a prior occurrence); a meta type is no question.
+        if QueryChain.questionNameIsCompressed(packet) || RRType.isNeverAsked(question.type) {
+            metrics?.query(transport, .formerr)
+            return respond(replies.rejection(to: header, packet: packet, rcode: Rcode.formErr))
+        }
         var decoded = Query(header: header, question: question, edns: message.edns,
                             client: client, transport: transport)
         if decoded.edns != nil, !trustECSFrom.rules.isEmpty || forwarder.forwardECS,
@@ -159,6 +165,13 @@ public final class QueryChain: Sendable {
             }
             if case .blocked(let answer) = blocked, answer.action == .drop { return respond([]) }
             return respond(replies.reply(to: query, blocked))
+        }
+        // CHAOS questions ask who the server is: they are not passed to the upstream, whose
+        // software and version (NSD's version.bind) are not the clients' to learn. Refused, as
+        // Unbound does with hide-version. (A listed name is still blocked above, in any class.)
+        if query.question.qclass == RRType.classCH {
+            metrics?.query(transport, .refused)
+            return respond(replies.reply(to: query, .failure(rcode: Rcode.refused, reason: "CHAOS class")))
         }
         var cacheKey = AnswerCache.Key(query.question, dnssecOK: query.edns?.dnssecOK ?? false,
                                        checkingDisabled: query.header.checkingDisabled)
@@ -343,7 +356,7 @@ public final class QueryChain: Sendable {
             counters.count(.fastAnswered)
             return .answered
         }
-        guard !forwarder.forwardECS else { return .fullPath }
+        guard !forwarder.forwardECS, q.qclass != RRType.classCH else { return .fullPath }
         let dnssecOK = q.edns?.dnssecOK ?? false
         let checkingDisabled = q.checkingDisabled
         let asked = UnsafeRawBufferPointer(rebasing: raw[12..<q.nameEnd])
@@ -480,5 +493,20 @@ public final class QueryChain: Sendable {
             usleep(2_000)
         }
         return true
+    }
+}
+
+extension QueryChain {
+    /// True when the question's name (from byte 12) holds a compression pointer, or a label
+    /// type other than a plain label, before its end.
+    static func questionNameIsCompressed(_ packet: [UInt8]) -> Bool {
+        var i = 12
+        while i < packet.count {
+            let length = packet[i]
+            if length == 0 { return false }
+            if length & 0xC0 != 0 { return true }
+            i += 1 + Int(length)
+        }
+        return false
     }
 }

@@ -10,6 +10,15 @@ public enum RRType {
     public static let dname: UInt16 = 39
     public static let opt: UInt16 = 41
     public static let classIN: UInt16 = 1
+    /// CHAOS: server identification (version.bind, id.server, hostname.bind), never forwarded.
+    public static let classCH: UInt16 = 3
+
+    /// Types that are no question a client may ask (FORMERR, as Unbound answers): OPT (RFC 6891
+    /// 6.1.1), TKEY and TSIG (transaction meta-types, RFC 6895 3.1), and the obsolete MAILB and
+    /// MAILA. Zone transfers and ANY are questions, and are forwarded.
+    public static func isNeverAsked(_ type: UInt16) -> Bool {
+        type == opt || type == 249 || type == 250 || type == 253 || type == 254
+    }
 
     /// `A`, `AAAA`, `TYPE65280` (RFC 3597 form for unknown types).
     public static func name(_ type: UInt16) -> String {
