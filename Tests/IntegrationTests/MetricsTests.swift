@@ -52,6 +52,10 @@ import Testing
         for gauge in ["tcp_connections_open", "queries_inflight", "cache_entries"] {
             #expect(body.contains("# TYPE sinkhole_\(gauge) gauge"), "\(gauge)")
         }
+        // Every family has its help text (promtool lint asks for it).
+        let families = Set(body.split(separator: "\n").filter { $0.hasPrefix("# TYPE ") }.map { $0.split(separator: " ")[2] })
+        let helped = Set(body.split(separator: "\n").filter { $0.hasPrefix("# HELP ") }.map { $0.split(separator: " ")[2] })
+        #expect(families.count > 20 && families == helped, "no help: \(families.subtracting(helped))")
         #expect(body.components(separatedBy: "# TYPE sinkhole_upstream_latency_seconds histogram").count == 2, "one family")
 
         // Counted per core and summed at each scrape: a second scrape adds only what came since.

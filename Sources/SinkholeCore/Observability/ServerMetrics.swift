@@ -1,10 +1,9 @@
-import CoreMetrics
 import Foundation
 import Prometheus
 import Synchronization
 
 /// Every counter sinkhole exports, kept in its own Prometheus registry (one per server, so
-/// tests can run several) through swift-metrics handles created with the registry's factory.
+/// tests can run several), each made with its help text.
 /// Hot-path handles are made once up front; the per-list and per-upstream ones on first use.
 public final class ServerMetrics: Sendable {
     /// What happened to a query, the `outcome` label of `sinkhole_queries_total`.
@@ -13,11 +12,10 @@ public final class ServerMetrics: Sendable {
     }
 
     private let registry = PrometheusCollectorRegistry()
-    private let factory: PrometheusMetricsFactory
     /// `sinkhole_queries_total` per transport and outcome, indexed by `slot(_:_:)`: every query
     /// counts once, in its core's shard (`queryCounts`), with no string or dictionary lookup;
     /// the Prometheus counters are brought up to the shards' sums when /metrics is scraped.
-    private let queries: [CoreMetrics.Counter]
+    private let queries: [Prometheus.Counter]
     private let queryCounts = ShardedCounts(slots: 2 * Outcome.allCases.count)
     /// Blocked queries per list: in the slot of the list's number (`ListNumbers`) of the calling
     /// thread's shard, with no lock and no string hashed; lists numbered past the slots (only a
@@ -28,11 +26,11 @@ public final class ServerMetrics: Sendable {
     static let listSlots = 256
     /// What the Prometheus counters were last brought up to, and the per-list counters; only
     /// touched when /metrics is scraped.
-    private let published: Mutex<(queries: [UInt64], blocked: [String: (counter: CoreMetrics.Counter, total: UInt64)])>
+    private let published: Mutex<(queries: [UInt64], blocked: [String: (counter: Prometheus.Counter, total: UInt64)])>
     /// `sinkhole_upstream_latency_seconds`, one per upstream, rendered by `exposition()`.
     private let upstreamLatency = Mutex<[(String, LatencyHistogram)]>([])
     private let latencyBuckets: [Duration]
-    private let upstreamErrors = Mutex<[String: CoreMetrics.Counter]>([:])
+    private let upstreamErrors = Mutex<[String: Prometheus.Counter]>([:])
     private let listGauges = Mutex<[String: (entries: Prometheus.Gauge, reload: Prometheus.Gauge, ok: Prometheus.Gauge)]>([:])
     private let logWritten: RunningTotal
     private let logDropped: RunningTotal
@@ -41,25 +39,22 @@ public final class ServerMetrics: Sendable {
     private let history: [String: RunningTotal]
     private let historyPaused: Prometheus.Gauge
     private let inflight: (now: Prometheus.Gauge, refused: RunningTotal)
-    private let retroHitCounter: CoreMetrics.Counter
+    private let retroHitCounter: Prometheus.Counter
     private let upstreamUp = Mutex<[String: Prometheus.Gauge]>([:])
 
     public init() {
-        var f = PrometheusMetricsFactory(registry: registry)
-        f.defaultDurationHistogramBuckets = [.microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2),
-                                             .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
-                                             .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
-                                             .seconds(2), .seconds(5)]
-        factory = f
-        latencyBuckets = f.defaultDurationHistogramBuckets
+        latencyBuckets = [.microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2),
+                          .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
+                          .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
+                          .seconds(2), .seconds(5)]
         published = Mutex((queries: [UInt64](repeating: 0, count: 2 * Outcome.allCases.count), blocked: [:]))
-        var q: [CoreMetrics.Counter] = []
+        var q: [Prometheus.Counter] = []
         for transport in [Transport.udp, .tcp] {
             for outcome in Outcome.allCases {
                 precondition(q.count == ServerMetrics.slot(transport, outcome))
-                q.append(CoreMetrics.Counter(
-                    label: "sinkhole_queries_total",
-                    dimensions: [("transport", transport.rawValue), ("outcome", outcome.rawValue)], factory: f))
+                q.append(registry.makeCounter(
+                    descriptor: ServerMetrics.name("queries_total", ServerMetrics.queriesHelp),
+                    labels: [("transport", transport.rawValue), ("outcome", outcome.rawValue)]))
             }
         }
         queries = q
@@ -86,8 +81,11 @@ public final class ServerMetrics: Sendable {
             registry.makeGauge(descriptor: ServerMetrics.name("queries_inflight", "Queries waiting on upstreams now (at most --max-inflight)")),
             RunningTotal(registry, "max_inflight_servfails", "Queries answered SERVFAIL at once because --max-inflight queries were waiting on upstreams, since start"))
         historyPaused = registry.makeGauge(descriptor: ServerMetrics.name("history_paused", "1 while the query history does not record because its file system is nearly full"))
-        retroHitCounter = CoreMetrics.Counter(label: "sinkhole_retro_hits_total", factory: f)
+        retroHitCounter = registry.makeCounter(descriptor: ServerMetrics.name(
+            "retro_hits_total", "Clients found in the query history resolving a name before a list blocked it, since start"))
     }
+
+    static let queriesHelp = "Messages received, by transport and what happened to them, since start"
 
     /// `sinkhole_<name>` with its help text.
     static func name(_ name: String, _ help: String) -> MetricNameDescriptor {
@@ -148,8 +146,9 @@ public final class ServerMetrics: Sendable {
                 shard.value.withLock { for (list, n) in $0 { blockedTotals[list, default: 0] += n } }
             }
             for (list, total) in blockedTotals {
-                let entry = p.blocked[list] ?? (CoreMetrics.Counter(label: "sinkhole_blocked_total", dimensions: [("list", list)],
-                                                                     factory: factory), 0)
+                let entry = p.blocked[list] ?? (registry.makeCounter(
+                    descriptor: ServerMetrics.name("blocked_total", "Blocked queries by the list whose rule decided, since start"),
+                    labels: [("list", list)]), 0)
                 if total > entry.total { entry.counter.increment(by: Int64(total - entry.total)) }
                 p.blocked[list] = (entry.counter, max(total, entry.total))
             }
@@ -204,12 +203,13 @@ public final class ServerMetrics: Sendable {
     /// error rather than a series that appears with it.
     static let upstreamErrorReasons = ["timeout", "network", "bad_reply", "servfail"]
 
-    private func errorCounter(_ upstream: SocketAddress, _ reason: String) -> CoreMetrics.Counter {
+    private func errorCounter(_ upstream: SocketAddress, _ reason: String) -> Prometheus.Counter {
         let key = "\(upstream)/\(reason)"
         return upstreamErrors.withLock { counters in
             if let c = counters[key] { return c }
-            let c = CoreMetrics.Counter(label: "sinkhole_upstream_errors_total",
-                                        dimensions: [("upstream", upstream.description), ("reason", reason)], factory: factory)
+            let c = registry.makeCounter(
+                descriptor: ServerMetrics.name("upstream_errors_total", "Failed tries at each upstream, by reason, since start"),
+                labels: [("upstream", upstream.description), ("reason", reason)])
             counters[key] = c
             return c
         }
@@ -286,6 +286,7 @@ public final class ServerMetrics: Sendable {
         var text = registry.emitToString()
         let histograms = upstreamLatency.withLock { $0 }
         if !histograms.isEmpty {
+            text += "# HELP sinkhole_upstream_latency_seconds Time from a try's query to its answer, per upstream\n"
             text += "# TYPE sinkhole_upstream_latency_seconds histogram\n"
             for (upstream, h) in histograms {
                 h.render(into: &text, name: "sinkhole_upstream_latency_seconds",
