@@ -109,6 +109,31 @@ import Testing
         #expect(error("block-mode: nxdomain\n").hasPrefix("no upstream"))
     }
 
+    /// Sizes and durations past what their counters hold are refused as too large: the block log
+    /// size was multiplied unchecked, and timeouts and the retention converted to nanoseconds and
+    /// milliseconds unchecked, so `99999999999999G` or `999999999999999d` crashed sinkhole.
+    @Test func sizesAndDurationsTooLargeAreRefusedNotOverflowed() throws {
+        let base = "upstream: 192.0.2.53\n"
+        #expect(error(base + "block-log-max-size: 99999999999999G\n")
+                == "sinkhole.yaml: block-log-max-size '99999999999999G': too large (more bytes than a 64-bit count holds; use e.g. 100M, 1G)")
+        #expect(error(base + "block-log-max-size: 99999999999999999999\n").contains("too large"), "more digits than an Int holds")
+        #expect(error(base + "block-log-max-size: 8589934592G\n").contains("too large"), "2^33 GiB is 2^63 bytes, one past Int.max")
+        #expect(try configuration(base + "block-log-max-size: 8589934591G\n").blockLogRotation.maxSize == 8_589_934_591 << 30)
+        #expect(error(base + "block-log-max-size: 12Q\n").contains("not a size"))
+        #expect(error(base + "block-log-max-size: -1M\n").contains("not a size"))
+        #expect(try SizeText.bytes("64k").get() == 65_536)
+        #expect(error(base + "upstream-timeout: 999999999999999d\n") == "sinkhole.yaml: upstream-timeout '999999999999999d': too large (at most 1d)")
+        #expect(error(base + "upstream-deadline: 25h\n").hasSuffix("too large (at most 1d)"))
+        #expect(error(base + "tcp-idle-timeout: 2d\n").hasSuffix("too large (at most 1d)"))
+        #expect(error(base + "history-retention: 99999999999999999d\n").hasSuffix("too large (at most 3650d, 10 years)"))
+        let digits = String(repeating: "9", count: 400)   // more than a Double holds: infinity
+        #expect(error(base + "history-retention: \(digits)\n").hasSuffix("too large (at most 3650d, 10 years)"))
+        #expect(error(base + "block-ttl: \(digits)\n") == "sinkhole.yaml: block-ttl: at most 7 days")
+        #expect(error(base + "cache-min-ttl: \(digits)\n").hasPrefix("sinkhole.yaml: cache-min-ttl is above --cache-max-ttl"))
+        let c = try configuration(base + "upstream-timeout: 1d\nupstream-deadline: 24h\ntcp-idle-timeout: 86400\nhistory-retention: 3650d\ncache-max-ttl: 3650d\n")
+        #expect(c.upstreamTimeout == 86_400 && c.upstreamDeadline == 86_400 && c.historyRetention == 3650 * 86_400 && c.cacheMaxTTL == 604_800)
+    }
+
     @Test func listenAddressesThatCannotAllBeBoundAreRefused() throws {
         // The same address twice: serve used to fail with a misleading "Address already in use".
         #expect(error("upstream: 192.0.2.53\nlisten: [\"127.0.0.1:5355\", \"127.0.0.1:5355\"]\n")

@@ -149,6 +149,7 @@ public struct ServerConfiguration: Sendable {
 public enum DurationText {
     /// `60`, `2s`, `500ms`, `1.5m`, `1h`, `7d`: digits with at most one decimal point, then a
     /// unit (none: seconds). Nothing else that Double would take (`1e3`, `0x10`, `inf`).
+    /// Digits too many for a Double give infinity, which the callers refuse as too large.
     public static func seconds(_ text: String) -> Double? {
         let t = text.trimmingCharacters(in: .whitespaces).lowercased()
         let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86_400)]
@@ -160,7 +161,7 @@ public enum DurationText {
         }
         guard !number.isEmpty, number.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == ".") }),
               number.filter({ $0 == "." }).count <= 1, number.contains(where: \.isNumber),
-              let v = Double(number), v.isFinite else { return nil }
+              let v = Double(number), !v.isNaN else { return nil }
         return v * factor
     }
 }

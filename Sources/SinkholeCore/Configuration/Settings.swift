@@ -131,8 +131,11 @@ public struct Settings: Sendable {
             }
         }
         // `whole`: the setting is kept in whole seconds (a TTL), so a fraction is refused rather
-        // than cut off.
-        func duration(_ key: String, _ fallback: Double, positive: Bool = true, whole: Bool = false) throws -> Double {
+        // than cut off. `most`: the longest taken, for settings that become nanosecond or
+        // millisecond counts (a timeout, a retention), where a huge value (`999999999999d`)
+        // overflowed the conversion and crashed sinkhole. TTLs are bounded by their own checks.
+        func duration(_ key: String, _ fallback: Double, positive: Bool = true, whole: Bool = false,
+                      most: (seconds: Double, text: String)? = nil) throws -> Double {
             guard let text = one(key) else { return fallback }
             let examples = whole ? "e.g. 60, 60s, 5m, 1h" : "e.g. 2s, 500ms, 1m"
             let trimmed = text.trimmingCharacters(in: .whitespaces)
@@ -141,6 +144,9 @@ public struct Settings: Sendable {
             }
             guard let v = DurationText.seconds(text), !positive || v > 0 else {
                 throw ConfigurationError("\(origin(key)) '\(text)': not a \(positive ? "positive " : "")duration (use \(examples))")
+            }
+            if let most, v > most.seconds {
+                throw ConfigurationError("\(origin(key)) '\(text)': too large (at most \(most.text))")
             }
             guard !whole || v == v.rounded(.down) else {
                 throw ConfigurationError("\(origin(key)) '\(text)': must be whole seconds, as TTLs are (\(examples))")
@@ -212,8 +218,8 @@ public struct Settings: Sendable {
             blocklistDirectory: one("blocklist-dir") ?? defaultBlocklistDirectory,
             blockLogPath: one("block-log"),
             blockPolicy: BlockPolicy(mode: mode, sinkholeIPv4: v4, sinkholeIPv6: v6, ttl: UInt32(ttl)),
-            upstreamTimeout: try duration("upstream-timeout", 2),
-            tcpIdleTimeout: try duration("tcp-idle-timeout", 10),
+            upstreamTimeout: try duration("upstream-timeout", 2, most: Settings.longestTimeout),
+            tcpIdleTimeout: try duration("tcp-idle-timeout", 10, most: Settings.longestTimeout),
             tcpMaxConnections: try integer("tcp-max-connections", 256, 1...1_000_000),
             ednsPayloadSize: UInt16(try integer("edns-buffer-size", 1232, 512...4096)))
         configuration.access = access
@@ -235,12 +241,15 @@ public struct Settings: Sendable {
             throw ConfigurationError("\(origin("upstream-strategy")) '\(strategyText)': must be first, random or fastest")
         }
         configuration.upstreamStrategy = strategy
-        if one("upstream-deadline") != nil { configuration.upstreamDeadline = try duration("upstream-deadline", 0) }
+        if one("upstream-deadline") != nil { configuration.upstreamDeadline = try duration("upstream-deadline", 0, most: Settings.longestTimeout) }
         if let text = one("block-log-max-size") {
-            guard let bytes = SizeText.bytes(text) else {
+            switch SizeText.bytes(text) {
+            case .success(let bytes): configuration.blockLogRotation.maxSize = bytes
+            case .failure(.notASize):
                 throw ConfigurationError("\(origin("block-log-max-size")) '\(text)': not a size (use e.g. 100M, 1G, 500000)")
+            case .failure(.tooLarge):
+                throw ConfigurationError("\(origin("block-log-max-size")) '\(text)': too large (more bytes than a 64-bit count holds; use e.g. 100M, 1G)")
             }
-            configuration.blockLogRotation.maxSize = bytes
         }
         configuration.blockLogRotation.keep = try integer("block-log-keep", 10, 1...1000)
         if let text = one("metrics-listen") {
@@ -291,7 +300,7 @@ public struct Settings: Sendable {
             guard !path.isEmpty else { throw ConfigurationError("\(origin("query-history")): give a file path") }
             configuration.queryHistoryPath = path
         }
-        configuration.historyRetention = try duration("history-retention", 30 * 86_400)
+        configuration.historyRetention = try duration("history-retention", 30 * 86_400, most: (3650 * 86_400, "3650d, 10 years"))
         guard configuration.historyRetention >= 3600 else {
             throw ConfigurationError("\(origin("history-retention")): at least 1h (the history is kept per hour)")
         }
@@ -308,6 +317,11 @@ public struct Settings: Sendable {
         }
         return configuration
     }
+
+    /// The longest timeout taken (upstream try, retry loop, TCP idle). Longer waits are no use
+    /// to a DNS client, and a day keeps the default retry loop (the timeout × the number of
+    /// upstreams) far inside the nanosecond clock it is counted on.
+    static let longestTimeout = (seconds: 86_400.0, text: "1d")
 
     /// A directory path made absolute, with `.`, `..` and symbolic links resolved as far as they exist.
     static func resolved(_ path: String) -> String {
@@ -343,14 +357,25 @@ public struct Settings: Sendable {
 
 /// Sizes as written in settings: `500000`, `64K`, `100M`, `1G` (powers of 1024).
 public enum SizeText {
-    public static func bytes(_ text: String) -> Int? {
+    /// Why a text is no size: not one at all, or more bytes than a 64-bit count holds
+    /// (`99999999999999G` was multiplied unchecked, and the overflow trap crashed sinkhole).
+    public enum Problem: Error, Equatable { case notASize, tooLarge }
+
+    public static func bytes(_ text: String) -> Result<Int, Problem> {
         let t = text.trimmingCharacters(in: .whitespaces).uppercased()
         let units: [(String, Int)] = [("K", 1 << 10), ("M", 1 << 20), ("G", 1 << 30), ("KB", 1 << 10), ("MB", 1 << 20), ("GB", 1 << 30)]
-        for (suffix, factor) in units.reversed() where t.hasSuffix(suffix) {
-            guard let v = Int(t.dropLast(suffix.count)), v >= 0 else { return nil }
-            return v * factor
+        var digits = Substring(t), factor = 1
+        for (suffix, f) in units.reversed() where t.hasSuffix(suffix) {
+            digits = digits.dropLast(suffix.count)
+            factor = f
+            break
         }
-        guard let v = Int(t), v >= 0 else { return nil }
-        return v
+        guard let v = Int(digits) else {
+            // Digits alone that Int cannot hold are a size, only too large for one.
+            return !digits.isEmpty && digits.allSatisfy({ $0.isASCII && $0.isNumber }) ? .failure(.tooLarge) : .failure(.notASize)
+        }
+        guard v >= 0 else { return .failure(.notASize) }
+        let (bytes, overflow) = v.multipliedReportingOverflow(by: factor)
+        return overflow ? .failure(.tooLarge) : .success(bytes)
     }
 }
