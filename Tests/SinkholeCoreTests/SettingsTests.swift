@@ -134,6 +134,57 @@ import Testing
         #expect(c.upstreamTimeout == 86_400 && c.upstreamDeadline == 86_400 && c.historyRetention == 3650 * 86_400 && c.cacheMaxTTL == 604_800)
     }
 
+    /// The block log, the history and its SQLite companions, and the configuration file must be
+    /// files of their own, compared as their paths resolve: the history in the block log's file
+    /// destroyed the block log without a word.
+    @Test func theBlockLogHistoryAndConfigFileMustBeFilesOfTheirOwn() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("same-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir + "/logs/sub", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let base = "upstream: 192.0.2.53\nblock-log: \(dir)/logs/block.log\n"
+        #expect(error(base + "query-history: \(dir)/logs/block.log\n")
+                == "sinkhole.yaml: query-history '\(dir)/logs/block.log' is the block log (sinkhole.yaml: block-log '\(dir)/logs/block.log'), which SQLite would write over; give each a file of its own")
+        #expect(error(base + "query-history: \(dir)/logs/sub/../block.log\n").contains("is the block log"), "'..' resolved")
+        #expect(error(base + "query-history: \(dir)/./logs//block.log\n").contains("is the block log"))
+        try FileManager.default.createSymbolicLink(atPath: dir + "/link", withDestinationPath: dir + "/logs")
+        #expect(error(base + "query-history: \(dir)/link/block.log\n").contains("is the block log"), "a symbolic link to the directory")
+        for suffix in ["-wal", "-shm", "-journal"] {
+            #expect(error("upstream: 192.0.2.53\nblock-log: \(dir)/logs/h.db\(suffix)\nquery-history: \(dir)/logs/h.db\n")
+                    .hasPrefix("sinkhole.yaml: query-history '\(dir)/logs/h.db': its \(suffix) file \(dir)/logs/h.db\(suffix) is the block log"), "\(suffix)")
+        }
+        // Existing files are compared by what they are: a hard link is the same file.
+        _ = FileManager.default.createFile(atPath: dir + "/logs/block.log", contents: Data())
+        #expect(link(dir + "/logs/block.log", dir + "/history.db") == 0)
+        #expect(error(base + "query-history: \(dir)/history.db\n").contains("is the block log"), "a hard link")
+        // Size rotation renames the block log to block.log.1, block.log.2.gz, ...
+        #expect(error(base + "block-log-max-size: 1M\nquery-history: \(dir)/logs/block.log.2.gz\n")
+                == "sinkhole.yaml: query-history '\(dir)/logs/block.log.2.gz': a name the block log's rotation uses (sinkhole.yaml: block-log-max-size), which would replace the history; give it a file of its own")
+        #expect(error(base + "block-log-max-size: 1M\nquery-history: \(dir)/logs/block.log.1\n").contains("rotation uses"))
+        // Files of their own are fine, next to each other too.
+        let ok = try configuration(base + "block-log-max-size: 1M\nquery-history: \(dir)/logs/block.log.db\n")
+        #expect(ok.queryHistoryPath == "\(dir)/logs/block.log.db")
+
+        // The configuration file itself, known when it was loaded from its path.
+        let file = dir + "/sinkhole.yaml"
+        func loaded(_ yaml: String) -> String {
+            do {
+                try yaml.write(toFile: file, atomically: true, encoding: .utf8)
+                _ = try Settings.load(yamlFile: file).configuration(defaultBlocklistDirectory: "/lists", resolvConf: "/nonexistent")
+                return "no error"
+            } catch { return "\(error)" }
+        }
+        #expect(loaded("upstream: 192.0.2.53\nblock-log: \(dir)/logs/../sinkhole.yaml\n")
+                == "sinkhole.yaml: block-log '\(dir)/logs/../sinkhole.yaml': is the configuration file \(file), which the block log would be appended to; give the block log a file of its own")
+        #expect(loaded("upstream: 192.0.2.53\nquery-history: \(file)\n").hasPrefix("sinkhole.yaml: query-history '\(file)' is the configuration file \(file)"))
+        var flags = Settings()
+        flags.setFlag("block-log", file)
+        try "upstream: 192.0.2.53\n".write(toFile: file, atomically: true, encoding: .utf8)
+        #expect(throws: ConfigurationError.self, "a flag naming the file the settings came from") {
+            try Settings.load(yamlFile: file).overridden(by: flags).configuration(defaultBlocklistDirectory: "/lists", resolvConf: "/nonexistent")
+        }
+        #expect(loaded("upstream: 192.0.2.53\nblock-log: \(dir)/logs/block.log\nquery-history: \(dir)/h.db\n") == "no error")
+    }
+
     @Test func listenAddressesThatCannotAllBeBoundAreRefused() throws {
         // The same address twice: serve used to fail with a misleading "Address already in use".
         #expect(error("upstream: 192.0.2.53\nlisten: [\"127.0.0.1:5355\", \"127.0.0.1:5355\"]\n")

@@ -33,6 +33,9 @@ public struct Settings: Sendable {
     public private(set) var values: [String: [String]] = [:]
     /// Where each value came from, for error messages: `--block-mode` or `sinkhole.yaml: block-mode`.
     public private(set) var origins: [String: String] = [:]
+    /// The configuration file these settings were read from (nil: flags alone), which the files
+    /// sinkhole writes must not be.
+    public private(set) var file: String?
 
     public init() {}
 
@@ -53,6 +56,7 @@ public struct Settings: Sendable {
     /// This file's settings with `other`'s keys replacing them.
     public func overridden(by other: Settings) -> Settings {
         var out = self
+        out.file = file ?? other.file
         for (key, value) in other.values { out.set(key, value, origin: other.origins[key] ?? key) }
         return out
     }
@@ -69,7 +73,9 @@ public struct Settings: Sendable {
         guard let text = String(validating: bytes, as: UTF8.self) else {
             throw ConfigurationError("\(path): cannot be read: not UTF-8 text")
         }
-        return try parse(yaml: text, file: (path as NSString).lastPathComponent)
+        var settings = try parse(yaml: text, file: (path as NSString).lastPathComponent)
+        settings.file = path
+        return settings
     }
 
     /// Whether a value in `text` is a bracketed IPv6 address without quotes (`- [::1]:53`).
@@ -315,7 +321,54 @@ public struct Settings: Sendable {
                                                   ? "." : (path as NSString).deletingLastPathComponent) == lists else { continue }
             throw ConfigurationError("\(origin(key)) '\(path)': in the blocklist directory, where every write would be read as a list change; put it elsewhere (e.g. /var/log/sinkhole, /var/lib/sinkhole)")
         }
+        try sharedFiles(configuration)
         return configuration
+    }
+
+    /// The files sinkhole writes must be files of their own: the history (and the `-wal`, `-shm`
+    /// and `-journal` files SQLite keeps beside it) named as the block log destroyed the log
+    /// without a word, and either written over the configuration file destroys the settings.
+    /// Paths are compared as they resolve (`..` and symbolic links in their directories), and
+    /// files that exist by what they are (a hard link, a symbolic link to the other).
+    func sharedFiles(_ configuration: ServerConfiguration) throws {
+        func same(_ a: String, _ b: String) -> Bool {
+            if Settings.resolvedFile(a) == Settings.resolvedFile(b) { return true }
+            var sa = stat(), sb = stat()
+            return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino
+        }
+        let blockLog = configuration.blockLogPath
+        if let history = configuration.queryHistoryPath {
+            let key = origin("query-history")
+            for suffix in ["", "-wal", "-shm", "-journal"] {
+                let name = history + suffix
+                let what = suffix.isEmpty ? "" : ": its \(suffix) file \(name)"
+                if let blockLog, same(name, blockLog) {
+                    throw ConfigurationError("\(key) '\(history)'\(what) is the block log (\(origin("block-log")) '\(blockLog)'), which SQLite would write over; give each a file of its own")
+                }
+                if let file, same(name, file) {
+                    throw ConfigurationError("\(key) '\(history)'\(what) is the configuration file \(file), which SQLite would write over; give the history a file of its own")
+                }
+            }
+            // Size rotation renames the block log to <log>.1 and moves <log>.N.gz up by one.
+            if let blockLog, configuration.blockLogRotation.maxSize > 0 {
+                let log = Settings.resolvedFile(blockLog) + ".", named = Settings.resolvedFile(history)
+                let rest = named.hasPrefix(log) ? named.dropFirst(log.count) : ""
+                let number = rest.hasSuffix(".gz") ? rest.dropLast(3) : rest
+                if !number.isEmpty, number.allSatisfy({ $0.isASCII && $0.isNumber }) {
+                    throw ConfigurationError("\(key) '\(history)': a name the block log's rotation uses (\(origin("block-log-max-size"))), which would replace the history; give it a file of its own")
+                }
+            }
+        }
+        if let blockLog, let file, same(blockLog, file) {
+            throw ConfigurationError("\(origin("block-log")) '\(blockLog)': is the configuration file \(file), which the block log would be appended to; give the block log a file of its own")
+        }
+    }
+
+    /// A file path as it resolves: absolute, with `.`, `..` and symbolic links resolved in its
+    /// directory as far as that exists. The file itself need not exist (serve creates it).
+    static func resolvedFile(_ path: String) -> String {
+        let directory = (path as NSString).deletingLastPathComponent
+        return (resolved(directory.isEmpty ? "." : directory) as NSString).appendingPathComponent((path as NSString).lastPathComponent)
     }
 
     /// The longest timeout taken (upstream try, retry loop, TCP idle). Longer waits are no use
