@@ -6,7 +6,7 @@ import SinkholeCore
 struct Check: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Parse list files or directories (or a --config file) as serve would: entries per file, rejected lines with reasons.",
-        discussion: "Exits 1 when a file or directory cannot be used, or (with --config) when the configuration is invalid or a file serve writes cannot be created; 0 otherwise (rejected lines and unread directory entries alone do not fail the check)."
+        discussion: "Exits 1 when a file or directory cannot be used, or (with --config) when the configuration is invalid, a file serve writes cannot be created or the --user or --group it names does not exist; 0 otherwise (rejected lines and unread directory entries alone do not fail the check)."
     )
 
     @Argument(help: ArgumentHelp("List files or directories of lists.", valueName: "PATH"))
@@ -29,9 +29,9 @@ struct Check: ParsableCommand {
             do {
                 let settings = try Settings.load(yamlFile: config)
                 let configuration = try settings.configuration(defaultBlocklistDirectory: DefaultPaths.blocklistDirectory())
-                // The files serve writes: serve would refuse to start without them.
-                // Said with the lists' check, not instead of it: every problem in one run.
-                let problems = settings.fileProblems(configuration)
+                // The files serve writes and the user it drops to: serve would refuse to start
+                // without them. Said with the lists' check, not instead of it: every problem in one run.
+                let problems = settings.fileProblems(configuration) + settings.identityProblems(configuration)
                 for problem in problems { print("\(problem)") }
                 configFailed = !problems.isEmpty
                 if !configFailed {

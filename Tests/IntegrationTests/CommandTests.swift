@@ -288,6 +288,41 @@ import Testing
         #expect(metrics.stderr.contains("bind 127.0.0.1:\(tcp.address.port) (metrics, HTTP over TCP): Address already in use"), "\(metrics.stderr)")
     }
 
+    /// What serve refuses, check refuses too: empty paths, a user that does not exist, the
+    /// history in the block log's file. Each used to pass `check --config` with OK.
+    @Test func checkRefusesWhatServeRefuses() throws {
+        for (yaml, message, serveStatus) in [
+            ("block-log:\n", "sinkhole.yaml: block-log: give a file path", Int32(64)),
+            ("block-log: \"\"\n", "sinkhole.yaml: block-log: give a file path", 64),
+            ("block-log-max-size: 99999999999999G\n", "sinkhole.yaml: block-log-max-size '99999999999999G': too large", 64),
+            ("user: nosuchuser\n", "user 'nosuchuser': no such user", 1),
+        ] {
+            let (_, file) = try write("listen: \"127.0.0.1:0\"\n" + yaml)
+            let check = try runSinkhole(["check", "--config", file])
+            #expect(check.status == 1 && check.output.contains(message), "\(yaml): \(check.output)")
+            #expect(!check.output.contains(": OK"), "\(yaml): \(check.output)")
+            let serve = try SinkholeProcess.run(["serve", "--config", file])
+            #expect(serve.status == serveStatus, "\(yaml): \(serve.stderr)")
+            #expect(serve.stderr.contains(serveStatus == 64 ? message : "no such user"), "\(yaml): \(serve.stderr)")
+        }
+        let dir = try write("").dir
+        let file = dir + "/other.yaml"
+        try "upstream: 192.0.2.53\nblocklist-dir:\n".write(toFile: file, atomically: true, encoding: .utf8)
+        let noLists = try runSinkhole(["check", "--config", file])
+        #expect(noLists.status == 1 && noLists.output.contains("other.yaml: blocklist-dir: give a directory path"), "\(noLists.output)")
+        let noListsFlag = try SinkholeProcess.run(["serve", "--upstream", "192.0.2.53", "--listen", "127.0.0.1:0", "--blocklist-dir", ""])
+        #expect(noListsFlag.status == 64 && noListsFlag.stderr.contains("--blocklist-dir: give a directory path"), "\(noListsFlag.stderr)")
+        try "upstream: 192.0.2.53\nblocklist-dir: \(dir)/lists\nblock-log: \(dir)/b.log\nquery-history: \(dir)/lists/../b.log\n"
+            .write(toFile: file, atomically: true, encoding: .utf8)
+        let same = try runSinkhole(["check", "--config", file])
+        #expect(same.status == 1 && same.output.contains("other.yaml: query-history '\(dir)/lists/../b.log' is the block log"), "\(same.output)")
+        let serve = try SinkholeProcess.run(["serve", "--upstream", "192.0.2.53", "--listen", "127.0.0.1:0", "--blocklist-dir", dir + "/lists",
+                                             "--block-log", dir + "/h.db-shm", "--query-history", dir + "/h.db"])
+        #expect(serve.status == 64 && serve.stderr.contains("--query-history '\(dir)/h.db': its -shm file \(dir)/h.db-shm is the block log"), "\(serve.stderr)")
+        let huge = try SinkholeProcess.run(["serve", "--upstream", "192.0.2.53", "--listen", "127.0.0.1:0", "--block-log-max-size", "99999999999999G"])
+        #expect(huge.status == 64 && huge.stderr.contains("--block-log-max-size '99999999999999G': too large"), "\(huge.stderr)")
+    }
+
     @Test func serveRefusesAnUnspecifiedUpstream() throws {
         let r = try SinkholeProcess.run(["serve", "--listen", "127.0.0.1:0", "--upstream", "0.0.0.0:5361"])
         #expect(r.status == 64 && r.stderr.contains("--upstream 0.0.0.0:5361: not a usable upstream address"), "\(r.stderr)")

@@ -109,6 +109,23 @@ import Testing
         #expect(error("block-mode: nxdomain\n").hasPrefix("no upstream"))
     }
 
+    /// An empty path or name passed `check --config` and failed serve at start (or wrote nothing).
+    @Test func emptyPathsAndNamesAreRefused() {
+        #expect(error("upstream: 192.0.2.53\nblock-log:\n") == "sinkhole.yaml: block-log: give a file path")
+        #expect(error("upstream: 192.0.2.53\nblock-log: \"\"\n") == "sinkhole.yaml: block-log: give a file path")
+        #expect(error("upstream: 192.0.2.53\nblocklist-dir:\n") == "sinkhole.yaml: blocklist-dir: give a directory path")
+        #expect(error("upstream: 192.0.2.53\nuser: ''\n") == "sinkhole.yaml: user: give a user name")
+        #expect(error("upstream: 192.0.2.53\nuser: nobody\ngroup:\n") == "sinkhole.yaml: group: give a group name")
+        var flags = Settings()
+        flags.setFlag("blocklist-dir", "")
+        do {
+            _ = try configuration("upstream: 192.0.2.53\n", flags: flags)
+            Issue.record("--blocklist-dir \"\" was taken")
+        } catch {
+            #expect("\(error)" == "--blocklist-dir: give a directory path")
+        }
+    }
+
     /// Sizes and durations past what their counters hold are refused as too large: the block log
     /// size was multiplied unchecked, and timeouts and the retention converted to nanoseconds and
     /// milliseconds unchecked, so `99999999999999G` or `999999999999999d` crashed sinkhole.
@@ -183,6 +200,19 @@ import Testing
             try Settings.load(yamlFile: file).overridden(by: flags).configuration(defaultBlocklistDirectory: "/lists", resolvConf: "/nonexistent")
         }
         #expect(loaded("upstream: 192.0.2.53\nblock-log: \(dir)/logs/block.log\nquery-history: \(dir)/h.db\n") == "no error")
+    }
+
+    /// `check --config` looks the user and group up as serve does before dropping to them.
+    @Test func aUserOrGroupThatDoesNotExistIsAProblem() throws {
+        func problems(_ yaml: String) throws -> [String] {
+            let settings = try Settings.parse(yaml: "upstream: 192.0.2.53\n" + yaml, file: "sinkhole.yaml")
+            return settings.identityProblems(try settings.configuration(defaultBlocklistDirectory: "/lists", resolvConf: "/nonexistent")).map(\.description)
+        }
+        #expect(try problems("user: nosuchuser-\(getpid())\n") == ["sinkhole.yaml: user 'nosuchuser-\(getpid())': no such user"])
+        #expect(try problems("user: root\ngroup: nosuchgroup-\(getpid())\n") == ["sinkhole.yaml: group 'nosuchgroup-\(getpid())': no such group"])
+        #expect(try problems("user: root\ngroup: root\n") == [])
+        #expect(try problems("user: root\n") == [])
+        #expect(try problems("") == [])
     }
 
     @Test func listenAddressesThatCannotAllBeBoundAreRefused() throws {

@@ -166,6 +166,12 @@ public struct Settings: Sendable {
             }
             return v
         }
+        // An empty path or name (`block-log:` with no value, `--blocklist-dir ""`) is no file:
+        // serve failed on it at start, after `check --config` had said OK.
+        for (key, what) in [("blocklist-dir", "a directory path"), ("block-log", "a file path"),
+                            ("user", "a user name"), ("group", "a group name")] where one(key)?.isEmpty == true {
+            throw ConfigurationError("\(origin(key)): give \(what)")
+        }
         let listen = try (many("listen").isEmpty ? ServerConfiguration.defaultListen : many("listen")).map { try address($0, "listen") }
         for (index, a) in listen.enumerated() {
             guard let b = listen[..<index].first(where: { Settings.conflict(a, $0) }) else { continue }
@@ -400,6 +406,21 @@ public struct Settings: Sendable {
         }
         if let path = configuration.queryHistoryPath, let why = WritableFile.problem(path, readToo: true) {
             problems.append(ConfigurationError("\(origin("query-history")) '\(path)': \(why)"))
+        }
+        return problems
+    }
+
+    /// What `serve` would meet dropping privileges (`--user`, `--group`), looked up as serve
+    /// looks them up, for `sinkhole check --config`: serve refuses to start on a user or group
+    /// that does not exist, which check used to pass.
+    public func identityProblems(_ configuration: ServerConfiguration) -> [ConfigurationError] {
+        guard let user = configuration.user else { return [] }   // serve reads --group only with --user
+        var problems: [ConfigurationError] = []
+        if (try? Privileges.resolve(user: user, group: nil)) == nil {
+            problems.append(ConfigurationError("\(origin("user")) '\(user)': no such user"))
+        }
+        if let group = configuration.group, getgrnam(group) == nil {
+            problems.append(ConfigurationError("\(origin("group")) '\(group)': no such group"))
         }
         return problems
     }
