@@ -294,10 +294,11 @@ import Testing
         for (yaml, message, serveStatus) in [
             ("block-log:\n", "sinkhole.yaml: block-log: give a file path", Int32(64)),
             ("block-log: \"\"\n", "sinkhole.yaml: block-log: give a file path", 64),
+            ("listen: []\n", "sinkhole.yaml: listen: an empty list", 64),
             ("block-log-max-size: 99999999999999G\n", "sinkhole.yaml: block-log-max-size '99999999999999G': too large", 64),
             ("user: nosuchuser\n", "user 'nosuchuser': no such user", 1),
         ] {
-            let (_, file) = try write("listen: \"127.0.0.1:0\"\n" + yaml)
+            let (_, file) = try write((yaml.hasPrefix("listen") ? "" : "listen: \"127.0.0.1:0\"\n") + yaml)
             let check = try runSinkhole(["check", "--config", file])
             #expect(check.status == 1 && check.output.contains(message), "\(yaml): \(check.output)")
             #expect(!check.output.contains(": OK"), "\(yaml): \(check.output)")

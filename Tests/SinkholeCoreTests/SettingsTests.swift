@@ -109,6 +109,18 @@ import Testing
         #expect(error("block-mode: nxdomain\n").hasPrefix("no upstream"))
     }
 
+    /// An empty list in the file was taken as the key left out, and so as its default: `listen: []`
+    /// listened on loopback, `upstream: []` used resolv.conf, `allow: []` allowed the private ranges.
+    @Test func emptyListsAreRefusedWhereTheDefaultIsSomething() throws {
+        #expect(error("upstream: 192.0.2.53\nlisten: []\n")
+                == "sinkhole.yaml: listen: an empty list; give at least one value, or leave the key out for the default (127.0.0.1:53 and [::1]:53)")
+        #expect(error("upstream: []\n").hasPrefix("sinkhole.yaml: upstream: an empty list; give at least one value"))
+        #expect(error("upstream: 192.0.2.53\nallow: []\n").hasPrefix("sinkhole.yaml: allow: an empty list"))
+        // Where the default is none, an empty list says just that.
+        let c = try configuration("upstream: 192.0.2.53\ndeny: []\ntrust-ecs-from: []\n")
+        #expect(c.trustECSFrom.isEmpty && c.access.allows([192, 168, 1, 1]))
+    }
+
     /// An empty path or name passed `check --config` and failed serve at start (or wrote nothing).
     @Test func emptyPathsAndNamesAreRefused() {
         #expect(error("upstream: 192.0.2.53\nblock-log:\n") == "sinkhole.yaml: block-log: give a file path")

@@ -166,6 +166,14 @@ public struct Settings: Sendable {
             }
             return v
         }
+        // An empty list (`listen: []`) was taken as the key left out, and so as its default:
+        // refused where the default is something (addresses, resolvers, allowed clients), so
+        // that `[]` never quietly means the opposite of none. `deny: []` and `trust-ecs-from: []`
+        // mean what their default means, none, and are taken.
+        for (key, fallback) in [("listen", "127.0.0.1:53 and [::1]:53"), ("upstream", "the nameservers of \(resolvConf)"),
+                                ("allow", "loopback and the private ranges")] where values[key]?.isEmpty == true {
+            throw ConfigurationError("\(origin(key)): an empty list; give at least one value, or leave the key out for the default (\(fallback))")
+        }
         // An empty path or name (`block-log:` with no value, `--blocklist-dir ""`) is no file:
         // serve failed on it at start, after `check --config` had said OK.
         for (key, what) in [("blocklist-dir", "a directory path"), ("block-log", "a file path"),
