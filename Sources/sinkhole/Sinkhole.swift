@@ -27,27 +27,11 @@ struct Sinkhole: ParsableCommand {
     static func unknownSubcommand(_ word: String) -> String? {
         let names = configuration.subcommands.map { $0._commandName }
         guard !word.hasPrefix("-"), !names.contains(word), word != "help" else { return nil }
-        let closest = names.map { ($0, editDistance($0, word)) }.min { $0.1 < $1.1 }
+        let closest = names.map { ($0, Spelling.distance($0, word)) }.min { $0.1 < $1.1 }
         var hint = closest.flatMap { $0.1 <= 2 ? " Did you mean '\($0.0)'?" : nil } ?? ""
         if word.hasSuffix(".yaml") || word.hasSuffix(".yml") {
             hint = " To start with a configuration file: sinkhole serve --config \(word)."
         }
         return "unknown subcommand '\(word)'.\(hint) Subcommands: \(names.joined(separator: ", ")) (sinkhole --help)."
-    }
-
-    /// Levenshtein distance, for the suggestion.
-    static func editDistance(_ a: String, _ b: String) -> Int {
-        let a = Array(a.utf8), b = Array(b.utf8)
-        var row = Array(0...b.count)
-        for i in 1...max(1, a.count) where !a.isEmpty {
-            var previous = row[0]
-            row[0] = i
-            for j in stride(from: 1, through: b.count, by: 1) {
-                let saved = row[j]
-                row[j] = min(row[j] + 1, row[j - 1] + 1, previous + (a[i - 1] == b[j - 1] ? 0 : 1))
-                previous = saved
-            }
-        }
-        return a.isEmpty ? b.count : row[b.count]
     }
 }

@@ -195,7 +195,7 @@ import Testing
         try (yaml + "\nblock-mod: nxdomain\n").write(toFile: dir + "/bad.yaml", atomically: true, encoding: .utf8)
         let bad = try SinkholeProcess.run(["serve", "--config", dir + "/bad.yaml"])
         #expect(bad.status != 0)
-        #expect(bad.stderr.contains("bad.yaml: block-mod: unknown key"), "\(bad.stderr)")
+        #expect(bad.stderr.contains("bad.yaml:6: block-mod: unknown key; did you mean 'block-mode'?"), "\(bad.stderr)")
     }
 }
 

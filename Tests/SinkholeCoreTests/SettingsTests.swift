@@ -91,7 +91,7 @@ import Testing
     }
 
     @Test func badFilesAreRejectedWithKeyPathAndReason() {
-        #expect(error("upstream: 192.0.2.53\nblok-mode: sinkhole\n").hasPrefix("sinkhole.yaml: blok-mode: unknown key"))
+        #expect(error("upstream: 192.0.2.53\nblok-mode: sinkhole\n") == "sinkhole.yaml:2: blok-mode: unknown key; did you mean 'block-mode'?")
         #expect(error("upstream: 192.0.2.53\nblock-mode: refuse\n") == "sinkhole.yaml: block-mode 'refuse': must be nxdomain or sinkhole")
         #expect(error("upstream: 192.0.2.53\nblock-mode: [nxdomain]\n") == "sinkhole.yaml: block-mode: takes one value, not a list")
         #expect(error("upstream: [192.0.2.53, {a: 1}]\n") == "sinkhole.yaml: upstream[1]: expected a single value")
@@ -107,6 +107,20 @@ import Testing
         #expect(error("- a\n- b\n") == "sinkhole.yaml: expected a mapping of settings at the top level")
         #expect(error("listen: [\n").hasPrefix("sinkhole.yaml: not valid YAML"))
         #expect(error("block-mode: nxdomain\n").hasPrefix("no upstream"))
+    }
+
+    /// An unknown key names the line and the key meant when one is near; the list of every key
+    /// (44 of them on one line) is left to `serve --help`.
+    @Test func unknownKeysSuggestTheNearestKnownKey() {
+        #expect(error("upstream: 192.0.2.53\n\nrate-limt: 10\n") == "sinkhole.yaml:3: rate-limt: unknown key; did you mean 'rate-limit'?")
+        #expect(error("block_mode: sinkhole\n") == "sinkhole.yaml:1: block_mode: unknown key; did you mean 'block-mode'?")
+        #expect(error("Block_Log_Max_Size: 1M\n").hasSuffix("did you mean 'block-log-max-size'?"), "case and '_' are no edit")
+        #expect(error("--listen: \"127.0.0.1:53\"\n").hasSuffix("did you mean 'listen'?"), "a flag written as a key")
+        #expect(error("cache-m-ttl: 5\n").hasSuffix("did you mean 'cache-max-ttl' or 'cache-min-ttl'?"), "equally near: both")
+        let far = error("upstream: 192.0.2.53\nresolver: 192.0.2.1\n")
+        #expect(far == "sinkhole.yaml:2: resolver: unknown key (the keys are the long flags of `sinkhole serve --help` without the dashes)")
+        #expect(!far.contains("block-log-keep"), "no list of every key")
+        #expect(Spelling.distance("block-mod", "block-mode") == 1 && Spelling.distance("", "abc") == 3 && Spelling.distance("abc", "abc") == 0)
     }
 
     /// An empty list in the file was taken as the key left out, and so as its default: `listen: []`

@@ -102,10 +102,7 @@ public struct Settings: Sendable {
         for (keyNode, valueNode) in mapping {
             guard let key = keyNode.scalar?.string else { throw ConfigurationError("\(file): keys must be plain names") }
             let path = "\(file): \(key)"
-            guard let repeatable = keys[key] else {
-                let known = keys.keys.sorted().joined(separator: ", ")
-                throw ConfigurationError("\(path): unknown key (known keys: \(known))")
-            }
+            guard let repeatable = keys[key] else { throw unknownKey(key, file: file, line: keyNode.mark?.line) }
             if let scalar = valueNode.scalar {
                 settings.set(key, [scalar.string], origin: path)
             } else if let sequence = valueNode.sequence {
@@ -121,6 +118,17 @@ public struct Settings: Sendable {
             }
         }
         return settings
+    }
+
+    /// An unknown key with the line it is on and the known key it is nearest, if one is near:
+    /// the whole list of ~40 keys on one line hid the one that was meant.
+    static func unknownKey(_ key: String, file: String, line: Int?) -> ConfigurationError {
+        let place = line.map { "\(file):\($0): \(key)" } ?? "\(file): \(key)"
+        let near = Spelling.nearest(key, among: keys.keys)
+        guard !near.isEmpty else {
+            return ConfigurationError("\(place): unknown key (the keys are the long flags of `sinkhole serve --help` without the dashes)")
+        }
+        return ConfigurationError("\(place): unknown key; did you mean \(near.map { "'\($0)'" }.joined(separator: " or "))?")
     }
 
     func one(_ key: String) -> String? { values[key]?.last }
