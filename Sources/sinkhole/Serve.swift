@@ -25,7 +25,7 @@ struct ServeOptions: ParsableArguments {
     @Option(name: .customLong("block-log"), help: ArgumentHelp("Append one JSON line per blocked query to this file.", valueName: "FILE"))
     var blockLog: String?
 
-    @Option(name: .customLong("block-log-max-size"), parsing: .unconditional, help: ArgumentHelp("Rotate the block log when it reaches this size (e.g. 100M); rotated files are gzip-compressed. Default: no size rotation.", valueName: "SIZE"))
+    @Option(name: .customLong("block-log-max-size"), parsing: .unconditional, help: ArgumentHelp("Rotate the block log when it reaches this size (e.g. 100M); rotated files are gzip-compressed. Default (or 0): no size rotation.", valueName: "SIZE"))
     var blockLogMaxSize: String?
 
     @Option(name: .customLong("block-log-keep"), parsing: .unconditional, help: ArgumentHelp("Rotated block logs kept (block.log.1.gz …). Default 10.", valueName: "N"))

@@ -177,6 +177,15 @@ import Testing
         #expect(c.upstreamTimeout == 86_400 && c.upstreamDeadline == 86_400 && c.historyRetention == 3650 * 86_400 && c.cacheMaxTTL == 604_800)
     }
 
+    /// `block-log-max-size: 0` is the default written out: no size rotation (as Python's
+    /// RotatingFileHandler reads maxBytes 0), not a rotation at every line.
+    @Test func blockLogMaxSizeZeroIsNoRotation() throws {
+        let c = try configuration("upstream: 192.0.2.53\nblock-log: /var/log/sinkhole/block.log\nblock-log-max-size: 0\n")
+        #expect(c.blockLogRotation.maxSize == 0)
+        #expect(c.summary["block-log-max-size"] == "(no rotation)")
+        #expect(try configuration("upstream: 192.0.2.53\nblock-log-max-size: 1K\n").summary["block-log-max-size"] == "1024 bytes, keep 10")
+    }
+
     /// The block log, the history and its SQLite companions, and the configuration file must be
     /// files of their own, compared as their paths resolve: the history in the block log's file
     /// destroyed the block log without a word.
