@@ -118,7 +118,7 @@ struct ServeOptions: ParsableArguments {
     @Flag(name: .customLong("syslog"), help: "Also send each block event as an RFC 5424 message to the local syslog socket (/dev/log).")
     var syslog = false
 
-    @Option(name: .customLong("syslog-server"), help: ArgumentHelp("Send block events to this syslog collector instead (IP literal; port default 514).", valueName: "HOST:PORT"))
+    @Option(name: .customLong("syslog-server"), help: ArgumentHelp("Send block events to this syslog collector instead: an IP address, not a host name (port default 514).", valueName: "IP[:PORT]"))
     var syslogServer: String?
 
     @Option(name: .customLong("syslog-protocol"), help: ArgumentHelp("Transport to --syslog-server: udp (default) or tcp (octet-counting framing, RFC 6587).", valueName: "udp|tcp"))
