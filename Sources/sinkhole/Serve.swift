@@ -233,7 +233,7 @@ struct Serve: ParsableCommand {
             server = try SinkholeServer(configuration: configuration, logger: logger)
             try server.start()
         } catch {
-            logger.critical("cannot start: \(error)")
+            logger.critical("cannot start: \(error)\(Privileges.hint(for: error).map { "; \($0)" } ?? "")")
             throw ExitCode(1)
         }
         Signals.serve(server, logger: logger)

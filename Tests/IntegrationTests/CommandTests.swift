@@ -324,6 +324,25 @@ import Testing
         #expect(huge.status == 64 && huge.stderr.contains("--block-log-max-size '99999999999999G': too large"), "\(huge.stderr)")
     }
 
+    /// A privileged port bound without the privilege: the error says how to get it. Run as an
+    /// unprivileged user (through setpriv when the tests run as root).
+    @Test func aPermissionDeniedBindSaysHowToGetThePrivilege() throws {
+        let dir = try write("").dir
+        _ = chmod(dir, 0o755)
+        _ = chmod(dir + "/lists", 0o755)
+        let serve = [SinkholeProcess.binaryPath(), "serve", "--upstream", "192.0.2.53", "--blocklist-dir", dir + "/lists", "--listen", "127.0.0.1:1"]
+        let r: (status: Int32, output: String)
+        if geteuid() != 0 {
+            r = try runProgram(serve[0], Array(serve.dropFirst()), timeout: 30)
+        } else {
+            try #require(FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv"), "setpriv runs serve as nobody")
+            r = try runProgram("/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups"] + serve, timeout: 30)
+        }
+        #expect(r.status == 1, "\(r.output)")
+        #expect(r.output.contains("cannot start: bind 127.0.0.1:1 (DNS over UDP): Permission denied; ports below 1024 need privileges: start sinkhole as root with --user USER"), "\(r.output)")
+        #expect(r.output.contains("as deploy/sinkhole.service does (AmbientCapabilities=CAP_NET_BIND_SERVICE)"), "\(r.output)")
+    }
+
     @Test func serveRefusesAnUnspecifiedUpstream() throws {
         let r = try SinkholeProcess.run(["serve", "--listen", "127.0.0.1:0", "--upstream", "0.0.0.0:5361"])
         #expect(r.status == 64 && r.stderr.contains("--upstream 0.0.0.0:5361: not a usable upstream address"), "\(r.stderr)")

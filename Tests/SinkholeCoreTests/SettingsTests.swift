@@ -250,6 +250,16 @@ import Testing
         #expect(try problems("") == [])
     }
 
+    /// A bind refused for want of privilege says how to get it; other failures say nothing more.
+    @Test func aPermissionDeniedBindSaysHowToGetThePrivilege() {
+        let hint = Privileges.hint(for: SystemError("bind 127.0.0.1:53 (DNS over UDP)", EACCES))
+        #expect(hint?.contains("start sinkhole as root with --user USER") == true, "\(hint ?? "nil")")
+        #expect(hint?.contains("AmbientCapabilities=CAP_NET_BIND_SERVICE") == true, "the way deploy/sinkhole.service does it")
+        #expect(Privileges.hint(for: SystemError("bind 127.0.0.1:53 (DNS over UDP)", EADDRINUSE)) == nil)
+        #expect(Privileges.hint(for: SystemError("socket", EACCES)) == nil)
+        #expect(Privileges.hint(for: ConfigurationError("x")) == nil)
+    }
+
     @Test func listenAddressesThatCannotAllBeBoundAreRefused() throws {
         // The same address twice: serve used to fail with a misleading "Address already in use".
         #expect(error("upstream: 192.0.2.53\nlisten: [\"127.0.0.1:5355\", \"127.0.0.1:5355\"]\n")

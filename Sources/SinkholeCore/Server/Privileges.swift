@@ -21,6 +21,15 @@ public enum Privileges {
         return Identity(uid: pw.pointee.pw_uid, gid: gid)
     }
 
+    /// What to do about a start-up error that is a bind refused for want of privilege (EACCES:
+    /// a port below 1024 bound by a user without root or CAP_NET_BIND_SERVICE), said after the
+    /// error; nil for any other error. `Permission denied` alone gave no way forward.
+    public static func hint(for error: Error) -> String? {
+        guard let error = error as? SystemError, error.code == EACCES, error.operation.hasPrefix("bind ") else { return nil }
+        return "ports below 1024 need privileges: start sinkhole as root with --user USER (it drops to USER once bound), "
+            + "or give it CAP_NET_BIND_SERVICE as deploy/sinkhole.service does (AmbientCapabilities=CAP_NET_BIND_SERVICE)"
+    }
+
     public static func drop(to identity: Identity) throws {
         guard geteuid() == 0 else {
             if geteuid() == identity.uid { return }
