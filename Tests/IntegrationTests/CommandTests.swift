@@ -343,6 +343,16 @@ import Testing
         #expect(r.output.contains("as deploy/sinkhole.service does (AmbientCapabilities=CAP_NET_BIND_SERVICE)"), "\(r.output)")
     }
 
+    /// --syslog-server takes IP literals only: its help said HOST:PORT.
+    @Test func syslogServerHelpSaysAnIPAddress() throws {
+        let help = try runSinkhole(["serve", "--help"])
+        #expect(help.status == 0 && help.output.contains("--syslog-server <IP[:PORT]>"), "\(help.output)")
+        #expect(help.output.contains("an IP address, not a host name"), "\(help.output)")
+        #expect(!help.output.contains("HOST:PORT"), "\(help.output)")
+        let name = try SinkholeProcess.run(["serve", "--listen", "127.0.0.1:0", "--upstream", "192.0.2.53", "--syslog-server", "localhost:514"])
+        #expect(name.status == 64 && name.stderr.contains("--syslog-server 'localhost:514': not an IPv4 or IPv6 address literal"), "\(name.stderr)")
+    }
+
     @Test func serveRefusesAnUnspecifiedUpstream() throws {
         let r = try SinkholeProcess.run(["serve", "--listen", "127.0.0.1:0", "--upstream", "0.0.0.0:5361"])
         #expect(r.status == 64 && r.stderr.contains("--upstream 0.0.0.0:5361: not a usable upstream address"), "\(r.stderr)")
