@@ -101,7 +101,7 @@ import Testing
     }
 
     func key(_ name: String, dnssecOK: Bool = false) -> AnswerCache.Key {
-        AnswerCache.Key(Question(name: WireName.fromText(name)!, type: 1, qclass: 1), dnssecOK: dnssecOK)
+        AnswerCache.Key(Question(name: WireName.fromText(name)!, type: 1, qclass: 1), dnssecOK: dnssecOK, checkingDisabled: false)
     }
 
     @Test func keysMatchOnEveryFieldWhateverTheCase() {

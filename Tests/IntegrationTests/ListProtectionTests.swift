@@ -60,12 +60,31 @@ import Testing
         #expect(h.server.store.waitForRefresh(after: count, timeout: 2.0))
         #expect(blocked("evil.example", h), "the last block list is kept")
         #expect(!blocked("ok.evil.example", h), "the allowlist still applies")
+        #expect(h.server.store.failedFiles == ["feed.txt"], "kept, but exported as not usable")
         // Block lists come back: the kept one goes, the new one is in force.
         let g = h.server.store.generation
         try "other.example\n".write(toFile: listDir(h) + "/new.txt", atomically: true, encoding: .utf8)
         #expect(h.server.store.waitForGeneration(after: g, timeout: 2.0))
         #expect(blocked("other.example", h))
         #expect(!blocked("evil.example", h), "the kept list is dropped once block lists are back")
+        #expect(h.server.store.failedFiles.isEmpty)
+    }
+
+    @Test func aCompleteFileRenamedOverOneBeingWrittenIsReadAtOnce() throws {
+        let h = try TestHarness(lists: ["feed.txt": "late.example\n"], records: Self.records)
+        defer { h.stop() }
+        // A stalled writer holds feed.txt open, half-written ...
+        let fd = open(listDir(h) + "/feed.txt", O_WRONLY | O_TRUNC)
+        #expect(fd >= 0)
+        defer { close(fd) }
+        #expect(write(fd, "new-la", 6) == 6)
+        // ... and the operator puts a complete version in its place by rename.
+        let g = h.server.store.generation
+        try "new-late.example\n".write(toFile: listDir(h) + "/feed.txt.tmp", atomically: false, encoding: .utf8)
+        #expect(rename(listDir(h) + "/feed.txt.tmp", listDir(h) + "/feed.txt") == 0)
+        #expect(h.server.store.waitForGeneration(after: g, timeout: 2.0))
+        #expect(blocked("new-late.example", h))
+        #expect(!blocked("late.example", h))
     }
 
     @Test func aDirectoryReplacedByAnEmptyOneKeepsTheListsInForce() throws {

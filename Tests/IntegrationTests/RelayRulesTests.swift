@@ -63,27 +63,35 @@ import Testing
         #expect(cd.checkingDisabled && !cd.authoritative)
     }
 
-    @Test func anErrorReplyWithoutTheQuestionIsRelayedAndLeavesTheUpstreamUp() throws {
-        let h = try TestHarness()
+    @Test func anErrorReplyWithoutTheQuestionMovesOnAndLeavesTheUpstreamUp() throws {
+        let second = try FakeUpstream(records: ["refused.example.org. 300 IN A 192.0.2.70"])
+        defer { second.stop() }
+        let h = try TestHarness() { $0.upstreams.append(second.address) }
         defer { h.stop() }
         h.upstream.set(.headerOnly(Rcode.refused), for: "refused.example.org")
         h.upstream.set(.headerOnly(Rcode.formErr), for: "formerr.example.org")
-        // Each is the upstream's answer, not a try that timed out (which would end in SERVFAIL
-        // after the 1 s timeout, and mark the only upstream down after three).
+        second.set(.headerOnly(Rcode.notImp), for: "formerr.example.org")
+        // Each is the upstream saying it will not take the query, at once (not a try that timed
+        // out after 1 s), and never held against its health: three would mark it down.
         for _ in 0..<4 {
             let refused = try Self.ask(h, "refused.example.org")
-            #expect(refused.rcode == Rcode.refused)
+            #expect(refused.rcode == Rcode.noError && refused.answerCount == 1, "the next upstream's answer")
             #expect(refused.question?.name == WireName.fromText("refused.example.org"), "the question as asked")
-            #expect(try Self.ask(h, "formerr.example.org").rcode == Rcode.formErr)
+            // No upstream takes it: SERVFAIL, not the FORMERR that would blame the client's query.
+            #expect(try Self.ask(h, "formerr.example.org").rcode == Rcode.servFail)
         }
         #expect(!h.server.chain.forwarder.health.isDown(0))
         #expect(h.upstream.received.count == 8)
+        #expect(second.received.count == 8)
+        let text = h.server.metrics.exposition()
+        #expect(text.contains(#"sinkhole_upstream_errors_total{upstream="\#(h.upstream.address)",reason="bad_reply"} 8"#), "\(text)")
     }
 
     @Test(arguments: [true, false])
     func extraRecordsAreDroppedBeforeAnAnswerIsTruncated(fastPath: Bool) throws {
         let addresses = (1...20).map { "big.example.org. 300 IN A 192.0.2.\($0)" }
-        let h = try TestHarness(records: addresses) { $0.fastPath = fastPath }
+        let wildcard = (1...20).map { "wild.example.org. 300 IN A 192.0.2.\($0)" }
+        let h = try TestHarness(records: addresses + wildcard) { $0.fastPath = fastPath }
         defer { h.stop() }
         let servers = (1...12).map { "example.org. 300 IN NS ns\($0).a-rather-long-name-server-host.example.net." }
         let glue = (1...12).map { "ns\($0).a-rather-long-name-server-host.example.net. 300 IN A 198.51.100.\($0)" }
@@ -99,6 +107,11 @@ import Testing
         #expect(big.additionalCount == 0)
         let full = try #require(DNSTestClient.tcp(DNSTestClient.query("big.example.org"), to: h.address).flatMap { Message(wire: $0) })
         #expect(full.answerCount == 20 && full.authorityCount == 12 && full.additionalCount == 12, "TCP: every section")
+        // A wildcard answer's NSEC proof is part of it (RFC 4035 3.1.3.3): truncated, not cut.
+        h.upstream.set(.answerExtra(setFlags: 0, authority: servers + ["*.example.org. 300 IN NSEC z.example.org. A RRSIG NSEC"],
+                                    additional: glue), for: "wild.example.org")
+        let wild = try Self.ask(h, "wild.example.org")
+        #expect(wild.truncated && wild.answerCount == 0)
         // A negative answer keeps its SOA (what a cache needs to cache it) and loses the 40
         // glue records (about 850 bytes).
         let missing = try Self.ask(h, "missing.example.org")
@@ -127,7 +140,7 @@ import Testing
     func metaTypesAndACompressedQuestionNameAreFormatErrorsAndChaosIsRefused(fastPath: Bool) throws {
         let h = try TestHarness(lists: ["intel.txt": "evil.example\n"]) { $0.fastPath = fastPath }
         defer { h.stop() }
-        for type: UInt16 in [41, 249, 250, 253, 254] {
+        for type: UInt16 in [41, 128, 200, 249, 250, 253, 254] {
             let r = try #require(DNSTestClient.ask("www.example.org", type: type, server: h.address))
             #expect(r.rcode == Rcode.formErr, "type \(type)")
             #expect(r.question?.type == type, "the question is echoed")

@@ -6,7 +6,7 @@ import Testing
 /// the entries that were not used, until it goes unused for a whole turn of the shard.
 @Suite struct CacheEvictionTests {
     func key(_ name: String) -> AnswerCache.Key {
-        AnswerCache.Key(Question(name: WireName.fromText(name)!, type: 1, qclass: 1), dnssecOK: false)
+        AnswerCache.Key(Question(name: WireName.fromText(name)!, type: 1, qclass: 1), dnssecOK: false, checkingDisabled: false)
     }
 
     func answer(_ name: String) -> UpstreamAnswer {
@@ -95,7 +95,7 @@ import Testing
 /// removals, and the fast path's lookup by a packet's bytes against a key's.
 @Suite struct CacheTableTests {
     func key(_ name: String, type: UInt16 = 1, dnssecOK: Bool = false) -> AnswerCache.Key {
-        AnswerCache.Key(Question(name: WireName.fromText(name)!, type: type, qclass: 1), dnssecOK: dnssecOK)
+        AnswerCache.Key(Question(name: WireName.fromText(name)!, type: type, qclass: 1), dnssecOK: dnssecOK, checkingDisabled: false)
     }
 
     @Test func theTableHoldsWhatADictionaryHoldsThroughInsertsAndRemovals() {
@@ -138,8 +138,8 @@ import Testing
         cache.markInspected(key("www.example.org"), serial: serial, generation: 7)
         func look(_ name: String, type: UInt16 = 1, dnssecOK: Bool = false, generation: Int = 7) -> AnswerCache.FastLookup {
             WireName.fromText(name)!.withUnsafeBytes { bytes in AnswerCache.Key.withLowercased(bytes) { lower in
-                let digest = AnswerCache.Key.digest(lowercased: lower, type: type, qclass: 1, dnssecOK: dnssecOK)
-                return cache.preparedLookup(lowercased: lower, type: type, qclass: 1, dnssecOK: dnssecOK, digest: digest,
+                let digest = AnswerCache.Key.digest(lowercased: lower, type: type, qclass: 1, dnssecOK: dnssecOK, checkingDisabled: false)
+                return cache.preparedLookup(lowercased: lower, type: type, qclass: 1, dnssecOK: dnssecOK, checkingDisabled: false, digest: digest,
                                             generation: generation) { reply, age in
                     reply.wire.count > 12 && age == 0
                 } }
@@ -152,7 +152,7 @@ import Testing
         #expect(look("ww.example.org") == .absent)
         #expect(look("www.example.org", generation: 8) == .present, "not yet inspected against these lists")
         #expect(WireName.fromText("WWW.example.org")!.withUnsafeBytes { bytes in
-                    AnswerCache.Key.withLowercased(bytes) { AnswerCache.Key.digest(lowercased: $0, type: 1, qclass: 1, dnssecOK: false) }
+                    AnswerCache.Key.withLowercased(bytes) { AnswerCache.Key.digest(lowercased: $0, type: 1, qclass: 1, dnssecOK: false, checkingDisabled: false) }
                 } == key("www.example.org").digest, "the digest from the bytes is the key's")
         var ecs = key("www.example.org")
         ecs.subnet = [0, 8, 0, 7, 0, 1, 24, 0, 192, 0, 2]

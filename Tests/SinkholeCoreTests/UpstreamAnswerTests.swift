@@ -46,7 +46,7 @@ import Testing
         #expect(try ldnsReading(wire).0 == prepared.facts)
         let cache = AnswerCache(budgetBytes: 1 << 20)
         let answer = try #require(UpstreamAnswer(wire: wire))
-        #expect(cache.store(AnswerCache.Key(Question(name: Array(question.dropLast(4)), type: 1, qclass: 1), dnssecOK: false),
+        #expect(cache.store(AnswerCache.Key(Question(name: Array(question.dropLast(4)), type: 1, qclass: 1), dnssecOK: false, checkingDisabled: false),
                             answer: answer) != nil, "cached for min(900, 120) s")
     }
 
@@ -134,7 +134,7 @@ import Testing
         final class Clock: @unchecked Sendable { var now: UInt64 = 1000 }
         let clock = Clock()
         let cache = AnswerCache(budgetBytes: 1 << 20, clock: { clock.now })
-        let key = AnswerCache.Key(Question(name: Array(question.dropLast(4)), type: 1, qclass: 1), dnssecOK: false)
+        let key = AnswerCache.Key(Question(name: Array(question.dropLast(4)), type: 1, qclass: 1), dnssecOK: false, checkingDisabled: false)
         cache.store(key, answer: try #require(UpstreamAnswer(wire: wire)))
         clock.now += 119
         #expect(cache.lookup(key) != nil)

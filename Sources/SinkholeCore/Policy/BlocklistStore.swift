@@ -117,6 +117,15 @@ public final class BlocklistStore: Sendable {
                     }
                 }
                 let result = BlocklistLoader.load(file: path, previous: previous)
+                if let signature, FileSignature(path: path) != signature {
+                    // Changed while it was read: a writer began after the watcher last looked.
+                    // Held like a file being written; its writer's changes bring another refresh
+                    // (at the latest the 30 s rescan).
+                    if let previous { next[path] = previous }
+                    if let earlier = files.failed[path] { failed[path] = earlier }
+                    report.held.append(path)
+                    continue
+                }
                 report.lineErrors += result.lineErrors
                 if let list = result.list {
                     next[path] = list
@@ -134,8 +143,8 @@ public final class BlocklistStore: Sendable {
                 let path = (directory as NSString).appendingPathComponent(entry.name)
                 guard let previous = files.lists[path] else { continue }
                 next[path] = previous
-                failed[path] = FileSignature.dangling
-                if files.failed[path] != FileSignature.dangling {
+                failed[path] = FileSignature.absent
+                if files.failed[path] != FileSignature.absent {
                     report.failed.append(FileLoadResult(path: path, list: nil, failure: "a link to nothing (its target is gone)",
                                                         lineErrors: [], rejectedLines: 0))
                 }
@@ -144,7 +153,10 @@ public final class BlocklistStore: Sendable {
             let blocks = { (lists: [String: LoadedList]) in lists.values.contains { !BlocklistLoader.isAllowList($0.name) } }
             if blocks(files.lists) && !blocks(next) {
                 let gone = files.lists.keys.filter { next[$0] == nil }.sorted()
-                for path in gone { next[path] = files.lists[path] }
+                for path in gone {
+                    next[path] = files.lists[path]
+                    failed[path] = FileSignature.absent   // not usable now: exported as such
+                }
                 if !files.keptWhileEmpty { report.keptWhileEmpty = gone }
                 files.keptWhileEmpty = true
             } else if files.keptWhileEmpty && blocks(next.filter { paths.contains($0.key) }) {
@@ -240,7 +252,7 @@ public final class BlocklistStore: Sendable {
                          metadata: ["lists": "\(report.keptWhileEmpty.map { ($0 as NSString).lastPathComponent }.joined(separator: ","))"])
         }
         if report.keptRestored {
-            logger.notice("block lists are back in the blocklist directory: the lists kept while it had none are dropped")
+            logger.notice("block lists are back in the blocklist directory: the lists in it are in force, and only they")
         }
         for entry in report.skipped {
             // At info, a link to nothing too: a ConfigMap key being removed leaves one for a moment.

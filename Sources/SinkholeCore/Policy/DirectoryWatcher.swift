@@ -141,9 +141,14 @@ public final class DirectoryWatcher: @unchecked Sendable {
                     if mask & UInt32(IN_MODIFY) != 0 {
                         writing[name] = .now()
                     }
-                    if mask & UInt32(IN_CLOSE_WRITE | IN_DELETE | IN_MOVED_FROM) != 0 {
+                    // Closed, gone, or replaced by a file renamed into place (complete, whatever
+                    // the writer of the file it replaced is still doing).
+                    if mask & UInt32(IN_CLOSE_WRITE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE) != 0 {
                         writing[name] = nil
                     }
+                }
+                if mask & UInt32(IN_Q_OVERFLOW) != 0 {
+                    logger.warning("too many changes in the blocklist directory at once: some were not seen one by one; files held as being written are read at the latest \(Int(writerQuiet)) s after their last change")
                 }
                 // Only the current watch's end counts: the IN_IGNORED that follows a removed
                 // watch's IN_MOVE_SELF must not end the watch made after it.
@@ -156,6 +161,7 @@ public final class DirectoryWatcher: @unchecked Sendable {
             // directory is there already (one renamed into place), else once one is.
             if watch >= 0 { inotify_rm_watch(fd, watch) }
             watch = -1
+            writing = [:]   // the old directory's files: their closes are no longer seen
             if !addWatch() {
                 // No refresh now: it could only fail to read the directory (the lists in force
                 // stay either way); the retry reads it when it is back.

@@ -10,9 +10,10 @@ public struct FileSignature: Sendable, Equatable {
     var modified: Int64
     var changed: Int64
 
-    /// The signature of a list path that is a link to nothing (kept in the failed files, so that
-    /// the link is said once, not at every refresh).
-    static let dangling = FileSignature(device: 0, inode: 0, size: -1, modified: 0, changed: 0)
+    /// The signature of a list path with no file to sign: a link to nothing, or a list kept in
+    /// force after its file went (`BlocklistStore.refresh`). Kept among the failed files, so
+    /// that it is said once and exported as not usable.
+    static let absent = FileSignature(device: 0, inode: 0, size: -1, modified: 0, changed: 0)
 
     private init(device: UInt64, inode: UInt64, size: Int64, modified: Int64, changed: Int64) {
         self.device = device

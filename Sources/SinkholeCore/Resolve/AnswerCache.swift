@@ -45,7 +45,7 @@ public final class AnswerCache: Sendable {
         /// most of the eviction in re-hashing names. With this, only a match reads the name.
         private(set) var digest: Int
 
-        public init(_ question: Question, dnssecOK: Bool, checkingDisabled: Bool = false) {
+        public init(_ question: Question, dnssecOK: Bool, checkingDisabled: Bool) {
             name = WireName.lowercased(question.name)
             type = question.type
             qclass = question.qclass
@@ -69,7 +69,7 @@ public final class AnswerCache: Sendable {
         /// The digest of the key of a question with no ECS option whose name, in lower case, is
         /// `name` (wire form, from `withLowercased`).
         static func digest(lowercased name: UnsafeRawBufferPointer, type: UInt16, qclass: UInt16, dnssecOK: Bool,
-                           checkingDisabled: Bool = false) -> Int {
+                           checkingDisabled: Bool) -> Int {
             digest(name, type, qclass, dnssecOK, checkingDisabled, UnsafeRawBufferPointer(start: nil, count: 0))
         }
 
@@ -512,7 +512,7 @@ public final class AnswerCache: Sendable {
     /// the key's digest made from it (`Key.digest(lowercased:...)`), which the caller keeps for
     /// the key of a query it then forwards.
     public func preparedLookup(lowercased name: UnsafeRawBufferPointer, type: UInt16, qclass: UInt16, dnssecOK: Bool,
-                               checkingDisabled: Bool = false, digest: Int, generation: Int, serve: (borrowing CachedReply, UInt32) -> Bool) -> FastLookup {
+                               checkingDisabled: Bool, digest: Int, generation: Int, serve: (borrowing CachedReply, UInt32) -> Bool) -> FastLookup {
         guard budget > 0, name.count <= 255 else { return .absent }
         return prepared(shards[Key.shard(digest: digest, of: shards.count)], digest, generation: generation, serve: serve) {
             $0.key.matches(name, type, qclass, dnssecOK, checkingDisabled)

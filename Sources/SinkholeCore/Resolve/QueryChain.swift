@@ -140,12 +140,6 @@ public final class QueryChain: Sendable {
             metrics?.query(transport, .formerr)
             return respond(HeaderGate.headerOnlyReply(to: header, rcode: Rcode.formErr))
         }
-        // A compression pointer in the only question's name has no earlier name to point to
-        // (RFC 1035 4.1.4: pointers are to a prior occurrence); a meta type is no question.
-        if QueryChain.questionNameIsCompressed(packet) || RRType.isNeverAsked(question.type) {
-            metrics?.query(transport, .formerr)
-            return respond(replies.rejection(to: header, packet: packet, rcode: Rcode.formErr))
-        }
         var decoded = Query(header: header, question: question, edns: message.edns,
                             client: client, transport: transport)
         if decoded.edns != nil, !trustECSFrom.rules.isEmpty || forwarder.forwardECS,
@@ -157,6 +151,12 @@ public final class QueryChain: Sendable {
         if let edns = query.edns, edns.version > 0 {
             metrics?.query(transport, .formerr)
             return respond(replies.reply(to: query, .badVersion))
+        }
+        // A compression pointer in the only question's name has no earlier name to point to
+        // (RFC 1035 4.1.4: pointers are to a prior occurrence); a meta type is no question.
+        if QueryChain.questionNameIsCompressed(packet) || RRType.isNeverAsked(question.type) {
+            metrics?.query(transport, .formerr)
+            return respond(replies.rejection(to: header, packet: packet, rcode: Rcode.formErr))
         }
         if let blocked = blocking.process(query) {
             if case .blocked(let answer) = blocked {

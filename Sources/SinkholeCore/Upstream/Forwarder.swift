@@ -113,6 +113,18 @@ public final class Forwarder: Sendable {
         let index = job.index
         let upstream = upstreams[index]
         switch result {
+        case .success(let reply) where reply.withoutQuestion && reply.rcode != Rcode.servFail:
+            // FORMERR, NOTIMP or REFUSED without the question: this upstream would not take our
+            // query. The next one is tried, and SERVFAIL answered when none would: relaying
+            // FORMERR would tell the client its own query was malformed. Not held against the
+            // upstream's health: an odd question from a client draws it (NSD refuses a class it
+            // does not serve so), and three of them must not mark a working upstream down.
+            logger.debug("upstream would not take the query", metadata: [
+                "upstream": "\(upstream)", "rcode": "\(reply.rcode)",
+                "dns.question.name": "\(WireName.text(job.question.name))",
+            ])
+            metrics?.upstreamFailed(upstream, reason: "bad_reply")
+            attempt(job)
         case .success(let reply) where reply.rcode == Rcode.servFail:
             failed(index, "answered SERVFAIL", job.question)
             metrics?.upstreamFailed(upstream, reason: "servfail")

@@ -122,6 +122,9 @@ private struct Waiting {
     let serial: UInt64
     let deadline: UInt64
     let job: UpstreamTry
+    /// A datagram with this query's ID came that is no readable DNS message: at its timeout the
+    /// try fails as a bad reply, not as one that heard nothing.
+    var garbled = false
 }
 
 /// Deadlines of waiting queries, earliest first. An entry whose query was already answered
@@ -699,10 +702,11 @@ final class EventLoop: @unchecked Sendable {
             doneScratch = done
         }
         var failure: UpstreamFailure?
-        // IDs of datagrams that are no DNS reply we can read: the query with that ID fails its
-        // try now as a bad reply (counted and logged as one), not at its timeout as if nothing
-        // had come. The socket is connected, so only the upstream's address and port get here.
-        var unreadable: [UInt16] = []
+        // IDs of datagrams that are no DNS reply we can read, and whether TC was set. The query
+        // with that ID keeps waiting (a spoofer who knows the port could otherwise end tries,
+        // and mark an upstream down, with two bytes), but fails as a bad reply at its timeout
+        // rather than as a try that heard nothing; one cut short with TC set goes to TCP.
+        var unreadable: [(id: UInt16, truncated: Bool)] = []
         for _ in 0..<4 {
             for i in 0..<EventLoop.batch {
                 headers[i] = MultiMessageHeader(
@@ -721,7 +725,9 @@ final class EventLoop: @unchecked Sendable {
             for i in 0..<received {
                 let bytes = Array(UnsafeRawBufferPointer(start: buffers + i * EventLoop.datagramSize, count: Int(headers[i].msg_len)))
                 guard let reply = UpstreamAnswer.received(bytes) else {
-                    if bytes.count >= 2 { unreadable.append(UInt16(bytes[0]) << 8 | UInt16(bytes[1])) }
+                    if bytes.count >= 2 {
+                        unreadable.append((UInt16(bytes[0]) << 8 | UInt16(bytes[1]), bytes.count >= 3 && bytes[2] & 0x02 != 0))
+                    }
                     continue
                 }
                 replies.append(reply)
@@ -736,17 +742,19 @@ final class EventLoop: @unchecked Sendable {
             }
         }
         var failed: [Waiting] = []
-        var garbled: [Waiting] = []
+        var cutShort: [Waiting] = []
         state.withLock { s in
             for reply in replies {
                 guard let waiting = socket.waiting[reply.id], reply.answers(waiting.job.question) else { continue }
                 socket.waiting[reply.id] = nil
                 done.append((waiting, reply))
             }
-            for id in unreadable {
-                guard let waiting = socket.waiting[id] else { continue }
-                socket.waiting[id] = nil
-                garbled.append(waiting)
+            for (id, truncated) in unreadable where socket.waiting[id] != nil {
+                if truncated {
+                    cutShort.append(socket.waiting.removeValue(forKey: id)!)
+                } else {
+                    socket.waiting[id]!.garbled = true
+                }
             }
             if failure != nil {
                 failed = Array(socket.waiting.values)
@@ -763,7 +771,7 @@ final class EventLoop: @unchecked Sendable {
                 waiting.job.finished(.success(reply))
             }
         }
-        for w in garbled { w.job.finished(.failure(.badReply("a reply that is not a readable DNS message"))) }
+        for w in cutShort { retryOverTCP(socket.upstream, w) }
         if let failure { for w in failed { w.job.finished(.failure(failure)) } }
     }
 
@@ -783,7 +791,9 @@ final class EventLoop: @unchecked Sendable {
             if let next = s.deadlines.earliest { schedule(max(next, now + EventLoop.timerGranularity), &s) }
             return late
         }
-        for w in late { w.job.finished(.failure(.timeout)) }
+        for w in late {
+            w.job.finished(.failure(w.garbled ? .badReply("no readable reply: a datagram with its ID was no DNS message") : .timeout))
+        }
     }
 
     /// A truncated reply: the same question over TCP, on a thread of its own (rare, blocking).

@@ -14,10 +14,11 @@ public enum RRType {
     public static let classCH: UInt16 = 3
 
     /// Types that are no question a client may ask (FORMERR, as Unbound answers): OPT (RFC 6891
-    /// 6.1.1), TKEY and TSIG (transaction meta-types, RFC 6895 3.1), and the obsolete MAILB and
-    /// MAILA. Zone transfers and ANY are questions, and are forwarded.
+    /// 6.1.1), the meta-type range 128-248 (unassigned, RFC 6895 3.1), TKEY and TSIG
+    /// (transaction meta-types), and the obsolete MAILB and MAILA. Zone transfers and ANY are
+    /// questions, and are forwarded.
     public static func isNeverAsked(_ type: UInt16) -> Bool {
-        type == opt || type == 249 || type == 250 || type == 253 || type == 254
+        type == opt || (128...250).contains(type) || type == 253 || type == 254
     }
 
     /// `A`, `AAAA`, `TYPE65280` (RFC 3597 form for unknown types).

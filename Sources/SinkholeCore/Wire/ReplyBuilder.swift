@@ -39,15 +39,18 @@ public struct ReplyBuilder: Sendable {
         }
         let limit = query.replySizeLimit(payloadSize: payloadSize)
         if wire.count > limit {
-            // TC=1 only when what was asked for does not fit (RFC 2181 9): the additional
-            // section goes first, then, for an answer with records, the authority section. A
-            // negative answer keeps its authority records (the SOA a cache needs, RFC 2308
-            // 5; NSEC proofs), so it is truncated rather than sent without them.
+            // TC=1 only when what was asked for does not fit (RFC 2181 9; RFC 4035 3.1.1 for
+            // RRSIGs of additional data): the additional section goes first. The authority
+            // section goes too only from a plain positive answer, as Unbound leaves it out:
+            // NOERROR with records of the type asked and no NSEC or NSEC3 proof (a wildcard
+            // answer's, which a validator needs, RFC 4035 3.1.3.3). A negative answer keeps its
+            // SOA (what a cache needs, RFC 2308 5) and is truncated rather than sent without it.
             message.clear([.additional])
-            if message.answerCount > 0, let smaller = message.wire(), smaller.count > limit {
-                message.clear([.authority])
-            }
             if let smaller = message.wire(), smaller.count <= limit { return smaller }
+            if ReplyBuilder.isPlainPositive(message, asked: query.question.type) {
+                message.clear([.authority])
+                if let smaller = message.wire(), smaller.count <= limit { return smaller }
+            }
             message.clearRecords()
             message.truncated = true
             wire = message.wire() ?? HeaderGate.headerOnlyReply(to: query.header, rcode: Rcode.servFail)
@@ -142,6 +145,15 @@ public struct ReplyBuilder: Sendable {
 }
 
 extension ReplyBuilder {
+    /// NOERROR, an answer record of the type asked (any, for ANY), and no NSEC or NSEC3 record
+    /// in the authority section: the answer stands without its authority records.
+    static func isPlainPositive(_ message: Message, asked type: UInt16) -> Bool {
+        guard message.rcode == Rcode.noError else { return false }
+        let answers = message.records(.answer)
+        guard answers.contains(where: { $0.type == type || type == 255 }) else { return false }
+        return !message.records(.authority).contains { $0.type == 47 || $0.type == 50 }
+    }
+
     /// True when a relayed answer may keep the upstream's AD bit: the query set AD or DO.
     @inline(__always)
     static func wantsAuthenticData(flags: UInt16, dnssecOK: Bool) -> Bool {
