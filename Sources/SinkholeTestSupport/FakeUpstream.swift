@@ -49,6 +49,7 @@ public final class FakeUpstream: @unchecked Sendable {
         /// The OPT record's raw options (code, length, data …).
         public var options: [UInt8] = []
         public var checkingDisabled = false
+        public var authenticData = false
     }
 
     public let address: SocketAddress
@@ -223,7 +224,8 @@ public final class FakeUpstream: @unchecked Sendable {
         let (records, behaviour) = state.withLock { s -> ([String], Behaviour) in
             s.received.append(Received(id: query.id, sourcePort: client.port, transport: transport, name: name,
                                        type: q.type, dnssecOK: query.edns?.dnssecOK ?? false, hadOPT: query.edns != nil,
-                                       options: query.ednsOptions, checkingDisabled: query.checkingDisabled))
+                                       options: query.ednsOptions, checkingDisabled: query.checkingDisabled,
+                                       authenticData: query.authenticData))
             return (s.records[FakeUpstream.key(name)] ?? [], s.behaviours[FakeUpstream.key(name)] ?? .answer)
         }
         arrived.lock()
