@@ -64,8 +64,9 @@ import Testing
             for i in 0..<asked {
                 #expect(DNSTestClient.ask("q\(i).example.org", server: h.address)?.rcode == Rcode.servFail)
             }
+            // The first failure while up is a warning, the next ones within the minute debug.
             #expect(recorder.events("upstream try failed").map(\.level) ==
-                    Array(repeating: .warning, count: UpstreamHealth.downAfter - 1) + Array(repeating: .debug, count: interval > 0 ? 5 : 0))
+                    [.warning] + Array(repeating: .debug, count: UpstreamHealth.downAfter - 2 + (interval > 0 ? 5 : 0)))
             #expect(recorder.events.withLock { $0 }.filter { $0.message.hasPrefix("upstream marked down") }.map(\.level) == [.error])
             let stillDown = recorder.events("upstream still down")
             #expect(stillDown.count == (interval > 0 ? 0 : 5))
@@ -82,6 +83,30 @@ import Testing
             let whileDown = try #require(again.first?.metadata["failures_while_down"]).description
             #expect(Int(whileDown).map { $0 >= 5 } == true, "the tries after it went down, and any probe that failed: \(whileDown)")
         }
+    }
+
+    /// A random-subdomain attack on a name whose servers do not answer: its names time out three
+    /// in a row and mark the upstream down, the next real name marks it up again. Each change
+    /// is said at most once a minute, not at every flap (150 lines a second in a trial).
+    @Test func aFlappingUpstreamIsSaidOnceAMinuteNotAtEveryChange() throws {
+        let recorder = LogRecorder()
+        let h = try TestHarness(records: UpstreamHealthTests.records, logger: recorder.logger) { c in
+            c.upstreamTimeout = 0.2
+        }
+        defer { h.stop() }
+        for cycle in 0..<3 {
+            for i in 0..<UpstreamHealth.downAfter {
+                h.upstream.set(.silent, for: "t\(cycle)-\(i).victim.example")
+                #expect(DNSTestClient.ask("t\(cycle)-\(i).victim.example", server: h.address)?.rcode == Rcode.servFail)
+            }
+            #expect(h.server.chain.forwarder.health.isDown(0), "cycle \(cycle)")
+            #expect(DNSTestClient.ask("www.example.org", server: h.address)?.answerCount == 1)
+            #expect(!h.server.chain.forwarder.health.isDown(0), "cycle \(cycle)")
+        }
+        let downs = recorder.events.withLock { $0 }.filter { $0.message.hasPrefix("upstream marked down") }
+        #expect(downs.map(\.level) == [.error, .debug, .debug])
+        #expect(recorder.events("upstream answering again").map(\.level) == [.notice, .debug, .debug])
+        #expect(recorder.events("upstream try failed").filter { $0.level == .warning }.count == 1)
     }
 
     @Test func servfailMovesOnAndTheDeadlineBoundsTheWholeLoop() throws {

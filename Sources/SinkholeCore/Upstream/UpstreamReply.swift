@@ -8,6 +8,9 @@ public enum UpstreamFailure: Error, Sendable, CustomStringConvertible {
     case timeout
     case network(String)
     case badReply(String)
+    /// Not the upstream's doing: sinkhole could not make the try (its TCP retries are all busy).
+    /// Not counted against the upstream.
+    case local(String)
 
     /// The `reason` label of `sinkhole_upstream_errors_total`.
     public var kind: String {
@@ -15,6 +18,7 @@ public enum UpstreamFailure: Error, Sendable, CustomStringConvertible {
         case .timeout: return "timeout"
         case .network: return "network"
         case .badReply: return "bad_reply"
+        case .local: return "local"
         }
     }
 
@@ -23,6 +27,7 @@ public enum UpstreamFailure: Error, Sendable, CustomStringConvertible {
         case .timeout: return "timed out"
         case .network(let why): return why
         case .badReply(let why): return "bad reply: \(why)"
+        case .local(let why): return why
         }
     }
 }

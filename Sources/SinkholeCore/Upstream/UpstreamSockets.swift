@@ -796,16 +796,16 @@ final class EventLoop: @unchecked Sendable {
         }
     }
 
-    /// A truncated reply: the same question over TCP, on a thread of its own (rare, blocking).
+    /// A truncated reply: the same question over TCP, a blocking exchange on one of the bounded
+    /// retry threads (`TCPRetries`), within the time left of the try.
     private func retryOverTCP(_ index: Int, _ waiting: Waiting) {
         let upstream = upstreams[index]
-        let remaining = max(0.05, Double(Int64(waiting.deadline) - Int64(EventLoop.now)) / 1e9)
-        Thread.detachNewThread {
+        TCPRetries.shared.submit(TCPRetries.Job(deadline: waiting.deadline, run: { remaining in
             var query = waiting.job.wire
             let id = UInt16.random(in: 0...UInt16.max)
             query[0] = UInt8(id >> 8)
             query[1] = UInt8(id & 0xFF)
-            switch TCPExchange.run(upstream: upstream, query: query, timeout: remaining) {
+            switch TCPExchange.run(upstream: upstream, query: query, timeout: max(0.05, remaining)) {
             case .success(let bytes):
                 if let reply = UpstreamAnswer.validated(bytes, id: id, question: waiting.job.question) {
                     waiting.job.finished(.success(reply))
@@ -815,6 +815,8 @@ final class EventLoop: @unchecked Sendable {
             case .failure(let failure):
                 waiting.job.finished(.failure(failure))
             }
-        }
+        }, fail: { why in
+            waiting.job.finished(.failure(.local(why)))
+        }))
     }
 }
