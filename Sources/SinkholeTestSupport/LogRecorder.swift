@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import Synchronization
 
@@ -16,8 +17,25 @@ public final class LogRecorder: LogHandler, @unchecked Sendable {
         set { metadata[key] = newValue }
     }
 
+    private let logged = NSCondition()
+
     public func log(event: LogEvent) {
         events.withLock { $0.append((event.level, event.message.description, event.metadata ?? [:])) }
+        logged.lock()
+        logged.broadcast()
+        logged.unlock()
+    }
+
+    /// Waits until `condition` holds of the events logged, checked after each; false on timeout.
+    public func waitUntil(timeout: Double,
+                          _ condition: ([(level: Logger.Level, message: String, metadata: Logger.Metadata)]) -> Bool) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        logged.lock()
+        defer { logged.unlock() }
+        while !events.withLock({ condition($0) }) {
+            if !logged.wait(until: deadline) { return events.withLock { condition($0) } }
+        }
+        return true
     }
 
     /// The events whose message is `message`.

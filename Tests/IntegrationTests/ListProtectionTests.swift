@@ -61,6 +61,13 @@ import Testing
         #expect(blocked("evil.example", h), "the last block list is kept")
         #expect(!blocked("ok.evil.example", h), "the allowlist still applies")
         #expect(h.server.store.failedFiles == ["feed.txt"], "kept, but exported as not usable")
+        // A block list with no entry (a failed download's header) is not block lists back.
+        let before = h.server.store.refreshCount
+        try "# feed header, nothing after it\n".write(toFile: listDir(h) + "/empty.txt", atomically: true, encoding: .utf8)
+        #expect(h.server.store.waitUntil(timeout: 2.0) {
+            h.server.store.refreshCount > before && h.server.store.snapshot.loaded.contains { $0.name == "empty.txt" }
+        })
+        #expect(blocked("evil.example", h), "still kept")
         // Block lists come back: the kept one goes, the new one is in force.
         let g = h.server.store.generation
         try "other.example\n".write(toFile: listDir(h) + "/new.txt", atomically: true, encoding: .utf8)

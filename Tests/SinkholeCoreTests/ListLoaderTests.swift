@@ -154,7 +154,9 @@ import SinkholeTestSupport
         let withdrawn = try s.refresh(directory: dir)
         #expect(withdrawn.failed.isEmpty)   // the zone is unchanged: still held back, not re-read
         #expect(decide(s, "ok.evil.example.test")?.allowed == false)
-        // Removing the files is how their entries go.
+        // Removing the files is how their entries go (while a block list with an entry stays:
+        // the last ones are kept, see ListProtectionTests).
+        try "other.example.test\n".write(toFile: dir + "/other.txt", atomically: true, encoding: .utf8)
         try FileManager.default.removeItem(atPath: dir + "/feed.txt")
         try FileManager.default.removeItem(atPath: dir + "/zone.rpz")
         try s.refresh(directory: dir)

@@ -139,9 +139,11 @@ public final class BlocklistStore: Sendable {
             }
             // A list file replaced by a link to nothing is a file that cannot be read, not one
             // removed: its version in force stays, as for an unreadable file (said once).
+            var keptLinks: Set<String> = []
             for entry in skipped where entry.dangling {
                 let path = (directory as NSString).appendingPathComponent(entry.name)
                 guard let previous = files.lists[path] else { continue }
+                keptLinks.insert(entry.name)
                 next[path] = previous
                 failed[path] = FileSignature.absent
                 if files.failed[path] != FileSignature.absent {
@@ -149,8 +151,12 @@ public final class BlocklistStore: Sendable {
                                                         lineErrors: [], rejectedLines: 0))
                 }
             }
-            // No block list left: keep the lists in force (see above).
-            let blocks = { (lists: [String: LoadedList]) in lists.values.contains { !BlocklistLoader.isAllowList($0.name) } }
+            // No block list left: keep the lists in force (see above). A block list with no entry
+            // (a file touched, a feed's header alone: what `rm *; curl -o` leaves when the
+            // download fails) is no block list here.
+            let blocks = { (lists: [String: LoadedList]) in
+                lists.values.contains { !BlocklistLoader.isAllowList($0.name) && $0.entries > 0 }
+            }
             if blocks(files.lists) && !blocks(next) {
                 let gone = files.lists.keys.filter { next[$0] == nil }.sorted()
                 for path in gone {
@@ -164,7 +170,8 @@ public final class BlocklistStore: Sendable {
                 report.keptRestored = true
             }
             files.failed = failed
-            let noted = skipped.filter(BlocklistStore.worthSaying)
+            // Not "not read as a list" for a link to nothing whose list stays: said as unusable.
+            let noted = skipped.filter { BlocklistStore.worthSaying($0) && !keptLinks.contains($0.name) }
             let keys = noted.map { $0.name + "\u{0}" + $0.reason }
             report.skipped = zip(noted, keys).filter { !files.skipsLogged.contains($0.1) }.map(\.0)
             files.skipsLogged = Set(keys)

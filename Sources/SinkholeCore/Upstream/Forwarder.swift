@@ -47,6 +47,10 @@ public final class Forwarder: Sendable {
         var down = LogPace(), downsUnsaid = 0
         var up = LogPace(), upsUnsaid = 0
         var failure = LogPace(), failuresUnsaid = 0
+        /// A line about the state was held back, and the state is to be said once the minute
+        /// is over (`sayState`), so that the log's last word agrees with sinkhole_upstream_up
+        /// even when no later event would say it.
+        var stateDue = false
     }
     private let chatter: Mutex<[Chatter]>
     /// The pace of the warning that TCP retries are all busy.
@@ -191,13 +195,49 @@ public final class Forwarder: Sendable {
     /// counted as unsaid).
     private func paced(_ index: Int, now: UInt64, _ pace: WritableKeyPath<Chatter, LogPace>,
                        _ unsaid: WritableKeyPath<Chatter, Int>) -> Int? {
-        chatter.withLock { all -> Int? in
+        let (said, scheduleState) = chatter.withLock { all -> (Int?, Bool) in
             guard all[index][keyPath: pace].due(now) else {
                 all[index][keyPath: unsaid] += 1
-                return nil
+                // A held-back change of state (not a failed try) is said when the minute is over.
+                let schedule = pace != \Chatter.failure && !all[index].stateDue
+                if schedule { all[index].stateDue = true }
+                return (nil, schedule)
             }
             defer { all[index][keyPath: unsaid] = 0 }
-            return all[index][keyPath: unsaid]
+            return (all[index][keyPath: unsaid], false)
+        }
+        if scheduleState {
+            // A minute, as the pace; tests shorten it with --upstream-still-down-interval's setting.
+            DispatchQueue.global().asyncAfter(deadline: .now() + min(60, stillDownInterval)) { [weak self] in
+                self?.sayState(index)
+            }
+        }
+        return said
+    }
+
+    /// Once a minute of held-back up/down lines is over: the upstream's state now, and how often
+    /// it changed unsaid, in one line (error while down, notice while up).
+    private func sayState(_ index: Int) {
+        let now = DispatchTime.now().uptimeNanoseconds
+        let (downs, ups) = chatter.withLock { all -> (Int, Int) in
+            defer {
+                all[index].stateDue = false
+                all[index].downsUnsaid = 0
+                all[index].upsUnsaid = 0
+            }
+            guard all[index].downsUnsaid + all[index].upsUnsaid > 0 else { return (0, 0) }
+            all[index].down.said(now)
+            all[index].up.said(now)
+            return (all[index].downsUnsaid, all[index].upsUnsaid)
+        }
+        guard downs + ups > 0 else { return }
+        let metadata: Logger.Metadata = [
+            "upstream": "\(upstreams[index])", "times_marked_down_unsaid": "\(downs)", "recoveries_unsaid": "\(ups)",
+        ]
+        if health.isDown(index) {
+            logger.error("upstream is down, after flapping: marked down and back again more than once in the last minute", metadata: metadata)
+        } else {
+            logger.notice("upstream is answering, after flapping: marked down and back again more than once in the last minute", metadata: metadata)
         }
     }
 
