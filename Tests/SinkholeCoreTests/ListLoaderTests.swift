@@ -68,6 +68,17 @@ import SinkholeTestSupport
         let list = try #require(result.list)
         #expect(list.entries == 1)
         #expect(result.lineErrors.contains { $0.reason.contains("record type out of range") }, "\(result.lineErrors)")
+        // The zone is not held in memory: the rejected line's text is read back from the file.
+        #expect(result.lineErrors.map(\.line) == [2])
+        #expect(result.lineErrors.first?.text == "odd.example TYPE922001 \\# 0")
+        #expect(result.lineErrors.first?.description == "odd.rpz:2: record type out of range (at most TYPE65535): 'odd.example TYPE922001 \\# 0'")
+    }
+
+    @Test func anRPZFileWithANULByteIsNotText() throws {
+        let text = "$ORIGIN rpz.example.test.\nnx.example CNAME .\n" + String(repeating: "x", count: 5 << 20) + "\u{0}\n"
+        let result = BlocklistLoader.load(file: try directory(["bin.rpz": text]) + "/bin.rpz")
+        #expect(result.list == nil)
+        #expect(result.failure == "not a text file (it contains NUL bytes)", "found past the first 4 MiB chunk")
     }
 
     @Test func rpzOriginWithoutSOAAndApexTriggerRejected() throws {

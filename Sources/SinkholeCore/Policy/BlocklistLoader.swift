@@ -101,8 +101,8 @@ public enum BlocklistLoader {
         return (files, skipped)
     }
 
-    /// Reads and parses one file. Line-format files are read in 4 MiB chunks, so a
-    /// multi-million-entry feed is never held as text and as entries at once.
+    /// Reads and parses one file. Line-format files are read in 4 MiB chunks and RPZ zones record
+    /// by record, so a multi-million-entry feed is never held as text and as entries at once.
     ///
     /// `previous` is the version of the file in force, if any: the new version shares with it
     /// every run of entries that did not change, so a reload holds little more than the changes
@@ -256,13 +256,37 @@ public enum BlocklistLoader {
                                  rule: .init(text: text, action: allow ? .allow : .block, line: number))
             }
         case .rpz:
-            guard let bytes = wholeFile() else { return unreadable() }
-            if bytes.contains(0) {
-                result.failure = notText
-                return result
+            // ldns reads the records from the file itself. The bytes are looked at here only for
+            // NUL and for any text, a chunk at a time (a 200 MB zone read whole added 370 MB to
+            // the peak of a reload), and the text of the rejected lines kept for the log is read
+            // in one pass afterwards. A UTF-16 file is already whole, as UTF-8, in `converted`.
+            var lineText: (Int) -> String = { _ in "" }
+            if let bytes = converted {
+                if bytes.contains(0) {
+                    result.failure = notText
+                    return result
+                }
+                hasText = BlocklistLoader.hasText(bytes)
+                lineText = { RPZParser.lineText(bytes, $0) }
+            } else {
+                var offset: off_t = 0
+                while true {
+                    let n = pread(fd, mapping, chunkSize, offset)
+                    if n < 0 {
+                        if errno == EINTR { continue }
+                        return unreadable()
+                    }
+                    if n == 0 { break }
+                    let part = UnsafeBufferPointer(rebasing: chunk[0..<n])
+                    if part.contains(0) {
+                        result.failure = notText
+                        return result
+                    }
+                    if !hasText { hasText = BlocklistLoader.hasText(part) }
+                    offset += off_t(n)
+                }
             }
-            hasText = BlocklistLoader.hasText(bytes)
-            let readable = RPZParser.parse(path: path, file: name, bytes: bytes, add: { wire, kind, line, local in
+            let readable = RPZParser.parse(path: path, file: name, lineText: lineText, add: { wire, kind, line, local in
                 builder.add(name: wire, kind: allow ? .init(kind.scope, .allow) : kind, list: 0, line: line)
                 if let local, !allow { localData[Array(wire.dropLast()), default: []].append(local) }
             }, addAddress: { address, prefix, action, line in
@@ -274,6 +298,10 @@ public enum BlocklistLoader {
                     text: text, action: allow ? .allow : action, line: line))
             }, reject: reject)
             if !readable { return unreadable() }
+            if converted == nil, !errors.isEmpty {
+                let texts = BlocklistLoader.lines(Set(errors.map(\.line)), of: fd, buffer: chunk)
+                errors = errors.map { ListLineError(file: $0.file, line: $0.line, reason: $0.reason, text: texts[$0.line] ?? "") }
+            }
         }
         unmap()
         result.lineErrors = errors
@@ -313,6 +341,41 @@ public enum BlocklistLoader {
                                  rejectedLines: rejected, signature: signature, seconds: seconds, localData: localData,
                                  addresses: addresses, sharedSegments: shared)
         return result
+    }
+
+    /// The text of the 1-based lines `wanted` of the file open as `fd`, read from its start a
+    /// chunk at a time in `buffer` (at most 64 KiB of each line: the errors quote 200 bytes of it
+    /// and say how long it is), trailing space and CR dropped, as the errors quote them.
+    static func lines(_ wanted: Set<Int>, of fd: Int32, buffer: UnsafeMutableBufferPointer<UInt8>) -> [Int: String] {
+        let last = wanted.max() ?? 0
+        var found: [Int: String] = [:]
+        var current: [UInt8] = []
+        var line = 1
+        var want = wanted.contains(1)
+        var offset: off_t = 0
+        while line <= last {
+            let n = pread(fd, buffer.baseAddress, buffer.count, offset)
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            offset += off_t(n)
+            var start = 0
+            while start < n, line <= last {
+                let rest = UnsafeRawPointer(buffer.baseAddress! + start)
+                let newline = memchr(rest, 0x0A, n - start).map { $0 - UnsafeMutableRawPointer(mutating: rest) }
+                let end = newline.map { start + $0 } ?? n
+                if want, current.count < 65_536 {
+                    current.append(contentsOf: buffer[start..<min(end, start + 65_536 - current.count)])
+                }
+                guard newline != nil else { break }
+                if want { found[line] = String(decoding: current, as: UTF8.self).trimmingSpace }
+                current.removeAll(keepingCapacity: true)
+                line += 1
+                want = wanted.contains(line)
+                start = end + 1
+            }
+        }
+        if want, line <= last { found[line] = String(decoding: current, as: UTF8.self).trimmingSpace }
+        return found
     }
 
     /// UTF-16 text that starts with its byte-order mark (FF FE little-endian, FE FF big-endian)

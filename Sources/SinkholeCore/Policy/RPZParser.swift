@@ -33,7 +33,7 @@ enum RPZParser {
     }
 
     static func parse(
-        path: String, file: String, bytes: [UInt8],
+        path: String, file: String, lineText: (Int) -> String,
         add: (_ name: [UInt8], _ kind: DomainMatcher.Kind, _ line: Int, _ local: LocalRecord?) -> Void,
         addAddress: (_ address: [UInt8], _ prefix: Int, _ action: DomainMatcher.Action, _ line: Int) -> Void = { _, _, _, _ in },
         reject: (ListLineError) -> Void
@@ -64,7 +64,7 @@ enum RPZParser {
                 badRecords += 1
                 let reason = String(cString: ldns_get_errorstr_by_id(status))
                 reject(ListLineError(file: file, line: line, reason: "not a valid zone-file record: \(reason)",
-                                     text: lineText(bytes, line)))
+                                     text: lineText(line)))
                 if badRecords > 10_000 { return true }
                 continue
             }
@@ -74,7 +74,7 @@ enum RPZParser {
             guard let type = UInt16(exactly: ldns_rr_get_type(rr).rawValue) else {
                 badRecords += 1
                 reject(ListLineError(file: file, line: line, reason: "record type out of range (at most TYPE65535)",
-                                     text: lineText(bytes, line)))
+                                     text: lineText(line)))
                 continue
             }
             guard let ownerRdf = ldns_rr_owner(rr), let ownerData = ldns_rdf_data(ownerRdf) else { continue }
