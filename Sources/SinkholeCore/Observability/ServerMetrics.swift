@@ -15,7 +15,7 @@ public final class ServerMetrics: Sendable {
     /// `sinkhole_queries_total` per transport and outcome, indexed by `slot(_:_:)`: every query
     /// counts once, in its core's shard (`queryCounts`), with no string or dictionary lookup;
     /// the Prometheus counters are brought up to the shards' sums when /metrics is scraped.
-    private let queries: [Prometheus.Counter]
+    private let queries: [RunningTotal]
     private let queryCounts = ShardedCounts(slots: 2 * Outcome.allCases.count)
     /// Blocked queries per list: in the slot of the list's number (`ListNumbers`) of the calling
     /// thread's shard, with no lock and no string hashed; lists numbered past the slots (only a
@@ -24,9 +24,8 @@ public final class ServerMetrics: Sendable {
     private let blockedCounts = ShardedCounts(slots: ServerMetrics.listSlots)
     private let blockedShards = ThreadShards<[String: UInt64]> { [:] }
     static let listSlots = 256
-    /// What the Prometheus counters were last brought up to, and the per-list counters; only
-    /// touched when /metrics is scraped.
-    private let published: Mutex<(queries: [UInt64], blocked: [String: (counter: Prometheus.Counter, total: UInt64)])>
+    /// The per-list counters, made at the scrape that first sees a block by the list.
+    private let blocked = Mutex<[String: RunningTotal]>([:])
     /// `sinkhole_upstream_latency_seconds`, one per upstream, rendered by `exposition()`.
     private let upstreamLatency = Mutex<[(String, LatencyHistogram)]>([])
     private let latencyBuckets: [Duration]
@@ -47,14 +46,12 @@ public final class ServerMetrics: Sendable {
                           .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
                           .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
                           .seconds(2), .seconds(5)]
-        published = Mutex((queries: [UInt64](repeating: 0, count: 2 * Outcome.allCases.count), blocked: [:]))
-        var q: [Prometheus.Counter] = []
+        var q: [RunningTotal] = []
         for transport in [Transport.udp, .tcp] {
             for outcome in Outcome.allCases {
                 precondition(q.count == ServerMetrics.slot(transport, outcome))
-                q.append(registry.makeCounter(
-                    descriptor: ServerMetrics.name("queries_total", ServerMetrics.queriesHelp),
-                    labels: [("transport", transport.rawValue), ("outcome", outcome.rawValue)]))
+                q.append(RunningTotal(registry, "queries_total", ServerMetrics.queriesHelp,
+                                      labels: [("transport", transport.rawValue), ("outcome", outcome.rawValue)]))
             }
         }
         queries = q
@@ -125,33 +122,28 @@ public final class ServerMetrics: Sendable {
         blockedShards.mine.value.withLock { $0[name, default: 0] += 1 }
     }
 
-    /// Brings the Prometheus counters up to the sums of the per-core counts. Under one lock,
-    /// shards read inside it: two scrapes at once (two Prometheus servers) publish one after
-    /// the other, and a sum is never stored below one already published.
+    /// Brings the Prometheus counters up to the sums of the per-core counts. Each counter only
+    /// goes up (`RunningTotal`), so two scrapes at once (two Prometheus servers) never store a
+    /// sum below one already published.
     private func publishCounts() {
-        published.withLock { p in
-            for slot in queries.indices {
-                let total = queryCounts.total(slot)
-                if total > p.queries[slot] {
-                    queries[slot].increment(by: Int64(total - p.queries[slot]))
-                    p.queries[slot] = total
-                }
+        for slot in queries.indices { queries[slot].publish(queryCounts.total(slot)) }
+        var blockedTotals: [String: UInt64] = [:]
+        for (number, name) in ListNumbers.names.prefix(ServerMetrics.listSlots).enumerated() {
+            let total = blockedCounts.total(number)
+            if total > 0 { blockedTotals[name, default: 0] += total }
+        }
+        for shard in blockedShards.shards {
+            shard.value.withLock { for (list, n) in $0 { blockedTotals[list, default: 0] += n } }
+        }
+        for (list, total) in blockedTotals {
+            let counter = blocked.withLock { counters in
+                if let c = counters[list] { return c }
+                let c = RunningTotal(registry, "blocked_total", "Blocked queries by the list whose rule decided, since start",
+                                     labels: [("list", list)])
+                counters[list] = c
+                return c
             }
-            var blockedTotals: [String: UInt64] = [:]
-            for (number, name) in ListNumbers.names.prefix(ServerMetrics.listSlots).enumerated() {
-                let total = blockedCounts.total(number)
-                if total > 0 { blockedTotals[name, default: 0] += total }
-            }
-            for shard in blockedShards.shards {
-                shard.value.withLock { for (list, n) in $0 { blockedTotals[list, default: 0] += n } }
-            }
-            for (list, total) in blockedTotals {
-                let entry = p.blocked[list] ?? (registry.makeCounter(
-                    descriptor: ServerMetrics.name("blocked_total", "Blocked queries by the list whose rule decided, since start"),
-                    labels: [("list", list)]), 0)
-                if total > entry.total { entry.counter.increment(by: Int64(total - entry.total)) }
-                p.blocked[list] = (entry.counter, max(total, entry.total))
-            }
+            counter.publish(total)
         }
     }
 
@@ -338,16 +330,17 @@ public final class LatencyHistogram: Sendable {
     }
 }
 
-/// A count kept since start somewhere else (the block log's writer, the cache, the history),
-/// exported as a Prometheus counter: brought up to the count at each scrape. A counter, not a
+/// A count kept since start somewhere else (the per-core query shards, the block log's writer,
+/// the cache, the history), exported as a Prometheus counter: brought up to the count at each
+/// scrape. A counter, not a
 /// gauge, so that `rate()` and `increase()` read it as what it is and a restart shows as the
 /// reset Prometheus expects of counters.
 final class RunningTotal: Sendable {
     private let counter: Prometheus.Counter
     private let published = Mutex<UInt64>(0)
 
-    init(_ registry: PrometheusCollectorRegistry, _ name: String, _ help: String) {
-        counter = registry.makeCounter(descriptor: ServerMetrics.name(name, help))
+    init(_ registry: PrometheusCollectorRegistry, _ name: String, _ help: String, labels: [(String, String)] = []) {
+        counter = registry.makeCounter(descriptor: ServerMetrics.name(name, help), labels: labels)
     }
 
     /// The count is now `total`; it never goes down (a smaller figure is ignored).
