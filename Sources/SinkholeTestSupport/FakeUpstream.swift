@@ -141,7 +141,8 @@ public final class FakeUpstream: @unchecked Sendable {
         received.filter { FakeUpstream.key($0.name) == FakeUpstream.key(name) }
     }
 
-    static func key(_ name: String) -> String {
+    /// A name as the upstream keys it: lowercase, with the final dot.
+    public static func key(_ name: String) -> String {
         var n = name.lowercased()
         if !n.hasSuffix(".") { n += "." }
         return n

@@ -19,6 +19,9 @@ struct ServeOptions: ParsableArguments {
     @Option(name: .customLong("upstream"), help: ArgumentHelp("Upstream resolver; repeatable. Tried in the order --upstream-strategy gives (by default the order given). Default: the nameservers of /etc/resolv.conf (never sinkhole itself).", valueName: "ADDR[:PORT]"))
     var upstream: [String] = []
 
+    @Option(name: .customLong("forward-zone"), help: ArgumentHelp("Send the names of DOMAIN and below it to these upstreams instead of --upstream (internal zones to their own servers; the longest zone given wins); repeatable.", valueName: "DOMAIN=ADDR[:PORT][,ADDR[:PORT]...]"))
+    var forwardZone: [String] = []
+
     @Option(name: .customLong("blocklist-dir"), help: ArgumentHelp("Directory of list files, watched for changes. Default: blocklists/ of the source checkout the binary was built in, else \(ServerConfiguration.installedBlocklistDirectory).", valueName: "DIR"))
     var blocklistDir: String?
 
@@ -147,6 +150,7 @@ struct ServeOptions: ParsableArguments {
         var flags = Settings()
         flags.setFlag("listen", listen)
         flags.setFlag("upstream", upstream)
+        flags.setFlag("forward-zone", forwardZone)
         flags.setFlag("allow", allow)
         flags.setFlag("deny", deny)
         flags.setFlag("blocklist-dir", blocklistDir)

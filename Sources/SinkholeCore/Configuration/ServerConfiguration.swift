@@ -6,6 +6,8 @@ public struct ServerConfiguration: Sendable {
     public var listen: [SocketAddress]
     /// Upstream resolvers, tried in order. Default: the nameservers of /etc/resolv.conf.
     public var upstreams: [SocketAddress]
+    /// Domains whose names go to upstreams of their own (`--forward-zone`). Default: none.
+    public var forwardZones: [ForwardZone] = []
     /// Directory of list files. Default: `blocklists/` of the checkout, else /etc/sinkhole/blocklists.
     public var blocklistDirectory: String
     /// JSON-lines file of blocked queries; nil = not written.
@@ -114,6 +116,7 @@ public struct ServerConfiguration: Sendable {
         [
             "listen": listen.map(\.description).joined(separator: ","),
             "upstream": upstreams.map(\.description).joined(separator: ","),
+            "forward-zone": forwardZones.isEmpty ? "(none)" : forwardZones.map(\.description).joined(separator: " "),
             "blocklist-dir": blocklistDirectory,
             "block-log": blockLogPath ?? "(none)",
             "block-mode": blockPolicy.mode.rawValue,

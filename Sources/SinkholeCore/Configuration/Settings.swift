@@ -16,7 +16,7 @@ public struct ConfigurationError: Error, CustomStringConvertible {
 public struct Settings: Sendable {
     /// Every key, and whether it takes several values (a list in YAML, a repeated flag).
     public static let keys: [String: Bool] = [
-        "listen": true, "upstream": true, "allow": true, "deny": true,
+        "listen": true, "upstream": true, "forward-zone": true, "allow": true, "deny": true,
         "blocklist-dir": false, "block-log": false, "block-mode": false, "sinkhole-ipv4": false,
         "sinkhole-ipv6": false, "block-ttl": false, "upstream-timeout": false, "tcp-idle-timeout": false,
         "tcp-max-connections": false, "edns-buffer-size": false, "log-level": false, "refuse-action": false,
@@ -215,6 +215,22 @@ public struct Settings: Sendable {
                 throw ConfigurationError("\(origin("upstream")) \(upstream) names sinkhole's own listen address \(own): queries would loop")
             }
         }
+        var zones: [ForwardZone] = []
+        for text in many("forward-zone") {
+            let zone: ForwardZone
+            switch ForwardZone.parse(text) {
+            case .success(let z): zone = z
+            case .failure(let problem): throw ConfigurationError("\(origin("forward-zone")) \(problem)")
+            }
+            if zones.contains(where: { $0.name == zone.name }) {
+                throw ConfigurationError("\(origin("forward-zone")) '\(text)': \(zone.zone) given twice (give all its upstreams in one, separated by commas)")
+            }
+            for upstream in zone.upstreams {
+                guard let own = listen.first(where: { ResolvConf.reaches(upstream, $0) }) else { continue }
+                throw ConfigurationError("\(origin("forward-zone")) '\(text)': \(upstream) names sinkhole's own listen address \(own): queries would loop")
+            }
+            zones.append(zone)
+        }
         let modeText = one("block-mode") ?? "nxdomain"
         guard let mode = BlockMode(rawValue: modeText) else {
             throw ConfigurationError("\(origin("block-mode")) '\(modeText)': must be nxdomain or sinkhole")
@@ -251,6 +267,7 @@ public struct Settings: Sendable {
             tcpMaxConnections: try integer("tcp-max-connections", 256, 1...1_000_000),
             ednsPayloadSize: UInt16(try integer("edns-buffer-size", 1232, 512...4096)))
         configuration.access = access
+        configuration.forwardZones = zones
         configuration.refuseAction = refuseAction
         configuration.rateLimit = Double(try integer("rate-limit", 0, 0...10_000_000))
         configuration.rateLimitBurst = Double(try integer("rate-limit-burst", Int(configuration.rateLimit * 2), 1...20_000_000))

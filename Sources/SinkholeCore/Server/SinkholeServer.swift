@@ -84,7 +84,8 @@ public final class SinkholeServer: Sendable {
         }
         syslog?.start()
         let blocking = BlockingStage(store: store, policy: configuration.blockPolicy, log: blockLog)
-        let forwarder = Forwarder(upstreams: configuration.upstreams, timeout: configuration.upstreamTimeout,
+        let forwarder = Forwarder(upstreams: configuration.upstreams, zones: configuration.forwardZones,
+                                  timeout: configuration.upstreamTimeout,
                                   payloadSize: configuration.ednsPayloadSize, strategy: configuration.upstreamStrategy,
                                   deadline: configuration.upstreamDeadline,
                                   retryBackoff: configuration.upstreamRetryBackoff, metrics: metrics,
@@ -290,7 +291,7 @@ public final class SinkholeServer: Sendable {
             metrics.update(lists: snapshot.loaded, failedLists: store.failedFiles,
                            reloadTimes: Dictionary(snapshot.loaded.map { ($0.name, $0.loadedAt) }, uniquingKeysWith: { a, _ in a }),
                            blockLog: blockLog?.counts, tcpOpen: tcp.reduce(0) { $0 + $1.openConnections },
-                           upstreams: zip(configuration.upstreams, chain.forwarder.health.snapshot).map { ($0, !$1.down) })
+                           upstreams: zip(chain.forwarder.upstreams, chain.forwarder.health.snapshot).map { ($0, !$1.down) })
             if let history { metrics.update(history: history.counts) }
             metrics.update(inflight: chain.inFlight, limitServfails: chain.counters.overloaded)
             if let cache = chain.cache { metrics.update(cache: cache.stats) }

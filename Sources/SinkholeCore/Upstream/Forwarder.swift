@@ -7,10 +7,18 @@ import Synchronization
 /// `deadline`; a timeout, network error or SERVFAIL moves on to the next upstream. When every
 /// upstream has failed, the last upstream SERVFAIL is relayed, or SERVFAIL is answered.
 public final class Forwarder: Sendable {
+    /// Every upstream: those of `--upstream` first, in their order, then those that only
+    /// forward zones name. Health, sockets and metrics are kept per address, once each.
     public let upstreams: [SocketAddress]
+    /// The indexes of `--upstream`'s upstreams: every name outside the forward zones.
+    private let defaultGroup: [Int]
+    /// The forward zones, each with its upstreams' indexes.
+    let routes: ForwardRoutes
     public let timeout: Double
-    /// Seconds for the whole retry loop of one query.
+    /// Seconds for the whole retry loop of one query to the default upstreams; nil in the
+    /// configuration means the timeout × their number (× a zone's number for that zone).
     public let deadline: Double
+    private let configuredDeadline: Double?
     public let strategy: UpstreamStrategy
     public let health: UpstreamHealth
     public let metrics: ServerMetrics?
@@ -56,15 +64,32 @@ public final class Forwarder: Sendable {
     /// The pace of the warning that TCP retries are all busy.
     private let localPace = Mutex(LogPace())
 
-    public init(upstreams: [SocketAddress], timeout: Double, payloadSize: UInt16,
+    public init(upstreams defaults: [SocketAddress], zones: [ForwardZone] = [], timeout: Double, payloadSize: UInt16,
                 strategy: UpstreamStrategy = .first, deadline: Double? = nil, retryBackoff: Double = 5,
                 metrics: ServerMetrics? = nil, forwardECS: Bool = false, stillDownInterval: Double = 60, logger: Logger) {
         self.metrics = metrics
         self.forwardECS = forwardECS
+        var upstreams = defaults
+        var routes: [ForwardRoutes.Route] = []
+        for zone in zones {
+            var group: [Int] = []
+            for address in zone.upstreams {
+                if let index = upstreams.firstIndex(of: address) {
+                    group.append(index)
+                } else {
+                    group.append(upstreams.count)
+                    upstreams.append(address)
+                }
+            }
+            routes.append(.init(name: zone.name, upstreams: group))
+        }
         self.upstreams = upstreams
+        defaultGroup = Array(defaults.indices)
+        self.routes = ForwardRoutes(routes)
         self.timeout = timeout
         self.strategy = strategy
-        self.deadline = deadline ?? timeout * Double(max(1, upstreams.count))
+        configuredDeadline = deadline
+        self.deadline = deadline ?? timeout * Double(max(1, defaults.count))
         self.health = UpstreamHealth(upstreams: upstreams, firstBackoff: retryBackoff)
         self.payloadSize = payloadSize
         self.logger = logger
@@ -114,8 +139,14 @@ public final class Forwarder: Sendable {
         // One clock read for the order, the deadline and the first try.
         let now = DispatchTime.now().uptimeNanoseconds
         job.forwarder = self
-        job.order = health.order(strategy, now: now)
-        job.until = now + UInt64(max(0, deadline) * 1e9)
+        if let route = routes.route(for: job.question.name) {
+            job.order = health.order(strategy, among: route.upstreams, now: now)
+            let loop = configuredDeadline ?? timeout * Double(route.upstreams.count)
+            job.until = now + UInt64(max(0, loop) * 1e9)
+        } else {
+            job.order = health.order(strategy, among: defaultGroup, now: now)
+            job.until = now + UInt64(max(0, deadline) * 1e9)
+        }
         attempt(job, now: now)
     }
 

@@ -77,12 +77,15 @@ public final class UpstreamHealth: Sendable {
 
     /// Indexes of the upstreams to try, in order: usable ones by the strategy, then the ones
     /// that are down (so that a query is still tried when every upstream is marked down).
-    public func order(_ strategy: UpstreamStrategy, now: UInt64 = DispatchTime.now().uptimeNanoseconds) -> [Int] {
-        var usable = inOrder
+    /// `among`: the upstreams of the query's route, in the order given (nil: all of them).
+    public func order(_ strategy: UpstreamStrategy, among group: [Int]? = nil,
+                      now: UInt64 = DispatchTime.now().uptimeNanoseconds) -> [Int] {
+        var usable = group ?? inOrder
         var down: [Int] = []
         if downCount.load(ordering: .relaxed) > 0 {
             usable = []
-            for (i, slot) in slots.enumerated() {
+            for i in group ?? inOrder {
+                let slot = slots[i]
                 if slot.down.load(ordering: .relaxed) && now < slot.retryAt.load(ordering: .relaxed) {
                     down.append(i)
                 } else {

@@ -1,0 +1,85 @@
+import Foundation
+import SinkholeCore
+import SinkholeTestSupport
+import Testing
+
+/// `--forward-zone`: an internal zone's names go to its own upstreams, every other name to
+/// `--upstream`, and the block check still comes first.
+@Suite struct ForwardZoneTests {
+    static func zone(_ text: String) throws -> ForwardZone { try ForwardZone.parse(text).get() }
+
+    @Test func zoneNamesGoToTheZonesUpstreamsAndNoOtherNameDoes() throws {
+        let corp = try FakeUpstream(records: ["dc1.corp.example. 300 IN A 10.0.0.11", "corp.example. 300 IN A 10.0.0.10"])
+        let lab = try FakeUpstream(records: ["box.lab.corp.example. 300 IN A 10.0.9.9"])
+        defer { corp.stop(); lab.stop() }
+        let h = try TestHarness(lists: ["intel.txt": "evil.corp.example\n"], records: ["www.example.org. 300 IN A 192.0.2.12"]) {
+            $0.forwardZones = [try! Self.zone("corp.example=\(corp.address)"), try! Self.zone("lab.corp.example=\(lab.address)")]
+        }
+        defer { h.stop() }
+        #expect(DNSTestClient.ask("DC1.Corp.Example", server: h.address)?.records(.answer).map(\.rdata) == [[10, 0, 0, 11]])
+        #expect(DNSTestClient.ask("corp.example", server: h.address)?.records(.answer).map(\.rdata) == [[10, 0, 0, 10]])
+        #expect(DNSTestClient.ask("box.lab.corp.example", server: h.address)?.records(.answer).map(\.rdata) == [[10, 0, 9, 9]])
+        #expect(DNSTestClient.ask("www.example.org", server: h.address)?.records(.answer).map(\.rdata) == [[192, 0, 2, 12]])
+        #expect(DNSTestClient.ask("notcorp.example", server: h.address)?.rcode == Rcode.nxDomain)
+        // Blocked inside a zone: answered here, asked of no upstream.
+        #expect(DNSTestClient.ask("x.evil.corp.example", server: h.address)?.rcode == Rcode.nxDomain)
+
+        func names(_ upstream: FakeUpstream) -> Set<String> { Set(upstream.received.map { FakeUpstream.key($0.name) }) }
+        #expect(names(corp) == ["dc1.corp.example.", "corp.example."])
+        #expect(names(lab) == ["box.lab.corp.example."], "the longest zone wins")
+        #expect(names(h.upstream) == ["www.example.org.", "notcorp.example."],
+                "no zone name reached the default upstream")
+        #expect(h.server.chain.forwarder.upstreams.count == 3)
+    }
+
+    /// As Unbound's forward-zone without forward-first: when the zone's upstreams fail, the
+    /// query fails; it does not go to the public resolvers of --upstream.
+    @Test func aSilentZoneUpstreamGivesServfailAndNeverTheDefaultUpstream() throws {
+        let corp = try FakeUpstream(records: [])
+        let corp2 = try FakeUpstream(records: ["dc1.corp.example. 300 IN A 10.0.0.11"])
+        defer { corp.stop(); corp2.stop() }
+        corp.set(.silent, for: "dc1.corp.example")
+        corp.set(.silent, for: "dc2.corp.example")
+        corp2.set(.silent, for: "dc2.corp.example")
+        let h = try TestHarness(records: ["dc2.corp.example. 300 IN A 192.0.2.66"]) {
+            $0.upstreamTimeout = 0.3
+            $0.forwardZones = [try! Self.zone("corp.example=\(corp.address),\(corp2.address)")]
+        }
+        defer { h.stop() }
+        // The second of the zone's upstreams answers when the first is silent.
+        #expect(DNSTestClient.ask("dc1.corp.example", server: h.address)?.records(.answer).map(\.rdata) == [[10, 0, 0, 11]])
+        // Both silent: SERVFAIL once the zone's two tries are over.
+        #expect(DNSTestClient.ask("dc2.corp.example", server: h.address)?.rcode == Rcode.servFail)
+        #expect(corp.received(for: "dc2.corp.example").count == 1 && corp2.received(for: "dc2.corp.example").count == 1)
+        #expect(h.upstream.received.isEmpty, "an internal name went to the default upstream")
+    }
+
+    /// The binary with the flag, asked by dig; an upstream named by a zone has its metrics.
+    @Test func digAndMetricsSeeTheZone() throws {
+        let corp = try FakeUpstream(records: ["dc1.corp.example. 300 IN A 10.0.0.11"])
+        let upstream = try FakeUpstream(records: ["www.example.org. 300 IN A 192.0.2.12"])
+        defer { corp.stop(); upstream.stop() }
+        let lists = FileManager.default.temporaryDirectory.appendingPathComponent("sinkhole-zone-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: lists, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: lists) }
+        try "evil.example\n".write(to: lists.appendingPathComponent("intel.txt"), atomically: true, encoding: .utf8)
+        let sinkhole = SinkholeProcess(arguments: ["serve", "--listen", "127.0.0.1:0", "--upstream", upstream.address.description,
+                                                   "--forward-zone", "corp.example=\(corp.address)",
+                                                   "--blocklist-dir", lists.path, "--metrics-listen", "127.0.0.1:0"])
+        #expect(try sinkhole.start(), "no 'listening on' line: \(sinkhole.stderr)")
+        defer { _ = sinkhole.stop() }
+        let port = String(sinkhole.port)
+        let inZone = try runTool("dig", ["-p", port, "@127.0.0.1", "+time=2", "+tries=1", "+short", "dc1.corp.example"])
+        #expect(inZone.trimmingCharacters(in: .whitespacesAndNewlines) == "10.0.0.11", "\(inZone)")
+        let outside = try runTool("dig", ["-p", port, "@127.0.0.1", "+time=2", "+tries=1", "+short", "www.example.org"])
+        #expect(outside.trimmingCharacters(in: .whitespacesAndNewlines) == "192.0.2.12", "\(outside)")
+        #expect(corp.received.count == 1 && upstream.received.count == 1)
+        #expect(sinkhole.stderr.contains("forward-zone=\"corp.example=\(corp.address)\""), "the start-up line names the zone: \(sinkhole.stderr)")
+        // The zone's upstream has its series, as --upstream's have.
+        let metrics = try #require(sinkhole.stderr.split(separator: "\n").first { $0.contains("metrics on http://") }?
+            .split(separator: " ").last.map(String.init))
+        let body = try runTool("curl", ["-sS", "--max-time", "5", metrics])
+        #expect(body.contains("sinkhole_upstream_up{upstream=\"\(corp.address)\"} 1"), "\(body)")
+        #expect(body.contains("sinkhole_upstream_latency_seconds_count{upstream=\"\(corp.address)\"} 1"), "\(body)")
+    }
+}
