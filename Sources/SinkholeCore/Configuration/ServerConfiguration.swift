@@ -8,6 +8,8 @@ public struct ServerConfiguration: Sendable {
     public var upstreams: [SocketAddress]
     /// Domains whose names go to upstreams of their own (`--forward-zone`). Default: none.
     public var forwardZones: [ForwardZone] = []
+    /// Where reverse lookups of private addresses go. Default: auto.
+    public var privateReverse: PrivateReverseMode = .auto
     /// Directory of list files. Default: `blocklists/` of the checkout, else /etc/sinkhole/blocklists.
     public var blocklistDirectory: String
     /// JSON-lines file of blocked queries; nil = not written.
@@ -117,6 +119,7 @@ public struct ServerConfiguration: Sendable {
             "listen": listen.map(\.description).joined(separator: ","),
             "upstream": upstreams.map(\.description).joined(separator: ","),
             "forward-zone": forwardZones.isEmpty ? "(none)" : forwardZones.map(\.description).joined(separator: " "),
+            "private-reverse": privateReverse.rawValue,
             "blocklist-dir": blocklistDirectory,
             "block-log": blockLogPath ?? "(none)",
             "block-mode": blockPolicy.mode.rawValue,

@@ -16,7 +16,7 @@ public struct ConfigurationError: Error, CustomStringConvertible {
 public struct Settings: Sendable {
     /// Every key, and whether it takes several values (a list in YAML, a repeated flag).
     public static let keys: [String: Bool] = [
-        "listen": true, "upstream": true, "forward-zone": true, "allow": true, "deny": true,
+        "listen": true, "upstream": true, "forward-zone": true, "private-reverse": false, "allow": true, "deny": true,
         "blocklist-dir": false, "block-log": false, "block-mode": false, "sinkhole-ipv4": false,
         "sinkhole-ipv6": false, "block-ttl": false, "upstream-timeout": false, "tcp-idle-timeout": false,
         "tcp-max-connections": false, "edns-buffer-size": false, "log-level": false, "refuse-action": false,
@@ -268,6 +268,11 @@ public struct Settings: Sendable {
             ednsPayloadSize: UInt16(try integer("edns-buffer-size", 1232, 512...4096)))
         configuration.access = access
         configuration.forwardZones = zones
+        let privateText = one("private-reverse") ?? "auto"
+        guard let privateReverse = PrivateReverseMode(rawValue: privateText) else {
+            throw ConfigurationError("\(origin("private-reverse")) '\(privateText)': must be auto, local or forward")
+        }
+        configuration.privateReverse = privateReverse
         configuration.refuseAction = refuseAction
         configuration.rateLimit = Double(try integer("rate-limit", 0, 0...10_000_000))
         configuration.rateLimitBurst = Double(try integer("rate-limit-burst", Int(configuration.rateLimit * 2), 1...20_000_000))

@@ -85,6 +85,7 @@ public final class SinkholeServer: Sendable {
         syslog?.start()
         let blocking = BlockingStage(store: store, policy: configuration.blockPolicy, log: blockLog)
         let forwarder = Forwarder(upstreams: configuration.upstreams, zones: configuration.forwardZones,
+                                  privateReverse: configuration.privateReverse,
                                   timeout: configuration.upstreamTimeout,
                                   payloadSize: configuration.ednsPayloadSize, strategy: configuration.upstreamStrategy,
                                   deadline: configuration.upstreamDeadline,

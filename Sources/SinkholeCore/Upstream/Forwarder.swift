@@ -14,6 +14,12 @@ public final class Forwarder: Sendable {
     private let defaultGroup: [Int]
     /// The forward zones, each with its upstreams' indexes.
     let routes: ForwardRoutes
+    /// Where names under the private reverse zones go (`--private-reverse`): false when every
+    /// such name goes to the default upstreams like any other.
+    private let keepsPrivateReverse: Bool
+    /// The default upstreams with private or loopback addresses, which the private reverse names
+    /// go to; empty when sinkhole answers them itself.
+    public let privateGroup: [Int]
     public let timeout: Double
     /// Seconds for the whole retry loop of one query to the default upstreams; nil in the
     /// configuration means the timeout × their number (× a zone's number for that zone).
@@ -64,7 +70,8 @@ public final class Forwarder: Sendable {
     /// The pace of the warning that TCP retries are all busy.
     private let localPace = Mutex(LogPace())
 
-    public init(upstreams defaults: [SocketAddress], zones: [ForwardZone] = [], timeout: Double, payloadSize: UInt16,
+    public init(upstreams defaults: [SocketAddress], zones: [ForwardZone] = [], privateReverse: PrivateReverseMode = .auto,
+                timeout: Double, payloadSize: UInt16,
                 strategy: UpstreamStrategy = .first, deadline: Double? = nil, retryBackoff: Double = 5,
                 metrics: ServerMetrics? = nil, forwardECS: Bool = false, stillDownInterval: Double = 60, logger: Logger) {
         self.metrics = metrics
@@ -85,6 +92,9 @@ public final class Forwarder: Sendable {
         }
         self.upstreams = upstreams
         defaultGroup = Array(defaults.indices)
+        keepsPrivateReverse = privateReverse != .forward
+        let privateRanges = try? AccessPolicy(allow: [], deny: [])
+        privateGroup = privateReverse == .auto ? defaults.indices.filter { privateRanges?.allows(defaults[$0].address) ?? false } : []
         self.routes = ForwardRoutes(routes)
         self.timeout = timeout
         self.strategy = strategy
@@ -142,6 +152,17 @@ public final class Forwarder: Sendable {
         if let route = routes.route(for: job.question.name) {
             job.order = health.order(strategy, among: route.upstreams, now: now)
             let loop = configuredDeadline ?? timeout * Double(route.upstreams.count)
+            job.until = now + UInt64(max(0, loop) * 1e9)
+        } else if keepsPrivateReverse, PrivateReverse.mayHold(job.question.name),
+                  let zone = PrivateReverse.routes.route(for: job.question.name) {
+            guard !privateGroup.isEmpty else {
+                // No upstream of the network's own: answered here, never sent out.
+                let answer = PrivateReverse.answer(for: job.question, zone: zone.name)
+                return job.resolved(answer.map { .upstream($0, from: PrivateReverse.origin) }
+                                    ?? .failure(rcode: Rcode.servFail, reason: "private reverse answer"))
+            }
+            job.order = health.order(strategy, among: privateGroup, now: now)
+            let loop = configuredDeadline ?? timeout * Double(privateGroup.count)
             job.until = now + UInt64(max(0, loop) * 1e9)
         } else {
             job.order = health.order(strategy, among: defaultGroup, now: now)
