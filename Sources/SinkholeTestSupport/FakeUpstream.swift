@@ -35,6 +35,9 @@ public final class FakeUpstream: @unchecked Sendable {
         case headerOnly(UInt8)
         /// A reply with the query's ID and QR set whose body is no DNS message.
         case garbage
+        /// A reply whose OPT record carries this 12-bit rcode (BADVERS 16, BADCOOKIE 23): its
+        /// low 4 bits in the header, the rest in the OPT.
+        case extendedRcode(UInt16)
     }
 
     /// A query as the upstream saw it.
@@ -285,6 +288,10 @@ public final class FakeUpstream: @unchecked Sendable {
         case .headerOnly(let code):
             let id = query.id
             return [(-1, [UInt8(id >> 8), UInt8(id & 0xFF), 0x81, 0x80 | code, 0, 0, 0, 0, 0, 0, 0, 0])]
+        case .extendedRcode(let code):
+            guard let m = Message(wire: reply(rcode: UInt8(code & 0xF), answers: answerRecords)) else { return [] }
+            m.edns = EDNS(udpPayloadSize: 4096, version: 0, extendedRcode: UInt8(code >> 4), dnssecOK: false)
+            return [(-1, m.wire() ?? [])]
         case .garbage:
             let id = query.id
             return [(-1, [UInt8(id >> 8), UInt8(id & 0xFF), 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0, 0xC0, 0xFF, 0xFF])]

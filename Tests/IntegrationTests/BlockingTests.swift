@@ -59,6 +59,27 @@ import Testing
         #expect(actions == ["sinkhole", "sinkhole", "nodata", "nodata", "nodata", "nodata"])
     }
 
+    /// ANY (255) and NONE (254) are classes a question may ask, but no record outside dynamic
+    /// update has them (RFC 6895 3.2): a block answer's records are IN. Both paths.
+    @Test(arguments: [true, false])
+    func blockAnswersToMetaClassQuestionsCarryINRecords(fastPath: Bool) throws {
+        for mode in [BlockMode.nxdomain, .sinkhole] {
+            let h = try TestHarness(lists: ["intel.txt": "evil.example\n"]) { c in
+                c.fastPath = fastPath
+                c.blockPolicy = BlockPolicy(mode: mode, sinkholeIPv4: [192, 0, 2, 99])
+            }
+            defer { h.stop() }
+            for qclass: UInt16 in [255, 254] {
+                let bytes = try #require(DNSTestClient.udp(DNSTestClient.query("evil.example", qclass: qclass), to: h.address))
+                let r = try #require(Message(wire: bytes))
+                let text = r.text
+                #expect(r.answerCount + r.records(.authority).count == 1, "\(text)")
+                #expect(text.contains("\tIN\tSOA\t") || text.contains("\tIN\tA\t"), "\(mode) class \(qclass): \(text)")
+                #expect(!text.contains("\tANY\tSOA") && !text.contains("\tNONE\tSOA") && !text.contains("\tNONE\tA\t"), "\(text)")
+            }
+        }
+    }
+
     @Test func everyBlockedQueryIsLoggedOnceWithItsFields() throws {
         let h = try TestHarness(lists: ["crowdstrike-3cx.txt": "# 3CX\nmsstorageboxes.com\nsbmsa.wiki\n"])
         defer { h.stop() }

@@ -89,6 +89,27 @@ import Testing
         #expect(text.contains(#"sinkhole_upstream_errors_total{upstream="\#(h.upstream.address)",reason="bad_reply"} 8"#), "\(text)")
     }
 
+    /// The OPT record is hop-by-hop (RFC 6891 6.1.1): an extended rcode in the upstream's
+    /// (BADCOOKIE, BADVERS) speaks of sinkhole's query, not the client's. It was passed on: a
+    /// client without EDNS saw BADCOOKIE's low bits as YXRRSET, and BADVERS as an empty NOERROR.
+    @Test func anExtendedRcodeFromTheUpstreamIsNotRelayed() throws {
+        let second = try FakeUpstream(records: ["cookie.example.org. 300 IN A 192.0.2.71"])
+        defer { second.stop() }
+        let h = try TestHarness(records: ["cookie.example.org. 300 IN A 192.0.2.71"]) { $0.upstreams.append(second.address) }
+        defer { h.stop() }
+        h.upstream.set(.extendedRcode(23), for: "cookie.example.org")    // BADCOOKIE
+        h.upstream.set(.extendedRcode(16), for: "vers.example.org")      // BADVERS
+        second.set(.extendedRcode(16), for: "vers.example.org")
+        for edns in [nil, EDNS(udpPayloadSize: 1232)] {
+            let moved = try #require(DNSTestClient.ask("cookie.example.org", edns: edns, server: h.address))
+            #expect(moved.rcode == Rcode.noError && moved.answerCount == 1, "the next upstream's answer")
+            #expect((moved.edns?.extendedRcode ?? 0) == 0)
+            let none = try #require(DNSTestClient.ask("vers.example.org", edns: edns, server: h.address))
+            #expect(none.rcode == Rcode.servFail && (none.edns?.extendedRcode ?? 0) == 0)
+        }
+        #expect(!h.server.chain.forwarder.health.isDown(0), "not held against the upstream's health")
+    }
+
     @Test(arguments: [true, false])
     func extraRecordsAreDroppedBeforeAnAnswerIsTruncated(fastPath: Bool) throws {
         let addresses = (1...20).map { "big.example.org. 300 IN A 192.0.2.\($0)" }

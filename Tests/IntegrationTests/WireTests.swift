@@ -121,6 +121,23 @@ import Testing
         #expect(h.upstream.received.isEmpty)
     }
 
+    /// A later EDNS version's options need not follow version 0's layout: BADVERS, not FORMERR
+    /// (RFC 6891 6.1.3). A version-0 OPT whose option overruns its data is still FORMERR.
+    @Test func aLaterVersionsOddOptionsStillGetBadVers() throws {
+        let h = try TestHarness()
+        defer { h.stop() }
+        for (version, rcode) in [(UInt8(1), Rcode.noError), (0, Rcode.formErr)] {
+            var q = DNSTestClient.query("www.example.org", id: 0x3334)
+            q[11] = 1
+            // Option 10 claiming 16 bytes with 3 after it.
+            q += [0, 0, 41, 0x04, 0xD0, 0, version, 0, 0, 0, 7, 0, 10, 0, 16, 0x61, 0x62, 0x63]
+            let reply = try #require(DNSTestClient.udp(q, to: h.address))
+            #expect(Header(reply)?.rcode == rcode, "version \(version)")
+            if version == 1 { #expect(Message(wire: reply)?.edns?.extendedRcode == 1) }
+        }
+        #expect(h.upstream.received.isEmpty)
+    }
+
     @Test func unknownEDNSOptionsAreNotEchoed() throws {
         let h = try TestHarness()
         defer { h.stop() }

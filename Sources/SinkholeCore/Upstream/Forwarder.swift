@@ -200,6 +200,19 @@ public final class Forwarder: Sendable {
             ])
             metrics?.upstreamFailed(upstream, reason: "bad_reply")
             attempt(job)
+        case .success(let reply) where reply.facts.extendedRcode != 0:
+            // An extended rcode (BADVERS, BADCOOKIE, ...) lives in the OPT record, which is
+            // hop-by-hop (RFC 6891 6.1.1): it speaks of sinkhole's own query to this upstream,
+            // not of the client's, and a client without EDNS could not even be told it. We ask
+            // with version 0 and no cookie, so such a reply is a broken one: the next upstream
+            // is tried, and SERVFAIL answered when none answers otherwise. As a header-only
+            // error, not held against the upstream's health.
+            logger.debug("upstream answered an extended rcode", metadata: [
+                "upstream": "\(upstream)", "rcode": "\(Int(reply.facts.extendedRcode) << 4 | Int(reply.rcode))",
+                "dns.question.name": "\(WireName.text(job.question.name))",
+            ])
+            metrics?.upstreamFailed(upstream, reason: "bad_reply")
+            attempt(job)
         case .success(let reply) where reply.rcode == Rcode.servFail:
             failed(index, "answered SERVFAIL", job.question)
             metrics?.upstreamFailed(upstream, reason: "servfail")

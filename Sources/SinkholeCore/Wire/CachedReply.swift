@@ -10,8 +10,12 @@ public struct ReplyFacts: Sendable, Equatable {
     public var lowestTTL: UInt32?
     /// The first SOA in the authority section: its TTL and its MINIMUM field.
     public var soa: (ttl: UInt32, minimum: UInt32)?
+    /// The upper 8 bits of the rcode, from the OPT record (RFC 6891 6.1.3); 0 without one.
+    public var extendedRcode: UInt8 = 0
 
-    public init(rcode: UInt8, truncated: Bool, answerCount: Int, lowestTTL: UInt32?, soa: (ttl: UInt32, minimum: UInt32)?) {
+    public init(rcode: UInt8, truncated: Bool, answerCount: Int, lowestTTL: UInt32?, soa: (ttl: UInt32, minimum: UInt32)?,
+                extendedRcode: UInt8 = 0) {
+        self.extendedRcode = extendedRcode
         self.rcode = rcode
         self.truncated = truncated
         self.answerCount = answerCount
@@ -24,6 +28,7 @@ public struct ReplyFacts: Sendable, Equatable {
         let answers = message.records(.answer)
         let authority = message.records(.authority)
         rcode = message.rcode
+        extendedRcode = message.edns?.extendedRcode ?? 0
         truncated = message.truncated
         answerCount = answers.count
         lowestTTL = (answers + authority).map(\.ttl).min()
@@ -149,7 +154,7 @@ public final class CachedReply: Sendable {
         self.extendedRcode = extended
         counts = (header.ancount, header.nscount, header.arcount - (opt == nil ? 0 : 1))
         facts = ReplyFacts(rcode: UInt8(header.flags & 0x000F), truncated: header.flags & 0x0200 != 0,
-                           answerCount: Int(header.ancount), lowestTTL: lowest, soa: soa)
+                           answerCount: Int(header.ancount), lowestTTL: lowest, soa: soa, extendedRcode: extended)
     }
 
     @inline(__always) static func read32(_ wire: [UInt8], _ at: Int) -> UInt32 {

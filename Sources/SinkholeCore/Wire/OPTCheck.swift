@@ -24,7 +24,10 @@ public enum OPTCheck {
                 let inAdditional = index >= Int(header.ancount) + Int(header.nscount)
                 if opts > 1 || !inAdditional || bytes[ownerStart] != 0 { return false }
                 let dataEnd = end + 10 + rdlength
-                guard dataEnd <= bytes.count, optionsFill(bytes, from: end + 10, to: dataEnd) else { return false }
+                guard dataEnd <= bytes.count else { return false }
+                // Options are read as version 0 lays them out; a later version's may differ,
+                // and its query gets BADVERS (RFC 6891 6.1.3), not FORMERR.
+                if bytes[end + 5] == 0, !optionsFill(bytes, from: end + 10, to: dataEnd) { return false }
             }
             offset = end + 10 + rdlength
             guard offset <= bytes.count else { return false }

@@ -5,6 +5,12 @@ import Glibc
 public enum RRType {
     public static let a: UInt16 = 1
     public static let soa: UInt16 = 6
+
+    /// The class of records made for a question of class `asked`: ANY (255) and NONE (254) ask,
+    /// but no record has them outside dynamic update (RFC 6895 3.2), so IN is answered.
+    @inline(__always) public static func recordClass(asked: UInt16) -> UInt16 {
+        asked == 255 || asked == 254 ? 1 : asked
+    }
     public static let cname: UInt16 = 5
     public static let aaaa: UInt16 = 28
     public static let dname: UInt16 = 39

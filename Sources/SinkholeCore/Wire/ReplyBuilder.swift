@@ -38,6 +38,16 @@ public struct ReplyBuilder: Sendable {
             return HeaderGate.headerOnlyReply(to: query.header, rcode: Rcode.servFail)
         }
         let limit = query.replySizeLimit(payloadSize: payloadSize)
+        if wire.count > limit, case .blocked(let answer) = resolution, query.edns != nil {
+            // The Extended DNS Error's text is a courtesy (RFC 8914 2: EXTRA-TEXT is optional):
+            // a long listed name's text must not cost the client the SOA it caches the answer
+            // by, with TC=1. The code alone first.
+            message.setEDNSOptions(ReplyBuilder.extendedError(for: answer, withText: false))
+            if let smaller = message.wire() {
+                wire = smaller
+                if wire.count <= limit { return wire }
+            }
+        }
         if wire.count > limit {
             // TC=1 only when what was asked for does not fit (RFC 2181 9; RFC 4035 3.1.1 for
             // RRSIGs of additional data): the additional section goes first. The authority
@@ -106,11 +116,11 @@ public struct ReplyBuilder: Sendable {
         if query.edns != nil { m.setEDNSOptions(ReplyBuilder.extendedError(for: answer)) }
         if !answer.addresses.isEmpty {
             for address in answer.addresses {
-                m.append(.answer, owner: query.question.name, type: query.question.type, qclass: query.question.qclass,
+                m.append(.answer, owner: query.question.name, type: query.question.type, qclass: RRType.recordClass(asked: query.question.qclass),
                          ttl: answer.ttl, rdata: [(address.count == 4 ? LDNS_RDF_TYPE_A : LDNS_RDF_TYPE_AAAA, address)])
             }
         } else {
-            m.append(.authority, owner: answer.match.zone, type: RRType.soa, qclass: query.question.qclass, ttl: answer.ttl,
+            m.append(.authority, owner: answer.match.zone, type: RRType.soa, qclass: RRType.recordClass(asked: query.question.qclass), ttl: answer.ttl,
                      rdata: [(LDNS_RDF_TYPE_DNAME, ReplyBuilder.soaMname), (LDNS_RDF_TYPE_DNAME, ReplyBuilder.soaRname),
                              (LDNS_RDF_TYPE_INT32, be32(1)), (LDNS_RDF_TYPE_PERIOD, be32(3600)),
                              (LDNS_RDF_TYPE_PERIOD, be32(600)), (LDNS_RDF_TYPE_PERIOD, be32(86_400)),
@@ -174,8 +184,11 @@ extension ReplyBuilder {
     /// the name asked was listed, 17 "Filtered" when the upstream's answer was (a CNAME target),
     /// with EXTRA-TEXT naming the list and rule, so the person at the client can tell a block
     /// from an outage.
-    static func extendedError(for answer: BlockAnswer) -> [UInt8] {
-        WireWriter.makeArray(capacity: 6 + extendedErrorTextLimit) { out in
+    static func extendedError(for answer: BlockAnswer, withText: Bool = true) -> [UInt8] {
+        guard withText else {
+            return [0, 15, 0, 2, 0, answer.match.responseBased ? 17 : 15]
+        }
+        return WireWriter.makeArray(capacity: 6 + extendedErrorTextLimit) { out in
             writeExtendedError(&out, responseBased: answer.match.responseBased, list: answer.match.list) { text in
                 for byte in answer.match.rule.utf8 { text.put(byte) }
             }

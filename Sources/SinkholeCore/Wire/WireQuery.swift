@@ -153,7 +153,7 @@ public enum FastReply {
     private static func blockAddress(_ out: inout WireWriter, _ q: WireQuery, _ address: [UInt8], ttl: UInt32) {
         out.put16(0xC00C)   // the question name
         out.put16(q.qtype)
-        out.put16(q.qclass)
+        out.put16(RRType.recordClass(asked: q.qclass))
         out.put32(ttl)
         out.put16(UInt16(address.count))
         out.append(address)
@@ -162,7 +162,7 @@ public enum FastReply {
     /// The block SOA after its owner name.
     private static func blockSOA(_ out: inout WireWriter, _ q: WireQuery, ttl: UInt32) {
         out.put16(RRType.soa)
-        out.put16(q.qclass)
+        out.put16(RRType.recordClass(asked: q.qclass))
         out.put32(ttl)
         out.put16(UInt16(FastReply.soaNames.count + 20))
         out.append(FastReply.soaNames)
