@@ -91,6 +91,33 @@ import Testing
         #expect(h.upstream.received.isEmpty)
     }
 
+    /// A query signed with TSIG: sinkhole holds no key, so NOTAUTH with an unsigned TSIG whose
+    /// error is BADKEY (RFC 8945 5.2.1), after the OPT. It was answered unsigned, which the
+    /// client discards (Unbound answers FORMERR).
+    @Test func aSignedQueryGetsBadKey() throws {
+        let h = try TestHarness()
+        defer { h.stop() }
+        let key = WireName.fromText("key1")!, algorithm = WireName.fromText("hmac-sha256")!
+        let rdata = algorithm + [0, 0, 0x67, 0x45, 0x23, 0x01, 0x01, 0x2C]     // time signed, fudge 300
+            + [0, 32] + [UInt8](repeating: 0xAB, count: 32) + [0x73, 0x01, 0, 0, 0, 0]   // MAC, original ID, error, other
+        let tsig = key + [0, 250, 0, 255, 0, 0, 0, 0, UInt8(rdata.count >> 8), UInt8(rdata.count & 0xFF)] + rdata
+        let opt: [UInt8] = [0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0, 0, 0]
+        for name in ["www.example.org", "evil.example"] {
+            var packet = DNSTestClient.query(name, id: 0x7301)
+            packet[11] = 2
+            packet += opt + tsig
+            let reply = try #require(DNSTestClient.udp(packet, to: h.address))
+            #expect(Header(reply)?.rcode == Rcode.notAuth, "\(name)")
+            #expect(Header(reply)?.arcount == 2)
+            // The TSIG is last: key name, type 250, class ANY, TTL 0, then the RDATA.
+            let expected = key + [0, 250, 0, 255, 0, 0, 0, 0, 0, UInt8(algorithm.count + 16)]
+                + algorithm + [0, 0, 0x67, 0x45, 0x23, 0x01, 0x01, 0x2C, 0, 0, 0x73, 0x01, 0, 17, 0, 0]
+            #expect(Array(reply.suffix(expected.count)) == expected, "\(reply)")
+            #expect(Message(wire: reply)?.edns != nil, "the OPT, before the TSIG")
+        }
+        #expect(h.upstream.received.isEmpty)
+    }
+
     /// RFC 8945 §5.1: a TSIG record anywhere but last, or a second one, is FORMERR. (ldns would
     /// keep one and re-encode a different message; the packet fuzzer found it.) A single TSIG
     /// at the end still decodes.

@@ -158,6 +158,11 @@ public final class QueryChain: Sendable {
             metrics?.query(transport, .formerr)
             return respond(replies.rejection(to: header, packet: packet, rcode: Rcode.formErr))
         }
+        // Signed with a key sinkhole does not hold (it holds none): NOTAUTH/BADKEY, RFC 8945.
+        if let tsig = TSIGPlacement.last(packet) {
+            metrics?.query(transport, .refused)
+            return respond(replies.badKey(to: query, key: tsig.key, algorithm: tsig.algorithm, timeAndFudge: tsig.timeAndFudge))
+        }
         if let blocked = blocking.process(query) {
             if case .blocked(let answer) = blocked {
                 metrics?.query(transport, .blocked)

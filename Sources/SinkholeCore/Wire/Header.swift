@@ -63,6 +63,7 @@ public enum Rcode {
     public static let nxDomain: UInt8 = 3
     public static let notImp: UInt8 = 4
     public static let refused: UInt8 = 5
+    public static let notAuth: UInt8 = 9
     /// BADVERS is 16: 0 in the header and 1 in the OPT record's extended-RCODE field.
     public static let badVers: UInt16 = 16
 

@@ -265,6 +265,22 @@ public final class Message: @unchecked Sendable {
         if !ldns_pkt_push_rr(pkt, ldnsSection, rr) { ldns_rr_free(rr) }
     }
 
+    /// Sets the TSIG record, which ldns writes after every other record (RFC 8945 5.1: it is
+    /// last, after the OPT).
+    public func setTSIG(owner: [UInt8], rdata: [(ldns_rdf_type, [UInt8])]) {
+        guard let rr = ldns_rr_new(), let ownerRdf = Message.dnameRdf(owner) else { return }
+        ldns_rr_set_owner(rr, ownerRdf)
+        ldns_rr_set_type(rr, LDNS_RR_TYPE_TSIG)
+        ldns_rr_set_class(rr, LDNS_RR_CLASS_ANY)
+        ldns_rr_set_ttl(rr, 0)
+        for (kind, bytes) in rdata {
+            let rdf = bytes.withUnsafeBytes { ldns_rdf_new_frm_data(kind, bytes.count, $0.baseAddress) }
+            if let rdf { ldns_rr_push_rdf(rr, rdf) }
+        }
+        if let old = ldns_pkt_tsig(pkt) { ldns_rr_free(old) }
+        ldns_pkt_set_tsig(pkt, rr)
+    }
+
     /// Appends a record given in presentation format (`example.org. 300 IN A 192.0.2.1`),
     /// parsed by `ldns_rr_new_frm_str`. Returns false when ldns cannot parse it. For fixtures and
     /// test upstreams; the query path never parses text.

@@ -86,4 +86,32 @@ public enum TSIGPlacement {
         }
         return true
     }
+
+    /// The TSIG record that ends a message (its placement already checked): the key name, the
+    /// algorithm name, and the time signed and fudge (8 bytes). Nil when there is none or it
+    /// cannot be read.
+    public static func last(_ bytes: [UInt8]) -> (key: [UInt8], algorithm: [UInt8], timeAndFudge: [UInt8])? {
+        guard let header = Header(bytes), header.arcount > 0 else { return nil }
+        var offset = Header.size
+        for _ in 0..<header.qdcount {
+            guard let end = OPTCheck.skipName(bytes, offset) else { return nil }
+            offset = end + 4
+        }
+        let records = Int(header.ancount) + Int(header.nscount) + Int(header.arcount)
+        for index in 0..<records {
+            let owner = offset
+            guard let end = OPTCheck.skipName(bytes, offset), end + 10 <= bytes.count else { return nil }
+            let type = UInt16(bytes[end]) << 8 | UInt16(bytes[end + 1])
+            let rdlength = Int(bytes[end + 8]) << 8 | Int(bytes[end + 9])
+            offset = end + 10 + rdlength
+            guard offset <= bytes.count else { return nil }
+            guard index == records - 1, type == tsig else { continue }
+            let data = end + 10
+            guard let key = CachedReply.expandedName(bytes, at: owner),
+                  let algorithm = CachedReply.expandedName(bytes, at: data),
+                  let algorithmEnd = OPTCheck.skipName(bytes, data), algorithmEnd + 8 <= offset else { return nil }
+            return (key, algorithm, Array(bytes[algorithmEnd..<(algorithmEnd + 8)]))
+        }
+        return nil
+    }
 }

@@ -90,6 +90,25 @@ public struct ReplyBuilder: Sendable {
         return m.wire() ?? HeaderGate.headerOnlyReply(to: header, rcode: rcode)
     }
 
+    /// The reply to a query signed with TSIG: sinkhole holds no key, so NOTAUTH with an unsigned
+    /// TSIG record whose error is BADKEY (RFC 8945 5.2.1), echoing the key and algorithm names,
+    /// the time signed and fudge, with no MAC. Answering it unsigned, as before, left the client
+    /// to discard the reply and time out.
+    public func badKey(to query: Query, key: [UInt8], algorithm: [UInt8], timeAndFudge: [UInt8]) -> [UInt8] {
+        guard let m = base(for: query) else { return HeaderGate.headerOnlyReply(to: query.header, rcode: Rcode.notAuth) }
+        m.rcode = Rcode.notAuth
+        m.setTSIG(owner: key, rdata: [
+            (LDNS_RDF_TYPE_DNAME, algorithm),
+            (LDNS_RDF_TYPE_TSIGTIME, Array(timeAndFudge.prefix(6))),
+            (LDNS_RDF_TYPE_INT16, Array(timeAndFudge.suffix(2))),
+            (LDNS_RDF_TYPE_INT16_DATA, [0, 0]),                                   // MAC size 0
+            (LDNS_RDF_TYPE_INT16, [UInt8(query.header.id >> 8), UInt8(query.header.id & 0xFF)]),   // original ID
+            (LDNS_RDF_TYPE_INT16, [0, 17]),                                       // error BADKEY
+            (LDNS_RDF_TYPE_INT16_DATA, [0, 0]),                                   // other len 0
+        ])
+        return m.wire() ?? HeaderGate.headerOnlyReply(to: query.header, rcode: Rcode.notAuth)
+    }
+
     /// A reply with the header, question and OPT rules applied and no records.
     func base(for query: Query) -> Message? {
         guard let m = Message.empty() else { return nil }
