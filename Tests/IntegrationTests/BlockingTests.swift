@@ -186,6 +186,40 @@ import Testing
     }
 }
 
+extension BlockLogRotationTests {
+    /// A compression that fails (a name in the way here; a full disk does the same) leaves
+    /// `block.log.1` uncompressed. The next rotation renamed the live log onto it, and its
+    /// events were gone with no word said: 384 of 600 in a trial. Now it moves up with the
+    /// others, and the failure is logged.
+    @Test func aFailedCompressionLosesNoLine() throws {
+        let recorder = LogRecorder()
+        let h = try TestHarness(lists: ["intel.txt": "evil.example\n"], logger: recorder.logger) { c in
+            c.blockLogRotation = LogRotation(maxSize: 4096, keep: 5)
+        }
+        defer { h.stop() }
+        let path = h.blockLogPath
+        try FileManager.default.createDirectory(atPath: path + ".1.gz.tmp", withIntermediateDirectories: false)
+        let log = try #require(h.server.blockLog)
+        for round in 0..<4 {
+            for i in 0..<10 { #expect(DNSTestClient.ask("r\(round)-\(i).evil.example", server: h.address) != nil) }
+            log.flush()   // over the 4 KB limit: one rotation per round
+        }
+        LogRotation.compression.sync {}
+        var names: [String] = []
+        for file in [path, path + ".1", path + ".2", path + ".3", path + ".4"] where FileManager.default.fileExists(atPath: file) {
+            let text = try String(contentsOfFile: file, encoding: .utf8)
+            for line in text.split(separator: "\n") {
+                let o = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+                names.append(o.at("dns.question.name") as? String ?? "")
+            }
+        }
+        #expect(names.count == 40, "every event in a file: \(names.count)")
+        #expect(Set(names).count == 40)
+        let errors = recorder.events("cannot compress the rotated block log; it is kept uncompressed and moves up with the others")
+        #expect(errors.count == 4 && errors.allSatisfy { $0.level == .error })
+    }
+}
+
 @Suite struct CNAMEChainTests {
     /// `q.example.org` → c1 → … → cN, with the hop at `position` under the listed `evil.example`.
     func chain(length: Int, blockedAt position: Int) -> [String] {

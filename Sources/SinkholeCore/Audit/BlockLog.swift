@@ -258,7 +258,12 @@ public final class BlockLog: @unchecked Sendable {
     }
 
     private func rotate(_ path: String, _ rotation: LogRotation, _ state: inout WriterState) {
-        rotation.rotate(path)
+        let logger = self.logger
+        rotation.rotate(path) { file, reason in
+            logger.error("cannot compress the rotated block log; it is kept uncompressed and moves up with the others", metadata: [
+                "file.path": "\(file)", "error": "\(reason)",
+            ])
+        }
         do {
             let fd = try BlockLog.open(path)
             Glibc.close(state.fd)

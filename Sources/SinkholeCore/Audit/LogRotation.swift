@@ -21,19 +21,35 @@ public struct LogRotation: Sendable {
     public static let compression = DispatchQueue(label: "sinkhole.blocklog.compress")
 
     /// Moves `path` aside and shifts the older files. The caller reopens `path` afterwards.
-    func rotate(_ path: String) {
+    /// `compressionFailed` is told when `.1` could not be compressed (it then stays as it is).
+    func rotate(_ path: String, compressionFailed: @escaping @Sendable (_ file: String, _ reason: String) -> Void = { _, _ in }) {
         // A compression of the previous rotation still running must finish first: it reads `.1`.
         LogRotation.compression.sync {}
         let fm = FileManager.default
         try? fm.removeItem(atPath: "\(path).\(keep).gz")
         try? fm.removeItem(atPath: "\(path).\(keep)")
+        // A rotated file may be uncompressed (its compression failed: a full disk, a name in the
+        // way): it moves up with the others. It used to stay at `.1`, where the next rotation's
+        // rename replaced it, and its events were gone with no word said.
         if keep > 1 {
             for i in stride(from: keep - 1, through: 1, by: -1) {
                 _ = Glibc.rename("\(path).\(i).gz", "\(path).\(i + 1).gz")
+                _ = Glibc.rename("\(path).\(i)", "\(path).\(i + 1)")
             }
         }
         guard Glibc.rename(path, "\(path).1") == 0 else { return }
-        LogRotation.compression.async { LogRotation.gzip("\(path).1", to: "\(path).1.gz") }
+        LogRotation.compression.async {
+            if let reason = LogRotation.compress("\(path).1", to: "\(path).1.gz") {
+                compressionFailed("\(path).1", reason)
+            }
+        }
+    }
+
+    /// `gzip`, with the reason when it fails (nil: done).
+    static func compress(_ source: String, to destination: String) -> String? {
+        errno = 0
+        if gzip(source, to: destination) { return nil }
+        return errno == 0 ? "could not be written" : String(cString: strerror(errno))
     }
 
     /// Compresses `source` into `destination` (through a temporary name), then removes `source`.
