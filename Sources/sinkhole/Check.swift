@@ -107,7 +107,7 @@ struct Explain: ParsableCommand {
 
     func run() throws {
         let address = IPAddress.parse(name)
-        guard let wire = address == nil ? WireName.fromText(name) : [0] else {
+        guard let wire = address == nil ? WireName.fromPresentation(name) : [0] else {
             var why = ""
             if case .failure(let problem) = DomainName.parse(Substring(name)) { why = ": \(problem)" }
             print("'\(LogText.printable(name))' is not a domain name or an IP address\(why)")

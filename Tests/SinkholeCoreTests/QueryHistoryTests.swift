@@ -213,6 +213,36 @@ final class HistoryFixture {
         #expect(hits.first { $0.name == "below.rpz.test" }?.rule.list == "zone.rpz")
     }
 
+    /// The history keeps names as presentation text (`\200`, `\.` escaped); the hunt read them
+    /// back with the plain dotted reader, so a label holding a byte like 0x80 was too long and
+    /// skipped (a missed client), and `evil\.late4.example`, one label under `example`, read as
+    /// a name below late4.example (a false alert). The event's name was escaped twice.
+    @Test func huntReadsEscapedNamesAsTheQueriesAsked() throws {
+        let f = try HistoryFixture()
+        let binary = [16] + [UInt8](repeating: 0x80, count: 16) + WireName.fromText("late6.example")!
+        let dotted = [10] + Array("evil.late4".utf8) + WireName.fromText("example")!
+        for name in [binary, dotted, WireName.fromText("ok.late6.example")!] {
+            f.history.record(client: [192, 0, 2, 12], name: name, qtype: RRType.a)
+        }
+        f.history.flush()
+        try f.writeList("late.txt", "late6.example\nlate4.example\n")
+        let snapshot = try store(f).snapshot
+        let hits = try RetroHunt.hunt(f.history.database, since: 0) { snapshot.blockingRule(for: $0) }
+        let escaped = String(repeating: "\\128", count: 16) + ".late6.example"
+        #expect(hits.map(\.name).sorted() == [escaped, "ok.late6.example"].sorted())
+        let event = BlockEvent.retroHit(try #require(hits.first { $0.name == escaped }))
+        #expect(event.qname == binary, "the event names the name asked, not its escaped text")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(event.jsonLine().utf8)) as? [String: Any])
+        #expect(object.at("dns.question.name") as? String == escaped)
+        // The reader is the inverse of the writer.
+        for name in [binary, dotted, [3, 0x5C, 0x22, 0x20, 0], [0]] {
+            #expect(WireName.fromPresentation(WireName.text(name)) == name, "\(WireName.text(name))")
+        }
+        #expect(WireName.fromPresentation("a\\") == nil && WireName.fromPresentation("a..b") == nil
+                && WireName.fromPresentation("\\256.x") == nil && WireName.fromPresentation("") == nil)
+        #expect(WireName.fromPresentation("Www.Example.ORG.") == WireName.fromText("Www.Example.ORG"))
+    }
+
     @Test func huntHonoursTheWindowAndSumsAcrossHours() throws {
         let f = try HistoryFixture()
         f.record("192.0.2.5", "bad.test")

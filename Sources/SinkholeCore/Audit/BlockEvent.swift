@@ -47,7 +47,7 @@ public struct BlockEvent: Sendable {
         let address = IPAddress.parse(hit.client) ?? [0, 0, 0, 0]
         let answer = BlockAnswer(match: hit.rule, action: .retroHit, rcode: 0, addresses: [], ttl: 0)
         var e = BlockEvent(time: time, client: SocketAddress(address: address, port: 0), transport: .udp, id: 0,
-                           qname: WireName.fromText(hit.name) ?? [0], qtype: RRType.value(hit.types.first ?? "A") ?? 1,
+                           qname: WireName.fromPresentation(hit.name) ?? [0], qtype: RRType.value(hit.types.first ?? "A") ?? 1,
                            qclass: 1, answer: answer, matchedOn: "history")
         e.sighting = Sighting(firstSeen: hit.firstSeen, lastSeen: hit.lastSeen, count: hit.count, types: hit.types)
         return e

@@ -40,7 +40,7 @@ public enum RetroHunt {
             let names = try Row.fetchCursor(db, sql: "SELECT id, name FROM names")
             while let row = try names.next() {
                 let name: String = row[1]
-                guard let wire = WireName.fromText(name), let match = rule(wire), !match.allowed else { continue }
+                guard let wire = WireName.fromPresentation(name), let match = rule(wire), !match.allowed else { continue }
                 matched.append((row[0], name, match))
             }
             var hits: [RetroHit] = []

@@ -75,6 +75,56 @@ public enum WireName {
         if !wrote { put(UInt8(ascii: ".")) }
     }
 
+    /// Wire form of a name in presentation format, the inverse of `text`: `\.`, `\\` and `\"`
+    /// are the character itself, `\DDD` the byte of that decimal value, and any other `\X` the
+    /// character X (RFC 1035 5.1). Names the query history keeps as `text` wrote them (a label
+    /// holding a dot or a byte such as 0x80) come back as the names asked; `fromText` split
+    /// `evil\.example.com` into three labels, and read `\200` as four bytes. Nil on an empty
+    /// label, a label over 63 bytes, a name over 255, or an escape cut short.
+    public static func fromPresentation(_ text: String) -> [UInt8]? {
+        let bytes = Array(text.utf8)
+        if bytes == [UInt8(ascii: ".")] { return [0] }
+        var out: [UInt8] = []
+        var label: [UInt8] = []
+        var i = 0
+        func endLabel() -> Bool {
+            guard !label.isEmpty, label.count <= 63 else { return false }
+            out.append(UInt8(label.count))
+            out += label
+            label.removeAll(keepingCapacity: true)
+            return true
+        }
+        while i < bytes.count {
+            let byte = bytes[i]
+            if byte == UInt8(ascii: ".") {
+                guard endLabel() else { return nil }
+                i += 1
+                if i == bytes.count { break }   // the final dot
+                continue
+            }
+            guard byte == UInt8(ascii: "\\") else {
+                label.append(byte)
+                i += 1
+                continue
+            }
+            guard i + 1 < bytes.count else { return nil }
+            let digits = bytes[(i + 1)...].prefix(3)
+            if digits.count == 3, digits.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }) {
+                let value = digits.reduce(0) { $0 * 10 + Int($1 - UInt8(ascii: "0")) }
+                guard value <= 255 else { return nil }
+                label.append(UInt8(value))
+                i += 4
+            } else {
+                label.append(bytes[i + 1])
+                i += 2
+            }
+        }
+        if !label.isEmpty { guard endLabel() else { return nil } }
+        guard !out.isEmpty else { return nil }
+        out.append(0)
+        return out.count <= 255 ? out : nil
+    }
+
     /// Wire form of a plain dotted name such as `www.example.org` or `www.example.org.`.
     /// Accepts any bytes in labels except dots; nil on an empty label, a label over 63 bytes or
     /// a name over 255 bytes. Callers that need hostname rules check them separately.
