@@ -216,7 +216,10 @@ import Testing
         #expect(slow.closedByServer())
     }
 
-    @Test func connectionsPastTheCapAreClosed() throws {
+    /// At the cap, the connection idle the longest makes room for the new one: clients that
+    /// connect and send nothing, from more addresses than the per-client cap stops, held every
+    /// slot until the idle timeout. Connections with queries in flight are never closed so.
+    @Test func aNewConnectionAtTheCapClosesTheLongestIdleOne() throws {
         let h = try TestHarness { $0.tcpMaxConnections = 2 }
         defer { h.stop() }
         let first = try #require(DNSTestClient.TCPConnection(to: h.address))
@@ -226,9 +229,30 @@ import Testing
         #expect(second.send(DNSTestClient.query("evil.example")))
         #expect(second.receive() != nil)
         let third = try #require(DNSTestClient.TCPConnection(to: h.address))
-        #expect(third.closedByServer())
-        #expect(first.send(DNSTestClient.query("evil.example")))
-        #expect(first.receive() != nil, "connections within the cap keep working")
+        #expect(third.send(DNSTestClient.query("evil.example")))
+        #expect(third.receive() != nil, "the new client is answered")
+        #expect(first.closedByServer(), "the longest idle made room")
+        #expect(second.send(DNSTestClient.query("evil.example")))
+        #expect(second.receive() != nil, "the other keeps working")
+    }
+
+    @Test func connectionsPastTheCapAreClosedWhileEveryOneIsBusy() throws {
+        let h = try TestHarness(records: ["slow1.example.org. 300 IN A 192.0.2.31", "slow2.example.org. 300 IN A 192.0.2.32"]) {
+            $0.tcpMaxConnections = 2
+        }
+        defer { h.stop() }
+        h.upstream.set(.held, for: "slow1.example.org")
+        h.upstream.set(.held, for: "slow2.example.org")
+        let first = try #require(DNSTestClient.TCPConnection(to: h.address))
+        let second = try #require(DNSTestClient.TCPConnection(to: h.address))
+        #expect(first.send(DNSTestClient.query("slow1.example.org", id: 1)))
+        #expect(second.send(DNSTestClient.query("slow2.example.org", id: 2)))
+        #expect(h.upstream.waitForQueries(2, timeout: 5))   // both in flight
+        let third = try #require(DNSTestClient.TCPConnection(to: h.address))
+        #expect(third.closedByServer(), "no idle connection to close: the new one is turned away")
+        h.upstream.release()
+        #expect(first.receive().flatMap(Header.init)?.id == 1)
+        #expect(second.receive().flatMap(Header.init)?.id == 2)
     }
 }
 

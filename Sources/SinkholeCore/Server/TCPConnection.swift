@@ -1,5 +1,6 @@
 import Dispatch
 import Glibc
+import Synchronization
 
 /// One DNS-over-TCP client connection: 2-byte length-prefixed messages (RFC 1035 §4.2.2),
 /// several queries in flight at once and answered in any order (RFC 7766 §6.2.1.1), messages
@@ -39,6 +40,10 @@ final class TCPConnection: @unchecked Sendable {
     private var lastDrained = DispatchTime.now()
     private var finishing = false
     private var closed = false
+    /// When the connection last became idle (nothing in flight, nothing to send), in uptime
+    /// nanoseconds; `UInt64.max` while it is busy. Read by the listener, on another queue, to
+    /// pick the connection to close when every slot is taken.
+    let idleSince = Atomic<UInt64>(DispatchTime.now().uptimeNanoseconds)
 
     init(fd: Int32, peer: SocketAddress, queue: DispatchQueue, idleTimeout: Double, maxQueries: Int = 1000,
          handler: @escaping QueryHandler, onClose: @escaping @Sendable (TCPConnection) -> Void) {
@@ -105,6 +110,7 @@ final class TCPConnection: @unchecked Sendable {
             offset += 2 + length
             inFlight += 1
             queriesRead += 1
+            idleSince.store(.max, ordering: .relaxed)
             // A query: a header at least, QR clear. An empty or a response-shaped message is
             // answered as any other (or not at all) but keeps nobody's connection open.
             if length >= 12, message[2] & 0x80 == 0 { lastActivity = .now() }
@@ -169,7 +175,19 @@ final class TCPConnection: @unchecked Sendable {
     }
 
     private func closeIfDone() {
-        if finishing && inFlight == 0 && output.isEmpty { close() }
+        guard inFlight == 0 && output.isEmpty else { return }
+        if finishing { return close() }
+        if idleSince.load(ordering: .relaxed) == .max { idleSince.store(DispatchTime.now().uptimeNanoseconds, ordering: .relaxed) }
+    }
+
+    /// Closes the connection if it is still idle: the listener's way to make room for a new
+    /// client when every slot is taken (RFC 7766 6.2.3 lets a server close idle connections
+    /// under pressure). A connection that became busy meanwhile is left alone.
+    func closeIfIdle() {
+        queue.async { [self] in
+            guard !closed, inFlight == 0, output.isEmpty else { return }
+            close()
+        }
     }
 
     private func checkIdle() {

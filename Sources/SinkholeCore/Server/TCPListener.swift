@@ -5,8 +5,13 @@ import Synchronization
 
 /// Accepts DNS-over-TCP connections (RFC 7766) on one socket and hands each to a `TCPConnection`.
 ///
-/// At most `maxConnections` are open at once; a connection past the cap is accepted and closed
-/// at once, so the kernel's backlog never fills with clients that would wait for nothing.
+/// At most `maxConnections` are open at once. When every slot is taken, the connection idle the
+/// longest is closed to make room for the new one (as Unbound and NSD shorten idle timeouts
+/// under load): otherwise clients that open connections and send nothing, from more addresses
+/// than the per-client cap can stop, would hold every slot until the idle timeout and shut
+/// every other client out of TCP, which a truncated answer needs. When none is idle, the new
+/// one is accepted and closed at once, so the kernel's backlog never fills with clients that
+/// would wait for nothing.
 ///
 /// Out of descriptors or memory, accepting pauses (`AcceptPause`) rather than spinning, and the
 /// operator's log says so at most once a minute.
@@ -29,6 +34,13 @@ public final class TCPListener: @unchecked Sendable {
     /// accept queue).
     private var warningPace = LogPace()
     private var shortagesSinceWarning = 0
+    /// Idle connections closed to make room, and turned away with none idle, since the last
+    /// warning (on the accept queue), and that warning's pace.
+    private var evictedSinceWarning = 0, refusedSinceWarning = 0
+    private var fullPace = LogPace()
+    /// Connections asked to close to make room, not closed yet: counted out of the open ones,
+    /// so that a burst of new clients does not evict the same slot twice or grow past the cap.
+    private var evicting: Set<ObjectIdentifier> = []
 
     public init(address requested: SocketAddress, queue: DispatchQueue, idleTimeout: Double,
                 maxConnections: Int, maxPerClient: Int = 16, maxQueries: Int = 1000,
@@ -85,8 +97,10 @@ public final class TCPListener: @unchecked Sendable {
             }
             Socket.setNonBlocking(client)
             _ = fcntl(client, F_SETFD, FD_CLOEXEC)
-            guard let peer = SocketAddress(storage: &storage), openConnections < maxConnections,
-                  connections.withLock({ open in open.values.filter { $0.peerAddress == peer.address }.count }) < maxPerClient else {
+            // The per-client cap first: a connection it turns away must not cost another its slot.
+            guard let peer = SocketAddress(storage: &storage),
+                  connections.withLock({ open in open.values.filter { $0.peerAddress == peer.address }.count }) < maxPerClient,
+                  makeRoom() else {
                 Glibc.close(client)
                 continue
             }
@@ -98,6 +112,37 @@ public final class TCPListener: @unchecked Sendable {
             connections.withLock { $0[ObjectIdentifier(connection)] = connection }
             connection.start()
         }
+    }
+
+    /// Whether a new connection may be taken: a slot is free, or the connection idle the
+    /// longest was asked to close to free one. False when every slot is busy. On the accept queue.
+    private func makeRoom() -> Bool {
+        let open = connections.withLock { $0 }
+        // Asked to close and gone, or busy again (its eviction did not happen): no longer
+        // counted out.
+        evicting = evicting.filter { id in open[id].map { $0.idleSince.load(ordering: .relaxed) != .max } ?? false }
+        if open.count - evicting.count < maxConnections { return true }
+        var idlest: (id: ObjectIdentifier, connection: TCPConnection, since: UInt64)?
+        for (id, connection) in open where !evicting.contains(id) {
+            let since = connection.idleSince.load(ordering: .relaxed)
+            if since != .max, since < idlest?.since ?? .max { idlest = (id, connection, since) }
+        }
+        if let idlest {
+            evicting.insert(idlest.id)
+            idlest.connection.closeIfIdle()
+            evictedSinceWarning += 1
+        } else {
+            refusedSinceWarning += 1
+        }
+        if fullPace.due() {
+            logger?.warning("TCP connections at --tcp-max-connections: the longest idle are closed to make room, and new ones turned away while none is idle (said at most once a minute)", metadata: [
+                "server.address": "\(address)", "tcp.max_connections": "\(maxConnections)",
+                "idle_closed": "\(evictedSinceWarning)", "turned_away": "\(refusedSinceWarning)",
+            ])
+            evictedSinceWarning = 0
+            refusedSinceWarning = 0
+        }
+        return idlest != nil
     }
 
     /// Pauses accepting, and warns at most once a minute (on the accept queue).
