@@ -65,9 +65,11 @@ struct Hunt: ParsableCommand {
         }
         // The history holds the names asked, not the addresses answered: IP indicators cannot be
         // hunted, and an analyst who gave an address list must be told so, not told "no client".
+        // Allowlist ranges are no indicators: not counted as left out.
         let addresses = blocklist.addressCount
-        if addresses > 0 {
-            let what = LogText.count(addresses, "address entry", plural: "address entries")
+        let indicators = blocklist.blockingAddressCount
+        if indicators > 0 {
+            let what = LogText.count(indicators, "address entry", plural: "address entries")
             FileHandle.standardError.write(Data("hunt: \(what) (IP indicators) not hunted: the history records the names asked, not the addresses answered\n".utf8))
         }
         if hits.isEmpty && format == .table {

@@ -170,6 +170,13 @@ import Testing
         let addresses = try runSinkhole(["hunt", "--query-history", db, ips])
         #expect(addresses.status == 1)
         #expect(addresses.output.contains("2 address entries (IP indicators) not hunted"), "\(addresses.output)")
+        // Allowlist ranges are no indicators: they are not counted as left out.
+        let exempt = work.appendingPathComponent("ok.ips.allow").path
+        try "198.51.100.7\n".write(toFile: exempt, atomically: true, encoding: .utf8)
+        let withExempt = try runSinkhole(["hunt", "--query-history", db, ips, exempt])
+        #expect(withExempt.output.contains("2 address entries (IP indicators) not hunted"), "\(withExempt.output)")
+        let onlyExempt = try runSinkhole(["hunt", "--query-history", db, exempt])
+        #expect(!onlyExempt.output.contains("not hunted"), "\(onlyExempt.output)")
         let missing = try runSinkhole(["hunt", "--query-history", work.appendingPathComponent("nope.db").path, intel.path])
         #expect(missing.status == 2 && missing.output.contains("nope.db"), "\(missing.output)")
 

@@ -85,6 +85,8 @@ public final class Blocklist: Sendable {
     public var entryCount: Int { loaded.reduce(0) { $0 + $1.entries } }
     /// Of those, the address ranges (IP indicators).
     public var addressCount: Int { loaded.reduce(0) { $0 + $1.addresses.count } }
+    /// Of those, the ranges that block (IP indicators; allowlist ranges left out).
+    public var blockingAddressCount: Int { loaded.reduce(0) { $0 + $1.addresses.blockingCount } }
 
     /// The rule that decides `qname` (any case, wire form), or nil when no list mentions it.
     /// An allow rule in any list wins; otherwise the most specific rule, the first list on ties.

@@ -23,6 +23,10 @@ public struct IPPrefixSet: Sendable {
     public init() {}
 
     public var count: Int { v4.values.reduce(0) { $0 + $1.count } + v6.values.reduce(0) { $0 + $1.count } }
+    /// Of those, the ranges that block (not allowlist ranges).
+    public var blockingCount: Int {
+        (Array(v4.values) + Array(v6.values)).reduce(0) { sum, rules in sum + rules.values.filter { $0.action != .allow }.count }
+    }
     public var isEmpty: Bool { v4.isEmpty && v6.isEmpty }
 
     static func key(_ address: [UInt8], prefix: Int) -> Key {
