@@ -141,6 +141,61 @@ import Testing
         #expect(recorder.events("syslog delivering again").count <= 1)
     }
 
+    /// Events still queued when sinkhole stops are lost with the process. The trial: a TCP
+    /// collector gone, 20 blocked queries, SIGTERM, and nothing in the log but `stopped`. Now
+    /// the stop says how many and to where, before `stopped`.
+    @Test func eventsQueuedAtStopAreCountedInTheLog() throws {
+        // Bound but not listening: every connect is refused, and no one else gets the port.
+        let refusing = try Socket.bound(SocketAddress(address: [127, 0, 0, 1], port: 0), type: Int32(SOCK_STREAM.rawValue))
+        defer { close(refusing) }
+        let collector = SocketAddress.local(of: refusing)!
+        let recorder = LogRecorder()
+        let h = try TestHarness(lists: ["intel.txt": "evil.example\n"], logger: recorder.logger) { $0.syslog = .tcp(collector) }
+        for i in 0..<20 { #expect(DNSTestClient.ask("q\(i).evil.example", server: h.address)?.rcode == Rcode.nxDomain) }
+        #expect(try h.blockLogLines().count == 20)
+        h.stop()
+
+        let said = recorder.events("syslog collector unreachable at stop; queued events not delivered")
+        #expect(said.count == 1)
+        #expect(said.first?.level == .warning)
+        #expect(said.first?.metadata["undelivered"] == "20")
+        #expect(said.first?.metadata["target"] == "tcp://\(collector)")
+        let messages = recorder.events.withLock { $0.map(\.message) }
+        #expect(messages.firstIndex(of: "syslog collector unreachable at stop; queued events not delivered")
+                    ?? .max < messages.firstIndex(of: "stopped") ?? -1, "said before stopped: \(messages)")
+    }
+
+    /// A collector that goes away again within a minute of `syslog delivering again` has its
+    /// failure held back by the pacing; the log's last word on syslog must not stay 'delivering'.
+    @Test func aCollectorGoneAgainWithinTheMinuteIsSaidUnreachableAtStop() throws {
+        var collector = try TCPCollector()
+        let port = collector.address.port
+        let recorder = LogRecorder()
+        let h = try TestHarness(lists: ["intel.txt": "evil.example\n"], logger: recorder.logger) { $0.syslog = .tcp(collector.address) }
+        #expect(DNSTestClient.ask("first.evil.example", server: h.address) != nil)
+        h.server.blockLog?.flush()
+        #expect(collector.receive()?.contains("first.evil.example") == true)
+
+        // Gone (said), back (said), gone again within the minute (held back).
+        collector.close()
+        #expect(DNSTestClient.ask("second.evil.example", server: h.address) != nil)
+        h.server.blockLog?.flush()
+        #expect(recorder.waitUntil(timeout: 5) { $0.contains { $0.message == "syslog collector unreachable; events are queued and re-sent" } })
+        collector = try TCPCollector(port: port)
+        #expect(collector.receive(timeout: 10)?.contains("second.evil.example") == true)
+        #expect(recorder.waitUntil(timeout: 5) { $0.contains { $0.message == "syslog delivering again" } })
+        collector.close()
+        #expect(DNSTestClient.ask("third.evil.example", server: h.address) != nil)
+        h.server.blockLog?.flush()
+        h.stop()
+
+        let syslogWords = recorder.events.withLock { $0.map(\.message).filter { $0.hasPrefix("syslog ") } }
+        #expect(syslogWords.last == "syslog collector unreachable at stop; queued events not delivered", "\(syslogWords)")
+        let said = recorder.events("syslog collector unreachable at stop; queued events not delivered")
+        #expect(said.first?.metadata["undelivered"] == "1")
+        #expect(said.first?.metadata["reason"] != nil)
+    }
+
     @Test func queueIsBoundedAndDropsAreCounted() throws {
         // A collector that never exists: everything waits in the queue, the oldest beyond capacity dropped.
         let sink = SyslogSink(target: .tcp(SocketAddress(address: [127, 0, 0, 1], port: 9)), capacity: 10,

@@ -23,8 +23,9 @@ public enum SyslogTarget: Sendable, Equatable, CustomStringConvertible {
 /// Delivers block events as RFC 5424 syslog messages, with the JSON line's fields as structured
 /// data, from its own thread. DNS never waits for it: events are queued (at most `capacity`);
 /// while the collector is down or slow they wait and are re-sent once it is back; past the
-/// capacity the oldest are dropped, counted and reported. The block log file is written
-/// independently, so it stays complete whatever happens here.
+/// capacity the oldest are dropped, counted and reported. What is still queued at stop is lost
+/// with the process, and said with its count. The block log file is written independently, so it
+/// stays complete whatever happens here.
 public final class SyslogSink: @unchecked Sendable {
     public let target: SyslogTarget
     public let capacity: Int
@@ -35,6 +36,8 @@ public final class SyslogSink: @unchecked Sendable {
     private var head = 0
     private var stopping = false
     private var thread: Thread?
+    /// Set by the thread once it has said what it leaves undelivered; `stop` waits for it.
+    private var finished = false
     private let sentCount = Atomic<Int>(0)
     private let droppedCount = Atomic<Int>(0)
     private let connectedState = Atomic<Bool>(false)
@@ -76,7 +79,9 @@ public final class SyslogSink: @unchecked Sendable {
         condition.unlock()
     }
 
-    /// Tries for up to `timeout` seconds to deliver what is queued, then stops the thread.
+    /// Tries for up to `timeout` seconds to deliver what is queued (while a collector takes it:
+    /// a dead one does not hold up the stop), then stops the thread and waits for it to say what
+    /// it leaves undelivered, so that this is said before the server's `stopped`.
     public func stop(timeout: Double = 2) {
         let deadline = Date().addingTimeInterval(timeout)
         condition.lock()
@@ -85,7 +90,17 @@ public final class SyslogSink: @unchecked Sendable {
         }
         stopping = true
         condition.broadcast()
+        // A connect or send to a collector gives up within its 2 s SO_SNDTIMEO; a send to a
+        // full local socket has no timeout, so the wait is bounded here too.
+        let joinDeadline = Date().addingTimeInterval(3)
+        while thread != nil && !finished && Date() < joinDeadline { _ = condition.wait(until: joinDeadline) }
+        let stuck = thread != nil && !finished
+        let undelivered = queue.count - head
         condition.unlock()
+        if stuck && undelivered > 0 {
+            logger.warning("syslog sender did not stop in time; queued events not delivered",
+                           metadata: ["target": "\(target)", "undelivered": "\(undelivered)"])
+        }
     }
 
     // MARK: sender thread
@@ -102,6 +117,7 @@ public final class SyslogSink: @unchecked Sendable {
     private var failurePace = LogPace()
     private var recoveryPace = LogPace()
     private var failuresSinceSaid = 0
+    private var lastFailure = ""
     private var everConnected = false
 
     private func run() {
@@ -161,6 +177,32 @@ public final class SyslogSink: @unchecked Sendable {
             }
         }
         if fd >= 0 { close(fd) }
+        sayLeftBehind()
+        condition.lock()
+        finished = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// At stop, the events still queued are lost with the process: said with their count and
+    /// the collector, and with the collector's state whatever the pacing held back. A collector
+    /// that goes away again within a minute of `syslog delivering again` has its failure held
+    /// back, and the log's last word on syslog would otherwise be that delivery works.
+    private func sayLeftBehind() {
+        condition.lock()
+        let undelivered = queue.count - head
+        condition.unlock()
+        guard undelivered > 0 else { return }
+        var metadata: Logger.Metadata = ["target": "\(target)", "undelivered": "\(undelivered)"]
+        let dropped = droppedCount.load(ordering: .relaxed)
+        if dropped > 0 { metadata["dropped.total"] = "\(dropped)" }
+        if failing {
+            metadata["reason"] = "\(lastFailure)"
+            if failuresSinceSaid > 0 { metadata["failures"] = "\(failuresSinceSaid)" }
+            logger.warning("syslog collector unreachable at stop; queued events not delivered", metadata: metadata)
+        } else {
+            logger.warning("syslog stopped before the queued events were delivered", metadata: metadata)
+        }
     }
 
     private func connect() -> Bool {
@@ -218,6 +260,7 @@ public final class SyslogSink: @unchecked Sendable {
     /// last one.
     private func failed(_ why: String) {
         failuresSinceSaid += 1
+        lastFailure = why
         let starting = !failing
         failing = true
         guard failurePace.due() else { return }
