@@ -309,14 +309,22 @@ public final class SyslogSink: @unchecked Sendable {
     /// One RFC 5424 message: facility local0, severity notice, MSGID `block` (or the event's
     /// action), structured data `[sinkhole@32473 …]` carrying the JSON line's fields by their ECS
     /// names (32473 is the example enterprise number of RFC 5612), and a one-line summary.
+    ///
+    /// Values and summary are written as the operational log writes text (`LogText.printable`,
+    /// a backslash doubled): a list file's name can hold a newline or an escape sequence, and a
+    /// raw one would split the message in a collector's line-oriented store or forge a line of
+    /// its own. Values then get RFC 5424's escapes (§6.3.3), so a newline in a name reads `\n`
+    /// once those are undone.
     static func message(_ e: BlockEvent, hostname: String, pid: Int32) -> String {
+        // By scalar, not Character: a `"` followed by a combining mark is one Character that
+        // is not equal to `"`, and its quote would have gone out unescaped.
         func escape(_ s: String) -> String {
-            var out = ""
-            for c in s {
-                if c == "\"" || c == "\\" || c == "]" { out.append("\\") }
-                out.append(c)
+            var out = String.UnicodeScalarView()
+            for scalar in LogText.printable(s).unicodeScalars {
+                if scalar == "\"" || scalar == "\\" || scalar == "]" { out.append("\\") }
+                out.append(scalar)
             }
-            return out
+            return String(out)
         }
         let name = WireName.text(e.qname)
         let type = RRType.name(e.qtype)
@@ -331,7 +339,7 @@ public final class SyslogSink: @unchecked Sendable {
             ]
             let data = sd.map { "\($0.0)=\"\(escape($0.1))\"" }.joined(separator: " ")
             let summary = "retro-hit: \(e.client.ipText) resolved \(name) \(seen.count) times before \(e.answer.match.list) listed it (\(e.answer.match.rule))"
-            return "<132>1 \(BlockEvent.rfc3339(e.time)) \(hostname) sinkhole \(pid) retro-hit [sinkhole@32473 \(data)] \(summary)"
+            return "<132>1 \(BlockEvent.rfc3339(e.time)) \(hostname) sinkhole \(pid) retro-hit [sinkhole@32473 \(data)] \(LogText.printable(summary))"
         }
         var sd: [(String, String)] = [("schema_version", "\(BlockEvent.schemaVersion)")]
         if let subnet = e.subnet {
@@ -360,6 +368,6 @@ public final class SyslogSink: @unchecked Sendable {
         let data = sd.map { "\($0.0)=\"\(escape($0.1))\"" }.joined(separator: " ")
         let who = e.subnet.map { "\(IPAddress.text($0.address)) (via \(e.client.ipText))" } ?? e.client.ipText
         let summary = "blocked \(type) \(name) from \(who) by \(e.answer.match.list): \(e.answer.match.rule) (\(e.answer.action.rawValue))"
-        return "<133>1 \(BlockEvent.rfc3339(e.time)) \(hostname) sinkhole \(pid) block [sinkhole@32473 \(data)] \(summary)"
+        return "<133>1 \(BlockEvent.rfc3339(e.time)) \(hostname) sinkhole \(pid) block [sinkhole@32473 \(data)] \(LogText.printable(summary))"
     }
 }
