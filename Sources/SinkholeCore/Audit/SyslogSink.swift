@@ -308,7 +308,8 @@ public final class SyslogSink: @unchecked Sendable {
 
     /// One RFC 5424 message: facility local0, severity notice, MSGID `block` (or the event's
     /// action), structured data `[sinkhole@32473 …]` carrying the JSON line's fields by their ECS
-    /// names (32473 is the example enterprise number of RFC 5612), and a one-line summary.
+    /// names, and a one-line summary. 32473 is the enterprise number RFC 5612 reserves for
+    /// documentation: sinkhole has no registered one, and scripts key on `sinkhole@32473`.
     ///
     /// Values and summary are written as the operational log writes text (`LogText.printable`,
     /// a backslash doubled): a list file's name can hold a newline or an escape sequence, and a
