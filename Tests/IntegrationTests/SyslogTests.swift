@@ -141,6 +141,115 @@ import Testing
         #expect(recorder.events("syslog delivering again").count <= 1)
     }
 
+    /// Events still queued when sinkhole stops are lost with the process. The trial: a TCP
+    /// collector gone, 20 blocked queries, SIGTERM, and nothing in the log but `stopped`. Now
+    /// the stop says how many and to where, before `stopped`.
+    @Test func eventsQueuedAtStopAreCountedInTheLog() throws {
+        // Bound but not listening: every connect is refused, and no one else gets the port.
+        let refusing = try Socket.bound(SocketAddress(address: [127, 0, 0, 1], port: 0), type: Int32(SOCK_STREAM.rawValue))
+        defer { close(refusing) }
+        let collector = SocketAddress.local(of: refusing)!
+        let recorder = LogRecorder()
+        let h = try TestHarness(lists: ["intel.txt": "evil.example\n"], logger: recorder.logger) { $0.syslog = .tcp(collector) }
+        for i in 0..<20 { #expect(DNSTestClient.ask("q\(i).evil.example", server: h.address)?.rcode == Rcode.nxDomain) }
+        #expect(try h.blockLogLines().count == 20)
+        h.stop()
+
+        let said = recorder.events("syslog collector unreachable at stop; queued events not delivered")
+        #expect(said.count == 1)
+        #expect(said.first?.level == .warning)
+        #expect(said.first?.metadata["undelivered"] == "20")
+        #expect(said.first?.metadata["target"] == "tcp://\(collector)")
+        let messages = recorder.events.withLock { $0.map(\.message) }
+        #expect(messages.firstIndex(of: "syslog collector unreachable at stop; queued events not delivered")
+                    ?? .max < messages.firstIndex(of: "stopped") ?? -1, "said before stopped: \(messages)")
+    }
+
+    /// A collector that goes away again within a minute of `syslog delivering again` has its
+    /// failure held back by the pacing; the log's last word on syslog must not stay 'delivering'.
+    @Test func aCollectorGoneAgainWithinTheMinuteIsSaidUnreachableAtStop() throws {
+        var collector = try TCPCollector()
+        let port = collector.address.port
+        let recorder = LogRecorder()
+        let h = try TestHarness(lists: ["intel.txt": "evil.example\n"], logger: recorder.logger) { $0.syslog = .tcp(collector.address) }
+        #expect(DNSTestClient.ask("first.evil.example", server: h.address) != nil)
+        h.server.blockLog?.flush()
+        #expect(collector.receive()?.contains("first.evil.example") == true)
+
+        // Gone (said), back (said), gone again within the minute (held back).
+        collector.close()
+        #expect(DNSTestClient.ask("second.evil.example", server: h.address) != nil)
+        h.server.blockLog?.flush()
+        #expect(recorder.waitUntil(timeout: 5) { $0.contains { $0.message == "syslog collector unreachable; events are queued and re-sent" } })
+        collector = try TCPCollector(port: port)
+        #expect(collector.receive(timeout: 10)?.contains("second.evil.example") == true)
+        #expect(recorder.waitUntil(timeout: 5) { $0.contains { $0.message == "syslog delivering again" } })
+        collector.close()
+        #expect(DNSTestClient.ask("third.evil.example", server: h.address) != nil)
+        h.server.blockLog?.flush()
+        h.stop()
+
+        let syslogWords = recorder.events.withLock { $0.map(\.message).filter { $0.hasPrefix("syslog ") } }
+        #expect(syslogWords.last == "syslog collector unreachable at stop; queued events not delivered", "\(syslogWords)")
+        let said = recorder.events("syslog collector unreachable at stop; queued events not delivered")
+        #expect(said.first?.metadata["undelivered"] == "1")
+        #expect(said.first?.metadata["reason"] != nil)
+    }
+
+    /// The trial's list file `nl<LF>x] "q.txt`: its name went into rule.ruleset and the summary
+    /// with a raw LF, which splits the message in a line-oriented store.
+    @Test func aNewlineInAListFileNameReachesTheCollectorEscaped() throws {
+        let collector = try UDPCollector()
+        let list = "nl\nx] \"q.txt"
+        let h = try TestHarness(lists: [list: "nlc2.example\n"]) { $0.syslog = .udp(collector.address) }
+        defer { h.stop() }
+        #expect(DNSTestClient.ask("nlc2.example", server: h.address)?.rcode == Rcode.nxDomain)
+        h.server.blockLog?.flush()
+        let m = try #require(collector.receive())
+        #expect(!m.unicodeScalars.contains { $0.value < 0x20 || $0.value == 0x7F }, "a control character in \(m)")
+        #expect(SyslogTests.sdParam("rule.ruleset", in: m) == #"nl\nx] "q.txt"#, "\(m)")
+        #expect(m.hasSuffix(#" by nl\nx] "q.txt: nlc2.example (nxdomain)"#), "\(m)")
+        #expect(try h.blockLogLines().first?.at("rule.ruleset") as? String == list, "the block log keeps the name as it is")
+    }
+
+    /// Every field goes through the same escaping: C0 controls, DEL and C1 written as the
+    /// operational log writes them, and RFC 5424's `"`, `\` and `]` escapes still right, a quote
+    /// with a combining mark after it included.
+    @Test func everyStructuredDataValueAndTheSummaryAreEscaped() throws {
+        let list = "a\u{1b}[31m\t\u{7f}\u{85}\\\"]\"\u{301}.txt"
+        let rule = "r\u{0}ule\r\n.example"
+        let match = RuleMatch(rule: rule, list: list, line: 7, zone: WireName.fromText("evil.example")!)
+        let event = BlockEvent(client: SocketAddress(address: [127, 0, 0, 1], port: 1), transport: .udp, id: 1,
+                               qname: WireName.fromText("evil.example")!, qtype: 1, qclass: 1,
+                               answer: BlockAnswer(match: match, action: .nxdomain, rcode: 3, addresses: [], ttl: 60))
+        let m = SyslogSink.message(event, hostname: "h", pid: 1)
+        #expect(!m.unicodeScalars.contains { $0.value < 0x20 || ($0.value >= 0x7F && $0.value <= 0x9F) }, "\(m)")
+        #expect(SyslogTests.sdParam("rule.ruleset", in: m) == LogText.printable(list), "\(m)")
+        #expect(SyslogTests.sdParam("rule.name", in: m) == LogText.printable(rule), "\(m)")
+        #expect(SyslogTests.sdParam("sinkhole.ttl", in: m) == "60", "the values after them are read where they are")
+        #expect(m.hasSuffix(" by \(LogText.printable(list)): \(LogText.printable(rule)) (nxdomain)"), "\(m)")
+    }
+
+    /// The value of SD-PARAM `name` in message `m`, its RFC 5424 escapes undone (§6.3.3); nil if
+    /// absent or if an unescaped `]` or the end comes before its closing quote.
+    static func sdParam(_ name: String, in m: String) -> String? {
+        guard let start = m.range(of: " \(name)=\"") else { return nil }
+        var value = String.UnicodeScalarView()
+        var scalars = m[start.upperBound...].unicodeScalars.makeIterator()
+        while let c = scalars.next() {
+            switch c {
+            case "\"": return String(value)
+            case "]": return nil
+            case "\\":
+                guard let next = scalars.next() else { return nil }
+                if next != "\"" && next != "\\" && next != "]" { value.append("\\") }
+                value.append(next)
+            default: value.append(c)
+            }
+        }
+        return nil
+    }
+
     @Test func queueIsBoundedAndDropsAreCounted() throws {
         // A collector that never exists: everything waits in the queue, the oldest beyond capacity dropped.
         let sink = SyslogSink(target: .tcp(SocketAddress(address: [127, 0, 0, 1], port: 9)), capacity: 10,

@@ -23,8 +23,9 @@ public enum SyslogTarget: Sendable, Equatable, CustomStringConvertible {
 /// Delivers block events as RFC 5424 syslog messages, with the JSON line's fields as structured
 /// data, from its own thread. DNS never waits for it: events are queued (at most `capacity`);
 /// while the collector is down or slow they wait and are re-sent once it is back; past the
-/// capacity the oldest are dropped, counted and reported. The block log file is written
-/// independently, so it stays complete whatever happens here.
+/// capacity the oldest are dropped, counted and reported. What is still queued at stop is lost
+/// with the process, and said with its count. The block log file is written independently, so it
+/// stays complete whatever happens here.
 public final class SyslogSink: @unchecked Sendable {
     public let target: SyslogTarget
     public let capacity: Int
@@ -35,6 +36,8 @@ public final class SyslogSink: @unchecked Sendable {
     private var head = 0
     private var stopping = false
     private var thread: Thread?
+    /// Set by the thread once it has said what it leaves undelivered; `stop` waits for it.
+    private var finished = false
     private let sentCount = Atomic<Int>(0)
     private let droppedCount = Atomic<Int>(0)
     private let connectedState = Atomic<Bool>(false)
@@ -76,7 +79,9 @@ public final class SyslogSink: @unchecked Sendable {
         condition.unlock()
     }
 
-    /// Tries for up to `timeout` seconds to deliver what is queued, then stops the thread.
+    /// Tries for up to `timeout` seconds to deliver what is queued (while a collector takes it:
+    /// a dead one does not hold up the stop), then stops the thread and waits for it to say what
+    /// it leaves undelivered, so that this is said before the server's `stopped`.
     public func stop(timeout: Double = 2) {
         let deadline = Date().addingTimeInterval(timeout)
         condition.lock()
@@ -85,7 +90,17 @@ public final class SyslogSink: @unchecked Sendable {
         }
         stopping = true
         condition.broadcast()
+        // A connect or send to a collector gives up within its 2 s SO_SNDTIMEO; a send to a
+        // full local socket has no timeout, so the wait is bounded here too.
+        let joinDeadline = Date().addingTimeInterval(3)
+        while thread != nil && !finished && Date() < joinDeadline { _ = condition.wait(until: joinDeadline) }
+        let stuck = thread != nil && !finished
+        let undelivered = queue.count - head
         condition.unlock()
+        if stuck && undelivered > 0 {
+            logger.warning("syslog sender did not stop in time; queued events not delivered",
+                           metadata: ["target": "\(target)", "undelivered": "\(undelivered)"])
+        }
     }
 
     // MARK: sender thread
@@ -102,6 +117,7 @@ public final class SyslogSink: @unchecked Sendable {
     private var failurePace = LogPace()
     private var recoveryPace = LogPace()
     private var failuresSinceSaid = 0
+    private var lastFailure = ""
     private var everConnected = false
 
     private func run() {
@@ -161,6 +177,32 @@ public final class SyslogSink: @unchecked Sendable {
             }
         }
         if fd >= 0 { close(fd) }
+        sayLeftBehind()
+        condition.lock()
+        finished = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// At stop, the events still queued are lost with the process: said with their count and
+    /// the collector, and with the collector's state whatever the pacing held back. A collector
+    /// that goes away again within a minute of `syslog delivering again` has its failure held
+    /// back, and the log's last word on syslog would otherwise be that delivery works.
+    private func sayLeftBehind() {
+        condition.lock()
+        let undelivered = queue.count - head
+        condition.unlock()
+        guard undelivered > 0 else { return }
+        var metadata: Logger.Metadata = ["target": "\(target)", "undelivered": "\(undelivered)"]
+        let dropped = droppedCount.load(ordering: .relaxed)
+        if dropped > 0 { metadata["dropped.total"] = "\(dropped)" }
+        if failing {
+            metadata["reason"] = "\(lastFailure)"
+            if failuresSinceSaid > 0 { metadata["failures"] = "\(failuresSinceSaid)" }
+            logger.warning("syslog collector unreachable at stop; queued events not delivered", metadata: metadata)
+        } else {
+            logger.warning("syslog stopped before the queued events were delivered", metadata: metadata)
+        }
     }
 
     private func connect() -> Bool {
@@ -218,6 +260,7 @@ public final class SyslogSink: @unchecked Sendable {
     /// last one.
     private func failed(_ why: String) {
         failuresSinceSaid += 1
+        lastFailure = why
         let starting = !failing
         failing = true
         guard failurePace.due() else { return }
@@ -265,15 +308,24 @@ public final class SyslogSink: @unchecked Sendable {
 
     /// One RFC 5424 message: facility local0, severity notice, MSGID `block` (or the event's
     /// action), structured data `[sinkhole@32473 …]` carrying the JSON line's fields by their ECS
-    /// names (32473 is the example enterprise number of RFC 5612), and a one-line summary.
+    /// names, and a one-line summary. 32473 is the enterprise number RFC 5612 reserves for
+    /// documentation: sinkhole has no registered one, and scripts key on `sinkhole@32473`.
+    ///
+    /// Values and summary are written as the operational log writes text (`LogText.printable`,
+    /// a backslash doubled): a list file's name can hold a newline or an escape sequence, and a
+    /// raw one would split the message in a collector's line-oriented store or forge a line of
+    /// its own. Values then get RFC 5424's escapes (§6.3.3), so a newline in a name reads `\n`
+    /// once those are undone.
     static func message(_ e: BlockEvent, hostname: String, pid: Int32) -> String {
+        // By scalar, not Character: a `"` followed by a combining mark is one Character that
+        // is not equal to `"`, and its quote would have gone out unescaped.
         func escape(_ s: String) -> String {
-            var out = ""
-            for c in s {
-                if c == "\"" || c == "\\" || c == "]" { out.append("\\") }
-                out.append(c)
+            var out = String.UnicodeScalarView()
+            for scalar in LogText.printable(s).unicodeScalars {
+                if scalar == "\"" || scalar == "\\" || scalar == "]" { out.append("\\") }
+                out.append(scalar)
             }
-            return out
+            return String(out)
         }
         let name = WireName.text(e.qname)
         let type = RRType.name(e.qtype)
@@ -288,7 +340,7 @@ public final class SyslogSink: @unchecked Sendable {
             ]
             let data = sd.map { "\($0.0)=\"\(escape($0.1))\"" }.joined(separator: " ")
             let summary = "retro-hit: \(e.client.ipText) resolved \(name) \(seen.count) times before \(e.answer.match.list) listed it (\(e.answer.match.rule))"
-            return "<132>1 \(BlockEvent.rfc3339(e.time)) \(hostname) sinkhole \(pid) retro-hit [sinkhole@32473 \(data)] \(summary)"
+            return "<132>1 \(BlockEvent.rfc3339(e.time)) \(hostname) sinkhole \(pid) retro-hit [sinkhole@32473 \(data)] \(LogText.printable(summary))"
         }
         var sd: [(String, String)] = [("schema_version", "\(BlockEvent.schemaVersion)")]
         if let subnet = e.subnet {
@@ -317,6 +369,6 @@ public final class SyslogSink: @unchecked Sendable {
         let data = sd.map { "\($0.0)=\"\(escape($0.1))\"" }.joined(separator: " ")
         let who = e.subnet.map { "\(IPAddress.text($0.address)) (via \(e.client.ipText))" } ?? e.client.ipText
         let summary = "blocked \(type) \(name) from \(who) by \(e.answer.match.list): \(e.answer.match.rule) (\(e.answer.action.rawValue))"
-        return "<133>1 \(BlockEvent.rfc3339(e.time)) \(hostname) sinkhole \(pid) block [sinkhole@32473 \(data)] \(summary)"
+        return "<133>1 \(BlockEvent.rfc3339(e.time)) \(hostname) sinkhole \(pid) block [sinkhole@32473 \(data)] \(LogText.printable(summary))"
     }
 }
