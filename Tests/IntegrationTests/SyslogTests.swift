@@ -224,10 +224,24 @@ import Testing
                                answer: BlockAnswer(match: match, action: .nxdomain, rcode: 3, addresses: [], ttl: 60))
         let m = SyslogSink.message(event, hostname: "h", pid: 1)
         #expect(!m.unicodeScalars.contains { $0.value < 0x20 || ($0.value >= 0x7F && $0.value <= 0x9F) }, "\(m)")
-        #expect(SyslogTests.sdParam("rule.ruleset", in: m) == LogText.printable(list), "\(m)")
-        #expect(SyslogTests.sdParam("rule.name", in: m) == LogText.printable(rule), "\(m)")
+        #expect(SyslogTests.sdParam("rule.ruleset", in: m) == LogText.printable(list, doublingBackslash: false), "\(m)")
+        #expect(SyslogTests.sdParam("rule.name", in: m) == LogText.printable(rule, doublingBackslash: false), "\(m)")
         #expect(SyslogTests.sdParam("sinkhole.ttl", in: m) == "60", "the values after them are read where they are")
-        #expect(m.hasSuffix(" by \(LogText.printable(list)): \(LogText.printable(rule)) (nxdomain)"), "\(m)")
+        #expect(m.hasSuffix(" by \(LogText.printable(list, doublingBackslash: false)): \(LogText.printable(rule, doublingBackslash: false)) (nxdomain)"), "\(m)")
+    }
+
+    /// A query name whose text form holds an escape reads in syslog exactly as in the block log,
+    /// so that the two join on `dns.question.name`.
+    @Test func aQueryNameReadsAsInTheBlockLog() throws {
+        let match = RuleMatch(rule: "example", list: "intel.txt", line: 1, zone: WireName.fromText("example")!)
+        let name = [3] + Array("a.b".utf8) + [1, 0x80] + WireName.fromText("example")!
+        let event = BlockEvent(client: SocketAddress(address: [127, 0, 0, 1], port: 1), transport: .udp, id: 1,
+                               qname: name, qtype: 1, qclass: 1,
+                               answer: BlockAnswer(match: match, action: .nxdomain, rcode: 3, addresses: [], ttl: 60))
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(event.jsonLine().utf8)) as? [String: Any])
+        let logged = try #require(json.at("dns.question.name") as? String)
+        #expect(logged == #"a\.b.\128.example"#)
+        #expect(SyslogTests.sdParam("dns.question.name", in: SyslogSink.message(event, hostname: "h", pid: 1)) == logged)
     }
 
     /// The value of SD-PARAM `name` in message `m`, its RFC 5424 escapes undone (§6.3.3); nil if

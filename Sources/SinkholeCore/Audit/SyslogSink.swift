@@ -311,17 +311,18 @@ public final class SyslogSink: @unchecked Sendable {
     /// names, and a one-line summary. 32473 is the enterprise number RFC 5612 reserves for
     /// documentation: sinkhole has no registered one, and scripts key on `sinkhole@32473`.
     ///
-    /// Values and summary are written as the operational log writes text (`LogText.printable`,
-    /// a backslash doubled): a list file's name can hold a newline or an escape sequence, and a
-    /// raw one would split the message in a collector's line-oriented store or forge a line of
-    /// its own. Values then get RFC 5424's escapes (§6.3.3), so a newline in a name reads `\n`
-    /// once those are undone.
+    /// Control characters in values and summary are written as the operational log writes them
+    /// (`LogText.printable`): a list file's name can hold a newline, and a raw one would split
+    /// the message in a collector's line-oriented store or forge a line of its own. Backslashes
+    /// are not doubled there, so that `dns.question.name` reads exactly as in the block log
+    /// (`a\.b.example`) and the two join on it. Values then get RFC 5424's escapes (§6.3.3), so
+    /// a newline in a list's name reads `\n` once those are undone.
     static func message(_ e: BlockEvent, hostname: String, pid: Int32) -> String {
         // By scalar, not Character: a `"` followed by a combining mark is one Character that
         // is not equal to `"`, and its quote would have gone out unescaped.
         func escape(_ s: String) -> String {
             var out = String.UnicodeScalarView()
-            for scalar in LogText.printable(s).unicodeScalars {
+            for scalar in LogText.printable(s, doublingBackslash: false).unicodeScalars {
                 if scalar == "\"" || scalar == "\\" || scalar == "]" { out.append("\\") }
                 out.append(scalar)
             }
@@ -340,7 +341,7 @@ public final class SyslogSink: @unchecked Sendable {
             ]
             let data = sd.map { "\($0.0)=\"\(escape($0.1))\"" }.joined(separator: " ")
             let summary = "retro-hit: \(e.client.ipText) resolved \(name) \(seen.count) times before \(e.answer.match.list) listed it (\(e.answer.match.rule))"
-            return "<132>1 \(BlockEvent.rfc3339(e.time)) \(hostname) sinkhole \(pid) retro-hit [sinkhole@32473 \(data)] \(LogText.printable(summary))"
+            return "<132>1 \(BlockEvent.rfc3339(e.time)) \(hostname) sinkhole \(pid) retro-hit [sinkhole@32473 \(data)] \(LogText.printable(summary, doublingBackslash: false))"
         }
         var sd: [(String, String)] = [("schema_version", "\(BlockEvent.schemaVersion)")]
         if let subnet = e.subnet {
@@ -369,6 +370,6 @@ public final class SyslogSink: @unchecked Sendable {
         let data = sd.map { "\($0.0)=\"\(escape($0.1))\"" }.joined(separator: " ")
         let who = e.subnet.map { "\(IPAddress.text($0.address)) (via \(e.client.ipText))" } ?? e.client.ipText
         let summary = "blocked \(type) \(name) from \(who) by \(e.answer.match.list): \(e.answer.match.rule) (\(e.answer.action.rawValue))"
-        return "<133>1 \(BlockEvent.rfc3339(e.time)) \(hostname) sinkhole \(pid) block [sinkhole@32473 \(data)] \(LogText.printable(summary))"
+        return "<133>1 \(BlockEvent.rfc3339(e.time)) \(hostname) sinkhole \(pid) block [sinkhole@32473 \(data)] \(LogText.printable(summary, doublingBackslash: false))"
     }
 }

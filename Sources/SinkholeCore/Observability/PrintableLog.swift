@@ -9,11 +9,15 @@ public enum LogText {
     /// bidirectional overrides escaped (`\n`, `\r`, `\t`, `\x1b`, `\u{9b}`, `\u{2028}`,
     /// `\u{202e}`), and a backslash doubled so that an escape in the text reads differently from
     /// one made here. Other characters, non-ASCII letters included, are kept.
-    public static func printable(_ s: String) -> String {
+    ///
+    /// `doublingBackslash: false` leaves backslashes as they are, for a field that must read the
+    /// same as in the block log (a query name's presentation text, `a\.b.example`, which holds
+    /// no control character of its own) at the cost of a text `\n` reading like an escaped one.
+    public static func printable(_ s: String, doublingBackslash: Bool = true) -> String {
         guard s.unicodeScalars.contains(where: needsEscape) else { return s }
         var out = String.UnicodeScalarView()
         for scalar in s.unicodeScalars {
-            guard needsEscape(scalar) else {
+            guard needsEscape(scalar), doublingBackslash || scalar != "\\" else {
                 out.append(scalar)
                 continue
             }
