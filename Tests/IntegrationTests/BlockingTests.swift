@@ -217,6 +217,9 @@ extension BlockLogRotationTests {
         #expect(Set(names).count == 40)
         let errors = recorder.events("cannot compress the rotated block log; it is kept uncompressed and moves up with the others")
         #expect(errors.count == 4 && errors.allSatisfy { $0.level == .error })
+        // The step that failed and its own error, not a later cleanup's.
+        #expect(errors.first?.metadata["error"].map { "\($0)" }?.hasPrefix("create \(path).1.gz.tmp: File exists") == true,
+                "\(String(describing: errors.first?.metadata))")
     }
 }
 

@@ -26,6 +26,10 @@ import Testing
         // IPv6: unique-local (fd00::/8 in fc00::/7) and link-local.
         #expect(DNSTestClient.ask("1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa", type: 12, server: h.address)?.rcode == Rcode.nxDomain)
         #expect(DNSTestClient.ask("1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.e.f.ip6.arpa", type: 12, server: h.address)?.rcode == Rcode.nxDomain)
+        // A class-ANY question gets an IN record (no record has class ANY).
+        let anyClass = try #require(DNSTestClient.udp(DNSTestClient.query("5.3.2.10.in-addr.arpa", type: 12, qclass: 255), to: h.address)
+            .flatMap { Message(wire: $0) })
+        #expect(anyClass.rcode == Rcode.nxDomain && anyClass.text.contains("\tIN\tSOA\t"), "\(anyClass.text)")
         #expect(h.upstream.received.isEmpty, "a private reverse name left the host: \(h.upstream.received.map(\.name))")
         // A public address's reverse name, and a name that only looks like one, go upstream.
         #expect(DNSTestClient.ask("8.8.8.8.in-addr.arpa", type: 12, server: h.address)?.answerCount == 1)

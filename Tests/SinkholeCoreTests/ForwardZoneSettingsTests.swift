@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import Testing
 @testable import SinkholeCore
 
@@ -52,6 +53,21 @@ import Testing
         #expect(error("upstream: 192.0.2.53\nforward-zone: [a.example=10.0.0.1, A.Example.=10.0.0.2]\n")
             == "sinkhole.yaml: forward-zone 'A.Example.=10.0.0.2': a.example given twice (give all its upstreams in one, separated by commas)")
         #expect(error("upstream: 192.0.2.53\nforward-zone: []\n") == "no error", "no zones, as when the key is left out")
+    }
+
+    /// A graceful stop waits for the longest retry loop a query can have: a zone with more
+    /// upstreams than --upstream has a longer one.
+    @Test func theLongestDeadlineCoversTheLargestZone() throws {
+        let zone = try ForwardZone.parse("corp.example=10.0.0.1,10.0.0.2,10.0.0.3").get()
+        let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
+        let forwarder = Forwarder(upstreams: [try SocketAddress.parse("10.0.0.9", defaultPort: 53)], zones: [zone],
+                                  timeout: 2, payloadSize: 1232, logger: logger)
+        defer { forwarder.stop() }
+        #expect(forwarder.deadline == 2 && forwarder.longestDeadline == 6)
+        let fixed = Forwarder(upstreams: [try SocketAddress.parse("10.0.0.9", defaultPort: 53)], zones: [zone],
+                              timeout: 2, payloadSize: 1232, deadline: 3, logger: logger)
+        defer { fixed.stop() }
+        #expect(fixed.longestDeadline == 3, "--upstream-deadline holds for every loop")
     }
 
     @Test func theLongestZoneOnALabelBoundaryWins() throws {

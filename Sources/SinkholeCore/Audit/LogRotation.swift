@@ -47,47 +47,68 @@ public struct LogRotation: Sendable {
 
     /// `gzip`, with the reason when it fails (nil: done).
     static func compress(_ source: String, to destination: String) -> String? {
-        errno = 0
-        if gzip(source, to: destination) { return nil }
-        return errno == 0 ? "could not be written" : String(cString: strerror(errno))
+        var reason: String?
+        _ = gzip(source, to: destination, reason: &reason)
+        return reason
     }
 
     /// Compresses `source` into `destination` (through a temporary name), then removes `source`.
     /// On any failure the uncompressed file is kept: nothing is lost.
     @discardableResult
     static func gzip(_ source: String, to destination: String) -> Bool {
+        var reason: String?
+        return gzip(source, to: destination, reason: &reason)
+    }
+
+    /// The same, with the step that failed and its error in `reason`, taken right after that
+    /// step (a later cleanup's `unlink` would otherwise leave its own errno behind).
+    static func gzip(_ source: String, to destination: String, reason: inout String?) -> Bool {
+        func failed(_ step: String) -> Bool {
+            let error = errno
+            reason = error == 0 ? step : "\(step): \(String(cString: strerror(error)))"
+            return false
+        }
         // Neither name may be a symlink: whoever can write the log's directory could otherwise
         // have the rotation read, or truncate and overwrite, any file sinkhole can write.
         let sourceFD = open(source, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
-        guard sourceFD >= 0 else { return false }
+        guard sourceFD >= 0 else { return failed("open \(source)") }
         guard let input = fdopen(sourceFD, "rb") else {
-            close(sourceFD)
-            return false
+            defer { close(sourceFD) }
+            return failed("open \(source)")
         }
         defer { fclose(input) }
         let temporary = destination + ".tmp"
         unlink(temporary)   // a leftover of a failed rotation, or something planted there
         // Same mode as the live log (0640): rotated evidence is not world-readable. O_EXCL with
         // O_NOFOLLOW: only a file this call creates is written.
+        errno = 0
         let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o640)
-        guard fd >= 0 else { return false }
+        guard fd >= 0 else { return failed("create \(temporary)") }
         fchmod(fd, 0o640)
+        errno = 0
         guard let output = gzdopen(fd, "wb6") else {
-            close(fd)
-            return false
+            defer { close(fd) }
+            return failed("start compressing")
         }
         var buffer = [UInt8](repeating: 0, count: 1 << 16)
-        var ok = true
+        var step: String?
+        var stepError: Int32 = 0
+        errno = 0
         while true {
             let n = buffer.withUnsafeMutableBytes { fread($0.baseAddress, 1, $0.count, input) }
             if n == 0 { break }
             let written = buffer.withUnsafeBytes { gzwrite(output, $0.baseAddress, UInt32(n)) }
-            if written != Int32(n) { ok = false; break }
+            if written != Int32(n) { (step, stepError) = ("write \(temporary)", errno); break }
         }
-        ok = gzclose(output) == Z_OK && ok && ferror(input) == 0
-        guard ok, Glibc.rename(temporary, destination) == 0 else {
+        if step == nil, ferror(input) != 0 { (step, stepError) = ("read \(source)", errno) }
+        errno = 0
+        if gzclose(output) != Z_OK, step == nil { (step, stepError) = ("finish \(temporary)", errno) }
+        errno = 0
+        if step == nil, Glibc.rename(temporary, destination) != 0 { (step, stepError) = ("rename to \(destination)", errno) }
+        if let step {
             unlink(temporary)
-            return false
+            errno = stepError
+            return failed(step)
         }
         unlink(source)
         return true

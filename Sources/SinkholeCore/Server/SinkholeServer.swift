@@ -314,7 +314,7 @@ public final class SinkholeServer: Sendable {
         udp.forEach { $0.stop() }
         tcp.forEach { $0.stop() }
         draining.signal()
-        let budget = chain.forwarder.deadline + 1
+        let budget = chain.forwarder.longestDeadline + 1
         if !chain.waitForInFlight(timeout: budget) {
             logger.warning("stopping with queries still in flight")
         }

@@ -183,9 +183,11 @@ final class TCPConnection: @unchecked Sendable {
     /// Closes the connection if it is still idle: the listener's way to make room for a new
     /// client when every slot is taken (RFC 7766 6.2.3 lets a server close idle connections
     /// under pressure). A connection that became busy meanwhile is left alone.
-    func closeIfIdle() {
+    func closeIfIdle(since: UInt64) {
         queue.async { [self] in
-            guard !closed, inFlight == 0, output.isEmpty else { return }
+            // Still in the idle spell it was chosen in: one that took a query and answered it
+            // meanwhile is a client in use, and the listener counts it again.
+            guard !closed, inFlight == 0, output.isEmpty, idleSince.load(ordering: .relaxed) == since else { return }
             close()
         }
     }

@@ -38,9 +38,11 @@ public final class TCPListener: @unchecked Sendable {
     /// warning (on the accept queue), and that warning's pace.
     private var evictedSinceWarning = 0, refusedSinceWarning = 0
     private var fullPace = LogPace()
-    /// Connections asked to close to make room, not closed yet: counted out of the open ones,
-    /// so that a burst of new clients does not evict the same slot twice or grow past the cap.
-    private var evicting: Set<ObjectIdentifier> = []
+    /// Connections asked to close to make room, not closed yet, with the moment they had been
+    /// idle since when chosen: counted out of the open ones, so that a burst of new clients does
+    /// not evict the same slot twice. The connection itself is held, so that its identifier is
+    /// not reused by a new one while listed here.
+    private var evicting: [ObjectIdentifier: (connection: TCPConnection, since: UInt64)] = [:]
 
     public init(address requested: SocketAddress, queue: DispatchQueue, idleTimeout: Double,
                 maxConnections: Int, maxPerClient: Int = 16, maxQueries: Int = 1000,
@@ -118,18 +120,21 @@ public final class TCPListener: @unchecked Sendable {
     /// longest was asked to close to free one. False when every slot is busy. On the accept queue.
     private func makeRoom() -> Bool {
         let open = connections.withLock { $0 }
-        // Asked to close and gone, or busy again (its eviction did not happen): no longer
-        // counted out.
-        evicting = evicting.filter { id in open[id].map { $0.idleSince.load(ordering: .relaxed) != .max } ?? false }
+        // Counted out only while it is still open and still in the idle spell it was chosen in:
+        // one that took a query meanwhile (whether or not it is idle again now) was not closed,
+        // and counts again, so the open ones never grow past the cap.
+        evicting = evicting.filter { id, entry in
+            open[id] === entry.connection && entry.connection.idleSince.load(ordering: .relaxed) == entry.since
+        }
         if open.count - evicting.count < maxConnections { return true }
         var idlest: (id: ObjectIdentifier, connection: TCPConnection, since: UInt64)?
-        for (id, connection) in open where !evicting.contains(id) {
+        for (id, connection) in open where evicting[id] == nil {
             let since = connection.idleSince.load(ordering: .relaxed)
             if since != .max, since < idlest?.since ?? .max { idlest = (id, connection, since) }
         }
         if let idlest {
-            evicting.insert(idlest.id)
-            idlest.connection.closeIfIdle()
+            evicting[idlest.id] = (idlest.connection, idlest.since)
+            idlest.connection.closeIfIdle(since: idlest.since)
             evictedSinceWarning += 1
         } else {
             refusedSinceWarning += 1

@@ -25,6 +25,9 @@ public final class Forwarder: Sendable {
     /// configuration means the timeout × their number (× a zone's number for that zone).
     public let deadline: Double
     private let configuredDeadline: Double?
+    /// The longest retry loop of any query: over the default upstreams, a forward zone's or the
+    /// private reverse ones (a graceful stop waits this long for the queries in flight).
+    public let longestDeadline: Double
     public let strategy: UpstreamStrategy
     public let health: UpstreamHealth
     public let metrics: ServerMetrics?
@@ -100,6 +103,8 @@ public final class Forwarder: Sendable {
         self.strategy = strategy
         configuredDeadline = deadline
         self.deadline = deadline ?? timeout * Double(max(1, defaults.count))
+        let largestGroup = max(defaults.count, routes.map(\.upstreams.count).max() ?? 0, privateGroup.count)
+        longestDeadline = deadline ?? timeout * Double(max(1, largestGroup))
         self.health = UpstreamHealth(upstreams: upstreams, firstBackoff: retryBackoff)
         self.payloadSize = payloadSize
         self.logger = logger

@@ -66,7 +66,7 @@ enum PrivateReverse {
             (LDNS_RDF_TYPE_PERIOD, be32(10_800)),
         ]
         let section: Message.Section = apex && question.type == RRType.soa ? .answer : .authority
-        m.append(section, owner: zone, type: RRType.soa, qclass: question.qclass, ttl: 10_800, rdata: rdata)
+        m.append(section, owner: zone, type: RRType.soa, qclass: RRType.recordClass(asked: question.qclass), ttl: 10_800, rdata: rdata)
         return UpstreamAnswer(message: m)
     }
 }
