@@ -53,6 +53,7 @@ public final class FakeUpstream: @unchecked Sendable {
         public var options: [UInt8] = []
         public var checkingDisabled = false
         public var authenticData = false
+        public var recursionDesired = true
     }
 
     public let address: SocketAddress
@@ -229,7 +230,7 @@ public final class FakeUpstream: @unchecked Sendable {
             s.received.append(Received(id: query.id, sourcePort: client.port, transport: transport, name: name,
                                        type: q.type, dnssecOK: query.edns?.dnssecOK ?? false, hadOPT: query.edns != nil,
                                        options: query.ednsOptions, checkingDisabled: query.checkingDisabled,
-                                       authenticData: query.authenticData))
+                                       authenticData: query.authenticData, recursionDesired: query.recursionDesired))
             return (s.records[FakeUpstream.key(name)] ?? [], s.behaviours[FakeUpstream.key(name)] ?? .answer)
         }
         arrived.lock()

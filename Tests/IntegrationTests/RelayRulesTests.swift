@@ -92,6 +92,19 @@ import Testing
     /// The OPT record is hop-by-hop (RFC 6891 6.1.1): an extended rcode in the upstream's
     /// (BADCOOKIE, BADVERS) speaks of sinkhole's query, not the client's. It was passed on: a
     /// client without EDNS saw BADCOOKIE's low bits as YXRRSET, and BADVERS as an empty NOERROR.
+    /// A client's RD=0 is not passed on: the upstream would answer from its own cache only (a
+    /// CNAME without its target, a referral), and that answer is cached for every client. The
+    /// client's reply keeps its RD=0. Both paths.
+    @Test(arguments: [true, false])
+    func upstreamQueriesAlwaysAskForRecursion(fastPath: Bool) throws {
+        let h = try TestHarness(records: ["www.example.org. 300 IN A 192.0.2.12"]) { $0.fastPath = fastPath }
+        defer { h.stop() }
+        let bytes = try #require(DNSTestClient.udp(DNSTestClient.query("www.example.org", rd: false), to: h.address))
+        let reply = try #require(Message(wire: bytes))
+        #expect(!reply.recursionDesired && reply.answerCount == 1)
+        #expect(h.upstream.received.map(\.recursionDesired) == [true])
+    }
+
     @Test func anExtendedRcodeFromTheUpstreamIsNotRelayed() throws {
         let second = try FakeUpstream(records: ["cookie.example.org. 300 IN A 192.0.2.71"])
         defer { second.stop() }

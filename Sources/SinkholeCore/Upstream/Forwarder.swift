@@ -127,16 +127,19 @@ public final class Forwarder: Sendable {
     var openSockets: Int { sockets.openSockets }
 
     /// The message sent upstream, written by `out` (into the upstream send batch's slot, on a
-    /// loop's thread): the client's question, RD and CD, AD set, and our own OPT record with the client's
+    /// loop's thread): the client's question, RD and AD set, the client's CD, and our own OPT record with the client's
     /// DO bit (and its ECS option with `--forward-ecs`). Nothing else is passed on.
     func writeUpstreamQuery(for query: Query, into out: inout WireWriter) {
         // Built from the bytes up (ldns_pkt2wire would allocate 64 KiB for these few dozen).
         out.put16(0)                                   // ID: set per try
-        // RD and CD as the client set them, AD always (RFC 6840 5.7: "tell me whether you
-        // validated"): the answer, which may be cached and served to others, then carries the
-        // upstream's AD, and each client's reply keeps it only if that client asked
+        // RD always: the upstreams are recursive resolvers, and the answer may be cached and
+        // served to every client. A client's RD=0 passed on had the upstream answer from its
+        // own cache only (a CNAME without its target, a referral), which was then cached for
+        // everyone. The reply keeps the client's RD. CD as the client set it (part of the cache
+        // key). AD always (RFC 6840 5.7: "tell me whether you validated"): the answer then
+        // carries the upstream's AD, and each client's reply keeps it only if that client asked
         // (`ReplyBuilder.relayedFlags`). Opcode QUERY.
-        out.put16(query.header.flags & 0x0110 | 0x0020)
+        out.put16(query.header.flags & 0x0010 | 0x0100 | 0x0020)
         out.put16(1)
         out.put16(0)
         out.put16(0)
