@@ -22,7 +22,7 @@ struct ServeOptions: ParsableArguments {
     @Option(name: .customLong("forward-zone"), help: ArgumentHelp("Send the names of DOMAIN and below it to these upstreams instead of --upstream (internal zones to their own servers; the longest zone given wins); repeatable.", valueName: "DOMAIN=ADDR[:PORT][,ADDR[:PORT]...]"))
     var forwardZone: [String] = []
 
-    @Option(name: .customLong("private-reverse"), help: ArgumentHelp("Reverse lookups of private addresses (RFC 6303 zones: 10.in-addr.arpa, 168.192.in-addr.arpa, d.f.ip6.arpa, ...) not in a --forward-zone: auto (to the --upstreams with private or loopback addresses, else answered NXDOMAIN here; the default), local (always answered here), forward (to --upstream like any name).", valueName: "auto|local|forward"))
+    @Option(name: .customLong("private-reverse"), help: ArgumentHelp("Reverse lookups of private addresses (RFC 6303 zones: 10.in-addr.arpa, 168.192.in-addr.arpa, d.f.ip6.arpa, ...) not in a --forward-zone: auto (to the --upstreams with private addresses, not loopback, else answered NXDOMAIN here; the default), local (always answered here), forward (to --upstream like any name).", valueName: "auto|local|forward"))
     var privateReverse: String?
 
     @Option(name: .customLong("blocklist-dir"), help: ArgumentHelp("Directory of list files, watched for changes. Default: blocklists/ of the source checkout the binary was built in, else \(ServerConfiguration.installedBlocklistDirectory).", valueName: "DIR"))

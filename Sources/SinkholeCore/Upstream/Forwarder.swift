@@ -96,8 +96,7 @@ public final class Forwarder: Sendable {
         self.upstreams = upstreams
         defaultGroup = Array(defaults.indices)
         keepsPrivateReverse = privateReverse != .forward
-        let privateRanges = try? AccessPolicy(allow: [], deny: [])
-        privateGroup = privateReverse == .auto ? defaults.indices.filter { privateRanges?.allows(defaults[$0].address) ?? false } : []
+        privateGroup = privateReverse == .auto ? defaults.indices.filter { PrivateReverse.isNetworksOwn(defaults[$0].address) } : []
         self.routes = ForwardRoutes(routes)
         self.timeout = timeout
         self.strategy = strategy

@@ -6,8 +6,8 @@ import CLdns
 /// know them; a public resolver can only answer NXDOMAIN, and asking it tells the world the
 /// addresses the network uses. A forward zone that holds the name always wins.
 public enum PrivateReverseMode: String, Sendable, CaseIterable {
-    /// To the `--upstream`s that have private or loopback addresses (likely the network's own
-    /// resolvers), answered locally when there is none. The default.
+    /// To the `--upstream`s that have private addresses (likely the network's own resolvers;
+    /// not loopback), answered locally when there is none. The default.
     case auto
     /// Always answered here (NXDOMAIN), as Unbound's default local zones and Pi-hole's
     /// "never forward reverse lookups for private IP ranges" answer them.
@@ -42,23 +42,52 @@ enum PrivateReverse {
             && WireName.lower(name[n - 3]) == UInt8(ascii: "p") && WireName.lower(name[n - 2]) == UInt8(ascii: "a")
     }
 
+    /// The private ranges of the default access list (10/8, 172.16/12, 192.168/16, 100.64/10,
+    /// 169.254/16, fc00::/7, fe80::/10) and not loopback.
+    private static let privateRanges = try? AccessPolicy(allow: defaultPrivate, deny: [])
+    static let defaultPrivate = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16",
+                                 "fc00::/7", "fe80::/10"]
+
+    /// Whether an upstream at `address` is taken for one of the network's own resolvers by
+    /// `auto`: a private address, an IPv4-mapped one read as its IPv4 address. Not loopback:
+    /// what listens there is most often a local proxy to a public resolver (cloudflared,
+    /// dnscrypt-proxy, stubby, systemd-resolved's 127.0.0.53), which would pass the lookups on;
+    /// a local Unbound answers them itself as sinkhole then does.
+    static func isNetworksOwn(_ address: [UInt8]) -> Bool {
+        privateRanges?.allows(IPAddress.unmapped(address)) ?? false
+    }
+
     /// The routes that find the zone of a name (their upstream lists unused).
     static let routes = ForwardRoutes(zones.map { .init(name: $0, upstreams: []) })
 
     /// The `from` of an answer sinkhole made for such a name (no upstream's).
     static let origin = SocketAddress(address: [0, 0, 0, 0], port: 0)
 
-    /// NXDOMAIN for a name below a zone; for the zone's own name, its SOA to an SOA query and
-    /// NODATA to any other type. The SOA is RFC 6303's (section 3, the values Unbound uses):
-    /// `<zone> 10800 SOA <zone> nobody.invalid. 1 3600 1200 604800 10800`. ID 0: the relay
-    /// gives it the client's.
+    /// NXDOMAIN for a name below a zone; for the zone's own name, its SOA or NS to a query of
+    /// that type and NODATA to any other; `localhost.` for the PTR of 127.0.0.1 and ::1 (RFC
+    /// 6761 6.3). The SOA and NS are RFC 6303's (section 3): `<zone> 10800 SOA <zone>
+    /// nobody.invalid. 1 3600 1200 604800 10800` and `<zone> NS <zone>`. ID 0: the relay gives
+    /// it the client's.
     static func answer(for question: Question, zone: [UInt8]) -> UpstreamAnswer? {
         guard let m = Message.empty() else { return nil }
         m.isResponse = true
         m.recursionAvailable = true
         m.setQuestion(question)
-        let apex = WireName.lowercased(question.name) == zone
-        m.rcode = apex ? Rcode.noError : Rcode.nxDomain
+        let name = WireName.lowercased(question.name)
+        let apex = name == zone
+        let recordClass = RRType.recordClass(asked: question.qclass)
+        if question.type == RRType.ptr, name == localhostV4 || name == localhostV6 {
+            m.rcode = Rcode.noError
+            m.append(.answer, owner: question.name, type: RRType.ptr, qclass: recordClass, ttl: 10_800,
+                     rdata: [(LDNS_RDF_TYPE_DNAME, WireName.fromText("localhost")!)])
+            return UpstreamAnswer(message: m)
+        }
+        let hasName = apex || name == localhostV4
+        m.rcode = hasName ? Rcode.noError : Rcode.nxDomain
+        if apex, question.type == RRType.ns {
+            m.append(.answer, owner: zone, type: RRType.ns, qclass: recordClass, ttl: 10_800, rdata: [(LDNS_RDF_TYPE_DNAME, zone)])
+            return UpstreamAnswer(message: m)
+        }
         let rdata: [(ldns_rdf_type, [UInt8])] = [
             (LDNS_RDF_TYPE_DNAME, zone), (LDNS_RDF_TYPE_DNAME, WireName.fromText("nobody.invalid")!),
             (LDNS_RDF_TYPE_INT32, be32(1)), (LDNS_RDF_TYPE_PERIOD, be32(3600)),
@@ -66,7 +95,11 @@ enum PrivateReverse {
             (LDNS_RDF_TYPE_PERIOD, be32(10_800)),
         ]
         let section: Message.Section = apex && question.type == RRType.soa ? .answer : .authority
-        m.append(section, owner: zone, type: RRType.soa, qclass: RRType.recordClass(asked: question.qclass), ttl: 10_800, rdata: rdata)
+        m.append(section, owner: zone, type: RRType.soa, qclass: recordClass, ttl: 10_800, rdata: rdata)
         return UpstreamAnswer(message: m)
     }
+
+    /// The reverse names of 127.0.0.1 and ::1 (the latter is its zone's own name).
+    static let localhostV4 = WireName.fromText("1.0.0.127.in-addr.arpa")!
+    static let localhostV6 = WireName.fromText("1." + Array(repeating: "0", count: 31).joined(separator: ".") + ".ip6.arpa")!
 }

@@ -4,7 +4,9 @@ import Glibc
 /// Record types and classes sinkhole refers to by number, and their mnemonics from ldns.
 public enum RRType {
     public static let a: UInt16 = 1
+    public static let ns: UInt16 = 2
     public static let soa: UInt16 = 6
+    public static let ptr: UInt16 = 12
 
     /// The class of records made for a question of class `asked`: ANY (255) and NONE (254) ask,
     /// but no record has them outside dynamic update (RFC 6895 3.2), so IN is answered.
