@@ -54,6 +54,41 @@ import Testing
         #expect(h.upstream.received.isEmpty, "an internal name went to the default upstream")
     }
 
+    /// A public resolver must not answer for the internal zone: records it sends for names in a
+    /// forward zone it does not serve are removed (a forged address for an internal host behind
+    /// a CNAME, a forged domain controller in the additional section), and it is said.
+    @Test func recordsForAZoneFromAnUpstreamOutsideItAreRemoved() throws {
+        let corp = try FakeUpstream(records: ["fs01.corp.example. 300 IN A 10.1.2.3"])
+        defer { corp.stop() }
+        let recorder = LogRecorder()
+        let h = try TestHarness(records: [], logger: recorder.logger) {
+            $0.forwardZones = [try! ForwardZone.parse("corp.example=\(corp.address)").get()]
+        }
+        defer { h.stop() }
+        h.upstream.set(.answerWith(["evil.example.net. 300 IN CNAME fs01.corp.example.", "fs01.corp.example. 300 IN A 6.6.6.6"]),
+                       for: "evil.example.net")
+        h.upstream.add(["www.example.net. 300 IN A 192.0.2.80"])
+        h.upstream.set(.answerExtra(setFlags: 0, authority: [], additional: ["dc1.corp.example. 300 IN A 6.6.6.7"]), for: "www.example.net")
+        let r = try #require(DNSTestClient.ask("evil.example.net", server: h.address))
+        #expect(r.records(.answer).map(\.type) == [RRType.cname], "the CNAME stays, the forged A goes")
+        #expect(!r.text.contains("6.6.6."), "\(r.text)")
+        let glue = try #require(DNSTestClient.ask("www.example.net", server: h.address))
+        #expect(glue.records(.answer).map(\.rdata) == [[192, 0, 2, 80]] && !glue.text.contains("6.6.6."), "\(glue.text)")
+        // The client following the CNAME asks the zone's own server.
+        #expect(DNSTestClient.ask("fs01.corp.example", server: h.address)?.records(.answer).map(\.rdata) == [[10, 1, 2, 3]])
+        let said = recorder.events("upstream answered for a forward zone it does not serve; those records removed (said at most once a minute)")
+        #expect(said.count == 1 && said.first?.metadata["records_removed"] == "1", "once a minute: \(said)")
+
+        // An upstream that serves the zone too may answer for it.
+        let both = try TestHarness {
+            $0.forwardZones = [try! ForwardZone.parse("corp.example=\($0.upstreams[0])").get()]
+        }
+        defer { both.stop() }
+        both.upstream.set(.answerWith(["alias.example.net. 300 IN CNAME fs01.corp.example.", "fs01.corp.example. 300 IN A 10.1.2.3"]),
+                          for: "alias.example.net")
+        #expect(DNSTestClient.ask("alias.example.net", server: both.address)?.answerCount == 2)
+    }
+
     /// The binary with the flag, asked by dig; an upstream named by a zone has its metrics.
     @Test func digAndMetricsSeeTheZone() throws {
         let corp = try FakeUpstream(records: ["dc1.corp.example. 300 IN A 10.0.0.11"])

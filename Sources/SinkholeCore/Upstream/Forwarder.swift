@@ -72,6 +72,8 @@ public final class Forwarder: Sendable {
     private let chatter: Mutex<[Chatter]>
     /// The pace of the warning that TCP retries are all busy.
     private let localPace = Mutex(LogPace())
+    /// The pace of the warning that an upstream answered for a forward zone it does not serve.
+    private let foreignPace = Mutex(LogPace())
 
     public init(upstreams defaults: [SocketAddress], zones: [ForwardZone] = [], privateReverse: PrivateReverseMode = .auto,
                 timeout: Double, payloadSize: UInt16,
@@ -245,7 +247,7 @@ public final class Forwarder: Sendable {
                     logger.debug("upstream answering again", metadata: metadata)
                 }
             }
-            job.resolved(.upstream(reply, from: upstream))
+            job.resolved(.upstream(routes.isEmpty ? reply : confined(reply, to: job.question.name, from: index), from: upstream))
         case .failure(.local(let why)):
             // Our own limit, not the upstream's fault: not held against it, and no other
             // upstream is tried (the limit is the same for all). SERVFAIL now.
@@ -260,6 +262,32 @@ public final class Forwarder: Sendable {
             metrics?.upstreamFailed(upstream, reason: failure.kind)
             attempt(job)
         }
+    }
+
+    /// `reply` without the records it holds for names in a forward zone that the upstream
+    /// `index` does not serve: a public resolver must not answer for the internal zone (`evil
+    /// .example.net CNAME fs01.corp.example` with `fs01.corp.example A 6.6.6.6`, or a forged
+    /// domain controller's address in the additional section). Such records are removed and the
+    /// rest is relayed (a CNAME into the zone is left for the client to follow, which then asks
+    /// the zone's servers); said at most once a minute, as it may be an attack. Only with forward
+    /// zones given (it decodes the reply).
+    private func confined(_ reply: UpstreamAnswer, to name: [UInt8], from index: Int) -> UpstreamAnswer {
+        let own = routes.route(for: name)?.name
+        guard let message = reply.message() else { return reply }
+        var zones: Set<String> = []
+        let removed = message.removeRecords { owner in
+            guard let route = routes.route(for: owner), route.name != own, !route.upstreams.contains(index) else { return false }
+            zones.insert(WireName.text(route.name))
+            return true
+        }
+        guard removed > 0, let kept = UpstreamAnswer(message: message) else { return reply }
+        if foreignPace.withLock({ $0.due() }) {
+            logger.warning("upstream answered for a forward zone it does not serve; those records removed (said at most once a minute)", metadata: [
+                "upstream": "\(upstreams[index])", "dns.question.name": "\(WireName.text(name))",
+                "zones": "\(zones.sorted().joined(separator: ","))", "records_removed": "\(removed)",
+            ])
+        }
+        return kept
     }
 
     /// Whether a line of this kind for upstream `index` is due (at most once a minute): the

@@ -216,6 +216,37 @@ public final class Message: @unchecked Sendable {
         ldns_pkt_set_qdcount(pkt, 1)
     }
 
+    /// Removes the records whose owner name (wire form, as ldns holds it) `drop` picks, from
+    /// every section; returns how many went.
+    @discardableResult
+    public func removeRecords(where drop: ([UInt8]) -> Bool) -> Int {
+        var removed = 0
+        for section in [Section.answer, .authority, .additional] {
+            guard let old = list(section) else { continue }
+            let kept = ldns_rr_list_new()
+            for i in 0..<ldns_rr_list_rr_count(old) {
+                guard let rr = ldns_rr_list_rr(old, i) else { continue }
+                var owner: [UInt8] = []
+                if let o = ldns_rr_owner(rr), let d = ldns_rdf_data(o) {
+                    owner = Array(UnsafeBufferPointer(start: d, count: ldns_rdf_size(o)))
+                }
+                if drop(owner) {
+                    removed += 1
+                } else if let copy = ldns_rr_clone(rr) {
+                    ldns_rr_list_push_rr(kept, copy)
+                }
+            }
+            let count = UInt16(ldns_rr_list_rr_count(kept))
+            ldns_rr_list_deep_free(old)
+            switch section {
+            case .answer: ldns_pkt_set_answer(pkt, kept); ldns_pkt_set_ancount(pkt, count)
+            case .authority: ldns_pkt_set_authority(pkt, kept); ldns_pkt_set_nscount(pkt, count)
+            case .additional: ldns_pkt_set_additional(pkt, kept); ldns_pkt_set_arcount(pkt, count)
+            }
+        }
+        return removed
+    }
+
     /// Removes every record from the answer, authority and additional sections.
     public func clearRecords() {
         clear([.answer, .authority, .additional])
