@@ -45,6 +45,39 @@ import Testing
         #expect(!health.snapshot[0].down)
     }
 
+    /// A standby behind a healthy upstream (`first`) that was marked down is probed once its
+    /// back-off passes, beside the queries the first answers: it was probed only by a query that
+    /// reached it, which never came, so it stayed marked down (and `sinkhole_upstream_up` 0) for
+    /// good while healthy. The probe does not hold up the client's query.
+    @Test func aRecoveredStandbyBehindAHealthyFirstIsProbedAndMarkedUp() throws {
+        let standby = try FakeUpstream(records: UpstreamHealthTests.records)
+        defer { standby.stop() }
+        let h = try TestHarness(records: UpstreamHealthTests.records) { c in
+            c.upstreams = [c.upstreams[0], standby.address]
+            c.upstreamTimeout = 0.2
+            c.upstreamRetryBackoff = 0.3
+        }
+        defer { h.stop() }
+        // Both fail three names in a row: both marked down.
+        for i in 0..<UpstreamHealth.downAfter {
+            h.upstream.set(.silent, for: "dead\(i).example.org")
+            standby.set(.silent, for: "dead\(i).example.org")
+            #expect(DNSTestClient.ask("dead\(i).example.org", server: h.address)?.rcode == Rcode.servFail)
+        }
+        let health = h.server.chain.forwarder.health
+        #expect(health.isDown(0) && health.isDown(1))
+        // Both answer again. The first takes the queries; the standby is probed all the same.
+        let deadline = Date().addingTimeInterval(5)
+        var asked = 0
+        while (health.isDown(0) || health.isDown(1)) && Date() < deadline && asked < 200 {
+            #expect(DNSTestClient.ask("n\(asked).www.example.org", server: h.address)?.rcode == Rcode.nxDomain)
+            asked += 1
+            _ = standby.waitForQueries(UpstreamHealth.downAfter + 1, timeout: 0.05)   // the probe, if it came
+        }
+        #expect(!health.isDown(0))
+        #expect(!health.isDown(1), "the standby is probed and marked up")
+    }
+
     /// A down upstream that every query still reaches (it is the only one) writes one error when
     /// it goes down, each try after that at debug, a summary at most once per interval, and one
     /// notice when it answers again: not a warning per query.

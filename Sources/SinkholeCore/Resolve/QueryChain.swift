@@ -266,7 +266,7 @@ public final class QueryChain: Sendable {
     /// A query on its way upstream: the forwarder's job, with what the chain needs once it is
     /// resolved, in the same object (one allocation, and one reference where the upstream
     /// socket's table holds it; the message sent is written from the query, not stored).
-    fileprivate final class Miss: ForwardJob, @unchecked Sendable {
+    fileprivate final class Miss: ForwardJob, ProbeSource, @unchecked Sendable {
         let chain: QueryChain
         let query: Query
         let key: AnswerCache.Key
@@ -291,6 +291,8 @@ public final class QueryChain: Sendable {
         override func resolved(_ resolution: Resolution) {
             chain.forwarded(self, resolution)
         }
+
+        var probeQuery: Query { query }
     }
 
     /// The fast path: a plain query (`WireQuery`) for a blocked name, or one whose cached answer

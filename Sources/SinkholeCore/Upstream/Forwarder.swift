@@ -159,6 +159,7 @@ public final class Forwarder: Sendable {
         let now = DispatchTime.now().uptimeNanoseconds
         job.forwarder = self
         if let route = routes.route(for: job.question.name) {
+            probe(route.upstreams, like: job, now: now)
             job.order = health.order(strategy, among: route.upstreams, now: now)
             let loop = configuredDeadline ?? timeout * Double(route.upstreams.count)
             job.until = now + UInt64(max(0, loop) * 1e9)
@@ -170,14 +171,32 @@ public final class Forwarder: Sendable {
                 return job.resolved(answer.map { .upstream($0, from: PrivateReverse.origin) }
                                     ?? .failure(rcode: Rcode.servFail, reason: "private reverse answer"))
             }
+            probe(privateGroup, like: job, now: now)
             job.order = health.order(strategy, among: privateGroup, now: now)
             let loop = configuredDeadline ?? timeout * Double(privateGroup.count)
             job.until = now + UInt64(max(0, loop) * 1e9)
         } else {
+            probe(defaultGroup, like: job, now: now)
             job.order = health.order(strategy, among: defaultGroup, now: now)
             job.until = now + UInt64(max(0, deadline) * 1e9)
         }
         attempt(job, now: now)
+    }
+
+    /// Probes the upstreams of `group` that are down and due for a probe, with `job`'s question,
+    /// beside the query and not in its way: the probe's answer only tells their health. Before,
+    /// a down upstream was probed only by a query that reached it, which with `first` and a
+    /// healthy upstream before it never came: a recovered standby stayed marked down (and
+    /// `sinkhole_upstream_up` 0) for good. A real query no longer waits on a probe either.
+    private func probe(_ group: [Int], like job: ForwardJob, now: UInt64) {
+        for index in health.claimProbes(among: group, now: now) {
+            guard let query = (job as? ProbeSource)?.probeQuery else { return }
+            let probe = Probe(query: query)
+            probe.forwarder = self
+            probe.order = [index]
+            probe.until = now + UInt64(timeout * 1e9)
+            attempt(probe, now: now)
+        }
     }
 
     /// The next try of `job`, or its resolution when no upstream or no time is left.
@@ -391,6 +410,28 @@ public final class Forwarder: Sendable {
     private static func seconds(_ nanoseconds: UInt64) -> Int { Int(nanoseconds / 1_000_000_000) }
 }
 
+/// A job whose query a probe can repeat.
+protocol ProbeSource {
+    var probeQuery: Query { get }
+}
+
+/// A try at one down upstream with a client's question, whose answer only tells the upstream's
+/// health (`Forwarder.probe`).
+final class Probe: ForwardJob, ProbeSource, @unchecked Sendable {
+    let probeQuery: Query
+
+    init(query: Query) {
+        probeQuery = query
+        super.init(question: query.question)
+    }
+
+    override func writeQuery(into out: inout WireWriter) {
+        forwarder?.writeUpstreamQuery(for: probeQuery, into: &out)
+    }
+
+    override func resolved(_ resolution: Resolution) {}
+}
+
 /// One query's way through the upstreams, held in one object: the message sent, the upstreams
 /// still to try and the deadline of the whole loop. Each try's outcome comes back to it
 /// (`finished`), so a try needs no closure (and no heap context) of its own, and the socket
@@ -398,7 +439,7 @@ public final class Forwarder: Sendable {
 /// The caller subclasses it and is told the resolution in `resolved`, once. Its state changes
 /// only between tries, one try at a time, each handed over under the socket table's lock.
 class ForwardJob: UpstreamTry, @unchecked Sendable {
-    fileprivate var forwarder: Forwarder?
+    fileprivate(set) var forwarder: Forwarder?
     fileprivate var order: [Int] = []
     fileprivate var next = 0
     /// The deadline of the whole retry loop, in uptime nanoseconds.

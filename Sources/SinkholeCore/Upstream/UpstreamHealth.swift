@@ -104,6 +104,24 @@ public final class UpstreamHealth: Sendable {
         return down.isEmpty ? usable : usable + down
     }
 
+    /// The upstreams among `group` that are marked down and whose back-off has passed, each
+    /// claimed for one probe: its next try time moves a first back-off on (a failed probe then
+    /// doubles the back-off as any failure does), so that one query, not every query, probes it,
+    /// and the order leaves it last meanwhile.
+    func claimProbes(among group: [Int], now: UInt64) -> [Int] {
+        guard downCount.load(ordering: .relaxed) > 0 else { return [] }
+        var claimed: [Int] = []
+        for i in group {
+            let slot = slots[i]
+            guard slot.down.load(ordering: .relaxed) else { continue }
+            let at = slot.retryAt.load(ordering: .relaxed)
+            guard now >= at else { continue }
+            let hold = now + UInt64(firstBackoff * 1e9)
+            if slot.retryAt.compareExchange(expected: at, desired: hold, ordering: .relaxed).exchanged { claimed.append(i) }
+        }
+        return claimed
+    }
+
     /// Whether the upstream is marked down now.
     public func isDown(_ index: Int) -> Bool { slots[index].down.load(ordering: .relaxed) }
 
