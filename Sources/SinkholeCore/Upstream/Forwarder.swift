@@ -17,8 +17,8 @@ public final class Forwarder: Sendable {
     /// Where names under the private reverse zones go (`--private-reverse`): false when every
     /// such name goes to the default upstreams like any other.
     private let keepsPrivateReverse: Bool
-    /// The default upstreams with private or loopback addresses, which the private reverse names
-    /// go to; empty when sinkhole answers them itself.
+    /// The default upstreams with private addresses (not loopback: `PrivateReverse.isNetworksOwn`),
+    /// which the private reverse names go to; empty when sinkhole answers them itself.
     public let privateGroup: [Int]
     public let timeout: Double
     /// Seconds for the whole retry loop of one query to the default upstreams; nil in the
