@@ -5,6 +5,28 @@ import Synchronization
 import Testing
 
 @Suite struct CacheTests {
+    /// --serve-stale when the upstream answers SERVFAIL, not only when it is silent: the
+    /// SERVFAIL was relayed as an answer and the stale one never looked at.
+    @Test func serveStaleAppliesWhenTheUpstreamAnswersServfail() throws {
+        let h = try TestHarness(records: ["st.example.org. 1 IN A 192.0.2.61"]) { c in
+            c.cacheBytes = 1 << 20
+            c.serveStale = true
+        }
+        defer { h.stop() }
+        #expect(DNSTestClient.ask("st.example.org", server: h.address)?.answerCount == 1)
+        h.upstream.set(.rcode(Rcode.servFail), for: "st.example.org")
+        // Expired after its 1 s: asked upstream again (a bounded wait on the upstream's count).
+        let deadline = Date().addingTimeInterval(5)
+        var reply: Message?
+        while Date() < deadline {
+            reply = DNSTestClient.ask("st.example.org", server: h.address)
+            if h.upstream.received(for: "st.example.org").count >= 2 { break }
+            _ = h.upstream.waitForQueries(2, timeout: 0.2)
+        }
+        #expect(h.upstream.received(for: "st.example.org").count >= 2, "expired and asked again")
+        #expect(reply?.rcode == Rcode.noError && reply?.records(.answer).first?.ttl == 30, "the stale answer, TTL 30")
+    }
+
     @Test func cachedAnswerIsServedWithoutAnUpstreamQueryAndABlockAddedLaterWins() throws {
         let h = try TestHarness(lists: ["intel.txt": "evil.example\n"],
                                 records: ["www.example.org. 300 IN A 192.0.2.12"]) { $0.cacheBytes = 1 << 20 }
@@ -151,6 +173,47 @@ import Testing
         #expect(cache.lookup(key("short.example.org")) != nil, "kept for the 50 s minimum")
         clock.now += 170
         #expect(cache.lookup(key("long.example.org")) == nil, "dropped after the 200 s maximum")
+    }
+
+    /// From a cache trial against Unbound. A TTL with the top bit set is 0 (RFC 2181 8): it was
+    /// relayed as 4294967295 and kept a day. The negative part of an answer lasts min(SOA TTL,
+    /// MINIMUM) and no record longer than its own TTL (RFC 2308 5): a 3 s CNAME ending in
+    /// NXDOMAIN was kept the SOA's 300 s, and a CNAME with no data for the type its 300 s though
+    /// the MINIMUM said 5. --cache-max-ttl bounds negative answers too. Served TTLs are
+    /// within --cache-min-ttl and --cache-max-ttl, as they are kept.
+    @Test func ttlRulesOfRFC2181And2308AndTheBounds() throws {
+        let clock = Clock()
+        let cache = AnswerCache(budgetBytes: 1 << 20, maxNegativeTTL: 3600, clock: { clock.now })
+        func message(_ name: String, rcode: UInt8, _ records: [String], soa: String? = nil) -> UpstreamAnswer {
+            let m = Message.empty()!
+            m.isResponse = true
+            m.rcode = rcode
+            m.setQuestion(Question(name: WireName.fromText(name)!, type: 1, qclass: 1))
+            for r in records { m.append(.answer, presentation: r) }
+            if let soa { m.append(.authority, presentation: soa) }
+            return UpstreamAnswer(message: m)!
+        }
+        let top = message("top.example.org", rcode: 0, ["top.example.org. 4294967295 IN A 192.0.2.1", "top.example.org. 300 IN A 192.0.2.2"])
+        #expect(top.message()?.records(.answer).map(\.ttl) == [0, 300], "relayed as 0")
+        #expect(cache.store(key("top.example.org"), answer: top) == nil, "TTL 0: not cached")
+        let soa = "example.org. 300 IN SOA ns.example.org. h.example.org. 1 2 3 4 300"
+        cache.store(key("cnx.example.org"), answer: message("cnx.example.org", rcode: 3, ["cnx.example.org. 3 IN CNAME gone.example.org."], soa: soa))
+        let soa5 = "example.org. 300 IN SOA ns.example.org. h.example.org. 1 2 3 4 5"
+        cache.store(key("cn.example.org"), answer: message("cn.example.org", rcode: 0, ["cn.example.org. 300 IN CNAME t.example.org."], soa: soa5))
+        #expect(cache.lookup(key("cnx.example.org")) != nil && cache.lookup(key("cn.example.org")) != nil)
+        clock.now += 3
+        #expect(cache.lookup(key("cnx.example.org")) == nil, "the CNAME's 3 s, not the SOA's 300")
+        clock.now += 2
+        #expect(cache.lookup(key("cn.example.org")) == nil, "the negative part's 5 s, not the CNAME's 300")
+
+        let bounded = AnswerCache(budgetBytes: 1 << 20, minTTL: 15, maxTTL: 25, clock: { clock.now })
+        bounded.store(key("neg.example.org"), answer: message("neg.example.org", rcode: 3, [], soa: soa))
+        clock.now += 25
+        #expect(bounded.lookup(key("neg.example.org")) == nil, "--cache-max-ttl bounds a negative answer")
+        let served = bounded.clamped(message("b.example.org", rcode: 0, ["b.example.org. 300 IN A 192.0.2.3", "b.example.org. 3 IN A 192.0.2.4"]))
+        #expect(served.message()?.records(.answer).map(\.ttl) == [25, 15], "served within the bounds")
+        let within = message("c.example.org", rcode: 0, ["c.example.org. 20 IN A 192.0.2.5"])
+        #expect(bounded.clamped(within) === within, "unchanged when within them")
     }
 
     @Test func budgetEvictsTheLeastRecentlyUsed() {

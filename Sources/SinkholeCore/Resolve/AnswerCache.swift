@@ -434,16 +434,35 @@ public final class AnswerCache: Sendable {
     /// How long an answer with these facts may be cached, or nil when it must not be.
     func ttl(of facts: ReplyFacts) -> UInt32? {
         guard !facts.truncated else { return nil }
+        // The negative part of an answer lasts min(SOA TTL, SOA MINIMUM) (RFC 2308 5), and every
+        // record in it no longer than its own TTL: a CNAME ending in NXDOMAIN, or in no data of
+        // the type asked, lasted as long as the SOA said and was served past its own TTL.
+        let negative = facts.soa.map { min($0.ttl, $0.minimum) }
         switch facts.rcode {
         case Rcode.noError where facts.answerCount > 0:
-            return min(maxTTL, max(minTTL, facts.lowestTTL ?? 0))
+            let lowest = min(facts.lowestTTL ?? 0, negative ?? .max)
+            return min(maxTTL, max(minTTL, lowest))
         case Rcode.noError, Rcode.nxDomain:
-            // Negative answer: the SOA in the authority section decides (RFC 2308 §5).
-            guard let soa = facts.soa else { return nil }
-            return min(maxNegativeTTL, max(minTTL, min(soa.ttl, soa.minimum)))
+            guard let negative else { return nil }
+            // --cache-max-ttl bounds these too ("at most this long").
+            return min(maxTTL, maxNegativeTTL, max(minTTL, min(negative, facts.lowestTTL ?? negative)))
         default:
             return nil
         }
+    }
+
+    /// `answer` with every TTL brought within --cache-min-ttl and --cache-max-ttl, as it is
+    /// kept and served (as Unbound serves them): a client was told 300 s for an answer sinkhole
+    /// itself refetched after a max-ttl of 25, so downstream caches kept it past the bound the
+    /// operator set. The same answer when every TTL is within them (the usual case: a scan).
+    public func clamped(_ answer: UpstreamAnswer) -> UpstreamAnswer {
+        let range = minTTL...max(minTTL, maxTTL)
+        if let prepared = answer.prepared {
+            guard prepared.hasTTL(outside: range) else { return answer }
+            return UpstreamAnswer(wire: prepared.withTTLs { min(max($0, range.lowerBound), range.upperBound) }) ?? answer
+        }
+        guard let message = answer.message(), message.clampTTLs(to: range) else { return answer }
+        return UpstreamAnswer(message: message) ?? answer
     }
 
     /// Stores the upstream's answer to `key` (its bytes as received); returns its serial, nil

@@ -241,8 +241,16 @@ public final class QueryChain: Sendable {
         var resolution = resolution
         var fresh = false
         switch resolution {
-        case .upstream:
+        case .upstream(let answer, _) where answer.rcode == Rcode.servFail:
+            // Every upstream failed, the last with SERVFAIL (relayed when nothing better is
+            // found): as when they timed out, an expired answer is better (RFC 8767). It went
+            // unused here, so --serve-stale did nothing against an upstream answering SERVFAIL.
+            if let cache, let hit = cache.lookup(key, allowStale: true), let stale = AnswerCache.answer(from: hit) {
+                resolution = .upstream(stale, from: AnswerCache.origin)
+            }
+        case .upstream(let answer, let from):
             fresh = true
+            if let cache { resolution = .upstream(cache.clamped(answer), from: from) }
         case .failure:
             // Every upstream failed: an expired answer is better than none (RFC 8767).
             if let cache, let hit = cache.lookup(key, allowStale: true), let stale = AnswerCache.answer(from: hit) {

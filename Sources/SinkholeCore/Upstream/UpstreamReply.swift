@@ -48,15 +48,29 @@ public final class UpstreamAnswer: Sendable {
     public let withoutQuestion: Bool
 
     /// Nil when neither `CachedReply` nor ldns can read the bytes as a message with one question.
+    /// A TTL with the top bit set is taken as 0 (RFC 2181 8), in the bytes kept: it was relayed
+    /// as it came (4294967295, "forever", to downstream caches) and kept a day in the cache.
     public init?(wire: [UInt8]) {
-        self.wire = wire
         withoutQuestion = false
-        if let prepared = CachedReply(wire) {
+        if var prepared = CachedReply(wire) {
+            var wire = wire
+            if prepared.hasTopBitTTL {
+                wire = prepared.withTTLs { $0 > 0x7FFF_FFFF ? 0 : $0 }
+                guard let fixed = CachedReply(wire) else { return nil }
+                prepared = fixed
+            }
+            self.wire = wire
             self.prepared = prepared
             facts = prepared.facts
             decoded = nil
         } else {
             guard let message = Message(wire: wire), message.questionCount == 1, let question = message.question else { return nil }
+            if message.zeroTopBitTTLs() {
+                guard let fixed = message.wire() else { return nil }
+                self.wire = fixed
+            } else {
+                self.wire = wire
+            }
             prepared = nil
             facts = ReplyFacts(message)
             decoded = (question, message.records(.answer).map { ($0.type, $0.rdata) })

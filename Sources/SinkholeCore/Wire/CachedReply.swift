@@ -106,6 +106,8 @@ public final class CachedReply: Sendable {
     let counts: (answer: UInt16, authority: UInt16, additional: UInt16)
     let extendedRcode: UInt8
     public let facts: ReplyFacts
+    /// A record's TTL has the top bit set (RFC 2181 8: to be taken as 0).
+    let hasTopBitTTL: Bool
 
     public init?(_ wire: [UInt8]) {
         guard wire.count <= Int(UInt16.max), let header = Header(wire), header.qdcount == 1,
@@ -117,6 +119,7 @@ public final class CachedReply: Sendable {
         var extended: UInt8 = 0
         var lowest: UInt32?
         var soa: (ttl: UInt32, minimum: UInt32)?
+        var topBit = false
         let answerEnd = Int(header.ancount), authorityEnd = answerEnd + Int(header.nscount)
         let total = authorityEnd + Int(header.arcount)
         for index in 0..<total {
@@ -134,6 +137,7 @@ public final class CachedReply: Sendable {
             }
             // Before the record data is read: a name in it must not point into this TTL either.
             ttls.append(UInt16(end + 4))
+            if wire[end + 4] & 0x80 != 0 { topBit = true }
             // For CNAME and DNAME this also checks that the target expands (`name` and
             // `expandedName` take the same names), so response inspection can read it.
             guard CachedReply.rdataIsExact(type: type, wire, from: end + 10, to: offset, ttls: ttls) else { return nil }
@@ -152,6 +156,7 @@ public final class CachedReply: Sendable {
         self.ttlOffsets = ttls
         self.opt = opt
         self.extendedRcode = extended
+        hasTopBitTTL = topBit
         counts = (header.ancount, header.nscount, header.arcount - (opt == nil ? 0 : 1))
         facts = ReplyFacts(rcode: UInt8(header.flags & 0x000F), truncated: header.flags & 0x0200 != 0,
                            answerCount: Int(header.ancount), lowestTTL: lowest, soa: soa, extendedRcode: extended)
@@ -211,6 +216,11 @@ public final class CachedReply: Sendable {
         var out = wire
         out.withUnsafeMutableBytes { patchTTLs($0, change) }
         return out
+    }
+
+    /// Whether a record's TTL (OPT aside) is outside `range`.
+    func hasTTL(outside range: ClosedRange<UInt32>) -> Bool {
+        ttlOffsets.contains { !range.contains(CachedReply.read32(wire, Int($0))) }
     }
 
     /// Passes every TTL (OPT aside) of the bytes `o`, laid out as this answer, through `change`.

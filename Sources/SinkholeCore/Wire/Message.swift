@@ -360,6 +360,35 @@ public final class Message: @unchecked Sendable {
         }
     }
 
+    /// Sets to 0 every TTL with the top bit set (RFC 2181 8: such a value is to be taken as 0);
+    /// returns whether there was one.
+    @discardableResult
+    public func zeroTopBitTTLs() -> Bool {
+        var any = false
+        eachRecord { rr in
+            if ldns_rr_ttl(rr) > 0x7FFF_FFFF {
+                ldns_rr_set_ttl(rr, 0)
+                any = true
+            }
+        }
+        return any
+    }
+
+    /// Brings every TTL into `range`; returns whether one changed.
+    @discardableResult
+    public func clampTTLs(to range: ClosedRange<UInt32>) -> Bool {
+        var any = false
+        eachRecord { rr in
+            let ttl = ldns_rr_ttl(rr)
+            let clamped = min(max(ttl, range.lowerBound), range.upperBound)
+            if clamped != ttl {
+                ldns_rr_set_ttl(rr, clamped)
+                any = true
+            }
+        }
+        return any
+    }
+
     /// Calls `body` with every record of the answer, authority and additional sections.
     private func eachRecord(_ body: (UnsafeMutablePointer<ldns_rr>) -> Void) {
         for section in [Section.answer, .authority, .additional] {
