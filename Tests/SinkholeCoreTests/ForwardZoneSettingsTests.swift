@@ -3,21 +3,8 @@ import Logging
 import Testing
 @testable import SinkholeCore
 
-@Suite struct ForwardZoneSettingsTests {
-    func configuration(_ yaml: String, flags: Settings = Settings()) throws -> ServerConfiguration {
-        try Settings.parse(yaml: yaml, file: "sinkhole.yaml").overridden(by: flags)
-            .configuration(defaultBlocklistDirectory: "/lists", resolvConf: "/nonexistent")
-    }
-
-    func error(_ yaml: String) -> String {
-        do {
-            _ = try configuration(yaml)
-            return "no error"
-        } catch {
-            return "\(error)"
-        }
-    }
-
+/// `--forward-zone` and its routes, with the settings helpers of `SettingsTests`.
+extension SettingsTests {
     @Test func zonesAreReadFromTheFileAndFromFlags() throws {
         let yaml = """
             upstream: 192.0.2.53
