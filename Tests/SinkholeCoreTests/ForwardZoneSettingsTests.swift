@@ -57,6 +57,22 @@ extension SettingsTests {
         #expect(fixed.longestDeadline == 3, "--upstream-deadline holds for every loop")
     }
 
+    /// A due down upstream is probed beside a query only when another upstream of the query's
+    /// group is up to take it; otherwise the query itself tries it (a probe beside it sent the
+    /// question twice to the same upstream and counted its failure twice).
+    @Test func probesGoBesideQueriesOnlyWhenAnotherUpstreamIsUp() throws {
+        let health = UpstreamHealth(upstreams: [try SocketAddress.parse("10.0.0.1", defaultPort: 53),
+                                                try SocketAddress.parse("10.0.0.2", defaultPort: 53)], firstBackoff: 5)
+        for _ in 0..<UpstreamHealth.downAfter { health.failure(1, now: 0) }
+        let due: UInt64 = 6_000_000_000
+        #expect(health.claimProbes(among: [0, 1], now: 1_000_000_000).isEmpty, "not due yet")
+        #expect(health.claimProbes(among: [1], now: due).isEmpty, "alone in its group: the query probes it")
+        #expect(health.order(.first, among: [1], now: due) == [1])
+        #expect(health.claimProbes(among: [0, 1], now: due) == [1], "beside a query to the one that is up")
+        #expect(health.claimProbes(among: [0, 1], now: due).isEmpty, "claimed once")
+        #expect(health.order(.first, among: [0, 1], now: due) == [0, 1], "last meanwhile")
+    }
+
     @Test func theLongestZoneOnALabelBoundaryWins() throws {
         func zone(_ text: String) throws -> [UInt8] { try #require(try? DomainName.parse(Substring(text)).get()) }
         let routes = ForwardRoutes([

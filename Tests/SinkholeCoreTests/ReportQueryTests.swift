@@ -251,6 +251,12 @@ import Testing
         // An escaped dot is inside a label, not between labels; an escaped backslash is not.
         #expect(!p.matches(#"a\.msstorageboxes.com"#))
         #expect(p.matches(#"a\\.msstorageboxes.com"#))
+        // Spelled with a decimal escape, the same name as the block log's `a\.b`, as explain and
+        // hunt read it.
+        let escaped = try DomainPattern(#"A\046B.msstorageboxes.com"#)
+        #expect(escaped.name == #"a\.b.msstorageboxes.com"#)
+        #expect(escaped.matches(#"a\.b.msstorageboxes.com"#) && escaped.matches(#"x.a\.b.msstorageboxes.com"#))
+        #expect(!escaped.matches("a.b.msstorageboxes.com"))
     }
 
     @Test func domainPatternRejectsWhatIsNotAName() {

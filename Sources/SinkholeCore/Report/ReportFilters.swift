@@ -68,11 +68,12 @@ public struct DomainPattern: Sendable, Equatable, CustomStringConvertible {
 
     public init(_ text: String) throws(ParseError) {
         if text.hasPrefix("*.") { throw .wildcard(text) }
-        guard text != ".", WireName.fromText(text) != nil, !text.contains(where: { $0 == " " || $0 == "\t" }) else {
+        guard text != ".", let wire = WireName.fromPresentation(text), !text.contains(where: { $0 == " " || $0 == "\t" }) else {
             throw .notAName(text)
         }
-        var lowered = Array(text.utf8).map(WireName.lower)
-        if lowered.last == UInt8(ascii: ".") { lowered.removeLast() }
+        // In the block log's own spelling (`WireName.text`): `a\046b.example` and `a\.b.example`
+        // are one name, as `explain` and `hunt` read them.
+        let lowered = Array(WireName.text(WireName.lowercased(wire)).utf8)
         bytes = lowered
         name = String(decoding: lowered, as: UTF8.self)
     }

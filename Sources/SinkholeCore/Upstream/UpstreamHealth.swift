@@ -110,6 +110,10 @@ public final class UpstreamHealth: Sendable {
     /// and the order leaves it last meanwhile.
     func claimProbes(among group: [Int], now: UInt64) -> [Int] {
         guard downCount.load(ordering: .relaxed) > 0 else { return [] }
+        // With no upstream of the group up, the query itself tries the due ones (in the order),
+        // and is their probe: a probe beside it would send its question twice to the same
+        // upstream and count its failure twice.
+        guard group.contains(where: { !slots[$0].down.load(ordering: .relaxed) }) else { return [] }
         var claimed: [Int] = []
         for i in group {
             let slot = slots[i]
