@@ -25,6 +25,10 @@ import Testing
         }
         #expect(h.upstream.received(for: "st.example.org").count >= 2, "expired and asked again")
         #expect(reply?.rcode == Rcode.noError && reply?.records(.answer).first?.ttl == 30, "the stale answer, TTL 30")
+        // For the next 30 s it is served at once, without asking the upstream again.
+        let asked = h.upstream.received(for: "st.example.org").count
+        #expect(DNSTestClient.ask("st.example.org", server: h.address)?.records(.answer).first?.ttl == 30)
+        #expect(h.upstream.received(for: "st.example.org").count == asked)
     }
 
     @Test func cachedAnswerIsServedWithoutAnUpstreamQueryAndABlockAddedLaterWins() throws {
@@ -296,5 +300,13 @@ import Testing
         let stale = try #require(cache.lookup(key("s.example.org"), allowStale: true))
         #expect(stale.stale)
         #expect(AnswerCache.answer(from: stale)?.message()?.records(.answer).first?.ttl == 30)
+        // RFC 8767's failure recheck timer: once served stale after a failed refresh, it is
+        // served at once for 30 s (each query waited for every upstream to fail again), then
+        // the upstreams are asked again.
+        cache.recheckLater(key("s.example.org"))
+        #expect(cache.lookup(key("s.example.org"))?.stale == true, "held: a plain lookup finds it")
+        clock.now += 30
+        #expect(cache.lookup(key("s.example.org")) == nil, "30 s on: asked again")
+        #expect(cache.lookup(key("s.example.org"), allowStale: true) != nil, "still there for the next failure")
     }
 }

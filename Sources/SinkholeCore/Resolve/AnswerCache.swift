@@ -151,6 +151,9 @@ public final class AnswerCache: Sendable {
         var next: Node?
         /// Hit since it was stored or last given a second chance (`Shard.touch`).
         var used = false
+        /// Until when this expired answer is served stale at once, without asking the upstreams
+        /// (RFC 8767's failure recheck timer; `recheckLater`). 0: not held.
+        var staleUntil: UInt64 = 0
         init(key: Key, wire: [UInt8], reply: CachedReply?, stored: UInt64, expires: UInt64, serial: UInt64) {
             self.key = key
             self.wire = wire
@@ -551,7 +554,19 @@ public final class AnswerCache: Sendable {
         }
     }
 
-    /// A fresh answer for `key`, or, with `allowStale`, an expired one still inside the stale window.
+    /// RFC 8767's failure recheck timer: the expired answer for `key` was just served stale
+    /// because every upstream failed, so for the next `seconds` (30, the RFC's suggestion) it is
+    /// served stale at once rather than each query waiting for the upstreams to fail again.
+    public func recheckLater(_ key: Key, seconds: UInt64 = 30) {
+        let now = clock()
+        let s = shard(key)
+        s.lock.withLock { _ in
+            if let node = s.map[key], now >= node.expires { node.staleUntil = now + seconds }
+        }
+    }
+
+    /// A fresh answer for `key`, or, with `allowStale`, an expired one still inside the stale
+    /// window (without it, too, while held after a failed refresh: `recheckLater`).
     public func lookup(_ key: Key, allowStale: Bool = false) -> Hit? {
         guard budget > 0 else { return nil }
         let now = clock()
@@ -565,7 +580,8 @@ public final class AnswerCache: Sendable {
                     s.bytes -= node.cost
                     return nil
                 }
-                guard allowStale else { return nil }
+                // Held after a failed refresh: served stale at once, not asked again yet.
+                guard allowStale || now < node.staleUntil else { return nil }
             }
             s.touch(node)
             return Hit(wire: node.wire, reply: node.reply, serial: node.serial, age: UInt32(clamping: now - node.stored), stale: now >= node.expires)

@@ -247,14 +247,17 @@ public final class QueryChain: Sendable {
             // unused here, so --serve-stale did nothing against an upstream answering SERVFAIL.
             if let cache, let hit = cache.lookup(key, allowStale: true), let stale = AnswerCache.answer(from: hit) {
                 resolution = .upstream(stale, from: AnswerCache.origin)
+                cache.recheckLater(key)
             }
         case .upstream(let answer, let from):
             fresh = true
             if let cache { resolution = .upstream(cache.clamped(answer), from: from) }
         case .failure:
-            // Every upstream failed: an expired answer is better than none (RFC 8767).
+            // Every upstream failed: an expired answer is better than none (RFC 8767), and is
+            // served at once for the next 30 s (its failure recheck timer).
             if let cache, let hit = cache.lookup(key, allowStale: true), let stale = AnswerCache.answer(from: hit) {
                 resolution = .upstream(stale, from: AnswerCache.origin)
+                cache.recheckLater(key)
             }
         default:
             break
