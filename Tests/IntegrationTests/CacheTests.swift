@@ -218,6 +218,9 @@ import Testing
         #expect(served.message()?.records(.answer).map(\.ttl) == [25, 15], "served within the bounds")
         let within = message("c.example.org", rcode: 0, ["c.example.org. 20 IN A 192.0.2.5"])
         #expect(bounded.clamped(within) === within, "unchanged when within them")
+        // A negative answer's SOA is served with min(SOA TTL, MINIMUM) (RFC 2308 3).
+        let negative = cache.clamped(message("nx2.example.org", rcode: 3, [], soa: soa5))
+        #expect(negative.message()?.records(.authority).map(\.ttl) == [5])
     }
 
     @Test func budgetEvictsTheLeastRecentlyUsed() {

@@ -458,8 +458,15 @@ public final class AnswerCache: Sendable {
     /// kept and served (as Unbound serves them): a client was told 300 s for an answer sinkhole
     /// itself refetched after a max-ttl of 25, so downstream caches kept it past the bound the
     /// operator set. The same answer when every TTL is within them (the usual case: a scan).
+    /// A negative answer's SOA is also served with min(SOA TTL, MINIMUM) (RFC 2308 3), as
+    /// Unbound serves it, not with the SOA's own TTL.
     public func clamped(_ answer: UpstreamAnswer) -> UpstreamAnswer {
         let range = minTTL...max(minTTL, maxTTL)
+        var answer = answer
+        if let soa = answer.facts.soa, soa.ttl > soa.minimum, let message = answer.message(), message.capAuthoritySOATTLs(),
+           let capped = UpstreamAnswer(message: message) {
+            answer = capped
+        }
         if let prepared = answer.prepared {
             guard prepared.hasTTL(outside: range) else { return answer }
             return UpstreamAnswer(wire: prepared.withTTLs { min(max($0, range.lowerBound), range.upperBound) }) ?? answer

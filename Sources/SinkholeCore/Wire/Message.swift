@@ -374,6 +374,25 @@ public final class Message: @unchecked Sendable {
         return any
     }
 
+    /// Lowers the TTL of each SOA record in the authority section to at most its MINIMUM field:
+    /// a negative answer's SOA is served with min(SOA TTL, MINIMUM) (RFC 2308 3), the time the
+    /// negative answer may be kept. Returns whether one changed.
+    @discardableResult
+    public func capAuthoritySOATTLs() -> Bool {
+        guard let list = list(.authority) else { return false }
+        var any = false
+        for i in 0..<ldns_rr_list_rr_count(list) {
+            guard let rr = ldns_rr_list_rr(list, i), ldns_rr_get_type(rr) == LDNS_RR_TYPE_SOA, ldns_rr_rd_count(rr) == 7,
+                  let minimumField = ldns_rr_rdf(rr, 6), ldns_rdf_size(minimumField) == 4, let d = ldns_rdf_data(minimumField) else { continue }
+            let minimum = UInt32(d[0]) << 24 | UInt32(d[1]) << 16 | UInt32(d[2]) << 8 | UInt32(d[3])
+            if ldns_rr_ttl(rr) > minimum {
+                ldns_rr_set_ttl(rr, minimum)
+                any = true
+            }
+        }
+        return any
+    }
+
     /// Brings every TTL into `range`; returns whether one changed.
     @discardableResult
     public func clampTTLs(to range: ClosedRange<UInt32>) -> Bool {
