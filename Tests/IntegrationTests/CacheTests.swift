@@ -221,6 +221,13 @@ import Testing
         // A negative answer's SOA is served with min(SOA TTL, MINIMUM) (RFC 2308 3).
         let negative = cache.clamped(message("nx2.example.org", rcode: 3, [], soa: soa5))
         #expect(negative.message()?.records(.authority).map(\.ttl) == [5])
+        // No longer than sinkhole keeps it (an hour for a negative answer), for a plain one and
+        // for a CNAME ending in no data alike.
+        let soaDay = "example.org. 86400 IN SOA ns.example.org. h.example.org. 1 2 3 4 86400"
+        #expect(cache.clamped(message("nx3.example.org", rcode: 3, [], soa: soaDay)).message()?.records(.authority).map(\.ttl) == [3600])
+        cache.store(key("cnd.example.org"), answer: message("cnd.example.org", rcode: 0, ["cnd.example.org. 86400 IN CNAME t.example.org."], soa: soaDay))
+        clock.now += 3600
+        #expect(cache.lookup(key("cnd.example.org")) == nil, "the negative part at most an hour")
     }
 
     @Test func budgetEvictsTheLeastRecentlyUsed() {

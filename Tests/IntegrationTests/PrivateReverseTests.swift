@@ -31,6 +31,11 @@ import Testing
             #expect(localhost.rcode == Rcode.noError && localhost.records(.answer).map(\.rdata) == [WireName.fromText("localhost")!], "\(name)")
         }
         #expect(DNSTestClient.ask("2.0.0.127.in-addr.arpa", type: RRType.ptr, server: h.address)?.rcode == Rcode.nxDomain)
+        // The names on the way down to it exist (RFC 8020: NXDOMAIN would deny what is below).
+        for parent in ["0.0.127.in-addr.arpa", "0.127.in-addr.arpa"] {
+            let r = try #require(DNSTestClient.ask(parent, type: RRType.ptr, server: h.address))
+            #expect(r.rcode == Rcode.noError && r.answerCount == 0, "\(parent)")
+        }
         // IPv6: unique-local (fd00::/8 in fc00::/7) and link-local.
         #expect(DNSTestClient.ask("1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa", type: 12, server: h.address)?.rcode == Rcode.nxDomain)
         #expect(DNSTestClient.ask("1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.e.f.ip6.arpa", type: 12, server: h.address)?.rcode == Rcode.nxDomain)

@@ -443,7 +443,7 @@ public final class AnswerCache: Sendable {
         let negative = facts.soa.map { min($0.ttl, $0.minimum) }
         switch facts.rcode {
         case Rcode.noError where facts.answerCount > 0:
-            let lowest = min(facts.lowestTTL ?? 0, negative ?? .max)
+            let lowest = min(facts.lowestTTL ?? 0, negative.map { min($0, maxNegativeTTL) } ?? .max)
             return min(maxTTL, max(minTTL, lowest))
         case Rcode.noError, Rcode.nxDomain:
             guard let negative else { return nil }
@@ -459,12 +459,13 @@ public final class AnswerCache: Sendable {
     /// itself refetched after a max-ttl of 25, so downstream caches kept it past the bound the
     /// operator set. The same answer when every TTL is within them (the usual case: a scan).
     /// A negative answer's SOA is also served with min(SOA TTL, MINIMUM) (RFC 2308 3), as
-    /// Unbound serves it, not with the SOA's own TTL.
+    /// Unbound serves it, not with the SOA's own TTL, and no longer than sinkhole keeps it.
     public func clamped(_ answer: UpstreamAnswer) -> UpstreamAnswer {
         let range = minTTL...max(minTTL, maxTTL)
         var answer = answer
-        if let soa = answer.facts.soa, soa.ttl > soa.minimum, let message = answer.message(), message.capAuthoritySOATTLs(),
-           let capped = UpstreamAnswer(message: message) {
+        let negativeCap = min(maxNegativeTTL, maxTTL)
+        if let soa = answer.facts.soa, soa.ttl > min(soa.minimum, negativeCap), let message = answer.message(),
+           message.capAuthoritySOATTLs(at: negativeCap), let capped = UpstreamAnswer(message: message) {
             answer = capped
         }
         if let prepared = answer.prepared {

@@ -189,7 +189,7 @@ public final class Forwarder: Sendable {
     /// healthy upstream before it never came: a recovered standby stayed marked down (and
     /// `sinkhole_upstream_up` 0) for good. A real query no longer waits on a probe either.
     private func probe(_ group: [Int], like job: ForwardJob, now: UInt64) {
-        for index in health.claimProbes(among: group, now: now) {
+        for index in health.claimProbes(among: group, now: now, hold: timeout) {
             guard let query = (job as? ProbeSource)?.probeQuery else { return }
             let probe = Probe(query: query)
             probe.forwarder = self
@@ -266,7 +266,17 @@ public final class Forwarder: Sendable {
                     logger.debug("upstream answering again", metadata: metadata)
                 }
             }
-            job.resolved(.upstream(routes.isEmpty ? reply : confined(reply, to: job.question.name, from: index), from: upstream))
+            // A probe's answer tells only the health: nothing more to look at.
+            if routes.isEmpty || job is Probe { return job.resolved(.upstream(reply, from: upstream)) }
+            let (kept, message, crossing) = confined(reply, to: job.question.name, from: index)
+            // A CNAME into a forward zone this upstream does not serve: its target is asked of
+            // the zone's own servers and the two answers joined, as Unbound follows it (a public
+            // name aliased into an internal zone: Azure Private Link's privatelink zones). Once
+            // per query: a chase's own answer is not chased again.
+            if let crossing, let message, !(job is Chase), let source = job as? ProbeSource {
+                return chase(crossing, after: message, for: job, query: source.probeQuery, from: upstream)
+            }
+            job.resolved(.upstream(kept, from: upstream))
         case .failure(.local(let why)):
             // Our own limit, not the upstream's fault: not held against it, and no other
             // upstream is tried (the limit is the same for all). SERVFAIL now.
@@ -290,23 +300,58 @@ public final class Forwarder: Sendable {
     /// rest is relayed (a CNAME into the zone is left for the client to follow, which then asks
     /// the zone's servers); said at most once a minute, as it may be an attack. Only with forward
     /// zones given (it decodes the reply).
-    private func confined(_ reply: UpstreamAnswer, to name: [UInt8], from index: Int) -> UpstreamAnswer {
+    /// Also the decoded message kept, and the target of a CNAME in the chain from `name` that
+    /// leads into such a zone (nil: none), for `chase`.
+    private func confined(_ reply: UpstreamAnswer, to name: [UInt8], from index: Int)
+        -> (UpstreamAnswer, Message?, [UInt8]?) {
         let own = routes.route(for: name)?.name
-        guard let message = reply.message() else { return reply }
+        guard let message = reply.message() else { return (reply, nil, nil) }
+        func foreign(_ owner: [UInt8]) -> ForwardRoutes.Route? {
+            guard let route = routes.route(for: owner), route.name != own, !route.upstreams.contains(index) else { return nil }
+            return route
+        }
         var zones: Set<String> = []
         let removed = message.removeRecords { owner in
-            guard let route = routes.route(for: owner), route.name != own, !route.upstreams.contains(index) else { return false }
+            guard let route = foreign(owner) else { return false }
             zones.insert(WireName.text(route.name))
             return true
         }
-        guard removed > 0, let kept = UpstreamAnswer(message: message) else { return reply }
-        if foreignPace.withLock({ $0.due() }) {
+        // The chain from the name asked, through the CNAMEs kept, to a target in such a zone.
+        var crossing: [UInt8]?
+        var current = name
+        let cnames = message.records(.answer).filter { $0.type == RRType.cname }
+        for _ in 0..<cnames.count {
+            guard let next = cnames.first(where: { WireName.equalIgnoringCase($0.owner, current) }) else { break }
+            if foreign(next.rdata) != nil {
+                crossing = next.rdata
+                break
+            }
+            current = next.rdata
+        }
+        if removed > 0, foreignPace.withLock({ $0.due() }) {
             logger.warning("upstream answered for a forward zone it does not serve; those records removed (said at most once a minute)", metadata: [
                 "upstream": "\(upstreams[index])", "dns.question.name": "\(WireName.text(name))",
                 "zones": "\(zones.sorted().joined(separator: ","))", "records_removed": "\(removed)",
             ])
         }
-        return kept
+        guard removed > 0, let kept = UpstreamAnswer(message: message) else { return (reply, crossing == nil ? nil : message, crossing) }
+        return (kept, message, crossing)
+    }
+
+    /// Asks `target` (the type and class of `job`'s question) of its zone's servers, and resolves
+    /// `job` with `chain` (the first answer, its foreign records removed) joined to that answer:
+    /// the chain's CNAMEs, then the target's records, rcode and authority. A failure of the
+    /// chase is the query's failure.
+    private func chase(_ target: [UInt8], after chain: Message, for job: ForwardJob, query: Query, from upstream: SocketAddress) {
+        let question = Question(name: target, type: job.question.type, qclass: job.question.qclass)
+        var asked = Query(header: query.header, question: question, edns: query.edns, client: query.client, transport: query.transport)
+        asked.clientSubnet = query.clientSubnet
+        forward(Chase(query: asked) { resolution in
+            guard case .upstream(let answer, _) = resolution, let message = answer.message() else { return job.resolved(resolution) }
+            chain.join(answerOf: message)
+            job.resolved(UpstreamAnswer(message: chain).map { .upstream($0, from: upstream) }
+                         ?? .failure(rcode: Rcode.servFail, reason: "joined answer"))
+        })
     }
 
     /// Whether a line of this kind for upstream `index` is due (at most once a minute): the
@@ -430,6 +475,24 @@ final class Probe: ForwardJob, ProbeSource, @unchecked Sendable {
     }
 
     override func resolved(_ resolution: Resolution) {}
+}
+
+/// The target of a CNAME into a forward zone, asked of the zone's servers (`Forwarder.chase`).
+final class Chase: ForwardJob, ProbeSource, @unchecked Sendable {
+    let probeQuery: Query
+    private let done: (Resolution) -> Void
+
+    init(query: Query, done: @escaping (Resolution) -> Void) {
+        probeQuery = query
+        self.done = done
+        super.init(question: query.question)
+    }
+
+    override func writeQuery(into out: inout WireWriter) {
+        forwarder?.writeUpstreamQuery(for: probeQuery, into: &out)
+    }
+
+    override func resolved(_ resolution: Resolution) { done(resolution) }
 }
 
 /// One query's way through the upstreams, held in one object: the message sent, the upstreams

@@ -108,7 +108,7 @@ public final class UpstreamHealth: Sendable {
     /// claimed for one probe: its next try time moves a first back-off on (a failed probe then
     /// doubles the back-off as any failure does), so that one query, not every query, probes it,
     /// and the order leaves it last meanwhile.
-    func claimProbes(among group: [Int], now: UInt64) -> [Int] {
+    func claimProbes(among group: [Int], now: UInt64, hold: Double = 0) -> [Int] {
         guard downCount.load(ordering: .relaxed) > 0 else { return [] }
         // With no upstream of the group up, the query itself tries the due ones (in the order),
         // and is their probe: a probe beside it would send its question twice to the same
@@ -120,8 +120,9 @@ public final class UpstreamHealth: Sendable {
             guard slot.down.load(ordering: .relaxed) else { continue }
             let at = slot.retryAt.load(ordering: .relaxed)
             guard now >= at else { continue }
-            let hold = now + UInt64(firstBackoff * 1e9)
-            if slot.retryAt.compareExchange(expected: at, desired: hold, ordering: .relaxed).exchanged { claimed.append(i) }
+            // Held at least as long as the probe may take, so that probes never overlap.
+            let until = now + UInt64(max(firstBackoff, hold) * 1e9)
+            if slot.retryAt.compareExchange(expected: at, desired: until, ordering: .relaxed).exchanged { claimed.append(i) }
         }
         return claimed
     }

@@ -247,6 +247,25 @@ public final class Message: @unchecked Sendable {
         return removed
     }
 
+    /// This message's answer section followed by `other`'s, and `other`'s authority section in
+    /// place of this one's (the additional section emptied): a CNAME chain joined to the answer
+    /// for its target, asked elsewhere. The rcode becomes `other`'s.
+    public func join(answerOf other: Message) {
+        guard let mine = list(.answer), let theirs = other.list(.answer) else { return }
+        for i in 0..<ldns_rr_list_rr_count(theirs) {
+            if let rr = ldns_rr_list_rr(theirs, i), let copy = ldns_rr_clone(rr) { ldns_rr_list_push_rr(mine, copy) }
+        }
+        ldns_pkt_set_ancount(pkt, UInt16(ldns_rr_list_rr_count(mine)))
+        clear([.authority, .additional])
+        if let authority = list(.authority), let source = other.list(.authority) {
+            for i in 0..<ldns_rr_list_rr_count(source) {
+                if let rr = ldns_rr_list_rr(source, i), let copy = ldns_rr_clone(rr) { ldns_rr_list_push_rr(authority, copy) }
+            }
+            ldns_pkt_set_nscount(pkt, UInt16(ldns_rr_list_rr_count(authority)))
+        }
+        rcode = other.rcode
+    }
+
     /// Removes every record from the answer, authority and additional sections.
     public func clearRecords() {
         clear([.answer, .authority, .additional])
@@ -374,19 +393,21 @@ public final class Message: @unchecked Sendable {
         return any
     }
 
-    /// Lowers the TTL of each SOA record in the authority section to at most its MINIMUM field:
+    /// Lowers the TTL of each SOA record in the authority section to at most its MINIMUM field
+    /// (and `cap`):
     /// a negative answer's SOA is served with min(SOA TTL, MINIMUM) (RFC 2308 3), the time the
     /// negative answer may be kept. Returns whether one changed.
     @discardableResult
-    public func capAuthoritySOATTLs() -> Bool {
+    public func capAuthoritySOATTLs(at cap: UInt32 = .max) -> Bool {
         guard let list = list(.authority) else { return false }
         var any = false
         for i in 0..<ldns_rr_list_rr_count(list) {
             guard let rr = ldns_rr_list_rr(list, i), ldns_rr_get_type(rr) == LDNS_RR_TYPE_SOA, ldns_rr_rd_count(rr) == 7,
                   let minimumField = ldns_rr_rdf(rr, 6), ldns_rdf_size(minimumField) == 4, let d = ldns_rdf_data(minimumField) else { continue }
             let minimum = UInt32(d[0]) << 24 | UInt32(d[1]) << 16 | UInt32(d[2]) << 8 | UInt32(d[3])
-            if ldns_rr_ttl(rr) > minimum {
-                ldns_rr_set_ttl(rr, minimum)
+            let most = min(minimum, cap)
+            if ldns_rr_ttl(rr) > most {
+                ldns_rr_set_ttl(rr, most)
                 any = true
             }
         }
