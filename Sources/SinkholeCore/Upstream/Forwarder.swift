@@ -297,9 +297,9 @@ public final class Forwarder: Sendable {
     /// `index` does not serve: a public resolver must not answer for the internal zone (`evil
     /// .example.net CNAME fs01.corp.example` with `fs01.corp.example A 6.6.6.6`, or a forged
     /// domain controller's address in the additional section). Such records are removed and the
-    /// rest is relayed (a CNAME into the zone is left for the client to follow, which then asks
-    /// the zone's servers); said at most once a minute, as it may be an attack. Only with forward
-    /// zones given (it decodes the reply).
+    /// rest is relayed, or joined to the answer of the zone's servers for a CNAME into the zone
+    /// (`chase`); said at most once a minute, as it may be an attack. Only with forward zones
+    /// given (it decodes the reply).
     /// Also the decoded message kept, and the target of a CNAME in the chain from `name` that
     /// leads into such a zone (nil: none), for `chase`.
     private func confined(_ reply: UpstreamAnswer, to name: [UInt8], from index: Int)
@@ -455,7 +455,7 @@ public final class Forwarder: Sendable {
     private static func seconds(_ nanoseconds: UInt64) -> Int { Int(nanoseconds / 1_000_000_000) }
 }
 
-/// A job whose query a probe can repeat.
+/// A job whose query a probe can repeat, or a chase take its client's details from.
 protocol ProbeSource {
     var probeQuery: Query { get }
 }

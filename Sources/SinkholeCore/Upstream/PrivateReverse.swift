@@ -51,8 +51,9 @@ enum PrivateReverse {
     /// Whether an upstream at `address` is taken for one of the network's own resolvers by
     /// `auto`: a private address, an IPv4-mapped one read as its IPv4 address. Not loopback:
     /// what listens there is most often a local proxy to a public resolver (cloudflared,
-    /// dnscrypt-proxy, stubby, systemd-resolved's 127.0.0.53), which would pass the lookups on;
-    /// a local Unbound answers them itself as sinkhole then does.
+    /// dnscrypt-proxy, stubby), which would pass the lookups on; a local Unbound answers them
+    /// itself as sinkhole then does. (systemd-resolved may pass them to a LAN server that knows
+    /// them: the README says how to send them there.)
     static func isNetworksOwn(_ address: [UInt8]) -> Bool {
         privateRanges?.allows(IPAddress.unmapped(address)) ?? false
     }
