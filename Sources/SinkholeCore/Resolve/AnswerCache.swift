@@ -462,17 +462,18 @@ public final class AnswerCache: Sendable {
     /// Unbound serves it, not with the SOA's own TTL, and no longer than sinkhole keeps it.
     public func clamped(_ answer: UpstreamAnswer) -> UpstreamAnswer {
         let range = minTTL...max(minTTL, maxTTL)
-        var answer = answer
+        func clamp(_ ttl: UInt32) -> UInt32 { min(max(ttl, range.lowerBound), range.upperBound) }
         let negativeCap = min(maxNegativeTTL, maxTTL)
-        if let soa = answer.facts.soa, soa.ttl > min(soa.minimum, negativeCap), let message = answer.message(),
-           message.capAuthoritySOATTLs(at: negativeCap), let capped = UpstreamAnswer(message: message) {
-            answer = capped
-        }
-        if let prepared = answer.prepared {
+        let capSOA = answer.facts.soa.map { $0.ttl > min($0.minimum, negativeCap) } ?? false
+        // Laid out without ldns and only the range to apply: patched in its bytes.
+        if !capSOA, let prepared = answer.prepared {
             guard prepared.hasTTL(outside: range) else { return answer }
-            return UpstreamAnswer(wire: prepared.withTTLs { min(max($0, range.lowerBound), range.upperBound) }) ?? answer
+            return UpstreamAnswer(wire: prepared.withTTLs(clamp)) ?? answer
         }
-        guard let message = answer.message(), message.clampTTLs(to: range) else { return answer }
+        // Otherwise decoded once for both.
+        guard let message = answer.message() else { return answer }
+        let capped = capSOA && message.capAuthoritySOATTLs(at: negativeCap)
+        guard message.changeTTLs(clamp) || capped else { return answer }
         return UpstreamAnswer(message: message) ?? answer
     }
 

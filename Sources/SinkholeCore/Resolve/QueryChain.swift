@@ -277,33 +277,23 @@ public final class QueryChain: Sendable {
     /// A query on its way upstream: the forwarder's job, with what the chain needs once it is
     /// resolved, in the same object (one allocation, and one reference where the upstream
     /// socket's table holds it; the message sent is written from the query, not stored).
-    fileprivate final class Miss: ForwardJob, ProbeSource, @unchecked Sendable {
+    fileprivate final class Miss: ForwardJob, @unchecked Sendable {
         let chain: QueryChain
-        let query: Query
         let key: AnswerCache.Key
         let respond: Responder
         let shard: PendingShard
 
         init(chain: QueryChain, query: Query, key: AnswerCache.Key, respond: Responder, shard: PendingShard) {
             self.chain = chain
-            self.query = query
             self.key = key
             self.respond = respond
             self.shard = shard
-            super.init(question: query.question)
-        }
-
-        /// The message sent upstream, made from the query for each try (straight into the send
-        /// batch on a loop's thread) instead of kept as an array.
-        override func writeQuery(into out: inout WireWriter) {
-            chain.forwarder.writeUpstreamQuery(for: query, into: &out)
+            super.init(query: query)
         }
 
         override func resolved(_ resolution: Resolution) {
             chain.forwarded(self, resolution)
         }
-
-        var probeQuery: Query { query }
     }
 
     /// The fast path: a plain query (`WireQuery`) for a blocked name, or one whose cached answer

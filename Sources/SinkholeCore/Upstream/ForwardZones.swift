@@ -86,21 +86,6 @@ struct ForwardRoutes: Sendable {
     /// The route of the wire-form `name` (any letter case), or nil for the default upstreams.
     func route(for name: [UInt8]) -> Route? {
         guard !routes.isEmpty else { return nil }
-        return name.withUnsafeBufferPointer { bytes in
-            for route in routes where route.name.count <= bytes.count {
-                // The zone must start on a label of the name: walk the labels to that offset.
-                let start = bytes.count - route.name.count
-                var at = 0
-                while at < start, bytes[at] != 0 { at += Int(bytes[at]) + 1 }
-                guard at == start else { continue }
-                var same = true
-                for i in 0..<route.name.count where WireName.lower(bytes[start + i]) != route.name[i] {
-                    same = false
-                    break
-                }
-                if same { return route }
-            }
-            return nil
-        }
+        return name.withUnsafeBufferPointer { bytes in routes.first { WireName.isWithin(bytes, zone: $0.name) } }
     }
 }

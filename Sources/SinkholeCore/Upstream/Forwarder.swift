@@ -190,8 +190,7 @@ public final class Forwarder: Sendable {
     /// `sinkhole_upstream_up` 0) for good. A real query no longer waits on a probe either.
     private func probe(_ group: [Int], like job: ForwardJob, now: UInt64) {
         for index in health.claimProbes(among: group, now: now, hold: timeout) {
-            guard let query = (job as? ProbeSource)?.probeQuery else { return }
-            let probe = Probe(query: query)
+            let probe = Probe(query: job.query)
             probe.forwarder = self
             probe.order = [index]
             probe.until = now + UInt64(timeout * 1e9)
@@ -273,8 +272,8 @@ public final class Forwarder: Sendable {
             // the zone's own servers and the two answers joined, as Unbound follows it (a public
             // name aliased into an internal zone: Azure Private Link's privatelink zones). Once
             // per query: a chase's own answer is not chased again.
-            if let crossing, let message, !(job is Chase), let source = job as? ProbeSource {
-                return chase(crossing, after: message, for: job, query: source.probeQuery, from: upstream)
+            if let crossing, let message, !(job is Chase) {
+                return chase(crossing, after: message, for: job, from: upstream)
             }
             job.resolved(.upstream(kept, from: upstream))
         case .failure(.local(let why)):
@@ -342,7 +341,8 @@ public final class Forwarder: Sendable {
     /// `job` with `chain` (the first answer, its foreign records removed) joined to that answer:
     /// the chain's CNAMEs, then the target's records, rcode and authority. A failure of the
     /// chase is the query's failure.
-    private func chase(_ target: [UInt8], after chain: Message, for job: ForwardJob, query: Query, from upstream: SocketAddress) {
+    private func chase(_ target: [UInt8], after chain: Message, for job: ForwardJob, from upstream: SocketAddress) {
+        let query = job.query
         let question = Question(name: target, type: job.question.type, qclass: job.question.qclass)
         var asked = Query(header: query.header, question: question, edns: query.edns, client: query.client, transport: query.transport)
         asked.clientSubnet = query.clientSubnet
@@ -455,41 +455,19 @@ public final class Forwarder: Sendable {
     private static func seconds(_ nanoseconds: UInt64) -> Int { Int(nanoseconds / 1_000_000_000) }
 }
 
-/// A job whose query a probe can repeat, or a chase take its client's details from.
-protocol ProbeSource {
-    var probeQuery: Query { get }
-}
-
 /// A try at one down upstream with a client's question, whose answer only tells the upstream's
 /// health (`Forwarder.probe`).
-final class Probe: ForwardJob, ProbeSource, @unchecked Sendable {
-    let probeQuery: Query
-
-    init(query: Query) {
-        probeQuery = query
-        super.init(question: query.question)
-    }
-
-    override func writeQuery(into out: inout WireWriter) {
-        forwarder?.writeUpstreamQuery(for: probeQuery, into: &out)
-    }
-
+final class Probe: ForwardJob, @unchecked Sendable {
     override func resolved(_ resolution: Resolution) {}
 }
 
 /// The target of a CNAME into a forward zone, asked of the zone's servers (`Forwarder.chase`).
-final class Chase: ForwardJob, ProbeSource, @unchecked Sendable {
-    let probeQuery: Query
+final class Chase: ForwardJob, @unchecked Sendable {
     private let done: (Resolution) -> Void
 
     init(query: Query, done: @escaping (Resolution) -> Void) {
-        probeQuery = query
         self.done = done
-        super.init(question: query.question)
-    }
-
-    override func writeQuery(into out: inout WireWriter) {
-        forwarder?.writeUpstreamQuery(for: probeQuery, into: &out)
+        super.init(query: query)
     }
 
     override func resolved(_ resolution: Resolution) { done(resolution) }
@@ -502,7 +480,11 @@ final class Chase: ForwardJob, ProbeSource, @unchecked Sendable {
 /// The caller subclasses it and is told the resolution in `resolved`, once. Its state changes
 /// only between tries, one try at a time, each handed over under the socket table's lock.
 class ForwardJob: UpstreamTry, @unchecked Sendable {
-    fileprivate(set) var forwarder: Forwarder?
+    /// The client's query: the message sent is written from it for each try (straight into the
+    /// send batch on a loop's thread) instead of kept as an array; a probe or a chase is made
+    /// from it too.
+    let query: Query
+    fileprivate var forwarder: Forwarder?
     fileprivate var order: [Int] = []
     fileprivate var next = 0
     /// The deadline of the whole retry loop, in uptime nanoseconds.
@@ -511,6 +493,15 @@ class ForwardJob: UpstreamTry, @unchecked Sendable {
     /// The upstream of the current try, and when it was sent.
     fileprivate var index = 0
     fileprivate var started: UInt64 = 0
+
+    init(query: Query) {
+        self.query = query
+        super.init(question: query.question)
+    }
+
+    override final func writeQuery(into out: inout WireWriter) {
+        forwarder?.writeUpstreamQuery(for: query, into: &out)
+    }
 
     /// The answer, or the failure once every upstream failed or the deadline passed.
     func resolved(_ resolution: Resolution) {

@@ -85,7 +85,7 @@ enum PrivateReverse {
         }
         // The zone's name and the names on the way down to 1.0.0.127.in-addr.arpa exist (an
         // empty non-terminal is NODATA, not NXDOMAIN: RFC 8020 reads NXDOMAIN as nothing below).
-        let hasName = apex || localhostV4.suffix(name.count).elementsEqual(name) && isLabelBoundary(name.count, in: localhostV4)
+        let hasName = apex || localhostV4.withUnsafeBufferPointer { WireName.isWithin($0, zone: name) }
         m.rcode = hasName ? Rcode.noError : Rcode.nxDomain
         if apex, question.type == RRType.ns {
             m.append(.answer, owner: zone, type: RRType.ns, qclass: recordClass, ttl: 10_800, rdata: [(LDNS_RDF_TYPE_DNAME, zone)])
@@ -100,13 +100,6 @@ enum PrivateReverse {
         let section: Message.Section = apex && question.type == RRType.soa ? .answer : .authority
         m.append(section, owner: zone, type: RRType.soa, qclass: recordClass, ttl: 10_800, rdata: rdata)
         return UpstreamAnswer(message: m)
-    }
-
-    /// Whether the last `count` bytes of `name` start on one of its labels.
-    static func isLabelBoundary(_ count: Int, in name: [UInt8]) -> Bool {
-        var at = 0
-        while at < name.count - count, name[at] != 0 { at += Int(name[at]) + 1 }
-        return at == name.count - count
     }
 
     /// The reverse names of 127.0.0.1 and ::1 (the latter is its zone's own name).

@@ -65,7 +65,7 @@ public final class UpstreamAnswer: Sendable {
             decoded = nil
         } else {
             guard let message = Message(wire: wire), message.questionCount == 1, let question = message.question else { return nil }
-            if message.zeroTopBitTTLs() {
+            if message.changeTTLs({ $0 > 0x7FFF_FFFF ? 0 : $0 }) {
                 guard let fixed = message.wire() else { return nil }
                 self.wire = fixed
             } else {

@@ -379,20 +379,6 @@ public final class Message: @unchecked Sendable {
         }
     }
 
-    /// Sets to 0 every TTL with the top bit set (RFC 2181 8: such a value is to be taken as 0);
-    /// returns whether there was one.
-    @discardableResult
-    public func zeroTopBitTTLs() -> Bool {
-        var any = false
-        eachRecord { rr in
-            if ldns_rr_ttl(rr) > 0x7FFF_FFFF {
-                ldns_rr_set_ttl(rr, 0)
-                any = true
-            }
-        }
-        return any
-    }
-
     /// Lowers the TTL of each SOA record in the authority section to at most its MINIMUM field
     /// (and `cap`):
     /// a negative answer's SOA is served with min(SOA TTL, MINIMUM) (RFC 2308 3), the time the
@@ -414,15 +400,15 @@ public final class Message: @unchecked Sendable {
         return any
     }
 
-    /// Brings every TTL into `range`; returns whether one changed.
+    /// Passes every TTL (OPT aside) through `change`, as `CachedReply.withTTLs` does for the
+    /// answers it lays out; returns whether one changed.
     @discardableResult
-    public func clampTTLs(to range: ClosedRange<UInt32>) -> Bool {
+    public func changeTTLs(_ change: (UInt32) -> UInt32) -> Bool {
         var any = false
         eachRecord { rr in
-            let ttl = ldns_rr_ttl(rr)
-            let clamped = min(max(ttl, range.lowerBound), range.upperBound)
-            if clamped != ttl {
-                ldns_rr_set_ttl(rr, clamped)
+            let ttl = ldns_rr_ttl(rr), new = change(ttl)
+            if new != ttl {
+                ldns_rr_set_ttl(rr, new)
                 any = true
             }
         }

@@ -75,6 +75,18 @@ public enum WireName {
         if !wrote { put(UInt8(ascii: ".")) }
     }
 
+    /// Whether the wire-form `name` (any letter case) is `zone` (lowercase wire form) or below
+    /// it: the zone's bytes end the name, starting on one of its labels.
+    public static func isWithin(_ name: UnsafeBufferPointer<UInt8>, zone: [UInt8]) -> Bool {
+        guard zone.count <= name.count else { return false }
+        let start = name.count - zone.count
+        var at = 0
+        while at < start, name[at] != 0 { at += Int(name[at]) + 1 }
+        guard at == start else { return false }
+        for i in 0..<zone.count where lower(name[start + i]) != zone[i] { return false }
+        return true
+    }
+
     /// Wire form of a name in presentation format, the inverse of `text`: `\.`, `\\` and `\"`
     /// are the character itself, `\DDD` the byte of that decimal value, and any other `\X` the
     /// character X (RFC 1035 5.1). Names the query history keeps as `text` wrote them (a label
