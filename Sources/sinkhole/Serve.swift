@@ -112,7 +112,7 @@ struct ServeOptions: ParsableArguments {
     @Option(name: .customLong("cache-max-ttl"), parsing: .unconditional, help: ArgumentHelp("Cache answers at most this long. Default 1d (86400 s).", valueName: "DURATION"))
     var cacheMaxTTL: String?
 
-    @Flag(name: .customLong("serve-stale"), help: "When every upstream fails, answer from expired cache entries (TTL 30, RFC 8767).")
+    @Flag(name: .customLong("serve-stale"), help: "When every upstream fails, or a refresh takes over 1.8 s, answer from expired cache entries (TTL 30, RFC 8767).")
     var serveStale = false
 
     @Option(name: .customLong("trust-ecs-from"), help: ArgumentHelp("Downstream forwarders (CIDR; repeatable) whose EDNS Client Subnet names the real client in the block log.", valueName: "CIDR"))

@@ -31,6 +31,49 @@ import Testing
         #expect(h.upstream.received(for: "st.example.org").count == asked)
     }
 
+    /// RFC 8767's client response timer: with --serve-stale, a query whose answer has expired
+    /// gets the stale answer once the upstream has kept it waiting that long, while the refresh
+    /// goes on; the refresh's answer is then cached. Before, it waited for every upstream to
+    /// fail (here 10 s, longer than the client's 3 s).
+    @Test func serveStaleAnswersASlowRefreshAfterTheClientTimer() throws {
+        let h = try TestHarness(records: ["slow.example.org. 1 IN A 192.0.2.62"]) { c in
+            c.cacheBytes = 1 << 20
+            c.serveStale = true
+            c.staleAnswerAfter = 0.3
+            c.upstreamTimeout = 10
+        }
+        defer { h.stop() }
+        #expect(DNSTestClient.ask("slow.example.org", server: h.address)?.answerCount == 1)
+        h.upstream.set(.held, for: "slow.example.org")
+        // Served from the cache until it expires (1 s), then asked again: the upstream holds it.
+        let deadline = Date().addingTimeInterval(6)
+        var reply: Message?
+        while Date() < deadline, h.upstream.received(for: "slow.example.org").count < 2 {
+            reply = DNSTestClient.ask("slow.example.org", server: h.address)
+            _ = h.upstream.waitForQueries(2, timeout: 0.2)
+        }
+        #expect(h.upstream.received(for: "slow.example.org").count == 2, "expired and asked again")
+        if reply?.records(.answer).first?.ttl != 30 {
+            reply = DNSTestClient.ask("slow.example.org", server: h.address)
+        }
+        #expect(reply?.rcode == Rcode.noError && reply?.records(.answer).first?.ttl == 30,
+                "the stale answer while the refresh is held")
+        // While the refresh is on its way, others get the stale answer at once, with no new query.
+        let other = DNSTestClient.ask("slow.example.org", server: h.address, timeout: 1)
+        #expect(other?.records(.answer).first?.ttl == 30)
+        #expect(h.upstream.received(for: "slow.example.org").count == 2)
+        // The refresh's answer arrives and is cached: fresh again.
+        h.upstream.release()
+        var fresh: Message?
+        let until = Date().addingTimeInterval(3)
+        while Date() < until {
+            fresh = DNSTestClient.ask("slow.example.org", server: h.address)
+            if let ttl = fresh?.records(.answer).first?.ttl, ttl <= 1 { break }
+            _ = h.upstream.waitForQueries(3, timeout: 0.05)
+        }
+        #expect(fresh?.records(.answer).first?.ttl ?? 30 <= 1, "the refreshed answer, not the stale one")
+    }
+
     @Test func cachedAnswerIsServedWithoutAnUpstreamQueryAndABlockAddedLaterWins() throws {
         let h = try TestHarness(lists: ["intel.txt": "evil.example\n"],
                                 records: ["www.example.org. 300 IN A 192.0.2.12"]) { $0.cacheBytes = 1 << 20 }

@@ -76,6 +76,9 @@ public struct ServerConfiguration: Sendable {
     public var cacheMaxTTL: UInt32 = 86_400
     /// Serve expired answers (TTL 30) when every upstream fails (RFC 8767). Default off.
     public var serveStale = false
+    /// With serveStale, seconds before an expired answer is served while its refresh goes on
+    /// (RFC 8767's client response timer); not a flag, set by tests.
+    public var staleAnswerAfter = 1.8
 
     /// Forwarders trusted to name their clients with EDNS Client Subnet. Default: none.
     public var trustECSFrom: [String] = []

@@ -49,6 +49,10 @@ public final class QueryChain: Sendable {
     /// without ldns (`WireQuery`, `FastReply`, `CachedReply`); everything else, and every query
     /// when false, takes the full path. Same answers either way (tests compare them).
     public let fastPath: Bool
+    /// With --serve-stale, seconds a query whose expired answer is in the cache waits for the
+    /// upstreams before that answer is served to it (RFC 8767's client response timer, 1.8 s
+    /// as the RFC suggests and Unbound's serve-expired-client-timeout); the refresh goes on.
+    public let staleAnswerAfter: Double
     /// Questions on their way upstream and the queries waiting for their answer, in shards
     /// by key so that cores forwarding different names do not queue on one lock.
     private let pendingShards = (0..<16).map { _ in PendingShard() }
@@ -63,7 +67,8 @@ public final class QueryChain: Sendable {
                 rateLimiter: RateLimiter? = nil, rateLimitAction: RateLimitAction = .truncate,
                 maxInFlight: Int = 2048, metrics: ServerMetrics? = nil, cache: AnswerCache? = nil,
                 trustECSFrom: AccessPolicy = AccessPolicy(rules: []), history: QueryHistory? = nil,
-                fastPath: Bool = true, logger: Logger) {
+                fastPath: Bool = true, staleAnswerAfter: Double = 1.8, logger: Logger) {
+        self.staleAnswerAfter = staleAnswerAfter
         self.trustECSFrom = trustECSFrom
         self.history = history
         self.fastPath = fastPath
@@ -213,7 +218,35 @@ public final class QueryChain: Sendable {
             }
             return
         }
-        forwarder.forward(Miss(chain: self, query: query, key: key, respond: respond, shard: shard))
+        let miss = Miss(chain: self, query: query, key: key, respond: respond, shard: shard)
+        // An expired answer kept for --serve-stale: served if the refresh takes too long.
+        if let cache, cache.serveStale, cache.lookup(key, allowStale: true)?.stale == true {
+            DispatchQueue.global().asyncAfter(deadline: .now() + staleAnswerAfter) { [self] in answerStale(miss) }
+        }
+        forwarder.forward(miss)
+    }
+
+    /// RFC 8767's client response timer ran out before the upstreams answered `miss`: the
+    /// expired answer is served to it and to the queries waiting with it, and to every query
+    /// for it until the refresh ends (`recheckLater` for the rest of the deadline). The refresh
+    /// goes on; its answer is cached (`forwarded`). Nothing happens if it has already ended.
+    private func answerStale(_ miss: Miss) {
+        guard let cache, let hit = cache.lookup(miss.key, allowStale: true), hit.stale,
+              let stale = AnswerCache.answer(from: hit),
+              miss.stage.compareExchange(expected: Miss.waiting, desired: Miss.answeredStale, ordering: .acquiringAndReleasing).exchanged
+        else { return }
+        cache.recheckLater(miss.key, seconds: UInt64(forwarder.longestDeadline.rounded(.up)))
+        let waiters = miss.shard.waiting.withLock { waiting -> [Waiter] in
+            // The entry stays (empty): the refresh's end finds it, and queries now join it.
+            guard let taken = waiting[miss.key], !taken.isEmpty else { return [] }
+            waiting[miss.key] = []
+            return taken
+        }
+        let resolution = Resolution.upstream(stale, from: AnswerCache.origin)
+        deliver(miss.query, resolution, outcome: .forwarded, respond: miss.respond)
+        for waiter in waiters {
+            deliver(waiter.query, resolution, outcome: .forwarded, respond: waiter.respond)
+        }
     }
 
     /// Queries waiting on upstreams now (`sinkhole_queries_inflight`).
@@ -264,7 +297,12 @@ public final class QueryChain: Sendable {
         }
         // The first query's delivery stores the fresh answer, before the waiters are taken
         // off the table: a query arriving now finds either the answer or the table entry.
-        deliver(miss.query, resolution, outcome: .forwarded, storeAs: fresh ? key : nil, respond: miss.respond)
+        if miss.stage.exchange(Miss.resolved, ordering: .acquiringAndReleasing) == Miss.answeredStale {
+            // Already answered stale (`answerStale`): the fresh answer is only cached.
+            if fresh, let cache, case .upstream(let answer, _) = resolution { cache.store(key, answer: answer) }
+        } else {
+            deliver(miss.query, resolution, outcome: .forwarded, storeAs: fresh ? key : nil, respond: miss.respond)
+        }
         let waiters = miss.shard.waiting.withLock { $0.removeValue(forKey: key) ?? [] }
         // The answer is immutable: every waiter's reply is made from the same one.
         for waiter in waiters {
@@ -282,6 +320,10 @@ public final class QueryChain: Sendable {
         let key: AnswerCache.Key
         let respond: Responder
         let shard: PendingShard
+        /// Whether the client was answered: `waiting`, `answeredStale` by the client response
+        /// timer, or `resolved` (whichever comes first answers it).
+        let stage = Atomic<UInt8>(Miss.waiting)
+        static let waiting: UInt8 = 0, answeredStale: UInt8 = 1, resolved: UInt8 = 2
 
         init(chain: QueryChain, query: Query, key: AnswerCache.Key, respond: Responder, shard: PendingShard) {
             self.chain = chain

@@ -105,7 +105,8 @@ public final class SinkholeServer: Sendable {
                                ? AnswerCache(budgetBytes: configuration.cacheBytes, minTTL: configuration.cacheMinTTL,
                                              maxTTL: configuration.cacheMaxTTL, serveStale: configuration.serveStale) : nil,
                            trustECSFrom: AccessPolicy(rules: configuration.trustECSFrom.compactMap { try? AccessPolicy.parse($0, allow: true) }),
-                           history: history, fastPath: configuration.fastPath, logger: logger)
+                           history: history, fastPath: configuration.fastPath,
+                           staleAnswerAfter: configuration.staleAnswerAfter, logger: logger)
     }
 
     /// Retro-hits of one hunt named one by one in the operational log.
