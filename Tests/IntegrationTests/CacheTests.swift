@@ -262,8 +262,16 @@ import Testing
         let within = message("c.example.org", rcode: 0, ["c.example.org. 20 IN A 192.0.2.5"])
         #expect(bounded.clamped(within) === within, "unchanged when within them")
         // A negative answer's SOA is served with min(SOA TTL, MINIMUM) (RFC 2308 3).
-        let negative = cache.clamped(message("nx2.example.org", rcode: 3, [], soa: soa5))
+        let plain = message("nx2.example.org", rcode: 3, [], soa: soa5)
+        let negative = cache.clamped(plain)
         #expect(negative.message()?.records(.authority).map(\.ttl) == [5])
+        // Patched in its bytes, as ldns would have written it: no decode and encode per miss.
+        #expect(plain.prepared != nil && negative.prepared != nil)
+        let decoded = try #require(plain.message())
+        decoded.capAuthoritySOATTLs(at: 3600)
+        #expect(negative.wire == UpstreamAnswer(message: decoded)?.wire)
+        #expect(cache.clamped(message("nx4.example.org", rcode: 0, ["nx4.example.org. 30 IN CNAME t.example.org."], soa: soa))
+            .message()?.records(.authority).map(\.ttl) == [300], "TTL 300 = MINIMUM 300: kept")
         // No longer than sinkhole keeps it (an hour for a negative answer), for a plain one and
         // for a CNAME ending in no data alike.
         let soaDay = "example.org. 86400 IN SOA ns.example.org. h.example.org. 1 2 3 4 86400"

@@ -465,8 +465,9 @@ public final class AnswerCache: Sendable {
         func clamp(_ ttl: UInt32) -> UInt32 { min(max(ttl, range.lowerBound), range.upperBound) }
         let negativeCap = min(maxNegativeTTL, maxTTL)
         let capSOA = answer.facts.soa.map { $0.ttl > min($0.minimum, negativeCap) } ?? false
-        // Laid out without ldns and only the range to apply: patched in its bytes.
-        if !capSOA, let prepared = answer.prepared {
+        // Laid out without ldns: patched in its bytes.
+        if let prepared = answer.prepared {
+            if capSOA { return UpstreamAnswer(wire: prepared.withTTLs(soaCappedAt: negativeCap, clamp)) ?? answer }
             guard prepared.hasTTL(outside: range) else { return answer }
             return UpstreamAnswer(wire: prepared.withTTLs(clamp)) ?? answer
         }

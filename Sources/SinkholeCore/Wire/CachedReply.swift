@@ -218,6 +218,28 @@ public final class CachedReply: Sendable {
         return out
     }
 
+    /// The same after each authority-section SOA's TTL is lowered to at most its MINIMUM field
+    /// and `cap` (RFC 2308 3, as `Message.capAuthoritySOATTLs` does for an ldns message): a
+    /// negative answer relayed without being decoded and encoded again.
+    func withTTLs(soaCappedAt cap: UInt32, _ change: (UInt32) -> UInt32) -> [UInt8] {
+        var out = wire
+        out.withUnsafeMutableBytes { o in
+            var offset = questionEnd
+            let answerEnd = Int(counts.answer)
+            for index in 0..<(answerEnd + Int(counts.authority)) {
+                guard let end = CachedReply.name(wire, at: offset, end: wire.count) else { return }   // checked in init
+                let type = UInt16(wire[end]) << 8 | UInt16(wire[end + 1])
+                offset = end + 10 + (Int(wire[end + 8]) << 8 | Int(wire[end + 9]))
+                if index >= answerEnd, type == RRType.soa {
+                    let most = min(CachedReply.read32(wire, offset - 4), cap)
+                    if CachedReply.read32(wire, end + 4) > most { CachedReply.write32(o, end + 4, most) }
+                }
+            }
+            patchTTLs(o, change)
+        }
+        return out
+    }
+
     /// Whether a record's TTL (OPT aside) is outside `range`.
     func hasTTL(outside range: ClosedRange<UInt32>) -> Bool {
         ttlOffsets.contains { !range.contains(CachedReply.read32(wire, Int($0))) }
@@ -227,12 +249,15 @@ public final class CachedReply: Sendable {
     private func patchTTLs(_ o: UnsafeMutableRawBufferPointer, _ change: (UInt32) -> UInt32) {
         for t in ttlOffsets {
             let at = Int(t)
-            let new = change(UInt32(o[at]) << 24 | UInt32(o[at + 1]) << 16 | UInt32(o[at + 2]) << 8 | UInt32(o[at + 3]))
-            o[at] = UInt8(new >> 24)
-            o[at + 1] = UInt8((new >> 16) & 0xFF)
-            o[at + 2] = UInt8((new >> 8) & 0xFF)
-            o[at + 3] = UInt8(new & 0xFF)
+            CachedReply.write32(o, at, change(UInt32(o[at]) << 24 | UInt32(o[at + 1]) << 16 | UInt32(o[at + 2]) << 8 | UInt32(o[at + 3])))
         }
+    }
+
+    @inline(__always) static func write32(_ o: UnsafeMutableRawBufferPointer, _ at: Int, _ value: UInt32) {
+        o[at] = UInt8(value >> 24)
+        o[at + 1] = UInt8((value >> 16) & 0xFF)
+        o[at + 2] = UInt8((value >> 8) & 0xFF)
+        o[at + 3] = UInt8(value & 0xFF)
     }
 
     /// Compression pointers followed in one name, at most (a name of 255 bytes has at most 127
