@@ -35,6 +35,9 @@ public final class FakeUpstream: @unchecked Sendable {
         case headerOnly(UInt8)
         /// A reply with the query's ID and QR set whose body is no DNS message.
         case garbage
+        /// SERVFAIL with an Extended DNS Error (RFC 8914) of this INFO-CODE and text in its OPT
+        /// record, as a validating resolver says DNSSEC Bogus (6) or Signature Expired (7).
+        case servfailWithEDE(UInt16, text: String)
         /// A reply whose OPT record carries this 12-bit rcode (BADVERS 16, BADCOOKIE 23): its
         /// low 4 bits in the header, the rest in the OPT.
         case extendedRcode(UInt16)
@@ -292,6 +295,11 @@ public final class FakeUpstream: @unchecked Sendable {
         case .extendedRcode(let code):
             guard let m = Message(wire: reply(rcode: UInt8(code & 0xF), answers: answerRecords)) else { return [] }
             m.edns = EDNS(udpPayloadSize: 4096, version: 0, extendedRcode: UInt8(code >> 4), dnssecOK: false)
+            return [(-1, m.wire() ?? [])]
+        case .servfailWithEDE(let code, let text):
+            guard let m = Message(wire: reply(rcode: Rcode.servFail, answers: [])) else { return [] }
+            m.edns = EDNS(udpPayloadSize: 1232)
+            m.setEDNSOptions([0, 15, 0, UInt8(2 + text.utf8.count), UInt8(code >> 8), UInt8(code & 0xFF)] + Array(text.utf8))
             return [(-1, m.wire() ?? [])]
         case .garbage:
             let id = query.id

@@ -123,6 +123,45 @@ import Testing
         #expect(!h.server.chain.forwarder.health.isDown(0), "not held against the upstream's health")
     }
 
+    /// From a DNSSEC trial: a validating upstream's SERVFAIL for bogus data (EDE 6-12) is its
+    /// verdict, not its failure. Three queries for a bogus domain marked every validating
+    /// upstream down, each was asked in turn, --serve-stale then served the old data as
+    /// authentic, and the EDE that says why was dropped, so the failure looked like an outage.
+    @Test(arguments: [true, false])
+    func aValidatingUpstreamsBogusVerdictIsRelayedWithItsReason(fastPath: Bool) throws {
+        let second = try FakeUpstream(records: [])
+        defer { second.stop() }
+        let h = try TestHarness(records: ["www.example.org. 300 IN A 192.0.2.12", "v.example.org. 1 IN A 192.0.2.13"]) { c in
+            c.upstreams.append(second.address)
+            c.cacheBytes = 1 << 20
+            c.serveStale = true
+            c.fastPath = fastPath
+        }
+        defer { h.stop() }
+        #expect(DNSTestClient.ask("v.example.org", server: h.address)?.answerCount == 1)
+        for i in 0..<4 { h.upstream.set(.servfailWithEDE(6, text: "signature crypto failed"), for: "x\(i).bogus.example") }
+        h.upstream.set(.servfailWithEDE(7, text: "expired"), for: "v.example.org")
+        for i in 0..<4 {
+            let r = try #require(DNSTestClient.ask("x\(i).bogus.example", edns: EDNS(udpPayloadSize: 1232), server: h.address))
+            #expect(r.rcode == Rcode.servFail)
+            #expect(r.ednsOptions == [0, 15, 0, 25, 0, 6] + Array("signature crypto failed".utf8), "the upstream's EDE relayed")
+        }
+        let plain = try #require(DNSTestClient.ask("x0.bogus.example", server: h.address))
+        #expect(plain.rcode == Rcode.servFail && plain.edns == nil, "no OPT for a client without EDNS")
+        #expect(second.received.isEmpty, "a verdict: the other upstream is not asked")
+        #expect(!h.server.chain.forwarder.health.isDown(0), "not held against the upstream's health")
+        // No stale answer over the verdict: the upstream has just found the data forged.
+        var reply: Message?
+        let deadline = Date().addingTimeInterval(6)
+        while Date() < deadline, h.upstream.received(for: "v.example.org").count < 2 {
+            reply = DNSTestClient.ask("v.example.org", server: h.address)
+            _ = h.upstream.waitForQueries(h.upstream.received.count + 1, timeout: 0.2)
+        }
+        #expect(h.upstream.received(for: "v.example.org").count == 2, "expired and asked again")
+        if reply?.rcode != Rcode.servFail { reply = DNSTestClient.ask("v.example.org", server: h.address) }
+        #expect(reply?.rcode == Rcode.servFail && reply?.answerCount == 0)
+    }
+
     @Test(arguments: [true, false])
     func extraRecordsAreDroppedBeforeAnAnswerIsTruncated(fastPath: Bool) throws {
         let addresses = (1...20).map { "big.example.org. 300 IN A 192.0.2.\($0)" }

@@ -274,10 +274,12 @@ public final class QueryChain: Sendable {
         var resolution = resolution
         var fresh = false
         switch resolution {
-        case .upstream(let answer, _) where answer.rcode == Rcode.servFail:
+        case .upstream(let answer, _) where answer.rcode == Rcode.servFail && !answer.isValidationFailure:
             // Every upstream failed, the last with SERVFAIL (relayed when nothing better is
             // found): as when they timed out, an expired answer is better (RFC 8767). It went
             // unused here, so --serve-stale did nothing against an upstream answering SERVFAIL.
+            // Not over a validating upstream's verdict that the data is bogus: the old answer
+            // was served as authentic (AD) right after the upstream had found it forged.
             if let cache, let hit = cache.lookup(key, allowStale: true), let stale = AnswerCache.answer(from: hit) {
                 resolution = .upstream(stale, from: AnswerCache.origin)
                 cache.recheckLater(key)

@@ -240,7 +240,10 @@ public final class Forwarder: Sendable {
             ])
             metrics?.upstreamFailed(upstream, reason: "bad_reply")
             attempt(job)
-        case .success(let reply) where reply.rcode == Rcode.servFail:
+        case .success(let reply) where reply.rcode == Rcode.servFail && !reply.isValidationFailure:
+            // A validating upstream's DNSSEC verdict (SERVFAIL with EDE 6-12) is an answer, taken
+            // below: it counted against the upstream's health, so three queries for a bogus
+            // domain marked every validating upstream down, and each was asked in turn.
             failed(index, "answered SERVFAIL", job.question)
             metrics?.upstreamFailed(upstream, reason: "servfail")
             job.lastServfail = .upstream(reply, from: upstream)

@@ -83,6 +83,21 @@ public final class UpstreamAnswer: Sendable {
         self.init(wire: wire)
     }
 
+    /// The upstream's Extended DNS Errors (RFC 8914), as its OPT record carried them.
+    public var extendedErrors: [UInt8] {
+        if let prepared { return prepared.extendedErrors }
+        guard !withoutQuestion, let message = message(), message.edns != nil else { return [] }
+        let options = message.ednsOptions
+        return ExtendedErrors.options(options, in: 0..<options.count)
+    }
+
+    /// A SERVFAIL by which a validating upstream says the data failed DNSSEC validation (an
+    /// Extended DNS Error of RFC 8914 4.7-4.13): its verdict on the data, which another
+    /// upstream would give too, not a failure of the upstream.
+    public var isValidationFailure: Bool {
+        rcode == Rcode.servFail && ExtendedErrors.codes(extendedErrors).contains(where: ExtendedErrors.isValidationFailure)
+    }
+
     /// The reply's ID.
     public var id: UInt16 { UInt16(wire[0]) << 8 | UInt16(wire[1]) }
 

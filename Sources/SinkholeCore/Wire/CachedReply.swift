@@ -108,6 +108,8 @@ public final class CachedReply: Sendable {
     public let facts: ReplyFacts
     /// A record's TTL has the top bit set (RFC 2181 8: to be taken as 0).
     let hasTopBitTTL: Bool
+    /// The upstream's Extended DNS Errors, relayed in our OPT record (`ExtendedErrors`).
+    public let extendedErrors: [UInt8]
 
     public init?(_ wire: [UInt8]) {
         guard wire.count <= Int(UInt16.max), let header = Header(wire), header.qdcount == 1,
@@ -117,6 +119,7 @@ public final class CachedReply: Sendable {
         var ttls = TTLOffsets()
         var opt: Range<Int>?
         var extended: UInt8 = 0
+        var errors: [UInt8] = []
         var lowest: UInt32?
         var soa: (ttl: UInt32, minimum: UInt32)?
         var topBit = false
@@ -133,6 +136,7 @@ public final class CachedReply: Sendable {
                 guard opt == nil, index >= authorityEnd else { return nil }
                 opt = start..<offset
                 extended = wire[end + 4]
+                if rdlength > 0 { errors = ExtendedErrors.options(wire, in: (end + 10)..<offset) }
                 continue
             }
             // Before the record data is read: a name in it must not point into this TTL either.
@@ -156,6 +160,7 @@ public final class CachedReply: Sendable {
         self.ttlOffsets = ttls
         self.opt = opt
         self.extendedRcode = extended
+        extendedErrors = errors
         hasTopBitTTL = topBit
         counts = (header.ancount, header.nscount, header.arcount - (opt == nil ? 0 : 1))
         facts = ReplyFacts(rcode: UInt8(header.flags & 0x000F), truncated: header.flags & 0x0200 != 0,
@@ -386,8 +391,9 @@ public final class CachedReply: Sendable {
         }
     }
 
-    /// The most a reply made from this answer takes: the upstream's bytes less its OPT, and ours.
-    var replyCapacity: Int { wire.count - (opt?.count ?? 0) + 11 }
+    /// The most a reply made from this answer takes: the upstream's bytes less its OPT, and ours
+    /// (with the upstream's Extended DNS Errors).
+    var replyCapacity: Int { wire.count - (opt?.count ?? 0) + 11 + extendedErrors.count }
 
     private func reply(into out: inout WireWriter, id: UInt16, flags queryFlags: UInt16, age: UInt32, edns: EDNS?,
                        payloadSize: UInt16, question: (inout WireWriter) -> Void) {
@@ -413,7 +419,7 @@ public final class CachedReply: Sendable {
         }
         if let edns {
             FastReply.appendOPT(&out, payloadSize: payloadSize, extendedRcode: extendedRcode,
-                                dnssecOK: edns.dnssecOK, options: [])
+                                dnssecOK: edns.dnssecOK, options: extendedErrors)
         }
     }
 }

@@ -166,9 +166,17 @@ public struct ReplyBuilder: Sendable {
         }
         upstream.setQuestion(query.question)
         let extended = upstream.edns?.extendedRcode ?? 0
+        // The upstream's Extended DNS Errors are relayed (why it failed: DNSSEC Bogus, ...);
+        // its other options are hop-by-hop.
+        var errors: [UInt8] = []
+        if query.edns != nil, upstream.edns != nil {
+            let options = upstream.ednsOptions
+            errors = ExtendedErrors.options(options, in: 0..<options.count)
+        }
         var edns = ednsReply(for: query)
         edns?.extendedRcode = extended
         upstream.edns = edns
+        if !errors.isEmpty { upstream.setEDNSOptions(errors) }
         return upstream
     }
 }
