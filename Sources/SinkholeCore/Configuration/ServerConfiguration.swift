@@ -146,7 +146,9 @@ public struct ServerConfiguration: Sendable {
             "cache-size": cacheBytes == 0 ? "(off)" : "\(cacheBytes >> 20) MiB, ttl \(cacheMinTTL)-\(cacheMaxTTL)s, serve-stale \(serveStale)",
             "block-log-max-size": blockLogRotation.maxSize == 0 ? "(no rotation)" : "\(blockLogRotation.maxSize) bytes, keep \(blockLogRotation.keep)",
             "user": user.map { "\($0)\(group.map { ":" + $0 } ?? "")" } ?? "(unchanged)",
-            "upstream-deadline": upstreamDeadline.map { "\($0)s" } ?? "\(upstreamTimeout * Double(max(1, upstreams.count)))s",
+            // Without a deadline given, each forward zone's is its own: the timeout × its upstreams.
+            "upstream-deadline": upstreamDeadline.map { "\($0)s" } ?? "\(upstreamTimeout * Double(max(1, upstreams.count)))s"
+                + (forwardZones.isEmpty ? "" : " (a forward zone's: upstream-timeout × its upstreams)"),
             "tcp-max-per-client": "\(tcpMaxPerClient)",
             "tcp-max-queries": "\(tcpMaxQueries)",
             "query-history": queryHistoryPath.map { "\($0), retention \(Int(historyRetention))s" } ?? "(off)",
