@@ -69,4 +69,40 @@ import Testing
         #expect(p.entries.map(\.1) == [.blockBelow, .block, .allow])
         #expect(p.errors.map(\.line) == [4, 5])
     }
+
+    /// From a list maintainer's trial with an EasyList excerpt: cosmetic rules are skipped (read
+    /// as a domain and a comment, `site##.ad` blocked the whole site); rules with a browser's
+    /// modifiers are not applied (`@@||c2^$elemhide` allowed a listed C2 domain over every
+    /// list); `$important` blocks; an exception for a whole TLD in a feed is refused.
+    @Test func adblockCosmeticRulesAndModifiers() {
+        let p = parse("""
+            youtube.example##.ytd-ad-slot-renderer
+            news.example#@#.ad-banner
+            shop.example#?#div:has(> .ad)
+            site.example#$#body { padding: 0 }
+            ##.generic-ad
+            hosts.example #a comment after a space
+            @@||msstorageboxes.com^$elemhide,domain=foo.example
+            ||ads.example^$third-party
+            ||bad.example^$badfilter
+            ||imp.example^$important
+            @@||com^
+            ||zip^
+            """)
+        #expect(p.entries.map(\.0) == ["hosts.example", "imp.example", "zip"])
+        #expect(p.entries.map(\.1) == [.block, .block, .block])
+        #expect(p.errors.map(\.line) == [7, 8, 9, 11])
+        #expect(p.errors[0].reason.contains("$elemhide") && p.errors[2].reason.contains("$badfilter"))
+        #expect(p.errors[3].reason.contains(".allow file"))
+        let allowList = ListParserTests.parseAllow("@@||lan^\n")
+        #expect(allowList.map(\.1) == [.allow], "a whole TLD in an allowlist, said so")
+    }
+
+    static func parseAllow(_ text: String) -> [(String, DomainMatcher.Kind)] {
+        var out: [(String, DomainMatcher.Kind)] = []
+        ListParser.parse(Array(text.utf8)[...], file: "x.allow", allowList: true, add: { wire, kind, _ in
+            out.append((WireName.text(wire), kind))
+        }, reject: { _ in })
+        return out
+    }
 }

@@ -147,7 +147,14 @@ public enum ListParser {
     ) {
         let original = String(decoding: raw, as: UTF8.self)
         var content = Substring(original)
-        if let hash = content.firstIndex(of: "#") { content = content[..<hash] }
+        if let hash = content.firstIndex(of: "#") {
+            // An Adblock cosmetic or scriptlet rule (`site.example##.ad-slot`, `#@#`, `#?#`,
+            // `#$#`, `#%#`) hides page elements of that site in a browser; it says nothing about
+            // the name, and is skipped as AdGuard Home skips it. Read as a domain and a comment,
+            // it blocked the whole site: an EasyList took hundreds of sites offline.
+            if ListParser.isCosmeticRule(content, hash: hash) { return }
+            content = content[..<hash]
+        }
         content = trimmed(content)
         if content.isEmpty || content.hasPrefix("!") || content.hasPrefix("[") { return }   // blank, comment, Adblock header
 
@@ -165,6 +172,9 @@ public enum ListParser {
                 // `||zip^` (or `*.zip`, the names below it), `||lan^` in an allowlist.
                 if !wholeTLD, wire.count == Int(wire[0]) + 2 {
                     let label = String(decoding: wire[1..<wire.count - 1], as: UTF8.self)
+                    if kind == .allow && !allowList {
+                        return fail("an exception for a whole top-level domain, which would lift every list's block rules in it: not applied (to mean that, write ||\(label)^ in a .allow file)")
+                    }
                     return fail(allowList
                         ? "a single label, which would allow a whole top-level domain and lift every block rule in it (to mean that, write ||\(label)^)"
                         : "a single label, which would block a whole top-level domain (to mean that, write ||\(label)^)")
@@ -174,15 +184,28 @@ public enum ListParser {
             }
         }
 
-        // Adblock-style domain rules: ||name^ and @@||name^ (optionally with $options we do not honour).
+        // Adblock-style domain rules: ||name^ and @@||name^.
         if content.hasPrefix("||") || content.hasPrefix("@@||") {
             let allow = content.hasPrefix("@@")
             var rule = content.dropFirst(allow ? 4 : 2)
-            if let dollar = rule.firstIndex(of: "$") { rule = rule[..<dollar] }
+            if let dollar = rule.firstIndex(of: "$") {
+                // Modifiers: `$important` is a block rule as any other. The rest are a browser's
+                // (`$third-party`, `$script`, `$domain=`, `$elemhide`, ...) or undo another rule
+                // (`$badfilter`): such a rule is not applied, as AdGuard Home does not apply it.
+                // With its modifiers dropped, an exception meant for page elements
+                // (`@@||site^$elemhide`) allowed the name outright, over every list.
+                let modifiers = rule[rule.index(after: dollar)...].split(separator: ",").map { $0.lowercased() }
+                if let other = modifiers.first(where: { $0 != "important" }) {
+                    return fail("Adblock rule with the modifier $\(other), which a DNS resolver cannot apply: not applied")
+                }
+                rule = rule[..<dollar]
+            }
             guard rule.hasSuffix("^") else { return fail("Adblock rule without the closing '^' (only domain rules are supported)") }
             rule = rule.dropLast()
             if rule.contains("/") || rule.contains("*") { return fail("Adblock rule with a path or pattern (only domain rules are supported)") }
-            return accept(rule, allow ? .allow : .block, wholeTLD: true)
+            // An exception for a whole top-level domain (`@@||com^`) in a feed would lift every
+            // block rule under it, the other lists' with them: only an allowlist says that.
+            return accept(rule, allow ? .allow : .block, wholeTLD: !allow || allowList)
         }
 
         let tokens = content.split(whereSeparator: { $0 == " " || $0 == "\t" })
@@ -205,6 +228,17 @@ public enum ListParser {
         if tokens.count > 1 { return fail("unexpected text after the name") }
         if first.hasPrefix("*.") { return accept(first.dropFirst(2), .blockBelow, wholeTLD: true) }
         accept(first, .block)
+    }
+
+    /// Whether the `#` at `hash` starts an Adblock cosmetic or scriptlet rule's separator
+    /// (`##`, `#@#`, `#?#`, `#$#`, `#%#`, `#@?#`, `#@$#`, `#@%#`, `#$?#`, `#@$?#`) right after the
+    /// site it applies to, with no space between: a comment starts after white space or a line.
+    static func isCosmeticRule(_ line: Substring, hash: Substring.Index) -> Bool {
+        guard hash > line.startIndex else { return false }
+        let before = line[line.index(before: hash)]
+        guard before != " ", before != "\t" else { return false }
+        let rest = line[hash...].prefix(6)
+        return ["##", "#@#", "#?#", "#$#", "#%#", "#@?#", "#@$#", "#@%#", "#$?#", "#@$?#"].contains { rest.hasPrefix($0) }
     }
 
     static func trimmed(_ s: Substring) -> Substring {
