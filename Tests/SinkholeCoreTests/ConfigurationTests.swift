@@ -63,5 +63,13 @@ import Testing
         #expect(!BlocklistLoader.isListFileName("..data"))
         #expect(!BlocklistLoader.isListFileName("list.txt~"))
         #expect(!BlocklistLoader.isListFileName("list.txt.swp"))
+        // From a list maintainer's trial: what editors, patch and sed -i leave mid-edit.
+        for leftover in ["#feed.txt#", "4913", "feed.txt.orig", "feed.txt.rej", "feed.txt.old", "feed.txt.save",
+                         "feed.txt.dpkg-tmp", "feed.txt.ucf-dist", "sedX1b2Zq"] {
+            #expect(!BlocklistLoader.isListFileName(leftover), "\(leftover)")
+        }
+        #expect(BlocklistLoader.isListFileName("sedona-c2.txt") && BlocklistLoader.isListFileName("4913.txt"))
+        #expect(BlocklistLoader.looksMeantAsAllowList("whitelist.txt") && BlocklistLoader.looksMeantAsAllowList("local.allow.txt"))
+        #expect(!BlocklistLoader.looksMeantAsAllowList("local.allow") && !BlocklistLoader.looksMeantAsAllowList("crowdstrike-3cx.txt"))
     }
 }

@@ -26,8 +26,9 @@ public struct FileLoadResult: Sendable {
 /// `.part`, `.dpkg-*` or `.rpm*`. A file whose name ends in `.allow` is an allowlist: each of its
 /// entries allows instead of blocks, whatever its format.
 public enum BlocklistLoader {
-    static let ignoredSuffixes = [".md", "~", ".swp", ".tmp", ".bak", ".part", ".dpkg-old", ".dpkg-new",
-                                  ".dpkg-dist", ".rpmnew", ".rpmsave"]
+    static let ignoredSuffixes = [".md", "~", ".swp", ".swx", ".tmp", ".bak", ".part", ".orig", ".rej", ".old", ".save",
+                                  ".dpkg-old", ".dpkg-new", ".dpkg-dist", ".dpkg-tmp", ".dpkg-bak", ".ucf-dist",
+                                  ".ucf-old", ".ucf-new", ".rpmnew", ".rpmsave"]
     public static let maxReportedLineErrors = 100
 
     public static func isListFileName(_ name: String) -> Bool { whyNotAList(name) == nil }
@@ -35,6 +36,12 @@ public enum BlocklistLoader {
     /// Why a directory entry named `name` is not read as a list, or nil when it is one by name.
     static func whyNotAList(_ name: String) -> String? {
         if name.hasPrefix(".") { return "hidden (its name starts with a dot)" }
+        // Emacs's auto-save file (#feed.txt#), Vim's write test (4913), sed -i's work file
+        // (sedAbC123): each holds a list's text mid-edit, never a list to enforce.
+        if name.count > 1, name.hasPrefix("#"), name.hasSuffix("#") { return "an editor's auto-save file (#...#)" }
+        if name == "4913" { return "an editor's write test (4913)" }
+        if name.count == 9, name.hasPrefix("sed"), name.dropFirst(3).allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber) }),
+           !name.contains(".") { return "sed -i's work file (sedXXXXXX)" }
         if let suffix = ignoredSuffixes.first(where: { name.hasSuffix($0) }) {
             return suffix == ".md" ? "a note (.md)" : "an editor, backup or package file (\(suffix))"
         }
@@ -51,6 +58,13 @@ public enum BlocklistLoader {
     }
 
     public static func isAllowList(_ name: String) -> Bool { name.hasSuffix(".allow") }
+
+    /// A block list whose name says allow (`whitelist.txt`, `local.allow.txt`, `passlist`):
+    /// most likely names meant to be let through, which it blocks instead; worth a warning.
+    public static func looksMeantAsAllowList(_ name: String) -> Bool {
+        let lower = name.lowercased()
+        return !isAllowList(name) && ["allow", "whitelist", "passlist", "exception"].contains { lower.contains($0) }
+    }
 
     /// Paths of the list files in `directory`, sorted by name.
     public static func listFiles(in directory: String) throws -> [String] { try listing(of: directory).files }

@@ -242,6 +242,11 @@ public final class BlocklistStore: Sendable {
                     "file.path": "\(list.path)", "entries": "\(list.entries)", "entries_before": "\(before)",
                 ])
             }
+            if BlocklistLoader.looksMeantAsAllowList(list.name) {
+                // whitelist.txt, local.allow.txt: names the operator meant to let through, here blocked.
+                logger.warning("list named like an allowlist is read as a block list: its names are blocked (an allowlist's name ends in .allow)",
+                               metadata: ["file.path": "\(list.path)"])
+            }
             if list.entries == 0 && !BlocklistLoader.isAllowList(list.name) {
                 // Never quiet: after a restart an emptied feed has no version in force to keep.
                 logger.warning("list has no entry: it blocks nothing", metadata: ["file.path": "\(list.path)"])
