@@ -81,6 +81,23 @@ import SinkholeTestSupport
         #expect(result.failure == "not a text file (it contains NUL bytes)", "found past the first 4 MiB chunk")
     }
 
+    /// From a list maintainer's trial: one `(` that never closes made ldns read every record
+    /// after it as part of one bad record; 499 of 1,000 triggers were lost with a warning naming
+    /// another line. The zone is refused, as BIND and Unbound refuse it, and the version in
+    /// force stays. Parentheses in quotes and comments, and a closed multi-line SOA, are fine.
+    @Test func anRPZWithAParenthesisNeverClosedIsRefused() throws {
+        let good = "$ORIGIN rpz.example.test.\n@ SOA ns. h. ( 1 3600 ; a ( in a comment\n 600 86400 60 )\n"
+            + "note.example TXT \"a ( in quotes\" \"\\\" (\"\n"
+            + (0..<50).map { "p\($0).example CNAME .\n" }.joined()
+        let loaded = BlocklistLoader.load(file: try directory(["good.rpz": good]) + "/good.rpz")
+        #expect(loaded.list?.entries == 50)
+        let bad = "$ORIGIN rpz.example.test.\n" + (0..<10).map { "a\($0).example CNAME .\n" }.joined()
+            + "oops.example TXT \"x\" (\n" + (0..<40).map { "b\($0).example CNAME .\n" }.joined()
+        let result = BlocklistLoader.load(file: try directory(["paren.rpz": bad]) + "/paren.rpz")
+        #expect(result.list == nil)
+        #expect(result.failure?.hasPrefix("paren.rpz:12: '(' never closed") == true, "\(result.failure ?? "")")
+    }
+
     @Test func rpzOriginWithoutSOAAndApexTriggerRejected() throws {
         let s = try store(["feed.rpz": "$ORIGIN rpz2.example.\n@ CNAME .\nbad.example CNAME .\n"])
         #expect(decide(s, "bad.example")?.action == .nxdomain)

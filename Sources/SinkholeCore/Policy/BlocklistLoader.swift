@@ -275,12 +275,14 @@ public enum BlocklistLoader {
             // the peak of a reload), and the text of the rejected lines kept for the log is read
             // in one pass afterwards. A UTF-16 file is already whole, as UTF-8, in `converted`.
             var lineText: (Int) -> String = { _ in "" }
+            var parentheses = RPZParser.Parentheses()
             if let bytes = converted {
                 if bytes.contains(0) {
                     result.failure = notText
                     return result
                 }
                 hasText = BlocklistLoader.hasText(bytes)
+                bytes.withUnsafeBufferPointer { parentheses.feed($0) }
                 lineText = { RPZParser.lineText(bytes, $0) }
             } else {
                 var offset: off_t = 0
@@ -297,8 +299,13 @@ public enum BlocklistLoader {
                         return result
                     }
                     if !hasText { hasText = BlocklistLoader.hasText(part) }
+                    parentheses.feed(part)
                     offset += off_t(n)
                 }
+            }
+            if let line = parentheses.unclosedLine {
+                result.failure = "\(name):\(line): '(' never closed: every record after it would be read as part of that one (a zone-file syntax error)"
+                return result
             }
             let readable = RPZParser.parse(path: path, file: name, lineText: lineText, add: { wire, kind, line, local in
                 builder.add(name: wire, kind: allow ? .init(kind.scope, .allow) : kind, list: 0, line: line)

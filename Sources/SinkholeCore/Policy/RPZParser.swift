@@ -20,6 +20,48 @@ import Glibc
 enum RPZParser {
     static let unsupportedTriggers = ["rpz-nsdname", "rpz-nsip", "rpz-client-ip"]
 
+    /// Follows a zone file's parentheses, fed its bytes a chunk at a time, outside quotes and
+    /// `;` comments. ldns joins the lines of a `(` until its `)`: one that never closes (a `(`
+    /// typed for a quote, or `((`) makes every record after it part of the bad one, and they
+    /// were lost with only a line of warning naming another record. BIND, Knot and Unbound
+    /// refuse such a zone and keep serving the one they have; so does sinkhole (`unclosedLine`).
+    struct Parentheses {
+        private var depth = 0
+        private var line = 1
+        private var inQuote = false
+        private var inComment = false
+        private var escaped = false
+        /// The line of the outermost `(` still open.
+        private var openedAt = 0
+
+        mutating func feed(_ bytes: UnsafeBufferPointer<UInt8>) {
+            for b in bytes {
+                if b == UInt8(ascii: "\n") {
+                    line += 1
+                    inComment = false
+                    escaped = false
+                    continue
+                }
+                if inComment { continue }
+                if escaped { escaped = false; continue }
+                switch b {
+                case UInt8(ascii: "\\"): escaped = true
+                case UInt8(ascii: "\""): inQuote.toggle()
+                case _ where inQuote: break
+                case UInt8(ascii: ";"): inComment = true
+                case UInt8(ascii: "("):
+                    if depth == 0 { openedAt = line }
+                    depth += 1
+                case UInt8(ascii: ")"): depth = max(0, depth - 1)
+                default: break
+                }
+            }
+        }
+
+        /// At the end of the file: the line of a `(` never closed, nil when all are.
+        var unclosedLine: Int? { depth > 0 ? openedAt : nil }
+    }
+
     /// The text of 1-based line `n` of `bytes`, for error messages.
     static func lineText(_ bytes: [UInt8], _ n: Int) -> String {
         var line = 1
