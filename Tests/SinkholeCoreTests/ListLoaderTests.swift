@@ -257,7 +257,7 @@ import SinkholeTestSupport
         let dir = try directory(["feed.txt": names.joined(separator: "\n"), "small.txt": "a.example.test\n"])
         let s = BlocklistStore()
         try s.refresh(directory: dir)
-        try names.prefix(19).joined(separator: "\n").write(toFile: dir + "/feed.txt", atomically: true, encoding: .utf8)
+        try (names.prefix(19).joined(separator: "\n") + "\n").write(toFile: dir + "/feed.txt", atomically: true, encoding: .utf8)
         try "b.example.test\n".write(toFile: dir + "/small.txt", atomically: true, encoding: .utf8)
         let report = try s.refresh(directory: dir)
         #expect(report.loaded.count == 2)
@@ -358,6 +358,32 @@ import SinkholeTestSupport
         let report = try s.refresh(directory: dir)
         #expect(report.failed.compactMap(\.failure) == ["only addresses, where the version in force has 2 name entries (remove the file to drop the list)"])
         #expect(decide(s, "c2.example")?.list == "feed.txt")
+    }
+
+    /// From a list maintainer's trial: a download killed part way (curl -o, wget) left half of a
+    /// 200,000-name feed, ending mid-line, and that half was loaded for good. A file ending
+    /// mid-line with fewer entries than its version in force is held as a write cut short; one
+    /// that ends with its newline, or has as many entries, is loaded.
+    @Test func aListCutShortMidLineKeepsTheVersionInForce() throws {
+        let full = (0..<300).map { "host\($0).feed.example\n" }.joined()
+        let dir = try directory(["feed.txt": full, "zone.rpz": "$ORIGIN rpz.test.\n" + full.replacingOccurrences(of: "\n", with: " CNAME .\n")])
+        let s = BlocklistStore()
+        try s.refresh(directory: dir)
+        let cut = String(full.prefix(2000).dropLast(3))          // mid-line
+        try cut.write(toFile: dir + "/feed.txt", atomically: true, encoding: .utf8)
+        try ("$ORIGIN rpz.test.\n" + cut.replacingOccurrences(of: "\n", with: " CNAME .\n")).write(toFile: dir + "/zone.rpz", atomically: true, encoding: .utf8)
+        let report = try s.refresh(directory: dir)
+        #expect(report.failed.count == 2)
+        #expect(report.failed.allSatisfy { $0.failure?.hasPrefix("ends mid-line with fewer entries than the version in force") == true })
+        #expect(decide(s, "host299.feed.example")?.list == "feed.txt")
+        // Shorter and ending with its newline: a list that really shrank.
+        try (full.prefix(2000).split(separator: "\n").dropLast().joined(separator: "\n") + "\n").write(toFile: dir + "/feed.txt", atomically: true, encoding: .utf8)
+        #expect(try s.refresh(directory: dir).failed.isEmpty)
+        #expect(decide(s, "host299.feed.example")?.list == "zone.rpz", "only the zone's version in force has it now")
+        // Ending mid-line with more entries than before: an edit without a final newline.
+        try (full + "host300.feed.example").write(toFile: dir + "/feed.txt", atomically: true, encoding: .utf8)
+        #expect(try s.refresh(directory: dir).failed.isEmpty)
+        #expect(decide(s, "host300.feed.example")?.list == "feed.txt")
     }
 
     /// What Windows PowerShell 5 writes (`"name" > list.txt`): UTF-16LE with a byte-order mark
