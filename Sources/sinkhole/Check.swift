@@ -118,9 +118,17 @@ struct Explain: ParsableCommand {
         }
         let directory = blocklistDir ?? DefaultPaths.blocklistDirectory()
         let store = BlocklistStore()
-        do { try store.refresh(directory: directory) } catch {
+        let report: BlocklistStore.RefreshReport
+        do { report = try store.refresh(directory: directory) } catch {
             print("\(error)")
             throw ExitCode(2)
+        }
+        // explain reads the files as they are now. A file serve could not use is one whose
+        // earlier version a running serve keeps in force: said first, not left to mislead (a
+        // failed update made explain say "not listed" of a name serve still blocked).
+        for failed in report.failed {
+            let file = LogText.printable((failed.path as NSString).lastPathComponent)
+            print("note: \(file) cannot be used as it is now (\(LogText.printable(failed.failure ?? "unusable"))): a running serve keeps its earlier version in force, which explain cannot see")
         }
         if let address {
             // An address is looked up among the IP indicators, which judge upstream answers.

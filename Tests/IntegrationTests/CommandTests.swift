@@ -85,6 +85,14 @@ import Testing
         let unlisted = try run(["explain", "example.org", "--blocklist-dir", dir])
         #expect(unlisted.status == 1)
         #expect(unlisted.out.contains("not listed"))
+        #expect(!unlisted.out.contains("note:"))
+        // A file serve cannot use now (a failed update's error page): serve keeps its earlier
+        // version, which explain cannot see; it says so rather than only "not listed".
+        try "<html><body>502 Bad Gateway</body></html>\n".write(toFile: dir + "/feed.txt", atomically: true, encoding: .utf8)
+        let failed = try run(["explain", "host1.feed.example", "--blocklist-dir", dir])
+        #expect(failed.status == 1)
+        #expect(failed.out.contains("note: feed.txt cannot be used as it is now (no valid entry"), "\(failed.out)")
+        #expect(failed.out.contains("a running serve keeps its earlier version in force"), "\(failed.out)")
     }
 
     /// A FIFO in the list directory (a log pipe left there, say) is reported and does not hold

@@ -98,6 +98,13 @@ import SinkholeTestSupport
         #expect(result.failure?.hasPrefix("paren.rpz:12: '(' never closed") == true, "\(result.failure ?? "")")
     }
 
+    /// From a list maintainer's trial: `@ SOA` before any $ORIGIN, then `$ORIGIN rpz.x.` for the
+    /// triggers. The root was taken for the apex, and every trigger kept the origin's labels.
+    @Test func rpzSOABeforeAnyOriginTakesTheOriginOfTheTriggers() throws {
+        let s = try store(["feed.rpz": "$TTL 60\n@ SOA ns.x. h.x. 1 2 3 4 5\n$ORIGIN rpz.threat.example.\nevil.example CNAME .\n"])
+        #expect(decide(s, "evil.example")?.action == .nxdomain)
+    }
+
     @Test func rpzOriginWithoutSOAAndApexTriggerRejected() throws {
         let s = try store(["feed.rpz": "$ORIGIN rpz2.example.\n@ CNAME .\nbad.example CNAME .\n"])
         #expect(decide(s, "bad.example")?.action == .nxdomain)

@@ -122,7 +122,10 @@ enum RPZParser {
             guard let ownerRdf = ldns_rr_owner(rr), let ownerData = ldns_rdf_data(ownerRdf) else { continue }
             let owner = WireName.lowercased(Array(UnsafeBufferPointer(start: ownerData, count: ldns_rdf_size(ownerRdf))))
             if type == RRType.soa || type == 2 /* NS */ {
-                if type == RRType.soa && zoneOrigin == nil { zoneOrigin = owner }
+                // An `@ SOA` before any $ORIGIN is owned by the root: not the zone's apex, which
+                // the $ORIGIN its triggers are written under then gives (they were read as
+                // `evil.example.rpz.threat.example`, blocking nothing, with nothing said).
+                if type == RRType.soa && zoneOrigin == nil && owner.count > 1 { zoneOrigin = owner }
                 continue
             }
             if zoneOrigin == nil, let origin, let data = ldns_rdf_data(origin) {
