@@ -27,6 +27,23 @@ import Testing
         #expect(p.entries.map(\.0) == ["a.example", "b.example", "c.example"])
         #expect(p.entries.map(\.2) == [2, 2, 4])
         #expect(p.errors.isEmpty)
+        // Self-names with the final dot, and macOS's zoned link-local line (from a list trial).
+        let more = parse("127.0.0.1 localhost.localdomain. localhost.\nfe80::1%lo0 localhost\n::1 localhost6.localdomain6. d.example\n")
+        #expect(more.entries.map(\.0) == ["d.example"])
+        #expect(more.errors.isEmpty, "\(more.errors)")
+    }
+
+    /// A lone loopback or unspecified address (a hosts-file line missing its names) is not an IP
+    /// indicator: it blocked every answer of 127.0.0.1 or 0.0.0.0 (from a list trial).
+    @Test func aLoneLoopbackOrUnspecifiedAddressIsNoIndicator() {
+        var addresses: [String] = []
+        var errors: [ListLineError] = []
+        ListParser.parse(Array("127.0.0.1\n0.0.0.0\n::1\n::\n127.0.0.0/8\n203.0.113.9\n2001:db8::1\n".utf8)[...], file: "ioc.txt", add: { _, _, _ in },
+                         addAddress: { address, prefix, _ in addresses.append("\(IPAddress.text(address))/\(prefix)") },
+                         reject: { errors.append($0) })
+        #expect(addresses == ["203.0.113.9/32", "2001:db8::1/128"])
+        #expect(errors.map(\.line) == [1, 2, 3, 4, 5])
+        #expect(errors.first?.reason.contains("loopback or unspecified") == true)
     }
 
     @Test func windowsLineEndingsAndNoFinalNewline() {

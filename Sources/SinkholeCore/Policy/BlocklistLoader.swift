@@ -265,7 +265,7 @@ public enum BlocklistLoader {
                                          text: original.trimmingTrailingSpace))
                     continue
                 }
-                if !allow, let wide = IPPrefixSet.tooWide(address, prefix) {
+                if !allow, let wide = IPPrefixSet.refusedIndicator(address, prefix) {
                     reject(ListLineError(file: name, line: number, reason: wide, text: original.trimmingTrailingSpace))
                     continue
                 }
@@ -318,7 +318,7 @@ public enum BlocklistLoader {
                 if let local, !allow { localData[Array(wire.dropLast()), default: []].append(local) }
             }, addAddress: { address, prefix, action, line in
                 let text = "\(IPAddress.text(address))/\(prefix)"
-                if !allow, action != .allow, let wide = IPPrefixSet.tooWide(address, prefix) {
+                if !allow, action != .allow, let wide = IPPrefixSet.refusedIndicator(address, prefix) {
                     return reject(ListLineError(file: name, line: line, reason: wide, text: text))
                 }
                 addresses.insert(address: address, prefix: prefix, rule: .init(

@@ -77,10 +77,18 @@ public struct IPPrefixSet: Sendable {
     /// Why a blocklist's IP indicator is refused, or nil: a range wider than /8 (IPv4) or /16
     /// (IPv6) would block answers across a large part of the internet, far more often a typo
     /// (`/0`, `/1`) than an indicator. An allowlist may hold any range.
-    public static func tooWide(_ address: [UInt8], _ prefix: Int) -> String? {
+    public static func refusedIndicator(_ address: [UInt8], _ prefix: Int) -> String? {
         let least = address.count == 4 ? 8 : 16
-        guard prefix < least else { return nil }
-        return "a /\(prefix) range, which would block answers across a large part of the internet (an indicator range is /\(least) or narrower)"
+        if prefix < least {
+            return "a /\(prefix) range, which would block answers across a large part of the internet (an indicator range is /\(least) or narrower)"
+        }
+        // 0.0.0.0/8, 127.0.0.0/8, :: and ::1: what hosts files and filtering resolvers answer for
+        // the names they block, and what local names resolve to. A stray `127.0.0.1` or `0.0.0.0`
+        // line (a hosts-file line missing its names) blocked every such answer.
+        let local = address.count == 4 ? address[0] == 0 || address[0] == 127
+            : prefix >= 127 && address[0..<15].allSatisfy { $0 == 0 } && address[15] <= 1
+        guard local else { return nil }
+        return "a loopback or unspecified address, what blocking resolvers and hosts files answer: not an indicator (a hosts-file line missing its names?)"
     }
 
     /// The address of an RPZ `rpz-ip` trigger name's labels (without `rpz-ip` and the origin):

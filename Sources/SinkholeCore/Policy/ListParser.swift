@@ -213,14 +213,18 @@ public enum ListParser {
         // A lone address or CIDR: an IP indicator (answers with an address in it are blocked),
         // as in an `.ips` file. IOC exports mix addresses and domains in one file.
         if tokens.count == 1, let addAddress, let (address, prefix) = IPPrefixSet.parseCIDR(first) {
-            if !allowList, let wide = IPPrefixSet.tooWide(address, prefix) { return fail(wide) }
+            if !allowList, let wide = IPPrefixSet.refusedIndicator(address, prefix) { return fail(wide) }
             return addAddress(address, prefix, number)
         }
-        if IPAddress.isAddress(String(first)) {
+        // An IPv6 address may carry a zone (macOS's `fe80::1%lo0 localhost`).
+        if IPAddress.isAddress(String(first.contains(":") ? first.prefix { $0 != "%" } : first)) {
             // Hosts-file line: ADDRESS name [name ...].
             let names = tokens.dropFirst()
             if names.isEmpty { return fail("an IP address where a domain name is expected (a hosts-file line needs a name after the address)") }
-            for name in names where !hostsFileSelfNames.contains(name.lowercased()) {
+            for name in names {
+                var bare = name.lowercased()
+                if bare.hasSuffix(".") { bare.removeLast() }
+                if hostsFileSelfNames.contains(bare) { continue }
                 accept(name, .block)
             }
             return
