@@ -38,6 +38,9 @@ public final class FakeUpstream: @unchecked Sendable {
         /// SERVFAIL with an Extended DNS Error (RFC 8914) of this INFO-CODE and text in its OPT
         /// record, as a validating resolver says DNSSEC Bogus (6) or Signature Expired (7).
         case servfailWithEDE(UInt16, text: String)
+        /// The answer with an OPT record at the end of its answer section (RFC 6891 allows one
+        /// only in the additional section).
+        case optInAnswer
         /// A reply whose OPT record carries this 12-bit rcode (BADVERS 16, BADCOOKIE 23): its
         /// low 4 bits in the header, the rest in the OPT.
         case extendedRcode(UInt16)
@@ -296,6 +299,12 @@ public final class FakeUpstream: @unchecked Sendable {
             guard let m = Message(wire: reply(rcode: UInt8(code & 0xF), answers: answerRecords)) else { return [] }
             m.edns = EDNS(udpPayloadSize: 4096, version: 0, extendedRcode: UInt8(code >> 4), dnssecOK: false)
             return [(-1, m.wire() ?? [])]
+        case .optInAnswer:
+            var wire = reply(rcode: rcode, answers: answerRecords)
+            guard wire.count > 12, wire[8...11].allSatisfy({ $0 == 0 }) else { return [] }
+            wire[7] += 1
+            wire += [0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0, 0, 0]
+            return [(-1, wire)]
         case .servfailWithEDE(let code, let text):
             guard let m = Message(wire: reply(rcode: Rcode.servFail, answers: [])) else { return [] }
             m.edns = EDNS(udpPayloadSize: 1232)

@@ -162,6 +162,26 @@ import Testing
         #expect(reply?.rcode == Rcode.servFail && reply?.answerCount == 0)
     }
 
+    /// From an upstream-failure trial: a reply of another opcode (STATUS) was relayed and cached,
+    /// and an OPT record in the answer section relayed there; clients refused both. Both are
+    /// broken replies now: the next upstream answers.
+    @Test func repliesOfAnotherOpcodeOrWithOPTInTheAnswerAreNotRelayed() throws {
+        let records = ["status.example.org. 300 IN A 192.0.2.81", "opt.example.org. 300 IN A 192.0.2.82"]
+        let second = try FakeUpstream(records: records)
+        defer { second.stop() }
+        let h = try TestHarness(records: records) { $0.upstreams.append(second.address) }
+        defer { h.stop() }
+        h.upstream.set(.answerExtra(setFlags: 2 << 11, authority: [], additional: []), for: "status.example.org")
+        h.upstream.set(.optInAnswer, for: "opt.example.org")
+        for name in ["status.example.org", "opt.example.org"] {
+            let r = try #require(DNSTestClient.udp(DNSTestClient.query(name), to: h.address, timeout: 4))
+            #expect(r[2] & 0x78 == 0, "\(name): opcode QUERY")
+            let m = try #require(Message(wire: r), "\(name): a message clients can read")
+            #expect(m.rcode == Rcode.noError && m.records(.answer).map(\.type) == [RRType.a], "\(name): the next upstream's answer")
+            #expect(second.received(for: name).count == 1)
+        }
+    }
+
     @Test(arguments: [true, false])
     func extraRecordsAreDroppedBeforeAnAnswerIsTruncated(fastPath: Bool) throws {
         let addresses = (1...20).map { "big.example.org. 300 IN A 192.0.2.\($0)" }

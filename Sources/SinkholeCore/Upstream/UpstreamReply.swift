@@ -64,7 +64,11 @@ public final class UpstreamAnswer: Sendable {
             facts = prepared.facts
             decoded = nil
         } else {
-            guard let message = Message(wire: wire), message.questionCount == 1, let question = message.question else { return nil }
+            // One OPT at most, owned by the root, in the additional section (RFC 6891 6.1.1):
+            // an OPT in the answer section was relayed there, and clients refused the reply.
+            // (`CachedReply` lays out only such replies; the others come here.)
+            guard OPTCheck.isValid(wire), let message = Message(wire: wire), message.questionCount == 1,
+                  let question = message.question else { return nil }
             if message.changeTTLs({ $0 > 0x7FFF_FFFF ? 0 : $0 }) {
                 guard let fixed = message.wire() else { return nil }
                 self.wire = fixed
@@ -125,9 +129,11 @@ public final class UpstreamAnswer: Sendable {
         return UpstreamAnswer(headerOnly: bytes)
     }
 
-    /// A reply from an upstream: QR set and readable; nil for anything else (ignored).
+    /// A reply from an upstream: QR set, opcode QUERY (ours, which a reply copies: RFC 1035
+    /// 4.1.1) and readable; nil for anything else (ignored). A reply of opcode STATUS was
+    /// relayed and cached as it came, and clients refused it for the whole TTL.
     static func received(_ bytes: [UInt8]) -> UpstreamAnswer? {
-        guard bytes.count >= Header.size, bytes[2] & 0x80 != 0 else { return nil }
+        guard bytes.count >= Header.size, bytes[2] & 0x80 != 0, bytes[2] & 0x78 == 0 else { return nil }
         if bytes[4] == 0 && bytes[5] == 0 { return questionless(bytes) }
         return UpstreamAnswer(wire: bytes)
     }
