@@ -38,6 +38,9 @@ public final class FakeUpstream: @unchecked Sendable {
         /// SERVFAIL with an Extended DNS Error (RFC 8914) of this INFO-CODE and text in its OPT
         /// record, as a validating resolver says DNSSEC Bogus (6) or Signature Expired (7).
         case servfailWithEDE(UInt16, text: String)
+        /// A server that does not know EDNS: FORMERR (with the question, no OPT) to a query
+        /// with an OPT record, the answer to one without.
+        case formerrToEDNS
         /// The answer with an OPT record at the end of its answer section (RFC 6891 allows one
         /// only in the additional section).
         case optInAnswer
@@ -299,6 +302,9 @@ public final class FakeUpstream: @unchecked Sendable {
             guard let m = Message(wire: reply(rcode: UInt8(code & 0xF), answers: answerRecords)) else { return [] }
             m.edns = EDNS(udpPayloadSize: 4096, version: 0, extendedRcode: UInt8(code >> 4), dnssecOK: false)
             return [(-1, m.wire() ?? [])]
+        case .formerrToEDNS:
+            if query.edns != nil { return [(-1, reply(rcode: Rcode.formErr, answers: []))] }
+            return [(-1, reply(rcode: rcode, answers: answerRecords))]
         case .optInAnswer:
             var wire = reply(rcode: rcode, answers: answerRecords)
             guard wire.count > 12, wire[8...11].allSatisfy({ $0 == 0 }) else { return [] }

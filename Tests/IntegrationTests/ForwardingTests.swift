@@ -51,12 +51,43 @@ import Testing
         h.upstream.set(.rcode(Rcode.refused), for: "refused.example.org")
         h.upstream.set(.rcode(Rcode.servFail), for: "broken.example.org")
         #expect(DNSTestClient.ask("missing.example.org", server: h.address)?.rcode == Rcode.nxDomain)
-        #expect(DNSTestClient.ask("refused.example.org", server: h.address)?.rcode == Rcode.refused)
+        // A REFUSED is the upstream not taking our query (an access list): with no other
+        // upstream to try, SERVFAIL, as Unbound answers (see the failover test below).
+        #expect(DNSTestClient.ask("refused.example.org", server: h.address)?.rcode == Rcode.servFail)
         #expect(DNSTestClient.ask("broken.example.org", server: h.address)?.rcode == Rcode.servFail)
         let withDO = try #require(DNSTestClient.ask("signed.example.org", edns: EDNS(udpPayloadSize: 1232, dnssecOK: true), server: h.address))
         #expect(withDO.records(.answer).map(\.type).sorted() == [1, 46])
         #expect(withDO.edns?.dnssecOK == true)
         #expect(h.upstream.received(for: "signed.example.org").last?.dnssecOK == true)
+    }
+
+    /// From an upstream-failure trial: an upstream that does not know EDNS answers FORMERR to our
+    /// OPT record; it is asked again without one (RFC 6891 7), as Unbound does. Its FORMERR went
+    /// to the client. A REFUSED, FORMERR or NOTIMP that repeats the question (BIND's access list
+    /// refuses so) moves on to the next upstream, as the header-only ones do; it was relayed,
+    /// and the healthy second upstream never asked.
+    @Test func noEDNSFallbackAndRefusalsFailOver() throws {
+        let records = ["old.example.org. 300 IN A 192.0.2.91", "acl.example.org. 300 IN A 192.0.2.92", "ni.example.org. 300 IN A 192.0.2.93"]
+        let second = try FakeUpstream(records: records)
+        defer { second.stop() }
+        let h = try TestHarness(records: records) { $0.upstreams.append(second.address) }
+        defer { h.stop() }
+        h.upstream.set(.formerrToEDNS, for: "old.example.org")
+        h.upstream.set(.rcode(Rcode.refused), for: "acl.example.org")
+        h.upstream.set(.rcode(Rcode.notImp), for: "ni.example.org")
+        for edns in [nil, EDNS(udpPayloadSize: 1232)] {
+            let r = try #require(DNSTestClient.ask("old.example.org", edns: edns, server: h.address))
+            #expect(r.rcode == Rcode.noError && r.answerCount == 1)
+            #expect((r.edns != nil) == (edns != nil))
+        }
+        #expect(h.upstream.received(for: "old.example.org").map(\.hadOPT) == [true, false, true, false], "each asked again without OPT")
+        #expect(second.received(for: "old.example.org").isEmpty)
+        for name in ["acl.example.org", "ni.example.org"] {
+            let r = try #require(DNSTestClient.ask(name, server: h.address))
+            #expect(r.rcode == Rcode.noError && r.answerCount == 1, "\(name): the second upstream's answer")
+            #expect(second.received(for: name).count == 1)
+        }
+        #expect(!h.server.chain.forwarder.health.isDown(0), "not held against the upstream's health")
     }
 
     @Test func upstreamIDsAreRandomAndSourcePortsKeepChanging() throws {

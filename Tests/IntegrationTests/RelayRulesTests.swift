@@ -83,7 +83,9 @@ import Testing
             #expect(try Self.ask(h, "formerr.example.org").rcode == Rcode.servFail)
         }
         #expect(!h.server.chain.forwarder.health.isDown(0))
-        #expect(h.upstream.received.count == 8)
+        // A FORMERR is first taken for an upstream without EDNS: asked again without OPT.
+        #expect(h.upstream.received.count == 12)
+        #expect(h.upstream.received(for: "formerr.example.org").map(\.hadOPT) == [true, false, true, false, true, false, true, false])
         #expect(second.received.count == 8)
         let text = h.server.metrics.exposition()
         #expect(text.contains(#"sinkhole_upstream_errors_total{upstream="\#(h.upstream.address)",reason="bad_reply"} 8"#), "\(text)")

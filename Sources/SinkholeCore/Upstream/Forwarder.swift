@@ -74,6 +74,8 @@ public final class Forwarder: Sendable {
     private let localPace = Mutex(LogPace())
     /// The pace of the warning that an upstream answered for a forward zone it does not serve.
     private let foreignPace = Mutex(LogPace())
+    /// The pace of the warning that an upstream refused a query.
+    private let refusedPace = Mutex(LogPace())
 
     public init(upstreams defaults: [SocketAddress], zones: [ForwardZone] = [], privateReverse: PrivateReverseMode = .auto,
                 timeout: Double, payloadSize: UInt16,
@@ -129,8 +131,9 @@ public final class Forwarder: Sendable {
 
     /// The message sent upstream, written by `out` (into the upstream send batch's slot, on a
     /// loop's thread): the client's question, RD and AD set, the client's CD, and our own OPT record with the client's
-    /// DO bit (and its ECS option with `--forward-ecs`). Nothing else is passed on.
-    func writeUpstreamQuery(for query: Query, into out: inout WireWriter) {
+    /// DO bit (and its ECS option with `--forward-ecs`); no OPT record when `edns` is false (the
+    /// retry to an upstream that answered FORMERR to one). Nothing else is passed on.
+    func writeUpstreamQuery(for query: Query, edns: Bool = true, into out: inout WireWriter) {
         // Built from the bytes up (ldns_pkt2wire would allocate 64 KiB for these few dozen).
         out.put16(0)                                   // ID: set per try
         // RD always: the upstreams are recursive resolvers, and the answer may be cached and
@@ -144,10 +147,11 @@ public final class Forwarder: Sendable {
         out.put16(1)
         out.put16(0)
         out.put16(0)
-        out.put16(1)
+        out.put16(edns ? 1 : 0)
         out.append(query.question.name)
         out.put16(query.question.type)
         out.put16(query.question.qclass)
+        guard edns else { return }
         let options = forwardECS ? (query.clientSubnet?.option ?? []) : []
         FastReply.appendOPT(&out, payloadSize: payloadSize, extendedRcode: 0,
                             dnssecOK: query.edns?.dnssecOK ?? false, options: options)
@@ -215,16 +219,33 @@ public final class Forwarder: Sendable {
         let index = job.index
         let upstream = upstreams[index]
         switch result {
-        case .success(let reply) where reply.withoutQuestion && reply.rcode != Rcode.servFail:
-            // FORMERR, NOTIMP or REFUSED without the question: this upstream would not take our
-            // query. The next one is tried, and SERVFAIL answered when none would: relaying
-            // FORMERR would tell the client its own query was malformed. Not held against the
-            // upstream's health: an odd question from a client draws it (NSD refuses a class it
-            // does not serve so), and three of them must not mark a working upstream down.
-            logger.debug("upstream would not take the query", metadata: [
-                "upstream": "\(upstream)", "rcode": "\(reply.rcode)",
-                "dns.question.name": "\(WireName.text(job.question.name))",
-            ])
+        case .success(let reply) where reply.rcode == Rcode.formErr && job.withoutEDNS != index && !(job is Probe):
+            // An upstream that does not know EDNS answers FORMERR to our OPT record: asked
+            // again without it (RFC 6891 7: fall back to plain DNS), as Unbound does. Its
+            // FORMERR went to the client, whose query was fine, or became SERVFAIL.
+            job.withoutEDNS = index
+            job.next -= 1
+            attempt(job)
+        case .success(let reply) where [Rcode.formErr, Rcode.notImp, Rcode.refused].contains(reply.rcode):
+            // FORMERR, NOTIMP or REFUSED, with or without the question: this upstream would not
+            // take our query (its access list leaves sinkhole out, most often). The next one is
+            // tried, and SERVFAIL answered when none would, as Unbound does: relaying FORMERR
+            // would tell the client its own query was malformed, and a REFUSED relayed kept a
+            // healthy second upstream from ever being asked. Not held against the upstream's
+            // health: an odd question from a client draws it (NSD refuses a class it does not
+            // serve so), and three of them must not mark a working upstream down. A refusal is
+            // said at most once a minute: an access list that leaves sinkhole out is the
+            // operator's to fix.
+            if reply.rcode == Rcode.refused, refusedPace.withLock({ $0.due() }) {
+                logger.warning("upstream refused a query: the next upstream is tried (is sinkhole's address allowed by it?) (said at most once a minute)", metadata: [
+                    "upstream": "\(upstream)", "dns.question.name": "\(WireName.text(job.question.name))",
+                ])
+            } else {
+                logger.debug("upstream would not take the query", metadata: [
+                    "upstream": "\(upstream)", "rcode": "\(reply.rcode)",
+                    "dns.question.name": "\(WireName.text(job.question.name))",
+                ])
+            }
             metrics?.upstreamFailed(upstream, reason: "bad_reply")
             attempt(job)
         case .success(let reply) where reply.facts.extendedRcode != 0:
@@ -493,6 +514,8 @@ class ForwardJob: UpstreamTry, @unchecked Sendable {
     /// The deadline of the whole retry loop, in uptime nanoseconds.
     fileprivate var until: UInt64 = 0
     fileprivate var lastServfail: Resolution?
+    /// The upstream that answered FORMERR to our OPT record, asked again without one (-1: none).
+    fileprivate var withoutEDNS = -1
     /// The upstream of the current try, and when it was sent.
     fileprivate var index = 0
     fileprivate var started: UInt64 = 0
@@ -503,7 +526,7 @@ class ForwardJob: UpstreamTry, @unchecked Sendable {
     }
 
     override final func writeQuery(into out: inout WireWriter) {
-        forwarder?.writeUpstreamQuery(for: query, into: &out)
+        forwarder?.writeUpstreamQuery(for: query, edns: withoutEDNS != index, into: &out)
     }
 
     /// The answer, or the failure once every upstream failed or the deadline passed.
