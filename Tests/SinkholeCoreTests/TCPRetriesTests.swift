@@ -1,4 +1,5 @@
 import Dispatch
+import SinkholeTestSupport
 import Foundation
 @testable import SinkholeCore
 import Synchronization
@@ -63,5 +64,42 @@ import Testing
         for _ in 0..<3 { #expect(o.ended.wait(timeout: .now() + 5) == .success) }
         #expect(o.failed.withLock { $0 } == Array(repeating: "cannot start a thread for the TCP retry", count: 3))
         #expect(pool.threads == 0)
+    }
+}
+
+/// From an upstream-failure trial: an upstream that truncates, with a TCP side that never
+/// answers, filled the retry threads, and the queries whose retry could not be made got SERVFAIL
+/// at once while a healthy second upstream had time left. Such a query now moves on to it.
+@Suite struct TCPRetryLimitTests {
+    @Test func aRetryThatCannotBeMadeMovesOnToTheNextUpstream() throws {
+        let records = ["big.example.org. 300 IN A 192.0.2.94"]
+        let truncating = try FakeUpstream(records: records)
+        defer { truncating.stop() }
+        truncating.set(.truncateUDP, for: "big.example.org")
+        let second = try FakeUpstream(records: records)
+        defer { second.stop() }
+        // No room for a single TCP retry: every one fails at once, as when all are busy.
+        let forwarder = Forwarder(upstreams: [truncating.address, second.address], zones: [], privateReverse: .auto, timeout: 2,
+                                  payloadSize: 1232, strategy: .first, deadline: nil, retryBackoff: 5, metrics: nil, forwardECS: false,
+                                  stillDownInterval: 60, tcpRetries: TCPRetries(maxWorkers: 1, maxQueued: 0, idleExit: 0.2),
+                                  logger: TestHarness.quietLogger)
+        defer { forwarder.stop() }
+        let bytes = DNSTestClient.query("big.example.org")
+        let m = try #require(Message(wire: bytes))
+        let query = Query(header: Header(bytes)!, question: m.question!, edns: m.edns,
+                          client: SocketAddress(address: [127, 0, 0, 1], port: 5353), transport: .udp)
+        let done = DispatchSemaphore(value: 0)
+        let outcome = Mutex<Resolution?>(nil)
+        forwarder.forward(Chase(query: query) { resolution in
+            outcome.withLock { $0 = resolution }
+            done.signal()
+        })
+        #expect(done.wait(timeout: .now() + 5) == .success)
+        guard case .upstream(let answer, let from) = outcome.withLock({ $0 }) else {
+            Issue.record("no answer: \(String(describing: outcome.withLock { $0 }))")
+            return
+        }
+        #expect(answer.rcode == Rcode.noError && from == second.address, "the second upstream's answer")
+        #expect(!forwarder.health.isDown(0), "our own limit, not held against the upstream")
     }
 }

@@ -193,7 +193,7 @@ public final class ServerMetrics: Sendable {
     /// The reasons of `sinkhole_upstream_errors_total`: every one exists, at 0, for every
     /// upstream from the first scrape, so that rate() and alerts see a series before its first
     /// error rather than a series that appears with it.
-    static let upstreamErrorReasons = ["timeout", "network", "bad_reply", "servfail"]
+    static let upstreamErrorReasons = ["timeout", "network", "bad_reply", "servfail", "local"]
 
     private func errorCounter(_ upstream: SocketAddress, _ reason: String) -> Prometheus.Counter {
         let key = "\(upstream)/\(reason)"

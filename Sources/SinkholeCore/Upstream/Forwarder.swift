@@ -77,10 +77,19 @@ public final class Forwarder: Sendable {
     /// The pace of the warning that an upstream refused a query.
     private let refusedPace = Mutex(LogPace())
 
-    public init(upstreams defaults: [SocketAddress], zones: [ForwardZone] = [], privateReverse: PrivateReverseMode = .auto,
-                timeout: Double, payloadSize: UInt16,
-                strategy: UpstreamStrategy = .first, deadline: Double? = nil, retryBackoff: Double = 5,
-                metrics: ServerMetrics? = nil, forwardECS: Bool = false, stillDownInterval: Double = 60, logger: Logger) {
+    public convenience init(upstreams defaults: [SocketAddress], zones: [ForwardZone] = [], privateReverse: PrivateReverseMode = .auto,
+                            timeout: Double, payloadSize: UInt16,
+                            strategy: UpstreamStrategy = .first, deadline: Double? = nil, retryBackoff: Double = 5,
+                            metrics: ServerMetrics? = nil, forwardECS: Bool = false, stillDownInterval: Double = 60, logger: Logger) {
+        self.init(upstreams: defaults, zones: zones, privateReverse: privateReverse, timeout: timeout, payloadSize: payloadSize,
+                  strategy: strategy, deadline: deadline, retryBackoff: retryBackoff, metrics: metrics, forwardECS: forwardECS,
+                  stillDownInterval: stillDownInterval, tcpRetries: .shared, logger: logger)
+    }
+
+    /// The same with the threads that retry truncated answers over TCP given (tests).
+    init(upstreams defaults: [SocketAddress], zones: [ForwardZone], privateReverse: PrivateReverseMode,
+         timeout: Double, payloadSize: UInt16, strategy: UpstreamStrategy, deadline: Double?, retryBackoff: Double,
+         metrics: ServerMetrics?, forwardECS: Bool, stillDownInterval: Double, tcpRetries: TCPRetries, logger: Logger) {
         self.metrics = metrics
         self.forwardECS = forwardECS
         var upstreams = defaults
@@ -111,7 +120,7 @@ public final class Forwarder: Sendable {
         self.health = UpstreamHealth(upstreams: upstreams, firstBackoff: retryBackoff)
         self.payloadSize = payloadSize
         self.logger = logger
-        sockets = UpstreamSockets(upstreams: upstreams)
+        sockets = UpstreamSockets(upstreams: upstreams, tcpRetries: tcpRetries)
         latency = upstreams.map { metrics?.latencyTimer($0) }
         outages = Mutex(upstreams.map { _ in Outage() })
         chatter = Mutex(upstreams.map { _ in Chatter() })
@@ -301,14 +310,17 @@ public final class Forwarder: Sendable {
             }
             job.resolved(.upstream(kept, from: upstream))
         case .failure(.local(let why)):
-            // Our own limit, not the upstream's fault: not held against it, and no other
-            // upstream is tried (the limit is the same for all). SERVFAIL now.
+            // Our own limit on TCP retries, not the upstream's fault: not held against it. The
+            // next upstream is tried: only this one truncated, and another may answer over UDP
+            // (a truncating upstream with a silent TCP side filled the retry threads, and queries
+            // got SERVFAIL while a healthy second upstream had time left to answer).
             if localPace.withLock({ $0.due() }) {
-                logger.warning("query answered SERVFAIL: \(why) (said at most once a minute)", metadata: [
+                logger.warning("TCP retry not made: \(why); the next upstream is tried (said at most once a minute)", metadata: [
                     "upstream": "\(upstream)", "dns.question.name": "\(WireName.text(job.question.name))",
                 ])
             }
-            job.resolved(job.lastServfail ?? .failure(rcode: Rcode.servFail, reason: why))
+            metrics?.upstreamFailed(upstream, reason: "local")
+            attempt(job)
         case .failure(let failure):
             failed(index, "\(failure)", job.question)
             metrics?.upstreamFailed(upstream, reason: failure.kind)

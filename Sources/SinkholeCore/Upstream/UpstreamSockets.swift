@@ -36,9 +36,9 @@ final class UpstreamSockets: Sendable {
     /// One per usable core (at most 8); the UDP listeners run on them too.
     let loops: [EventLoop]
 
-    init(upstreams: [SocketAddress], loops: Int = min(8, CPUs.usable)) {
+    init(upstreams: [SocketAddress], loops: Int = min(8, CPUs.usable), tcpRetries: TCPRetries = .shared) {
         self.upstreams = upstreams
-        self.loops = (0..<max(1, loops)).map { _ in EventLoop(upstreams: upstreams) }
+        self.loops = (0..<max(1, loops)).map { _ in EventLoop(upstreams: upstreams, tcpRetries: tcpRetries) }
     }
 
     /// Sends `job`'s message (its ID is replaced by a fresh random one) to upstream `index` and calls
@@ -269,6 +269,8 @@ final class EventLoop: @unchecked Sendable {
     }
 
     private let upstreams: [SocketAddress]
+    /// The threads that retry truncated answers over TCP.
+    private let tcpRetries: TCPRetries
     let queue: DispatchQueue
     private let timer: DispatchSourceTimer
     /// The upstream sockets' epoll set, and its Dispatch source.
@@ -322,8 +324,9 @@ final class EventLoop: @unchecked Sendable {
     private let sendVectors: UnsafeMutablePointer<iovec>
     private let sendHeaders: UnsafeMutablePointer<MultiMessageHeader>
 
-    init(upstreams: [SocketAddress], label: String = "sinkhole.loop") {
+    init(upstreams: [SocketAddress], label: String = "sinkhole.loop", tcpRetries: TCPRetries = .shared) {
         self.upstreams = upstreams
+        self.tcpRetries = tcpRetries
         state = Mutex(State(active: upstreams.map { _ in [] }, batchSocket: upstreams.map { _ in nil }))
         queue = DispatchQueue(label: label)
         timer = DispatchSource.makeTimerSource(queue: queue)
@@ -805,7 +808,7 @@ final class EventLoop: @unchecked Sendable {
     /// retry threads (`TCPRetries`), within the time left of the try.
     private func retryOverTCP(_ index: Int, _ waiting: Waiting) {
         let upstream = upstreams[index]
-        TCPRetries.shared.submit(TCPRetries.Job(deadline: waiting.deadline, run: { remaining in
+        tcpRetries.submit(TCPRetries.Job(deadline: waiting.deadline, run: { remaining in
             var query = waiting.job.wire
             let id = UInt16.random(in: 0...UInt16.max)
             query[0] = UInt8(id >> 8)
