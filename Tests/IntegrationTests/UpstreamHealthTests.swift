@@ -209,6 +209,21 @@ import Testing
         #expect(health.order(.first) == [0, 2, 1])
     }
 
+    /// From an upstream-failure trial: an upstream that answers every other query at once and
+    /// drops the rest stayed the `fastest`: its timeouts never counted in its RTT, and never
+    /// three in a row. A timeout now counts as an answer after the time waited.
+    @Test func timeoutsCountInTheSmoothedRTT() {
+        let ups = (1...2).map { SocketAddress(address: [127, 0, 0, 1], port: UInt16($0)) }
+        let health = UpstreamHealth(upstreams: ups)
+        health.success(1, rtt: 0.200)
+        for _ in 0..<10 {
+            health.success(0, rtt: 0.001)
+            health.failure(0, waited: 2.0)
+        }
+        #expect(!health.isDown(0))
+        #expect(health.order(.fastest) == [1, 0], "the lossy one goes after the steady one")
+    }
+
     @Test func privilegesAreDroppedBeforeServing() throws {
         guard getuid() == 0 else { return }   // only root can drop privileges; CI runs as root
         let lists = FileManager.default.temporaryDirectory.appendingPathComponent("priv-\(UUID().uuidString)").path

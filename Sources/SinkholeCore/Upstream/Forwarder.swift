@@ -322,7 +322,9 @@ public final class Forwarder: Sendable {
             metrics?.upstreamFailed(upstream, reason: "local")
             attempt(job)
         case .failure(let failure):
-            failed(index, "\(failure)", job.question)
+            var waited: Double?
+            if case .timeout = failure { waited = Double(DispatchTime.now().uptimeNanoseconds &- job.started) / 1e9 }
+            failed(index, "\(failure)", job.question, waited: waited)
             metrics?.upstreamFailed(upstream, reason: failure.kind)
             attempt(job)
         }
@@ -441,8 +443,8 @@ public final class Forwarder: Sendable {
         }
     }
 
-    private func failed(_ index: Int, _ reason: String, _ question: Question) {
-        let markedDown = health.failure(index)
+    private func failed(_ index: Int, _ reason: String, _ question: Question, waited: Double? = nil) {
+        let markedDown = health.failure(index, waited: waited)
         let now = DispatchTime.now().uptimeNanoseconds
         let metadata: Logger.Metadata = [
             "upstream": "\(upstreams[index])", "reason": "\(reason)",

@@ -136,10 +136,7 @@ public final class UpstreamHealth: Sendable {
         let slot = slots[index]
         slot.queries.add(1, ordering: .relaxed)
         if slot.consecutiveFailures.load(ordering: .relaxed) != 0 { slot.consecutiveFailures.store(0, ordering: .relaxed) }
-        // The smoothing races with other cores' updates; a lost sample does not matter.
-        let sample = UInt64(max(1, rtt * 1e9))
-        let old = slot.rtt.load(ordering: .relaxed)
-        slot.rtt.store(old == 0 ? sample : UInt64(Int64(old) + (Int64(sample) - Int64(old)) / 8), ordering: .relaxed)
+        UpstreamHealth.smooth(slot, rtt)
         guard slot.down.load(ordering: .relaxed) else { return false }
         return transitions.withLock { backoffs in
             guard slot.down.load(ordering: .relaxed) else { return false }
@@ -150,10 +147,22 @@ public final class UpstreamHealth: Sendable {
         }
     }
 
-    /// Records a failure; returns true when this failure marked the upstream down.
+    /// Folds a round-trip sample (seconds) into the smoothed RTT (1/8 weight). The smoothing
+    /// races with other cores' updates; a lost sample does not matter.
+    private static func smooth(_ slot: Slot, _ seconds: Double) {
+        let sample = UInt64(max(1, seconds * 1e9))
+        let old = slot.rtt.load(ordering: .relaxed)
+        slot.rtt.store(old == 0 ? sample : UInt64(Int64(old) + (Int64(sample) - Int64(old)) / 8), ordering: .relaxed)
+    }
+
+    /// Records a failure; returns true when this failure marked the upstream down. `waited`: the
+    /// seconds a try that timed out waited, counted in the smoothed RTT as if answered then, as
+    /// Unbound counts a timeout: an upstream that drops every other query and answers the rest at
+    /// once stayed the `fastest` (its timeouts never counted), and half the queries waited 2 s.
     @discardableResult
-    public func failure(_ index: Int, now: UInt64 = DispatchTime.now().uptimeNanoseconds) -> Bool {
+    public func failure(_ index: Int, waited: Double? = nil, now: UInt64 = DispatchTime.now().uptimeNanoseconds) -> Bool {
         let slot = slots[index]
+        if let waited { UpstreamHealth.smooth(slot, waited) }
         return transitions.withLock { backoffs in
             slot.queries.add(1, ordering: .relaxed)
             slot.failures.add(1, ordering: .relaxed)
