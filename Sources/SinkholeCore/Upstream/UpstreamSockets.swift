@@ -589,12 +589,10 @@ final class EventLoop: @unchecked Sendable {
     static let timerGranularity: UInt64 = 10_000_000
 
     /// How long a turn that found work waits on the epoll set for more, in milliseconds, and
-    /// how long one call from Dispatch may keep the thread so (ns). The loop's deadlines are
-    /// kept while it lingers (`expire` when the timer is due), and a thread waiting for the
-    /// queue (`performAndWait`, `unwatch`) ends the lingering after the current wait; nothing
-    /// else is queued on it. The budget was 20 ms: at 5,000 qps one query in 100 came after the
-    /// thread had gone back, through Dispatch's manager thread and a second wake-up, which was
-    /// the p99 latency; at 500 ms that is one in 2,500.
+    /// how long one call from Dispatch may keep the thread so (ns), so that the loop's timer and
+    /// the blocks queued on it still run (at most budget + linger late, 30 ms: upstream
+    /// deadlines are seconds long and the timer is 10 ms coarse anyway); a thread waiting for
+    /// the queue (`performAndWait`, `unwatch`) ends the lingering after the current wait.
     ///
     /// Why 10 ms, not less: a wait shorter than the kernel's tick (4 ms at HZ=250) arms a timer
     /// that is the CPU's next one, so every wait reprograms the timer hardware, a trap to the
@@ -603,7 +601,7 @@ final class EventLoop: @unchecked Sendable {
     /// ones 70 → 48 (sinkhole at 1 ms against 10 ms, alternating runs); a bare echo server that
     /// waits in epoll_wait with a 1 ms timeout costs as much more than one that waits at 10 ms.
     static let lingerMilliseconds: Int32 = 10
-    static let lingerBudget: UInt64 = 500_000_000
+    static let lingerBudget: UInt64 = 20_000_000
 
     /// The Dispatch source's handler: every ready socket, then, while more keeps coming within
     /// `lingerMilliseconds`, the next ones, on this same thread (for at most `lingerBudget`).
@@ -622,9 +620,6 @@ final class EventLoop: @unchecked Sendable {
         while EventLoop.now < end && syncWaiters.load(ordering: .relaxed) == 0 {
             turn { found = $0.drainReady(wait: EventLoop.lingerMilliseconds) }
             if !found { return }
-            // The loop's timer cannot fire while this thread holds its queue: its deadlines are
-            // kept here instead.
-            if state.withLock({ $0.timerAt }) <= EventLoop.now { turn { $0.expire() } }
         }
     }
 
