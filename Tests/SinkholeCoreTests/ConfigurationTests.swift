@@ -38,12 +38,31 @@ import Testing
     }
 
     @Test func resolvConfNameserversExcludeSinkholeItself() throws {
-        let servers = try nameservers("# comment\nnameserver 127.0.0.1\nnameserver 192.0.2.53\nnameserver fe80::1%eth0\nsearch example.org\n")
-        #expect(servers.map(\.description) == ["127.0.0.1:53", "192.0.2.53:53", "[fe80::1]:53"])
+        let servers = try nameservers("# comment\nnameserver 127.0.0.1\nnameserver 192.0.2.53\nnameserver fe80::1%lo\nnameserver fe80::2%nosuchif9\nsearch example.org\n")
+        #expect(servers.map(\.description) == ["127.0.0.1:53", "192.0.2.53:53", "[fe80::1%lo]:53", "[fe80::2]:53"])
         let kept = ResolvConf.excludingSelf(servers, listen: [try SocketAddress.parse("127.0.0.1:53")])
-        #expect(kept.map(\.description) == ["192.0.2.53:53", "[fe80::1]:53"])
+        #expect(kept.map(\.description) == ["192.0.2.53:53", "[fe80::1%lo]:53", "[fe80::2]:53"])
         let wildcard = ResolvConf.excludingSelf(servers, listen: [try SocketAddress.parse("0.0.0.0:53")])
-        #expect(wildcard.map(\.description) == ["192.0.2.53:53", "[fe80::1]:53"], "a wildcard listener is not every address")
+        #expect(wildcard.map(\.description) == ["192.0.2.53:53", "[fe80::1%lo]:53", "[fe80::2]:53"], "a wildcard listener is not every address")
+    }
+
+    /// From an upstream-failure trial: a link-local upstream (`fe80::1%eth0`, as NetworkManager
+    /// writes router-advertised servers) lost its zone, and every try failed with EINVAL; nor
+    /// could it be given as --upstream. The zone is the interface the socket address names.
+    @Test func linkLocalUpstreamsKeepTheirInterface() throws {
+        let lo = if_nametoindex("lo")
+        #expect(lo > 0)
+        for text in ["[fe80::1%lo]:5353", "fe80::1%lo"] {
+            let address = try SocketAddress.parse(text, defaultPort: 5353)
+            #expect(address.scope == lo && address.description == "[fe80::1%lo]:5353")
+            let scope = address.withSockAddr { pointer, _ in
+                UnsafeRawPointer(pointer).assumingMemoryBound(to: sockaddr_in6.self).pointee.sin6_scope_id
+            }
+            #expect(scope == lo, "the socket address names the interface")
+        }
+        #expect(try SocketAddress.parse("[fe80::1%\(lo)]:53").scope == lo, "a zone may be the index")
+        #expect(throws: SocketAddress.ParseError.self) { try SocketAddress.parse("[fe80::1%nosuchif9]:53") }
+        #expect(throws: SocketAddress.ParseError.self) { try SocketAddress.parse("192.0.2.1%lo:53") }
     }
 
     @Test func resolvConfEntriesThatReachSinkholeAreLeftOut() throws {

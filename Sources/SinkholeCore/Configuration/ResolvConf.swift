@@ -8,9 +8,15 @@ public enum ResolvConf {
         for line in text.split(whereSeparator: \.isNewline) {
             let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
             guard fields.count >= 2, fields[0] == "nameserver" else { continue }
-            var host = String(fields[1])
-            if let percent = host.firstIndex(of: "%") { host = String(host[..<percent]) }   // fe80::1%eth0
-            if let bytes = IPAddress.parse(host) { out.append(SocketAddress(address: bytes, port: 53)) }
+            // A link-local server keeps its zone (fe80::1%eth0): without it no packet reaches it.
+            // A zone naming no interface here is dropped, so the address is still listed (and
+            // its tries fail in the log) rather than silently missing.
+            let field = String(fields[1])
+            if let address = try? SocketAddress.parse(field, defaultPort: 53) {
+                out.append(address)
+            } else if let percent = field.firstIndex(of: "%"), let bytes = IPAddress.parse(String(field[..<percent])) {
+                out.append(SocketAddress(address: bytes, port: 53))
+            }
         }
         return out
     }

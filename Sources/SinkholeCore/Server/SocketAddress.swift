@@ -51,6 +51,9 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
     /// The address: 4 or 16 bytes, inline.
     public var ip: IPBytes
     public var port: UInt16
+    /// The interface of a link-local IPv6 address (`fe80::1%eth0`), as its index; 0 otherwise.
+    /// Without it the kernel cannot tell which link such an address is on (connect: EINVAL).
+    public var scope: UInt32 = 0
 
     /// The address as an array (allocates: the query path uses `ip`).
     public var address: [UInt8] {
@@ -74,8 +77,23 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
     public var family: Int32 { isIPv6 ? AF_INET6 : AF_INET }
     public var ipText: String { IPAddress.text(address) }
 
-    /// `127.0.0.1:53` or `[::1]:53`.
-    public var description: String { isIPv6 ? "[\(ipText)]:\(port)" : "\(ipText):\(port)" }
+    /// `127.0.0.1:53`, `[::1]:53` or `[fe80::1%eth0]:53`.
+    public var description: String { isIPv6 ? "[\(ipText)\(zoneText)]:\(port)" : "\(ipText):\(port)" }
+
+    /// `%eth0` for a scoped address (its index when the interface has no name now), else empty.
+    var zoneText: String {
+        guard scope != 0 else { return "" }
+        var name = [CChar](repeating: 0, count: Int(IF_NAMESIZE) + 1)
+        guard if_indextoname(scope, &name) != nil else { return "%\(scope)" }
+        return "%" + String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// The index of interface `zone` (a name such as `eth0`, or a number); nil when there is none.
+    static func interfaceIndex(_ zone: String) -> UInt32? {
+        if let number = UInt32(zone), number > 0 { return number }
+        let index = if_nametoindex(zone)
+        return index == 0 ? nil : index
+    }
 
     public enum ParseError: Error, CustomStringConvertible {
         case bad(String, String)
@@ -101,6 +119,18 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
             host = String(text[..<colon])
             portText = String(text[text.index(after: colon)...])
         }
+        // A zone: the interface of a link-local address (`fe80::1%eth0`, as NetworkManager
+        // writes router-advertised DNS servers into resolv.conf).
+        var scope: UInt32 = 0
+        if let percent = host.firstIndex(of: "%") {
+            let zone = String(host[host.index(after: percent)...])
+            host = String(host[..<percent])
+            guard IPAddress.parse(host)?.count == 16, !zone.isEmpty else {
+                throw ParseError.bad(text, "a zone (%INTERFACE) belongs only after an IPv6 address")
+            }
+            guard let index = interfaceIndex(zone) else { throw ParseError.bad(text, "no network interface '\(zone)'") }
+            scope = index
+        }
         guard let bytes = IPAddress.parse(host) else {
             let port = portText.flatMap(UInt16.init) ?? 53
             throw ParseError.bad(text, "not an IPv4 or IPv6 address literal (use e.g. 127.0.0.1:\(port) or [::1]:\(port))")
@@ -116,7 +146,9 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
         } else {
             throw ParseError.bad(text, "missing ':PORT'")
         }
-        return SocketAddress(address: bytes, port: port)
+        var parsed = SocketAddress(address: bytes, port: port)
+        parsed.scope = scope
+        return parsed
     }
 
     /// The bracketed form of an unbracketed IPv6 `ADDR:PORT` (`::1:5356` → `[::1]:5356`), when
@@ -143,6 +175,7 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
             var a = sin6.sin6_addr
             ip = withUnsafeBytes(of: &a) { IPBytes(copying: $0.baseAddress!, count: 16) }
             port = UInt16(bigEndian: sin6.sin6_port)
+            scope = sin6.sin6_scope_id
         default:
             return nil
         }
@@ -166,6 +199,7 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
                 var sin6 = sockaddr_in6()
                 sin6.sin6_family = sa_family_t(AF_INET6)
                 sin6.sin6_port = port.bigEndian
+                sin6.sin6_scope_id = scope
                 withUnsafeMutableBytes(of: &sin6.sin6_addr) { dst in ip.withBytes { dst.copyMemory(from: $0) } }
                 withUnsafeBytes(of: &sin6) { raw.copyMemory(from: $0) }
                 return socklen_t(MemoryLayout<sockaddr_in6>.size)
