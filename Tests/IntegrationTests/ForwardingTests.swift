@@ -1,6 +1,8 @@
+import Dispatch
 import Foundation
 import SinkholeCore
 import SinkholeTestSupport
+import Synchronization
 import Testing
 
 @Suite struct ForwardingTests {
@@ -88,6 +90,32 @@ import Testing
             #expect(second.received(for: name).count == 1)
         }
         #expect(!h.server.chain.forwarder.health.isDown(0), "not held against the upstream's health")
+    }
+
+    /// From an upstream-failure trial: the last upstream waits for the rest of the deadline, so
+    /// a longer --upstream-deadline lets a slow upstream answer. Its answer after the 2 s timeout
+    /// was dropped and SERVFAIL answered, with seconds of deadline left.
+    @Test func theLastUpstreamWaitsForTheRestOfTheDeadline() throws {
+        let h = try TestHarness(records: ["slow.example.org. 300 IN A 192.0.2.95"]) { c in
+            c.upstreamTimeout = 0.3
+            c.upstreamDeadline = 3
+        }
+        defer { h.stop() }
+        h.upstream.set(.held, for: "slow.example.org")
+        let reply = Mutex<[UInt8]?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        let address = h.address
+        Thread.detachNewThread {
+            reply.withLock { $0 = DNSTestClient.udp(DNSTestClient.query("slow.example.org"), to: address, timeout: 4) }
+            done.signal()
+        }
+        #expect(h.upstream.waitForQueries(1, timeout: 2))
+        // Past the 0.3 s timeout (a bounded wait for a query that does not come), then answered.
+        #expect(!h.upstream.waitForQueries(2, timeout: 0.8))
+        h.upstream.release()
+        #expect(done.wait(timeout: .now() + 5) == .success)
+        let m = try #require(reply.withLock { $0 }.flatMap { Message(wire: $0) })
+        #expect(m.rcode == Rcode.noError && m.answerCount == 1, "the slow upstream's answer, not SERVFAIL at its timeout")
     }
 
     @Test func upstreamIDsAreRandomAndSourcePortsKeepChanging() throws {

@@ -195,6 +195,25 @@ import Testing
         #expect(Date().timeIntervalSince(started) < 1.0, "ICMP port unreachable noticed, not the 2 s timeout")
     }
 
+    /// From two trials: SERVFAIL for a few broken names (a broken delegation, a DNSSEC-bogus
+    /// domain) marked a healthy upstream down, with an error in the log. It moves on to the next
+    /// upstream, is counted as servfail, and is not held against the upstream's health.
+    @Test func servfailsForBrokenNamesDoNotMarkAnUpstreamDown() throws {
+        let second = try FakeUpstream(records: [])
+        defer { second.stop() }
+        let h = try TestHarness(records: UpstreamHealthTests.records) { $0.upstreams.append(second.address) }
+        defer { h.stop() }
+        for i in 0..<(UpstreamHealth.downAfter + 2) {
+            h.upstream.set(.rcode(Rcode.servFail), for: "b\(i).broken.example")
+            second.set(.rcode(Rcode.servFail), for: "b\(i).broken.example")
+            #expect(DNSTestClient.ask("b\(i).broken.example", server: h.address)?.rcode == Rcode.servFail)
+        }
+        #expect(!h.server.chain.forwarder.health.isDown(0) && !h.server.chain.forwarder.health.isDown(1))
+        #expect(second.received.count == UpstreamHealth.downAfter + 2, "each moved on to the second")
+        let text = h.server.metrics.exposition()
+        #expect(text.contains(#"sinkhole_upstream_errors_total{upstream="\#(h.upstream.address)",reason="servfail"} 5"#), "\(text)")
+    }
+
     @Test func strategiesOrderUpstreams() {
         let ups = (1...3).map { SocketAddress(address: [127, 0, 0, 1], port: UInt16($0)) }
         let health = UpstreamHealth(upstreams: ups)

@@ -220,7 +220,11 @@ public final class Forwarder: Sendable {
         job.index = job.order[job.next]
         job.next += 1
         job.started = now
-        sockets.exchange(upstream: job.index, try: job, timeout: min(timeout, left), now: now)
+        // The last upstream to try waits for the rest of the deadline: a longer
+        // --upstream-deadline lets a slow upstream answer (one that took 2.5 s, a cold lookup,
+        // was cut off at its 2 s timeout with seconds of deadline left, and its answer dropped).
+        let wait = job.next == job.order.count ? left : min(timeout, left)
+        sockets.exchange(upstream: job.index, try: job, timeout: wait, now: now)
     }
 
     /// The outcome of `job`'s current try: its answer, or the next try.
@@ -274,7 +278,11 @@ public final class Forwarder: Sendable {
             // A validating upstream's DNSSEC verdict (SERVFAIL with EDE 6-12) is an answer, taken
             // below: it counted against the upstream's health, so three queries for a bogus
             // domain marked every validating upstream down, and each was asked in turn.
-            failed(index, "answered SERVFAIL", job.question)
+            // The next upstream is tried, but a SERVFAIL is not held against this one's health:
+            // it answered, and SERVFAIL speaks of the name (a broken delegation) more often than
+            // of the upstream; three such names in a row marked a healthy upstream down, with an
+            // error in the log and sinkhole_upstream_up 0 (counted as reason servfail).
+            failed(index, "answered SERVFAIL", job.question, heldAgainst: false)
             metrics?.upstreamFailed(upstream, reason: "servfail")
             job.lastServfail = .upstream(reply, from: upstream)
             attempt(job)
@@ -443,8 +451,8 @@ public final class Forwarder: Sendable {
         }
     }
 
-    private func failed(_ index: Int, _ reason: String, _ question: Question, waited: Double? = nil) {
-        let markedDown = health.failure(index, waited: waited)
+    private func failed(_ index: Int, _ reason: String, _ question: Question, waited: Double? = nil, heldAgainst: Bool = true) {
+        let markedDown = heldAgainst && health.failure(index, waited: waited)
         let now = DispatchTime.now().uptimeNanoseconds
         let metadata: Logger.Metadata = [
             "upstream": "\(upstreams[index])", "reason": "\(reason)",
