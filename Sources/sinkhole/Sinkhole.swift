@@ -13,6 +13,11 @@ struct Sinkhole: ParsableCommand {
     )
 
     static func main() {
+        // The one-shot commands read whole lists on the main thread (see HeapTuning); serve
+        // reads them on its reload threads and keeps its memory as it was measured.
+        if let first = CommandLine.arguments.dropFirst().first, ["check", "explain", "hunt", "report"].contains(first) {
+            HeapTuning.apply()
+        }
         // serve, the default, takes no bare word: a first argument that is not an option nor a
         // subcommand is a mistyped subcommand, which the parser would report as an unexpected
         // argument of serve, under serve's usage.
