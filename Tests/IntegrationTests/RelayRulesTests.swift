@@ -162,6 +162,12 @@ import Testing
         #expect(h.upstream.received(for: "v.example.org").count == 2, "expired and asked again")
         if reply?.rcode != Rcode.servFail { reply = DNSTestClient.ask("v.example.org", server: h.address) }
         #expect(reply?.rcode == Rcode.servFail && reply?.answerCount == 0)
+        // Nor after it, when the upstream then fails (a DNSSEC trial found the bogus data served
+        // stale with AD once the upstream went silent): the verdict dropped the kept answer.
+        h.upstream.set(.rcode(Rcode.servFail), for: "v.example.org")
+        second.set(.rcode(Rcode.servFail), for: "v.example.org")
+        let after = try #require(DNSTestClient.ask("v.example.org", server: h.address))
+        #expect(after.rcode == Rcode.servFail && after.answerCount == 0, "no stale answer over the verdict")
     }
 
     /// From an upstream-failure trial: a reply of another opcode (STATUS) was relayed and cached,

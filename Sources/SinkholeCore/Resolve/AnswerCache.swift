@@ -513,6 +513,17 @@ public final class AnswerCache: Sendable {
         }
     }
 
+    /// Drops the answer kept for `key`, fresh or expired.
+    public func discard(_ key: Key) {
+        let s = shard(key)
+        s.lock.withLock { _ in
+            guard let node = s.map[key] else { return }
+            s.unlink(node)
+            s.map.remove(node)
+            s.bytes -= node.cost
+        }
+    }
+
     /// Records that response inspection found the stored answer `serial` clean with the lists
     /// of `generation` in force (nothing happens if that answer has been replaced since).
     public func markInspected(_ key: Key, serial: UInt64, generation: Int) {

@@ -287,6 +287,9 @@ public final class QueryChain: Sendable {
         case .upstream(let answer, let from):
             fresh = true
             if let cache { resolution = .upstream(cache.clamped(answer), from: from) }
+            // A validating upstream found the data bogus: the answer kept for the name goes, so
+            // that no later failure serves it stale (with AD) as --serve-stale would have.
+            if answer.isValidationFailure { cache?.discard(key) }
         case .failure:
             // Every upstream failed: an expired answer is better than none (RFC 8767), and is
             // served at once for the next 30 s (its failure recheck timer).
