@@ -90,5 +90,10 @@ import Testing
         #expect(BlocklistLoader.isListFileName("sedona-c2.txt") && BlocklistLoader.isListFileName("4913.txt"))
         #expect(BlocklistLoader.looksMeantAsAllowList("whitelist.txt") && BlocklistLoader.looksMeantAsAllowList("local.allow.txt"))
         #expect(!BlocklistLoader.looksMeantAsAllowList("local.allow") && !BlocklistLoader.looksMeantAsAllowList("crowdstrike-3cx.txt"))
+        #expect(BlocklistLoader.looksMeantAsAllowList("white-list.txt") && BlocklistLoader.looksMeantAsAllowList("ALLOW_LIST"))
+        for fine in ["disallow.txt", "not-allowed.txt", "swallow.txt", "exceptional-threats.txt"] {
+            #expect(!BlocklistLoader.looksMeantAsAllowList(fine), "\(fine)")
+        }
+        for partial in ["feed.txt.crdownload", "feed.txt.new", ".feed.txt.swo"] { #expect(!BlocklistLoader.isListFileName(partial)) }
     }
 }

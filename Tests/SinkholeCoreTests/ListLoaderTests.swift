@@ -377,18 +377,25 @@ import SinkholeTestSupport
         let s = BlocklistStore()
         try s.refresh(directory: dir)
         let cut = String(full.prefix(2000).dropLast(3))          // mid-line
-        try cut.write(toFile: dir + "/feed.txt", atomically: true, encoding: .utf8)
-        try ("$ORIGIN rpz.test.\n" + cut.replacingOccurrences(of: "\n", with: " CNAME .\n")).write(toFile: dir + "/zone.rpz", atomically: true, encoding: .utf8)
+        // Written in place (the same file), as curl -o or cp write.
+        try cut.write(toFile: dir + "/feed.txt", atomically: false, encoding: .utf8)
+        try ("$ORIGIN rpz.test.\n" + cut.replacingOccurrences(of: "\n", with: " CNAME .\n")).write(toFile: dir + "/zone.rpz", atomically: false, encoding: .utf8)
         let report = try s.refresh(directory: dir)
         #expect(report.failed.count == 2)
-        #expect(report.failed.allSatisfy { $0.failure?.hasPrefix("ends mid-line with fewer entries than the version in force") == true })
+        #expect(report.failed.allSatisfy { $0.failure?.hasPrefix("written in place and ends mid-line, with fewer entries than the version in force") == true })
         #expect(decide(s, "host299.feed.example")?.list == "feed.txt")
+        // The same content renamed into place arrived complete: loaded (a re-trial found a
+        // shorter list without its final newline refused for good, even by mv).
+        try ("$ORIGIN rpz.test.\n" + cut.replacingOccurrences(of: "\n", with: " CNAME .\n")).write(toFile: dir + "/zone.rpz", atomically: true, encoding: .utf8)
+        let renamed = try s.refresh(directory: dir)
+        #expect(renamed.failed.isEmpty, "\(renamed.failed.compactMap(\.failure))")
+        #expect(decide(s, "host299.feed.example")?.list == "feed.txt", "the feed's version in force")
         // Shorter and ending with its newline: a list that really shrank.
-        try (full.prefix(2000).split(separator: "\n").dropLast().joined(separator: "\n") + "\n").write(toFile: dir + "/feed.txt", atomically: true, encoding: .utf8)
+        try (full.prefix(2000).split(separator: "\n").dropLast().joined(separator: "\n") + "\n").write(toFile: dir + "/feed.txt", atomically: false, encoding: .utf8)
         #expect(try s.refresh(directory: dir).failed.isEmpty)
-        #expect(decide(s, "host299.feed.example")?.list == "zone.rpz", "only the zone's version in force has it now")
+        #expect(decide(s, "host299.feed.example") == nil, "gone from both now")
         // Ending mid-line with more entries than before: an edit without a final newline.
-        try (full + "host300.feed.example").write(toFile: dir + "/feed.txt", atomically: true, encoding: .utf8)
+        try (full + "host300.feed.example").write(toFile: dir + "/feed.txt", atomically: false, encoding: .utf8)
         #expect(try s.refresh(directory: dir).failed.isEmpty)
         #expect(decide(s, "host300.feed.example")?.list == "feed.txt")
     }

@@ -105,6 +105,7 @@ import Testing
             ||imp.example^$important
             @@||com^
             ||zip^
+            site.example$$script[data-src="ads"]
             """)
         #expect(p.entries.map(\.0) == ["hosts.example", "imp.example", "zip"])
         #expect(p.entries.map(\.1) == [.block, .block, .block])

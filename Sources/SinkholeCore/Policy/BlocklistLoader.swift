@@ -26,7 +26,8 @@ public struct FileLoadResult: Sendable {
 /// `.part`, `.dpkg-*` or `.rpm*`. A file whose name ends in `.allow` is an allowlist: each of its
 /// entries allows instead of blocks, whatever its format.
 public enum BlocklistLoader {
-    static let ignoredSuffixes = [".md", "~", ".swp", ".swx", ".tmp", ".bak", ".part", ".orig", ".rej", ".old", ".save",
+    static let ignoredSuffixes = [".md", "~", ".swp", ".swo", ".swx", ".tmp", ".bak", ".part", ".crdownload", ".new",
+                                  ".orig", ".rej", ".old", ".save",
                                   ".dpkg-old", ".dpkg-new", ".dpkg-dist", ".dpkg-tmp", ".dpkg-bak", ".ucf-dist",
                                   ".ucf-old", ".ucf-new", ".rpmnew", ".rpmsave"]
     public static let maxReportedLineErrors = 100
@@ -62,8 +63,12 @@ public enum BlocklistLoader {
     /// A block list whose name says allow (`whitelist.txt`, `local.allow.txt`, `passlist`):
     /// most likely names meant to be let through, which it blocks instead; worth a warning.
     public static func looksMeantAsAllowList(_ name: String) -> Bool {
-        let lower = name.lowercased()
-        return !isAllowList(name) && ["allow", "whitelist", "passlist", "exception"].contains { lower.contains($0) }
+        guard !isAllowList(name) else { return false }
+        // By words, not substrings: `disallow.txt` and `swallow.txt` are not meant so.
+        let words = name.lowercased().split { !($0.isLetter || $0.isNumber) }.map(String.init)
+        let said: Set<String> = ["allow", "allowlist", "allowlists", "whitelist", "whitelists", "passlist", "exceptions"]
+        if words.contains(where: said.contains) { return true }
+        return zip(words, words.dropFirst()).contains { ["white", "allow", "pass"].contains($0.0) && $0.1 == "list" }
     }
 
     /// Paths of the list files in `directory`, sorted by name.
@@ -360,11 +365,13 @@ public enum BlocklistLoader {
             return result
         }
         // A write cut short: a download that failed part way (curl -o, wget), a copy killed. It
-        // leaves the file ending mid-line with fewer entries than the version in force, and was
-        // loaded for good (100,000 of 200,000 names in a trial). Held as a bad update; a list
-        // that really shrinks ends with its newline, or comes by rename.
-        if let lastByte, lastByte != 0x0A, !allow, let previous, builder.count + addresses.count < previous.entries {
-            result.failure = "ends mid-line with fewer entries than the version in force (\(builder.count + addresses.count), against \(previous.entries)): taken for a write cut short (end the file with a newline to use it; write lists by renaming a complete file into place)"
+        // leaves the file, written in place (the same inode as the version in force), ending
+        // mid-line with fewer entries than that version, and was loaded for good (100,000 of
+        // 200,000 names in a trial). Held as a bad update. A list that really shrinks ends with
+        // its newline, or comes by rename (a new inode: complete when it arrives).
+        if let lastByte, lastByte != 0x0A, !allow, let previous, builder.count + addresses.count < previous.entries,
+           let now = signature, let before = previous.signature, now.device == before.device, now.inode == before.inode {
+            result.failure = "written in place and ends mid-line, with fewer entries than the version in force (\(builder.count + addresses.count), against \(previous.entries)): taken for a write cut short (end the file with a newline to use it, or rename a complete file into place)"
             return result
         }
         let matcher = builder.build()

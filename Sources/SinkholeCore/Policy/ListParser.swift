@@ -157,6 +157,9 @@ public enum ListParser {
         }
         content = trimmed(content)
         if content.isEmpty || content.hasPrefix("!") || content.hasPrefix("[") { return }   // blank, comment, Adblock header
+        // AdGuard's HTML filtering rules (`site.example$$script[...]`, `$@$`): a page's, skipped
+        // as the cosmetic ones are.
+        if content.contains("$$") || content.contains("$@$") { return }
 
         func fail(_ reason: String) {
             reject(ListLineError(file: file, line: number, reason: reason, text: original.trimmingTrailingSpace))
@@ -194,8 +197,8 @@ public enum ListParser {
                 // (`$badfilter`): such a rule is not applied, as AdGuard Home does not apply it.
                 // With its modifiers dropped, an exception meant for page elements
                 // (`@@||site^$elemhide`) allowed the name outright, over every list.
-                let modifiers = rule[rule.index(after: dollar)...].split(separator: ",").map { $0.lowercased() }
-                if let other = modifiers.first(where: { $0 != "important" }) {
+                let modifiers = rule[rule.index(after: dollar)...].split(separator: ",")
+                if let other = modifiers.first(where: { $0.lowercased() != "important" }) {
                     return fail("Adblock rule with the modifier $\(other), which a DNS resolver cannot apply: not applied")
                 }
                 rule = rule[..<dollar]
