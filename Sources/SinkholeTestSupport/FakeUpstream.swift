@@ -245,7 +245,8 @@ public final class FakeUpstream: @unchecked Sendable {
         arrived.lock()
         arrived.broadcast()
         arrived.unlock()
-        func reply(rcode: UInt8 = 0, tc: Bool = false, answers: [String], id: UInt16? = nil) -> [UInt8] {
+        /// `edns` false: no OPT record, whatever the query had (a server that does not know EDNS).
+        func reply(rcode: UInt8 = 0, tc: Bool = false, answers: [String], id: UInt16? = nil, edns: Bool = true) -> [UInt8] {
             guard let m = Message.empty() else { return [] }
             m.id = id ?? query.id
             m.isResponse = true
@@ -254,7 +255,7 @@ public final class FakeUpstream: @unchecked Sendable {
             m.rcode = rcode
             m.truncated = tc
             m.setQuestion(q)
-            if let e = query.edns { m.edns = EDNS(udpPayloadSize: 4096, dnssecOK: e.dnssecOK) }
+            if edns, let e = query.edns { m.edns = EDNS(udpPayloadSize: 4096, dnssecOK: e.dnssecOK) }
             for a in answers {
                 let fields = a.split(separator: " ")
                 if fields.count > 3 {
@@ -303,10 +304,10 @@ public final class FakeUpstream: @unchecked Sendable {
             m.edns = EDNS(udpPayloadSize: 4096, version: 0, extendedRcode: UInt8(code >> 4), dnssecOK: false)
             return [(-1, m.wire() ?? [])]
         case .formerrToEDNS:
-            if query.edns != nil { return [(-1, reply(rcode: Rcode.formErr, answers: []))] }
+            if query.edns != nil { return [(-1, reply(rcode: Rcode.formErr, answers: [], edns: false))] }
             return [(-1, reply(rcode: rcode, answers: answerRecords))]
         case .optInAnswer:
-            var wire = reply(rcode: rcode, answers: answerRecords)
+            var wire = reply(rcode: rcode, answers: answerRecords, edns: false)
             guard wire.count > 12, wire[8...11].allSatisfy({ $0 == 0 }) else { return [] }
             wire[7] += 1
             wire += [0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0, 0, 0]

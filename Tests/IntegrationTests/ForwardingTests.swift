@@ -90,6 +90,12 @@ import Testing
             #expect(second.received(for: name).count == 1)
         }
         #expect(!h.server.chain.forwarder.health.isDown(0), "not held against the upstream's health")
+        // A FORMERR with an OPT record of its own comes from a server that knows EDNS: not asked
+        // again without it (RFC 6891 7), the next upstream is.
+        h.upstream.set(.extendedRcode(UInt16(Rcode.formErr)), for: "ni.example.org")
+        #expect(DNSTestClient.ask("ni.example.org", server: h.address)?.answerCount == 1)
+        #expect(h.upstream.received(for: "ni.example.org").map(\.hadOPT) == [true, true], "one query each time, with OPT")
+        #expect(second.received(for: "ni.example.org").count == 2)
     }
 
     /// From an upstream-failure trial: the last upstream waits for the rest of the deadline, so

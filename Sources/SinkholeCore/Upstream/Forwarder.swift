@@ -232,10 +232,11 @@ public final class Forwarder: Sendable {
         let index = job.index
         let upstream = upstreams[index]
         switch result {
-        case .success(let reply) where reply.rcode == Rcode.formErr && job.withoutEDNS != index && !(job is Probe):
-            // An upstream that does not know EDNS answers FORMERR to our OPT record: asked
-            // again without it (RFC 6891 7: fall back to plain DNS), as Unbound does. Its
-            // FORMERR went to the client, whose query was fine, or became SERVFAIL.
+        case .success(let reply) where reply.rcode == Rcode.formErr && !reply.hasOPT && job.withoutEDNS != index && !(job is Probe):
+            // An upstream that does not know EDNS answers FORMERR, without an OPT record of its
+            // own, to ours: asked again without it (RFC 6891 7: fall back to plain DNS), as
+            // Unbound does. Its FORMERR went to the client, whose query was fine, or became
+            // SERVFAIL. A FORMERR with an OPT comes from a server that knows EDNS: no retry.
             job.withoutEDNS = index
             job.next -= 1
             attempt(job)

@@ -41,6 +41,8 @@ public final class UpstreamHealth: Sendable {
         let retryAt = Atomic<UInt64>(0)
         /// Smoothed RTT in nanoseconds; 0 until measured.
         let rtt = Atomic<UInt64>(0)
+        /// Uptime nanoseconds of the last sample folded into `rtt`.
+        let measuredAt = Atomic<UInt64>(0)
         let queries = Atomic<Int>(0)
         let failures = Atomic<Int>(0)
     }
@@ -75,6 +77,17 @@ public final class UpstreamHealth: Sendable {
 
     private func rtt(_ i: Int) -> UInt64 { slots[i].rtt.load(ordering: .relaxed) }
 
+    /// How long a smoothed RTT stands without a new sample. Past it the upstream counts as not
+    /// measured (first for `fastest`), and its next sample starts the smoothing afresh: one
+    /// lost packet made the fastest upstream's RTT 2 s / 8 and, with no query reaching it
+    /// again, kept it out of use for good (Unbound likewise lets its timings expire).
+    public static let rttLifetime: UInt64 = 60_000_000_000
+
+    /// The smoothed RTT `fastest` orders by: 0 (not measured) once it is older than `rttLifetime`.
+    private func currentRTT(_ i: Int, now: UInt64) -> UInt64 {
+        now &- slots[i].measuredAt.load(ordering: .relaxed) > UpstreamHealth.rttLifetime ? 0 : rtt(i)
+    }
+
     /// Indexes of the upstreams to try, in order: usable ones by the strategy, then the ones
     /// that are down (so that a query is still tried when every upstream is marked down).
     /// `among`: the upstreams of the query's route, in the order given (nil: all of them).
@@ -98,7 +111,7 @@ public final class UpstreamHealth: Sendable {
             switch strategy {
             case .first: break
             case .random: usable.shuffle()
-            case .fastest: usable.sort { rtt($0) < rtt($1) }
+            case .fastest: usable.sort { currentRTT($0, now: now) < currentRTT($1, now: now) }
             }
         }
         return down.isEmpty ? usable : usable + down
@@ -151,8 +164,11 @@ public final class UpstreamHealth: Sendable {
     /// races with other cores' updates; a lost sample does not matter.
     private static func smooth(_ slot: Slot, _ seconds: Double) {
         let sample = UInt64(max(1, seconds * 1e9))
+        let now = DispatchTime.now().uptimeNanoseconds
         let old = slot.rtt.load(ordering: .relaxed)
-        slot.rtt.store(old == 0 ? sample : UInt64(Int64(old) + (Int64(sample) - Int64(old)) / 8), ordering: .relaxed)
+        let fresh = old == 0 || now &- slot.measuredAt.load(ordering: .relaxed) > rttLifetime
+        slot.rtt.store(fresh ? sample : UInt64(Int64(old) + (Int64(sample) - Int64(old)) / 8), ordering: .relaxed)
+        slot.measuredAt.store(now, ordering: .relaxed)
     }
 
     /// Records a failure; returns true when this failure marked the upstream down. `waited`: the

@@ -46,6 +46,8 @@ public final class UpstreamAnswer: Sendable {
     private let decoded: (question: Question, answer: [(type: UInt16, rdata: [UInt8])])?
     /// An error reply without a question (`questionless(_:)`): it answers whatever its ID asked.
     public let withoutQuestion: Bool
+    /// The reply carried an OPT record: its sender knows EDNS (RFC 6891 7).
+    public let hasOPT: Bool
 
     /// Nil when neither `CachedReply` nor ldns can read the bytes as a message with one question.
     /// A TTL with the top bit set is taken as 0 (RFC 2181 8), in the bytes kept: it was relayed
@@ -63,6 +65,7 @@ public final class UpstreamAnswer: Sendable {
             self.prepared = prepared
             facts = prepared.facts
             decoded = nil
+            hasOPT = prepared.opt != nil
         } else {
             // One OPT at most, owned by the root, in the additional section (RFC 6891 6.1.1):
             // an OPT in the answer section was relayed there, and clients refused the reply.
@@ -78,6 +81,7 @@ public final class UpstreamAnswer: Sendable {
             prepared = nil
             facts = ReplyFacts(message)
             decoded = (question, message.records(.answer).map { ($0.type, $0.rdata) })
+            hasOPT = message.edns != nil
         }
     }
 
@@ -115,6 +119,7 @@ public final class UpstreamAnswer: Sendable {
     /// a healthy upstream marked down.
     private init(headerOnly wire: [UInt8]) {
         // The header alone, its counts 0: an OPT it may carry is not ours to relay.
+        hasOPT = wire[10] != 0 || wire[11] != 0
         self.wire = Array(wire[0..<4]) + [UInt8](repeating: 0, count: Header.size - 4)
         prepared = nil
         decoded = nil
