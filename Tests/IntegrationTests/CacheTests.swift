@@ -29,6 +29,9 @@ import Testing
         let asked = h.upstream.received(for: "st.example.org").count
         #expect(DNSTestClient.ask("st.example.org", server: h.address)?.records(.answer).first?.ttl == 30)
         #expect(h.upstream.received(for: "st.example.org").count == asked)
+        // Marked as stale for a client with EDNS: EDE 3, Stale Answer (RFC 8914 4.4).
+        let marked = try #require(DNSTestClient.ask("st.example.org", edns: EDNS(udpPayloadSize: 1232), server: h.address))
+        #expect(marked.records(.answer).first?.ttl == 30 && marked.ednsOptions == [0, 15, 0, 2, 0, 3], "\(marked.ednsOptions)")
     }
 
     /// RFC 8767's client response timer: with --serve-stale, a query whose answer has expired

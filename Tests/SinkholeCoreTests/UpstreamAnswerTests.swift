@@ -19,6 +19,23 @@ import Testing
                 answer.filter { $0.type == RRType.a || $0.type == RRType.aaaa }.map(\.rdata))
     }
 
+    /// A stale answer's EDE 3 joins the upstream's OPT record, or comes in one of its own when
+    /// the upstream sent none (one asked without EDNS); ldns reads both as the reader does.
+    @Test func staleAnswerEDEIsAddedWithOrWithoutAnOPTRecord() throws {
+        let record: [UInt8] = [0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1]
+        let bare = header(an: 1) + question + record
+        let withEDE6 = header(an: 1, ar: 1) + question + record + [0, 0, 41, 4, 0xD0, 0, 0, 0, 0, 0, 6, 0, 15, 0, 2, 0, 6]
+        for (wire, expected) in [(bare, ExtendedErrors.staleAnswer), (withEDE6, [0, 15, 0, 2, 0, 6] + ExtendedErrors.staleAnswer)] {
+            let prepared = try #require(CachedReply(wire))
+            let stale = ExtendedErrors.adding(ExtendedErrors.staleAnswer, to: wire, opt: prepared.opt)
+            let laidOut = try #require(CachedReply(stale))
+            #expect(laidOut.extendedErrors == expected)
+            #expect(laidOut.answerAddresses == [[192, 0, 2, 1]])
+            let m = try #require(Message(wire: stale))
+            #expect(m.ednsOptions == expected && m.records(.answer).count == 1)
+        }
+    }
+
     @Test func compressedCNAMETargetIsExpandedAsLdnsReadsIt() throws {
         // www.example.org CNAME cdn.<pointer to example.org>; cdn.example.org A 192.0.2.1.
         var wire = header(an: 2) + question

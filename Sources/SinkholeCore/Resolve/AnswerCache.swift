@@ -610,14 +610,22 @@ public final class AnswerCache: Sendable {
     }
 
     /// The cached answer ready for relaying: TTLs counted down (stale answers get 30 s).
+    /// A stale answer also carries Extended DNS Error 3, Stale Answer (RFC 8914 4.4), as
+    /// Unbound's does: the client, and whoever reads its capture, can tell it from a fresh one.
     public static func answer(from hit: Hit) -> UpstreamAnswer? {
         let age = hit.age
         let change: (UInt32) -> UInt32 = hit.stale ? { _ in 30 } : { $0 > age ? $0 - age : 0 }
-        if let reply = hit.reply { return UpstreamAnswer(wire: reply.withTTLs(change)) }
+        if let reply = hit.reply {
+            let wire = reply.withTTLs(change)
+            return UpstreamAnswer(wire: hit.stale ? ExtendedErrors.adding(ExtendedErrors.staleAnswer, to: wire, opt: reply.opt) : wire)
+        }
         guard let m = Message(wire: hit.wire) else { return nil }
         if hit.stale {
             m.ageTTLs(by: UInt32.max)
             m.raiseTTLs(to: 30)
+            let options = m.edns == nil ? [] : m.ednsOptions
+            if m.edns == nil { m.edns = EDNS(udpPayloadSize: 1232) }
+            m.setEDNSOptions(options + ExtendedErrors.staleAnswer)
         } else {
             m.ageTTLs(by: hit.age)
         }

@@ -35,6 +35,31 @@ enum ExtendedErrors {
         return codes
     }
 
+    /// EDE 3, Stale Answer (RFC 8914 4.4), with no text.
+    static let staleAnswer: [UInt8] = [0, 15, 0, 2, 0, 3]
+
+    /// `wire` (a reply `CachedReply` laid out, its OPT record at `opt`, last, if any) with
+    /// `option` added to its OPT record, or with an OPT record holding it added at the end.
+    static func adding(_ option: [UInt8], to wire: [UInt8], opt: Range<Int>?) -> [UInt8] {
+        var out = wire
+        if let opt, opt.upperBound == wire.count, let end = CachedReply.name(wire, at: opt.lowerBound, end: wire.count),
+           end + 10 <= wire.count {
+            let length = (Int(wire[end + 8]) << 8 | Int(wire[end + 9])) + option.count
+            guard length <= 0xFFFF else { return wire }
+            out[end + 8] = UInt8(length >> 8)
+            out[end + 9] = UInt8(length & 0xFF)
+            out += option
+            return out
+        }
+        guard opt == nil, wire.count >= Header.size else { return wire }
+        let count = (Int(wire[10]) << 8 | Int(wire[11])) + 1
+        guard count <= 0xFFFF else { return wire }
+        out[10] = UInt8(count >> 8)
+        out[11] = UInt8(count & 0xFF)
+        out += [0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0, UInt8(option.count >> 8), UInt8(option.count & 0xFF)] + option
+        return out
+    }
+
     /// INFO-CODEs by which a validating resolver says the data failed DNSSEC validation: DNSSEC
     /// Bogus, Signature Expired, Signature Not Yet Valid, DNSKEY Missing, RRSIGs Missing, No Zone
     /// Key Bit Set, NSEC Missing (RFC 8914 4.7-4.13). Its SERVFAIL is then a verdict on the data,
