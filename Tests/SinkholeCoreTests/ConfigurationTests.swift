@@ -74,6 +74,22 @@ import Testing
                 "they reach loopback, not every address of the host")
     }
 
+    /// From an upstream-failure trial: a wildcard listener also takes this host's own addresses
+    /// on its port, so `--listen 0.0.0.0:53 --upstream <this host's LAN address>` looped.
+    @Test func aWildcardListenerReachesTheHostsOwnAddresses() throws {
+        let own: Set<[UInt8]> = [[192, 0, 2, 2], [0x20, 0x01, 0x0d, 0xb8] + [UInt8](repeating: 0, count: 11) + [2]]
+        let wildcard = try SocketAddress.parse("0.0.0.0:53")
+        #expect(ResolvConf.reaches(try SocketAddress.parse("192.0.2.2:53"), wildcard, hostAddresses: own))
+        #expect(ResolvConf.reaches(try SocketAddress.parse("[::ffff:192.0.2.2]:53"), wildcard, hostAddresses: own))
+        #expect(!ResolvConf.reaches(try SocketAddress.parse("192.0.2.3:53"), wildcard, hostAddresses: own), "another host")
+        #expect(!ResolvConf.reaches(try SocketAddress.parse("192.0.2.2:5353"), wildcard, hostAddresses: own), "another port")
+        #expect(!ResolvConf.reaches(try SocketAddress.parse("[2001:db8::2]:53"), wildcard, hostAddresses: own), "another family")
+        #expect(ResolvConf.reaches(try SocketAddress.parse("[2001:db8::2]:53"), try SocketAddress.parse("[::]:53"), hostAddresses: own))
+        #expect(!ResolvConf.reaches(try SocketAddress.parse("192.0.2.2:53"), try SocketAddress.parse("127.0.0.1:53"), hostAddresses: own),
+                "a listener on one address takes only that one")
+        #expect(ResolvConf.hostAddresses().contains([127, 0, 0, 1]), "this host's own addresses, loopback among them")
+    }
+
     @Test func listFileNamesSkipDocsBackupsAndHiddenFiles() {
         #expect(BlocklistLoader.isListFileName("crowdstrike-3cx.txt"))
         #expect(BlocklistLoader.isListFileName("hosts"))

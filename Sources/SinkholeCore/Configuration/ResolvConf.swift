@@ -22,19 +22,43 @@ public enum ResolvConf {
     }
 
     /// Upstreams with our own listening addresses removed, so sinkhole never forwards to itself.
-    public static func excludingSelf(_ upstreams: [SocketAddress], listen: [SocketAddress]) -> [SocketAddress] {
-        upstreams.filter { upstream in !listen.contains { reaches(upstream, $0) } }
+    public static func excludingSelf(_ upstreams: [SocketAddress], listen: [SocketAddress],
+                                     hostAddresses: Set<[UInt8]> = ResolvConf.hostAddresses()) -> [SocketAddress] {
+        upstreams.filter { upstream in !listen.contains { reaches(upstream, $0, hostAddresses: hostAddresses) } }
     }
 
     /// Whether a query sent to `upstream` would arrive at the listener `listen`. The upstream is
     /// taken as the kernel routes it: `::ffff:a.b.c.d` is a.b.c.d, and 0.0.0.0 or :: is this
     /// host (Linux delivers it to loopback). A wildcard listener (0.0.0.0 or ::) on a port also
-    /// takes loopback addresses on that port, the ones that certainly reach it.
-    public static func reaches(_ upstream: SocketAddress, _ listen: SocketAddress) -> Bool {
+    /// takes loopback addresses on that port, and this host's own addresses of its family
+    /// (`hostAddresses`): `--listen 0.0.0.0:53 --upstream <this host's LAN address>` looped.
+    public static func reaches(_ upstream: SocketAddress, _ listen: SocketAddress,
+                               hostAddresses: Set<[UInt8]> = []) -> Bool {
         guard listen.port == upstream.port else { return false }
         var a = IPAddress.unmapped(upstream.address)
         if IPAddress.isUnspecified(a) { a = a.count == 4 ? [127, 0, 0, 1] : [UInt8](repeating: 0, count: 15) + [1] }
         if a == listen.address { return true }
-        return IPAddress.isLoopback(a) && listen.isUnspecified
+        guard listen.isUnspecified else { return false }
+        return IPAddress.isLoopback(a) || (a.count == listen.address.count && hostAddresses.contains(a))
+    }
+
+    /// The addresses of this host's interfaces (getifaddrs), IPv4-mapped ones as IPv4.
+    public static func hostAddresses() -> Set<[UInt8]> {
+        var list: UnsafeMutablePointer<ifaddrs>?
+        guard getifaddrs(&list) == 0 else { return [] }
+        defer { freeifaddrs(list) }
+        var out: Set<[UInt8]> = []
+        var entry = list
+        while let current = entry {
+            if let address = current.pointee.ifa_addr,
+               Int32(address.pointee.sa_family) == AF_INET || Int32(address.pointee.sa_family) == AF_INET6 {
+                var storage = sockaddr_storage()
+                let size = Int32(address.pointee.sa_family) == AF_INET ? MemoryLayout<sockaddr_in>.size : MemoryLayout<sockaddr_in6>.size
+                withUnsafeMutableBytes(of: &storage) { $0.baseAddress!.copyMemory(from: address, byteCount: size) }
+                if let parsed = SocketAddress(storage: &storage) { out.insert(IPAddress.unmapped(parsed.address)) }
+            }
+            entry = current.pointee.ifa_next
+        }
+        return out
     }
 }

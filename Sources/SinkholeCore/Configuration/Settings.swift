@@ -204,14 +204,16 @@ public struct Settings: Sendable {
         if let unspecified = upstreams.first(where: { IPAddress.isUnspecified($0.address) }) {
             throw ConfigurationError("\(origin("upstream")) \(unspecified): not a usable upstream address (0.0.0.0 and :: are no resolver's address: Linux sends to this host itself)")
         }
+        // This host's addresses: an upstream at one of them, on a wildcard listener's port, is us.
+        let hostAddresses = listen.contains(where: \.isUnspecified) ? ResolvConf.hostAddresses() : []
         if upstreams.isEmpty {
-            upstreams = ResolvConf.excludingSelf(ResolvConf.nameservers(path: resolvConf), listen: listen)
+            upstreams = ResolvConf.excludingSelf(ResolvConf.nameservers(path: resolvConf), listen: listen, hostAddresses: hostAddresses)
             if upstreams.isEmpty {
                 throw ConfigurationError("no upstream: give --upstream ADDR[:PORT] (\(resolvConf) names none other than sinkhole itself)")
             }
         } else {
             for upstream in upstreams {
-                guard let own = listen.first(where: { ResolvConf.reaches(upstream, $0) }) else { continue }
+                guard let own = listen.first(where: { ResolvConf.reaches(upstream, $0, hostAddresses: hostAddresses) }) else { continue }
                 throw ConfigurationError("\(origin("upstream")) \(upstream) names sinkhole's own listen address \(own): queries would loop")
             }
         }
@@ -226,7 +228,7 @@ public struct Settings: Sendable {
                 throw ConfigurationError("\(origin("forward-zone")) '\(text)': \(zone.zone) given twice (give all its upstreams in one, separated by commas)")
             }
             for upstream in zone.upstreams {
-                guard let own = listen.first(where: { ResolvConf.reaches(upstream, $0) }) else { continue }
+                guard let own = listen.first(where: { ResolvConf.reaches(upstream, $0, hostAddresses: hostAddresses) }) else { continue }
                 throw ConfigurationError("\(origin("forward-zone")) '\(text)': \(upstream) names sinkhole's own listen address \(own): queries would loop")
             }
             zones.append(zone)
