@@ -219,6 +219,14 @@ import Testing
         #expect(second.received.count == UpstreamHealth.downAfter + 2, "each moved on to the second")
         let text = h.server.metrics.exposition()
         #expect(text.contains(#"sinkhole_upstream_errors_total{upstream="\#(h.upstream.address)",reason="servfail"} 5"#), "\(text)")
+        // Held against it once another upstream answers the same names (its own resolution is
+        // broken, a review pointed out): marked down after three, as before.
+        for i in 0..<UpstreamHealth.downAfter {
+            h.upstream.set(.rcode(Rcode.servFail), for: "w\(i).example.org")
+            second.set(.answerWith(["w\(i).example.org. 60 IN A 192.0.2.9"]), for: "w\(i).example.org")
+            #expect(DNSTestClient.ask("w\(i).example.org", server: h.address)?.answerCount == 1)
+        }
+        #expect(h.server.chain.forwarder.health.isDown(0) && !h.server.chain.forwarder.health.isDown(1))
     }
 
     @Test func strategiesOrderUpstreams() {
@@ -248,10 +256,17 @@ import Testing
         }
         #expect(!health.isDown(0))
         #expect(health.order(.fastest) == [1, 0], "the lossy one goes after the steady one")
-        // Timings expire: a minute on, neither counts as measured, and the first is tried again
-        // (one lost packet kept the fastest upstream out of use for good, a re-trial found).
+        // Timings expire: a minute on, one query tries the first again (one lost packet kept the
+        // fastest upstream out of use for good, a re-trial found); the others keep the order
+        // until its answer comes (a review: every query went to a standby that could be dead).
         let later = DispatchTime.now().uptimeNanoseconds + UpstreamHealth.rttLifetime + 1_000_000_000
-        #expect(health.order(.fastest, now: later) == [0, 1])
+        #expect(health.order(.fastest, now: later) == [0, 1], "one query re-measures it")
+        #expect(health.order(.fastest, now: later + 1) == [1, 0], "the next keep the order")
+        health.success(0, rtt: 0.001)
+        // Its new sample starts afresh: first again. (The other's timing is as old by then: one
+        // query re-measures it in turn.)
+        #expect(health.order(.fastest, now: later + 2) == [1, 0])
+        #expect(health.order(.fastest, now: later + 3) == [0, 1], "its new sample starts afresh")
     }
 
     @Test func privilegesAreDroppedBeforeServing() throws {

@@ -394,6 +394,14 @@ import SinkholeTestSupport
         try (full.prefix(2000).split(separator: "\n").dropLast().joined(separator: "\n") + "\n").write(toFile: dir + "/feed.txt", atomically: false, encoding: .utf8)
         #expect(try s.refresh(directory: dir).failed.isEmpty)
         #expect(decide(s, "host299.feed.example") == nil, "gone from both now")
+        // A feed that lists each name twice (a hosts file with 0.0.0.0 and :: lines), cut at
+        // 60%: counted by names, as the version in force is (a review found it loaded).
+        let twice = (0..<300).map { "0.0.0.0 dup\($0).feed.example\n:: dup\($0).feed.example\n" }.joined()
+        try twice.write(toFile: dir + "/dups.txt", atomically: false, encoding: .utf8)
+        try s.refresh(directory: dir)
+        try String(twice.prefix(twice.count * 6 / 10).dropLast(2)).write(toFile: dir + "/dups.txt", atomically: false, encoding: .utf8)
+        #expect(try s.refresh(directory: dir).failed.map { ($0.path as NSString).lastPathComponent } == ["dups.txt"])
+        #expect(decide(s, "dup299.feed.example")?.list == "dups.txt")
         // Ending mid-line with more entries than before: an edit without a final newline.
         try (full + "host300.feed.example").write(toFile: dir + "/feed.txt", atomically: false, encoding: .utf8)
         #expect(try s.refresh(directory: dir).failed.isEmpty)

@@ -36,6 +36,19 @@ import Testing
         }
     }
 
+    /// Options set after the message's options were read are the ones written: ldns kept the
+    /// list the read parsed and wrote it instead (a review: a stale answer on the ldns path lost
+    /// its EDE 3).
+    @Test func optionsSetAfterAReadAreTheOnesWritten() throws {
+        let record: [UInt8] = [0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1]
+        let wire = header(an: 1, ar: 1) + question + record + [0, 0, 41, 4, 0xD0, 0, 0, 0, 0, 0, 6, 0, 15, 0, 2, 0, 6]
+        let m = try #require(Message(wire: wire))
+        #expect(m.ednsOptions == [0, 15, 0, 2, 0, 6])
+        m.setEDNSOptions([0, 15, 0, 2, 0, 6] + ExtendedErrors.staleAnswer)
+        let written = try #require(m.wire().flatMap { Message(wire: $0) })
+        #expect(written.ednsOptions == [0, 15, 0, 2, 0, 6] + ExtendedErrors.staleAnswer)
+    }
+
     @Test func compressedCNAMETargetIsExpandedAsLdnsReadsIt() throws {
         // www.example.org CNAME cdn.<pointer to example.org>; cdn.example.org A 192.0.2.1.
         var wire = header(an: 2) + question

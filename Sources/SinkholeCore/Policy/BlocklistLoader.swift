@@ -41,8 +41,10 @@ public enum BlocklistLoader {
         // (sedAbC123): each holds a list's text mid-edit, never a list to enforce.
         if name.count > 1, name.hasPrefix("#"), name.hasSuffix("#") { return "an editor's auto-save file (#...#)" }
         if name == "4913" { return "an editor's write test (4913)" }
-        if name.count == 9, name.hasPrefix("sed"), name.dropFirst(3).allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber) }),
-           !name.contains(".") { return "sed -i's work file (sedXXXXXX)" }
+        // (mkstemp's six characters mix cases and digits: `sedentary` is a name, not one.)
+        let suffix = name.dropFirst(3)
+        if name.count == 9, name.hasPrefix("sed"), suffix.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber) }),
+           suffix.contains(where: { $0.isUppercase || $0.isNumber }) { return "sed -i's work file (sedXXXXXX)" }
         if let suffix = ignoredSuffixes.first(where: { name.hasSuffix($0) }) {
             return suffix == ".md" ? "a note (.md)" : "an editor, backup or package file (\(suffix))"
         }
@@ -369,12 +371,14 @@ public enum BlocklistLoader {
         // mid-line with fewer entries than that version, and was loaded for good (100,000 of
         // 200,000 names in a trial). Held as a bad update. A list that really shrinks ends with
         // its newline, or comes by rename (a new inode: complete when it arrives).
-        if let lastByte, lastByte != 0x0A, !allow, let previous, builder.count + addresses.count < previous.entries,
+        let matcher = builder.build()
+        // Entries counted as the version in force counts them: names once each (the builder's
+        // count has every repeat, so a feed listing names twice passed a cut at 60%).
+        if let lastByte, lastByte != 0x0A, !allow, let previous, matcher.count + addresses.count < previous.entries,
            let now = signature, let before = previous.signature, now.device == before.device, now.inode == before.inode {
-            result.failure = "written in place and ends mid-line, with fewer entries than the version in force (\(builder.count + addresses.count), against \(previous.entries)): taken for a write cut short (end the file with a newline to use it, or rename a complete file into place)"
+            result.failure = "written in place and ends mid-line, with fewer entries than the version in force (\(matcher.count + addresses.count), against \(previous.entries)): taken for a write cut short (end the file with a newline to use it, or rename a complete file into place)"
             return result
         }
-        let matcher = builder.build()
         let shared = previous.map { matcher.sharedSegments(with: $0.matcher) } ?? 0
         // A line-format file that held addresses alone is reported as the address list it is.
         let reported = format == .lines && builder.count == 0 && !addresses.isEmpty ? ListFormat.ips : format

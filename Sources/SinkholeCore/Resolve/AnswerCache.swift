@@ -45,6 +45,15 @@ public final class AnswerCache: Sendable {
         /// most of the eviction in re-hashing names. With this, only a match reads the name.
         private(set) var digest: Int
 
+        init(name: [UInt8], type: UInt16, qclass: UInt16, dnssecOK: Bool, checkingDisabled: Bool) {
+            self.name = name
+            self.type = type
+            self.qclass = qclass
+            self.dnssecOK = dnssecOK
+            self.checkingDisabled = checkingDisabled
+            digest = Key.digest(name, type, qclass, dnssecOK, checkingDisabled, subnet)
+        }
+
         public init(_ question: Question, dnssecOK: Bool, checkingDisabled: Bool) {
             name = WireName.lowercased(question.name)
             type = question.type
@@ -513,14 +522,22 @@ public final class AnswerCache: Sendable {
         }
     }
 
-    /// Drops the answer kept for `key`, fresh or expired.
+    /// Drops the answers kept for `key`'s question, fresh or expired, whatever their DO and CD
+    /// bits (sinkhole asks with AD set, so a DO=0 answer may hold validated data too).
     public func discard(_ key: Key) {
-        let s = shard(key)
-        s.lock.withLock { _ in
-            guard let node = s.map[key] else { return }
-            s.unlink(node)
-            s.map.remove(node)
-            s.bytes -= node.cost
+        for dnssecOK in [false, true] {
+            for checkingDisabled in [false, true] {
+                var variant = Key(name: key.name, type: key.type, qclass: key.qclass, dnssecOK: dnssecOK,
+                                  checkingDisabled: checkingDisabled)
+                if !key.subnet.isEmpty { variant.subnet = key.subnet }
+                let s = shard(variant)
+                s.lock.withLock { _ in
+                    guard let node = s.map[variant] else { return }
+                    s.unlink(node)
+                    s.map.remove(node)
+                    s.bytes -= node.cost
+                }
+            }
         }
     }
 

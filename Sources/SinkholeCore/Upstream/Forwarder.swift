@@ -240,7 +240,7 @@ public final class Forwarder: Sendable {
             job.withoutEDNS = index
             job.next -= 1
             attempt(job)
-        case .success(let reply) where [Rcode.formErr, Rcode.notImp, Rcode.refused].contains(reply.rcode):
+        case .success(let reply) where [Rcode.formErr, Rcode.notImp, Rcode.refused].contains(reply.rcode) && !(job is Probe):
             // FORMERR, NOTIMP or REFUSED, with or without the question: this upstream would not
             // take our query (its access list leaves sinkhole out, most often). The next one is
             // tried, and SERVFAIL answered when none would, as Unbound does: relaying FORMERR
@@ -262,7 +262,7 @@ public final class Forwarder: Sendable {
             }
             metrics?.upstreamFailed(upstream, reason: "bad_reply")
             attempt(job)
-        case .success(let reply) where reply.facts.extendedRcode != 0:
+        case .success(let reply) where reply.facts.extendedRcode != 0 && !(job is Probe):
             // An extended rcode (BADVERS, BADCOOKIE, ...) lives in the OPT record, which is
             // hop-by-hop (RFC 6891 6.1.1): it speaks of sinkhole's own query to this upstream,
             // not of the client's, and a client without EDNS could not even be told it. We ask
@@ -275,7 +275,7 @@ public final class Forwarder: Sendable {
             ])
             metrics?.upstreamFailed(upstream, reason: "bad_reply")
             attempt(job)
-        case .success(let reply) where reply.rcode == Rcode.servFail && !reply.isValidationFailure:
+        case .success(let reply) where reply.rcode == Rcode.servFail && !reply.isValidationFailure && !(job is Probe):
             // A validating upstream's DNSSEC verdict (SERVFAIL with EDE 6-12) is an answer, taken
             // below: it counted against the upstream's health, so three queries for a bogus
             // domain marked every validating upstream down, and each was asked in turn.
@@ -283,11 +283,20 @@ public final class Forwarder: Sendable {
             // it answered, and SERVFAIL speaks of the name (a broken delegation) more often than
             // of the upstream; three such names in a row marked a healthy upstream down, with an
             // error in the log and sinkhole_upstream_up 0 (counted as reason servfail).
+            // It is held against it once another upstream answers the same question otherwise
+            // (`answered`): then the fault was this upstream's (its own resolution broken), and
+            // one that fails every name is marked down as before.
             failed(index, "answered SERVFAIL", job.question, heldAgainst: false)
             metrics?.upstreamFailed(upstream, reason: "servfail")
             job.lastServfail = .upstream(reply, from: upstream)
+            job.servfailed.append(index)
             attempt(job)
         case .success(let reply):
+            // Any reply to a probe shows the upstream alive (a FORMERR, REFUSED or SERVFAIL too):
+            // those took the cases above for a query, and a probe's answer was then never seen.
+            for earlier in job.servfailed where earlier != index && reply.rcode != Rcode.servFail {
+                failed(earlier, "answered SERVFAIL where another upstream answered", job.question)
+            }
             let nanoseconds = DispatchTime.now().uptimeNanoseconds &- job.started
             latency[index]?.recordNanoseconds(Int64(nanoseconds))
             if health.success(index, rtt: Double(nanoseconds) / 1e9) {
@@ -539,6 +548,8 @@ class ForwardJob: UpstreamTry, @unchecked Sendable {
     fileprivate var lastServfail: Resolution?
     /// The upstream that answered FORMERR to our OPT record, asked again without one (-1: none).
     fileprivate var withoutEDNS = -1
+    /// The upstreams that answered SERVFAIL so far (held against them if another answers).
+    fileprivate var servfailed: [Int] = []
     /// The upstream of the current try, and when it was sent.
     fileprivate var index = 0
     fileprivate var started: UInt64 = 0

@@ -41,8 +41,11 @@ public final class UpstreamHealth: Sendable {
         let retryAt = Atomic<UInt64>(0)
         /// Smoothed RTT in nanoseconds; 0 until measured.
         let rtt = Atomic<UInt64>(0)
-        /// Uptime nanoseconds of the last sample folded into `rtt`.
+        /// Uptime nanoseconds of the last sample folded into `rtt` (or of the query that went
+        /// to measure it again, `order`).
         let measuredAt = Atomic<UInt64>(0)
+        /// The next sample replaces `rtt` instead of joining it (an expired one was claimed).
+        let remeasure = Atomic<Bool>(false)
         let queries = Atomic<Int>(0)
         let failures = Atomic<Int>(0)
     }
@@ -77,15 +80,23 @@ public final class UpstreamHealth: Sendable {
 
     private func rtt(_ i: Int) -> UInt64 { slots[i].rtt.load(ordering: .relaxed) }
 
-    /// How long a smoothed RTT stands without a new sample. Past it the upstream counts as not
-    /// measured (first for `fastest`), and its next sample starts the smoothing afresh: one
-    /// lost packet made the fastest upstream's RTT 2 s / 8 and, with no query reaching it
-    /// again, kept it out of use for good (Unbound likewise lets its timings expire).
+    /// How long a smoothed RTT stands without a new sample. Past it, under `fastest`, one query
+    /// (the one that claims it) tries that upstream first, and its sample starts the smoothing
+    /// afresh: one lost packet made the fastest upstream's RTT 2 s / 8 and, with no query
+    /// reaching it again, kept it out of use for good (Unbound likewise lets timings expire).
+    /// One query, not every query until the first answer: a standby that died unnoticed would
+    /// have held every query for a timeout.
     public static let rttLifetime: UInt64 = 60_000_000_000
 
-    /// The smoothed RTT `fastest` orders by: 0 (not measured) once it is older than `rttLifetime`.
-    private func currentRTT(_ i: Int, now: UInt64) -> UInt64 {
-        now &- slots[i].measuredAt.load(ordering: .relaxed) > UpstreamHealth.rttLifetime ? 0 : rtt(i)
+    /// Claims upstream `i` for re-measuring when its RTT is older than `rttLifetime`.
+    private func claimRemeasure(_ i: Int, now: UInt64) -> Bool {
+        let slot = slots[i]
+        let at = slot.measuredAt.load(ordering: .relaxed)
+        // Another core may have stored a later time than our `now`: fresh.
+        guard at != 0, now > at, now - at > UpstreamHealth.rttLifetime,
+              slot.measuredAt.compareExchange(expected: at, desired: now, ordering: .relaxed).exchanged else { return false }
+        slot.remeasure.store(true, ordering: .relaxed)
+        return true
     }
 
     /// Indexes of the upstreams to try, in order: usable ones by the strategy, then the ones
@@ -111,7 +122,13 @@ public final class UpstreamHealth: Sendable {
             switch strategy {
             case .first: break
             case .random: usable.shuffle()
-            case .fastest: usable.sort { currentRTT($0, now: now) < currentRTT($1, now: now) }
+            case .fastest:
+                usable.sort { rtt($0) < rtt($1) }
+                if let stale = usable.dropFirst().first(where: { claimRemeasure($0, now: now) }),
+                   let at = usable.firstIndex(of: stale) {
+                    usable.remove(at: at)
+                    usable.insert(stale, at: 0)
+                }
             }
         }
         return down.isEmpty ? usable : usable + down
@@ -166,7 +183,7 @@ public final class UpstreamHealth: Sendable {
         let sample = UInt64(max(1, seconds * 1e9))
         let now = DispatchTime.now().uptimeNanoseconds
         let old = slot.rtt.load(ordering: .relaxed)
-        let fresh = old == 0 || now &- slot.measuredAt.load(ordering: .relaxed) > rttLifetime
+        let fresh = old == 0 || slot.remeasure.exchange(false, ordering: .relaxed)
         slot.rtt.store(fresh ? sample : UInt64(Int64(old) + (Int64(sample) - Int64(old)) / 8), ordering: .relaxed)
         slot.measuredAt.store(now, ordering: .relaxed)
     }

@@ -186,6 +186,10 @@ public final class Message: @unchecked Sendable {
     public func setEDNSOptions(_ options: [UInt8]) {
         if let data = pkt.pointee._edns_data { ldns_rdf_deep_free(data) }
         pkt.pointee._edns_data = nil
+        // The parsed list that reading `ednsOptions` leaves: ldns writes it in preference to
+        // the data, so the options set here were lost after a read (a stale answer's EDE 3).
+        if let list = pkt.pointee._edns_list { ldns_edns_option_list_deep_free(list) }
+        pkt.pointee._edns_list = nil
         guard !options.isEmpty else { return }
         pkt.pointee._edns_data = options.withUnsafeBytes {
             ldns_rdf_new_frm_data(LDNS_RDF_TYPE_UNKNOWN, options.count, $0.baseAddress)
