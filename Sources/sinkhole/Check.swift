@@ -73,7 +73,7 @@ struct Check: ParsableCommand {
                 if let list = result.list {
                     let kind = BlocklistLoader.isAllowList(list.name) ? "allowlist, " : ""
                     print("\(LogText.printable(file)): \(LogText.count(list.entries, "entry", plural: "entries")) (\(kind)\(list.format.rawValue)), \(LogText.count(result.rejectedLines, "line")) rejected")
-                    if BlocklistLoader.looksMeantAsAllowList(list.name) {
+                    if BlocklistLoader.looksMeantAsAllowList(list.name), list.format != .rpz {
                         print("  warning: named like an allowlist, read as a block list: its names are blocked (an allowlist's name ends in .allow)")
                     }
                     total += list.entries

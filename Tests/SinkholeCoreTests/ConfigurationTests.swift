@@ -38,7 +38,7 @@ import Testing
     }
 
     @Test func resolvConfNameserversExcludeSinkholeItself() throws {
-        let servers = try nameservers("# comment\nnameserver 127.0.0.1\nnameserver 192.0.2.53\nnameserver fe80::1%lo\nnameserver fe80::2%nosuchif9\nsearch example.org\n")
+        let servers = try nameservers("# comment\nnameserver 127.0.0.1\nnameserver 192.0.2.53\nnameserver fe80::1%lo\nnameserver fe80::2%nosuchif9\nnameserver 192.0.2.54:5353\nsearch example.org\n")
         #expect(servers.map(\.description) == ["127.0.0.1:53", "192.0.2.53:53", "[fe80::1%lo]:53", "[fe80::2]:53"])
         let kept = ResolvConf.excludingSelf(servers, listen: [try SocketAddress.parse("127.0.0.1:53")])
         #expect(kept.map(\.description) == ["192.0.2.53:53", "[fe80::1%lo]:53", "[fe80::2]:53"])

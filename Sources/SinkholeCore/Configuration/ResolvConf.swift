@@ -12,6 +12,8 @@ public enum ResolvConf {
             // A zone naming no interface here is dropped, so the address is still listed (and
             // its tries fail in the log) rather than silently missing.
             let field = String(fields[1])
+            // An address, maybe with a zone; no port, brackets or other text (glibc takes none).
+            guard IPAddress.parse(String(field.prefix { $0 != "%" })) != nil else { continue }
             if let address = try? SocketAddress.parse(field, defaultPort: 53) {
                 out.append(address)
             } else if let percent = field.firstIndex(of: "%"), let bytes = IPAddress.parse(String(field[..<percent])) {

@@ -242,7 +242,7 @@ public final class BlocklistStore: Sendable {
                     "file.path": "\(list.path)", "entries": "\(list.entries)", "entries_before": "\(before)",
                 ])
             }
-            if BlocklistLoader.looksMeantAsAllowList(list.name) {
+            if BlocklistLoader.looksMeantAsAllowList(list.name), list.format != .rpz {
                 // whitelist.txt, local.allow.txt: names the operator meant to let through, here blocked.
                 logger.warning("list named like an allowlist is read as a block list: its names are blocked (an allowlist's name ends in .allow)",
                                metadata: ["file.path": "\(list.path)"])

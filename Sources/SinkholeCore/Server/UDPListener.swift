@@ -40,6 +40,9 @@ public final class UDPListener: @unchecked Sendable {
     /// Set by `stop()`: from then on replies go out at once (`sendto`), since the loop no longer
     /// flushes this listener's send batch after its turns.
     private let stopped = Atomic<Bool>(false)
+    /// The descriptor is closed: a late reply (a stale answer's timer after a stop's drain
+    /// gave up) must not be sent on a number the kernel may have given to another socket.
+    private let closed = Atomic<Bool>(false)
 
     /// Datagrams per recvmmsg and per sendmmsg.
     static let batch = 32
@@ -132,6 +135,7 @@ public final class UDPListener: @unchecked Sendable {
     public func close() {
         stop()
         // On the loop's thread, so that no batch is being sent on the descriptor as it closes.
+        closed.store(true, ordering: .releasing)
         loop.performAndWait { [fd] in _ = Glibc.close(fd) }
     }
 
@@ -188,7 +192,7 @@ public final class UDPListener: @unchecked Sendable {
     /// Queues the reply for the batch's sendmmsg when made while draining on this thread, else
     /// sends it at once.
     func send(_ reply: [UInt8], to client: SocketAddress, from arrival: Arrival?) {
-        guard !reply.isEmpty else { return }
+        guard !reply.isEmpty, !closed.load(ordering: .acquiring) else { return }
         if reply.count <= UDPListener.sendSize,
            sendInPlace(to: client, from: arrival, limit: reply.count, { $0.append(reply) }) != nil { return }
         var peer = sockaddr_storage()
