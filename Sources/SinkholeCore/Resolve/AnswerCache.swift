@@ -340,6 +340,13 @@ public final class AnswerCache: Sendable {
             n.next = nil
         }
 
+        /// Takes `n` out of the table, the recency list and the byte count.
+        func drop(_ n: Node) {
+            unlink(n)
+            map.remove(n)
+            bytes -= n.cost
+        }
+
         func pushFront(_ n: Node) {
             n.next = head
             head?.prev = n
@@ -379,9 +386,7 @@ public final class AnswerCache: Sendable {
                     chances += 1
                     continue
                 }
-                unlink(victim)
-                map.remove(victim)
-                bytes -= victim.cost
+                drop(victim)
                 evicted += 1
             }
         }
@@ -510,9 +515,7 @@ public final class AnswerCache: Sendable {
             let node = Node(key: key, wire: answer.wire, reply: answer.prepared, stored: now, expires: now + UInt64(ttl), serial: serial)
             node.inspectedGeneration = inspectedGeneration
             if let old = s.map[key] {
-                s.map.remove(old)
-                s.bytes -= old.cost
-                s.unlink(old)
+                s.drop(old)
             }
             s.map.insert(node)
             s.pushFront(node)
@@ -533,9 +536,7 @@ public final class AnswerCache: Sendable {
                 let s = shard(variant)
                 s.lock.withLock { _ in
                     guard let node = s.map[variant] else { return }
-                    s.unlink(node)
-                    s.map.remove(node)
-                    s.bytes -= node.cost
+                    s.drop(node)
                 }
             }
         }
@@ -613,9 +614,7 @@ public final class AnswerCache: Sendable {
             guard let node = s.map[key] else { return nil }
             if now >= node.expires {
                 if now >= node.expires + staleWindow || !serveStale {
-                    s.unlink(node)
-                    s.map.remove(node)
-                    s.bytes -= node.cost
+                    s.drop(node)
                     return nil
                 }
                 // Held after a failed refresh: served stale at once, not asked again yet.

@@ -268,6 +268,14 @@ public final class QueryChain: Sendable {
         ])
     }
 
+    /// The expired answer kept for `key`, after every upstream failed, held to be served at
+    /// once for the next 30 s (RFC 8767's failure recheck timer); nil when there is none.
+    private func staleInstead(_ key: AnswerCache.Key) -> Resolution? {
+        guard let cache, let hit = cache.lookup(key, allowStale: true), let stale = AnswerCache.answer(from: hit) else { return nil }
+        cache.recheckLater(key)
+        return .upstream(stale, from: AnswerCache.origin)
+    }
+
     /// A forwarded query's resolution: delivered to it and to the identical queries that waited.
     fileprivate func forwarded(_ miss: Miss, _ resolution: Resolution) {
         let key = miss.key
@@ -280,10 +288,7 @@ public final class QueryChain: Sendable {
             // unused here, so --serve-stale did nothing against an upstream answering SERVFAIL.
             // Not over a validating upstream's verdict that the data is bogus: the old answer
             // was served as authentic (AD) right after the upstream had found it forged.
-            if let cache, let hit = cache.lookup(key, allowStale: true), let stale = AnswerCache.answer(from: hit) {
-                resolution = .upstream(stale, from: AnswerCache.origin)
-                cache.recheckLater(key)
-            }
+            if let stale = staleInstead(key) { resolution = stale }
         case .upstream(let answer, let from):
             fresh = true
             if let cache { resolution = .upstream(cache.clamped(answer), from: from) }
@@ -291,12 +296,8 @@ public final class QueryChain: Sendable {
             // that no later failure serves it stale (with AD) as --serve-stale would have.
             if answer.isValidationFailure { cache?.discard(key) }
         case .failure:
-            // Every upstream failed: an expired answer is better than none (RFC 8767), and is
-            // served at once for the next 30 s (its failure recheck timer).
-            if let cache, let hit = cache.lookup(key, allowStale: true), let stale = AnswerCache.answer(from: hit) {
-                resolution = .upstream(stale, from: AnswerCache.origin)
-                cache.recheckLater(key)
-            }
+            // Every upstream failed: an expired answer is better than none (RFC 8767).
+            if let stale = staleInstead(key) { resolution = stale }
         default:
             break
         }

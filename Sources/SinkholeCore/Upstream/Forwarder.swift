@@ -231,8 +231,11 @@ public final class Forwarder: Sendable {
     fileprivate func tried(_ job: ForwardJob, _ result: Result<UpstreamAnswer, UpstreamFailure>) {
         let index = job.index
         let upstream = upstreams[index]
+        // Any reply to a probe shows the upstream alive, a FORMERR, REFUSED or SERVFAIL too (the
+        // cases below for a query): a probe's answer tells only the health.
+        if job is Probe, case .success(let reply) = result { return answered(job, reply, index: index) }
         switch result {
-        case .success(let reply) where reply.rcode == Rcode.formErr && !reply.hasOPT && job.withoutEDNS != index && !(job is Probe):
+        case .success(let reply) where reply.rcode == Rcode.formErr && !reply.hasOPT && job.withoutEDNS != index:
             // An upstream that does not know EDNS answers FORMERR, without an OPT record of its
             // own, to ours: asked again without it (RFC 6891 7: fall back to plain DNS), as
             // Unbound does. Its FORMERR went to the client, whose query was fine, or became
@@ -240,7 +243,7 @@ public final class Forwarder: Sendable {
             job.withoutEDNS = index
             job.next -= 1
             attempt(job)
-        case .success(let reply) where [Rcode.formErr, Rcode.notImp, Rcode.refused].contains(reply.rcode) && !(job is Probe):
+        case .success(let reply) where [Rcode.formErr, Rcode.notImp, Rcode.refused].contains(reply.rcode):
             // FORMERR, NOTIMP or REFUSED, with or without the question: this upstream would not
             // take our query (its access list leaves sinkhole out, most often). The next one is
             // tried, and SERVFAIL answered when none would, as Unbound does: relaying FORMERR
@@ -262,7 +265,7 @@ public final class Forwarder: Sendable {
             }
             metrics?.upstreamFailed(upstream, reason: "bad_reply")
             attempt(job)
-        case .success(let reply) where reply.facts.extendedRcode != 0 && !(job is Probe):
+        case .success(let reply) where reply.facts.extendedRcode != 0:
             // An extended rcode (BADVERS, BADCOOKIE, ...) lives in the OPT record, which is
             // hop-by-hop (RFC 6891 6.1.1): it speaks of sinkhole's own query to this upstream,
             // not of the client's, and a client without EDNS could not even be told it. We ask
@@ -275,7 +278,7 @@ public final class Forwarder: Sendable {
             ])
             metrics?.upstreamFailed(upstream, reason: "bad_reply")
             attempt(job)
-        case .success(let reply) where reply.rcode == Rcode.servFail && !reply.isValidationFailure && !(job is Probe):
+        case .success(let reply) where reply.rcode == Rcode.servFail && !reply.isValidationFailure:
             // A validating upstream's DNSSEC verdict (SERVFAIL with EDE 6-12) is an answer, taken
             // below: it counted against the upstream's health, so three queries for a bogus
             // domain marked every validating upstream down, and each was asked in turn.
@@ -292,41 +295,7 @@ public final class Forwarder: Sendable {
             job.servfailed.append(index)
             attempt(job)
         case .success(let reply):
-            // Any reply to a probe shows the upstream alive (a FORMERR, REFUSED or SERVFAIL too):
-            // those took the cases above for a query, and a probe's answer was then never seen.
-            for earlier in job.servfailed where earlier != index && reply.rcode != Rcode.servFail {
-                failed(earlier, "answered SERVFAIL where another upstream answered", job.question)
-            }
-            let nanoseconds = DispatchTime.now().uptimeNanoseconds &- job.started
-            latency[index]?.recordNanoseconds(Int64(nanoseconds))
-            if health.success(index, rtt: Double(nanoseconds) / 1e9) {
-                let now = DispatchTime.now().uptimeNanoseconds
-                let (since, failures) = outages.withLock { all -> (UInt64, Int) in
-                    defer { all[index] = Outage() }   // since 0 again: no outage under way
-                    return (all[index].since, all[index].failures)
-                }
-                var metadata: Logger.Metadata = [
-                    "upstream": "\(upstream)", "down_seconds": "\(since == 0 ? 0 : Forwarder.seconds(now &- since))",
-                    "failures_while_down": "\(failures)",
-                ]
-                if let unsaid = paced(index, now: now, \.up, \.upsUnsaid) {
-                    if unsaid > 0 { metadata["recoveries_unsaid"] = "\(unsaid)" }
-                    logger.notice("upstream answering again", metadata: metadata)
-                } else {
-                    logger.debug("upstream answering again", metadata: metadata)
-                }
-            }
-            // A probe's answer tells only the health: nothing more to look at.
-            if routes.isEmpty || job is Probe { return job.resolved(.upstream(reply, from: upstream)) }
-            let (kept, message, crossing) = confined(reply, to: job.question.name, from: index)
-            // A CNAME into a forward zone this upstream does not serve: its target is asked of
-            // the zone's own servers and the two answers joined, as Unbound follows it (a public
-            // name aliased into an internal zone: Azure Private Link's privatelink zones). Once
-            // per query: a chase's own answer is not chased again.
-            if let crossing, let message, !(job is Chase) {
-                return chase(crossing, after: message, for: job, from: upstream)
-            }
-            job.resolved(.upstream(kept, from: upstream))
+            answered(job, reply, index: index)
         case .failure(.local(let why)):
             // Our own limit on TCP retries, not the upstream's fault: not held against it. The
             // next upstream is tried: only this one truncated, and another may answer over UDP
@@ -346,6 +315,45 @@ public final class Forwarder: Sendable {
             metrics?.upstreamFailed(upstream, reason: failure.kind)
             attempt(job)
         }
+    }
+
+    /// An upstream's answer to `job` (or any reply to a probe): its health and latency, then
+    /// the resolution. An upstream that SERVFAILed the question before is held to have failed.
+    private func answered(_ job: ForwardJob, _ reply: UpstreamAnswer, index: Int) {
+        let upstream = upstreams[index]
+        for earlier in job.servfailed where earlier != index && reply.rcode != Rcode.servFail {
+            failed(earlier, "answered SERVFAIL where another upstream answered", job.question)
+        }
+        let nanoseconds = DispatchTime.now().uptimeNanoseconds &- job.started
+        latency[index]?.recordNanoseconds(Int64(nanoseconds))
+        if health.success(index, rtt: Double(nanoseconds) / 1e9) {
+            let now = DispatchTime.now().uptimeNanoseconds
+            let (since, failures) = outages.withLock { all -> (UInt64, Int) in
+                defer { all[index] = Outage() }   // since 0 again: no outage under way
+                return (all[index].since, all[index].failures)
+            }
+            var metadata: Logger.Metadata = [
+                "upstream": "\(upstream)", "down_seconds": "\(since == 0 ? 0 : Forwarder.seconds(now &- since))",
+                "failures_while_down": "\(failures)",
+            ]
+            if let unsaid = paced(index, now: now, \.up, \.upsUnsaid) {
+                if unsaid > 0 { metadata["recoveries_unsaid"] = "\(unsaid)" }
+                logger.notice("upstream answering again", metadata: metadata)
+            } else {
+                logger.debug("upstream answering again", metadata: metadata)
+            }
+        }
+        // A probe's answer tells only the health: nothing more to look at.
+        if routes.isEmpty || job is Probe { return job.resolved(.upstream(reply, from: upstream)) }
+        let (kept, message, crossing) = confined(reply, to: job.question.name, from: index)
+        // A CNAME into a forward zone this upstream does not serve: its target is asked of
+        // the zone's own servers and the two answers joined, as Unbound follows it (a public
+        // name aliased into an internal zone: Azure Private Link's privatelink zones). Once
+        // per query: a chase's own answer is not chased again.
+        if let crossing, let message, !(job is Chase) {
+            return chase(crossing, after: message, for: job, from: upstream)
+        }
+        job.resolved(.upstream(kept, from: upstream))
     }
 
     /// `reply` without the records it holds for names in a forward zone that the upstream

@@ -95,8 +95,7 @@ public final class UpstreamAnswer: Sendable {
     public var extendedErrors: [UInt8] {
         if let prepared { return prepared.extendedErrors }
         guard !withoutQuestion, let message = message(), message.edns != nil else { return [] }
-        let options = message.ednsOptions
-        return ExtendedErrors.options(options, in: 0..<options.count)
+        return ExtendedErrors.options(message.ednsOptions)
     }
 
     /// A SERVFAIL by which a validating upstream says the data failed DNSSEC validation (an

@@ -24,6 +24,9 @@ enum ExtendedErrors {
         return out
     }
 
+    /// The EDE options among a message's OPT options (`Message.ednsOptions`).
+    static func options(_ all: [UInt8]) -> [UInt8] { options(all, in: 0..<all.count) }
+
     /// The INFO-CODEs of EDE options (`options`' result).
     static func codes(_ options: [UInt8]) -> [UInt16] {
         var codes: [UInt16] = []

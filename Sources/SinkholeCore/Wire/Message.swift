@@ -161,10 +161,7 @@ public final class Message: @unchecked Sendable {
         }
         set {
             // Drop whatever OPT data the message carried (options are never echoed).
-            if let data = pkt.pointee._edns_data { ldns_rdf_deep_free(data) }
-            pkt.pointee._edns_data = nil
-            if let list = pkt.pointee._edns_list { ldns_edns_option_list_deep_free(list) }
-            pkt.pointee._edns_list = nil
+            dropEDNSOptions()
             pkt.pointee._edns_z = 0
             guard let value = newValue else {
                 pkt.pointee._edns_present = 0
@@ -184,16 +181,21 @@ public final class Message: @unchecked Sendable {
     /// Sets the OPT record's options (RFC 6891 §6.1.2: code, length, data, repeated). Call after
     /// setting `edns`, which clears them. The bytes are copied into an rdf the message owns.
     public func setEDNSOptions(_ options: [UInt8]) {
-        if let data = pkt.pointee._edns_data { ldns_rdf_deep_free(data) }
-        pkt.pointee._edns_data = nil
-        // The parsed list that reading `ednsOptions` leaves: ldns writes it in preference to
-        // the data, so the options set here were lost after a read (a stale answer's EDE 3).
-        if let list = pkt.pointee._edns_list { ldns_edns_option_list_deep_free(list) }
-        pkt.pointee._edns_list = nil
+        dropEDNSOptions()
         guard !options.isEmpty else { return }
         pkt.pointee._edns_data = options.withUnsafeBytes {
             ldns_rdf_new_frm_data(LDNS_RDF_TYPE_UNKNOWN, options.count, $0.baseAddress)
         }
+    }
+
+    /// Frees the OPT record's options: their bytes, and the parsed list that reading
+    /// `ednsOptions` leaves, which ldns writes in preference to the bytes (options set after a
+    /// read were lost: a stale answer's EDE 3).
+    private func dropEDNSOptions() {
+        if let data = pkt.pointee._edns_data { ldns_rdf_deep_free(data) }
+        pkt.pointee._edns_data = nil
+        if let list = pkt.pointee._edns_list { ldns_edns_option_list_deep_free(list) }
+        pkt.pointee._edns_list = nil
     }
 
     /// The OPT record's raw options, empty when there are none.

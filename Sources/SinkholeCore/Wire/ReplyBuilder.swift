@@ -170,8 +170,7 @@ public struct ReplyBuilder: Sendable {
         // its other options are hop-by-hop.
         var errors: [UInt8] = []
         if query.edns != nil, upstream.edns != nil {
-            let options = upstream.ednsOptions
-            errors = ExtendedErrors.options(options, in: 0..<options.count)
+            errors = ExtendedErrors.options(upstream.ednsOptions)
         }
         var edns = ednsReply(for: query)
         edns?.extendedRcode = extended
