@@ -355,6 +355,46 @@ import SinkholeTestSupport
         #expect(r.snapshot.decideAddress([8, 8, 8, 8])?.allowed == true, "the /4 passthru is in force")
     }
 
+    /// RPZ precedence within a zone: the closest trigger wins, an exact one over a wildcard and a
+    /// longer wildcard over a shorter. A wildcard passthru lifted the exact trigger under it (it
+    /// was taken for an allow rule, which beats every block), so `*.corp.example CNAME
+    /// rpz-passthru.` unblocked `c2.corp.example CNAME .` written right below it.
+    @Test func rpzClosestTriggerWinsOverAWildcardPassthru() throws {
+        let zone = """
+        $ORIGIN rpz.example.test.
+        @ IN SOA ns.rpz.example.test. hostmaster.rpz.example.test. ( 1 3600 600 86400 60 )
+        *.corp.example        CNAME rpz-passthru.
+        c2.corp.example       CNAME .
+        *.lab.corp.example    CNAME *.
+        ok.bad.example        CNAME rpz-passthru.
+        *.bad.example         CNAME .
+
+        """
+        let s = try store(["feed.rpz": zone])
+        #expect(decide(s, "c2.corp.example")?.action == .nxdomain, "an exact trigger beats a wildcard passthru")
+        #expect(decide(s, "c2.corp.example")?.line == 4)
+        #expect(decide(s, "x.c2.corp.example")?.action == .allow, "the exact trigger does not cover names below it")
+        #expect(decide(s, "www.corp.example")?.action == .allow)
+        #expect(decide(s, "a.lab.corp.example")?.action == .nodata, "a longer wildcard beats a shorter passthru")
+        #expect(decide(s, "ok.bad.example")?.action == .allow, "an exact passthru beats a wildcard block")
+        #expect(decide(s, "other.bad.example")?.action == .nxdomain)
+        // Across lists an allow still wins: another list's passthru lifts this zone's block.
+        let both = try store(["feed.rpz": zone, "mine.allow": "c2.corp.example\n"])
+        #expect(decide(both, "c2.corp.example")?.action == .allow)
+    }
+
+    /// A rejected RPZ record is named by the line it starts on. ldns's count went a line off
+    /// after a record in parentheses, and named such a record by its last line.
+    @Test func rpzRejectedRecordsNameTheLineTheyStartOn() throws {
+        let zone = "$TTL 300\n$ORIGIN rpz.test.\n@ SOA ns hm ( 1 2\n 3 4 5 )\nbad1.example A x ; c\n; c\n$TTL 60\n"
+            + "bad2.example A y\nmulti.example TXT ( \"a\"\n \"b\" )\nbad3.example A z\n\n   \nok.example CNAME .\nbad4.example A w"
+        let dir = try directory(["feed.rpz": zone])
+        let report = try BlocklistStore().refresh(directory: dir)
+        #expect(report.lineErrors.map(\.line) == [5, 8, 9, 11, 15])
+        #expect(report.lineErrors.map(\.text) == ["bad1.example A x ; c", "bad2.example A y", "multi.example TXT ( \"a\"",
+                                                  "bad3.example A z", "bad4.example A w"])
+    }
+
     /// A list of names whose new version is addresses alone (a proxy's page, a "what is my IP"
     /// answer saved as the feed) keeps its version in force, as an emptied one does.
     @Test func aListOfNamesReplacedByAddressesAloneKeepsItsNames() throws {

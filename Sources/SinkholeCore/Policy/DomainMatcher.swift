@@ -373,7 +373,8 @@ public final class DomainMatcher: @unchecked Sendable {
     }
 
     /// Decides for a queried wire name (any letter case, ending with the root label).
-    /// An allow rule covering the name wins; otherwise the most specific covering rule.
+    /// An allow rule covering the name wins, except that an RPZ wildcard passthru yields to a
+    /// closer trigger of its zone; otherwise the most specific covering rule.
     public func decide(_ qname: [UInt8]) -> Hit? {
         guard let raw = qname.withUnsafeBufferPointer({ decide($0) }) else { return nil }
         return hit(raw, in: qname)
@@ -468,7 +469,14 @@ public final class DomainMatcher: @unchecked Sendable {
                 let listed = UnsafeBufferPointer(start: listedStart, count: Int(entry.length))
                 let hit = RawHit(kind: kind, list: ref.list, line: ref.firstLine + Int(entry.line), suffixStart: start,
                                  listed: listed, sameBytes: sameBytes)
-                if kind.action == .allow { return hit }
+                if kind.action == .allow {
+                    // An RPZ wildcard passthru (`*.name CNAME rpz-passthru.`) yields, as RPZ's
+                    // precedence has it, to a closer trigger of its own zone: an exact one, or a
+                    // longer wildcard, both met first here. (Only an RPZ zone holds a `*.` allow
+                    // beside blocks; an allowlist has no blocks, and `@@||name^` covers its name.)
+                    if kind.scope == .below, let found { return found }
+                    return hit
+                }
                 if found == nil { found = hit }
             }
         }

@@ -62,6 +62,62 @@ enum RPZParser {
         var unclosedLine: Int? { depth > 0 ? openedAt : nil }
     }
 
+    /// Follows a zone file's bytes forward to tell the line a record starts on: the first line at
+    /// or after an offset that is neither blank nor only a `;` comment.
+    struct LineCounter {
+        private let fp: UnsafeMutablePointer<FILE>
+        private var offset: off_t = 0
+        private var line = 1
+        /// The current line holds only spaces and tabs so far.
+        private var blankSoFar = true
+        /// Where the first non-blank line found by the last call starts, and its number: a later
+        /// call at or before that offset finds it again.
+        private var found: (offset: off_t, line: Int)?
+
+        init?(path: String) {
+            guard let fp = fopen(path, "r") else { return nil }
+            self.fp = fp
+        }
+
+        /// Closes the file; the counter is not used after this.
+        func close() { fclose(fp) }
+
+        mutating func firstRecordLine(from start: off_t) -> Int? {
+            guard start >= 0 else { return nil }
+            if let found, start <= found.offset { return found.line }
+            // Count the newlines up to `start`.
+            while offset < start {
+                let c = getc_unlocked(fp)
+                if c == EOF { return nil }
+                offset += 1
+                if c == 0x0A { line += 1; blankSoFar = true } else if c != 0x20 && c != 0x09 && c != 0x0D { blankSoFar = false }
+            }
+            // Then skip lines that are blank or only a comment. A line already begun counts as the
+            // record's when it holds more than spaces before `start` (ldns stopped mid-line).
+            if !blankSoFar { return line }
+            var lineStart = offset
+            var inComment = false
+            while true {
+                let c = getc_unlocked(fp)
+                if c == EOF { return line }
+                offset += 1
+                switch c {
+                case 0x0A:
+                    line += 1
+                    lineStart = offset
+                    inComment = false
+                case 0x20, 0x09, 0x0D: continue
+                case 0x3B where !inComment: inComment = true   // ';'
+                default:
+                    if inComment { continue }
+                    blankSoFar = false
+                    found = (lineStart, line)
+                    return line
+                }
+            }
+        }
+    }
+
     /// The text of 1-based line `n` of `bytes`, for error messages.
     static func lineText(_ bytes: [UInt8], _ n: Int) -> String {
         var line = 1
@@ -86,7 +142,13 @@ enum RPZParser {
         var origin: UnsafeMutablePointer<ldns_rdf>?
         var previous: UnsafeMutablePointer<ldns_rdf>?
         var lineNumber: Int32 = 0
+        // ldns's own line count drifts after a record in parentheses (the records after one were
+        // reported a line early or late), and names a record's last line: the line of each
+        // record's first token is counted here instead, by a reader of the same file that
+        // follows ldns's position.
+        var lines = LineCounter(path: path)
         defer {
+            lines?.close()
             if let origin { ldns_rdf_deep_free(origin) }
             if let previous { ldns_rdf_deep_free(previous) }
         }
@@ -94,8 +156,9 @@ enum RPZParser {
         var badRecords = 0
         while feof(fp) == 0 {
             var rr: UnsafeMutablePointer<ldns_rr>?
+            let start = ftello(fp)
             let status = ldns_rr_new_frm_fp_l(&rr, fp, &defaultTTL, &origin, &previous, &lineNumber)
-            let line = max(1, Int(lineNumber))
+            let line = lines?.firstRecordLine(from: start) ?? max(1, Int(lineNumber))
             switch status {
             case LDNS_STATUS_OK:
                 break
