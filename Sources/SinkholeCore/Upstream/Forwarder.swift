@@ -76,6 +76,13 @@ public final class Forwarder: Sendable {
     private let foreignPace = Mutex(LogPace())
     /// The pace of the warning that an upstream refused a query.
     private let refusedPace = Mutex(LogPace())
+    /// Per upstream, until when (uptime nanoseconds) it is asked without EDNS: one that answered
+    /// only so. Without this memory every name cost it two queries, the first drawing a FORMERR.
+    /// Kept 15 minutes and then learnt again, as Unbound keeps such a fact in its infra cache
+    /// (`infra-host-ttl`), so an upgraded server is asked with EDNS again.
+    private let plainDNS: [PlainDNS]
+    static let plainDNSMemory: UInt64 = 900 * 1_000_000_000
+    private final class PlainDNS: Sendable { let until = Atomic<UInt64>(0) }
 
     public convenience init(upstreams defaults: [SocketAddress], zones: [ForwardZone] = [], privateReverse: PrivateReverseMode = .auto,
                             timeout: Double, payloadSize: UInt16,
@@ -124,6 +131,7 @@ public final class Forwarder: Sendable {
         latency = upstreams.map { metrics?.latencyTimer($0) }
         outages = Mutex(upstreams.map { _ in Outage() })
         chatter = Mutex(upstreams.map { _ in Chatter() })
+        plainDNS = upstreams.map { _ in PlainDNS() }
         self.stillDownInterval = stillDownInterval
     }
 
@@ -220,6 +228,7 @@ public final class Forwarder: Sendable {
         job.index = job.order[job.next]
         job.next += 1
         job.started = now
+        if plainDNS[job.index].until.load(ordering: .relaxed) > now { job.withoutEDNS = job.index }
         // The last upstream to try waits for the rest of the deadline: a longer
         // --upstream-deadline lets a slow upstream answer (one that took 2.5 s, a cold lookup,
         // was cut off at its 2 s timeout with seconds of deadline left, and its answer dropped).
@@ -321,6 +330,16 @@ public final class Forwarder: Sendable {
     /// the resolution. An upstream that SERVFAILed the question before is held to have failed.
     private func answered(_ job: ForwardJob, _ reply: UpstreamAnswer, index: Int) {
         let upstream = upstreams[index]
+        if job.withoutEDNS == index, reply.rcode != Rcode.formErr {
+            // Answered without EDNS after a FORMERR to it: asked so from now on, for a while
+            // (not extended by the queries asked so meanwhile: then it is learnt again).
+            let now = DispatchTime.now().uptimeNanoseconds
+            let until = plainDNS[index].until.load(ordering: .relaxed)
+            if until <= now, plainDNS[index].until.compareExchange(expected: until, desired: now + Forwarder.plainDNSMemory,
+                                                                   ordering: .relaxed).exchanged {
+                logger.notice("upstream answers only without EDNS: asked without it for 15 minutes", metadata: ["upstream": "\(upstream)"])
+            }
+        }
         for earlier in job.servfailed where earlier != index && reply.rcode != Rcode.servFail {
             failed(earlier, "answered SERVFAIL where another upstream answered", job.question)
         }
@@ -554,7 +573,8 @@ class ForwardJob: UpstreamTry, @unchecked Sendable {
     /// The deadline of the whole retry loop, in uptime nanoseconds.
     fileprivate var until: UInt64 = 0
     fileprivate var lastServfail: Resolution?
-    /// The upstream that answered FORMERR to our OPT record, asked again without one (-1: none).
+    /// The upstream that answered FORMERR to our OPT record, asked again without one, or known
+    /// to answer only so (-1: none).
     fileprivate var withoutEDNS = -1
     /// The upstreams that answered SERVFAIL so far (held against them if another answers).
     fileprivate var servfailed: [Int] = []
