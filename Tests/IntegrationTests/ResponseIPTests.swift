@@ -11,6 +11,9 @@ import Testing
         "cleanv6.example.org. 300 IN AAAA 2001:db8:600d::1",
         "edge.example.org. 300 IN A 198.51.100.255",
         "rpz.example.org. 300 IN A 192.0.2.200",
+        "mapped.example.org. 300 IN AAAA ::ffff:203.0.113.5",
+        "nat64.example.org. 300 IN AAAA 64:ff9b::203.0.113.7",
+        "othernat.example.org. 300 IN AAAA 64:ff9c::203.0.113.7",
     ]
 
     @Test func answersWithAddressesInListedRangesAreBlocked() throws {
@@ -19,20 +22,23 @@ import Testing
             "feed.rpz": "$ORIGIN rpz.test.\n@ SOA ns. h. 1 2 3 4 5\n32.200.2.0.192.rpz-ip CNAME *.\n",
         ], records: ResponseIPTests.records)
         defer { h.stop() }
-        for (name, type) in [("c2.example.org", RRType.a), ("c2v6.example.org", RRType.aaaa), ("edge.example.org", RRType.a)] {
+        // An IPv4 address in an AAAA record that reaches it (IPv4-mapped, NAT64's well-known
+        // prefix) is that address: `::ffff:203.0.113.5` went around 203.0.113.0/24.
+        for (name, type) in [("c2.example.org", RRType.a), ("c2v6.example.org", RRType.aaaa), ("edge.example.org", RRType.a),
+                             ("mapped.example.org", RRType.aaaa), ("nat64.example.org", RRType.aaaa)] {
             let r = try #require(DNSTestClient.ask(name, type: type, edns: EDNS(udpPayloadSize: 1232), server: h.address))
             #expect(r.rcode == Rcode.nxDomain, "\(name)")
             #expect(r.answerCount == 0, "no upstream data reaches the client")
             #expect(Array(r.ednsOptions.prefix(6)).suffix(2) == [0, 17], "EDE 17 Filtered")
         }
-        for (name, type) in [("clean.example.org", RRType.a), ("cleanv6.example.org", RRType.aaaa)] {
+        for (name, type) in [("clean.example.org", RRType.a), ("cleanv6.example.org", RRType.aaaa), ("othernat.example.org", RRType.aaaa)] {
             #expect(DNSTestClient.ask(name, type: type, server: h.address)?.answerCount == 1, "\(name)")
         }
         let nodata = try #require(DNSTestClient.ask("rpz.example.org", server: h.address))
         #expect(nodata.rcode == 0 && nodata.answerCount == 0, "rpz-ip CNAME *. is NODATA")
 
         let lines = try h.blockLogLines()
-        #expect(lines.count == 4)
+        #expect(lines.count == 6)
         let first = try #require(lines.first)
         #expect(first.at("sinkhole.match") as? String == "response-ip")
         #expect(first.at("sinkhole.matched_ip") as? String == "203.0.113.66")
@@ -48,6 +54,16 @@ import Testing
         #expect(set.lookup([10, 1, 2, 3])?.text == "10.1.0.0/16")
         #expect(set.lookup([10, 2, 2, 3])?.text == "10.0.0.0/8")
         #expect(set.lookup([11, 0, 0, 1]) == nil)
+        #expect(set.lookup(IPAddress.parse("::ffff:10.1.2.3")!)?.text == "10.1.0.0/16", "an IPv4-mapped address is its IPv4 address")
+        #expect(set.lookup(IPAddress.parse("64:ff9b::10.2.0.1")!)?.text == "10.0.0.0/8", "so is one in NAT64's well-known prefix")
+        #expect(set.lookup(IPAddress.parse("::10.2.0.1")!) == nil, "an IPv4-compatible address is not")
+        // A mapped range listed is its IPv4 range: it holds the A records too.
+        set.insert(address: IPAddress.parse("::ffff:198.51.100.0")!, prefix: 120, rule: .init(text: "m", action: .block, line: 3))
+        #expect(set.lookup([198, 51, 100, 9])?.text == "m")
+        #expect(set.lookup(IPAddress.parse("::ffff:198.51.100.9")!)?.text == "m")
+        #expect(IPPrefixSet.refusedIndicator(IPAddress.parse("::ffff:0.0.0.0")!, 96) != nil, "::ffff:0:0/96 is IPv4's /0")
+        #expect(IPPrefixSet.refusedIndicator(IPAddress.parse("::ffff:127.0.0.1")!, 128) != nil)
+        #expect(IPPrefixSet.refusedIndicator(IPAddress.parse("::ffff:203.0.113.0")!, 120) == nil)
         for i in 0..<10_000 {
             set.insert(address: [172, 16, UInt8(i >> 8), UInt8(i & 0xFF)], prefix: 32, rule: .init(text: "h\(i)", action: .block, line: i))
         }

@@ -43,8 +43,27 @@ public struct IPPrefixSet: Sendable {
         return Key(high: high, low: low)
     }
 
-    /// Adds a range; the first rule for the same range wins.
+    /// The IPv4 address carried in an IPv6 one that reaches it: IPv4-mapped (`::ffff:a.b.c.d`,
+    /// which a dual-stack socket connects to over IPv4) or in NAT64's well-known prefix
+    /// (`64:ff9b::a.b.c.d`, RFC 6052, what DNS64 makes of an IPv4-only name's A record). Nil
+    /// for any other address.
+    public static func embeddedIPv4(_ address: [UInt8]) -> [UInt8]? {
+        guard address.count == 16 else { return nil }
+        let nat64 = address[0] == 0 && address[1] == 0x64 && address[2] == 0xFF && address[3] == 0x9B
+            && address[4..<12].allSatisfy { $0 == 0 }
+        return nat64 ? Array(address[12...]) : mappedIPv4(address)
+    }
+
+    /// The IPv4 address of an IPv4-mapped one (`::ffff:a.b.c.d`), or nil.
+    static func mappedIPv4(_ address: [UInt8]) -> [UInt8]? {
+        guard address.count == 16, address[0..<10].allSatisfy({ $0 == 0 }), address[10] == 0xFF, address[11] == 0xFF else { return nil }
+        return Array(address[12...])
+    }
+
+    /// Adds a range; the first rule for the same range wins. An IPv4-mapped range (`::ffff:a.b.c.d`,
+    /// /96 or longer) is its IPv4 range, so that it also holds the A records of that address.
     public mutating func insert(address: [UInt8], prefix: Int, rule: Rule) {
+        if prefix >= 96, let v4 = IPPrefixSet.mappedIPv4(address) { return insert(address: v4, prefix: prefix - 96, rule: rule) }
         let k = IPPrefixSet.key(address, prefix: prefix)
         if address.count == 4 {
             if v4[prefix]?[k] == nil { v4[prefix, default: [:]][k] = rule }
@@ -55,12 +74,15 @@ public struct IPPrefixSet: Sendable {
         }
     }
 
-    /// The rule of the longest listed prefix holding `address`, or nil.
+    /// The rule of the longest listed prefix holding `address`, or nil. An IPv6 address that
+    /// reaches an IPv4 one (`embeddedIPv4`) and is not listed as such is looked up as that IPv4
+    /// address: an AAAA record `::ffff:203.0.113.5` went around the indicator 203.0.113.0/24.
     public func lookup(_ address: [UInt8]) -> Rule? {
         let (tables, lengths) = address.count == 4 ? (v4, v4Lengths) : (v6, v6Lengths)
         for length in lengths {
             if let rule = tables[length]?[IPPrefixSet.key(address, prefix: length)] { return rule }
         }
+        if !v4.isEmpty, let v4Address = IPPrefixSet.embeddedIPv4(address) { return lookup(v4Address) }
         return nil
     }
 
@@ -78,6 +100,8 @@ public struct IPPrefixSet: Sendable {
     /// (IPv6) would block answers across a large part of the internet, far more often a typo
     /// (`/0`, `/1`) than an indicator. An allowlist may hold any range.
     public static func refusedIndicator(_ address: [UInt8], _ prefix: Int) -> String? {
+        // An IPv4-mapped range is judged as the IPv4 range it is stored as (`insert`).
+        if prefix >= 96, let v4 = mappedIPv4(address) { return refusedIndicator(v4, prefix - 96) }
         let least = address.count == 4 ? 8 : 16
         if prefix < least {
             return "a /\(prefix) range, which would block answers across a large part of the internet (an indicator range is /\(least) or narrower)"
