@@ -264,4 +264,23 @@ import Testing
         #expect(listed.rcode == Rcode.nxDomain)
         #expect(h.upstream.received.isEmpty, "none of these went upstream")
     }
+
+    /// From a protocol trial: zone transfers are refused, as Unbound refuses them. An AXFR drew
+    /// SERVFAIL after two upstream tries; an IXFR lost its SOA on the way upstream and its reply
+    /// was cached for every serial.
+    @Test func zoneTransfersAreRefused() throws {
+        let h = try TestHarness(records: ["example.org. 300 IN A 192.0.2.1"])
+        defer { h.stop() }
+        var ixfr = DNSTestClient.query("example.org", type: RRType.ixfr)
+        ixfr[9] = 1   // NSCOUNT 1: the client's SOA (RFC 1995 3)
+        ixfr += [0xC0, 0x0C, 0, 6, 0, 1, 0, 0, 0, 0, 0, 22, 0, 0] + [UInt8](repeating: 0, count: 19) + [7]
+        for packet in [DNSTestClient.query("example.org", type: RRType.axfr), ixfr] {
+            for reply in [DNSTestClient.udp(packet, to: h.address), DNSTestClient.tcp(packet, to: h.address)] {
+                let m = try #require(reply.flatMap { Message(wire: $0) })
+                #expect(m.rcode == Rcode.refused && m.answerCount == 0)
+                #expect(m.question?.type == (packet.count > 40 ? RRType.ixfr : RRType.axfr))
+            }
+        }
+        #expect(h.upstream.received.isEmpty, "nothing went upstream")
+    }
 }

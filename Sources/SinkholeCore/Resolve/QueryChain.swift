@@ -183,6 +183,14 @@ public final class QueryChain: Sendable {
             metrics?.query(transport, .refused)
             return respond(replies.reply(to: query, .failure(rcode: Rcode.refused, reason: "CHAOS class")))
         }
+        // A zone transfer (AXFR, IXFR) is an authoritative server's to give, not a resolver's:
+        // refused here, as Unbound refuses it. Forwarded, an AXFR drew SERVFAIL after two
+        // upstream tries, and an IXFR lost its SOA on the way and its reply was cached for
+        // every serial.
+        if query.question.type == RRType.axfr || query.question.type == RRType.ixfr {
+            metrics?.query(transport, .refused)
+            return respond(replies.reply(to: query, .failure(rcode: Rcode.refused, reason: "zone transfer")))
+        }
         var cacheKey = AnswerCache.Key(query.question, dnssecOK: query.edns?.dnssecOK ?? false,
                                        checkingDisabled: query.header.checkingDisabled)
         if forwarder.forwardECS, let subnet = query.clientSubnet { cacheKey.subnet = subnet.option }

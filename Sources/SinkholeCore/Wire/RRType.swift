@@ -17,14 +17,17 @@ public enum RRType {
     public static let aaaa: UInt16 = 28
     public static let dname: UInt16 = 39
     public static let opt: UInt16 = 41
+    /// Zone transfers (RFC 1995, RFC 5936): refused, a resolver has no zone to give.
+    public static let ixfr: UInt16 = 251
+    public static let axfr: UInt16 = 252
     public static let classIN: UInt16 = 1
     /// CHAOS: server identification (version.bind, id.server, hostname.bind), never forwarded.
     public static let classCH: UInt16 = 3
 
     /// Types that are no question a client may ask (FORMERR, as Unbound answers): OPT (RFC 6891
     /// 6.1.1), the meta-type range 128-248 (unassigned, RFC 6895 3.1), TKEY and TSIG
-    /// (transaction meta-types), and the obsolete MAILB and MAILA. Zone transfers and ANY are
-    /// questions, and are forwarded.
+    /// (transaction meta-types), and the obsolete MAILB and MAILA. Zone transfers are questions
+    /// (REFUSED, by QueryChain); ANY is forwarded.
     public static func isNeverAsked(_ type: UInt16) -> Bool {
         type == opt || (128...250).contains(type) || type == 253 || type == 254
     }
