@@ -42,7 +42,7 @@ struct Report: ParsableCommand {
         }
     }
 
-    @Argument(help: ArgumentHelp("Block log files, plain or gzip-compressed. Default: the --block-log file.", valueName: "FILE"))
+    @Argument(help: ArgumentHelp("Block log files, plain or gzip-compressed ('-': standard input). Each file is read once. Default: the --block-log file.", valueName: "FILE"))
     var files: [String] = []
 
     @Option(name: .customLong("block-log"), help: ArgumentHelp("The block log serve writes (as given to serve --block-log); read when no FILE is given, and also read along with FILEs.", valueName: "FILE"))
@@ -106,8 +106,9 @@ struct Report: ParsableCommand {
     }
 
     func run() throws {
-        var seen = Set<String>()
-        let paths = (files + (blockLog.map { [$0] } ?? [])).filter { seen.insert($0).inserted }
+        let paths = ReportInputs.distinct((files + (blockLog.map { [$0] } ?? [])).map { $0 == "-" ? "/dev/stdin" : $0 }) { note in
+            FileHandle.standardError.write(Data("report: \(note)\n".utf8))
+        }
         let query = try query(now: ReportTime.now())
         let outcome: ReportOutcome
         do {

@@ -198,7 +198,8 @@ extension BlockLogRotationTests {
         }
         defer { h.stop() }
         let path = h.blockLogPath
-        try FileManager.default.createDirectory(atPath: path + ".1.gz.tmp", withIntermediateDirectories: false)
+        let hidden = h.directory.appendingPathComponent(".block.log.1.gz.tmp").path
+        try FileManager.default.createDirectory(atPath: hidden, withIntermediateDirectories: false)
         let log = try #require(h.server.blockLog)
         for round in 0..<4 {
             for i in 0..<10 { #expect(DNSTestClient.ask("r\(round)-\(i).evil.example", server: h.address) != nil) }
@@ -218,7 +219,7 @@ extension BlockLogRotationTests {
         let errors = recorder.events("cannot compress the rotated block log; it is kept uncompressed and moves up with the others")
         #expect(errors.count == 4 && errors.allSatisfy { $0.level == .error })
         // The step that failed and its own error, not a later cleanup's.
-        #expect(errors.first?.metadata["error"].map { "\($0)" }?.hasPrefix("create \(path).1.gz.tmp: File exists") == true,
+        #expect(errors.first?.metadata["error"].map { "\($0)" }?.hasPrefix("create \(hidden): File exists") == true,
                 "\(String(describing: errors.first?.metadata))")
     }
 }

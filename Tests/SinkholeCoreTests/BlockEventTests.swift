@@ -168,10 +168,12 @@ import Testing
         try "precious\n".write(toFile: victim, atomically: false, encoding: .utf8)
 
         try "line\n".write(toFile: dir + "/block.log.1", atomically: false, encoding: .utf8)
-        #expect(symlink(victim, dir + "/block.log.1.gz.tmp") == 0)
+        #expect(symlink(victim, dir + "/.block.log.1.gz.tmp") == 0)
         #expect(LogRotation.gzip(dir + "/block.log.1", to: dir + "/block.log.1.gz"))
         #expect(try String(contentsOfFile: victim, encoding: .utf8) == "precious\n", "the symlink's target was overwritten")
         #expect(FileManager.default.fileExists(atPath: dir + "/block.log.1.gz"))
+        // The temporary name is hidden: outside the `block.log*` glob a report or zcat is given.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasPrefix("block.log") } == ["block.log.1.gz"])
 
         #expect(symlink(victim, dir + "/other.log.1") == 0)
         #expect(!LogRotation.gzip(dir + "/other.log.1", to: dir + "/other.log.1.gz"), "a symlinked source is not read")

@@ -116,6 +116,41 @@ import Testing
         #expect(outcome.diagnostics.isEmpty)
     }
 
+    /// From a SOC trial: a file named twice (a path and a glob, or a link) was counted twice, and
+    /// a built-in rotation caught compressing left `.1` and its copy `.1.gz` to be counted twice.
+    @Test func eachFileIsReadOnce() throws {
+        let (dir, files) = try rotatedSet()
+        #expect(symlink(files[0], dir + "/link.log") == 0)
+        try ReportFixture.gzip(lines[3] + "\n", to: dir + "/block.log.1.gz")
+        var notes: [String] = []
+        let kept = ReportInputs.distinct(files + [dir + "/link.log", dir + "/block.log.1.gz", files[1], dir + "/gone.log", dir + "/gone.log"]) {
+            notes.append($0)
+        }
+        #expect(kept == files + [dir + "/gone.log"], "a missing file stays, to be reported as missing")
+        #expect(notes == ["\(dir)/link.log is a file already given (named twice, or a link to it): read once",
+                          "\(files[1]) is a file already given (named twice, or a link to it): read once",
+                          "\(dir)/block.log.1.gz left out: \(dir)/block.log.1 holds the same events (a rotation was compressing it)"])
+    }
+
+    /// Another compressor's file was read as malformed lines, giving no rows (read as no hits):
+    /// refused, naming it. A UTF-8 byte-order mark does not spoil the first line.
+    @Test func otherCompressorsAreRefusedAndAByteOrderMarkIsSkipped() throws {
+        let dir = try ReportFixture.directory()
+        for (name, magic) in [("xz", [0xFD, 0x37, 0x7A, 0x58, 0x5A, 0x00, 1, 2] as [UInt8]), ("zstd", [0x28, 0xB5, 0x2F, 0xFD, 0, 0]),
+                              ("bzip2", Array("BZh91AY&SY".utf8))] {
+            let path = dir + "/block.log.\(name)"
+            #expect(FileManager.default.createFile(atPath: path, contents: Data(magic)))
+            #expect(throws: BlockLogReadError.self) { try BlockLogReport.run(ReportQuery(), files: [path]) }
+            do { _ = try BlockLogReport.run(ReportQuery(), files: [path]) } catch {
+                #expect(error.reason.hasPrefix("compressed with \(name), which report does not read"), "\(error.reason)")
+            }
+        }
+        let bom = dir + "/bom.log"
+        #expect(FileManager.default.createFile(atPath: bom, contents: Data([0xEF, 0xBB, 0xBF] + Array((lines[0] + "\n" + lines[1] + "\n").utf8))))
+        let outcome = try BlockLogReport.run(ReportQuery(), files: [bom])
+        #expect(outcome.matched == 2 && outcome.diagnostics.isEmpty, "\(outcome.diagnostics)")
+    }
+
     @Test func aMissingFileOrDirectoryFailsNamingItBeforeAnythingIsRead() throws {
         let (dir, files) = try rotatedSet()
         #expect(throws: BlockLogReadError(path: dir + "/block.log.3.gz", reason: "No such file or directory")) {

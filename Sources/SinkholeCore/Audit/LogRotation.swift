@@ -77,7 +77,11 @@ public struct LogRotation: Sendable {
             return failed("open \(source)")
         }
         defer { fclose(input) }
-        let temporary = destination + ".tmp"
+        // A hidden name beside it: outside the `block.log*` glob that `zcat -f block.log*` and
+        // `sinkhole report block.log*` are given, which read the half-written copy too, and
+        // counted its events twice (`block.log.1.gz.tmp` beside `block.log.1`).
+        let slash = destination.lastIndex(of: "/")
+        let temporary = slash.map { "\(destination[...$0]).\(destination[destination.index(after: $0)...]).tmp" } ?? ".\(destination).tmp"
         unlink(temporary)   // a leftover of a failed rotation, or something planted there
         // Same mode as the live log (0640): rotated evidence is not world-readable. O_EXCL with
         // O_NOFOLLOW: only a file this call creates is written.

@@ -65,8 +65,18 @@ public final class BlockLogReader {
             isCompressed = true
             try inflateAll(firstChunk: filled, body)
         } else {
+            // Another compressor's file (logrotate's compresscmd) read as text gave "malformed
+            // lines" and no rows, which reads as no hits: refused, naming it.
+            let head = Array(UnsafeRawBufferPointer(rebasing: input[0..<min(filled, 6)]))
+            for (magic, name, command) in BlockLogReader.otherCompressors where head.starts(with: magic) {
+                throw BlockLogReadError(path: path, reason: "compressed with \(name), which report does not read: decompress it first (\(command)), or compress rotated logs with gzip, logrotate's default")
+            }
+            // A UTF-8 byte-order mark (a file saved by an editor) is not part of the first line.
+            var start = 0
+            if head.starts(with: [0xEF, 0xBB, 0xBF]) { start = 3 }
             while filled > 0 {
-                split(UnsafeRawBufferPointer(rebasing: input[0..<filled]), body)
+                split(UnsafeRawBufferPointer(rebasing: input[start..<filled]), body)
+                start = 0
                 filled = try readSome(into: input)
             }
         }
@@ -81,6 +91,14 @@ public final class BlockLogReader {
             throw BlockLogReadError(path: path, reason: String(cString: strerror(errno)))
         }
     }
+
+    /// Magic bytes of the compressors report does not read, their names and how to undo them.
+    static let otherCompressors: [([UInt8], String, String)] = [
+        ([0xFD, 0x37, 0x7A, 0x58, 0x5A, 0x00], "xz", "xz -d"),
+        ([0x28, 0xB5, 0x2F, 0xFD], "zstd", "zstd -d"),
+        ([0x42, 0x5A, 0x68], "bzip2", "bzip2 -d"),
+        ([0x04, 0x22, 0x4D, 0x18], "lz4", "lz4 -d"),
+    ]
 
     /// Inflates gzip members one after the other (as `gzip -d` does for concatenated files).
     private func inflateAll(firstChunk: Int, _ body: (UnsafeRawBufferPointer) -> Void) throws(BlockLogReadError) {
