@@ -87,6 +87,28 @@ import Testing
         #expect(log.counts.dropped == counts.dropped && log.counts.written == counts.written + 50)
         log.close()
     }
+    /// From a SOC trial: drops are said when they start, not only by the writer after its next
+    /// write: a write stuck on a hung disk held the word back for a minute of drops. Here the
+    /// writer never runs (its interval is an hour), as when stuck.
+    @Test func dropsAreSaidWithoutWaitingForTheWriter() throws {
+        let recorder = LogRecorder()
+        let event = BlockEvent(client: SocketAddress(address: [127, 0, 0, 1], port: 5300), transport: .udp, id: 1,
+                               qname: WireName.fromText("www.msstorageboxes.com")!, qtype: 1, qclass: 1,
+                               answer: BlockEventTests.nxdomainAnswer)
+        let dir = try BlockEventTests.temporaryDirectory("stuck")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let log = try BlockLog(path: dir + "/block.log", logger: recorder.logger, maxPendingBytes: 10 * event.queuedCost,
+                               flushInterval: 3600)
+        for _ in 0..<100 { log.record(event) }
+        let said = recorder.events("block log writer fell behind; events dropped")
+        #expect(said.count == 1, "said once, at the first drop, with no write made")
+        #expect(said.first?.metadata["dropped.total"] == "1")
+        // The writer then says the total of what it has not said.
+        log.flush()
+        #expect(recorder.events("block log writer fell behind; events dropped").last?.metadata["dropped.total"] == "90")
+        log.close()
+    }
+
     /// A file that takes nothing (/dev/full: every write fails with ENOSPC, as on a full disk):
     /// the events are counted as dropped, and the operator's log says so once, not per write.
     @Test func eventsAFullDiskCannotTakeAreCountedAndSaidOnce() throws {

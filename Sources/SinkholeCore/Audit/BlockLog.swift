@@ -38,7 +38,6 @@ public final class BlockLog: @unchecked Sendable {
     private struct WriterState {
         var fd: Int32
         var written = 0
-        var droppedReported = 0
         var size = 0
         /// Events that could not be written (a full disk, an I/O error), and the failure's
         /// state: since when, when last said, what was lost since; whether the file ends inside
@@ -55,6 +54,10 @@ public final class BlockLog: @unchecked Sendable {
     /// events dropped because that reached `maxPendingBytes`.
     private let pendingBytes = Atomic<Int>(0)
     private let dropped = Atomic<Int>(0)
+    /// The drop total last said in the operator's log, and when (uptime nanoseconds), by either
+    /// the writer or `record`.
+    private let droppedSaid = Atomic<Int>(0)
+    private let droppedSaidAt = Atomic<UInt64>(0)
     private let writer: Mutex<WriterState>
     private let wake = NSCondition()
     private let stopping = Atomic<Bool>(false)
@@ -118,7 +121,19 @@ public final class BlockLog: @unchecked Sendable {
         let cost = event.queuedCost
         guard pendingBytes.add(cost, ordering: .relaxed).newValue <= maxPendingBytes else {
             pendingBytes.subtract(cost, ordering: .relaxed)
-            dropped.add(1, ordering: .relaxed)
+            let total = dropped.add(1, ordering: .relaxed).newValue
+            // Said here too, at most once a minute: the writer says it after its next write,
+            // and a write stuck on a hung disk or NFS mount held the word back until it ended
+            // (a minute of drops with nothing in the log but the metric).
+            let now = DispatchTime.now().uptimeNanoseconds
+            let said = droppedSaidAt.load(ordering: .relaxed)
+            if said == 0 || now &- said >= 60_000_000_000,
+               droppedSaidAt.compareExchange(expected: said, desired: now, ordering: .relaxed).exchanged {
+                droppedSaid.store(total, ordering: .relaxed)
+                logger.error("block log writer fell behind; events dropped", metadata: [
+                    "dropped.total": "\(total)", "path": "\(path ?? "-")",
+                ])
+            }
             return
         }
         queues.mine.value.withLock { q in
@@ -157,11 +172,12 @@ public final class BlockLog: @unchecked Sendable {
             var chunks = taken.count > 1 ? BlockLog.merged(&taken) : taken.first ?? []
             taken = []
             let dropped = self.dropped.load(ordering: .relaxed)
-            if dropped > state.droppedReported {
+            if dropped > droppedSaid.load(ordering: .relaxed) {
                 logger.error("block log writer fell behind; events dropped", metadata: [
                     "dropped.total": "\(dropped)", "path": "\(path ?? "-")",
                 ])
-                state.droppedReported = dropped
+                droppedSaid.store(dropped, ordering: .relaxed)
+                droppedSaidAt.store(DispatchTime.now().uptimeNanoseconds, ordering: .relaxed)
             }
             guard !chunks.isEmpty else { return }
             if let forward { forward(chunks.flatMap { $0 }) }
