@@ -263,6 +263,10 @@ final class HistoryFixture {
         let recent = try RetroHunt.hunt(f.history.database, since: HistoryFixture.start + 86_400_000) { snapshot.blockingRule(for: $0) }
         #expect(recent.first { $0.name == "bad.test" }?.count == 2, "the sighting before --since is left out")
         #expect(recent.count == 2)
+        #expect(recent.first { $0.name == "bad.test" }?.types == ["AAAA", "A"], "in the order first asked in the window")
+        // From a SOC trial: the event's type is the first type asked, not the lowest-numbered.
+        let event = BlockEvent.retroHit(try #require(recent.first { $0.name == "bad.test" }))
+        #expect(event.qtype == RRType.aaaa)
     }
 
     @Test func aListChangeReportsEachClientAndNameOnce() throws {

@@ -17,7 +17,7 @@ public struct RetroHit: Sendable, Equatable {
     public var firstSeen: Int64
     public var lastSeen: Int64
     public var count: Int
-    /// Query types seen, e.g. `["A", "AAAA"]`.
+    /// Query types seen, in the order first asked, e.g. `["AAAA", "A"]`.
     public var types: [String]
     var clientID: Int64
     var nameID: Int64
@@ -45,21 +45,34 @@ public enum RetroHunt {
             }
             var hits: [RetroHit] = []
             let sinceHour = since / 3_600_000
-            let byClient = try db.cachedStatement(sql: """
-                SELECT h.client_id, c.address, min(h.first_seen), max(h.last_seen), sum(h.count),
-                       group_concat(DISTINCT h.qtype)
+            // One row per client and type, each type's first sighting first: the hit's types
+            // are in the order first asked (AAAA before A for a client that asked so), and its
+            // event's `dns.question.type` is the first of them.
+            let byClientAndType = try db.cachedStatement(sql: """
+                SELECT h.client_id, c.address, min(h.first_seen) AS first, max(h.last_seen), sum(h.count), h.qtype
                 FROM history h JOIN clients c ON c.id = h.client_id
                 WHERE h.name_id = ? AND h.hour >= ? AND h.last_seen >= ?
-                GROUP BY h.client_id
+                GROUP BY h.client_id, h.qtype
+                ORDER BY h.client_id, first, h.qtype
                 """)
             for name in matched {
-                let rows = try Row.fetchCursor(byClient, arguments: [name.id, sinceHour, since])
+                let rows = try Row.fetchCursor(byClientAndType, arguments: [name.id, sinceHour, since])
+                var current: RetroHit?
                 while let row = try rows.next() {
-                    let types = (row[5] as String? ?? "").split(separator: ",").compactMap { UInt16($0) }.sorted()
-                    hits.append(RetroHit(client: row[1], name: name.name, rule: name.rule, firstSeen: row[2],
-                                         lastSeen: row[3], count: row[4], types: types.map(RRType.name),
-                                         clientID: row[0], nameID: name.id))
+                    let clientID: Int64 = row[0], firstSeen: Int64 = row[2], lastSeen: Int64 = row[3], count: Int = row[4]
+                    let type = RRType.name(UInt16(clamping: row[5] as Int64))
+                    if var hit = current, hit.clientID == clientID {
+                        hit.lastSeen = max(hit.lastSeen, lastSeen)
+                        hit.count += count
+                        hit.types.append(type)
+                        current = hit
+                        continue
+                    }
+                    if let hit = current { hits.append(hit) }
+                    current = RetroHit(client: row[1], name: name.name, rule: name.rule, firstSeen: firstSeen,
+                                       lastSeen: lastSeen, count: count, types: [type], clientID: clientID, nameID: name.id)
                 }
+                if let hit = current { hits.append(hit) }
             }
             return hits.sorted { ($0.client, $0.name) < ($1.client, $1.name) }
         }
