@@ -87,6 +87,7 @@ struct Check: ParsableCommand {
             // What serve does not read either, so that a list saved under the wrong name is seen.
             for entry in skipped {
                 print("\(LogText.printable((path as NSString).appendingPathComponent(entry.name))): not read: \(entry.reason)")
+                if entry.unreadableName { unusable += 1 }
             }
         }
         print("total: \(LogText.count(total, "entry", plural: "entries")), \(unusable) unusable")

@@ -395,6 +395,24 @@ import SinkholeTestSupport
                                                   "bad3.example A z", "bad4.example A w"])
     }
 
+    /// From a SOC trial: a list whose file name is not UTF-8 (Latin-1) was said at info to be "a
+    /// link to nothing" and its indicators went unenforced. It is named, bytes escaped, as a
+    /// file to rename, which serve says as a warning and check counts as unusable.
+    @Test func aFileNameThatIsNotUTF8IsNamedAsOneToRename() throws {
+        let dir = try directory(["ok.txt": "ok.example\n"])
+        let path = Array(dir.utf8CString.dropLast()) + Array("/bad".utf8CString.dropLast()) + [CChar(bitPattern: 0xFF)]
+            + Array("name.txt".utf8CString)
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o644)
+        #expect(fd >= 0)
+        _ = write(fd, "latin.example\n", 14)
+        close(fd)
+        let (files, skipped) = try BlocklistLoader.listing(of: dir)
+        #expect(files == [dir + "/ok.txt"])
+        #expect(skipped.map(\.name) == ["bad%FFname.txt"])
+        #expect(skipped.first?.unreadableName == true)
+        #expect(skipped.first?.reason.hasPrefix("its name is not valid UTF-8") == true)
+    }
+
     /// A list of names whose new version is addresses alone (a proxy's page, a "what is my IP"
     /// answer saved as the feed) keeps its version in force, as an emptied one does.
     @Test func aListOfNamesReplacedByAddressesAloneKeepsItsNames() throws {

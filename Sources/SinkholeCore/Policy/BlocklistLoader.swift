@@ -58,6 +58,9 @@ public enum BlocklistLoader {
         public var reason: String
         /// A link to nothing (or an entry gone since it was listed).
         public var dangling = false
+        /// A name that is not valid UTF-8 (`name` has its bytes escaped, `%FF`): a file meant as a list,
+        /// most likely, that cannot be read until renamed. Said as a warning; check fails.
+        public var unreadableName = false
     }
 
     public static func isAllowList(_ name: String) -> Bool { name.hasSuffix(".allow") }
@@ -73,6 +76,18 @@ public enum BlocklistLoader {
         return zip(words, words.dropFirst()).contains { ["white", "allow", "pass"].contains($0.0) && $0.1 == "list" }
     }
 
+    /// A file name's bytes as text: printable ASCII as it is, every other byte (and `%`) as `%HH`.
+    static func escapedName(_ raw: UnsafePointer<CChar>) -> String {
+        var out = ""
+        var p = raw
+        while p.pointee != 0 {
+            let b = UInt8(bitPattern: p.pointee)
+            out += (0x20..<0x7F).contains(b) && b != 0x25 ? String(UnicodeScalar(b)) : "%" + (b < 16 ? "0" : "") + String(b, radix: 16, uppercase: true)
+            p += 1
+        }
+        return out
+    }
+
     /// Paths of the list files in `directory`, sorted by name.
     public static func listFiles(in directory: String) throws -> [String] { try listing(of: directory).files }
 
@@ -85,6 +100,7 @@ public enum BlocklistLoader {
         }
         defer { closedir(handle) }
         var names: [String] = []
+        var badNames: [String] = []
         while true {
             // readdir's nil is both the end and an error (EIO, ESTALE on NFS): a listing cut short
             // would read as files removed, and their lists would go.
@@ -95,13 +111,23 @@ public enum BlocklistLoader {
                 }
                 break
             }
-            let name = withUnsafePointer(to: &entry.pointee.d_name) {
-                $0.withMemoryRebound(to: CChar.self, capacity: Int(NAME_MAX) + 1) { String(cString: $0) }
+            // A name that is not UTF-8 (Latin-1 from an old system or a zip) cannot be opened
+            // through a Swift string: its bytes were replaced, and it was said to be "a link to
+            // nothing" at info while its indicators went unenforced.
+            let decoded = withUnsafePointer(to: &entry.pointee.d_name) {
+                $0.withMemoryRebound(to: CChar.self, capacity: Int(NAME_MAX) + 1) { raw -> (String?, String) in
+                    if let name = String(validatingCString: raw) { return (name, "") }
+                    return (nil, escapedName(raw))
+                }
             }
+            guard let name = decoded.0 else { badNames.append(decoded.1); continue }
             if name != "." && name != ".." { names.append(name) }
         }
         var files: [String] = []
-        var skipped: [SkippedEntry] = []
+        var skipped: [SkippedEntry] = badNames.sorted().map {
+            SkippedEntry(name: $0, reason: "its name is not valid UTF-8, so it cannot be read: rename it (e.g. convmv -f latin1 -t utf8 --notest)",
+                         unreadableName: true)
+        }
         for name in names.sorted() {
             if let reason = whyNotAList(name) {
                 skipped.append(SkippedEntry(name: name, reason: reason))

@@ -268,7 +268,11 @@ public final class BlocklistStore: Sendable {
         }
         for entry in report.skipped {
             // At info, a link to nothing too: a ConfigMap key being removed leaves one for a moment.
-            logger.info("not read as a list", metadata: ["file.name": "\(entry.name)", "reason": "\(entry.reason)"])
+            if entry.unreadableName {
+                logger.warning("not read as a list", metadata: ["file.name": "\(entry.name)", "reason": "\(entry.reason)"])
+            } else {
+                logger.info("not read as a list", metadata: ["file.name": "\(entry.name)", "reason": "\(entry.reason)"])
+            }
         }
     }
 }
