@@ -51,6 +51,30 @@ import Testing
         #expect(blocked("c2-200.example", h))
     }
 
+    /// From an operator's trial: a good file renamed in and written over in place within the
+    /// reload's quiet time, cut short: no read saw the renamed file, so the cut came with an inode
+    /// never seen, and loaded. The watcher saw the write after the rename: held.
+    @Test func aWriteCutShortRightAfterARenameKeepsTheVersionInForce() throws {
+        let old = (1...200).map { "c2-\($0).example" }.joined(separator: "\n") + "\nlate.example\n"
+        let h = try TestHarness(lists: ["feed.txt": old], records: Self.records)
+        defer { h.stop() }
+        #expect(blocked("c2-200.example", h))
+        var g = h.server.store.generation
+        let good = old + "new-late.example\n"
+        try good.write(toFile: listDir(h) + "/.feed.txt.new", atomically: false, encoding: .utf8)
+        #expect(rename(listDir(h) + "/.feed.txt.new", listDir(h) + "/feed.txt") == 0)
+        try String(good.prefix(1000).dropLast(2)).write(toFile: listDir(h) + "/feed.txt", atomically: false, encoding: .utf8)
+        // A change after it, whose load shows that a refresh has seen the directory since.
+        try "other.example\n".write(toFile: listDir(h) + "/other.txt", atomically: true, encoding: .utf8)
+        for _ in 0..<3 where !blocked("other.example", h) {
+            _ = h.server.store.waitForGeneration(after: g, timeout: 2.0)
+            g = h.server.store.generation
+        }
+        #expect(blocked("other.example", h))
+        #expect(blocked("c2-200.example", h), "the version in force stays: the cut is held")
+        #expect(blocked("late.example", h))
+    }
+
     @Test func aDirectoryLeftWithNoBlockListKeepsTheListsInForceUntilListsAreBack() throws {
         let h = try TestHarness(lists: ["feed.txt": "evil.example\n", "mine.allow": "ok.evil.example\n"], records: Self.records)
         defer { h.stop() }

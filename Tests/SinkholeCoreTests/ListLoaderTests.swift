@@ -466,6 +466,31 @@ import SinkholeTestSupport
         #expect(decide(s, "host300.feed.example")?.list == "feed.txt")
     }
 
+    /// From an operator's trial: a write cut short that follows a rename loaded. A bad file (an
+    /// HTML error page) renamed over the list was refused; the cut written over it in place then
+    /// had neither the inode of the version in force nor a rename of its own, and 19 of 21 blocks
+    /// went. So did a cut written over a good file renamed in, within the reload's quiet time.
+    @Test func aWriteCutShortAfterARenameIsHeldToo() throws {
+        let full = (0..<300).map { "host\($0).feed.example\n" }.joined()
+        let cut = String(full.prefix(2000).dropLast(3))
+        let dir = try directory(["feed.txt": full])
+        let s = BlocklistStore()
+        try s.refresh(directory: dir)
+        try "<html><body>502 Bad Gateway</body></html>\n".write(toFile: dir + "/feed.txt", atomically: true, encoding: .utf8)
+        #expect(try s.refresh(directory: dir).failed.count == 1, "the error page is refused")
+        try cut.write(toFile: dir + "/feed.txt", atomically: false, encoding: .utf8)   // over the refused file, in place
+        let report = try s.refresh(directory: dir)
+        #expect(report.failed.first?.failure?.hasPrefix("written in place and ends mid-line") == true, "\(report.failed.compactMap(\.failure))")
+        #expect(decide(s, "host299.feed.example")?.list == "feed.txt")
+        // A good file renamed in and written over before any read: the watcher saw the write.
+        try full.write(toFile: dir + "/feed.txt", atomically: true, encoding: .utf8)
+        try cut.write(toFile: dir + "/feed.txt", atomically: false, encoding: .utf8)
+        let unseen = try s.refresh(directory: dir, writtenInPlace: ["feed.txt"])
+        #expect(unseen.failed.first?.failure?.hasPrefix("written in place and ends mid-line") == true)
+        #expect(decide(s, "host299.feed.example")?.list == "feed.txt")
+        #expect(try s.refresh(directory: dir, force: true).failed.count == 1, "and held again when read again (SIGHUP)")
+    }
+
     /// What Windows PowerShell 5 writes (`"name" > list.txt`): UTF-16LE with a byte-order mark
     /// and CRLF. Read as the text it is (it was refused as not text, for its NUL bytes); big-endian
     /// too; an odd number of bytes is refused with a reason.

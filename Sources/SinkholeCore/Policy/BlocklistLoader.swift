@@ -154,7 +154,12 @@ public enum BlocklistLoader {
     /// `previous` is the version of the file in force, if any: the new version shares with it
     /// every run of entries that did not change, so a reload holds little more than the changes
     /// beside the version in force.
-    public static func load(file path: String, previous: LoadedList? = nil) -> FileLoadResult {
+    ///
+    /// `lastFailed` is the signature of the file's last version that could not be used, and
+    /// `writtenInPlace` whether the directory watcher saw it written to after it came by rename
+    /// (for the cut-short rule below).
+    public static func load(file path: String, previous: LoadedList? = nil, lastFailed: FileSignature? = nil,
+                            writtenInPlace: Bool = false) -> FileLoadResult {
         let started = DispatchTime.now()
         let name = (path as NSString).lastPathComponent
         let signature = FileSignature(path: path)
@@ -393,15 +398,22 @@ public enum BlocklistLoader {
             return result
         }
         // A write cut short: a download that failed part way (curl -o, wget), a copy killed. It
-        // leaves the file, written in place (the same inode as the version in force), ending
-        // mid-line with fewer entries than that version, and was loaded for good (100,000 of
-        // 200,000 names in a trial). Held as a bad update. A list that really shrinks ends with
-        // its newline, or comes by rename (a new inode: complete when it arrives).
+        // leaves the file, written in place, ending mid-line with fewer entries than the version
+        // in force, and was loaded for good (100,000 of 200,000 names in a trial). Held as a bad
+        // update. A list that really shrinks ends with its newline, or comes by rename (complete
+        // when it arrives). Written in place: the inode of the version in force, or of the last
+        // version refused (a bad file renamed in, then written over: the cut then loaded), or
+        // written to after its rename as the watcher saw (a rename, then a write within the
+        // reload's quiet time, which no read saw in between).
         let matcher = builder.build()
         // Entries counted as the version in force counts them: names once each (the builder's
         // count has every repeat, so a feed listing names twice passed a cut at 60%).
+        func sameFile(_ a: FileSignature?, _ b: FileSignature?) -> Bool {
+            guard let a, let b, a.size >= 0, b.size >= 0 else { return false }
+            return a.device == b.device && a.inode == b.inode
+        }
         if let lastByte, lastByte != 0x0A, !allow, let previous, matcher.count + addresses.count < previous.entries,
-           let now = signature, let before = previous.signature, now.device == before.device, now.inode == before.inode {
+           writtenInPlace || sameFile(signature, previous.signature) || sameFile(signature, lastFailed) {
             result.failure = "written in place and ends mid-line, with fewer entries than the version in force (\(matcher.count + addresses.count), against \(previous.entries)): taken for a write cut short (end the file with a newline to use it, or rename a complete file into place)"
             return result
         }

@@ -82,7 +82,10 @@ public final class BlocklistStore: Sendable {
     /// sinkhole that silently stops blocking is the failure it exists to prevent. It is said
     /// at error level; a restart with an empty directory runs with none.
     @discardableResult
-    public func refresh(directory: String, force: Bool = false, holding: Set<String> = []) throws -> RefreshReport {
+    /// `writtenInPlace`: names the directory watcher saw written to since they last came by
+    /// rename or were created (for the cut-short rule, `BlocklistLoader.load`).
+    public func refresh(directory: String, force: Bool = false, holding: Set<String> = [],
+                        writtenInPlace: Set<String> = []) throws -> RefreshReport {
         let started = DispatchTime.now()
         let (paths, skipped) = try BlocklistLoader.listing(of: directory)
         defer {
@@ -116,7 +119,8 @@ public final class BlocklistStore: Sendable {
                         continue
                     }
                 }
-                let result = BlocklistLoader.load(file: path, previous: previous)
+                let result = BlocklistLoader.load(file: path, previous: previous, lastFailed: files.failed[path],
+                                                  writtenInPlace: writtenInPlace.contains((path as NSString).lastPathComponent))
                 if let signature, FileSignature(path: path) != signature {
                     // Changed while it was read: a writer began after the watcher last looked.
                     // Held like a file being written; its writer's changes bring another refresh

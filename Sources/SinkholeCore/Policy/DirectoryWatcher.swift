@@ -24,7 +24,7 @@ public final class DirectoryWatcher: @unchecked Sendable {
     private let queue = DispatchQueue(label: "sinkhole.blocklist.watch")
     private let settle: Double
     private let rescanInterval: Double
-    private let onChange: @Sendable (Set<String>) -> Void
+    private let onChange: @Sendable (_ beingWritten: Set<String>, _ writtenInPlace: Set<String>) -> Void
     private let logger: Logger
     private var fd: Int32 = -1
     private var watch: Int32 = -1
@@ -40,12 +40,15 @@ public final class DirectoryWatcher: @unchecked Sendable {
     private let maxDelay = 0.5
     /// Names modified and not yet closed by their writer, with when they were last modified.
     private var writing: [String: DispatchTime] = [:]
+    /// Names whose file was written to since it came by rename or was created, as far as seen
+    /// since the last refresh: a file written in place (`curl -o`), not one renamed in complete.
+    private var writtenInPlace: Set<String> = []
     private let writerQuiet: Double
 
     /// `onChange` is given the names of the files being written (see above), to be left as they
-    /// are in force.
+    /// are in force, and the names written in place since the last call (see `writtenInPlace`).
     public init(directory: String, settle: Double = 0.1, rescanInterval: Double = 30, writerQuiet: Double = 60,
-                logger: Logger, onChange: @escaping @Sendable (Set<String>) -> Void) {
+                logger: Logger, onChange: @escaping @Sendable (_ beingWritten: Set<String>, _ writtenInPlace: Set<String>) -> Void) {
         self.directory = directory
         self.writerQuiet = writerQuiet
         self.settle = settle
@@ -71,7 +74,7 @@ public final class DirectoryWatcher: @unchecked Sendable {
             rescan.schedule(deadline: .now() + rescanInterval, repeating: rescanInterval)
             // Not while the directory is missing: its loss was said once, and the retry reads it
             // when it is back.
-            rescan.setEventHandler { [unowned self] in if retry == nil { onChange(held()) } }
+            rescan.setEventHandler { [unowned self] in if retry == nil { changed() } }
             rescan.resume()
             self.rescan = rescan
         }
@@ -113,7 +116,8 @@ public final class DirectoryWatcher: @unchecked Sendable {
             retry = nil
             logger.notice("watching the blocklist directory again", metadata: ["path": "\(directory)"])
             writing = [:]   // another directory's files
-            onChange([])    // what is there now may differ from the lists in force
+            writtenInPlace = []
+            onChange([], [])    // what is there now may differ from the lists in force
         }
         timer.resume()
         retry = timer
@@ -138,8 +142,14 @@ public final class DirectoryWatcher: @unchecked Sendable {
                     let name = buffer[nameStart..<(nameStart + length)].withUnsafeBufferPointer { bytes in
                         String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)
                     }
+                    // A rename into place or a new file starts afresh; a write after it (in the
+                    // same batch or a later one) makes it a file written in place.
+                    if mask & UInt32(IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_MOVED_FROM) != 0 {
+                        writtenInPlace.remove(name)
+                    }
                     if mask & UInt32(IN_MODIFY) != 0 {
                         writing[name] = .now()
+                        writtenInPlace.insert(name)
                     }
                     // Closed, gone, or replaced by a file renamed into place (complete, whatever
                     // the writer of the file it replaced is still doing).
@@ -162,6 +172,7 @@ public final class DirectoryWatcher: @unchecked Sendable {
             if watch >= 0 { inotify_rm_watch(fd, watch) }
             watch = -1
             writing = [:]   // the old directory's files: their closes are no longer seen
+            writtenInPlace = []
             if !addWatch() {
                 // No refresh now: it could only fail to read the directory (the lists in force
                 // stay either way); the retry reads it when it is back.
@@ -180,12 +191,21 @@ public final class DirectoryWatcher: @unchecked Sendable {
             let timer = DispatchSource.makeTimerSource(queue: queue)
             timer.setEventHandler { [unowned self] in
                 firstPending = nil
-                onChange(held())
+                changed()
             }
             timer.resume()
             debounce = timer
         }
         debounce?.schedule(deadline: deadline, repeating: .never)
+    }
+
+    /// Tells `onChange` what is being written, and hands over the names written in place that
+    /// are not (those are told again once read).
+    private func changed() {
+        let beingWritten = held()
+        let inPlace = writtenInPlace.subtracting(beingWritten)
+        writtenInPlace.subtract(inPlace)
+        onChange(beingWritten, inPlace)
     }
 
     /// The names being written now (on the queue). A name quiet for `writerQuiet` is let go, with

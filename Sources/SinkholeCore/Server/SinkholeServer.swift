@@ -79,8 +79,9 @@ public final class SinkholeServer: Sendable {
             hunter = nil
         }
         let hunter = self.hunter
-        watcher = DirectoryWatcher(directory: directory, logger: logger) { beingWritten in
-            SinkholeServer.refresh(store, directory: directory, force: false, holding: beingWritten, hunter: hunter, logger: logger)
+        watcher = DirectoryWatcher(directory: directory, logger: logger) { beingWritten, writtenInPlace in
+            SinkholeServer.refresh(store, directory: directory, force: false, holding: beingWritten, writtenInPlace: writtenInPlace,
+                                   hunter: hunter, logger: logger)
         }
         syslog?.start()
         let blocking = BlockingStage(store: store, policy: configuration.blockPolicy, log: blockLog)
@@ -144,9 +145,9 @@ public final class SinkholeServer: Sendable {
     /// Re-reads what changed (everything when `force`), swaps, and logs; never throws.
     /// A change queues a retro-hunt of the history for what the changed lists newly block.
     static func refresh(_ store: BlocklistStore, directory: String, force: Bool, holding: Set<String>,
-                        hunter: RetroHunter?, logger: Logger) {
+                        writtenInPlace: Set<String> = [], hunter: RetroHunter?, logger: Logger) {
         do {
-            let report = try store.refresh(directory: directory, force: force, holding: holding)
+            let report = try store.refresh(directory: directory, force: force, holding: holding, writtenInPlace: writtenInPlace)
             BlocklistStore.log(report, logger: logger)
             if report.changed { logTotals(store.snapshot, seconds: report.seconds, logger: logger) }
             if !report.loaded.isEmpty { hunter?.listsChanged(report.loaded, previous: report.previous, store: store) }
