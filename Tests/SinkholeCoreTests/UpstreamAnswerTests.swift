@@ -193,3 +193,21 @@ import Testing
         #expect(aged.records(.answer).map(\.ttl) == [35])
     }
 }
+
+/// The "upstream still down" line's pace and figures.
+@Suite struct OutageTests {
+    /// From an operator's trial: a clock read on one core before another core stored a later
+    /// time wrapped around (`down_seconds=18446744073`) and let lines through twice a second.
+    @Test func aClockReadBeforeTheTimesKeptGivesNoLineAndNoWrap() {
+        let second: UInt64 = 1_000_000_000
+        var o = Forwarder.Outage(since: 100 * second, lastLine: 100 * second)
+        #expect(o.failedAgain(at: 99 * second, interval: 60 * second) == nil, "earlier than the last line: none")
+        #expect(o.failedAgain(at: 130 * second, interval: 60 * second) == nil, "within the minute: none")
+        let line = o.failedAgain(at: 161 * second, interval: 60 * second)
+        #expect(line?.failures == 3 && line?.down == 61 * second)
+        #expect(o.failedAgain(at: 162 * second, interval: 60 * second) == nil, "one a minute")
+        #expect(o.failures == 4 && o.failuresSinceLine == 1)
+        var unset = Forwarder.Outage()
+        #expect(unset.failedAgain(at: 500 * second, interval: 60 * second) == nil, "not yet marked down: no line")
+    }
+}

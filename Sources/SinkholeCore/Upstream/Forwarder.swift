@@ -53,6 +53,20 @@ public final class Forwarder: Sendable {
         var lastLine: UInt64 = 0
         var failures = 0
         var failuresSinceLine = 0
+
+        /// One more failed try while down, at `now`: the failures since the last line and how
+        /// long it has been down when a line is due (`interval` after the last), else nil.
+        /// `now` may be earlier than the times kept (a clock read on another core before a later
+        /// one was stored): no line then. Unsigned, that wrapped: `down_seconds=18446744073`,
+        /// and lines twice a second where one a minute was meant.
+        mutating func failedAgain(at now: UInt64, interval: UInt64) -> (failures: Int, down: UInt64)? {
+            failures += 1
+            failuresSinceLine += 1
+            // since 0: the core that marked it down has not recorded when yet (another lock).
+            guard since != 0, now >= lastLine, now - lastLine >= interval else { return nil }
+            defer { lastLine = now; failuresSinceLine = 0 }
+            return (failuresSinceLine, now >= since ? now - since : 0)
+        }
     }
 
     /// Per upstream, the pace of the lines said when it goes down, comes back, and fails a try
@@ -352,7 +366,7 @@ public final class Forwarder: Sendable {
                 return (all[index].since, all[index].failures)
             }
             var metadata: Logger.Metadata = [
-                "upstream": "\(upstream)", "down_seconds": "\(since == 0 ? 0 : Forwarder.seconds(now &- since))",
+                "upstream": "\(upstream)", "down_seconds": "\(since == 0 || since > now ? 0 : Forwarder.seconds(now - since))",
                 "failures_while_down": "\(failures)",
             ]
             if let unsaid = paced(index, now: now, \.up, \.upsUnsaid) {
@@ -507,15 +521,9 @@ public final class Forwarder: Sendable {
             }
         } else if health.isDown(index) {
             let interval = UInt64(stillDownInterval * 1e9)
-            let summary = outages.withLock { all -> (failures: Int, down: UInt64)? in
-                var o = all[index]
-                defer { all[index] = o }
-                o.failures += 1
-                o.failuresSinceLine += 1
-                // since 0: the core that marked it down has not recorded when yet (another lock).
-                guard o.since != 0, now &- o.lastLine >= interval else { return nil }
-                defer { o.lastLine = now; o.failuresSinceLine = 0 }
-                return (o.failuresSinceLine, now &- o.since)
+            let summary = outages.withLock { all in
+                // The clock read under the lock: no time kept by another core is later.
+                all[index].failedAgain(at: DispatchTime.now().uptimeNanoseconds, interval: interval)
             }
             if let summary {
                 var more = metadata
