@@ -37,6 +37,7 @@ struct Check: ParsableCommand {
                 if !configFailed {
                     print("\(config): OK")
                     for (key, value) in configuration.summary.sorted(by: { $0.key < $1.key }) { print("  \(key): \(value)") }
+                    if let problem = ResolvConf.hostAddressProblem(listen: configuration.listen) { print("note: \(problem)") }
                 }
                 if paths.isEmpty { paths = [configuration.blocklistDirectory] }
             } catch let exit as ExitCode {

@@ -235,6 +235,7 @@ struct Serve: ParsableCommand {
         summary["version"] = .string(SinkholeVersion.string)
         summary["open-files-limit"] = .string("\(OpenFilesLimit.raise().after)")
         logger.info("starting", metadata: summary)
+        if let problem = ResolvConf.hostAddressProblem(listen: configuration.listen) { logger.warning("\(problem)") }
 
         let server: SinkholeServer
         do {

@@ -46,6 +46,20 @@ import Testing
         #expect(wildcard.map(\.description) == ["192.0.2.53:53", "[fe80::1%lo]:53", "[fe80::2]:53"], "a wildcard listener is not every address")
     }
 
+    /// From an operator's trial: the systemd unit's RestrictAddressFamilies denied netlink, so
+    /// getifaddrs failed and a wildcard listener's loop check lost this host's addresses with
+    /// nothing said. Said now (serve warns, check notes); the unit allows AF_NETLINK.
+    @Test func unreadableInterfaceAddressesAreSaidForAWildcardListener() throws {
+        let wildcard = [try SocketAddress.parse("0.0.0.0:53")]
+        let denied: () throws -> Set<[UInt8]> = { throw SystemError("getifaddrs", EAFNOSUPPORT) }
+        let problem = try #require(ResolvConf.hostAddressProblem(listen: wildcard, read: denied))
+        #expect(problem.hasPrefix("cannot read this host's interface addresses (getifaddrs: Address family not supported by protocol)"))
+        #expect(ResolvConf.hostAddressProblem(listen: [try SocketAddress.parse("127.0.0.1:53")], read: denied) == nil, "no wildcard: not needed")
+        #expect(ResolvConf.hostAddressProblem(listen: wildcard) == nil, "readable here")
+        let unit = try String(contentsOfFile: #filePath.replacingOccurrences(of: "Tests/SinkholeCoreTests/ConfigurationTests.swift", with: "deploy/sinkhole.service"), encoding: .utf8)
+        #expect(unit.split(separator: "\n").contains { $0.hasPrefix("RestrictAddressFamilies=") && $0.contains("AF_NETLINK") })
+    }
+
     /// From an upstream-failure trial: a link-local upstream (`fe80::1%eth0`, as NetworkManager
     /// writes router-advertised servers) lost its zone, and every try failed with EINVAL; nor
     /// could it be given as --upstream. The zone is the interface the socket address names.

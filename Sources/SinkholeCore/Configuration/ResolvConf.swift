@@ -44,10 +44,28 @@ public enum ResolvConf {
         return IPAddress.isLoopback(a) || (a.count == listen.address.count && hostAddresses.contains(a))
     }
 
-    /// The addresses of this host's interfaces (getifaddrs), IPv4-mapped ones as IPv4.
-    public static func hostAddresses() -> Set<[UInt8]> {
+    /// The addresses of this host's interfaces (getifaddrs), IPv4-mapped ones as IPv4; none when
+    /// they cannot be read (`hostAddressProblem` says why).
+    public static func hostAddresses() -> Set<[UInt8]> { (try? readHostAddresses()) ?? [] }
+
+    /// Why this host's interface addresses cannot be read for a wildcard listener's loop check,
+    /// or nil (no wildcard listener, or they can be). getifaddrs asks the kernel over a netlink
+    /// socket: a sandbox that denies AF_NETLINK (systemd's RestrictAddressFamilies without it)
+    /// turned the check off with nothing said.
+    public static func hostAddressProblem(listen: [SocketAddress],
+                                          read: () throws -> Set<[UInt8]> = readHostAddresses) -> String? {
+        guard listen.contains(where: \.isUnspecified) else { return nil }
+        do {
+            _ = try read()
+            return nil
+        } catch {
+            return "cannot read this host's interface addresses (\(error)): an upstream at one of them on a wildcard listener's port would not be seen to loop back to sinkhole (allow AF_NETLINK, as the shipped systemd unit does)"
+        }
+    }
+
+    public static func readHostAddresses() throws -> Set<[UInt8]> {
         var list: UnsafeMutablePointer<ifaddrs>?
-        guard getifaddrs(&list) == 0 else { return [] }
+        guard getifaddrs(&list) == 0 else { throw SystemError("getifaddrs") }
         defer { freeifaddrs(list) }
         var out: Set<[UInt8]> = []
         var entry = list
