@@ -223,8 +223,8 @@ import Testing
         let (dir, file) = try write("block-log: /nonexistent/x.log\nquery-history: /nonexistent/h.db\n")
         let r = try runSinkhole(["check", "--config", file])
         #expect(r.status == 1, "\(r.output)")
-        #expect(r.output.contains("sinkhole.yaml: block-log '/nonexistent/x.log': directory /nonexistent does not exist"), "\(r.output)")
-        #expect(r.output.contains("sinkhole.yaml: query-history '/nonexistent/h.db': directory /nonexistent does not exist"), "\(r.output)")
+        #expect(r.output.contains("sinkhole.yaml:3: block-log '/nonexistent/x.log': directory /nonexistent does not exist"), "\(r.output)")
+        #expect(r.output.contains("sinkhole.yaml:4: query-history '/nonexistent/h.db': directory /nonexistent does not exist"), "\(r.output)")
         #expect(!r.output.contains(": OK"), "\(r.output)")
         #expect(r.output.hasSuffix("sinkhole.yaml: NOT OK (see above)\n"), "\(r.output)")
         // The lists are checked in the same run: every problem at once.
@@ -300,10 +300,10 @@ import Testing
     /// history in the block log's file. Each used to pass `check --config` with OK.
     @Test func checkRefusesWhatServeRefuses() throws {
         for (yaml, message, serveStatus) in [
-            ("block-log:\n", "sinkhole.yaml: block-log: give a file path", Int32(64)),
-            ("block-log: \"\"\n", "sinkhole.yaml: block-log: give a file path", 64),
-            ("listen: []\n", "sinkhole.yaml: listen: an empty list", 64),
-            ("block-log-max-size: 99999999999999G\n", "sinkhole.yaml: block-log-max-size '99999999999999G': too large", 64),
+            ("block-log:\n", ": block-log: give a file path", Int32(64)),
+            ("block-log: \"\"\n", ": block-log: give a file path", 64),
+            ("listen: []\n", "sinkhole.yaml:3: listen: an empty list", 64),
+            ("block-log-max-size: 99999999999999G\n", ": block-log-max-size '99999999999999G': too large", 64),
             ("user: nosuchuser\n", "user 'nosuchuser': no such user", 1),
         ] {
             let (_, file) = try write((yaml.hasPrefix("listen") ? "" : "listen: \"127.0.0.1:0\"\n") + yaml)
@@ -318,13 +318,13 @@ import Testing
         let file = dir + "/other.yaml"
         try "upstream: 192.0.2.53\nblocklist-dir:\n".write(toFile: file, atomically: true, encoding: .utf8)
         let noLists = try runSinkhole(["check", "--config", file])
-        #expect(noLists.status == 1 && noLists.output.contains("other.yaml: blocklist-dir: give a directory path"), "\(noLists.output)")
+        #expect(noLists.status == 1 && noLists.output.contains("other.yaml:2: blocklist-dir: give a directory path"), "\(noLists.output)")
         let noListsFlag = try SinkholeProcess.run(["serve", "--upstream", "192.0.2.53", "--listen", "127.0.0.1:0", "--blocklist-dir", ""])
         #expect(noListsFlag.status == 64 && noListsFlag.stderr.contains("--blocklist-dir: give a directory path"), "\(noListsFlag.stderr)")
         try "upstream: 192.0.2.53\nblocklist-dir: \(dir)/lists\nblock-log: \(dir)/b.log\nquery-history: \(dir)/lists/../b.log\n"
             .write(toFile: file, atomically: true, encoding: .utf8)
         let same = try runSinkhole(["check", "--config", file])
-        #expect(same.status == 1 && same.output.contains("other.yaml: query-history '\(dir)/lists/../b.log' is the block log"), "\(same.output)")
+        #expect(same.status == 1 && same.output.contains("other.yaml:4: query-history '\(dir)/lists/../b.log' is the block log"), "\(same.output)")
         let serve = try SinkholeProcess.run(["serve", "--upstream", "192.0.2.53", "--listen", "127.0.0.1:0", "--blocklist-dir", dir + "/lists",
                                              "--block-log", dir + "/h.db-shm", "--query-history", dir + "/h.db"])
         #expect(serve.status == 64 && serve.stderr.contains("--query-history '\(dir)/h.db': its -shm file \(dir)/h.db-shm is the block log"), "\(serve.stderr)")

@@ -85,25 +85,25 @@ import Testing
         var flags = Settings()
         flags.setFlag("no-query-history", "true")
         #expect(try configuration(yaml, flags: flags).queryHistoryPath == nil, "--no-query-history wins over the file")
-        #expect(error("upstream: 192.0.2.53\nhistory-retention: forever\n").hasPrefix("sinkhole.yaml: history-retention 'forever'"))
-        #expect(error("upstream: 192.0.2.53\nhistory-retention: 10m\n") == "sinkhole.yaml: history-retention: at least 1h (the history is kept per hour)")
-        #expect(error("upstream: 192.0.2.53\nquery-history: \"\"\n") == "sinkhole.yaml: query-history: give a file path")
+        #expect(error("upstream: 192.0.2.53\nhistory-retention: forever\n").hasPrefix("sinkhole.yaml:2: history-retention 'forever'"))
+        #expect(error("upstream: 192.0.2.53\nhistory-retention: 10m\n") == "sinkhole.yaml:2: history-retention: at least 1h (the history is kept per hour)")
+        #expect(error("upstream: 192.0.2.53\nquery-history: \"\"\n") == "sinkhole.yaml:2: query-history: give a file path")
     }
 
     @Test func badFilesAreRejectedWithKeyPathAndReason() {
         #expect(error("upstream: 192.0.2.53\nblok-mode: sinkhole\n") == "sinkhole.yaml:2: blok-mode: unknown key; did you mean 'block-mode'?")
-        #expect(error("upstream: 192.0.2.53\nblock-mode: refuse\n") == "sinkhole.yaml: block-mode 'refuse': must be nxdomain or sinkhole")
-        #expect(error("upstream: 192.0.2.53\nblock-mode: [nxdomain]\n") == "sinkhole.yaml: block-mode: takes one value, not a list")
-        #expect(error("upstream: [192.0.2.53, {a: 1}]\n") == "sinkhole.yaml: upstream[1]: expected a single value")
-        #expect(error("upstream: 192.0.2.53\nlisten: localhost:53\n").hasPrefix("sinkhole.yaml: listen 'localhost:53'"))
+        #expect(error("upstream: 192.0.2.53\nblock-mode: refuse\n") == "sinkhole.yaml:2: block-mode 'refuse': must be nxdomain or sinkhole")
+        #expect(error("upstream: 192.0.2.53\nblock-mode: [nxdomain]\n") == "sinkhole.yaml:2: block-mode: takes one value, not a list")
+        #expect(error("upstream: [192.0.2.53, {a: 1}]\n") == "sinkhole.yaml:1: upstream[1]: expected a single value")
+        #expect(error("upstream: 192.0.2.53\nlisten: localhost:53\n").hasPrefix("sinkhole.yaml:2: listen 'localhost:53'"))
         #expect(error("upstream: 192.0.2.53\nmetrics-listen: localhost:9353\n").hasSuffix("(use e.g. 127.0.0.1:9353 or [::1]:9353)"))
         #expect(error("listen:\n  - [::1]:53\n").hasSuffix("(an IPv6 address in brackets must be quoted: \"[::1]:53\")"))
         #expect(error("listen: [::1]:53\n").hasSuffix("(an IPv6 address in brackets must be quoted: \"[::1]:53\")"))
         #expect(!error("listen: [127.0.0.1:53, 10.0.0.1:53\n").contains("IPv6"), "a broken list of IPv4 addresses gets no IPv6 hint")
-        #expect(error("upstream: 192.0.2.53\nsyslog: maybe\n") == "sinkhole.yaml: syslog 'maybe': must be true or false (yes/no and on/off are read as those)")
-        #expect(error("upstream: 192.0.2.53\nupstream-timeout: soon\n").hasPrefix("sinkhole.yaml: upstream-timeout 'soon'"))
+        #expect(error("upstream: 192.0.2.53\nsyslog: maybe\n") == "sinkhole.yaml:2: syslog 'maybe': must be true or false (yes/no and on/off are read as those)")
+        #expect(error("upstream: 192.0.2.53\nupstream-timeout: soon\n").hasPrefix("sinkhole.yaml:2: upstream-timeout 'soon'"))
         #expect(error("upstream: 192.0.2.53\nedns-buffer-size: 100\n").contains("from 512 to 4096"))
-        #expect(error("upstream: 192.0.2.53\nallow: [10.0.0.0/33]\n").hasPrefix("sinkhole.yaml: allow '10.0.0.0/33'"))
+        #expect(error("upstream: 192.0.2.53\nallow: [10.0.0.0/33]\n").hasPrefix("sinkhole.yaml:2: allow '10.0.0.0/33'"))
         #expect(error("- a\n- b\n") == "sinkhole.yaml: expected a mapping of settings at the top level")
         #expect(error("listen: [\n").hasPrefix("sinkhole.yaml: not valid YAML"))
         #expect(error("block-mode: nxdomain\n").hasPrefix("no upstream"))
@@ -127,9 +127,9 @@ import Testing
     /// listened on loopback, `upstream: []` used resolv.conf, `allow: []` allowed the private ranges.
     @Test func emptyListsAreRefusedWhereTheDefaultIsSomething() throws {
         #expect(error("upstream: 192.0.2.53\nlisten: []\n")
-                == "sinkhole.yaml: listen: an empty list; give at least one value, or leave the key out for the default (127.0.0.1:53 and [::1]:53)")
-        #expect(error("upstream: []\n").hasPrefix("sinkhole.yaml: upstream: an empty list; give at least one value"))
-        #expect(error("upstream: 192.0.2.53\nallow: []\n").hasPrefix("sinkhole.yaml: allow: an empty list"))
+                == "sinkhole.yaml:2: listen: an empty list; give at least one value, or leave the key out for the default (127.0.0.1:53 and [::1]:53)")
+        #expect(error("upstream: []\n").hasPrefix("sinkhole.yaml:1: upstream: an empty list; give at least one value"))
+        #expect(error("upstream: 192.0.2.53\nallow: []\n").hasPrefix("sinkhole.yaml:2: allow: an empty list"))
         // Where the default is none, an empty list says just that.
         let c = try configuration("upstream: 192.0.2.53\ndeny: []\ntrust-ecs-from: []\n")
         #expect(c.trustECSFrom.isEmpty && c.access.allows([192, 168, 1, 1]))
@@ -137,11 +137,11 @@ import Testing
 
     /// An empty path or name passed `check --config` and failed serve at start (or wrote nothing).
     @Test func emptyPathsAndNamesAreRefused() {
-        #expect(error("upstream: 192.0.2.53\nblock-log:\n") == "sinkhole.yaml: block-log: give a file path")
-        #expect(error("upstream: 192.0.2.53\nblock-log: \"\"\n") == "sinkhole.yaml: block-log: give a file path")
-        #expect(error("upstream: 192.0.2.53\nblocklist-dir:\n") == "sinkhole.yaml: blocklist-dir: give a directory path")
-        #expect(error("upstream: 192.0.2.53\nuser: ''\n") == "sinkhole.yaml: user: give a user name")
-        #expect(error("upstream: 192.0.2.53\nuser: nobody\ngroup:\n") == "sinkhole.yaml: group: give a group name")
+        #expect(error("upstream: 192.0.2.53\nblock-log:\n") == "sinkhole.yaml:2: block-log: give a file path")
+        #expect(error("upstream: 192.0.2.53\nblock-log: \"\"\n") == "sinkhole.yaml:2: block-log: give a file path")
+        #expect(error("upstream: 192.0.2.53\nblocklist-dir:\n") == "sinkhole.yaml:2: blocklist-dir: give a directory path")
+        #expect(error("upstream: 192.0.2.53\nuser: ''\n") == "sinkhole.yaml:2: user: give a user name")
+        #expect(error("upstream: 192.0.2.53\nuser: nobody\ngroup:\n") == "sinkhole.yaml:3: group: give a group name")
         var flags = Settings()
         flags.setFlag("blocklist-dir", "")
         do {
@@ -158,21 +158,21 @@ import Testing
     @Test func sizesAndDurationsTooLargeAreRefusedNotOverflowed() throws {
         let base = "upstream: 192.0.2.53\n"
         #expect(error(base + "block-log-max-size: 99999999999999G\n")
-                == "sinkhole.yaml: block-log-max-size '99999999999999G': too large (more bytes than a 64-bit count holds; use e.g. 100M, 1G)")
+                == "sinkhole.yaml:2: block-log-max-size '99999999999999G': too large (more bytes than a 64-bit count holds; use e.g. 100M, 1G)")
         #expect(error(base + "block-log-max-size: 99999999999999999999\n").contains("too large"), "more digits than an Int holds")
         #expect(error(base + "block-log-max-size: 8589934592G\n").contains("too large"), "2^33 GiB is 2^63 bytes, one past Int.max")
         #expect(try configuration(base + "block-log-max-size: 8589934591G\n").blockLogRotation.maxSize == 8_589_934_591 << 30)
         #expect(error(base + "block-log-max-size: 12Q\n").contains("not a size"))
         #expect(error(base + "block-log-max-size: -1M\n").contains("not a size"))
         #expect(try SizeText.bytes("64k").get() == 65_536)
-        #expect(error(base + "upstream-timeout: 999999999999999d\n") == "sinkhole.yaml: upstream-timeout '999999999999999d': too large (at most 1d)")
+        #expect(error(base + "upstream-timeout: 999999999999999d\n") == "sinkhole.yaml:2: upstream-timeout '999999999999999d': too large (at most 1d)")
         #expect(error(base + "upstream-deadline: 25h\n").hasSuffix("too large (at most 1d)"))
         #expect(error(base + "tcp-idle-timeout: 2d\n").hasSuffix("too large (at most 1d)"))
         #expect(error(base + "history-retention: 99999999999999999d\n").hasSuffix("too large (at most 3650d, 10 years)"))
         let digits = String(repeating: "9", count: 400)   // more than a Double holds: infinity
         #expect(error(base + "history-retention: \(digits)\n").hasSuffix("too large (at most 3650d, 10 years)"))
-        #expect(error(base + "block-ttl: \(digits)\n") == "sinkhole.yaml: block-ttl: at most 7 days")
-        #expect(error(base + "cache-min-ttl: \(digits)\n").hasPrefix("sinkhole.yaml: cache-min-ttl is above --cache-max-ttl"))
+        #expect(error(base + "block-ttl: \(digits)\n") == "sinkhole.yaml:2: block-ttl: at most 7 days")
+        #expect(error(base + "cache-min-ttl: \(digits)\n").hasPrefix("sinkhole.yaml:2: cache-min-ttl is above --cache-max-ttl"))
         let c = try configuration(base + "upstream-timeout: 1d\nupstream-deadline: 24h\ntcp-idle-timeout: 86400\nhistory-retention: 3650d\ncache-max-ttl: 3650d\n")
         #expect(c.upstreamTimeout == 86_400 && c.upstreamDeadline == 86_400 && c.historyRetention == 3650 * 86_400 && c.cacheMaxTTL == 604_800)
     }
@@ -195,14 +195,14 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let base = "upstream: 192.0.2.53\nblock-log: \(dir)/logs/block.log\n"
         #expect(error(base + "query-history: \(dir)/logs/block.log\n")
-                == "sinkhole.yaml: query-history '\(dir)/logs/block.log' is the block log (sinkhole.yaml: block-log '\(dir)/logs/block.log'), which SQLite would write over; give each a file of its own")
+                == "sinkhole.yaml:3: query-history '\(dir)/logs/block.log' is the block log (sinkhole.yaml:2: block-log '\(dir)/logs/block.log'), which SQLite would write over; give each a file of its own")
         #expect(error(base + "query-history: \(dir)/logs/sub/../block.log\n").contains("is the block log"), "'..' resolved")
         #expect(error(base + "query-history: \(dir)/./logs//block.log\n").contains("is the block log"))
         try FileManager.default.createSymbolicLink(atPath: dir + "/link", withDestinationPath: dir + "/logs")
         #expect(error(base + "query-history: \(dir)/link/block.log\n").contains("is the block log"), "a symbolic link to the directory")
         for suffix in ["-wal", "-shm", "-journal"] {
             #expect(error("upstream: 192.0.2.53\nblock-log: \(dir)/logs/h.db\(suffix)\nquery-history: \(dir)/logs/h.db\n")
-                    .hasPrefix("sinkhole.yaml: query-history '\(dir)/logs/h.db': its \(suffix) file \(dir)/logs/h.db\(suffix) is the block log"), "\(suffix)")
+                    .hasPrefix("sinkhole.yaml:3: query-history '\(dir)/logs/h.db': its \(suffix) file \(dir)/logs/h.db\(suffix) is the block log"), "\(suffix)")
         }
         // Existing files are compared by what they are: a hard link is the same file.
         _ = FileManager.default.createFile(atPath: dir + "/logs/block.log", contents: Data())
@@ -210,7 +210,7 @@ import Testing
         #expect(error(base + "query-history: \(dir)/history.db\n").contains("is the block log"), "a hard link")
         // Size rotation renames the block log to block.log.1, block.log.2.gz, ...
         #expect(error(base + "block-log-max-size: 1M\nquery-history: \(dir)/logs/block.log.2.gz\n")
-                == "sinkhole.yaml: query-history '\(dir)/logs/block.log.2.gz': a name the block log's rotation uses (sinkhole.yaml: block-log-max-size), which would replace the history; give it a file of its own")
+                == "sinkhole.yaml:4: query-history '\(dir)/logs/block.log.2.gz': a name the block log's rotation uses (sinkhole.yaml:3: block-log-max-size), which would replace the history; give it a file of its own")
         #expect(error(base + "block-log-max-size: 1M\nquery-history: \(dir)/logs/block.log.1\n").contains("rotation uses"))
         // Files of their own are fine, next to each other too.
         let ok = try configuration(base + "block-log-max-size: 1M\nquery-history: \(dir)/logs/block.log.db\n")
@@ -226,8 +226,8 @@ import Testing
             } catch { return "\(error)" }
         }
         #expect(loaded("upstream: 192.0.2.53\nblock-log: \(dir)/logs/../sinkhole.yaml\n")
-                == "sinkhole.yaml: block-log '\(dir)/logs/../sinkhole.yaml': is the configuration file \(file), which the block log would be appended to; give the block log a file of its own")
-        #expect(loaded("upstream: 192.0.2.53\nquery-history: \(file)\n").hasPrefix("sinkhole.yaml: query-history '\(file)' is the configuration file \(file)"))
+                == "sinkhole.yaml:2: block-log '\(dir)/logs/../sinkhole.yaml': is the configuration file \(file), which the block log would be appended to; give the block log a file of its own")
+        #expect(loaded("upstream: 192.0.2.53\nquery-history: \(file)\n").hasPrefix("sinkhole.yaml:2: query-history '\(file)' is the configuration file \(file)"))
         var flags = Settings()
         flags.setFlag("block-log", file)
         try "upstream: 192.0.2.53\n".write(toFile: file, atomically: true, encoding: .utf8)
@@ -237,14 +237,22 @@ import Testing
         #expect(loaded("upstream: 192.0.2.53\nblock-log: \(dir)/logs/block.log\nquery-history: \(dir)/h.db\n") == "no error")
     }
 
+    /// From an operator's trial: a key given twice was said with YAML's dump of the file,
+    /// pointing at the first; a bad value had no line. Both now name file:line.
+    @Test func aRepeatedKeyAndABadValueNameTheirLine() throws {
+        #expect(error("upstream: 192.0.2.53\nrate-limit: 10\n# note\nrate-limit: 20\n")
+                == "sinkhole.yaml:4: rate-limit: given twice (first on line 2); give it once (a list for a key that takes several values)")
+        #expect(error("upstream: 192.0.2.53\n\nrate-limit: ten\n") == "sinkhole.yaml:3: rate-limit 'ten': must be a whole number from 0 to 10000000")
+    }
+
     /// `check --config` looks the user and group up as serve does before dropping to them.
     @Test func aUserOrGroupThatDoesNotExistIsAProblem() throws {
         func problems(_ yaml: String) throws -> [String] {
             let settings = try Settings.parse(yaml: "upstream: 192.0.2.53\n" + yaml, file: "sinkhole.yaml")
             return settings.identityProblems(try settings.configuration(defaultBlocklistDirectory: "/lists", resolvConf: "/nonexistent")).map(\.description)
         }
-        #expect(try problems("user: nosuchuser-\(getpid())\n") == ["sinkhole.yaml: user 'nosuchuser-\(getpid())': no such user"])
-        #expect(try problems("user: root\ngroup: nosuchgroup-\(getpid())\n") == ["sinkhole.yaml: group 'nosuchgroup-\(getpid())': no such group"])
+        #expect(try problems("user: nosuchuser-\(getpid())\n") == ["sinkhole.yaml:2: user 'nosuchuser-\(getpid())': no such user"])
+        #expect(try problems("user: root\ngroup: nosuchgroup-\(getpid())\n") == ["sinkhole.yaml:3: group 'nosuchgroup-\(getpid())': no such group"])
         #expect(try problems("user: root\ngroup: root\n") == [])
         #expect(try problems("user: root\n") == [])
         #expect(try problems("") == [])
@@ -263,11 +271,11 @@ import Testing
     @Test func listenAddressesThatCannotAllBeBoundAreRefused() throws {
         // The same address twice: serve used to fail with a misleading "Address already in use".
         #expect(error("upstream: 192.0.2.53\nlisten: [\"127.0.0.1:5355\", \"127.0.0.1:5355\"]\n")
-                == "sinkhole.yaml: listen '127.0.0.1:5355': given twice (each address is listened on once, over UDP and TCP)")
-        #expect(error("upstream: 192.0.2.53\nlisten: [\"[::1]:5355\", \"[0:0::1]:5355\"]\n").hasPrefix("sinkhole.yaml: listen '[::1]:5355': given twice"))
+                == "sinkhole.yaml:2: listen '127.0.0.1:5355': given twice (each address is listened on once, over UDP and TCP)")
+        #expect(error("upstream: 192.0.2.53\nlisten: [\"[::1]:5355\", \"[0:0::1]:5355\"]\n").hasPrefix("sinkhole.yaml:2: listen '[::1]:5355': given twice"))
         // A wildcard takes every address of its family on its port.
         #expect(error("upstream: 192.0.2.53\nlisten: [\"0.0.0.0:5355\", \"127.0.0.1:5355\"]\n")
-                .hasPrefix("sinkhole.yaml: listen '127.0.0.1:5355' and '0.0.0.0:5355': 0.0.0.0:5355 already answers on every IPv4 address"))
+                .hasPrefix("sinkhole.yaml:2: listen '127.0.0.1:5355' and '0.0.0.0:5355': 0.0.0.0:5355 already answers on every IPv4 address"))
         #expect(error("upstream: 192.0.2.53\nlisten: [\"[::1]:5355\", \"[::]:5355\"]\n").contains("every IPv6 address"))
         // What can be bound together stays accepted: other families, other ports, port 0.
         for ok in [#"["0.0.0.0:5355", "[::]:5355"]"#, #"["127.0.0.1:5355", "127.0.0.1:5356"]"#,
@@ -279,7 +287,7 @@ import Testing
     @Test func metricsOnADNSListenAddressIsRefused() throws {
         let base = "upstream: 192.0.2.53\nlisten: [\"127.0.0.1:5355\", \"[::1]:5355\"]\n"
         #expect(error(base + "metrics-listen: \"127.0.0.1:5355\"\n")
-                == "sinkhole.yaml: metrics-listen '127.0.0.1:5355': taken by the DNS listener on 127.0.0.1:5355 (DNS listens on TCP too); give the metrics endpoint a port of its own")
+                == "sinkhole.yaml:3: metrics-listen '127.0.0.1:5355': taken by the DNS listener on 127.0.0.1:5355 (DNS listens on TCP too); give the metrics endpoint a port of its own")
         #expect(error(base + "metrics-listen: \"0.0.0.0:5355\"\n").contains("taken by the DNS listener on 127.0.0.1:5355"))
         #expect(try configuration(base + "metrics-listen: \"127.0.0.1:9353\"\n").metricsListen?.port == 9353)
         #expect(try configuration("upstream: 192.0.2.53\nlisten: \"127.0.0.1:5355\"\nmetrics-listen: \"[::]:5355\"\n").metricsListen != nil,
@@ -289,13 +297,13 @@ import Testing
     @Test func upstreamsThatReachSinkholeItselfAreRefused() throws {
         // 0.0.0.0 and :: name no resolver: Linux delivers them to this host, here sinkhole itself.
         #expect(error("listen: \"127.0.0.1:5361\"\nupstream: \"0.0.0.0:5361\"\n")
-                == "sinkhole.yaml: upstream 0.0.0.0:5361: not a usable upstream address (0.0.0.0 and :: are no resolver's address: Linux sends to this host itself)")
+                == "sinkhole.yaml:2: upstream 0.0.0.0:5361: not a usable upstream address (0.0.0.0 and :: are no resolver's address: Linux sends to this host itself)")
         #expect(error("upstream: \"[::]:5361\"\n").contains("[::]:5361: not a usable upstream address"))
         #expect(error("upstream: \"::\"\n").contains("[::]:53: not a usable upstream address"))
         #expect(error("upstream: \"::ffff:0.0.0.0\"\n").contains("not a usable upstream address"))
         // An IPv4-mapped address is the IPv4 address.
         #expect(error("listen: \"127.0.0.1:5361\"\nupstream: \"[::ffff:127.0.0.1]:5361\"\n")
-                == "sinkhole.yaml: upstream [::ffff:127.0.0.1]:5361 names sinkhole's own listen address 127.0.0.1:5361: queries would loop")
+                == "sinkhole.yaml:2: upstream [::ffff:127.0.0.1]:5361 names sinkhole's own listen address 127.0.0.1:5361: queries would loop")
         #expect(error("listen: \"0.0.0.0:53\"\nupstream: \"::ffff:127.0.0.2\"\n").contains("queries would loop"))
         #expect(error("listen: \"127.0.0.1:5361\"\nupstream: \"127.0.0.1:5361\"\n").contains("own listen address 127.0.0.1:5361"))
         #expect(try configuration("listen: \"127.0.0.1:5361\"\nupstream: \"[::ffff:192.0.2.53]:5361\"\n").upstreams.count == 1)
@@ -305,10 +313,10 @@ import Testing
         let base = "upstream: 192.0.2.53\n"
         // These are kept in whole seconds (TTLs); 1.5s used to become 1 s without a word.
         #expect(error(base + "block-ttl: 1.5s\n")
-                == "sinkhole.yaml: block-ttl '1.5s': must be whole seconds, as TTLs are (e.g. 60, 60s, 5m, 1h)")
+                == "sinkhole.yaml:2: block-ttl '1.5s': must be whole seconds, as TTLs are (e.g. 60, 60s, 5m, 1h)")
         #expect(error(base + "block-ttl: 500ms\n").contains("must be whole seconds"))
-        #expect(error(base + "cache-min-ttl: 0.5\n").hasPrefix("sinkhole.yaml: cache-min-ttl '0.5': must be whole seconds"))
-        #expect(error(base + "cache-max-ttl: 1500ms\n").hasPrefix("sinkhole.yaml: cache-max-ttl '1500ms': must be whole seconds"))
+        #expect(error(base + "cache-min-ttl: 0.5\n").hasPrefix("sinkhole.yaml:2: cache-min-ttl '0.5': must be whole seconds"))
+        #expect(error(base + "cache-max-ttl: 1500ms\n").hasPrefix("sinkhole.yaml:2: cache-max-ttl '1500ms': must be whole seconds"))
         // A whole number of seconds however written is fine.
         #expect(try configuration(base + "block-ttl: 1.5m\n").blockPolicy.ttl == 90)
         #expect(try configuration(base + "block-ttl: 2000ms\n").blockPolicy.ttl == 2)
@@ -321,26 +329,26 @@ import Testing
     /// A minimum above the most the cache keeps is refused before it is converted to a TTL
     /// (above 2^32 s the conversion trapped: sinkhole crashed on `--cache-min-ttl 1e10`).
     @Test func cacheMinTTLAboveTheMaximumIsRefusedNotConverted() {
-        #expect(error("upstream: 192.0.2.53\ncache-min-ttl: 10000000000\n") == "sinkhole.yaml: cache-min-ttl is above --cache-max-ttl (86400s; at most 7 days)")
-        #expect(error("upstream: 192.0.2.53\ncache-min-ttl: 1e10\n") == "sinkhole.yaml: cache-min-ttl '1e10': not a duration (use e.g. 60, 60s, 5m, 1h)")
+        #expect(error("upstream: 192.0.2.53\ncache-min-ttl: 10000000000\n") == "sinkhole.yaml:2: cache-min-ttl is above --cache-max-ttl (86400s; at most 7 days)")
+        #expect(error("upstream: 192.0.2.53\ncache-min-ttl: 1e10\n") == "sinkhole.yaml:2: cache-min-ttl '1e10': not a duration (use e.g. 60, 60s, 5m, 1h)")
         #expect(error("upstream: 192.0.2.53\ncache-min-ttl: 8d\ncache-max-ttl: 30d\n").hasSuffix("(604800s; at most 7 days)"))
     }
 
     @Test func negativeValuesSayWhatTheValueMustBe() {
-        #expect(error("upstream: 192.0.2.53\nblock-ttl: -5\n") == "sinkhole.yaml: block-ttl '-5': must be 0 or more (e.g. 60, 60s, 5m, 1h)")
-        #expect(error("upstream: 192.0.2.53\nupstream-timeout: -1s\n") == "sinkhole.yaml: upstream-timeout '-1s': must be more than 0 (e.g. 2s, 500ms, 1m)")
+        #expect(error("upstream: 192.0.2.53\nblock-ttl: -5\n") == "sinkhole.yaml:2: block-ttl '-5': must be 0 or more (e.g. 60, 60s, 5m, 1h)")
+        #expect(error("upstream: 192.0.2.53\nupstream-timeout: -1s\n") == "sinkhole.yaml:2: upstream-timeout '-1s': must be more than 0 (e.g. 2s, 500ms, 1m)")
         #expect(error("upstream: 192.0.2.53\ntcp-max-connections: -5\n").contains("must be a whole number from 1 to"))
-        #expect(error("upstream: 192.0.2.53\nblock-ttl: --listen\n").hasPrefix("sinkhole.yaml: block-ttl '--listen': not a duration"),
+        #expect(error("upstream: 192.0.2.53\nblock-ttl: --listen\n").hasPrefix("sinkhole.yaml:2: block-ttl '--listen': not a duration"),
                 "a flag taken as the value is not called negative")
     }
 
     /// The block log or the history in the list directory would be read as a list change at
     /// every write (and parsed as a list): refused, however the path is spelled.
     @Test func filesSinkholeWritesAreRefusedInTheListDirectory() throws {
-        let inside = "sinkhole.yaml: block-log '/srv/lists/block.log': in the blocklist directory, where every write would be read as a list change; put it elsewhere (e.g. /var/log/sinkhole, /var/lib/sinkhole)"
+        let inside = "sinkhole.yaml:3: block-log '/srv/lists/block.log': in the blocklist directory, where every write would be read as a list change; put it elsewhere (e.g. /var/log/sinkhole, /var/lib/sinkhole)"
         #expect(error("upstream: 192.0.2.53\nblocklist-dir: /srv/lists\nblock-log: /srv/lists/block.log\n") == inside)
-        #expect(error("upstream: 192.0.2.53\nblocklist-dir: /srv/lists/\nblock-log: /srv/x/../lists/block.log\n").hasPrefix("sinkhole.yaml: block-log '/srv/x/../lists/block.log': in the blocklist directory"))
-        #expect(error("upstream: 192.0.2.53\nblocklist-dir: /srv/lists\nquery-history: /srv/lists/h.db\n").hasPrefix("sinkhole.yaml: query-history '/srv/lists/h.db': in the blocklist directory"))
+        #expect(error("upstream: 192.0.2.53\nblocklist-dir: /srv/lists/\nblock-log: /srv/x/../lists/block.log\n").hasPrefix("sinkhole.yaml:3: block-log '/srv/x/../lists/block.log': in the blocklist directory"))
+        #expect(error("upstream: 192.0.2.53\nblocklist-dir: /srv/lists\nquery-history: /srv/lists/h.db\n").hasPrefix("sinkhole.yaml:3: query-history '/srv/lists/h.db': in the blocklist directory"))
         #expect(try configuration("upstream: 192.0.2.53\nblocklist-dir: /srv/lists\nblock-log: /srv/lists/sub/block.log\nquery-history: /srv/h.db\n").blockLogPath == "/srv/lists/sub/block.log", "a subdirectory is not read")
     }
 
@@ -350,23 +358,23 @@ import Testing
         let d = try configuration("upstream: 192.0.2.53\n")
         #expect(d.rateLimitIPv4Prefix == 24 && d.rateLimitIPv6Prefix == 56)
         #expect(error("upstream: 192.0.2.53\nrate-limit-ipv4-prefix: 33\n")
-                == "sinkhole.yaml: rate-limit-ipv4-prefix '33': must be a whole number from 8 to 32")
+                == "sinkhole.yaml:2: rate-limit-ipv4-prefix '33': must be a whole number from 8 to 32")
         #expect(error("upstream: 192.0.2.53\nrate-limit-ipv6-prefix: 8\n")
-                == "sinkhole.yaml: rate-limit-ipv6-prefix '8': must be a whole number from 16 to 128")
+                == "sinkhole.yaml:2: rate-limit-ipv6-prefix '8': must be a whole number from 16 to 128")
     }
 
     @Test func rateLimitBurstOfZeroIsRefused() throws {
         #expect(error("upstream: 192.0.2.53\nrate-limit: 10\nrate-limit-burst: 0\n")
-                == "sinkhole.yaml: rate-limit-burst '0': must be a whole number from 1 to 20000000")
+                == "sinkhole.yaml:3: rate-limit-burst '0': must be a whole number from 1 to 20000000")
         #expect(try configuration("upstream: 192.0.2.53\nrate-limit: 10\n").rateLimitBurst == 20, "the default is twice the rate")
         #expect(try configuration("upstream: 192.0.2.53\nrate-limit: 10\nrate-limit-burst: 1\n").rateLimitBurst == 1)
     }
 
     @Test func ipv6ListenWithoutBracketsSaysSo() {
         #expect(error("upstream: 192.0.2.53\nlisten: \"::1:5356\"\n")
-                == "sinkhole.yaml: listen '::1:5356': an IPv6 address with a port needs brackets: [::1]:5356")
+                == "sinkhole.yaml:2: listen '::1:5356': an IPv6 address with a port needs brackets: [::1]:5356")
         #expect(error("upstream: 192.0.2.53\nmetrics-listen: \"fd00::53\"\n").hasSuffix("needs brackets: [fd00::53]:PORT"))
-        #expect(error("upstream: 192.0.2.53\nlisten: \"127.0.0.1\"\n") == "sinkhole.yaml: listen '127.0.0.1': missing ':PORT'")
+        #expect(error("upstream: 192.0.2.53\nlisten: \"127.0.0.1\"\n") == "sinkhole.yaml:2: listen '127.0.0.1': missing ':PORT'")
     }
 
     @Test func anUnreadableFileSaysWhy() throws {
@@ -400,9 +408,9 @@ import Testing
             return settings.fileProblems(c).map(\.description)
         }
         #expect(try problems("block-log: /nonexistent/x.log\n")
-                == ["sinkhole.yaml: block-log '/nonexistent/x.log': directory /nonexistent does not exist"])
+                == ["sinkhole.yaml:2: block-log '/nonexistent/x.log': directory /nonexistent does not exist"])
         #expect(try problems("query-history: \(dir)/missing/history.db\n")
-                == ["sinkhole.yaml: query-history '\(dir)/missing/history.db': directory \(dir)/missing does not exist"])
+                == ["sinkhole.yaml:2: query-history '\(dir)/missing/history.db': directory \(dir)/missing does not exist"])
         // Files that serve creates are fine, and checking them creates nothing.
         #expect(try problems("block-log: \(dir)/block.log\nquery-history: \(dir)/history.db\n") == [])
         #expect(!FileManager.default.fileExists(atPath: dir + "/block.log"))
@@ -410,10 +418,10 @@ import Testing
         _ = FileManager.default.createFile(atPath: dir + "/block.log", contents: Data())
         #expect(try problems("block-log: \(dir)/block.log\n") == [])
         // What serve's open refuses: a directory, a symbolic link (O_NOFOLLOW), a file for a directory.
-        #expect(try problems("block-log: \(dir)\n") == ["sinkhole.yaml: block-log '\(dir)': is a directory"])
+        #expect(try problems("block-log: \(dir)\n") == ["sinkhole.yaml:2: block-log '\(dir)': is a directory"])
         try FileManager.default.createSymbolicLink(atPath: dir + "/link.log", withDestinationPath: dir + "/block.log")
         #expect(try problems("block-log: \(dir)/link.log\n").first?.contains("is a symbolic link") == true)
-        #expect(try problems("block-log: \(dir)/block.log/x.log\n") == ["sinkhole.yaml: block-log '\(dir)/block.log/x.log': \(dir)/block.log is not a directory"])
+        #expect(try problems("block-log: \(dir)/block.log/x.log\n") == ["sinkhole.yaml:2: block-log '\(dir)/block.log/x.log': \(dir)/block.log is not a directory"])
         if geteuid() != 0 {   // root writes anywhere
             chmod(dir, 0o500)
             defer { chmod(dir, 0o700) }

@@ -78,6 +78,20 @@ public struct Settings: Sendable {
         return settings
     }
 
+    /// The first top-level key given twice in `text`, with the lines (1-based) of its first and
+    /// second occurrence.
+    static func repeatedKey(_ text: String) -> (key: String, first: Int, again: Int)? {
+        var seen: [String: Int] = [:]
+        for (index, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            guard let first = line.first, first.isLetter || first.isNumber, let colon = line.firstIndex(of: ":") else { continue }
+            let key = line[..<colon].trimmingCharacters(in: .whitespaces)
+            guard key.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) else { continue }
+            if let earlier = seen[key] { return (key, earlier, index + 1) }
+            seen[key] = index + 1
+        }
+        return nil
+    }
+
     /// Whether a value in `text` is a bracketed IPv6 address without quotes (`- [::1]:53`).
     static func hasUnquotedIPv6(_ text: String) -> Bool {
         text.split(separator: "\n").contains { line in
@@ -92,6 +106,11 @@ public struct Settings: Sendable {
     public static func parse(yaml text: String, file: String) throws -> Settings {
         let node: Node?
         do { node = try Yams.compose(yaml: text) } catch {
+            // A key given twice: said as the others are, with its line and the first one's
+            // (Yams's message was a dump of the file, pointing at the first).
+            if let (key, first, again) = Settings.repeatedKey(text) {
+                throw ConfigurationError("\(file):\(again): \(key): given twice (first on line \(first)); give it once (a list for a key that takes several values)")
+            }
             // YAML reads an unquoted [::1]:53 as the start of a list: the usual first mistake.
             let hint = Settings.hasUnquotedIPv6(text) ? "\n(an IPv6 address in brackets must be quoted: \"[::1]:53\")" : ""
             throw ConfigurationError("\(file): not valid YAML: \(error)\(hint)")
@@ -101,7 +120,7 @@ public struct Settings: Sendable {
         guard let mapping = node.mapping else { throw ConfigurationError("\(file): expected a mapping of settings at the top level") }
         for (keyNode, valueNode) in mapping {
             guard let key = keyNode.scalar?.string else { throw ConfigurationError("\(file): keys must be plain names") }
-            let path = "\(file): \(key)"
+            let path = keyNode.mark.map { "\(file):\($0.line): \(key)" } ?? "\(file): \(key)"
             guard let repeatable = keys[key] else { throw unknownKey(key, file: file, line: keyNode.mark?.line) }
             if let scalar = valueNode.scalar {
                 settings.set(key, [scalar.string], origin: path)
