@@ -112,17 +112,17 @@ struct ServeOptions: ParsableArguments {
     @Option(name: .customLong("cache-max-ttl"), parsing: .unconditional, help: ArgumentHelp("Cache answers at most this long. Default 1d (86400 s).", valueName: "DURATION"))
     var cacheMaxTTL: String?
 
-    @Flag(name: .customLong("serve-stale"), help: "When every upstream fails, or a refresh takes over 1.8 s, answer from expired cache entries (TTL 30, RFC 8767).")
-    var serveStale = false
+    @Flag(name: .customLong("serve-stale"), inversion: .prefixedNo, help: "When every upstream fails, or a refresh takes over 1.8 s, answer from expired cache entries (TTL 30, RFC 8767). --no-serve-stale overrides a configuration file's serve-stale: true.")
+    var serveStale: Bool?
 
     @Option(name: .customLong("trust-ecs-from"), help: ArgumentHelp("Downstream forwarders (CIDR; repeatable) whose EDNS Client Subnet names the real client in the block log.", valueName: "CIDR"))
     var trustECSFrom: [String] = []
 
-    @Flag(name: .customLong("forward-ecs"), help: "Pass the client's EDNS Client Subnet option to the upstreams (off by default).")
-    var forwardECS = false
+    @Flag(name: .customLong("forward-ecs"), inversion: .prefixedNo, help: "Pass the client's EDNS Client Subnet option to the upstreams (off by default; --no-forward-ecs overrides the configuration file).")
+    var forwardECS: Bool?
 
-    @Flag(name: .customLong("syslog"), help: "Also send each block event as an RFC 5424 message to the local syslog socket (/dev/log).")
-    var syslog = false
+    @Flag(name: .customLong("syslog"), inversion: .prefixedNo, help: "Also send each block event as an RFC 5424 message to the local syslog socket (/dev/log). --no-syslog overrides the configuration file.")
+    var syslog: Bool?
 
     @Option(name: .customLong("syslog-server"), help: ArgumentHelp("Send block events to this syslog collector instead: an IP address, not a host name (port default 514).", valueName: "IP[:PORT]"))
     var syslogServer: String?
@@ -182,9 +182,10 @@ struct ServeOptions: ParsableArguments {
         flags.setFlag("upstream-strategy", upstreamStrategy)
         flags.setFlag("upstream-deadline", upstreamDeadline)
         flags.setFlag("metrics-listen", metricsListen)
-        if syslog { flags.setFlag("syslog", "true") }
-        if serveStale { flags.setFlag("serve-stale", "true") }
-        if forwardECS { flags.setFlag("forward-ecs", "true") }
+        // Either way when given: --no-serve-stale turns off a file's serve-stale: true.
+        flags.setFlag("syslog", syslog.map { "\($0)" })
+        flags.setFlag("serve-stale", serveStale.map { "\($0)" })
+        flags.setFlag("forward-ecs", forwardECS.map { "\($0)" })
         flags.setFlag("trust-ecs-from", trustECSFrom)
         flags.setFlag("cache-size", cacheSize)
         flags.setFlag("cache-min-ttl", cacheMinTTL)

@@ -296,6 +296,20 @@ import Testing
         #expect(metrics.stderr.contains("bind 127.0.0.1:\(tcp.address.port) (metrics, HTTP over TCP): Address already in use"), "\(metrics.stderr)")
     }
 
+    /// From an operator's trial: serve-stale, syslog and forward-ecs set to true in the file could
+    /// not be turned off for one run (--serve-stale=false was refused). --no-... flags do.
+    @Test func onOffKeysOfTheFileCanBeTurnedOffByFlags() throws {
+        let (_, file) = try write("listen: \"127.0.0.1:0\"\nserve-stale: true\nforward-ecs: true\n")
+        let on = SinkholeProcess(arguments: ["serve", "--config", file, "--no-query-history"])
+        #expect(try on.start())
+        #expect(on.waitForLog("serve-stale true") && on.waitForLog("forward-ecs=true"), "\(on.stderr)")
+        #expect(on.stop() == 0)
+        let off = SinkholeProcess(arguments: ["serve", "--config", file, "--no-query-history", "--no-serve-stale", "--no-forward-ecs", "--no-syslog"])
+        #expect(try off.start())
+        #expect(off.waitForLog("serve-stale false") && off.waitForLog("forward-ecs=false"), "\(off.stderr)")
+        #expect(off.stop() == 0)
+    }
+
     /// What serve refuses, check refuses too: empty paths, a user that does not exist, the
     /// history in the block log's file. Each used to pass `check --config` with OK.
     @Test func checkRefusesWhatServeRefuses() throws {
