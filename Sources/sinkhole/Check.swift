@@ -36,7 +36,9 @@ struct Check: ParsableCommand {
                 configFailed = !problems.isEmpty
                 if !configFailed {
                     print("\(config): OK")
-                    for (key, value) in configuration.summary.sorted(by: { $0.key < $1.key }) { print("  \(key): \(value)") }
+                    var shown = configuration.summary
+                    shown["log-level"] = settings.logLevel
+                    for (key, value) in shown.sorted(by: { $0.key < $1.key }) { print("  \(key): \(value)") }
                     if let problem = ResolvConf.hostAddressProblem(listen: configuration.listen) { print("note: \(problem)") }
                 }
                 if paths.isEmpty { paths = [configuration.blocklistDirectory] }
