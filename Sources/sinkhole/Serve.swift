@@ -227,7 +227,7 @@ struct Serve: ParsableCommand {
         let (configuration, settings) = try options.configuration()
         let level = Logger.Level(rawValue: settings.logLevel) ?? .info
         LoggingSystem.bootstrap { label in
-            var handler = PrintableLogHandler(StreamLogHandler.standardError(label: label))
+            var handler = OperationalLogHandler(label: label)
             handler.logLevel = level
             return handler
         }

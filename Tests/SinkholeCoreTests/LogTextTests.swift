@@ -1,3 +1,5 @@
+import Foundation
+import Glibc
 import Logging
 import Synchronization
 import Testing
@@ -23,6 +25,24 @@ import SinkholeTestSupport
         // "é" is two bytes: the cut falls after a whole character, never inside one.
         let cut = LogText.quoted(String(repeating: "é", count: 10), limit: 5)
         #expect(cut == "éé... (16 more bytes)")
+    }
+
+    /// From a SOC trial: the operational log was in local time to the second, with a `+0000`
+    /// offset that followed TZ. It is timed as the block log is: UTC, RFC 3339, milliseconds.
+    @Test func operationalLinesAreTimedInUTCWithMilliseconds() throws {
+        var fds: [Int32] = [0, 0]
+        #expect(pipe(&fds) == 0)
+        defer { close(fds[0]) }
+        var handler = OperationalLogHandler(label: "sinkhole", fd: fds[1], metadataProvider: nil)
+        handler.metadata["base"] = "1"
+        let logger = Logger(label: "sinkhole") { _ in handler }
+        logger.warning("list \u{1B}[31m loaded", metadata: ["file.path": "/a b", "n": "2"], source: "SinkholeCore")
+        close(fds[1])
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let n = read(fds[0], &buffer, buffer.count)
+        let line = String(decoding: buffer[0..<max(0, n)], as: UTF8.self)
+        let pattern = #"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z warning sinkhole: base=1 file\.path="/a b" n=2 \[SinkholeCore\] list \\x1b\[31m loaded\n$"#
+        #expect(line.range(of: pattern, options: .regularExpression) != nil, "\(line)")
     }
 
     /// Values with a space, `=` or a quote are quoted, so each stderr line parses as logfmt.

@@ -1,3 +1,4 @@
+import Glibc
 import Logging
 
 /// Text from outside (list files, their names, query names, peers' messages) as it goes into the
@@ -129,5 +130,56 @@ public struct PrintableLogHandler: LogHandler {
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { inner[metadataKey: key] }
         set { inner[metadataKey: key] = newValue }
+    }
+}
+
+/// The operational log's handler (stderr): one line per event, written whole with one write(2),
+///
+///     2026-12-07T23:37:09.123Z info sinkhole: key=value ... [module] message
+///
+/// in swift-log's stream layout, but timed as the block log is: UTC, RFC 3339, milliseconds.
+/// swift-log's own handler wrote local time to the second with a `+0000`-style offset that
+/// followed TZ, so the two logs could not be lined up closer than a second, nor parsed as one.
+/// Messages and metadata go through `PrintableLogHandler`'s rules.
+public struct OperationalLogHandler: LogHandler {
+    public var metadata: Logger.Metadata = [:]
+    public var metadataProvider: Logger.MetadataProvider?
+    public var logLevel: Logger.Level = .info
+    private let label: String
+    private let fd: Int32
+
+    public init(label: String, fd: Int32 = STDERR_FILENO, metadataProvider: Logger.MetadataProvider? = LoggingSystem.metadataProvider) {
+        self.label = label
+        self.fd = fd
+        self.metadataProvider = metadataProvider
+    }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    public func log(event: LogEvent) {
+        var all = metadata
+        if let provided = metadataProvider?.get() { all.merge(provided) { $1 } }
+        if let explicit = event.metadata { all.merge(explicit) { $1 } }
+        if let error = event.error {
+            all["error.message"] = "\(error)"
+            all["error.type"] = "\(String(reflecting: type(of: error)))"
+        }
+        var time = timespec()
+        clock_gettime(CLOCK_REALTIME, &time)
+        var line = BlockEvent.rfc3339(time) + " \(event.level) \(label):"
+        for (key, value) in all.sorted(by: { $0.key < $1.key }) { line += " \(key)=\(LogText.logfmt(value))" }
+        line += " [\(event.source)] \(LogText.printable(event.message.description))\n"
+        var bytes = Array(line.utf8)
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes.withUnsafeMutableBytes { Glibc.write(fd, $0.baseAddress! + offset, $0.count - offset) }
+            if n < 0, errno == EINTR { continue }
+            guard n > 0 else { return }   // stderr gone: nothing more to do
+            offset += n
+        }
+        bytes.removeAll()
     }
 }
