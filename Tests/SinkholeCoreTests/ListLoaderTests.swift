@@ -413,6 +413,23 @@ import SinkholeTestSupport
         #expect(skipped.first?.reason.hasPrefix("its name is not valid UTF-8") == true)
     }
 
+    /// Adblock's `$important`: a block rule that wins over exceptions that are not `$important`,
+    /// in its own file and in other feeds, as AdGuard Home applies it; an important exception
+    /// beats it, and so does an allowlist file (the operator's word). Before, any `@@` lifted it.
+    @Test func anImportantBlockBeatsTheFeedsExceptions() throws {
+        let feed = "||tracker.example^$important\n@@||cdn.tracker.example^\n||ads.example^\n@@||ok.ads.example^\n"
+            + "||both.example^$important\n@@||x.both.example^$important\n"
+        let s = try store(["feed.txt": feed, "other.txt": "@@||api.tracker.example^\n"])
+        #expect(decide(s, "cdn.tracker.example")?.action == .block, "an exception in its own file yields")
+        #expect(decide(s, "cdn.tracker.example")?.line == 1)
+        #expect(decide(s, "api.tracker.example")?.action == .block, "so does another feed's")
+        #expect(decide(s, "ok.ads.example")?.action == .allow, "a plain block still yields to an exception")
+        #expect(decide(s, "x.both.example")?.action == .allow, "an important exception beats an important block")
+        let mine = try store(["feed.txt": feed, "mine.allow": "cdn.tracker.example\n"])
+        #expect(decide(mine, "cdn.tracker.example")?.action == .allow, "an allowlist file wins")
+        #expect(decide(mine, "www.tracker.example")?.action == .block)
+    }
+
     /// A list of names whose new version is addresses alone (a proxy's page, a "what is my IP"
     /// answer saved as the feed) keeps its version in force, as an emptied one does.
     @Test func aListOfNamesReplacedByAddressesAloneKeepsItsNames() throws {

@@ -108,7 +108,7 @@ import Testing
             site.example$$script[data-src="ads"]
             """)
         #expect(p.entries.map(\.0) == ["hosts.example", "imp.example", "zip"])
-        #expect(p.entries.map(\.1) == [.block, .block, .block])
+        #expect(p.entries.map(\.1) == [.block, DomainMatcher.Kind(.subtree, .block, important: true), .block])
         #expect(p.errors.map(\.line) == [7, 8, 9, 11])
         #expect(p.errors[0].reason.contains("$elemhide") && p.errors[2].reason.contains("$badfilter"))
         #expect(p.errors[3].reason.contains(".allow file"))

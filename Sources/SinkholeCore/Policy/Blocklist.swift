@@ -77,7 +77,14 @@ public final class Blocklist: Sendable {
         self.loaded = lists
         self.generation = generation
         hasAddressRules = lists.contains { !$0.addresses.isEmpty }
+        hasImportant = lists.contains { $0.matcher.hasImportant }
+        isAllowList = lists.map { BlocklistLoader.isAllowList($0.name) }
     }
+
+    /// Whether some list has `$important` block rules, which beat the feeds' exceptions.
+    private let hasImportant: Bool
+    /// Per list, whether it is an allowlist file (`.allow`): its allows beat `$important`.
+    private let isAllowList: [Bool]
 
     public static let empty = Blocklist(lists: [])
 
@@ -89,7 +96,8 @@ public final class Blocklist: Sendable {
     public var blockingAddressCount: Int { loaded.reduce(0) { $0 + $1.addresses.blockingCount } }
 
     /// The rule that decides `qname` (any case, wire form), or nil when no list mentions it.
-    /// An allow rule in any list wins; otherwise the most specific rule, the first list on ties.
+    /// An allow rule in any list wins (a feed's exception only over blocks that are not
+    /// `$important`); otherwise the most specific rule, the first list on ties.
     public func decide(_ qname: [UInt8]) -> RuleMatch? {
         guard let (hit, list) = qname.withUnsafeBufferPointer({ decide($0) }) else { return nil }
         return match(hit, list: list, qname: qname)
@@ -105,13 +113,23 @@ public final class Blocklist: Sendable {
         }
         var best: DomainMatcher.RawHit?
         var bestList = 0
+        var exception: (hit: DomainMatcher.RawHit, list: Int)?
+        var important: (hit: DomainMatcher.RawHit, list: Int)?
         for (index, list) in loaded.enumerated() {
             guard let hit = list.matcher.decide(qname) else { continue }
-            if hit.kind.action == .allow { return (hit, index) }
+            if hit.kind.action == .allow {
+                // An allowlist's allow, or any with no `$important` rule loaded: it wins.
+                guard hasImportant, !isAllowList[index], !hit.kind.important else { return (hit, index) }
+                if exception == nil { exception = (hit, index) }
+                continue
+            }
+            if hit.kind.important, important == nil { important = (hit, index) }
             if let current = best, current.suffixStart <= hit.suffixStart { continue }
             best = hit
             bestList = index
         }
+        // A feed's exception, unless an `$important` block covers the name too.
+        if let exception { return important ?? exception }
         guard let best else { return nil }
         return (best, bestList)
     }

@@ -51,20 +51,25 @@ public final class DomainMatcher: @unchecked Sendable {
     public struct Kind: Sendable, Equatable {
         public var scope: Scope
         public var action: Action
+        /// Adblock's `$important`: a block rule that wins over the feeds' exceptions (`@@`) that
+        /// are not `$important` themselves; an allowlist file's allow still wins over it.
+        public var important: Bool
 
-        public init(_ scope: Scope, _ action: Action) {
+        public init(_ scope: Scope, _ action: Action, important: Bool = false) {
             self.scope = scope
             self.action = action
+            self.important = important
         }
 
         public static let block = Kind(.subtree, .block)
         public static let blockBelow = Kind(.below, .block)
         public static let allow = Kind(.subtree, .allow)
 
-        var packed: UInt8 { scope.rawValue | action.rawValue << 2 }
+        var packed: UInt8 { scope.rawValue | action.rawValue << 2 | (important ? 0x20 : 0) }
         init(packed: UInt8) {
             scope = Scope(rawValue: packed & 3) ?? .subtree
-            action = Action(rawValue: packed >> 2) ?? .block
+            action = Action(rawValue: (packed >> 2) & 7) ?? .block
+            important = packed & 0x20 != 0
         }
     }
 
@@ -160,10 +165,15 @@ public final class DomainMatcher: @unchecked Sendable {
     private var tagMask: UInt32 { ~referenceMask }
     /// Entries in the table (duplicates excluded).
     public let count: Int
+    /// Whether some entry is `$important`: only then does a walk go on past an allow rule.
+    public let hasImportant: Bool
 
-    public static let empty = DomainMatcher(segments: [], refs: [], table: [0, 0], mask: 1, referenceMask: .max, count: 0)
+    public static let empty = DomainMatcher(segments: [], refs: [], table: [0, 0], mask: 1, referenceMask: .max, count: 0,
+                                            hasImportant: false)
 
-    private init(segments: [Segment], refs: [SegmentRef], table: [UInt32], mask: Int, referenceMask: UInt32, count: Int) {
+    private init(segments: [Segment], refs: [SegmentRef], table: [UInt32], mask: Int, referenceMask: UInt32, count: Int,
+                 hasImportant: Bool) {
+        self.hasImportant = hasImportant
         self.segments = segments
         self.refs = refs
         self.table = table
@@ -309,6 +319,7 @@ public final class DomainMatcher: @unchecked Sendable {
             let referenceMask = DomainMatcher.referenceMask(segmentCount: segments.count)
             var table = DomainMatcher.zeroedTable(capacity: capacity)
             var kept = 0
+            var hasImportant = false
             table.withUnsafeMutableBufferPointer { table in
                 for (index, segment) in segments.enumerated() {
                     let arenaBytes = segment.arenaBuffer
@@ -333,11 +344,12 @@ public final class DomainMatcher: @unchecked Sendable {
                         if duplicate { continue }
                         table[slot] = tag | (UInt32(index << DomainMatcher.entryBits | position) + 1)
                         kept += 1
+                        if Kind(packed: entry.kind).important { hasImportant = true }
                     }
                 }
             }
             return DomainMatcher(segments: segments, refs: refs, table: table, mask: mask,
-                                 referenceMask: referenceMask, count: kept)
+                                 referenceMask: referenceMask, count: kept, hasImportant: hasImportant)
         }
     }
 
@@ -374,7 +386,8 @@ public final class DomainMatcher: @unchecked Sendable {
 
     /// Decides for a queried wire name (any letter case, ending with the root label).
     /// An allow rule covering the name wins, except that an RPZ wildcard passthru yields to a
-    /// closer trigger of its zone; otherwise the most specific covering rule.
+    /// closer trigger of its zone, and an exception yields to an `$important` block unless it is
+    /// `$important` too; otherwise the most specific covering rule.
     public func decide(_ qname: [UInt8]) -> Hit? {
         guard let raw = qname.withUnsafeBufferPointer({ decide($0) }) else { return nil }
         return hit(raw, in: qname)
@@ -411,6 +424,8 @@ public final class DomainMatcher: @unchecked Sendable {
     private func decide(_ q: UnsafeBufferPointer<UInt8>, end: Int, table: UnsafeBufferPointer<UInt32>,
                         refs: UnsafeBufferPointer<SegmentRef>, hashes: UnsafeMutableBufferPointer<UInt32>) -> RawHit? {
         var found: RawHit?
+        var allowed: RawHit?
+        var important: RawHit?
         // First every suffix's hash, and a prefetch of its slot: with a large list the slots
         // are in memory no cache holds, and their reads then overlap instead of queueing.
         // The label starts, then from the last byte back to the first, each suffix's hash taken
@@ -475,12 +490,21 @@ public final class DomainMatcher: @unchecked Sendable {
                     // longer wildcard, both met first here. (Only an RPZ zone holds a `*.` allow
                     // beside blocks; an allowlist has no blocks, and `@@||name^` covers its name.)
                     if kind.scope == .below, let found { return found }
-                    return hit
+                    // With `$important` rules in the list, an exception that is not important
+                    // itself is kept while the walk looks for one above it.
+                    guard hasImportant, !kind.important else { return hit }
+                    if let important { return important }
+                    if allowed == nil { allowed = hit }
+                    continue
                 }
                 if found == nil { found = hit }
+                if kind.important, important == nil {
+                    if allowed != nil { return hit }
+                    important = hit
+                }
             }
         }
-        return found
+        return allowed ?? found
     }
 
     /// Whether the listed bytes at `listed` equal `key` ignoring the key's letter case.

@@ -175,7 +175,7 @@ public enum ListParser {
                 // `||zip^` (or `*.zip`, the names below it), `||lan^` in an allowlist.
                 if !wholeTLD, wire.count == Int(wire[0]) + 2 {
                     let label = String(decoding: wire[1..<wire.count - 1], as: UTF8.self)
-                    if kind == .allow && !allowList {
+                    if kind.action == .allow && !allowList {
                         return fail("an exception for a whole top-level domain, which would lift every list's block rules in it: not applied (to mean that, write ||\(label)^ in a .allow file)")
                     }
                     return fail(allowList
@@ -191,6 +191,7 @@ public enum ListParser {
         if content.hasPrefix("||") || content.hasPrefix("@@||") {
             let allow = content.hasPrefix("@@")
             var rule = content.dropFirst(allow ? 4 : 2)
+            var important = false
             if let dollar = rule.firstIndex(of: "$") {
                 // Modifiers: `$important` is a block rule as any other. The rest are a browser's
                 // (`$third-party`, `$script`, `$domain=`, `$elemhide`, ...) or undo another rule
@@ -201,6 +202,7 @@ public enum ListParser {
                 if let other = modifiers.first(where: { $0.lowercased() != "important" }) {
                     return fail("Adblock rule with the modifier $\(other), which a DNS resolver cannot apply: not applied")
                 }
+                important = !modifiers.isEmpty
                 rule = rule[..<dollar]
             }
             guard rule.hasSuffix("^") else { return fail("Adblock rule without the closing '^' (only domain rules are supported)") }
@@ -208,7 +210,7 @@ public enum ListParser {
             if rule.contains("/") || rule.contains("*") { return fail("Adblock rule with a path or pattern (only domain rules are supported)") }
             // An exception for a whole top-level domain (`@@||com^`) in a feed would lift every
             // block rule under it, the other lists' with them: only an allowlist says that.
-            return accept(rule, allow ? .allow : .block, wholeTLD: !allow || allowList)
+            return accept(rule, DomainMatcher.Kind(.subtree, allow ? .allow : .block, important: important), wholeTLD: !allow || allowList)
         }
 
         let tokens = content.split(whereSeparator: { $0 == " " || $0 == "\t" })
