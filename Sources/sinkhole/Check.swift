@@ -6,7 +6,7 @@ import SinkholeCore
 struct Check: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Parse list files or directories (or a --config file) as serve would: entries per file, rejected lines with reasons.",
-        discussion: "Exits 1 when a file or directory cannot be used, or (with --config) when the configuration is invalid, a file serve writes cannot be created or the --user or --group it names does not exist; 0 otherwise (rejected lines and unread directory entries alone do not fail the check)."
+        discussion: "With --config, or any of serve's flags, the settings serve would run with (the file overridden by the flags, as serve takes them) are validated too. Exits 1 when a file or directory cannot be used, or when those settings are invalid, a file serve writes cannot be created or the --user or --group named does not exist; 0 otherwise (rejected lines and unread directory entries alone do not fail the check)."
     )
 
     @Argument(help: ArgumentHelp("List files or directories of lists.", valueName: "PATH"))
@@ -15,8 +15,10 @@ struct Check: ParsableCommand {
     @Option(name: .customLong("max-errors"), parsing: .unconditional, help: "Rejected lines printed per file.")
     var maxErrors: Int = 20
 
-    @Option(name: .customLong("config"), help: ArgumentHelp("Validate this configuration file as serve would, then check its blocklist directory (unless PATHs are given).", valueName: "FILE"))
-    var config: String?
+    /// serve's own options: `check --config FILE --listen ...` validates what `serve` given the
+    /// same would run with (a systemd drop-in's ExecStart flags over the file).
+    @OptionGroup(title: "Settings to validate, as serve takes them (then the blocklist directory they name is checked, unless PATHs are given)")
+    var serve: ServeOptions
 
     func validate() throws {
         if maxErrors < 0 { throw ValidationError("--max-errors must be 0 or more") }
@@ -25,17 +27,19 @@ struct Check: ParsableCommand {
     func run() throws {
         var paths = self.paths
         var configFailed = false
-        if let config {
+        let given = try? serve.settings()
+        let config = serve.config
+        if config != nil || given.map({ !$0.values.isEmpty }) == true {
+            let name = config ?? "settings"
             do {
-                let settings = try Settings.load(yamlFile: config)
-                let configuration = try settings.configuration(defaultBlocklistDirectory: DefaultPaths.blocklistDirectory())
+                let (configuration, settings) = try serve.configuration()
                 // The files serve writes and the user it drops to: serve would refuse to start
                 // without them. Said with the lists' check, not instead of it: every problem in one run.
                 let problems = settings.fileProblems(configuration) + settings.identityProblems(configuration)
                 for problem in problems { print("\(problem)") }
                 configFailed = !problems.isEmpty
                 if !configFailed {
-                    print("\(config): OK")
+                    print("\(name): OK")
                     var shown = configuration.summary
                     shown["log-level"] = settings.logLevel
                     for (key, value) in shown.sorted(by: { $0.key < $1.key }) { print("  \(key): \(value)") }
@@ -94,7 +98,7 @@ struct Check: ParsableCommand {
             }
         }
         print("total: \(LogText.count(total, "entry", plural: "entries")), \(unusable) unusable")
-        if let config, configFailed { print("\(config): NOT OK (see above)") }
+        if configFailed { print("\(config ?? "settings"): NOT OK (see above)") }
         if unusable > 0 || configFailed { throw ExitCode(1) }
     }
 }

@@ -310,6 +310,19 @@ import Testing
         #expect(off.stop() == 0)
     }
 
+    /// From an operator's trial: check took no serve flags, so a systemd drop-in's ExecStart
+    /// flags over the file could not be validated. check takes serve's options and validates
+    /// the file overridden by them, as serve would run.
+    @Test func checkValidatesTheFileWithServesFlagsOverIt() throws {
+        let (_, file) = try write("listen: \"127.0.0.1:0\"\nserve-stale: true\n")
+        let bad = try runSinkhole(["check", "--config", file, "--block-mode", "refuse"])
+        #expect(bad.status == 1 && bad.output.contains("--block-mode 'refuse': must be nxdomain or sinkhole"), "\(bad.output)")
+        let off = try runSinkhole(["check", "--config", file, "--no-serve-stale"])
+        #expect(off.status == 0 && off.output.contains("serve-stale false"), "\(off.output)")
+        let loop = try runSinkhole(["check", "--listen", "127.0.0.1:5399", "--upstream", "127.0.0.1:5399"])
+        #expect(loop.status == 1 && loop.output.contains("queries would loop"), "flags alone are validated: \(loop.output)")
+    }
+
     /// What serve refuses, check refuses too: empty paths, a user that does not exist, the
     /// history in the block log's file. Each used to pass `check --config` with OK.
     @Test func checkRefusesWhatServeRefuses() throws {
