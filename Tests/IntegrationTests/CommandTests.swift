@@ -308,6 +308,12 @@ import Testing
         #expect(try off.start())
         #expect(off.waitForLog("serve-stale false") && off.waitForLog("forward-ecs=false"), "\(off.stderr)")
         #expect(off.stop() == 0)
+        // --no-syslog turns off a collector the file names too (a code review found it kept).
+        let (_, withServer) = try write("listen: \"127.0.0.1:0\"\nsyslog: true\nsyslog-server: 127.0.0.1:5514\n")
+        let kept = try runSinkhole(["check", "--config", withServer])
+        #expect(kept.output.contains("syslog: udp://127.0.0.1:5514"), "\(kept.output)")
+        let none = try runSinkhole(["check", "--config", withServer, "--no-syslog"])
+        #expect(none.status == 0 && none.output.contains("syslog: (off)"), "\(none.output)")
     }
 
     /// From an operator's trial: check took no serve flags, so a systemd drop-in's ExecStart

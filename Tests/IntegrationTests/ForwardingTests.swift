@@ -1,6 +1,6 @@
 import Dispatch
 import Foundation
-import SinkholeCore
+@testable import SinkholeCore
 import SinkholeTestSupport
 import Synchronization
 import Testing
@@ -114,6 +114,27 @@ import Testing
         #expect(h.upstream.received(for: names[1]).map(\.hadOPT) == [false], "known to answer without EDNS: asked so at once")
         #expect(h.upstream.received(for: names[2]).map(\.hadOPT) == [false])
         #expect(recorder.events("upstream answers only without EDNS: asked without it for 15 minutes").count == 1, "said once")
+        // From a code review: a query asked plain because of the memory, answered after it
+        // ran out, renewed it, so under load the upstream was never asked with EDNS again.
+        let forwarder = h.server.chain.forwarder
+        #expect(forwarder.asksWithoutEDNS(0))
+        h.upstream.add(["late.old.example.org. 300 IN A 192.0.2.110", "next.old.example.org. 300 IN A 192.0.2.111"])
+        h.upstream.set(.held, for: "late.old.example.org")
+        let address = h.address
+        let before = h.upstream.received.count
+        let done = DispatchSemaphore(value: 0)
+        Thread.detachNewThread {
+            _ = DNSTestClient.ask("late.old.example.org", edns: EDNS(udpPayloadSize: 1232), server: address)
+            done.signal()
+        }
+        #expect(h.upstream.waitForQueries(before + 1, timeout: 2))
+        #expect(h.upstream.received(for: "late.old.example.org").map(\.hadOPT) == [false], "asked plain: known so")
+        forwarder.expirePlainDNSMemory()
+        h.upstream.release()
+        #expect(done.wait(timeout: .now() + 5) == .success)
+        #expect(!forwarder.asksWithoutEDNS(0), "not renewed by a query asked plain because of it")
+        #expect(DNSTestClient.ask("next.old.example.org", edns: EDNS(udpPayloadSize: 1232), server: h.address)?.answerCount == 1)
+        #expect(h.upstream.received(for: "next.old.example.org").map(\.hadOPT) == [true], "asked with EDNS again")
     }
 
     /// From an upstream-failure trial: the last upstream waits for the rest of the deadline, so

@@ -61,6 +61,11 @@ import Testing
         set.insert(address: IPAddress.parse("::ffff:198.51.100.0")!, prefix: 120, rule: .init(text: "m", action: .block, line: 3))
         #expect(set.lookup([198, 51, 100, 9])?.text == "m")
         #expect(set.lookup(IPAddress.parse("::ffff:198.51.100.9")!)?.text == "m")
+        // A mapped allow range stays IPv6: `::ffff:0:0/96` allows mapped answers, not every A
+        // record (as IPv4's /0 it lifted every IPv4 indicator; a code review).
+        set.insert(address: IPAddress.parse("::ffff:0.0.0.0")!, prefix: 96, rule: .init(text: "a", action: .allow, line: 4))
+        #expect(set.lookup([198, 51, 100, 9])?.text == "m")
+        #expect(set.lookup(IPAddress.parse("::ffff:198.51.100.9")!)?.text == "a")
         #expect(IPPrefixSet.refusedIndicator(IPAddress.parse("::ffff:0.0.0.0")!, 96) != nil, "::ffff:0:0/96 is IPv4's /0")
         #expect(IPPrefixSet.refusedIndicator(IPAddress.parse("::ffff:127.0.0.1")!, 128) != nil)
         #expect(IPPrefixSet.refusedIndicator(IPAddress.parse("::ffff:203.0.113.0")!, 120) == nil)

@@ -411,6 +411,16 @@ import SinkholeTestSupport
         #expect(skipped.map(\.name) == ["bad%FFname.txt"])
         #expect(skipped.first?.unreadableName == true)
         #expect(skipped.first?.reason.hasPrefix("its name is not valid UTF-8") == true)
+        // Only where it would be read as a list: not a hidden or editor's file, nor a directory
+        // (a code review found `.\xE9.swp` failed check).
+        for (bytes, directory) in [(Array(".".utf8) + [0xE9] + Array(".swp".utf8), false), (Array("caf".utf8) + [0xE9] + Array(".txt.bak".utf8), false),
+                                   (Array("d".utf8) + [0xE9], true)] {
+            let full = Array(dir.utf8CString.dropLast()) + [CChar(bitPattern: 0x2F)] + bytes.map { CChar(bitPattern: $0) } + [0]
+            if directory { #expect(mkdir(full, 0o755) == 0) } else { let f = open(full, O_WRONLY | O_CREAT, 0o644); #expect(f >= 0); close(f) }
+        }
+        let again = try BlocklistLoader.listing(of: dir).skipped
+        #expect(again.filter(\.unreadableName).map(\.name) == ["bad%FFname.txt"], "\(again)")
+        #expect(again.count == 4)
     }
 
     /// Adblock's `$important`: a block rule that wins over exceptions that are not `$important`,
@@ -506,6 +516,15 @@ import SinkholeTestSupport
         #expect(unseen.failed.first?.failure?.hasPrefix("written in place and ends mid-line") == true)
         #expect(decide(s, "host299.feed.example")?.list == "feed.txt")
         #expect(try s.refresh(directory: dir, force: true).failed.count == 1, "and held again when read again (SIGHUP)")
+        // A refused file made usable without a write (a chmod: same inode, same content) is not
+        // taken for one written in place (a code review found it refused).
+        let previous = try #require(s.snapshot.loaded.first { $0.name == "feed.txt" })
+        try "host1.feed.example\nhost2.feed".write(toFile: dir + "/short.txt", atomically: true, encoding: .utf8)
+        let unchanged = FileSignature(path: dir + "/short.txt")
+        #expect(BlocklistLoader.load(file: dir + "/short.txt", previous: previous, lastFailed: unchanged).failure == nil)
+        try "host1.feed.example\nhost33.feed".write(toFile: dir + "/short.txt", atomically: false, encoding: .utf8)   // a size of its own: mtime is coarse
+        #expect(BlocklistLoader.load(file: dir + "/short.txt", previous: previous, lastFailed: unchanged).failure?
+                    .hasPrefix("written in place") == true, "written over since it was refused")
     }
 
     /// What Windows PowerShell 5 writes (`"name" > list.txt`): UTF-16LE with a byte-order mark

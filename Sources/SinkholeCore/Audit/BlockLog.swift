@@ -125,9 +125,9 @@ public final class BlockLog: @unchecked Sendable {
             // Said here too, at most once a minute: the writer says it after its next write,
             // and a write stuck on a hung disk or NFS mount held the word back until it ended
             // (a minute of drops with nothing in the log but the metric).
-            let now = DispatchTime.now().uptimeNanoseconds
             let said = droppedSaidAt.load(ordering: .relaxed)
-            if said == 0 || now &- said >= 60_000_000_000,
+            let now = DispatchTime.now().uptimeNanoseconds   // after the load: never before `said`
+            if said == 0 || (now > said && now - said >= 60_000_000_000),
                droppedSaidAt.compareExchange(expected: said, desired: now, ordering: .relaxed).exchanged {
                 droppedSaid.store(total, ordering: .relaxed)
                 logger.error("block log writer fell behind; events dropped", metadata: [

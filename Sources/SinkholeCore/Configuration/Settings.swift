@@ -361,7 +361,12 @@ public struct Settings: Sendable {
         if one("syslog-protocol") != nil && one("syslog-server") == nil {
             throw ConfigurationError("\(origin("syslog-protocol")) needs --syslog-server (the local socket is always datagrams)")
         }
-        if let text = one("syslog-server") {
+        // --no-syslog on the command line turns syslog off altogether, a collector the file
+        // names too (it only skipped /dev/log, and the file's syslog-server still got every event).
+        let syslogOffByFlag = origins["syslog"] == "--syslog" && !syslogOn
+        if syslogOffByFlag {
+            configuration.syslog = nil
+        } else if let text = one("syslog-server") {
             let server = try address(text, "syslog-server", defaultPort: 514)
             configuration.syslog = protocolText == "tcp" ? .tcp(server) : .udp(server)
         } else if syslogOn {

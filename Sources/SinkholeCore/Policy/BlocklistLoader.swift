@@ -100,7 +100,7 @@ public enum BlocklistLoader {
         }
         defer { closedir(handle) }
         var names: [String] = []
-        var badNames: [String] = []
+        var badNames: [(escaped: String, isDirectory: Bool)] = []
         while true {
             // readdir's nil is both the end and an error (EIO, ESTALE on NFS): a listing cut short
             // would read as files removed, and their lists would go.
@@ -115,18 +115,25 @@ public enum BlocklistLoader {
             // through a Swift string: its bytes were replaced, and it was said to be "a link to
             // nothing" at info while its indicators went unenforced.
             let decoded = withUnsafePointer(to: &entry.pointee.d_name) {
-                $0.withMemoryRebound(to: CChar.self, capacity: Int(NAME_MAX) + 1) { raw -> (String?, String) in
-                    if let name = String(validatingCString: raw) { return (name, "") }
-                    return (nil, escapedName(raw))
+                $0.withMemoryRebound(to: CChar.self, capacity: Int(NAME_MAX) + 1) { raw -> (String?, String, Bool) in
+                    if let name = String(validatingCString: raw) { return (name, "", false) }
+                    // Followed as a list would be: a link to a directory is a directory.
+                    var st = stat()
+                    let isDirectory = fstatat(dirfd(handle), raw, &st, 0) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+                    return (nil, escapedName(raw), isDirectory)
                 }
             }
-            guard let name = decoded.0 else { badNames.append(decoded.1); continue }
+            guard let name = decoded.0 else { badNames.append((decoded.1, decoded.2)); continue }
             if name != "." && name != ".." { names.append(name) }
         }
         var files: [String] = []
-        var skipped: [SkippedEntry] = badNames.sorted().map {
-            SkippedEntry(name: $0, reason: "its name is not valid UTF-8, so it cannot be read: rename it (e.g. convmv -f latin1 -t utf8 --notest)",
-                         unreadableName: true)
+        // Such a name is said as one to rename only where it would be read as a list: a hidden,
+        // backup or editor's file, or a directory, is skipped as its UTF-8 namesake would be.
+        var skipped: [SkippedEntry] = badNames.sorted { $0.escaped < $1.escaped }.map { bad in
+            if let reason = whyNotAList(bad.escaped) { return SkippedEntry(name: bad.escaped, reason: reason) }
+            if bad.isDirectory { return SkippedEntry(name: bad.escaped, reason: "a directory or a link to one (subdirectories are not read)") }
+            return SkippedEntry(name: bad.escaped, reason: "its name is not valid UTF-8, so it cannot be read: rename it (e.g. convmv -f latin1 -t utf8 --notest)",
+                                unreadableName: true)
         }
         for name in names.sorted() {
             if let reason = whyNotAList(name) {
@@ -412,8 +419,12 @@ public enum BlocklistLoader {
             guard let a, let b, a.size >= 0, b.size >= 0 else { return false }
             return a.device == b.device && a.inode == b.inode
         }
+        // The refused version's file counts only if its content changed since: a chmod that
+        // made a refused (unreadable) file readable is no write.
+        let rewrittenSinceRefused = sameFile(signature, lastFailed)
+            && (signature?.size != lastFailed?.size || signature?.modified != lastFailed?.modified)
         if let lastByte, lastByte != 0x0A, !allow, let previous, matcher.count + addresses.count < previous.entries,
-           writtenInPlace || sameFile(signature, previous.signature) || sameFile(signature, lastFailed) {
+           writtenInPlace || sameFile(signature, previous.signature) || rewrittenSinceRefused {
             result.failure = "written in place and ends mid-line, with fewer entries than the version in force (\(matcher.count + addresses.count), against \(previous.entries)): taken for a write cut short (end the file with a newline to use it, or rename a complete file into place)"
             return result
         }

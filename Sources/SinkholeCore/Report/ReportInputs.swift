@@ -10,8 +10,9 @@ public enum ReportInputs {
     /// `paths` in order without repeats, each left out with a `note`:
     /// - the same file named twice (`--block-log /var/log/sinkhole/block.log` beside `block.log*`
     ///   run in that directory, or a symlink to it) is read once: its events were counted twice;
-    /// - a rotated `X.N.gz` beside `X.N` is left out: a built-in rotation was caught between
-    ///   writing the compressed copy and removing the plain file, and both hold the same events.
+    /// - a rotated `X.N` beside `X.N.gz` is left out: a built-in rotation was caught between
+    ///   renaming the compressed copy into place, complete, and removing the plain file, which
+    ///   is about to go (and may be gone when read), so the copy is the one read.
     public static func distinct(_ paths: [String], note: (String) -> Void) -> [String] {
         var seen = Set<FileID>()
         var kept: [String] = []
@@ -29,8 +30,10 @@ public enum ReportInputs {
         }
         let named = Set(kept)
         return kept.filter { path in
-            guard path.hasSuffix(".gz"), named.contains(String(path.dropLast(3))) else { return true }
-            note("\(path) left out: \(path.dropLast(3)) holds the same events (a rotation was compressing it)")
+            let compressed = path + ".gz"
+            var st = stat()
+            guard named.contains(compressed), stat(compressed, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return true }
+            note("\(path) left out: \(compressed) holds the same events (a rotation was caught compressing it)")
             return false
         }
     }

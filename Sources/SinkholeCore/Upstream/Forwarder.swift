@@ -149,6 +149,16 @@ public final class Forwarder: Sendable {
         self.stillDownInterval = stillDownInterval
     }
 
+    /// Whether upstream `index` is asked without EDNS now (for tests).
+    func asksWithoutEDNS(_ index: Int) -> Bool {
+        plainDNS[index].until.load(ordering: .relaxed) > DispatchTime.now().uptimeNanoseconds
+    }
+
+    /// Ends that memory for every upstream now, as its 15 minutes would (for tests).
+    func expirePlainDNSMemory() {
+        for slot in plainDNS { slot.until.store(1, ordering: .relaxed) }
+    }
+
     /// Closes the upstream sockets and stops their loops; call once nothing is in flight.
     public func stop() {
         sockets.stop()
@@ -264,6 +274,7 @@ public final class Forwarder: Sendable {
             // Unbound does. Its FORMERR went to the client, whose query was fine, or became
             // SERVFAIL. A FORMERR with an OPT comes from a server that knows EDNS: no retry.
             job.withoutEDNS = index
+            job.learntPlain = index
             job.next -= 1
             attempt(job)
         case .success(let reply) where [Rcode.formErr, Rcode.notImp, Rcode.refused].contains(reply.rcode):
@@ -344,9 +355,11 @@ public final class Forwarder: Sendable {
     /// the resolution. An upstream that SERVFAILed the question before is held to have failed.
     private func answered(_ job: ForwardJob, _ reply: UpstreamAnswer, index: Int) {
         let upstream = upstreams[index]
-        if job.withoutEDNS == index, reply.rcode != Rcode.formErr {
-            // Answered without EDNS after a FORMERR to it: asked so from now on, for a while
-            // (not extended by the queries asked so meanwhile: then it is learnt again).
+        if job.learntPlain == index, reply.rcode != Rcode.formErr {
+            // Answered without EDNS after a FORMERR to EDNS: asked so from now on, for a while.
+            // Only a retry after a FORMERR sets it, never a query asked plain because of it:
+            // one of those answered just after the expiry renewed it, and under load the
+            // upstream was never asked with EDNS again.
             let now = DispatchTime.now().uptimeNanoseconds
             let until = plainDNS[index].until.load(ordering: .relaxed)
             if until <= now, plainDNS[index].until.compareExchange(expected: until, desired: now + Forwarder.plainDNSMemory,
@@ -584,6 +597,9 @@ class ForwardJob: UpstreamTry, @unchecked Sendable {
     /// The upstream that answered FORMERR to our OPT record, asked again without one, or known
     /// to answer only so (-1: none).
     fileprivate var withoutEDNS = -1
+    /// The upstream asked again without OPT after its FORMERR to it (-1: none): its answer
+    /// starts the memory of an upstream without EDNS.
+    fileprivate var learntPlain = -1
     /// The upstreams that answered SERVFAIL so far (held against them if another answers).
     fileprivate var servfailed: [Int] = []
     /// The upstream of the current try, and when it was sent.
