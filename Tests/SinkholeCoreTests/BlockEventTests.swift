@@ -109,6 +109,44 @@ import Testing
         log.close()
     }
 
+    /// From a re-trial: with a write stuck (a FIFO nobody reads, as a hung disk or NFS mount),
+    /// /metrics hung, since `counts` waited for the writer's lock. It reads without it now.
+    @Test func countsDoNotWaitForAStuckWrite() throws {
+        let dir = try BlockEventTests.temporaryDirectory("fifo")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let fifo = dir + "/block.log"
+        #expect(mkfifo(fifo, 0o600) == 0)
+        let reader = open(fifo, O_RDONLY | O_NONBLOCK)
+        #expect(reader >= 0)
+        defer { close(reader) }
+        let log = try BlockLog(path: fifo, logger: Logger(label: "test"), flushInterval: 3600)
+        // The pipe filled from a writer of our own, so the log's next write blocks.
+        let filler = open(fifo, O_WRONLY | O_NONBLOCK)
+        #expect(filler >= 0)
+        let block = [UInt8](repeating: 0x0A, count: 4096)
+        for _ in 0..<4096 where write(filler, block, block.count) > 0 {}
+        close(filler)
+        let event = BlockEvent(client: SocketAddress(address: [127, 0, 0, 1], port: 5300), transport: .udp, id: 1,
+                               qname: WireName.fromText("www.msstorageboxes.com")!, qtype: 1, qclass: 1,
+                               answer: BlockEventTests.nxdomainAnswer)
+        for _ in 0..<10 { log.record(event) }
+        let flushed = DispatchSemaphore(value: 0)
+        Thread.detachNewThread { log.flush(); flushed.signal() }
+        // Bounded: until the writer is inside its write, holding its lock.
+        let deadline = Date().addingTimeInterval(5)
+        while !log.writerIsBusy, Date() < deadline { sched_yield() }
+        #expect(log.writerIsBusy)
+        let counted = DispatchSemaphore(value: 0)
+        Thread.detachNewThread { _ = log.counts; counted.signal() }
+        #expect(counted.wait(timeout: .now() + 2) == .success, "counts answered while the write is stuck")
+        // Unstuck: the pipe drained until the write ends.
+        var sink = [UInt8](repeating: 0, count: 65536)
+        let drainUntil = Date().addingTimeInterval(10)
+        while flushed.wait(timeout: .now()) != .success, Date() < drainUntil { _ = read(reader, &sink, sink.count) }
+        #expect(log.counts.written == 10)
+        log.close()
+    }
+
     /// A file that takes nothing (/dev/full: every write fails with ENOSPC, as on a full disk):
     /// the events are counted as dropped, and the operator's log says so once, not per write.
     @Test func eventsAFullDiskCannotTakeAreCountedAndSaidOnce() throws {

@@ -153,6 +153,19 @@ import Testing
         #expect(FileManager.default.createFile(atPath: bom, contents: Data([0xEF, 0xBB, 0xBF] + Array((lines[0] + "\n" + lines[1] + "\n").utf8))))
         let outcome = try BlockLogReport.run(ReportQuery(), files: [bom])
         #expect(outcome.matched == 2 && outcome.diagnostics.isEmpty, "\(outcome.diagnostics)")
+        try ReportFixture.gzip("\u{FEFF}" + lines[0] + "\n", to: dir + "/bom.log.gz")
+        #expect(try BlockLogReport.run(ReportQuery(), files: [dir + "/bom.log.gz"]).matched == 1, "gzipped too (a re-trial)")
+    }
+
+    /// From a re-trial: `report block.log*` during a rotation failed when `block.log.1` was
+    /// compressed between the glob and the open; its events are read from `block.log.1.gz`.
+    @Test func aRotatedFileCompressedSinceTheGlobIsReadCompressed() throws {
+        let dir = try ReportFixture.directory()
+        try ReportFixture.gzip(lines[0] + "\n" + lines[1] + "\n", to: dir + "/block.log.1.gz")
+        #expect(try BlockLogReport.run(ReportQuery(), files: [dir + "/block.log.1"]).matched == 2)
+        #expect(throws: BlockLogReadError(path: dir + "/block.log.2", reason: "No such file or directory")) {
+            try BlockLogReport.run(ReportQuery(), files: [dir + "/block.log.2"])
+        }
     }
 
     @Test func aMissingFileOrDirectoryFailsNamingItBeforeAnythingIsRead() throws {

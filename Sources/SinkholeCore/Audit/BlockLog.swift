@@ -57,6 +57,11 @@ public final class BlockLog: @unchecked Sendable {
     /// The drop total last said in the operator's log, and when (uptime nanoseconds), by either
     /// the writer or `record`.
     private let droppedSaid = Atomic<Int>(0)
+    /// The writer's `written` and `lost`, as of its last write: read by `counts` (the metrics
+    /// endpoint) without the writer's lock, which a write stuck on a hung disk holds. /metrics
+    /// hung then, the drop counter that says so with it.
+    private let writtenSoFar = Atomic<Int>(0)
+    private let lostSoFar = Atomic<Int>(0)
     private let droppedSaidAt = Atomic<UInt64>(0)
     private let writer: Mutex<WriterState>
     private let wake = NSCondition()
@@ -150,7 +155,16 @@ public final class BlockLog: @unchecked Sendable {
     /// or because the file could not be written (a full disk).
     public var counts: (written: Int, dropped: Int) {
         let dropped = self.dropped.load(ordering: .relaxed)
-        return writer.withLock { ($0.written, dropped + $0.lost) }
+        return (writtenSoFar.load(ordering: .relaxed), dropped + lostSoFar.load(ordering: .relaxed))
+    }
+
+    /// Whether the writer holds its lock now (in a write, for tests).
+    var writerIsBusy: Bool { writer.withLockIfAvailable { _ in false } ?? true }
+
+    /// Makes the writer's counts readable by `counts`.
+    private func publish(_ state: WriterState) {
+        writtenSoFar.store(state.written, ordering: .relaxed)
+        lostSoFar.store(state.lost, ordering: .relaxed)
     }
 
     /// Writes every queued event now. Safe from any thread; writes are serialised.
@@ -181,6 +195,7 @@ public final class BlockLog: @unchecked Sendable {
             }
             guard !chunks.isEmpty else { return }
             if let forward { forward(chunks.flatMap { $0 }) }
+            defer { publish(state) }
             guard let path, state.fd >= 0 else {
                 state.written += chunks.reduce(0) { $0 + $1.count }
                 let cost = chunks.reduce(0) { total, chunk in chunk.reduce(total) { $0 + $1.queuedCost } }
@@ -190,6 +205,7 @@ public final class BlockLog: @unchecked Sendable {
             for i in chunks.indices {
                 let cost = chunks[i].reduce(0) { $0 + $1.queuedCost }
                 writeChunk(chunks[i][...], to: path, &state)
+                publish(state)
                 chunks[i] = []   // freed now, not all at the end
                 pendingBytes.subtract(cost, ordering: .relaxed)
                 if i < chunks.count - 1 { sched_yield() }
@@ -366,6 +382,14 @@ public final class BlockLog: @unchecked Sendable {
         wake.broadcast()
         wake.unlock()
         flush()
+        // Drops not yet said (the once-a-minute pace held them back): their total, last.
+        let dropped = self.dropped.load(ordering: .relaxed)
+        if dropped > droppedSaid.load(ordering: .relaxed) {
+            logger.error("block log writer fell behind; events dropped", metadata: [
+                "dropped.total": "\(dropped)", "path": "\(path ?? "-")",
+            ])
+            droppedSaid.store(dropped, ordering: .relaxed)
+        }
         writer.withLock { state in
             if state.fd >= 0 {
                 fsync(state.fd)

@@ -111,6 +111,13 @@ public struct Settings: Sendable {
             if let (key, first, again) = Settings.repeatedKey(text) {
                 throw ConfigurationError("\(file):\(again): \(key): given twice (first on line \(first)); give it once (a list for a key that takes several values)")
             }
+            // One the scan above does not see (quoted, or in a `{...}` mapping): YAML's word for
+            // it, without its dump of the file.
+            let said = "\(error)"
+            if let keys = said.range(of: "duplicated key(s): "), let end = said[keys.upperBound...].firstIndex(of: "\n") {
+                let key = said[keys.upperBound..<end].trimmingCharacters(in: CharacterSet(charactersIn: " .'"))
+                throw ConfigurationError("\(file): \(key): given twice; give it once (a list for a key that takes several values)")
+            }
             // YAML reads an unquoted [::1]:53 as the start of a list: the usual first mistake.
             let hint = Settings.hasUnquotedIPv6(text) ? "\n(an IPv6 address in brackets must be quoted: \"[::1]:53\")" : ""
             throw ConfigurationError("\(file): not valid YAML: \(error)\(hint)")

@@ -30,11 +30,19 @@ public final class BlockLogReader {
     private let input = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 16)
     private var carry: [UInt8] = []
     private var skippingOverlong = false
+    /// No byte of the content seen yet (for a byte-order mark).
+    private var atStart = true
 
     /// Opens `path` for reading; throws naming the file when it cannot be opened or is a directory.
     public init(path: String) throws(BlockLogReadError) {
         self.path = path
-        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        var fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        // A rotated file compressed between the shell's glob and this open (`block.log.1` became
+        // `block.log.1.gz`): its events are in the compressed copy. The report failed here.
+        if fd < 0, errno == ENOENT, !path.hasSuffix(".gz") {
+            fd = Glibc.open(path + ".gz", O_RDONLY | O_CLOEXEC)
+            if fd < 0 { errno = ENOENT }
+        }
         guard fd >= 0 else {
             let reason = String(cString: strerror(errno))
             input.deallocate()
@@ -71,12 +79,8 @@ public final class BlockLogReader {
             for (magic, name, command) in BlockLogReader.otherCompressors where head.starts(with: magic) {
                 throw BlockLogReadError(path: path, reason: "compressed with \(name), which report does not read: decompress it first (\(command)), or compress rotated logs with gzip, logrotate's default")
             }
-            // A UTF-8 byte-order mark (a file saved by an editor) is not part of the first line.
-            var start = 0
-            if head.starts(with: [0xEF, 0xBB, 0xBF]) { start = 3 }
             while filled > 0 {
-                split(UnsafeRawBufferPointer(rebasing: input[start..<filled]), body)
-                start = 0
+                split(UnsafeRawBufferPointer(rebasing: input[0..<filled]), body)
                 filled = try readSome(into: input)
             }
         }
@@ -160,6 +164,12 @@ public final class BlockLogReader {
     private func split(_ chunk: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) -> Void) {
         guard let base = chunk.baseAddress else { return }
         var start = 0
+        // A UTF-8 byte-order mark (a file saved by an editor, plain or then gzipped) is not part
+        // of the first line.
+        if atStart, !chunk.isEmpty {
+            atStart = false
+            if chunk.count >= 3, chunk[0] == 0xEF, chunk[1] == 0xBB, chunk[2] == 0xBF { start = 3 }
+        }
         let end = chunk.count
         while start < end {
             guard let hit = memchr(base + start, 0x0A, end - start) else {
