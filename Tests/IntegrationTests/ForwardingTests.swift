@@ -123,8 +123,10 @@ import Testing
         let address = h.address
         let before = h.upstream.received.count
         let done = DispatchSemaphore(value: 0)
+        let answers = Mutex(0)
         Thread.detachNewThread {
-            _ = DNSTestClient.ask("late.old.example.org", edns: EDNS(udpPayloadSize: 1232), server: address)
+            let r = DNSTestClient.ask("late.old.example.org", edns: EDNS(udpPayloadSize: 1232), server: address)
+            answers.withLock { $0 = r?.answerCount ?? -1 }
             done.signal()
         }
         #expect(h.upstream.waitForQueries(before + 1, timeout: 2))
@@ -132,6 +134,7 @@ import Testing
         forwarder.expirePlainDNSMemory()
         h.upstream.release()
         #expect(done.wait(timeout: .now() + 5) == .success)
+        #expect(answers.withLock { $0 } == 1, "answered by the upstream, after the memory ran out")
         #expect(!forwarder.asksWithoutEDNS(0), "not renewed by a query asked plain because of it")
         #expect(DNSTestClient.ask("next.old.example.org", edns: EDNS(udpPayloadSize: 1232), server: h.address)?.answerCount == 1)
         #expect(h.upstream.received(for: "next.old.example.org").map(\.hadOPT) == [true], "asked with EDNS again")

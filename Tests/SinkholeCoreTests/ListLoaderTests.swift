@@ -418,9 +418,12 @@ import SinkholeTestSupport
             let full = Array(dir.utf8CString.dropLast()) + [CChar(bitPattern: 0x2F)] + bytes.map { CChar(bitPattern: $0) } + [0]
             if directory { #expect(mkdir(full, 0o755) == 0) } else { let f = open(full, O_WRONLY | O_CREAT, 0o644); #expect(f >= 0); close(f) }
         }
+        let dangling = Array(dir.utf8CString.dropLast()) + Array("/gone".utf8CString.dropLast()) + [CChar(bitPattern: 0xE9)] + Array(".txt".utf8CString)
+        #expect(symlink("/nonexistent/target", dangling) == 0)
         let again = try BlocklistLoader.listing(of: dir).skipped
         #expect(again.filter(\.unreadableName).map(\.name) == ["bad%FFname.txt"], "\(again)")
-        #expect(again.count == 4)
+        #expect(again.count == 5)
+        #expect(again.first { $0.name == "gone%E9.txt" }?.reason == "a link to nothing, or gone (stat failed)")
     }
 
     /// Adblock's `$important`: a block rule that wins over exceptions that are not `$important`,

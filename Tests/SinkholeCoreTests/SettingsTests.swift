@@ -244,6 +244,8 @@ import Testing
                 == "sinkhole.yaml:4: rate-limit: given twice (first on line 2); give it once (a list for a key that takes several values)")
         #expect(error("upstream: 192.0.2.53\n\nrate-limit: ten\n") == "sinkhole.yaml:3: rate-limit 'ten': must be a whole number from 0 to 10000000")
         #expect(error("upstream: 192.0.2.53\n\"rate-limit\": 10\nrate-limit: 20\n") == "sinkhole.yaml: rate-limit: given twice; give it once (a list for a key that takes several values)")
+        #expect(error("upstream: 192.0.2.53\n\"rate-limit\": 10\nrate-limit: 20\n\"block-mode\": sinkhole\nblock-mode: nxdomain\n")
+                == "sinkhole.yaml: block-mode: given twice (and rate-limit); give it once (a list for a key that takes several values)")
     }
 
     /// `check --config` looks the user and group up as serve does before dropping to them.

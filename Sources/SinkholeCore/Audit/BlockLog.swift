@@ -134,7 +134,12 @@ public final class BlockLog: @unchecked Sendable {
             let now = DispatchTime.now().uptimeNanoseconds   // after the load: never before `said`
             if said == 0 || (now > said && now - said >= 60_000_000_000),
                droppedSaidAt.compareExchange(expected: said, desired: now, ordering: .relaxed).exchanged {
-                droppedSaid.store(total, ordering: .relaxed)
+                var kept = droppedSaid.load(ordering: .relaxed)
+                while kept < total {   // never lowered below a later total the writer said
+                    let (exchanged, now) = droppedSaid.compareExchange(expected: kept, desired: total, ordering: .relaxed)
+                    if exchanged { break }
+                    kept = now
+                }
                 logger.error("block log writer fell behind; events dropped", metadata: [
                     "dropped.total": "\(total)", "path": "\(path ?? "-")",
                 ])

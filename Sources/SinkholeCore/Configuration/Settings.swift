@@ -115,8 +115,10 @@ public struct Settings: Sendable {
             // it, without its dump of the file.
             let said = "\(error)"
             if let keys = said.range(of: "duplicated key(s): "), let end = said[keys.upperBound...].firstIndex(of: "\n") {
-                let key = said[keys.upperBound..<end].trimmingCharacters(in: CharacterSet(charactersIn: " .'"))
-                throw ConfigurationError("\(file): \(key): given twice; give it once (a list for a key that takes several values)")
+                let named = said[keys.upperBound..<end].split(separator: ",")
+                    .map { $0.trimmingCharacters(in: CharacterSet(charactersIn: " .'")) }.filter { !$0.isEmpty }.sorted()
+                let key = named.first ?? "a key"
+                throw ConfigurationError("\(file): \(key): given twice\(named.count > 1 ? " (and \(named.dropFirst().joined(separator: ", ")))" : ""); give it once (a list for a key that takes several values)")
             }
             // YAML reads an unquoted [::1]:53 as the start of a list: the usual first mistake.
             let hint = Settings.hasUnquotedIPv6(text) ? "\n(an IPv6 address in brackets must be quoted: \"[::1]:53\")" : ""
@@ -370,7 +372,7 @@ public struct Settings: Sendable {
         }
         // --no-syslog on the command line turns syslog off altogether, a collector the file
         // names too (it only skipped /dev/log, and the file's syslog-server still got every event).
-        let syslogOffByFlag = origins["syslog"] == "--syslog" && !syslogOn
+        let syslogOffByFlag = origins["syslog"] == "--syslog" && !syslogOn && origins["syslog-server"] != "--syslog-server"
         if syslogOffByFlag {
             configuration.syslog = nil
         } else if let text = one("syslog-server") {

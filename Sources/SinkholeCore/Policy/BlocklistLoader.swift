@@ -19,6 +19,8 @@ public struct FileLoadResult: Sendable {
     /// The first bad lines (at most 100), each `file:line: reason: 'text'`.
     public var lineErrors: [ListLineError]
     public var rejectedLines: Int
+    /// Refused as a write cut short (see `load`).
+    public var cutShort = false
 }
 
 /// Reads list files. Which files of a directory are lists: every regular file (or link to one)
@@ -100,7 +102,7 @@ public enum BlocklistLoader {
         }
         defer { closedir(handle) }
         var names: [String] = []
-        var badNames: [(escaped: String, isDirectory: Bool)] = []
+        var badNames: [(escaped: String, isDirectory: Bool, dangling: Bool)] = []
         while true {
             // readdir's nil is both the end and an error (EIO, ESTALE on NFS): a listing cut short
             // would read as files removed, and their lists would go.
@@ -115,15 +117,16 @@ public enum BlocklistLoader {
             // through a Swift string: its bytes were replaced, and it was said to be "a link to
             // nothing" at info while its indicators went unenforced.
             let decoded = withUnsafePointer(to: &entry.pointee.d_name) {
-                $0.withMemoryRebound(to: CChar.self, capacity: Int(NAME_MAX) + 1) { raw -> (String?, String, Bool) in
-                    if let name = String(validatingCString: raw) { return (name, "", false) }
-                    // Followed as a list would be: a link to a directory is a directory.
+                $0.withMemoryRebound(to: CChar.self, capacity: Int(NAME_MAX) + 1) { raw -> (String?, String, Bool, Bool) in
+                    if let name = String(validatingCString: raw) { return (name, "", false, false) }
+                    // Followed as a list would be: a link to a directory is a directory, and a
+                    // link to nothing is one.
                     var st = stat()
-                    let isDirectory = fstatat(dirfd(handle), raw, &st, 0) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
-                    return (nil, escapedName(raw), isDirectory)
+                    guard fstatat(dirfd(handle), raw, &st, 0) == 0 else { return (nil, escapedName(raw), false, true) }
+                    return (nil, escapedName(raw), (st.st_mode & S_IFMT) == S_IFDIR, false)
                 }
             }
-            guard let name = decoded.0 else { badNames.append((decoded.1, decoded.2)); continue }
+            guard let name = decoded.0 else { badNames.append((decoded.1, decoded.2, decoded.3)); continue }
             if name != "." && name != ".." { names.append(name) }
         }
         var files: [String] = []
@@ -132,6 +135,7 @@ public enum BlocklistLoader {
         var skipped: [SkippedEntry] = badNames.sorted { $0.escaped < $1.escaped }.map { bad in
             if let reason = whyNotAList(bad.escaped) { return SkippedEntry(name: bad.escaped, reason: reason) }
             if bad.isDirectory { return SkippedEntry(name: bad.escaped, reason: "a directory or a link to one (subdirectories are not read)") }
+            if bad.dangling { return SkippedEntry(name: bad.escaped, reason: "a link to nothing, or gone (stat failed)") }
             return SkippedEntry(name: bad.escaped, reason: "its name is not valid UTF-8, so it cannot be read: rename it (e.g. convmv -f latin1 -t utf8 --notest)",
                                 unreadableName: true)
         }
@@ -166,7 +170,7 @@ public enum BlocklistLoader {
     /// `writtenInPlace` whether the directory watcher saw it written to after it came by rename
     /// (for the cut-short rule below).
     public static func load(file path: String, previous: LoadedList? = nil, lastFailed: FileSignature? = nil,
-                            writtenInPlace: Bool = false) -> FileLoadResult {
+                            lastFailedCutShort: Bool = false, writtenInPlace: Bool = false) -> FileLoadResult {
         let started = DispatchTime.now()
         let name = (path as NSString).lastPathComponent
         let signature = FileSignature(path: path)
@@ -419,12 +423,14 @@ public enum BlocklistLoader {
             guard let a, let b, a.size >= 0, b.size >= 0 else { return false }
             return a.device == b.device && a.inode == b.inode
         }
-        // The refused version's file counts only if its content changed since: a chmod that
-        // made a refused (unreadable) file readable is no write.
+        // The refused version's file counts if it was refused as cut short (read again, by a
+        // SIGHUP, it is the same cut), or if its content changed since; not a file refused for
+        // another reason and made usable without a write (a chmod of an unreadable file).
         let rewrittenSinceRefused = sameFile(signature, lastFailed)
-            && (signature?.size != lastFailed?.size || signature?.modified != lastFailed?.modified)
+            && (lastFailedCutShort || signature?.size != lastFailed?.size || signature?.modified != lastFailed?.modified)
         if let lastByte, lastByte != 0x0A, !allow, let previous, matcher.count + addresses.count < previous.entries,
            writtenInPlace || sameFile(signature, previous.signature) || rewrittenSinceRefused {
+            result.cutShort = true
             result.failure = "written in place and ends mid-line, with fewer entries than the version in force (\(matcher.count + addresses.count), against \(previous.entries)): taken for a write cut short (end the file with a newline to use it, or rename a complete file into place)"
             return result
         }

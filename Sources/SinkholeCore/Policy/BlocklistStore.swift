@@ -21,6 +21,8 @@ public final class BlocklistStore: Sendable {
     private struct Files {
         var lists: [String: LoadedList] = [:]
         var failed: [String: FileSignature] = [:]
+        /// Of those, the files refused as cut short.
+        var cutShort: Set<String> = []
         /// Skipped entries already logged (name and reason), so each is logged once while it stays.
         var skipsLogged: Set<String> = []
         /// True while the lists in force are kept because the directory has no block list left.
@@ -97,6 +99,7 @@ public final class BlocklistStore: Sendable {
             var report = RefreshReport()
             var next: [String: LoadedList] = [:]
             var failed: [String: FileSignature] = [:]
+            var cutShortNow: Set<String> = []
             for path in paths {
                 let previous = files.lists[path]
                 if !holding.isEmpty, holding.contains((path as NSString).lastPathComponent) {
@@ -120,7 +123,9 @@ public final class BlocklistStore: Sendable {
                     }
                 }
                 let result = BlocklistLoader.load(file: path, previous: previous, lastFailed: files.failed[path],
+                                                  lastFailedCutShort: files.cutShort.contains(path),
                                                   writtenInPlace: writtenInPlace.contains((path as NSString).lastPathComponent))
+                if result.cutShort { cutShortNow.insert(path) }
                 if let signature, FileSignature(path: path) != signature {
                     // Changed while it was read: a writer began after the watcher last looked.
                     // Held like a file being written; its writer's changes bring another refresh
@@ -173,6 +178,10 @@ public final class BlocklistStore: Sendable {
                 files.keptWhileEmpty = false
                 report.keptRestored = true
             }
+            // A refusal as cut short is kept with its signature, carried over unchanged.
+            files.cutShort = Set(failed.keys.filter { path in
+                cutShortNow.contains(path) || (files.cutShort.contains(path) && failed[path] == files.failed[path])
+            })
             files.failed = failed
             // Not "not read as a list" for a link to nothing whose list stays: said as unusable.
             let noted = skipped.filter { BlocklistStore.worthSaying($0) && !keptLinks.contains($0.name) }

@@ -60,12 +60,13 @@ public struct IPPrefixSet: Sendable {
         return Array(address[12...])
     }
 
-    /// Adds a range; the first rule for the same range wins. An IPv4-mapped block range
+    /// Adds a range; the first rule for the same range wins. An IPv4-mapped range
     /// (`::ffff:a.b.c.d`, /96 or longer) is its IPv4 range, so that it also holds the A records of
-    /// that address. An allow range stays as written, for mapped addresses only: widened, an
-    /// allowlist's `::ffff:0:0/96` became IPv4's /0 and lifted every IPv4 indicator.
+    /// that address. An allow range wider than IPv4's /8 stays as written, for mapped addresses
+    /// only: widened, an allowlist's `::ffff:0:0/96` became IPv4's /0 and lifted every IPv4
+    /// indicator.
     public mutating func insert(address: [UInt8], prefix: Int, rule: Rule) {
-        if prefix >= 96, rule.action != .allow, let v4 = IPPrefixSet.mappedIPv4(address) {
+        if prefix >= 96, rule.action != .allow || prefix >= 104, let v4 = IPPrefixSet.mappedIPv4(address) {
             return insert(address: v4, prefix: prefix - 96, rule: rule)
         }
         let k = IPPrefixSet.key(address, prefix: prefix)

@@ -30,19 +30,21 @@ public final class BlockLogReader {
     private let input = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 16)
     private var carry: [UInt8] = []
     private var skippingOverlong = false
-    /// No byte of the content seen yet (for a byte-order mark).
+    /// No line handed over yet (for a byte-order mark).
     private var atStart = true
 
     /// Opens `path` for reading; throws naming the file when it cannot be opened or is a directory.
     public init(path: String) throws(BlockLogReadError) {
-        self.path = path
         var fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
         // A rotated file compressed between the shell's glob and this open (`block.log.1` became
-        // `block.log.1.gz`): its events are in the compressed copy. The report failed here.
+        // `block.log.1.gz`): its events are in the compressed copy, read and named instead. The
+        // report failed here.
+        var opened = path
         if fd < 0, errno == ENOENT, !path.hasSuffix(".gz") {
             fd = Glibc.open(path + ".gz", O_RDONLY | O_CLOEXEC)
-            if fd < 0 { errno = ENOENT }
+            if fd >= 0 { opened = path + ".gz" } else { errno = ENOENT }
         }
+        self.path = opened
         guard fd >= 0 else {
             let reason = String(cString: strerror(errno))
             input.deallocate()
@@ -164,12 +166,6 @@ public final class BlockLogReader {
     private func split(_ chunk: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) -> Void) {
         guard let base = chunk.baseAddress else { return }
         var start = 0
-        // A UTF-8 byte-order mark (a file saved by an editor, plain or then gzipped) is not part
-        // of the first line.
-        if atStart, !chunk.isEmpty {
-            atStart = false
-            if chunk.count >= 3, chunk[0] == 0xEF, chunk[1] == 0xBB, chunk[2] == 0xBF { start = 3 }
-        }
         let end = chunk.count
         while start < end {
             guard let hit = memchr(base + start, 0x0A, end - start) else {
@@ -181,13 +177,13 @@ public final class BlockLogReader {
             if skippingOverlong {
                 skippingOverlong = false
             } else if carry.isEmpty {
-                body(piece)
+                emit(piece, body)
             } else {
                 appendPartial(piece)
                 if skippingOverlong {
                     skippingOverlong = false
                 } else {
-                    carry.withUnsafeBytes { body($0) }
+                    carry.withUnsafeBytes { emit($0, body) }
                 }
                 carry.removeAll(keepingCapacity: true)
             }
@@ -206,8 +202,19 @@ public final class BlockLogReader {
         carry.append(contentsOf: piece)
     }
 
+    /// Hands a whole line to `body`; the first line without a UTF-8 byte-order mark (a file saved
+    /// by an editor, plain or then gzipped), however the bytes came in.
+    private func emit(_ line: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) -> Void) {
+        guard atStart else { return body(line) }
+        atStart = false
+        if line.count >= 3, line[0] == 0xEF, line[1] == 0xBB, line[2] == 0xBF {
+            return body(UnsafeRawBufferPointer(rebasing: line[3...]))
+        }
+        body(line)
+    }
+
     private func finish(_ body: (UnsafeRawBufferPointer) -> Void) {
-        if !carry.isEmpty && !skippingOverlong { carry.withUnsafeBytes { body($0) } }
+        if !carry.isEmpty && !skippingOverlong { carry.withUnsafeBytes { emit($0, body) } }
         carry.removeAll(keepingCapacity: false)
         skippingOverlong = false
     }

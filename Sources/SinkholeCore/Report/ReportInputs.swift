@@ -10,9 +10,10 @@ public enum ReportInputs {
     /// `paths` in order without repeats, each left out with a `note`:
     /// - the same file named twice (`--block-log /var/log/sinkhole/block.log` beside `block.log*`
     ///   run in that directory, or a symlink to it) is read once: its events were counted twice;
-    /// - a rotated `X.N` beside `X.N.gz` is left out: a built-in rotation was caught between
-    ///   renaming the compressed copy into place, complete, and removing the plain file, which
-    ///   is about to go (and may be gone when read), so the copy is the one read.
+    /// - a rotated `X.N.gz` beside `X.N` is left out: a rotation was caught compressing `X.N`,
+    ///   and both hold the same events. The plain file is the complete one (logrotate writes its
+    ///   `.gz` in place, growing); if it is gone by the time it is read, `BlockLogReader` reads
+    ///   the `.gz` it became.
     public static func distinct(_ paths: [String], note: (String) -> Void) -> [String] {
         var seen = Set<FileID>()
         var kept: [String] = []
@@ -30,10 +31,11 @@ public enum ReportInputs {
         }
         let named = Set(kept)
         return kept.filter { path in
-            let compressed = path + ".gz"
+            guard path.hasSuffix(".gz") else { return true }
+            let plain = String(path.dropLast(3))
             var st = stat()
-            guard named.contains(compressed), stat(compressed, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return true }
-            note("\(path) left out: \(compressed) holds the same events (a rotation was caught compressing it)")
+            guard named.contains(plain), stat(plain, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return true }
+            note("\(path) left out: \(plain) holds the same events (a rotation was caught compressing it)")
             return false
         }
     }
