@@ -438,6 +438,11 @@ import SinkholeTestSupport
         #expect(decide(s, "api.tracker.example")?.action == .block, "so does another feed's")
         #expect(decide(s, "ok.ads.example")?.action == .allow, "a plain block still yields to an exception")
         #expect(decide(s, "x.both.example")?.action == .allow, "an important exception beats an important block")
+        // A closer plain block in the same list does not hide its `$important` one from another
+        // list's exception.
+        let closer = try store(["feed.txt": "||c2.example^$important\n||cdn.c2.example^\n", "other.txt": "@@||cdn.c2.example^\n"])
+        #expect(decide(closer, "cdn.c2.example")?.action == .block)
+        #expect(decide(closer, "cdn.c2.example")?.rule == "c2.example")
         let mine = try store(["feed.txt": feed, "mine.allow": "cdn.tracker.example\n"])
         #expect(decide(mine, "cdn.tracker.example")?.action == .allow, "an allowlist file wins")
         #expect(decide(mine, "www.tracker.example")?.action == .block)

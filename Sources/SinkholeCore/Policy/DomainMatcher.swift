@@ -504,7 +504,9 @@ public final class DomainMatcher: @unchecked Sendable {
                 }
             }
         }
-        return allowed ?? found
+        // An `$important` block decides over a closer plain one, so that another list's
+        // exception, weighed in `Blocklist.decide`, meets it.
+        return allowed ?? important ?? found
     }
 
     /// Whether the listed bytes at `listed` equal `key` ignoring the key's letter case.
