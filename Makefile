@@ -35,7 +35,9 @@ release: deps ## Optimised build: .build/release/sinkhole
 run: release ## Start sinkhole with the shipped lists on 127.0.0.1:53 and [::1]:53, upstreams from /etc/resolv.conf
 	.build/release/sinkhole serve $(LISTEN) --blocklist-dir blocklists --block-log $(BLOCK_LOG) --query-history $(QUERY_HISTORY) $(ARGS)
 
-test: build ## Run every test: unit, loopback integration, end-to-end with drill and dig
+# One build: --build-tests builds the sinkhole executable too (the tests run it), so a separate
+# debug build first compiled every module twice (about 2 minutes of CI).
+test: deps ## Run every test: unit, loopback integration, end-to-end with drill and dig
 	swift build --build-tests $(SWIFT_FLAGS)
 	Tests/run-with-watchdog.sh --skip-build
 
