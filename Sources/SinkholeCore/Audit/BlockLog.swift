@@ -134,15 +134,7 @@ public final class BlockLog: @unchecked Sendable {
             let now = DispatchTime.now().uptimeNanoseconds   // after the load: never before `said`
             if said == 0 || (now > said && now - said >= 60_000_000_000),
                droppedSaidAt.compareExchange(expected: said, desired: now, ordering: .relaxed).exchanged {
-                var kept = droppedSaid.load(ordering: .relaxed)
-                while kept < total {   // never lowered below a later total the writer said
-                    let (exchanged, now) = droppedSaid.compareExchange(expected: kept, desired: total, ordering: .relaxed)
-                    if exchanged { break }
-                    kept = now
-                }
-                logger.error("block log writer fell behind; events dropped", metadata: [
-                    "dropped.total": "\(total)", "path": "\(path ?? "-")",
-                ])
+                sayDropped(total)
             }
             return
         }
@@ -161,6 +153,28 @@ public final class BlockLog: @unchecked Sendable {
     public var counts: (written: Int, dropped: Int) {
         let dropped = self.dropped.load(ordering: .relaxed)
         return (writtenSoFar.load(ordering: .relaxed), dropped + lostSoFar.load(ordering: .relaxed))
+    }
+
+    /// Says the drop total in the operator's log, and keeps it as said: never lowered below a
+    /// later total said meanwhile (by `record` or the writer).
+    private func sayDropped(_ total: Int) {
+        var kept = droppedSaid.load(ordering: .relaxed)
+        while kept < total {
+            let (exchanged, now) = droppedSaid.compareExchange(expected: kept, desired: total, ordering: .relaxed)
+            if exchanged { break }
+            kept = now
+        }
+        logger.error("block log writer fell behind; events dropped", metadata: [
+            "dropped.total": "\(total)", "path": "\(path ?? "-")",
+        ])
+    }
+
+    /// Says the drops not said yet, if any (the writer, after taking the queues; a stop).
+    private func sayUnsaidDrops() {
+        let total = dropped.load(ordering: .relaxed)
+        guard total > droppedSaid.load(ordering: .relaxed) else { return }
+        sayDropped(total)
+        droppedSaidAt.store(DispatchTime.now().uptimeNanoseconds, ordering: .relaxed)
     }
 
     /// Whether the writer holds its lock now (in a write, for tests).
@@ -190,14 +204,7 @@ public final class BlockLog: @unchecked Sendable {
             }
             var chunks = taken.count > 1 ? BlockLog.merged(&taken) : taken.first ?? []
             taken = []
-            let dropped = self.dropped.load(ordering: .relaxed)
-            if dropped > droppedSaid.load(ordering: .relaxed) {
-                logger.error("block log writer fell behind; events dropped", metadata: [
-                    "dropped.total": "\(dropped)", "path": "\(path ?? "-")",
-                ])
-                droppedSaid.store(dropped, ordering: .relaxed)
-                droppedSaidAt.store(DispatchTime.now().uptimeNanoseconds, ordering: .relaxed)
-            }
+            sayUnsaidDrops()
             guard !chunks.isEmpty else { return }
             if let forward { forward(chunks.flatMap { $0 }) }
             defer { publish(state) }
@@ -387,14 +394,8 @@ public final class BlockLog: @unchecked Sendable {
         wake.broadcast()
         wake.unlock()
         flush()
-        // Drops not yet said (the once-a-minute pace held them back): their total, last.
-        let dropped = self.dropped.load(ordering: .relaxed)
-        if dropped > droppedSaid.load(ordering: .relaxed) {
-            logger.error("block log writer fell behind; events dropped", metadata: [
-                "dropped.total": "\(dropped)", "path": "\(path ?? "-")",
-            ])
-            droppedSaid.store(dropped, ordering: .relaxed)
-        }
+        // Drops made while that flush ran: their total, last.
+        sayUnsaidDrops()
         writer.withLock { state in
             if state.fd >= 0 {
                 fsync(state.fd)

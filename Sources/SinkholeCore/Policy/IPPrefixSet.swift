@@ -56,8 +56,8 @@ public struct IPPrefixSet: Sendable {
 
     /// The IPv4 address of an IPv4-mapped one (`::ffff:a.b.c.d`), or nil.
     static func mappedIPv4(_ address: [UInt8]) -> [UInt8]? {
-        guard address.count == 16, address[0..<10].allSatisfy({ $0 == 0 }), address[10] == 0xFF, address[11] == 0xFF else { return nil }
-        return Array(address[12...])
+        let v4 = IPAddress.unmapped(address)
+        return address.count == 16 && v4.count == 4 ? v4 : nil
     }
 
     /// Adds a range; the first rule for the same range wins. An IPv4-mapped range
