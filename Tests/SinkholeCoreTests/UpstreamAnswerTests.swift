@@ -63,6 +63,25 @@ import Testing
         #expect(prepared.facts == facts && prepared.aliasTargets == aliases && prepared.answerAddresses == addresses)
     }
 
+    /// An additional record shorter-lived than the answer bounds how long the answer is kept
+    /// (it was served counted down to TTL 0 and kept so); the OPT record's TTL field (extended
+    /// rcode and flags) does not count.
+    @Test func additionalRecordsBoundTheTTLButOPTDoesNot() throws {
+        var wire = header(an: 1, ar: 2) + question
+        wire += [0xC0, 12, 0, 1, 0, 1, 0, 0, 1, 44, 0, 4, 192, 0, 2, 1]          // www A, TTL 300
+        wire += [0xC0, 16, 0, 1, 0, 1, 0, 0, 0, 5, 0, 4, 192, 0, 2, 2]           // example.org A, TTL 5
+        wire += [0, 0, 41, 4, 0xD0, 0, 0, 0x80, 0, 0, 0]                         // OPT, DO (TTL field 32768)
+        let prepared = try #require(CachedReply(wire))
+        #expect(prepared.facts.lowestTTL == 5)
+        #expect(try ldnsReading(wire).0 == prepared.facts)
+        #expect(AnswerCache(budgetBytes: 1 << 20).ttl(of: prepared.facts) == 5)
+        // Without the additional address, the OPT record alone leaves the answer's 300.
+        let bare = header(an: 1, ar: 1) + question + [0xC0, 12, 0, 1, 0, 1, 0, 0, 1, 44, 0, 4, 192, 0, 2, 1]
+            + [0, 0, 41, 4, 0xD0, 0, 0, 0x80, 0, 0, 0]
+        #expect(try #require(CachedReply(bare)).facts.lowestTTL == 300)
+        #expect(try ldnsReading(bare).0.lowestTTL == 300)
+    }
+
     @Test func negativeAnswerCarriesTheSOAFields() throws {
         // NXDOMAIN; authority: example.org SOA (TTL 900, MINIMUM 120).
         var wire = header(rcode: 3, an: 0, ns: 1) + question

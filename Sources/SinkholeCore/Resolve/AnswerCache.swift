@@ -7,7 +7,7 @@ import Synchronization
 ///
 /// - Key: the name case-folded, type, class and the DO bit (answers with and without DNSSEC
 ///   records differ).
-/// - TTL: the smallest TTL of the answer and authority records, clamped to
+/// - TTL: the smallest TTL of its records (but OPT; the additional ones too), clamped to
 ///   [`minTTL`, `maxTTL`]; for NXDOMAIN and NODATA, the SOA's min(TTL, MINIMUM), capped at
 ///   `maxNegativeTTL`. SERVFAIL, truncated and other rcodes are not cached.
 /// - Served with every TTL counted down by the time spent in the cache.

@@ -1,12 +1,14 @@
 /// What the cache and the forwarder need to know of an upstream's reply, read from its bytes:
-/// the rcode and TC bit, the lowest TTL of the answer and authority records, and the SOA that
+/// the rcode and TC bit, the lowest TTL of its records, and the SOA that
 /// decides how long a negative answer is kept (RFC 2308 §5).
 public struct ReplyFacts: Sendable, Equatable {
     /// The 4-bit header RCODE.
     public var rcode: UInt8
     public var truncated: Bool
     public var answerCount: Int
-    /// The lowest TTL of the answer and authority records; nil when there are none.
+    /// The lowest TTL of every record but OPT, additional ones too (an answer is kept no longer
+    /// than its shortest record: an MX answer's address records, shorter-lived than the MX,
+    /// were served at TTL 0 after they ran out); nil when there are none.
     public var lowestTTL: UInt32?
     /// The first SOA in the authority section: its TTL and its MINIMUM field.
     public var soa: (ttl: UInt32, minimum: UInt32)?
@@ -31,7 +33,7 @@ public struct ReplyFacts: Sendable, Equatable {
         extendedRcode = message.edns?.extendedRcode ?? 0
         truncated = message.truncated
         answerCount = answers.count
-        lowestTTL = (answers + authority).map(\.ttl).min()
+        lowestTTL = (answers + authority + message.records(.additional).filter { $0.type != RRType.opt }).map(\.ttl).min()
         soa = authority.first { $0.type == RRType.soa && $0.rdata.count >= 4 }.map { record in
             (record.ttl, record.rdata.suffix(4).reduce(UInt32(0)) { $0 << 8 | UInt32($1) })
         }
@@ -145,12 +147,10 @@ public final class CachedReply: Sendable {
             // For CNAME and DNAME this also checks that the target expands (`name` and
             // `expandedName` take the same names), so response inspection can read it.
             guard CachedReply.rdataIsExact(type: type, wire, from: end + 10, to: offset, ttls: ttls) else { return nil }
-            if index < authorityEnd {
-                let ttl = CachedReply.read32(wire, end + 4)
-                lowest = min(lowest ?? ttl, ttl)
-                if index >= answerEnd, type == RRType.soa, soa == nil {
-                    soa = (ttl, CachedReply.read32(wire, offset - 4))
-                }
+            let ttl = CachedReply.read32(wire, end + 4)
+            lowest = min(lowest ?? ttl, ttl)
+            if index >= answerEnd, index < authorityEnd, type == RRType.soa, soa == nil {
+                soa = (ttl, CachedReply.read32(wire, offset - 4))
             }
         }
         // The OPT record must be the last one (ldns writes it there), so removing it moves no
