@@ -83,6 +83,10 @@ struct Check: ParsableCommand {
                     if BlocklistLoader.looksMeantAsAllowList(list.name), list.format != .rpz {
                         print("  warning: named like an allowlist, read as a block list: its names are blocked (an allowlist's name ends in .allow)")
                     }
+                    for note in list.notes { print("  note: \(LogText.printable(note))") }
+                    if list.entries == 0, !BlocklistLoader.isAllowList(list.name) {
+                        print("  warning: no entry: it blocks nothing (a running serve that had a version with entries keeps that version in force; remove the file to drop the list)")
+                    }
                     total += list.entries
                 } else {
                     print("\(LogText.printable(file)): UNUSABLE: \(result.failure ?? "unknown reason")")
@@ -137,6 +141,11 @@ struct Explain: ParsableCommand {
         for failed in report.failed {
             let file = LogText.printable((failed.path as NSString).lastPathComponent)
             print("note: \(file) cannot be used as it is now (\(LogText.printable(failed.failure ?? "unusable"))): a running serve keeps its earlier version in force, which explain cannot see")
+        }
+        // An emptied block list is refused by serve as a failed download when it had entries
+        // (explain said "not listed" of a name serve went on blocking from it).
+        for list in report.loaded where list.entries == 0 && !BlocklistLoader.isAllowList(list.name) {
+            print("note: \(LogText.printable(list.name)) has no entry now: a running serve that had a version with entries keeps that version in force (remove the file to drop the list), which explain cannot see")
         }
         if let address {
             // An address is looked up among the IP indicators, which judge upstream answers.

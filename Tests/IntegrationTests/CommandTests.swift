@@ -95,6 +95,27 @@ import Testing
         #expect(failed.out.contains("a running serve keeps its earlier version in force"), "\(failed.out)")
     }
 
+    /// From a migration trial: an emptied list (how a Pi-hole user switches one off) is one that a
+    /// running serve refuses, keeping its version in force; explain said "not listed" and check
+    /// "0 entries" of names serve went on blocking. A custom.list of local records dropped in is
+    /// said once, with its first line.
+    @Test func emptiedListsAndLocalRecordsAreSaidByCheckAndExplain() throws {
+        let dir = try directory([
+            "pihole-domains.txt": Array("# emptied\n".utf8),
+            "custom.list": Array("192.168.1.10 nas.home.lan\n192.168.1.20 printer.home.lan printer\n".utf8),
+        ])
+        let explained = try run(["explain", "doubleclick.net", "--blocklist-dir", dir])
+        #expect(explained.status == 1)
+        #expect(explained.out.contains("note: pihole-domains.txt has no entry now: a running serve that had a version with entries keeps that version in force"), "\(explained.out)")
+        let checked = try run(["check", dir])
+        #expect(checked.status == 0, "\(checked.out)")
+        #expect(checked.out.contains("pihole-domains.txt: 0 entries (lines), 0 lines rejected\n  warning: no entry: it blocks nothing"), "\(checked.out)")
+        #expect(checked.out.contains("custom.list: 2 entries (lines), 0 lines rejected\n  note: 2 lines with a real address"), "\(checked.out)")
+        #expect(checked.out.contains("the first at custom.list:1: '192.168.1.10 nas.home.lan'"), "\(checked.out)")
+        let local = try run(["explain", "nas.home.lan", "--blocklist-dir", dir])
+        #expect(local.status == 0 && local.out.contains("BLOCKED by rule 'nas.home.lan' at custom.list:1"), "\(local.out)")
+    }
+
     /// A FIFO in the list directory (a log pipe left there, say) is reported and does not hold
     /// up check or serve: opening one for reading waits for a writer, and reading it for data.
     @Test func aFIFOInTheListDirectoryIsRefusedNotWaitedOn() throws {

@@ -83,8 +83,88 @@ import Testing
     @Test func wildcardAndAdblockRules() {
         let p = parse("*.ads.example\n||tracker.example^\n@@||good.example^\n||path.example/x^\n||nocaret.example\n! comment\n[Adblock Plus 2.0]\n")
         #expect(p.entries.map(\.0) == ["ads.example", "tracker.example", "good.example"])
-        #expect(p.entries.map(\.1) == [.blockBelow, .block, .allow])
+        #expect(p.entries.map(\.1) == [.blockStarred, .block, .allow], "*.name blocks the name too, as Blocky reads it")
         #expect(p.errors.map(\.line) == [4, 5])
+        // In an allowlist, `*.name` lifts only the names below it.
+        #expect(ListParserTests.parseAllow("*.cdn.example\n").map(\.1) == [.blockBelow])
+    }
+
+    /// From a migration trial: a Blocky or wildcard-format feed's `*.evil.example` left
+    /// `evil.example` resolving; AdGuard's anchors `|name^` (the name alone), `||*.name^` (the
+    /// names below) and `^|` were refused.
+    @Test func wildcardLinesAndAdblockAnchors() {
+        let p = parse("*.evil.example\n|exact.example^\n@@|ok.exact.example^\n||*.below.example^\n||end.example^|\n")
+        #expect(p.errors.isEmpty, "\(p.errors)")
+        #expect(p.entries.map(\.0) == ["evil.example", "exact.example", "ok.exact.example", "below.example", "end.example"])
+        #expect(p.entries.map(\.1) == [.blockStarred, DomainMatcher.Kind(.exact, .block), DomainMatcher.Kind(.exact, .allow),
+                                        .blockBelow, .block])
+    }
+
+    /// Regular expressions (Pi-hole's regex lists, Adblock's `/.../`) and AdGuard Home's own
+    /// modifiers are refused with a reason that says what they are (it said "character '(' is not
+    /// allowed" and "which a DNS resolver cannot apply", of modifiers AdGuard Home applies).
+    @Test func patternsAndAdGuardHomeModifiersAreRefusedForWhatTheyAre() {
+        let p = parse(#"""
+            (\.|^)doubleclick\.net$
+            ^ads?[0-9]*\.
+            .*\.xyz$
+            /banner[0-9]+\.example/
+            @@/ok[0-9]\.example/
+            ads*.example.com
+            ||lan.example^$client=192.168.1.5
+            ||x.example^$dnsrewrite=0.0.0.0
+            ||y.example^$important,denyallow=z.example
+            ||z.example^$third-party
+            """#)
+        #expect(p.entries.isEmpty)
+        #expect(p.errors.map(\.line) == Array(1...10))
+        for error in p.errors[0..<3] { #expect(error.reason.hasPrefix("a regular expression"), "\(error)") }
+        for error in p.errors[3..<5] { #expect(error.reason.hasPrefix("an Adblock regular-expression rule"), "\(error)") }
+        #expect(p.errors[5].reason.hasPrefix("a wildcard inside a name"))
+        for error in p.errors[6..<9] { #expect(error.reason.contains("AdGuard Home's modifier"), "\(error)") }
+        #expect(p.errors[9].reason.contains("a browser's"))
+    }
+
+    /// dnsmasq rules as its feeds write them block each name and below; a forwarding rule is
+    /// refused with the flag that does it; a rule for every name is refused.
+    @Test func dnsmasqRules() {
+        var mapped: [ListParser.MappedLine] = []
+        var p = Parsed()
+        ListParser.parse(Array("""
+            address=/a.example/0.0.0.0
+            address=/b.example/c.example/
+            local=/d.example/
+            server=/e.example/
+            address=/f.example/#
+            address=/.g.example/::
+            server=/corp/10.0.0.1
+            address=/#/0.0.0.0
+            address=/nas.example/192.168.1.10
+            address=/h.example/not-an-ip
+            address=oops
+            """.utf8)[...], file: "d.conf", add: { wire, kind, line in p.entries.append((WireName.text(wire), kind, line)) },
+            mapped: { mapped.append($0) }, reject: { p.errors.append($0) })
+        #expect(p.entries.map(\.0) == ["a.example", "b.example", "c.example", "d.example", "e.example", "f.example", "g.example", "nas.example"])
+        #expect(p.entries.allSatisfy { $0.1 == .block })
+        #expect(p.errors.map(\.line) == [7, 8, 10, 11])
+        #expect(p.errors.first?.reason.contains("--forward-zone corp=10.0.0.1") == true)
+        #expect(mapped == [ListParser.MappedLine(line: 9, text: "address=/nas.example/192.168.1.10")])
+    }
+
+    /// From a migration trial: Pi-hole's custom.list (local records) dropped in as a list. Its
+    /// names are blocked, as any hosts line's, but reported (`mapped`); a host's short name
+    /// beside a real address is an alias, skipped, not "a whole top-level domain".
+    @Test func hostsLinesWithRealAddressesAreReported() {
+        var mapped: [ListParser.MappedLine] = []
+        var p = Parsed()
+        let text = "192.168.1.10 nas.home.lan\n192.168.1.20 printer.home.lan printer\n192.168.1.21 scanner\n0.0.0.0 ads.example\n"
+            + "127.0.0.1 t.example\n::1 u.example\n:: v.example\nfd00::5 w.home.lan\n"
+        ListParser.parse(Array(text.utf8)[...], file: "custom.list", add: { wire, kind, line in p.entries.append((WireName.text(wire), kind, line)) },
+                         mapped: { mapped.append($0) }, reject: { p.errors.append($0) })
+        #expect(p.entries.map(\.0) == ["nas.home.lan", "printer.home.lan", "ads.example", "t.example", "u.example", "v.example", "w.home.lan"])
+        #expect(p.errors.map(\.line) == [3])
+        #expect(p.errors.first?.reason.contains("short name") == true)
+        #expect(mapped.map(\.line) == [1, 2, 8])
     }
 
     /// From a list maintainer's trial with an EasyList excerpt: cosmetic rules are skipped (read

@@ -204,12 +204,13 @@ final class HistoryFixture {
         try f.writeList("ok.allow", "allowed.bad.test\n")
         let snapshot = try store(f).snapshot
         let hits = try RetroHunt.hunt(f.history.database, since: 0) { snapshot.blockingRule(for: $0) }
-        #expect(hits.map(\.name) == ["bad.test", "below.rpz.test", "c2.bad.test", "exact.test", "rpz.test", "x.wild.test"])
+        #expect(hits.map(\.name) == ["bad.test", "below.rpz.test", "c2.bad.test", "exact.test", "rpz.test", "wild.test", "x.wild.test"])
         let c2 = try #require(hits.first { $0.name == "c2.bad.test" })
         #expect(c2.rule.rule == "bad.test")
         #expect(c2.rule.list == "plain.txt")
         #expect(c2.rule.line == 1)
         #expect(hits.first { $0.name == "x.wild.test" }?.rule.rule == "*.wild.test")
+        #expect(hits.first { $0.name == "wild.test" }?.rule.rule == "*.wild.test", "a list's *.name covers name, named as written")
         #expect(hits.first { $0.name == "below.rpz.test" }?.rule.list == "zone.rpz")
     }
 

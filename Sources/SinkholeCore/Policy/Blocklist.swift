@@ -138,7 +138,7 @@ public final class Blocklist: Sendable {
     public func match(_ raw: DomainMatcher.RawHit, list index: Int, qname: [UInt8]) -> RuleMatch {
         let list = loaded[index]
         let hit = list.matcher.hit(raw, in: qname)
-        return RuleMatch(zone: hit.zone, below: hit.kind.scope == .below, list: list.name, line: hit.line, action: hit.kind.action,
+        return RuleMatch(zone: hit.zone, below: hit.kind.scope == .below || hit.kind.scope == .starred, list: list.name, line: hit.line, action: hit.kind.action,
                          localData: hit.kind.action == .localData ? list.localData[hit.name] ?? [] : [])
     }
 

@@ -253,6 +253,8 @@ public enum BlocklistLoader {
         var addresses = IPPrefixSet()
         var errors: [ListLineError] = []
         var rejected = 0
+        var mappedLines = 0
+        var firstMapped: ListParser.MappedLine?
         let reject: (ListLineError) -> Void = { error in
             rejected += 1
             if errors.count < maxReportedLineErrors { errors.append(error) }
@@ -287,6 +289,9 @@ public enum BlocklistLoader {
                 }, addAddress: { address, prefix, line in
                     addresses.insert(address: address, prefix: prefix, rule: .init(
                         text: "\(IPAddress.text(address))/\(prefix)", action: allow ? .allow : .block, line: line))
+                }, mapped: { line in
+                    if mappedLines == 0 { firstMapped = line }
+                    mappedLines += 1
                 }, reject: reject)
                 if atEnd { break }
                 memmove(mapping, mapping + cut, filled - cut)
@@ -438,9 +443,16 @@ public enum BlocklistLoader {
         // A line-format file that held addresses alone is reported as the address list it is.
         let reported = format == .lines && builder.count == 0 && !addresses.isEmpty ? ListFormat.ips : format
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
+        var notes: [String] = []
+        if let firstMapped, !allow {
+            // Pi-hole's custom.list (`192.168.1.10 nas.home.lan`) dropped in as a list: its names
+            // went dark with nothing said. Still blocked (a threat feed in hosts form may carry
+            // the C2's own address), but said.
+            notes.append("\(LogText.count(mappedLines, "line")) with a real address, not a sinkhole's (0.0.0.0, 127.0.0.1, ::), as local DNS records have: their names are blocked all the same, not answered with it (sinkhole serves no local records); the first at \(name):\(firstMapped.line): '\(LogText.cut(firstMapped.text))'")
+        }
         result.list = LoadedList(name: name, path: path, format: reported, matcher: matcher,
                                  rejectedLines: rejected, signature: signature, seconds: seconds, localData: localData,
-                                 addresses: addresses, sharedSegments: shared)
+                                 addresses: addresses, sharedSegments: shared, notes: notes)
         return result
     }
 

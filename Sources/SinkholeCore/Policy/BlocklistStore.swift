@@ -260,6 +260,9 @@ public final class BlocklistStore: Sendable {
                 logger.warning("list named like an allowlist is read as a block list: its names are blocked (an allowlist's name ends in .allow)",
                                metadata: ["file.path": "\(list.path)"])
             }
+            for note in list.notes {
+                logger.warning("list read with a note", metadata: ["file.path": "\(list.path)", "note": "\(note)"])
+            }
             if list.entries == 0 && !BlocklistLoader.isAllowList(list.name) {
                 // Never quiet: after a restart an emptied feed has no version in force to keep.
                 logger.warning("list has no entry: it blocks nothing", metadata: ["file.path": "\(list.path)"])

@@ -29,6 +29,9 @@ public final class DomainMatcher: @unchecked Sendable {
         case below = 1
         /// Only the name itself (an RPZ QNAME trigger without a wildcard).
         case exact = 2
+        /// The name and every name below it, as `subtree`, written `*.name` in a block list (as
+        /// Blocky reads it): the rule is named as written.
+        case starred = 3
     }
 
     /// What a rule does when it applies.
@@ -63,6 +66,7 @@ public final class DomainMatcher: @unchecked Sendable {
 
         public static let block = Kind(.subtree, .block)
         public static let blockBelow = Kind(.below, .block)
+        public static let blockStarred = Kind(.starred, .block)
         public static let allow = Kind(.subtree, .allow)
 
         var packed: UInt8 { scope.rawValue | action.rawValue << 2 | (important ? 0x20 : 0) }
@@ -476,7 +480,7 @@ public final class DomainMatcher: @unchecked Sendable {
                 let kind = Kind(packed: entry.kind)
                 let applies: Bool
                 switch kind.scope {
-                case .subtree: applies = true
+                case .subtree, .starred: applies = true
                 case .below: applies = index > 0
                 case .exact: applies = index == 0
                 }

@@ -1,3 +1,4 @@
+import Foundation
 /// A line of a list file that was skipped, and why: printed as `file:line: reason: 'text'`.
 public struct ListLineError: Sendable, CustomStringConvertible, Equatable {
     public var file: String
@@ -50,10 +51,11 @@ public enum ListParser {
         _ bytes: ArraySlice<UInt8>, file: String, firstLine: Int = 1, allowList: Bool = false,
         add: (_ name: [UInt8], _ kind: DomainMatcher.Kind, _ line: Int) -> Void,
         addAddress: ((_ address: [UInt8], _ prefix: Int, _ line: Int) -> Void)? = nil,
+        mapped: ((MappedLine) -> Void)? = nil,
         reject: (ListLineError) -> Void
     ) -> Int {
         bytes.withUnsafeBufferPointer {
-            parse($0, file: file, firstLine: firstLine, allowList: allowList, add: add, addAddress: addAddress, reject: reject)
+            parse($0, file: file, firstLine: firstLine, allowList: allowList, add: add, addAddress: addAddress, mapped: mapped, reject: reject)
         }
     }
 
@@ -62,6 +64,7 @@ public enum ListParser {
         _ buffer: UnsafeBufferPointer<UInt8>, file: String, firstLine: Int = 1, allowList: Bool = false,
         add: (_ name: [UInt8], _ kind: DomainMatcher.Kind, _ line: Int) -> Void,
         addAddress: ((_ address: [UInt8], _ prefix: Int, _ line: Int) -> Void)? = nil,
+        mapped: ((MappedLine) -> Void)? = nil,
         reject: (ListLineError) -> Void
     ) -> Int {
         var lineNumber = firstLine - 1
@@ -77,7 +80,7 @@ public enum ListParser {
                 var lineBytes = ArraySlice(buffer[start..<end])
                 if lineBytes.last == UInt8(ascii: "\r") { lineBytes = lineBytes.dropLast() }
                 parseLine(lineBytes, number: lineNumber, file: file, allowList: allowList, add: add,
-                          addAddress: addAddress, reject: reject)
+                          addAddress: addAddress, mapped: mapped, reject: reject)
             }
             start = end + 1
         }
@@ -143,6 +146,7 @@ public enum ListParser {
         _ raw: ArraySlice<UInt8>, number: Int, file: String, allowList: Bool = false,
         add: (_ name: [UInt8], _ kind: DomainMatcher.Kind, _ line: Int) -> Void,
         addAddress: ((_ address: [UInt8], _ prefix: Int, _ line: Int) -> Void)? = nil,
+        mapped: ((MappedLine) -> Void)? = nil,
         reject: (ListLineError) -> Void
     ) {
         let original = String(decoding: raw, as: UTF8.self)
@@ -165,6 +169,9 @@ public enum ListParser {
             reject(ListLineError(file: file, line: number, reason: reason, text: original.trimmingTrailingSpace))
         }
         func accept(_ nameText: Substring, _ kind: DomainMatcher.Kind, wholeTLD: Bool = false) {
+            if case .failure(let problem) = DomainName.parse(nameText) {
+                return fail(ListParser.looksLikePattern(nameText) ?? problem.description)
+            }
             switch DomainName.parse(nameText) {
             case .success(let wire):
                 // A lone word as a plain or hosts-file entry of a blocklist is far more often what
@@ -183,14 +190,17 @@ public enum ListParser {
                         : "a single label, which would block a whole top-level domain (to mean that, write ||\(label)^)")
                 }
                 add(wire, kind, number)
-            case .failure(let problem): fail(problem.description)
+            case .failure: break   // said above
             }
         }
 
-        // Adblock-style domain rules: ||name^ and @@||name^.
-        if content.hasPrefix("||") || content.hasPrefix("@@||") {
+        // Adblock-style domain rules: ||name^ and @@||name^ (the name and below), |name^ and
+        // @@|name^ (the name alone, as AdGuard Home reads a rule anchored at the start).
+        if content.hasPrefix("|") || content.hasPrefix("@@|") {
             let allow = content.hasPrefix("@@")
-            var rule = content.dropFirst(allow ? 4 : 2)
+            var rule = content.dropFirst(allow ? 2 : 0)
+            let exact = !rule.hasPrefix("||")
+            rule = rule.dropFirst(exact ? 1 : 2)
             var important = false
             if let dollar = rule.firstIndex(of: "$") {
                 // Modifiers: `$important` is a block rule as any other. The rest are a browser's
@@ -200,17 +210,65 @@ public enum ListParser {
                 // (`@@||site^$elemhide`) allowed the name outright, over every list.
                 let modifiers = rule[rule.index(after: dollar)...].split(separator: ",")
                 if let other = modifiers.first(where: { $0.lowercased() != "important" }) {
-                    return fail("Adblock rule with the modifier $\(other), which a DNS resolver cannot apply: not applied")
+                    let name = other.split(separator: "=").first.map { $0.lowercased() } ?? ""
+                    if ListParser.adGuardHomeModifiers.contains(name.hasPrefix("~") ? String(name.dropFirst()) : name) {
+                        // AdGuard Home applies these; sinkhole has no per-client, per-type or
+                        // rewrite rules. Skipped, never applied to every client and type.
+                        return fail("Adblock rule with AdGuard Home's modifier $\(other), which sinkhole does not support: not applied (the rule is skipped, not widened to every client and type)")
+                    }
+                    return fail("Adblock rule with the modifier $\(other), a browser's, which a DNS resolver cannot apply: not applied")
                 }
                 important = !modifiers.isEmpty
                 rule = rule[..<dollar]
             }
+            // `^|`: the separator, then the end of the address; for a name, the same as `^`.
+            if rule.hasSuffix("^|") { rule = rule.dropLast() }
+            if rule.hasPrefix("/") && rule.hasSuffix("/") && rule.count > 2 {
+                return fail("an Adblock regular-expression rule, which sinkhole does not support (it matches names and the names below them, not patterns): not applied")
+            }
             guard rule.hasSuffix("^") else { return fail("Adblock rule without the closing '^' (only domain rules are supported)") }
             rule = rule.dropLast()
+            // `||*.name^`: the names below `name`, not `name` itself (AdGuard's `*` needs the dot).
+            var scope: DomainMatcher.Scope = exact ? .exact : .subtree
+            if !exact, rule.hasPrefix("*.") {
+                scope = .below
+                rule = rule.dropFirst(2)
+            }
             if rule.contains("/") || rule.contains("*") { return fail("Adblock rule with a path or pattern (only domain rules are supported)") }
             // An exception for a whole top-level domain (`@@||com^`) in a feed would lift every
             // block rule under it, the other lists' with them: only an allowlist says that.
-            return accept(rule, DomainMatcher.Kind(.subtree, allow ? .allow : .block, important: important), wholeTLD: !allow || allowList)
+            return accept(rule, DomainMatcher.Kind(scope, allow ? .allow : .block, important: important), wholeTLD: !allow || allowList)
+        }
+
+        // A regular-expression rule (`/ads[0-9]+\.example/`): a browser's or AdGuard Home's.
+        let regexBody = content.hasPrefix("@@") ? content.dropFirst(2) : content
+        if regexBody.count > 2, regexBody.hasPrefix("/"), regexBody.hasSuffix("/"), !regexBody.contains(" ") {
+            return fail("an Adblock regular-expression rule, which sinkhole does not support (it matches names and the names below them, not patterns): not applied")
+        }
+
+        // dnsmasq rules, as the feeds in its format write them: `address=/name/0.0.0.0` (or `::`,
+        // `#`, nothing), `local=/name/` and `server=/name/` each answer `name` and every name
+        // below it locally, which a block here is. Several names may share one rule.
+        if let equals = content.firstIndex(of: "="), ["address", "local", "server"].contains(content[..<equals].lowercased()) {
+            let directive = content[..<equals].lowercased()
+            let parts = content[content.index(after: equals)...].split(separator: "/", omittingEmptySubsequences: false)
+            guard parts.count >= 3, parts.first?.isEmpty == true else {
+                return fail("a dnsmasq \(directive)= line without /name/ (e.g. \(directive)=/ads.example/)")
+            }
+            let target = parts.last!.trimmingCharacters(in: .whitespaces)
+            let names = parts.dropFirst().dropLast()
+            if directive != "address", !target.isEmpty {
+                return fail("dnsmasq forwarding of a zone to \(target): not a block rule (forward a zone with --forward-zone \(names.first ?? "")=\(target))")
+            }
+            if names.contains(where: { $0.isEmpty || $0 == "#" }) {
+                return fail("a dnsmasq rule for every name (an empty or '#' domain): not applied")
+            }
+            if directive == "address", !target.isEmpty, target != "#" {
+                guard IPAddress.isAddress(target) else { return fail("a dnsmasq address= line whose address '\(target)' is not an IP address") }
+                if !ListParser.isBlockingAddress(target) { mapped?(MappedLine(line: number, text: original.trimmingTrailingSpace)) }
+            }
+            for name in names { accept(name.hasPrefix(".") ? name.dropFirst() : name, .block) }
+            return
         }
 
         let tokens = content.split(whereSeparator: { $0 == " " || $0 == "\t" })
@@ -226,17 +284,73 @@ public enum ListParser {
             // Hosts-file line: ADDRESS name [name ...].
             let names = tokens.dropFirst()
             if names.isEmpty { return fail("an IP address where a domain name is expected (a hosts-file line needs a name after the address)") }
+            var blocked = 0
+            var shortNames = 0
+            let realAddress = !ListParser.isBlockingAddress(String(first))
             for name in names {
                 var bare = name.lowercased()
                 if bare.hasSuffix(".") { bare.removeLast() }
                 if hostsFileSelfNames.contains(bare) { continue }
+                // With a real address, a host's short name beside its full one (`192.168.1.20
+                // printer.home.lan printer`): an alias, not a top-level domain to block. With a
+                // sinkhole's (`0.0.0.0 wpad`), a name meant blocked: refused below, with a reason.
+                if realAddress, !bare.isEmpty, !bare.contains("."), case .success = DomainName.parse(name) {
+                    shortNames += 1
+                    continue
+                }
+                blocked += 1
                 accept(name, .block)
+            }
+            if shortNames > 0, blocked == 0 {
+                fail("a hosts-file line with only a host's short name (no domain): nothing blocked")
+            }
+            if blocked > 0, realAddress {
+                mapped?(MappedLine(line: number, text: original.trimmingTrailingSpace))
             }
             return
         }
         if tokens.count > 1 { return fail("unexpected text after the name") }
-        if first.hasPrefix("*.") { return accept(first.dropFirst(2), .blockBelow, wholeTLD: true) }
+        // `*.name`: in a block list, `name` and every name below it, as Blocky and the feeds
+        // published in its wildcard format mean it (a feed's `*.evil.example` left
+        // `evil.example` itself resolving). In an allowlist, only the names below `name`: the
+        // narrower reading, which lifts no more than was written.
+        if first.hasPrefix("*.") { return accept(first.dropFirst(2), allowList ? .blockBelow : .blockStarred, wholeTLD: true) }
         accept(first, .block)
+    }
+
+    /// A hosts-file or dnsmasq line whose address is a real one, not a sinkhole's (`0.0.0.0`,
+    /// `127.x`, `::`, `::1`): a local DNS record (Pi-hole's `custom.list`), whose names are
+    /// blocked here all the same. Reported once per file, with the first such line.
+    public struct MappedLine: Sendable, Equatable {
+        public var line: Int
+        public var text: String
+    }
+
+    /// AdGuard Home's DNS modifiers, which it applies and sinkhole does not.
+    static let adGuardHomeModifiers: Set<String> = ["client", "denyallow", "dnsrewrite", "dnstype", "ctag", "badfilter"]
+
+    /// The addresses hosts files and dnsmasq rules block with: unspecified and loopback.
+    static func isBlockingAddress(_ text: String) -> Bool {
+        let bare = text.contains(":") ? String(text.prefix { $0 != "%" }) : text
+        guard let address = IPAddress.parse(bare) else { return false }
+        let v4 = IPAddress.unmapped(address)
+        if v4.count == 4 { return v4[0] == 0 || v4[0] == 127 }
+        return address.dropLast().allSatisfy { $0 == 0 } && (address.last == 0 || address.last == 1)
+    }
+
+    /// Why `text`, which is not a domain name, looks like a pattern: a regular expression (as in
+    /// Pi-hole's regex lists) or a wildcard inside a name; nil when it does not.
+    static func looksLikePattern(_ text: Substring) -> String? {
+        // A control character or non-ASCII byte is said as such (a terminal escape is no regex).
+        guard text.unicodeScalars.allSatisfy({ (0x21...0x7E).contains($0.value) }) else { return nil }
+        let regexMarks: Set<Character> = ["(", ")", "\\", "[", "]", "{", "}", "+", "?", "|"]
+        if text.contains(where: regexMarks.contains) || text.hasPrefix("^") || text.hasSuffix("$") || text.contains(".*") {
+            return "a regular expression (as in Pi-hole's regex lists), which sinkhole does not support: it matches names and the names below them, not patterns (list the domain instead)"
+        }
+        if text.contains("*") {
+            return "a wildcard inside a name, which sinkhole does not support (only a leading '*.' is: *.name)"
+        }
+        return nil
     }
 
     /// Whether the `#` at `hash` starts an Adblock cosmetic or scriptlet rule's separator

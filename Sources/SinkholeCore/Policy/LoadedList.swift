@@ -82,10 +82,14 @@ public final class LoadedList: Sendable {
     let addresses: IPPrefixSet
     /// RPZ local data by lowercase wire name (root byte excluded).
     let localData: [[UInt8]: [LocalRecord]]
+    /// What the operator should know of how the file was read, beyond its rejected lines (its
+    /// hosts lines with real addresses: blocked, not answered with them). Said by check and serve.
+    public let notes: [String]
 
     init(name: String, path: String, format: ListFormat, matcher: DomainMatcher, rejectedLines: Int,
          signature: FileSignature?, seconds: Double, localData: [[UInt8]: [LocalRecord]] = [:],
-         addresses: IPPrefixSet = IPPrefixSet(), sharedSegments: Int = 0) {
+         addresses: IPPrefixSet = IPPrefixSet(), sharedSegments: Int = 0, notes: [String] = []) {
+        self.notes = notes
         self.sharedSegments = sharedSegments
         self.addresses = addresses
         self.name = name

@@ -384,7 +384,7 @@ public final class QueryChain: Sendable {
                     respond.write(limit: limit) {
                         FastReply.block(into: &$0, q, packet: raw, rcode: plain.rcode, address: plain.address, ttl: blocking.policy.ttl,
                                         zoneOffset: 12 + hit.suffixStart, list: list.name, payloadSize: replies.payloadSize) { text in
-                            if hit.kind.scope == .below { text.put(UInt8(ascii: "*")); text.put(UInt8(ascii: ".")) }
+                            if hit.kind.scope == .below || hit.kind.scope == .starred { text.put(UInt8(ascii: "*")); text.put(UInt8(ascii: ".")) }
                             WireName.writeText(hit.listed) { text.put($0) }
                         }
                     }
