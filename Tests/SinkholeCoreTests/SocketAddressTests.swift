@@ -40,6 +40,36 @@ import Testing
         #expect(limiter.key(try SocketAddress.parse("10.1.2.3:1").ip) == limiter.key([10, 1, 2, 99]))
     }
 
+    /// From an abuse trial: a flooding client sent one packet from a prefix whose slot collided
+    /// with its own, which replaced its drained bucket with a full one (2,000 answers of 2,000
+    /// at 50 per second). A colliding prefix now takes the other slot, or shares a bucket being
+    /// drained; it never resets one. The hash is keyed per instance.
+    @Test func aCollidingPrefixDoesNotRefillAnotherClientsBucket() {
+        let limiter = RateLimiter(queriesPerSecond: 1, burst: 3, seed: (1, 2))
+        let t0: UInt64 = 1_000_000_000
+        func prefix(_ i: Int) -> [UInt8] { [10, UInt8(i >> 8 & 0xFF), UInt8(i & 0xFF), 1] }
+        let flooder = prefix(0)
+        let slots = limiter.slots(of: limiter.key(flooder))
+        // Two more prefixes with the same two slots (found with the test's own seed).
+        let colliding = (1..<65_536).filter { limiter.slots(of: limiter.key(prefix($0))) == slots }.prefix(2).map(prefix)
+        #expect(colliding.count == 2)
+        for _ in 0..<3 { #expect(limiter.allow(flooder, now: t0)) }
+        #expect(!limiter.allow(flooder, now: t0), "drained")
+        #expect(limiter.allow(colliding[0], now: t0), "the second slot is free")
+        #expect(!limiter.allow(flooder, now: t0), "still drained: its bucket was not replaced")
+        for _ in 0..<2 { #expect(limiter.allow(colliding[0], now: t0)) }
+        #expect(!limiter.allow(colliding[0], now: t0))
+        // Both slots held by clients being limited: a third prefix shares one, unreset.
+        #expect(!limiter.allow(colliding[1], now: t0))
+        #expect(!limiter.allow(flooder, now: t0) && !limiter.allow(colliding[0], now: t0))
+        // Quiet long enough to be back at its burst, a slot is free again.
+        #expect(limiter.allow(colliding[1], now: t0 + 10_000_000_000))
+        #expect(limiter.allow(flooder, now: t0 + 10_000_000_000))
+        // Another instance draws another key: the same prefixes are spread differently.
+        let other = RateLimiter(queriesPerSecond: 1, burst: 3, seed: (3, 4))
+        #expect((0..<64).contains { other.slots(of: other.key(prefix($0))) != limiter.slots(of: limiter.key(prefix($0))) })
+    }
+
     /// Which addresses share a bucket, for each prefix setting; IPv4 and its mapped IPv6 form
     /// are one client.
     @Test func prefixesDecideWhoSharesABudget() {
