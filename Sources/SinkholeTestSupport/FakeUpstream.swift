@@ -41,6 +41,8 @@ public final class FakeUpstream: @unchecked Sendable {
         /// A server that does not know EDNS: FORMERR (with the question, no OPT) to a query
         /// with an OPT record, the answer to one without.
         case formerrToEDNS
+        /// The same, with a FORMERR of the header alone (no question), as a forger can send.
+        case headerOnlyFormerrToEDNS
         /// The answer with an OPT record at the end of its answer section (RFC 6891 allows one
         /// only in the additional section).
         case optInAnswer
@@ -305,6 +307,10 @@ public final class FakeUpstream: @unchecked Sendable {
             return [(-1, m.wire() ?? [])]
         case .formerrToEDNS:
             if query.edns != nil { return [(-1, reply(rcode: Rcode.formErr, answers: [], edns: false))] }
+            return [(-1, reply(rcode: rcode, answers: answerRecords))]
+        case .headerOnlyFormerrToEDNS:
+            let id = query.id
+            if query.edns != nil { return [(-1, [UInt8(id >> 8), UInt8(id & 0xFF), 0x81, 0x80 | Rcode.formErr, 0, 0, 0, 0, 0, 0, 0, 0])] }
             return [(-1, reply(rcode: rcode, answers: answerRecords))]
         case .optInAnswer:
             var wire = reply(rcode: rcode, answers: answerRecords, edns: false)

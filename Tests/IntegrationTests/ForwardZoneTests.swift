@@ -98,6 +98,26 @@ import Testing
         #expect(DNSTestClient.ask("alias.example.net", server: both.address)?.answerCount == 2)
     }
 
+    /// A chase into a forward zone ends with the query it chases for: the client waited the
+    /// query's deadline and then the zone's whole one (a review), past a stub's timeout.
+    @Test func aChaseEndsWithTheQuerysDeadline() throws {
+        let zone = try (0..<3).map { _ in try FakeUpstream(records: []) }
+        defer { zone.forEach { $0.stop() } }
+        for z in zone { z.set(.silent, for: "fs02.corp.example") }
+        let h = try TestHarness(records: []) { c in
+            c.upstreamTimeout = 0.5   // the query's deadline: 0.5 s (one default upstream)
+            c.forwardZones = [try! ForwardZone.parse("corp.example=\(zone.map { "\($0.address)" }.joined(separator: ","))").get()]
+        }
+        defer { h.stop() }
+        h.upstream.set(.answerWith(["slow.example.net. 300 IN CNAME fs02.corp.example."]), for: "slow.example.net")
+        let started = Date()
+        let r = try #require(DNSTestClient.ask("slow.example.net", server: h.address, timeout: 5))
+        let took = Date().timeIntervalSince(started)
+        #expect(r.rcode == Rcode.servFail)
+        #expect(took < 1.2, "the zone's 3 × 0.5 s loop cut at the query's 0.5 s: took \(took) s")
+        #expect(zone[0].received(for: "fs02.corp.example").count == 1)
+    }
+
     /// The binary with the flag, asked by dig; an upstream named by a zone has its metrics.
     @Test func digAndMetricsSeeTheZone() throws {
         let corp = try FakeUpstream(records: ["dc1.corp.example. 300 IN A 10.0.0.11"])

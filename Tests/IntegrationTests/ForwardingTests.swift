@@ -82,7 +82,9 @@ import Testing
             #expect(r.rcode == Rcode.noError && r.answerCount == 1, "\(name): the second upstream's answer")
             #expect(second.received(for: name).count == 1)
         }
-        #expect(!h.server.chain.forwarder.health.isDown(0), "not held against the upstream's health")
+        #expect(!h.server.chain.forwarder.health.isDown(0), "two in a row: not yet marked down")
+        // Each was held against it, as the second answered; an answer of its own resets the count.
+        #expect(DNSTestClient.ask("fine.example.org", server: h.address)?.rcode == Rcode.nxDomain)
         // A FORMERR with an OPT record of its own comes from a server that knows EDNS: not asked
         // again without it (RFC 6891 7), the next upstream is.
         h.upstream.set(.extendedRcode(UInt16(Rcode.formErr)), for: "ni.example.org")
@@ -138,6 +140,20 @@ import Testing
         #expect(!forwarder.asksWithoutEDNS(0), "not renewed by a query asked plain because of it")
         #expect(DNSTestClient.ask("next.old.example.org", edns: EDNS(udpPayloadSize: 1232), server: h.address)?.answerCount == 1)
         #expect(h.upstream.received(for: "next.old.example.org").map(\.hadOPT) == [true], "asked with EDNS again")
+    }
+
+    /// A FORMERR of the header alone, which needs only the ID and port to forge, gets its query
+    /// asked again without EDNS but is not remembered: it switched the upstream to plain DNS
+    /// for everyone for 15 minutes (a review).
+    @Test func aFORMERRWithoutTheQuestionIsNotRemembered() throws {
+        let h = try TestHarness(records: ["h.old.example.org. 300 IN A 192.0.2.120", "i.old.example.org. 300 IN A 192.0.2.121"])
+        defer { h.stop() }
+        h.upstream.set(.headerOnlyFormerrToEDNS, for: "h.old.example.org")
+        #expect(DNSTestClient.ask("h.old.example.org", edns: EDNS(udpPayloadSize: 1232), server: h.address)?.answerCount == 1)
+        #expect(h.upstream.received(for: "h.old.example.org").map(\.hadOPT) == [true, false], "this query asked again without OPT")
+        #expect(!h.server.chain.forwarder.asksWithoutEDNS(0))
+        #expect(DNSTestClient.ask("i.old.example.org", edns: EDNS(udpPayloadSize: 1232), server: h.address)?.answerCount == 1)
+        #expect(h.upstream.received(for: "i.old.example.org").map(\.hadOPT) == [true], "the next asked with EDNS")
     }
 
     /// From an upstream-failure trial: the last upstream waits for the rest of the deadline, so

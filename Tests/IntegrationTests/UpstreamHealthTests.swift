@@ -229,6 +229,48 @@ import Testing
         #expect(h.server.chain.forwarder.health.isDown(0) && !h.server.chain.forwarder.health.isDown(1))
     }
 
+    /// An upstream that refuses (or SERVFAILs) every query while another answers is marked down
+    /// after three, and a probe answered so keeps it down: a REFUSED was never held against it,
+    /// so it stayed first and every query paid its round trip; a probe answered SERVFAIL counted
+    /// as a recovery, and it came back every 5 s (a review).
+    @Test(arguments: [Rcode.refused, Rcode.servFail])
+    func anUpstreamThatPassesOverEveryQueryIsMarkedDownAndItsProbesKeepItDown(rcode: UInt8) throws {
+        let second = try FakeUpstream(records: [])
+        defer { second.stop() }
+        let h = try TestHarness(records: UpstreamHealthTests.records) { c in
+            c.upstreams = [c.upstreams[0], second.address]
+            c.upstreamTimeout = 0.5
+            c.upstreamRetryBackoff = 0.2
+        }
+        defer { h.stop() }
+        let health = h.server.chain.forwarder.health
+        let reason = rcode == Rcode.servFail ? "servfail" : "bad_reply"
+        func failures() -> Int {
+            let line = h.server.metrics.exposition().split(separator: "\n").first {
+                $0.hasPrefix(#"sinkhole_upstream_errors_total{upstream="\#(h.upstream.address)",reason="\#(reason)"}"#)
+            }
+            return line.flatMap { Int($0.split(separator: " ").last ?? "") } ?? 0
+        }
+        var asked = 0
+        func ask() {
+            let name = "p\(asked).example.org"
+            h.upstream.set(.rcode(rcode), for: name)
+            second.set(.answerWith(["\(name) 60 IN A 192.0.2.9"]), for: name)
+            #expect(DNSTestClient.ask(name, server: h.address)?.answerCount == 1)
+            asked += 1
+        }
+        for _ in 0..<UpstreamHealth.downAfter { ask() }
+        #expect(health.isDown(0) && !health.isDown(1), "held against it once the other answered")
+        // Queries go on (the probes ride on them); two probes come, each answered the same way.
+        let deadline = Date().addingTimeInterval(5)
+        while failures() < UpstreamHealth.downAfter + 2 && Date() < deadline && asked < 200 {
+            ask()
+            _ = h.upstream.waitForQueries(h.upstream.received.count + 1, timeout: 0.05)   // a probe, if one came
+        }
+        #expect(failures() >= UpstreamHealth.downAfter + 2, "probed twice")
+        #expect(health.isDown(0), "a probe answered \(Rcode.name(UInt16(rcode))) is no recovery")
+    }
+
     @Test func strategiesOrderUpstreams() {
         let ups = (1...3).map { SocketAddress(address: [127, 0, 0, 1], port: UInt16($0)) }
         let health = UpstreamHealth(upstreams: ups)

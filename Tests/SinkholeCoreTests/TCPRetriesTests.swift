@@ -44,6 +44,26 @@ import Testing
         #expect(o.ran.withLock { $0 } == 4)
     }
 
+    /// A burst of retries that meets one idle thread starts more threads: each waiting retry
+    /// has an idle thread of its own or a new one (a review: the one idle thread was signalled
+    /// for each, took them in turn, and the last timed out waiting while 31 threads could run).
+    @Test func aBurstMeetingOneIdleThreadStartsMoreThreads() {
+        let pool = TCPRetries(maxWorkers: 4, maxQueued: 8, idleExit: 30)
+        let o = Outcomes()
+        pool.submit(job(o))
+        #expect(o.started.wait(timeout: .now() + 5) == .success && o.ended.wait(timeout: .now() + 5) == .success)
+        let waitUntil = DispatchTime.now().uptimeNanoseconds + 5_000_000_000
+        while pool.idleThreads < 1 && DispatchTime.now().uptimeNanoseconds < waitUntil { usleep(1000) }
+        #expect(pool.idleThreads == 1)
+        let gate = DispatchSemaphore(value: 0)
+        for _ in 0..<3 { pool.submit(job(o, gate: gate)) }
+        for _ in 0..<3 { #expect(o.started.wait(timeout: .now() + 5) == .success, "every retry of the burst runs at once") }
+        #expect(pool.threads == 3)
+        for _ in 0..<3 { gate.signal() }
+        for _ in 0..<3 { #expect(o.ended.wait(timeout: .now() + 5) == .success) }
+        #expect(o.ran.withLock { $0 } == 4)
+    }
+
     @Test func aRetryWhoseDeadlinePassedWhileItWaitedFailsWithoutRunning() {
         let pool = TCPRetries(maxWorkers: 1, maxQueued: 4, idleExit: 0.2)
         let o = Outcomes()
@@ -90,7 +110,7 @@ import Testing
                           client: SocketAddress(address: [127, 0, 0, 1], port: 5353), transport: .udp)
         let done = DispatchSemaphore(value: 0)
         let outcome = Mutex<Resolution?>(nil)
-        forwarder.forward(Chase(query: query) { resolution in
+        forwarder.forward(Chase(query: query, notAfter: .max) { resolution in
             outcome.withLock { $0 = resolution }
             done.signal()
         })

@@ -225,6 +225,10 @@ public final class Forwarder: Sendable {
             job.order = health.order(strategy, among: defaultGroup, now: now)
             job.until = now + UInt64(max(0, deadline) * 1e9)
         }
+        // A chase ends with the query it is part of: the client waited that query's deadline
+        // and the zone's whole one after it (4 + 2 s, past a stub's 5 s), and a graceful stop,
+        // which waits the longest deadline, could give up on it (a review).
+        if let chase = job as? Chase { job.until = min(job.until, chase.notAfter) }
         attempt(job, now: now)
     }
 
@@ -264,17 +268,30 @@ public final class Forwarder: Sendable {
     fileprivate func tried(_ job: ForwardJob, _ result: Result<UpstreamAnswer, UpstreamFailure>) {
         let index = job.index
         let upstream = upstreams[index]
-        // Any reply to a probe shows the upstream alive, a FORMERR, REFUSED or SERVFAIL too (the
-        // cases below for a query): a probe's answer tells only the health.
-        if job is Probe, case .success(let reply) = result { return answered(job, reply, index: index) }
+        // A probe's reply tells only the health. One a query would have taken shows the upstream
+        // back. One it would have passed over (SERVFAIL that is no DNSSEC verdict, REFUSED,
+        // NOTIMP) is a failed probe, and the back-off grows: before, any reply counted, so an
+        // upstream marked down for answering SERVFAIL to every name came back at each probe,
+        // every 5 s, and three client queries paid its round trip each time (a review).
+        if job is Probe, case .success(let reply) = result {
+            let passedOver = (reply.rcode == Rcode.servFail && !reply.isValidationFailure)
+                || reply.rcode == Rcode.refused || reply.rcode == Rcode.notImp
+            guard passedOver else { return answered(job, reply, index: index) }
+            failed(index, "probe answered \(Rcode.name(UInt16(reply.rcode)))", job.question)
+            metrics?.upstreamFailed(upstream, reason: reply.rcode == Rcode.servFail ? "servfail" : "bad_reply")
+            return attempt(job)
+        }
         switch result {
         case .success(let reply) where reply.rcode == Rcode.formErr && !reply.hasOPT && job.withoutEDNS != index:
             // An upstream that does not know EDNS answers FORMERR, without an OPT record of its
             // own, to ours: asked again without it (RFC 6891 7: fall back to plain DNS), as
             // Unbound does. Its FORMERR went to the client, whose query was fine, or became
             // SERVFAIL. A FORMERR with an OPT comes from a server that knows EDNS: no retry.
+            // Remembered for later queries only from a FORMERR that repeats our question: a
+            // 12-byte one needs only the ID and port to forge, and would have switched the
+            // upstream to plain DNS (no DO bit, 512 bytes) for everyone for 15 minutes (a review).
             job.withoutEDNS = index
-            job.learntPlain = index
+            if !reply.withoutQuestion { job.learntPlain = index }
             job.next -= 1
             attempt(job)
         case .success(let reply) where [Rcode.formErr, Rcode.notImp, Rcode.refused].contains(reply.rcode):
@@ -283,10 +300,11 @@ public final class Forwarder: Sendable {
             // tried, and SERVFAIL answered when none would, as Unbound does: relaying FORMERR
             // would tell the client its own query was malformed, and a REFUSED relayed kept a
             // healthy second upstream from ever being asked. Not held against the upstream's
-            // health: an odd question from a client draws it (NSD refuses a class it does not
-            // serve so), and three of them must not mark a working upstream down. A refusal is
-            // said at most once a minute: an access list that leaves sinkhole out is the
-            // operator's to fix.
+            // health at once: an odd question from a client draws it (NSD refuses a class it
+            // does not serve so). It is held against it once another upstream answers the same
+            // question (`answered`), as a SERVFAIL is: an upstream that refuses every query was
+            // asked first for good, each query paying its round trip. A refusal is said at most
+            // once a minute: an access list that leaves sinkhole out is the operator's to fix.
             if reply.rcode == Rcode.refused, refusedPace.withLock({ $0.due() }) {
                 logger.warning("upstream refused a query: the next upstream is tried (is sinkhole's address allowed by it?) (said at most once a minute)", metadata: [
                     "upstream": "\(upstream)", "dns.question.name": "\(WireName.text(job.question.name))",
@@ -298,6 +316,7 @@ public final class Forwarder: Sendable {
                 ])
             }
             metrics?.upstreamFailed(upstream, reason: "bad_reply")
+            job.passedOver.append((index, reply.rcode))
             attempt(job)
         case .success(let reply) where reply.facts.extendedRcode != 0:
             // An extended rcode (BADVERS, BADCOOKIE, ...) lives in the OPT record, which is
@@ -326,7 +345,7 @@ public final class Forwarder: Sendable {
             failed(index, "answered SERVFAIL", job.question, heldAgainst: false)
             metrics?.upstreamFailed(upstream, reason: "servfail")
             job.lastServfail = .upstream(reply, from: upstream)
-            job.servfailed.append(index)
+            job.passedOver.append((index, reply.rcode))
             attempt(job)
         case .success(let reply):
             answered(job, reply, index: index)
@@ -352,7 +371,8 @@ public final class Forwarder: Sendable {
     }
 
     /// An upstream's answer to `job` (or any reply to a probe): its health and latency, then
-    /// the resolution. An upstream that SERVFAILed the question before is held to have failed.
+    /// the resolution. An upstream that passed the question over before (SERVFAIL, REFUSED) is
+    /// held to have failed.
     private func answered(_ job: ForwardJob, _ reply: UpstreamAnswer, index: Int) {
         let upstream = upstreams[index]
         if job.learntPlain == index, reply.rcode != Rcode.formErr {
@@ -367,8 +387,8 @@ public final class Forwarder: Sendable {
                 logger.notice("upstream answers only without EDNS: asked without it for 15 minutes", metadata: ["upstream": "\(upstream)"])
             }
         }
-        for earlier in job.servfailed where earlier != index && reply.rcode != Rcode.servFail {
-            failed(earlier, "answered SERVFAIL where another upstream answered", job.question)
+        for earlier in job.passedOver where earlier.index != index && reply.rcode != Rcode.servFail {
+            failed(earlier.index, "answered \(Rcode.name(UInt16(earlier.rcode))) where another upstream answered", job.question)
         }
         let nanoseconds = DispatchTime.now().uptimeNanoseconds &- job.started
         latency[index]?.recordNanoseconds(Int64(nanoseconds))
@@ -456,7 +476,7 @@ public final class Forwarder: Sendable {
         let question = Question(name: target, type: job.question.type, qclass: job.question.qclass)
         var asked = Query(header: query.header, question: question, edns: query.edns, client: query.client, transport: query.transport)
         asked.clientSubnet = query.clientSubnet
-        forward(Chase(query: asked) { resolution in
+        forward(Chase(query: asked, notAfter: job.until) { resolution in
             guard case .upstream(let answer, _) = resolution, let message = answer.message() else { return job.resolved(resolution) }
             chain.join(answerOf: message)
             job.resolved(UpstreamAnswer(message: chain).map { .upstream($0, from: upstream) }
@@ -568,9 +588,12 @@ final class Probe: ForwardJob, @unchecked Sendable {
 /// The target of a CNAME into a forward zone, asked of the zone's servers (`Forwarder.chase`).
 final class Chase: ForwardJob, @unchecked Sendable {
     private let done: (Resolution) -> Void
+    /// The deadline of the query that it chases for (uptime ns): its own ends no later.
+    let notAfter: UInt64
 
-    init(query: Query, done: @escaping (Resolution) -> Void) {
+    init(query: Query, notAfter: UInt64, done: @escaping (Resolution) -> Void) {
         self.done = done
+        self.notAfter = notAfter
         super.init(query: query)
     }
 
@@ -600,8 +623,9 @@ class ForwardJob: UpstreamTry, @unchecked Sendable {
     /// The upstream asked again without OPT after its FORMERR to it (-1: none): its answer
     /// starts the memory of an upstream without EDNS.
     fileprivate var learntPlain = -1
-    /// The upstreams that answered SERVFAIL so far (held against them if another answers).
-    fileprivate var servfailed: [Int] = []
+    /// The upstreams that answered SERVFAIL, REFUSED, NOTIMP or FORMERR so far, with the rcode
+    /// (held against them if another answers).
+    fileprivate var passedOver: [(index: Int, rcode: UInt8)] = []
     /// The upstream of the current try, and when it was sent.
     fileprivate var index = 0
     fileprivate var started: UInt64 = 0

@@ -48,6 +48,8 @@ final class TCPRetries: @unchecked Sendable {
 
     /// Threads running or waiting for retries now (for tests and the threat model's figures).
     var threads: Int { condition.withLock { workers } }
+    /// Threads waiting for a retry now (for tests).
+    var idleThreads: Int { condition.withLock { idle } }
 
     func submit(_ job: Job) {
         condition.lock()
@@ -56,7 +58,12 @@ final class TCPRetries: @unchecked Sendable {
             return job.fail("too many TCP retries waiting (\(maxQueued))")
         }
         queue.append(job)
-        if idle > 0 {
+        // Idle threads take one waiting retry each: signalled while there are as many of them
+        // as retries waiting. Beyond that, a thread is started (up to the bound). Before, any
+        // idle thread was signalled: a burst of retries met one idle thread, which took them
+        // one after another while no other thread was started, and the last ones timed out
+        // waiting (a review).
+        if queue.count - head <= idle {
             condition.signal()
             condition.unlock()
             return
