@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import SinkholeCore
 import SinkholeTestSupport
 import Testing
@@ -75,6 +76,33 @@ import Testing
     }
 
     /// A list file removed from the directory stops being exported at the next scrape.
+    /// From an abuse trial: 16 connections sending a request a byte at a time held every slot of
+    /// the metrics server, and `/health` failed for as long as they went on. A new connection
+    /// now closes the one reading its request the longest.
+    @Test func slowRequestsCannotHoldTheHealthCheckOut() throws {
+        let h = try TestHarness { c in c.metricsListen = SocketAddress(address: [127, 0, 0, 1], port: 0) }
+        defer { h.stop() }
+        let address = try #require(h.server.metricsAddress)
+        var slow: [Int32] = []
+        defer { slow.forEach { close($0) } }
+        for _ in 0..<20 {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var sin = sockaddr_in()
+            sin.sin_family = sa_family_t(AF_INET)
+            sin.sin_port = address.port.bigEndian
+            sin.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+            let connected = withUnsafePointer(to: &sin) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            #expect(connected == 0)
+            _ = "GET /hea".withCString { send(fd, $0, 8, Int32(MSG_NOSIGNAL)) }
+            slow.append(fd)
+        }
+        let started = Date()
+        let body = try runTool("curl", ["-sS", "--max-time", "4", "http://\(address)/health"])
+        #expect(body == "ok\n", "\(body)")
+        #expect(Date().timeIntervalSince(started) < 3)
+    }
+
     @Test func aRemovedListIsNoLongerExported() throws {
         let h = try TestHarness(lists: ["intel.txt": "evil.example\n", "extra.txt": "a.example\nb.example\n"]) { c in
             c.metricsListen = SocketAddress(address: [127, 0, 0, 1], port: 0)

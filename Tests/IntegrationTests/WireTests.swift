@@ -236,7 +236,10 @@ import Testing
         #expect(second.receive() != nil, "the other keeps working")
     }
 
-    @Test func connectionsPastTheCapAreClosedWhileEveryOneIsBusy() throws {
+    /// With every connection busy, the one whose client sent no query for the longest makes
+    /// room, whatever it waits for (an abuse trial: 256 connections each holding a query for a
+    /// name whose upstream never answered shut a real client out of TCP, 9 times out of 12).
+    @Test func withEveryConnectionBusyTheOneQuietLongestMakesRoom() throws {
         let h = try TestHarness(records: ["slow1.example.org. 300 IN A 192.0.2.31", "slow2.example.org. 300 IN A 192.0.2.32"]) {
             $0.tcpMaxConnections = 2
         }
@@ -246,13 +249,15 @@ import Testing
         let first = try #require(DNSTestClient.TCPConnection(to: h.address))
         let second = try #require(DNSTestClient.TCPConnection(to: h.address))
         #expect(first.send(DNSTestClient.query("slow1.example.org", id: 1)))
+        #expect(h.upstream.waitForQueries(1, timeout: 5))
         #expect(second.send(DNSTestClient.query("slow2.example.org", id: 2)))
-        #expect(h.upstream.waitForQueries(2, timeout: 5))   // both in flight
+        #expect(h.upstream.waitForQueries(2, timeout: 5))   // both in flight, the first's query older
         let third = try #require(DNSTestClient.TCPConnection(to: h.address))
-        #expect(third.closedByServer(), "no idle connection to close: the new one is turned away")
+        #expect(third.send(DNSTestClient.query("evil.example", id: 3)))
+        #expect(third.receive().flatMap(Header.init)?.id == 3, "the new client is answered")
+        #expect(first.closedByServer(), "the connection quiet the longest made room")
         h.upstream.release()
-        #expect(first.receive().flatMap(Header.init)?.id == 1)
-        #expect(second.receive().flatMap(Header.init)?.id == 2)
+        #expect(second.receive().flatMap(Header.init)?.id == 2, "the other keeps its query")
     }
 }
 

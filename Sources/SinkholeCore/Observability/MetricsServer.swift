@@ -5,13 +5,22 @@ import Synchronization
 
 /// A small HTTP/1.1 server for `/metrics` (Prometheus text format 0.0.4) and `/health`, on
 /// `--metrics-listen`. One request per connection (`Connection: close`), GET and HEAD only,
-/// requests over 8 KiB or slower than 5 s dropped, at most 16 connections served at once:
-/// enough for Prometheus, curl and a load balancer's health check, and nothing more to attack.
+/// requests over 8 KiB or not read whole within 5 s dropped, at most 16 connections served at
+/// once: enough for Prometheus, curl and a load balancer's health check, and nothing more to
+/// attack. With all 16 taken, a new connection closes the one that has been reading its request
+/// the longest: in an abuse trial, 16 connections sending a byte every 3 s (each read had its own
+/// 5 s timeout) kept `/health` failing for as long as they liked.
 public final class MetricsServer: @unchecked Sendable {
     public let address: SocketAddress
     private let fd: Int32
     private let source: DispatchSourceRead
     private let active = Atomic<Int>(0)
+    /// Connections still reading their request, by descriptor, with when they were accepted
+    /// (uptime ns). An entry is removed before its descriptor is closed, so a descriptor here
+    /// is always the connection's own.
+    private let reading = Mutex<[Int32: UInt64]>([:])
+    static let maxServed = 16
+    static let requestSeconds: Double = 5
     private let routes: @Sendable (String) -> (status: Int, contentType: String, body: String)?
     private var started = false
     private let pause: AcceptPause
@@ -49,13 +58,25 @@ public final class MetricsServer: @unchecked Sendable {
                 if AcceptPause.isShortage(error) { pause.pause() }   // not a spin while out of descriptors
                 return
             }
-            if active.add(1, ordering: .relaxed).newValue > 16 {
+            let count = active.add(1, ordering: .relaxed).newValue
+            // Full: the connection reading its request the longest is shut down to make room
+            // (its thread then ends at once); past twice the cap (those threads not ended yet,
+            // or every connection sending its response), the new one is turned away.
+            let room = count <= MetricsServer.maxServed || (count <= 2 * MetricsServer.maxServed && reading.withLock { open in
+                guard let oldest = open.min(by: { $0.value < $1.value }) else { return false }
+                open.removeValue(forKey: oldest.key)
+                shutdown(oldest.key, Int32(SHUT_RDWR))
+                return true
+            })
+            if !room {
                 active.subtract(1, ordering: .relaxed)
                 Glibc.close(client)
                 continue
             }
+            reading.withLock { $0[client] = DispatchTime.now().uptimeNanoseconds }
             Thread.detachNewThread { [self] in
                 serve(client)
+                reading.withLock { _ = $0.removeValue(forKey: client) }
                 Glibc.close(client)
                 active.subtract(1, ordering: .relaxed)
             }
@@ -63,17 +84,26 @@ public final class MetricsServer: @unchecked Sendable {
     }
 
     private func serve(_ client: Int32) {
-        var tv = timeval(tv_sec: 5, tv_usec: 0)
-        setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var tv = timeval(tv_sec: Int(MetricsServer.requestSeconds), tv_usec: 0)
         setsockopt(client, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        // The whole request within the time, not each read: a byte every few seconds held a
+        // slot for hours.
+        let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(MetricsServer.requestSeconds * 1e9)
         var request: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 4096)
         while request.count < 8192 {
+            let now = DispatchTime.now().uptimeNanoseconds
+            guard now < deadline else { return }
+            let left = deadline - now
+            tv = timeval(tv_sec: Int(left / 1_000_000_000), tv_usec: Int(left % 1_000_000_000 / 1000) + 1)
+            setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
             let n = chunk.withUnsafeMutableBytes { recv(client, $0.baseAddress, $0.count, 0) }
             if n <= 0 { return }
             request += chunk[0..<n]
             if request.count >= 4, request.suffix(from: max(0, request.count - n - 3)).containsCRLFCRLF { break }
         }
+        // Read whole: no longer one to make room by closing (or it was closed so, meanwhile).
+        guard reading.withLock({ $0.removeValue(forKey: client) != nil }) else { return }
         let head = String(decoding: request, as: UTF8.self)
         let requestLine = head.split(separator: "\r\n", maxSplits: 1).first ?? ""
         let parts = requestLine.split(separator: " ")

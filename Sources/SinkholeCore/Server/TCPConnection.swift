@@ -44,6 +44,9 @@ final class TCPConnection: @unchecked Sendable {
     /// nanoseconds; `UInt64.max` while it is busy. Read by the listener, on another queue, to
     /// pick the connection to close when every slot is taken.
     let idleSince = Atomic<UInt64>(DispatchTime.now().uptimeNanoseconds)
+    /// When the client last sent a query (or connected), in uptime nanoseconds: with no
+    /// connection idle, the one that sent none for the longest is closed to make room.
+    let lastQueryAt = Atomic<UInt64>(DispatchTime.now().uptimeNanoseconds)
 
     init(fd: Int32, peer: SocketAddress, queue: DispatchQueue, idleTimeout: Double, maxQueries: Int = 1000,
          handler: @escaping QueryHandler, onClose: @escaping @Sendable (TCPConnection) -> Void) {
@@ -113,7 +116,10 @@ final class TCPConnection: @unchecked Sendable {
             idleSince.store(.max, ordering: .relaxed)
             // A query: a header at least, QR clear. An empty or a response-shaped message is
             // answered as any other (or not at all) but keeps nobody's connection open.
-            if length >= 12, message[2] & 0x80 == 0 { lastActivity = .now() }
+            if length >= 12, message[2] & 0x80 == 0 {
+                lastActivity = .now()
+                lastQueryAt.store(lastActivity.uptimeNanoseconds, ordering: .relaxed)
+            }
             if queriesRead >= maxQueries {
                 // Answer this one and what is in flight, then close (RFC 7766 §6.2.3 allows it).
                 finishing = true
@@ -190,6 +196,13 @@ final class TCPConnection: @unchecked Sendable {
             guard !closed, inFlight == 0, output.isEmpty, idleSince.load(ordering: .relaxed) == since else { return }
             close()
         }
+    }
+
+    /// Closes the connection whatever it has in flight: the listener's way to make room when
+    /// every slot is taken and none is idle (RFC 7766 6.2.3), for the connection whose client
+    /// sent no query for the longest. Its answers still to come are dropped; the client asks again.
+    func closeUnderPressure() {
+        queue.async { [self] in close() }
     }
 
     private func checkIdle() {

@@ -9,9 +9,14 @@ import Synchronization
 /// longest is closed to make room for the new one (as Unbound and NSD shorten idle timeouts
 /// under load): otherwise clients that open connections and send nothing, from more addresses
 /// than the per-client cap can stop, would hold every slot until the idle timeout and shut
-/// every other client out of TCP, which a truncated answer needs. When none is idle, the new
-/// one is accepted and closed at once, so the kernel's backlog never fills with clients that
-/// would wait for nothing.
+/// every other client out of TCP, which a truncated answer needs. When none is idle, the one
+/// whose client sent no query for the longest is closed, whatever it waits for (RFC 7766 6.2.3
+/// lets a server close connections under pressure): in an abuse trial, 256 connections each
+/// holding one query for a name whose upstream never answered (a new one sent at each SERVFAIL)
+/// held every slot, and a real client was turned away 9 times out of 12. A new connection is the
+/// most recent, so the flood's own connections go before it. Only when every open connection is
+/// already being closed is the new one accepted and closed at once, so the kernel's backlog never
+/// fills with clients that would wait for nothing.
 ///
 /// Out of descriptors or memory, accepting pauses (`AcceptPause`) rather than spinning, and the
 /// operator's log says so at most once a minute.
@@ -43,6 +48,10 @@ public final class TCPListener: @unchecked Sendable {
     /// not evict the same slot twice. The connection itself is held, so that its identifier is
     /// not reused by a new one while listed here.
     private var evicting: [ObjectIdentifier: (connection: TCPConnection, since: UInt64)] = [:]
+    /// The `since` of a busy connection closed to make room: closed whatever it does meanwhile.
+    private static let closingBusy = UInt64.max - 1
+    /// Busy connections closed to make room since the last warning (on the accept queue).
+    private var busyClosedSinceWarning = 0
 
     public init(address requested: SocketAddress, queue: DispatchQueue, idleTimeout: Double,
                 maxConnections: Int, maxPerClient: Int = 16, maxQueries: Int = 1000,
@@ -116,15 +125,17 @@ public final class TCPListener: @unchecked Sendable {
         }
     }
 
-    /// Whether a new connection may be taken: a slot is free, or the connection idle the
-    /// longest was asked to close to free one. False when every slot is busy. On the accept queue.
+    /// Whether a new connection may be taken: a slot is free, or a connection was asked to close
+    /// to free one (the idle longest, else the one quiet longest). False when every open one is
+    /// already closing. On the accept queue.
     private func makeRoom() -> Bool {
         let open = connections.withLock { $0 }
         // Counted out only while it is still open and still in the idle spell it was chosen in:
         // one that took a query meanwhile (whether or not it is idle again now) was not closed,
         // and counts again, so the open ones never grow past the cap.
         evicting = evicting.filter { id, entry in
-            open[id] === entry.connection && entry.connection.idleSince.load(ordering: .relaxed) == entry.since
+            open[id] === entry.connection
+                && (entry.since == TCPListener.closingBusy || entry.connection.idleSince.load(ordering: .relaxed) == entry.since)
         }
         if open.count - evicting.count < maxConnections { return true }
         var idlest: (id: ObjectIdentifier, connection: TCPConnection, since: UInt64)?
@@ -132,22 +143,38 @@ public final class TCPListener: @unchecked Sendable {
             let since = connection.idleSince.load(ordering: .relaxed)
             if since != .max, since < idlest?.since ?? .max { idlest = (id, connection, since) }
         }
+        var madeRoom = true
         if let idlest {
             evicting[idlest.id] = (idlest.connection, idlest.since)
             idlest.connection.closeIfIdle(since: idlest.since)
             evictedSinceWarning += 1
         } else {
-            refusedSinceWarning += 1
+            // None idle: the one whose client sent no query for the longest.
+            var quietest: (id: ObjectIdentifier, connection: TCPConnection, at: UInt64)?
+            for (id, connection) in open where evicting[id] == nil {
+                let at = connection.lastQueryAt.load(ordering: .relaxed)
+                if at < quietest?.at ?? .max { quietest = (id, connection, at) }
+            }
+            if let quietest {
+                evicting[quietest.id] = (quietest.connection, TCPListener.closingBusy)
+                quietest.connection.closeUnderPressure()
+                busyClosedSinceWarning += 1
+            } else {
+                refusedSinceWarning += 1
+                madeRoom = false
+            }
         }
         if fullPace.due() {
-            logger?.warning("TCP connections at --tcp-max-connections: the longest idle are closed to make room, and new ones turned away while none is idle (said at most once a minute)", metadata: [
+            logger?.warning("TCP connections at --tcp-max-connections: the longest idle are closed to make room, or with none idle the one that sent no query for the longest (said at most once a minute)", metadata: [
                 "server.address": "\(address)", "tcp.max_connections": "\(maxConnections)",
-                "idle_closed": "\(evictedSinceWarning)", "turned_away": "\(refusedSinceWarning)",
+                "idle_closed": "\(evictedSinceWarning)", "busy_closed": "\(busyClosedSinceWarning)",
+                "turned_away": "\(refusedSinceWarning)",
             ])
             evictedSinceWarning = 0
+            busyClosedSinceWarning = 0
             refusedSinceWarning = 0
         }
-        return idlest != nil
+        return madeRoom
     }
 
     /// Pauses accepting, and warns at most once a minute (on the accept queue).
