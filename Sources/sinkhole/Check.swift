@@ -168,6 +168,14 @@ struct Explain: ParsableCommand {
             throw ExitCode(1)
         }
         let source = "rule '\(match.rule)' at \(match.list):\(match.line)"
+        defer {
+            // The other lists that hold the name: a list switched off or edited does not unblock
+            // a name another list also blocks, and an allow's lifted blocks are worth seeing.
+            for other in store.snapshot.matches(wire) where other.list != match.list {
+                let what = other.allowed ? "allowed" : match.allowed ? "blocked (lifted by the allow above)" : "blocked"
+                print("  also \(what) by rule '\(other.rule)' at \(other.list):\(other.line)")
+            }
+        }
         switch match.action {
         case .allow:
             print("\(display): ALLOWED by \(source): forwarded upstream")

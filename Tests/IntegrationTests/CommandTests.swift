@@ -71,15 +71,20 @@ import Testing
     @Test func explainNamesTheRuleFileAndLine() throws {
         let dir = try directory([
             "intel.txt": Array("# header\nevil.example\n".utf8),
+            "more.hosts": Array("0.0.0.0 www.evil.example\n".utf8),
             "ours.allow": Array("good.evil.example\n".utf8),
             "feed.rpz": Array("$ORIGIN rpz.test.\n@ SOA ns. h. 1 2 3 4 5\nlocal.example A 192.0.2.7\n".utf8),
         ])
         let blocked = try run(["explain", "WWW.Evil.Example", "--blocklist-dir", dir])
         #expect(blocked.status == 0)
-        #expect(blocked.out.contains("BLOCKED by rule 'evil.example' at intel.txt:2"), "\(blocked.out)")
+        #expect(blocked.out.contains("BLOCKED by rule 'www.evil.example' at more.hosts:1"), "the closest rule: \(blocked.out)")
+        // The other lists that hold it (from a migration trial: only the deciding one was named).
+        #expect(blocked.out.contains("\n  also blocked by rule 'evil.example' at intel.txt:2"), "\(blocked.out)")
+        #expect(try run(["explain", "a.evil.example", "--blocklist-dir", dir]).out.contains("BLOCKED by rule 'evil.example' at intel.txt:2"))
         let allowed = try run(["explain", "x.good.evil.example", "--blocklist-dir", dir])
         #expect(allowed.status == 1)
         #expect(allowed.out.contains("ALLOWED by rule 'good.evil.example' at ours.allow:1"), "\(allowed.out)")
+        #expect(allowed.out.contains("\n  also blocked (lifted by the allow above) by rule 'evil.example' at intel.txt:2"), "\(allowed.out)")
         let local = try run(["explain", "local.example", "--blocklist-dir", dir])
         #expect(local.out.contains("local data 192.0.2.7"), "\(local.out)")
         let unlisted = try run(["explain", "example.org", "--blocklist-dir", dir])

@@ -134,6 +134,15 @@ public final class Blocklist: Sendable {
         return (best, bestList)
     }
 
+    /// Each list's own rule for `qname`, in list order (what `explain` shows beside the rule
+    /// that decides: the other lists holding the name, and the blocks an allow lifts).
+    public func matches(_ qname: [UInt8]) -> [RuleMatch] {
+        loaded.indices.compactMap { index in
+            guard let hit = qname.withUnsafeBufferPointer({ loaded[index].matcher.decide($0) }) else { return nil }
+            return match(hit, list: index, qname: qname)
+        }
+    }
+
     /// The match for a hit that `decide` found for `qname` in `loaded[list]`.
     public func match(_ raw: DomainMatcher.RawHit, list index: Int, qname: [UInt8]) -> RuleMatch {
         let list = loaded[index]
