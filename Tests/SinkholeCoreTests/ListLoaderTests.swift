@@ -105,6 +105,23 @@ import SinkholeTestSupport
         #expect(decide(s, "evil.example")?.action == .nxdomain)
     }
 
+    /// From a migration trial: a zone whose name came from named.conf (`@ SOA` with no $ORIGIN)
+    /// and triggers written in full under it: read as whole names, each blocking only itself.
+    /// Loaded so, but said, with the line that fixes it.
+    @Test func rpzTriggersUnderTheSOAServerOfARootSOAAreSaid() throws {
+        let zone = "$TTL 30\n@ SOA rpz.urlhaus.example. hostmaster.urlhaus.example. 1 2 3 4 5\n NS localhost.\n"
+            + "evil.example.rpz.urlhaus.example. CNAME .\nbad.example.rpz.urlhaus.example. CNAME .\nplain.example CNAME .\n"
+        let s = try store(["urlhaus.rpz": zone])
+        let notes = try #require(s.snapshot.loaded.first).notes
+        #expect(notes.count == 1)
+        #expect(notes.first?.contains("2 triggers end in its server name rpz.urlhaus.example. (the first: evil.example.rpz.urlhaus.example)") == true, "\(notes)")
+        #expect(notes.first?.contains("add '$ORIGIN rpz.urlhaus.example.' as the first line") == true)
+        #expect(decide(s, "plain.example")?.action == .nxdomain)
+        let fixed = try store(["urlhaus.rpz": "$ORIGIN rpz.urlhaus.example.\n" + zone])
+        #expect(fixed.snapshot.loaded.first?.notes == [])
+        #expect(decide(fixed, "evil.example")?.action == .nxdomain)
+    }
+
     @Test func rpzOriginWithoutSOAAndApexTriggerRejected() throws {
         let s = try store(["feed.rpz": "$ORIGIN rpz2.example.\n@ CNAME .\nbad.example CNAME .\n"])
         #expect(decide(s, "bad.example")?.action == .nxdomain)

@@ -254,6 +254,7 @@ public enum BlocklistLoader {
         var errors: [ListLineError] = []
         var rejected = 0
         var mappedLines = 0
+        var zoneNotes: [String] = []
         var firstMapped: ListParser.MappedLine?
         let reject: (ListLineError) -> Void = { error in
             rejected += 1
@@ -377,7 +378,7 @@ public enum BlocklistLoader {
                 }
                 addresses.insert(address: address, prefix: prefix, rule: .init(
                     text: text, action: allow ? .allow : action, line: line))
-            }, reject: reject)
+            }, note: { zoneNotes.append($0) }, reject: reject)
             if !readable { return unreadable() }
             if converted == nil, !errors.isEmpty {
                 let texts = BlocklistLoader.lines(Set(errors.map(\.line)), of: fd, buffer: chunk)
@@ -443,7 +444,7 @@ public enum BlocklistLoader {
         // A line-format file that held addresses alone is reported as the address list it is.
         let reported = format == .lines && builder.count == 0 && !addresses.isEmpty ? ListFormat.ips : format
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
-        var notes: [String] = []
+        var notes = zoneNotes
         if let firstMapped, !allow {
             // Pi-hole's custom.list (`192.168.1.10 nas.home.lan`) dropped in as a list: its names
             // went dark with nothing said. Still blocked (a threat feed in hosts form may carry

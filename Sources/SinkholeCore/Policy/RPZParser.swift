@@ -134,6 +134,7 @@ enum RPZParser {
         path: String, file: String, lineText: (Int) -> String,
         add: (_ name: [UInt8], _ kind: DomainMatcher.Kind, _ line: Int, _ local: LocalRecord?) -> Void,
         addAddress: (_ address: [UInt8], _ prefix: Int, _ action: DomainMatcher.Action, _ line: Int) -> Void = { _, _, _, _ in },
+        note: (String) -> Void = { _ in },
         reject: (ListLineError) -> Void
     ) -> Bool {
         guard let fp = fopen(path, "r") else { return false }
@@ -154,6 +155,19 @@ enum RPZParser {
         }
         var zoneOrigin: [UInt8]?   // lowercase wire, with root byte
         var badRecords = 0
+        // An `@ SOA` with no $ORIGIN before it is owned by the root: the zone's name came from
+        // the server's configuration (BIND's named.conf), and triggers written under it in full
+        // (`evil.example.rpz.feed.example.`) are read as whole names, each blocking only itself.
+        // Said when they end in the SOA's server name, which is most often the zone's.
+        var rootSOAServer: [UInt8]?
+        var underRootSOAServer = 0
+        var firstUnderRootSOAServer = ""
+        defer {
+            if let server = rootSOAServer, underRootSOAServer > 0 {
+                let zone = WireName.text(server)
+                note("the SOA is owned by the root (no $ORIGIN before it), and \(LogText.count(underRootSOAServer, "trigger")) end in its server name \(zone). (the first: \(firstUnderRootSOAServer)): they are read as whole names, each blocking only itself; if \(zone). is the zone's name, add '$ORIGIN \(zone).' as the first line")
+            }
+        }
         while feof(fp) == 0 {
             var rr: UnsafeMutablePointer<ldns_rr>?
             let start = ftello(fp)
@@ -189,6 +203,10 @@ enum RPZParser {
                 // the $ORIGIN its triggers are written under then gives (they were read as
                 // `evil.example.rpz.threat.example`, blocking nothing, with nothing said).
                 if type == RRType.soa && zoneOrigin == nil && owner.count > 1 { zoneOrigin = owner }
+                if type == RRType.soa, owner.count == 1, rootSOAServer == nil, zoneOrigin == nil || zoneOrigin == [0],
+                   let server = ldns_rr_rdf(rr, 0), let data = ldns_rdf_data(server), ldns_rdf_size(server) > 1 {
+                    rootSOAServer = WireName.lowercased(Array(UnsafeBufferPointer(start: data, count: ldns_rdf_size(server))))
+                }
                 continue
             }
             if zoneOrigin == nil, let origin, let data = ldns_rdf_data(origin) {
@@ -205,6 +223,11 @@ enum RPZParser {
                 if name.count > zoneOrigin.count, name.suffix(zoneOrigin.count).elementsEqual(zoneOrigin) {
                     name = Array(name.prefix(name.count - zoneOrigin.count)) + [0]
                 }
+            }
+            if let server = rootSOAServer, name.count > server.count,
+               name.withUnsafeBufferPointer({ WireName.isWithin($0, zone: server) }) {
+                if underRootSOAServer == 0 { firstUnderRootSOAServer = WireName.text(name) }
+                underRootSOAServer += 1
             }
             var scope = DomainMatcher.Scope.exact
             if name.count >= 2, name[0] == 1, name[1] == UInt8(ascii: "*") {
