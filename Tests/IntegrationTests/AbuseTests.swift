@@ -107,6 +107,38 @@ import Testing
         }
     }
 
+    /// Queries waiting for an identical question already upstream are bounded (16 ×
+    /// --max-inflight): past that, SERVFAIL at once. From a review: a flood of one name against
+    /// a slow upstream grew its waiting list by the query rate × the deadline.
+    @Test func queriesWaitingOnOneQuestionAreBounded() throws {
+        let h = try TestHarness(records: ["one.example.org. 300 IN A 192.0.2.44"]) { c in
+            c.maxInFlight = 1   // 16 may wait
+            c.upstreamTimeout = 4
+        }
+        defer { h.stop() }
+        h.upstream.set(.held, for: "one.example.org")
+        let socket = try #require(DNSTestClient.UDPSocket(to: h.address, timeout: 5))
+        #expect(socket.send(DNSTestClient.query("one.example.org", id: 1)))
+        #expect(h.upstream.waitForQueries(1, timeout: 5))
+        for id in 2...20 { #expect(socket.send(DNSTestClient.query("one.example.org", id: UInt16(id)))) }
+        // The 3 past the 16 waiting are answered at once, SERVFAIL; the rest wait.
+        var early: [UInt16] = []
+        for _ in 0..<3 {
+            guard let reply = socket.receive(), let header = Header(reply) else { break }
+            #expect(header.rcode == Rcode.servFail)
+            early.append(header.id)
+        }
+        #expect(early.sorted() == [18, 19, 20])
+        h.upstream.release()
+        var answered = 0
+        for _ in 0..<17 {
+            guard let reply = socket.receive(), let m = Message(wire: reply) else { break }
+            if m.answerCount == 1 { answered += 1 }
+        }
+        #expect(answered == 17, "the first and the 16 waiting get the answer")
+        #expect(h.upstream.received(for: "one.example.org").count == 1)
+    }
+
     /// Past --max-inflight a query gets SERVFAIL at once; the operator's log says so (once a
     /// minute) and /metrics tells these SERVFAILs from an upstream's.
     @Test func queriesPastTheInFlightCapGetServfailAtOnce() throws {

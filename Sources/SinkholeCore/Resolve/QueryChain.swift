@@ -36,6 +36,11 @@ public final class QueryChain: Sendable {
     public let rateLimitAction: RateLimitAction
     public let maxInFlight: Int
     private let inFlightCount = Atomic<Int>(0)
+    /// Queries waiting for the answer to an identical question already upstream, at most 16 ×
+    /// `maxInFlight` of them: past that, SERVFAIL at once as past --max-inflight. Before, a flood
+    /// of one name against a slow upstream grew its list by the query rate × the deadline.
+    private let waitingCount = Atomic<Int>(0)
+    var maxWaiting: Int { 16 * maxInFlight }
     /// Uptime (ns) of the last `--max-inflight reached` warning, and the count said in it.
     private let overloadWarned = Mutex<(pace: LogPace, said: Int)>((LogPace(), 0))
     public let counters = QueryCounters()
@@ -207,12 +212,22 @@ public final class QueryChain: Sendable {
     private func forward(_ query: Query, key: AnswerCache.Key, respond: Responder) {
         // Identical questions already on their way upstream wait for that answer (coalescing).
         let shard = pendingShards[key.shard(of: pendingShards.count)]
-        let first = shard.waiting.withLock { waiting -> Bool in
+        let maxWaiting = self.maxWaiting
+        let first = shard.waiting.withLock { waiting -> Bool? in
             // One lookup for the usual case, a question not yet in flight.
             guard var earlier = waiting.updateValue([], forKey: key) else { return true }
+            defer { waiting[key] = earlier }
+            guard waitingCount.add(1, ordering: .relaxed).newValue <= maxWaiting else {
+                waitingCount.subtract(1, ordering: .relaxed)
+                return nil
+            }
             earlier.append(Waiter(query: query, respond: respond))
-            waiting[key] = earlier
             return false
+        }
+        guard let first else {
+            counters.count(.overloaded)
+            warnOverloaded()
+            return deliver(query, .failure(rcode: Rcode.servFail, reason: "too many queries waiting"), outcome: .servfail, respond: respond)
         }
         guard first else { return }
         if inFlightCount.add(1, ordering: .relaxed).newValue > maxInFlight {
@@ -221,7 +236,7 @@ public final class QueryChain: Sendable {
             warnOverloaded()
             let failure = Resolution.failure(rcode: Rcode.servFail, reason: "too many queries in flight")
             deliver(query, failure, outcome: .servfail, respond: respond)
-            for waiter in shard.waiting.withLock({ $0.removeValue(forKey: key) ?? [] }) {
+            for waiter in takeWaiters(shard, key) {
                 deliver(waiter.query, failure, outcome: .servfail, respond: waiter.respond)
             }
             return
@@ -248,6 +263,7 @@ public final class QueryChain: Sendable {
             // The entry stays (empty): the refresh's end finds it, and queries now join it.
             guard let taken = waiting[miss.key], !taken.isEmpty else { return [] }
             waiting[miss.key] = []
+            waitingCount.subtract(taken.count, ordering: .relaxed)
             return taken
         }
         let resolution = Resolution.upstream(stale, from: AnswerCache.origin)
@@ -255,6 +271,13 @@ public final class QueryChain: Sendable {
         for waiter in waiters {
             deliver(waiter.query, resolution, outcome: .forwarded, respond: waiter.respond)
         }
+    }
+
+    /// The queries waiting on `key`'s question, taken off the table with its entry.
+    private func takeWaiters(_ shard: PendingShard, _ key: AnswerCache.Key) -> [Waiter] {
+        let taken = shard.waiting.withLock { $0.removeValue(forKey: key) ?? [] }
+        if !taken.isEmpty { waitingCount.subtract(taken.count, ordering: .relaxed) }
+        return taken
     }
 
     /// Queries waiting on upstreams now (`sinkhole_queries_inflight`).
@@ -317,7 +340,7 @@ public final class QueryChain: Sendable {
         } else {
             deliver(miss.query, resolution, outcome: .forwarded, storeAs: fresh ? key : nil, respond: miss.respond)
         }
-        let waiters = miss.shard.waiting.withLock { $0.removeValue(forKey: key) ?? [] }
+        let waiters = takeWaiters(miss.shard, key)
         // The answer is immutable: every waiter's reply is made from the same one.
         for waiter in waiters {
             deliver(waiter.query, resolution, outcome: .forwarded, respond: waiter.respond)
