@@ -116,6 +116,20 @@ import Testing
             #expect(Message(wire: reply)?.edns != nil, "the OPT, before the TSIG")
         }
         #expect(h.upstream.received.isEmpty)
+        // Without EDNS, long key and algorithm names would make it 800 bytes: past 512, it is
+        // TC=1 with the question, for TCP (a review: it went out whole).
+        let label = String(repeating: "k", count: 60)
+        let longKey = WireName.fromText([label, label, label, label].joined(separator: "."))!
+        let longAlgorithm = WireName.fromText([label, label, label, "alg"].joined(separator: "."))!
+        let longData = longAlgorithm + [0, 0, 0x67, 0x45, 0x23, 0x01, 0x01, 0x2C] + [0, 0] + [0x73, 0x02, 0, 0, 0, 0]
+        var big = DNSTestClient.query([label, label, label, "example"].joined(separator: "."), id: 0x7302)
+        big[11] = 1
+        big += longKey + [0, 250, 0, 255, 0, 0, 0, 0, UInt8(longData.count >> 8), UInt8(longData.count & 0xFF)] + longData
+        let truncated = try #require(DNSTestClient.udp(big, to: h.address))
+        #expect(truncated.count <= 512)
+        #expect(Header(truncated)?.rcode == Rcode.notAuth && (Header(truncated)?.flags ?? 0) & 0x0200 != 0, "\(truncated)")
+        let overTCP = try #require(DNSTestClient.tcp(big, to: h.address))
+        #expect(overTCP.count > 512 && (Header(overTCP)?.flags ?? 0) & 0x0200 == 0)
     }
 
     /// RFC 8945 §5.1: a TSIG record anywhere but last, or a second one, is FORMERR. (ldns would

@@ -278,6 +278,12 @@ extension CachedReplyShapeTests {
             }
         }
         #expect(written == option)
+        // A cut inside a character drops that character: EXTRA-TEXT is UTF-8 (a review).
+        let cyrillic = BlockPolicy(mode: .nxdomain).answer(for: Question(name: zone, type: RRType.a, qclass: 1),
+                                                           match: RuleMatch(rule: "evil.example", list: String(repeating: "ж", count: 120), line: 3, zone: zone))
+        let utf = ReplyBuilder.extendedError(for: cyrillic)
+        #expect(utf.count == 6 + 199, "189 bytes of text after the prefix: 94 characters, not 94 and a half")
+        #expect(String(validating: utf[6...], as: UTF8.self) == "blocked by " + String(repeating: "ж", count: 94))
     }
 
     @Test func theRawLookupPointsIntoTheQueriedName() throws {

@@ -171,7 +171,13 @@ public final class QueryChain: Sendable {
         // Signed with a key sinkhole does not hold (it holds none): NOTAUTH/BADKEY, RFC 8945.
         if let tsig = TSIGPlacement.last(packet) {
             metrics?.query(transport, .refused)
-            return respond(replies.badKey(to: query, key: tsig.key, algorithm: tsig.algorithm, timeAndFudge: tsig.timeAndFudge))
+            let reply = replies.badKey(to: query, key: tsig.key, algorithm: tsig.algorithm, timeAndFudge: tsig.timeAndFudge)
+            // Within the size limit as every reply: the echoed names can make it 800 bytes, past
+            // 512 without EDNS (a review). Too big: TC=1 with the question, and TCP has room.
+            guard reply.count <= query.replySizeLimit(payloadSize: replies.payloadSize) else {
+                return respond(replies.rejection(to: header, packet: packet, rcode: Rcode.notAuth, truncated: true))
+            }
+            return respond(reply)
         }
         if let blocked = blocking.process(query) {
             if case .blocked(let answer) = blocked {

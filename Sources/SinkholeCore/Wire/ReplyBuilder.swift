@@ -235,6 +235,9 @@ extension ReplyBuilder {
             text.put(UInt8(ascii: ":"))
             text.put(UInt8(ascii: " "))
             rule(&text)
+            // EXTRA-TEXT is UTF-8 (RFC 8914 2): a cut is made between characters, not inside one
+            // (a list named in Cyrillic ended in a lone lead byte, a review found).
+            text.dropPartialCharacter()
             let code: UInt16 = responseBased ? 17 : 15
             out.put16(15)
             out.put16(UInt16(2 + text.count))
@@ -248,13 +251,25 @@ extension ReplyBuilder {
 struct TruncatingText {
     private let buffer: UnsafeMutableRawBufferPointer
     private(set) var count = 0
+    /// Some bytes did not fit.
+    private(set) var cut = false
 
     init(_ buffer: UnsafeMutableRawBufferPointer) { self.buffer = buffer }
 
     @inline(__always) mutating func put(_ byte: UInt8) {
-        guard count < buffer.count else { return }
+        guard count < buffer.count else { cut = true; return }
         buffer[count] = byte
         count += 1
+    }
+
+    /// After a cut: the last UTF-8 character dropped if the cut left it incomplete.
+    mutating func dropPartialCharacter() {
+        guard cut, count > 0 else { return }
+        var start = count - 1
+        while start > 0, count - start < 4, buffer[start] & 0xC0 == 0x80 { start -= 1 }
+        let lead = buffer[start]
+        let length = lead < 0x80 ? 1 : lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1
+        if start + length > count { count = start }
     }
 }
 
