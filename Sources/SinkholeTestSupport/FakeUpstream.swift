@@ -43,6 +43,9 @@ public final class FakeUpstream: @unchecked Sendable {
         case formerrToEDNS
         /// The same, with a FORMERR of the header alone (no question), as a forger can send.
         case headerOnlyFormerrToEDNS
+        /// The answer, with the query's ECS option echoed back with this SCOPE PREFIX-LENGTH (a
+        /// CDN's authority tailoring its answer to the client's subnet).
+        case echoClientSubnet(scope: UInt8)
         /// The answer with an OPT record at the end of its answer section (RFC 6891 allows one
         /// only in the additional section).
         case optInAnswer
@@ -308,6 +311,11 @@ public final class FakeUpstream: @unchecked Sendable {
         case .formerrToEDNS:
             if query.edns != nil { return [(-1, reply(rcode: Rcode.formErr, answers: [], edns: false))] }
             return [(-1, reply(rcode: rcode, answers: answerRecords))]
+        case .echoClientSubnet(let scope):
+            guard let m = Message(wire: reply(rcode: rcode, answers: answerRecords)),
+                  case .valid(let subnet) = ClientSubnet.read(options: query.ednsOptions) else { return [] }
+            m.setEDNSOptions(subnet.echo(scope: scope))
+            return [(-1, m.wire() ?? [])]
         case .headerOnlyFormerrToEDNS:
             let id = query.id
             if query.edns != nil { return [(-1, [UInt8(id >> 8), UInt8(id & 0xFF), 0x81, 0x80 | Rcode.formErr, 0, 0, 0, 0, 0, 0, 0, 0])] }

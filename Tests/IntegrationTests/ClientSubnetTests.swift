@@ -68,6 +68,73 @@ import Testing
         #expect(forwarding.upstream.received.first?.options == [0, 8, 0, 7, 0, 1, 24, 0, 10, 1, 2])
     }
 
+    /// With --forward-ecs the reply carries the client's ECS option back with the upstream's
+    /// scope (RFC 7871 7.2.2), from the cache too, and a block's with scope 0: without it a
+    /// subnet cache in front took a tailored answer for one good for all (a review).
+    @Test func forwardedECSIsEchoedWithTheUpstreamsScope() throws {
+        func ecsOption(_ reply: [UInt8]) -> [UInt8]? {
+            guard let m = Message(wire: reply), m.edns != nil else { return nil }
+            let options = m.ednsOptions
+            var i = 0
+            while i + 4 <= options.count {
+                let length = Int(options[i + 2]) << 8 | Int(options[i + 3])
+                if options[i] == 0, options[i + 1] == 8 { return Array(options[i..<min(options.count, i + 4 + length)]) }
+                i += 4 + length
+            }
+            return nil
+        }
+        let h = try TestHarness(lists: ["intel.txt": "evil.example\n"], records: ["www.example.org. 300 IN A 192.0.2.12"]) {
+            $0.forwardECS = true
+            $0.cacheBytes = 1 << 20
+        }
+        defer { h.stop() }
+        h.upstream.set(.echoClientSubnet(scope: 20), for: "www.example.org")
+        let fresh = try #require(DNSTestClient.udp(query("www.example.org", id: 6), to: h.address))
+        #expect(ecsOption(fresh) == [0, 8, 0, 7, 0, 1, 24, 20, 10, 1, 2], "the upstream's scope")
+        let cached = try #require(DNSTestClient.udp(query("www.example.org", id: 7), to: h.address))
+        #expect(h.upstream.received.count == 1, "from the cache")
+        #expect(ecsOption(cached) == [0, 8, 0, 7, 0, 1, 24, 20, 10, 1, 2])
+        let blocked = try #require(DNSTestClient.udp(query("evil.example", id: 8), to: h.address))
+        #expect(ecsOption(blocked) == [0, 8, 0, 7, 0, 1, 24, 0, 10, 1, 2], "a block is the same for every subnet")
+        // Without --forward-ecs, no ECS option back.
+        let plain = try TestHarness(records: ["www.example.org. 300 IN A 192.0.2.12"]) { $0.trustECSFrom = ["127.0.0.1/32"] }
+        defer { plain.stop() }
+        #expect(ecsOption(try #require(DNSTestClient.udp(query("www.example.org", id: 9), to: plain.address))) == nil)
+    }
+
+    /// A malformed ECS option (RFC 7871 6: address bits past the prefix, too many octets, an
+    /// unknown family) is FORMERR where ECS is used, and not forwarded: `10.1.2.3/24` went
+    /// upstream with the host's address in it, and was logged as the client (a review).
+    @Test func aMalformedECSOptionIsFORMERRWhereECSIsUsed() throws {
+        func ecsQuery(_ name: String, id: UInt16, _ ecs: [UInt8]) -> [UInt8] {
+            var q = DNSTestClient.query(name, id: id)
+            q[11] = 1
+            return q + [0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0, 0, UInt8(ecs.count)] + ecs
+        }
+        let bad: [[UInt8]] = [
+            [0, 8, 0, 8, 0, 1, 24, 0, 10, 1, 2, 3],   // 4 octets for a /24
+            [0, 8, 0, 7, 0, 1, 23, 0, 10, 1, 3],      // a bit set past /23
+            [0, 8, 0, 4, 0, 9, 0, 0],                 // unknown family
+            [0, 8, 0, 5, 0, 1, 33, 0, 10],            // /33 for IPv4
+        ]
+        let forwarding = try TestHarness(lists: ["intel.txt": "evil.example\n"], records: ["www.example.org. 300 IN A 192.0.2.12"]) { $0.forwardECS = true }
+        defer { forwarding.stop() }
+        let trusting = try TestHarness(lists: ["intel.txt": "evil.example\n"], records: ["www.example.org. 300 IN A 192.0.2.12"]) { $0.trustECSFrom = ["127.0.0.1/32"] }
+        defer { trusting.stop() }
+        let ignoring = try TestHarness(records: ["www.example.org. 300 IN A 192.0.2.12"])
+        defer { ignoring.stop() }
+        for (i, ecs) in bad.enumerated() {
+            for (h, name) in [(forwarding, "www.example.org"), (trusting, "evil.example")] {
+                let reply = try #require(DNSTestClient.udp(ecsQuery(name, id: UInt16(10 + i), ecs), to: h.address))
+                #expect(Header(reply)?.rcode == Rcode.formErr, "\(ecs) for \(name)")
+            }
+            let ignored = try #require(DNSTestClient.udp(ecsQuery("www.example.org", id: UInt16(20 + i), ecs), to: ignoring.address))
+            #expect(Header(ignored)?.rcode == Rcode.noError, "ECS unused: the option is ignored")
+        }
+        #expect(forwarding.upstream.received.isEmpty)
+        #expect(try trusting.blockLogLines().isEmpty)
+    }
+
     @Test func optionParsing() {
         #expect(ClientSubnet.parse(options: [0, 8, 0, 7, 0, 1, 24, 0, 10, 1, 2])?.text == "10.1.2.0/24")
         #expect(ClientSubnet.parse(options: [0, 8, 0, 4, 0, 1, 0, 0]).map { ($0.text, $0.namesAClient) } ?? ("", true) == ("0.0.0.0/0", false))

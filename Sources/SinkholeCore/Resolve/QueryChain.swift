@@ -152,10 +152,18 @@ public final class QueryChain: Sendable {
         }
         var decoded = Query(header: header, question: question, edns: message.edns,
                             client: client, transport: transport)
-        if decoded.edns != nil, !trustECSFrom.rules.isEmpty || forwarder.forwardECS,
-           let subnet = ClientSubnet.parse(options: message.ednsOptions) {
-            decoded.clientSubnet = subnet
-            decoded.subnetTrusted = subnet.namesAClient && trustECSFrom.allows(client.ip)
+        if decoded.edns != nil, !trustECSFrom.rules.isEmpty || forwarder.forwardECS {
+            switch ClientSubnet.read(options: message.ednsOptions) {
+            case .valid(let subnet):
+                decoded.clientSubnet = subnet
+                decoded.subnetTrusted = subnet.namesAClient && trustECSFrom.allows(client.ip)
+            case .malformed where forwarder.forwardECS || trustECSFrom.allows(client.ip):
+                // RFC 7871 6 and 7.2.1, where ECS is used: FORMERR, not forwarded or logged.
+                metrics?.query(transport, .formerr)
+                return respond(replies.rejection(to: header, packet: packet, rcode: Rcode.formErr))
+            case .malformed, .absent:
+                break
+            }
         }
         let query = decoded
         if let edns = query.edns, edns.version > 0 {
@@ -394,6 +402,8 @@ public final class QueryChain: Sendable {
         if q.hasOptions && forwarder.forwardECS { return .fullPath }
         // Parsed only where it is used (each path asks once): a plain block with no log has no use for it.
         let ecsTrusted = q.hasOptions && !trustECSFrom.rules.isEmpty && trustECSFrom.allows(client.ip)
+        // A malformed ECS option from a trusted forwarder is answered FORMERR, by the full path.
+        if ecsTrusted, ClientSubnet.read(options: UnsafeRawBufferPointer(rebasing: raw[q.options])) == .malformed { return .fullPath }
         /// The client behind a trusted forwarder; nil for a source prefix of 0 (the client
         /// declining to be named: the forwarder is the client to record).
         func trustedSubnet() -> ClientSubnet? {
@@ -548,7 +558,8 @@ public final class QueryChain: Sendable {
         } else if case .upstream(let answer, _) = inspected, let prepared = answer.prepared,
                   respond.write(limit: query.replySizeLimit(payloadSize: replies.payloadSize), {
                       prepared.reply(into: &$0, id: query.header.id, flags: query.header.flags,
-                                     question: query.question, edns: query.edns, payloadSize: replies.payloadSize)
+                                     question: query.question, edns: query.edns, payloadSize: replies.payloadSize,
+                                     clientSubnet: replies.echoesClientSubnet ? query.clientSubnet : nil)
                   }) {
             // The upstream's own bytes with our header, question and OPT: what ReplyBuilder.relay
             // makes, without encoding the message again.

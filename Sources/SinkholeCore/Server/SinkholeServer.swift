@@ -94,7 +94,7 @@ public final class SinkholeServer: Sendable {
                                   forwardECS: configuration.forwardECS,
                                   stillDownInterval: configuration.upstreamStillDownInterval, logger: logger)
         chain = QueryChain(blocking: blocking, forwarder: forwarder,
-                           replies: ReplyBuilder(payloadSize: configuration.ednsPayloadSize),
+                           replies: ReplyBuilder(payloadSize: configuration.ednsPayloadSize, echoesClientSubnet: configuration.forwardECS),
                            access: configuration.access, refuseAction: configuration.refuseAction,
                            rateLimiter: configuration.rateLimit > 0
                                ? RateLimiter(queriesPerSecond: configuration.rateLimit, burst: configuration.rateLimitBurst,

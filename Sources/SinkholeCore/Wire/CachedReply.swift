@@ -112,6 +112,9 @@ public final class CachedReply: Sendable {
     let hasTopBitTTL: Bool
     /// The upstream's Extended DNS Errors, relayed in our OPT record (`ExtendedErrors`).
     public let extendedErrors: [UInt8]
+    /// The SCOPE PREFIX-LENGTH of the upstream's ECS option (0 without one), for the ECS option
+    /// echoed to a client with `--forward-ecs`.
+    let clientSubnetScope: UInt8
 
     public init?(_ wire: [UInt8]) {
         guard wire.count <= Int(UInt16.max), let header = Header(wire), header.qdcount == 1,
@@ -122,6 +125,7 @@ public final class CachedReply: Sendable {
         var opt: Range<Int>?
         var extended: UInt8 = 0
         var errors: [UInt8] = []
+        var scope: UInt8 = 0
         var lowest: UInt32?
         var soa: (ttl: UInt32, minimum: UInt32)?
         var topBit = false
@@ -138,7 +142,10 @@ public final class CachedReply: Sendable {
                 guard opt == nil, index >= authorityEnd else { return nil }
                 opt = start..<offset
                 extended = wire[end + 4]
-                if rdlength > 0 { errors = ExtendedErrors.options(wire, in: (end + 10)..<offset) }
+                if rdlength > 0 {
+                    errors = ExtendedErrors.options(wire, in: (end + 10)..<offset)
+                    scope = wire.withUnsafeBytes { ClientSubnet.scope(in: UnsafeRawBufferPointer(rebasing: $0[(end + 10)..<offset])) } ?? 0
+                }
                 continue
             }
             // Before the record data is read: a name in it must not point into this TTL either.
@@ -161,6 +168,7 @@ public final class CachedReply: Sendable {
         self.opt = opt
         self.extendedRcode = extended
         extendedErrors = errors
+        clientSubnetScope = scope
         hasTopBitTTL = topBit
         counts = (header.ancount, header.nscount, header.arcount - (opt == nil ? 0 : 1))
         facts = ReplyFacts(rcode: UInt8(header.flags & 0x000F), truncated: header.flags & 0x0200 != 0,
@@ -383,8 +391,8 @@ public final class CachedReply: Sendable {
     }
 
     public func reply(into out: inout WireWriter, id: UInt16, flags: UInt16, question: Question, edns: EDNS?,
-                      payloadSize: UInt16) {
-        reply(into: &out, id: id, flags: flags, age: 0, edns: edns, payloadSize: payloadSize) { out in
+                      payloadSize: UInt16, clientSubnet: ClientSubnet? = nil) {
+        reply(into: &out, id: id, flags: flags, age: 0, edns: edns, payloadSize: payloadSize, clientSubnet: clientSubnet) { out in
             out.append(question.name)
             out.put16(question.type)
             out.put16(question.qclass)
@@ -393,10 +401,10 @@ public final class CachedReply: Sendable {
 
     /// The most a reply made from this answer takes: the upstream's bytes less its OPT, and ours
     /// (with the upstream's Extended DNS Errors).
-    var replyCapacity: Int { wire.count - (opt?.count ?? 0) + 11 + extendedErrors.count }
+    var replyCapacity: Int { wire.count - (opt?.count ?? 0) + 11 + extendedErrors.count + 24 }
 
     private func reply(into out: inout WireWriter, id: UInt16, flags queryFlags: UInt16, age: UInt32, edns: EDNS?,
-                       payloadSize: UInt16, question: (inout WireWriter) -> Void) {
+                       payloadSize: UInt16, clientSubnet: ClientSubnet? = nil, question: (inout WireWriter) -> Void) {
         let start = out.count
         let upstreamFlags = UInt16(wire[2]) << 8 | UInt16(wire[3])
         out.put16(id)
@@ -418,8 +426,13 @@ public final class CachedReply: Sendable {
             out.withWritten(from: start) { patchTTLs($0) { $0 > age ? $0 - age : 0 } }
         }
         if let edns {
-            FastReply.appendOPT(&out, payloadSize: payloadSize, extendedRcode: extendedRcode,
-                                dnssecOK: edns.dnssecOK, options: extendedErrors)
+            if let clientSubnet {
+                FastReply.appendOPT(&out, payloadSize: payloadSize, extendedRcode: extendedRcode,
+                                    dnssecOK: edns.dnssecOK, options: extendedErrors + clientSubnet.echo(scope: clientSubnetScope))
+            } else {
+                FastReply.appendOPT(&out, payloadSize: payloadSize, extendedRcode: extendedRcode,
+                                    dnssecOK: edns.dnssecOK, options: extendedErrors)
+            }
         }
     }
 }

@@ -18,21 +18,65 @@ public struct ClientSubnet: Sendable, Equatable {
 
     /// The same for option bytes in memory the caller holds (a packet's, on the fast path).
     public static func parse(options: UnsafeRawBufferPointer) -> ClientSubnet? {
+        if case .valid(let subnet) = read(options: options) { return subnet }
+        return nil
+    }
+
+    /// What the options hold of ECS.
+    public enum Reading: Equatable, Sendable {
+        case absent
+        /// RFC 7871 6 and 7.2.1: an unknown FAMILY, a SOURCE PREFIX-LENGTH past the family's
+        /// bits, too few or too many ADDRESS octets, or ADDRESS bits set past the prefix. Such a
+        /// query is answered FORMERR where ECS is used: before, `10.1.2.3/24` was forwarded
+        /// with the host's address in it, and recorded as the client.
+        case malformed
+        case valid(ClientSubnet)
+    }
+
+    public static func read(options: [UInt8]) -> Reading {
+        options.withUnsafeBytes { read(options: $0) }
+    }
+
+    public static func read(options: UnsafeRawBufferPointer) -> Reading {
         var i = 0
         while i + 4 <= options.count {
             let code = Int(options[i]) << 8 | Int(options[i + 1])
             let length = Int(options[i + 2]) << 8 | Int(options[i + 3])
-            guard i + 4 + length <= options.count else { return nil }
-            if code == 8, length >= 4 {
+            guard i + 4 + length <= options.count else { return .absent }
+            if code == 8 {
+                guard length >= 4 else { return .malformed }
                 let data = options[(i + 4)..<(i + 4 + length)]
                 let family = Int(data[data.startIndex]) << 8 | Int(data[data.startIndex + 1])
                 let prefix = Int(data[data.startIndex + 2])
                 let size = family == 1 ? 4 : family == 2 ? 16 : 0
                 let bytes = Array(data.dropFirst(4))
-                guard size > 0, prefix <= size * 8, bytes.count == (prefix + 7) / 8 else { return nil }
+                guard size > 0, prefix <= size * 8, bytes.count == (prefix + 7) / 8 else { return .malformed }
+                if prefix % 8 != 0, let last = bytes.last, last & (0xFF >> UInt8(prefix % 8)) != 0 { return .malformed }
                 let address = bytes + [UInt8](repeating: 0, count: size - bytes.count)
-                return ClientSubnet(address: address, sourcePrefix: prefix, option: Array(options[i..<(i + 4 + length)]))
+                return .valid(ClientSubnet(address: address, sourcePrefix: prefix, option: Array(options[i..<(i + 4 + length)])))
             }
+            i += 4 + length
+        }
+        return .absent
+    }
+
+    /// The option for a reply to this query (RFC 7871 7.2.2): FAMILY, SOURCE PREFIX-LENGTH and
+    /// ADDRESS as asked, with `scope` as SCOPE PREFIX-LENGTH.
+    public func echo(scope: UInt8) -> [UInt8] {
+        var out = option
+        if out.count >= 8 { out[7] = scope }
+        return out
+    }
+
+    /// The SCOPE PREFIX-LENGTH of the ECS option among raw OPT options (an upstream's reply);
+    /// nil when there is none.
+    static func scope(in options: UnsafeRawBufferPointer) -> UInt8? {
+        var i = 0
+        while i + 4 <= options.count {
+            let code = Int(options[i]) << 8 | Int(options[i + 1])
+            let length = Int(options[i + 2]) << 8 | Int(options[i + 3])
+            guard i + 4 + length <= options.count else { return nil }
+            if code == 8, length >= 4 { return options[i + 7] }
             i += 4 + length
         }
         return nil

@@ -9,9 +9,21 @@ import CLdns
 public struct ReplyBuilder: Sendable {
     /// Our UDP payload size, advertised in every OPT record we send (default 1232).
     public var payloadSize: UInt16
+    /// With `--forward-ecs`: a reply to a query with an ECS option carries it back (RFC 7871
+    /// 7.2.2), with the upstream's SCOPE PREFIX-LENGTH (0 for a block or an upstream that sent
+    /// none). Without it, a subnet cache in front (dnsdist, Unbound) took a tailored answer for
+    /// one good for every client.
+    public var echoesClientSubnet = false
 
-    public init(payloadSize: UInt16) {
+    public init(payloadSize: UInt16, echoesClientSubnet: Bool = false) {
         self.payloadSize = payloadSize
+        self.echoesClientSubnet = echoesClientSubnet
+    }
+
+    /// The ECS option for a reply to `query`, or nothing (see `echoesClientSubnet`).
+    func clientSubnetEcho(for query: Query, scope: UInt8) -> [UInt8] {
+        guard echoesClientSubnet, query.edns != nil, let subnet = query.clientSubnet else { return [] }
+        return subnet.echo(scope: scope)
     }
 
     /// SOA names of block answers: under `.invalid` (RFC 6761), so they can never resolve.
@@ -42,7 +54,7 @@ public struct ReplyBuilder: Sendable {
             // The Extended DNS Error's text is a courtesy (RFC 8914 2: EXTRA-TEXT is optional):
             // a long listed name's text must not cost the client the SOA it caches the answer
             // by, with TC=1. The code alone first.
-            message.setEDNSOptions(ReplyBuilder.extendedError(for: answer, withText: false))
+            message.setEDNSOptions(ReplyBuilder.extendedError(for: answer, withText: false) + clientSubnetEcho(for: query, scope: 0))
             if let smaller = message.wire() {
                 wire = smaller
                 if wire.count <= limit { return wire }
@@ -132,7 +144,7 @@ public struct ReplyBuilder: Sendable {
         guard let m = base(for: query) else { return nil }
         m.rcode = answer.rcode
         m.authoritative = true
-        if query.edns != nil { m.setEDNSOptions(ReplyBuilder.extendedError(for: answer)) }
+        if query.edns != nil { m.setEDNSOptions(ReplyBuilder.extendedError(for: answer) + clientSubnetEcho(for: query, scope: 0)) }
         if !answer.addresses.isEmpty {
             for address in answer.addresses {
                 m.append(.answer, owner: query.question.name, type: query.question.type, qclass: RRType.recordClass(asked: query.question.qclass),
@@ -169,9 +181,13 @@ public struct ReplyBuilder: Sendable {
         // The upstream's Extended DNS Errors are relayed (why it failed: DNSSEC Bogus, ...);
         // its other options are hop-by-hop.
         var errors: [UInt8] = []
+        var scope: UInt8 = 0
         if query.edns != nil, upstream.edns != nil {
-            errors = ExtendedErrors.options(upstream.ednsOptions)
+            let options = upstream.ednsOptions
+            errors = ExtendedErrors.options(options)
+            scope = options.withUnsafeBytes { ClientSubnet.scope(in: $0) } ?? 0
         }
+        errors += clientSubnetEcho(for: query, scope: scope)
         var edns = ednsReply(for: query)
         edns?.extendedRcode = extended
         upstream.edns = edns
