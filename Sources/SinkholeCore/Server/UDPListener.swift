@@ -43,6 +43,10 @@ public final class UDPListener: @unchecked Sendable {
     /// The descriptor is closed: a late reply (a stale answer's timer after a stop's drain
     /// gave up) must not be sent on a number the kernel may have given to another socket.
     private let closed = Atomic<Bool>(false)
+    /// Sends made off the loop's thread now under way: `close()` waits for them, so that none
+    /// writes to the descriptor's number after it was closed and given to another socket or
+    /// file (a review: a TCP retry's late answer could land in an unrelated TCP stream).
+    private let sendsOffLoop = Atomic<Int>(0)
 
     /// Datagrams per recvmmsg and per sendmmsg.
     static let batch = 32
@@ -135,7 +139,10 @@ public final class UDPListener: @unchecked Sendable {
     public func close() {
         stop()
         // On the loop's thread, so that no batch is being sent on the descriptor as it closes.
-        closed.store(true, ordering: .releasing)
+        closed.store(true, ordering: .sequentiallyConsistent)
+        // A send that saw `closed` false is finished before the close (Dekker's pairing with
+        // `send`: both sides sequentially consistent). Each is one sendmsg, never blocking.
+        while sendsOffLoop.load(ordering: .sequentiallyConsistent) > 0 { sched_yield() }
         loop.performAndWait { [fd] in _ = Glibc.close(fd) }
     }
 
@@ -195,6 +202,9 @@ public final class UDPListener: @unchecked Sendable {
         guard !reply.isEmpty, !closed.load(ordering: .acquiring) else { return }
         if reply.count <= UDPListener.sendSize,
            sendInPlace(to: client, from: arrival, limit: reply.count, { $0.append(reply) }) != nil { return }
+        sendsOffLoop.add(1, ordering: .sequentiallyConsistent)
+        defer { sendsOffLoop.subtract(1, ordering: .sequentiallyConsistent) }
+        guard !closed.load(ordering: .sequentiallyConsistent) else { return }
         var peer = sockaddr_storage()
         let peerLength = client.fill(&peer)
         withUnsafeTemporaryAllocation(byteCount: UDPListener.controlSpace, alignment: 16) { control in
