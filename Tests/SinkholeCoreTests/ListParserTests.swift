@@ -151,6 +151,29 @@ import Testing
         #expect(mapped == [ListParser.MappedLine(line: 9, text: "address=/nas.example/192.168.1.10")])
     }
 
+    /// From a re-trial: `server=/name/#` is dnsmasq's "use the usual servers", not a block (the
+    /// `#` was read as a comment); a forwarding rule's hint keeps its port and names every zone;
+    /// Adblock path and non-domain rules are not called regular expressions.
+    @Test func dnsmasqHashesAndAdblockPatternReasons() {
+        let p = parse(#"""
+            server=/www.corp.example/#
+            server=/consul/127.0.0.1#8600
+            server=/a.example/b.example/fd00::53#5353
+            address=/c.example/#   # a comment after a space
+            @@-ds.metric.example^|
+            /^https?:\/\/ads\./$script,third-party
+            /adserver/*
+            """#)
+        #expect(p.entries.map(\.0) == ["c.example"])
+        #expect(p.errors.map(\.line) == [1, 2, 3, 5, 6, 7])
+        #expect(p.errors[0].reason.contains("use the usual servers"))
+        #expect(p.errors[1].reason.contains("--forward-zone consul=127.0.0.1:8600"), "\(p.errors[1])")
+        #expect(p.errors[2].reason.contains("--forward-zone a.example=[fd00::53]:5353 --forward-zone b.example=[fd00::53]:5353"), "\(p.errors[2])")
+        #expect(p.errors[3].reason.hasPrefix("an Adblock rule that is not a domain rule"), "\(p.errors[3])")
+        #expect(p.errors[4].reason.hasPrefix("an Adblock rule for a path"), "\(p.errors[4])")
+        #expect(p.errors[5].reason.hasPrefix("an Adblock rule for a path"), "\(p.errors[5])")
+    }
+
     /// From a migration trial: Pi-hole's custom.list (local records) dropped in as a list. Its
     /// names are blocked, as any hosts line's, but reported (`mapped`); a host's short name
     /// beside a real address is an alias, skipped, not "a whole top-level domain".

@@ -151,7 +151,13 @@ public enum ListParser {
     ) {
         let original = String(decoding: raw, as: UTF8.self)
         var content = Substring(original)
-        if let hash = content.firstIndex(of: "#") {
+        // In a dnsmasq rule `#` is part of it (`server=/name/#`, `10.0.0.1#5353`): a comment
+        // there starts after white space only.
+        let dnsmasq = ListParser.isDnsmasqRule(content)
+        if dnsmasq, let hash = content.indices.first(where: { content[$0] == "#" && $0 > content.startIndex
+                                                               && [" ", "\t"].contains(content[content.index(before: $0)]) }) {
+            content = content[..<hash]
+        } else if !dnsmasq, let hash = content.firstIndex(of: "#") {
             // An Adblock cosmetic or scriptlet rule (`site.example##.ad-slot`, `#@#`, `#?#`,
             // `#$#`, `#%#`) hides page elements of that site in a browser; it says nothing about
             // the name, and is skipped as AdGuard Home skips it. Read as a domain and a comment,
@@ -249,7 +255,7 @@ public enum ListParser {
         // dnsmasq rules, as the feeds in its format write them: `address=/name/0.0.0.0` (or `::`,
         // `#`, nothing), `local=/name/` and `server=/name/` each answer `name` and every name
         // below it locally, which a block here is. Several names may share one rule.
-        if let equals = content.firstIndex(of: "="), ["address", "local", "server"].contains(content[..<equals].lowercased()) {
+        if dnsmasq, let equals = content.firstIndex(of: "=") {
             let directive = content[..<equals].lowercased()
             let parts = content[content.index(after: equals)...].split(separator: "/", omittingEmptySubsequences: false)
             guard parts.count >= 3, parts.first?.isEmpty == true else {
@@ -257,8 +263,16 @@ public enum ListParser {
             }
             let target = parts.last!.trimmingCharacters(in: .whitespaces)
             let names = parts.dropFirst().dropLast()
+            if directive == "server", target == "#" {
+                return fail("dnsmasq's 'use the usual servers' for these names (server=/name/#): not a block rule (to exempt a name from the lists, put it in a .allow file)")
+            }
             if directive != "address", !target.isEmpty {
-                return fail("dnsmasq forwarding of a zone to \(target): not a block rule (forward a zone with --forward-zone \(names.first ?? "")=\(target))")
+                // dnsmasq writes a port after '#': sinkhole's flag takes host:port ([v6]:port).
+                let upstream = target.split(separator: "#", maxSplits: 1).map(String.init)
+                var address = upstream[0]
+                if upstream.count == 2 { address = (address.contains(":") ? "[\(address)]" : address) + ":" + upstream[1] }
+                let flags = names.filter { !$0.isEmpty }.map { "--forward-zone \($0)=\(address)" }.joined(separator: " ")
+                return fail("dnsmasq forwarding of a zone to \(target): not a block rule (forward it with \(flags))")
             }
             if names.contains(where: { $0.isEmpty || $0 == "#" }) {
                 return fail("a dnsmasq rule for every name (an empty or '#' domain): not applied")
@@ -326,6 +340,14 @@ public enum ListParser {
         public var text: String
     }
 
+    /// Whether the line is a dnsmasq rule sinkhole reads (`address=`, `local=`, `server=`).
+    static func isDnsmasqRule(_ line: Substring) -> Bool {
+        var text = line
+        while let c = text.first, c == " " || c == "\t" || c == "\u{FEFF}" { text = text.dropFirst() }
+        guard let equals = text.firstIndex(of: "="), text.distance(from: text.startIndex, to: equals) <= 7 else { return false }
+        return ["address", "local", "server"].contains(text[..<equals].lowercased())
+    }
+
     /// AdGuard Home's DNS modifiers, which it applies and sinkhole does not.
     static let adGuardHomeModifiers: Set<String> = ["client", "denyallow", "dnsrewrite", "dnstype", "ctag", "badfilter"]
 
@@ -343,9 +365,18 @@ public enum ListParser {
     static func looksLikePattern(_ text: Substring) -> String? {
         // A control character or non-ASCII byte is said as such (a terminal escape is no regex).
         guard text.unicodeScalars.allSatisfy({ (0x21...0x7E).contains($0.value) }) else { return nil }
-        let regexMarks: Set<Character> = ["(", ")", "\\", "[", "]", "{", "}", "+", "?", "|"]
-        if text.contains(where: regexMarks.contains) || text.hasPrefix("^") || text.hasSuffix("$") || text.contains(".*") {
+        // Adblock rules for a path or URL pattern (`/adserver/*`, `/^https?:…$/$script`) and
+        // other non-domain Adblock rules (`-ds.metric.example^|`, `ads.$third-party`).
+        if text.contains("/") {
+            return "an Adblock rule for a path or URL pattern, which sinkhole does not support (only domain rules: ||name^)"
+        }
+        let regexMarks: Set<Character> = ["(", ")", "\\", "[", "]", "{", "}", "+", "?"]
+        if text.contains(where: regexMarks.contains) || text.hasPrefix("^") || text.contains(".*")
+            || (text.hasSuffix("$") && !text.contains("^")) {
             return "a regular expression (as in Pi-hole's regex lists), which sinkhole does not support: it matches names and the names below them, not patterns (list the domain instead)"
+        }
+        if text.contains(where: { $0 == "^" || $0 == "|" || $0 == "$" }) {
+            return "an Adblock rule that is not a domain rule, which sinkhole does not support (only ||name^)"
         }
         if text.contains("*") {
             return "a wildcard inside a name, which sinkhole does not support (only a leading '*.' is: *.name)"
