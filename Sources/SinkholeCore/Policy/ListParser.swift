@@ -175,9 +175,6 @@ public enum ListParser {
             reject(ListLineError(file: file, line: number, reason: reason, text: original.trimmingTrailingSpace))
         }
         func accept(_ nameText: Substring, _ kind: DomainMatcher.Kind, wholeTLD: Bool = false) {
-            if case .failure(let problem) = DomainName.parse(nameText) {
-                return fail(ListParser.looksLikePattern(nameText) ?? problem.description)
-            }
             switch DomainName.parse(nameText) {
             case .success(let wire):
                 // A lone word as a plain or hosts-file entry of a blocklist is far more often what
@@ -196,7 +193,7 @@ public enum ListParser {
                         : "a single label, which would block a whole top-level domain (to mean that, write ||\(label)^)")
                 }
                 add(wire, kind, number)
-            case .failure: break   // said above
+            case .failure(let problem): fail(ListParser.looksLikePattern(nameText) ?? problem.description)
             }
         }
 
