@@ -1,3 +1,4 @@
+import Glibc
 import Foundation
 import Logging
 @testable import SinkholeCore
@@ -123,6 +124,56 @@ final class HistoryFixture {
         #expect(f.history.counts.recorded == counts.recorded + 1)
     }
 
+    /// From a failure-mode trial: another process cutting the -shm file short crashed the whole
+    /// resolver with SIGBUS at the next write (SQLite maps that file). The history is switched
+    /// off instead, said once, and what it would have written is counted as dropped.
+    @Test func aCutShortShmFileSwitchesTheHistoryOffInsteadOfCrashing() throws {
+        let recorder = LogRecorder()
+        let f = try HistoryFixture(logger: recorder.logger)
+        f.record("192.0.2.1", "before.example")
+        f.history.flush()
+        let shm = f.directory.appendingPathComponent("history.db-shm").path
+        #expect(truncate(shm, 0) == 0)
+        f.record("192.0.2.1", "after.example")
+        f.history.flush()
+        #expect(f.history.database == nil)
+        #expect(recorder.events("query history switched off: its -shm file was cut short or made unwritable by another process; restart sinkhole to record again (DNS unaffected)").count == 1)
+        #expect(f.history.counts.dropped == 1 && f.history.counts.written == 1)
+        f.record("192.0.2.1", "later.example")
+        f.history.flush()
+        #expect(f.history.counts.dropped == 2)
+    }
+
+    /// From a failure-mode trial: the file removed while running took every later sighting into
+    /// the deleted file, lost at the stop, with nothing said. A new file is started at the path.
+    @Test func aRemovedHistoryFileIsStartedAnew() throws {
+        let recorder = LogRecorder()
+        let f = try HistoryFixture(logger: recorder.logger)
+        f.record("192.0.2.1", "before.example")
+        f.history.flush()
+        for suffix in ["", "-wal", "-shm"] {
+            try? FileManager.default.removeItem(atPath: f.directory.appendingPathComponent("history.db" + suffix).path)
+        }
+        f.record("192.0.2.1", "after.example")
+        f.history.flush()
+        #expect(FileManager.default.fileExists(atPath: f.history.path))
+        #expect(try f.history.entries().map(\.name) == ["after.example"])
+        #expect(recorder.events("query history file removed or replaced while running: a new one is started at the path (what was recorded since then is in the old file only)").count == 1)
+    }
+
+    /// A write that fails (the database locked by another process past the 5 s wait) loses its
+    /// sightings: counted as dropped (they were in no counter), said at most once a minute.
+    @Test func aFailedWriteCountsItsSightingsAsDropped() throws {
+        let recorder = LogRecorder()
+        let f = try HistoryFixture(logger: recorder.logger)
+        f.record("192.0.2.1", "locked.example")
+        f.record("192.0.2.2", "locked.example")
+        try f.history.holdWriteLock { f.history.flush() }
+        #expect(f.history.counts.dropped == 2 && f.history.counts.written == 0)
+        #expect(recorder.events("query history: write failed; sightings lost (said at most once a minute)").count == 1)
+        #expect(recorder.events("query history writer fell behind; sightings dropped (DNS unaffected)").isEmpty, "said once, by the write failure")
+    }
+
     /// A file system nearly full pauses the recording (sightings dropped and counted, one error
     /// line, the gauge at 1) before the history fills the disk; it goes on, with one notice,
     /// once free space is 1% above the floor again.
@@ -203,7 +254,7 @@ final class HistoryFixture {
             """)
         try f.writeList("ok.allow", "allowed.bad.test\n")
         let snapshot = try store(f).snapshot
-        let hits = try RetroHunt.hunt(f.history.database, since: 0) { snapshot.blockingRule(for: $0) }
+        let hits = try RetroHunt.hunt(try #require(f.history.database), since: 0) { snapshot.blockingRule(for: $0) }
         #expect(hits.map(\.name) == ["bad.test", "below.rpz.test", "c2.bad.test", "exact.test", "rpz.test", "wild.test", "x.wild.test"])
         let c2 = try #require(hits.first { $0.name == "c2.bad.test" })
         #expect(c2.rule.rule == "bad.test")
@@ -228,7 +279,7 @@ final class HistoryFixture {
         f.history.flush()
         try f.writeList("late.txt", "late6.example\nlate4.example\n")
         let snapshot = try store(f).snapshot
-        let hits = try RetroHunt.hunt(f.history.database, since: 0) { snapshot.blockingRule(for: $0) }
+        let hits = try RetroHunt.hunt(try #require(f.history.database), since: 0) { snapshot.blockingRule(for: $0) }
         let escaped = String(repeating: "\\128", count: 16) + ".late6.example"
         #expect(hits.map(\.name).sorted() == [escaped, "ok.late6.example"].sorted())
         let event = BlockEvent.retroHit(try #require(hits.first { $0.name == escaped }))
@@ -255,13 +306,13 @@ final class HistoryFixture {
         f.history.flush()
         try f.writeList("plain.txt", "bad.test\n")
         let snapshot = try store(f).snapshot
-        let all = try RetroHunt.hunt(f.history.database, since: 0) { snapshot.blockingRule(for: $0) }
+        let all = try RetroHunt.hunt(try #require(f.history.database), since: 0) { snapshot.blockingRule(for: $0) }
         let bad = try #require(all.first { $0.name == "bad.test" })
         #expect(bad.count == 3)
         #expect(bad.types == ["A", "AAAA"])
         #expect(bad.firstSeen == HistoryFixture.start)
         #expect(bad.lastSeen == HistoryFixture.start + 3 * 86_400_000 + 3_600_000)
-        let recent = try RetroHunt.hunt(f.history.database, since: HistoryFixture.start + 86_400_000) { snapshot.blockingRule(for: $0) }
+        let recent = try RetroHunt.hunt(try #require(f.history.database), since: HistoryFixture.start + 86_400_000) { snapshot.blockingRule(for: $0) }
         #expect(recent.first { $0.name == "bad.test" }?.count == 2, "the sighting before --since is left out")
         #expect(recent.count == 2)
         #expect(recent.first { $0.name == "bad.test" }?.types == ["AAAA", "A"], "in the order first asked in the window")

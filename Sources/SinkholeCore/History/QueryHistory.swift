@@ -88,7 +88,20 @@ public final class QueryHistory: Sendable {
 
     public let path: String
     public let options: Options
-    let database: DatabasePool
+    /// The open database; swapped for a new file when the path was removed or replaced, and
+    /// gone when the history was switched off (`checkFiles`).
+    private let pool: Mutex<DatabasePool?>
+    /// The database, or nil once the history was switched off.
+    var database: DatabasePool? { pool.withLock { $0 } }
+    /// The device and inode of the file opened, to tell when the path names another.
+    private let opened = Mutex<(device: UInt64, inode: UInt64)?>(nil)
+    /// Switched off for good (its -shm file damaged by another process).
+    private let switchedOff = Atomic<Bool>(false)
+    /// A pool given up with a damaged -shm file: kept, never closed, since closing it would
+    /// touch the mapping whose file was cut short (SIGBUS).
+    private let abandoned = Mutex<[DatabasePool]>([])
+    /// The pace of the write failure and drop lines (writer queue only).
+    private let writeFailurePace = Mutex(LogPace()), dropPace = Mutex(LogPace())
     /// The buffers, one per thread shard, so that queries on different cores rarely meet on one lock.
     private let buffers = ThreadShards(count: 8) { Buffer() }
     /// Sightings in the buffers and the room they have reserved, bounded by `options.capacity`.
@@ -124,19 +137,10 @@ public final class QueryHistory: Sendable {
         }
         // Created 0640 like the block log (SQLite gives its -wal and -shm files the same mode):
         // the history says what the network resolved. O_NOFOLLOW: not through a planted link.
-        let fd = Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o640)
-        guard fd >= 0 else {
-            throw HistoryError("cannot open query history \(path): \(String(cString: strerror(errno)))")
-        }
-        Glibc.close(fd)
-        do {
-            database = try DatabasePool(path: path, configuration: configuration)
-            try database.write { try HistorySchema.create($0) }
-        } catch {
-            let code = (error as? DatabaseError)?.resultCode
-            throw HistoryError("cannot open query history \(path): \(QueryHistory.describe(error))",
-                               notADatabase: code == .SQLITE_NOTADB || code == .SQLITE_CORRUPT)
-        }
+        let (database, identity) = try QueryHistory.open(path, configuration: configuration)
+        pool = Mutex(database)
+        opened.withLock { $0 = identity }
+        self.configuration = configuration
         // The writer runs on its own thread under SCHED_IDLE: it uses only CPU time the DNS
         // threads leave, and a query arriving on its core preempts it at once. (At nice 10 a
         // second of new names to insert still held queries up for its time slice: p99 2.6 ms at
@@ -154,6 +158,76 @@ public final class QueryHistory: Sendable {
                 guard let self, !self.stopping.load(ordering: .relaxed) else { return }
                 self.queue.sync { self.tick() }   // runs here, on the low-priority thread
             }
+        }
+    }
+
+    /// GRDB's settings, for a reopen.
+    private let configuration: Configuration
+
+    /// Opens (creating if needed) the database at `path` and its tables: the pool and the file's
+    /// device and inode.
+    private static func open(_ path: String, configuration: Configuration) throws -> (DatabasePool, (device: UInt64, inode: UInt64)) {
+        // Created 0640 like the block log (SQLite gives its -wal and -shm files the same mode):
+        // the history says what the network resolved. O_NOFOLLOW: not through a planted link.
+        let fd = Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o640)
+        guard fd >= 0 else {
+            throw HistoryError("cannot open query history \(path): \(String(cString: strerror(errno)))")
+        }
+        var st = stat()
+        fstat(fd, &st)
+        Glibc.close(fd)
+        do {
+            let database = try DatabasePool(path: path, configuration: configuration)
+            try database.write { try HistorySchema.create($0) }
+            return (database, (UInt64(st.st_dev), UInt64(st.st_ino)))
+        } catch {
+            let code = (error as? DatabaseError)?.resultCode
+            throw HistoryError("cannot open query history \(path): \(QueryHistory.describe(error))",
+                               notADatabase: code == .SQLITE_NOTADB || code == .SQLITE_CORRUPT)
+        }
+    }
+
+    /// Whether the files are still the ones open and whole, before the writer touches them
+    /// (writer queue only). From a failure-mode trial:
+    /// - Another process cutting the -shm file short (or making it immutable) crashed the whole
+    ///   resolver with SIGBUS at the next write: SQLite maps that file. The history is switched
+    ///   off instead, its pool left unclosed, and DNS goes on.
+    /// - The file removed or replaced while running: sightings went on into the deleted file,
+    ///   lost at the stop, with nothing said, and `hunt` read another file. A new file is started
+    ///   at the path, and it is said.
+    private func checkFiles() -> Bool {
+        guard !switchedOff.load(ordering: .relaxed) else { return false }
+        var st = stat()
+        let shm = path + "-shm"
+        if stat(shm, &st) == 0, st.st_size < 32_768 || access(shm, W_OK) != 0 {
+            switchedOff.store(true, ordering: .relaxed)
+            if let gone = pool.withLock({ p -> DatabasePool? in defer { p = nil }; return p }) {
+                abandoned.withLock { $0.append(gone) }
+            }
+            logger.error("query history switched off: its -shm file was cut short or made unwritable by another process; restart sinkhole to record again (DNS unaffected)", metadata: [
+                "path": "\(path)", "shm_bytes": "\(st.st_size)",
+            ])
+            return false
+        }
+        let now = stat(path, &st) == 0 ? (device: UInt64(st.st_dev), inode: UInt64(st.st_ino)) : nil
+        let was = opened.withLock { $0 }
+        guard now == nil || was == nil || now! != was! else { return true }
+        do {
+            let (database, identity) = try QueryHistory.open(path, configuration: configuration)
+            pool.withLock { $0 = database }   // the old one closes with its files, unlinked but whole
+            opened.withLock { $0 = identity }
+            ids.withLock { $0 = IDCache() }
+            logger.error("query history file removed or replaced while running: a new one is started at the path (what was recorded since then is in the old file only)", metadata: [
+                "path": "\(path)",
+            ])
+            return true
+        } catch {
+            if writeFailurePace.withLock({ $0.due() }) {
+                logger.error("query history file removed or replaced, and a new one cannot be opened; sightings are dropped until it can (DNS unaffected)", metadata: [
+                    "path": "\(path)", "error": "\(error)",
+                ])
+            }
+            return false
         }
     }
 
@@ -219,7 +293,7 @@ public final class QueryHistory: Sendable {
     }
 
     private func writeOrDiscard() {
-        if spaceIsShort() {
+        if !checkFiles() || spaceIsShort() {
             discardPending()
         } else {
             writePending()
@@ -278,6 +352,7 @@ public final class QueryHistory: Sendable {
     private func pruneStep() -> (more: Bool, deleted: Int) {
         let cutoff = oldestKeptHour
         do {
+            guard let database else { return (false, 0) }
             let deleted = try database.write { db -> Int in
                 try db.execute(sql: """
                     DELETE FROM history WHERE (name_id, client_id, qtype, hour) IN (
@@ -299,6 +374,7 @@ public final class QueryHistory: Sendable {
     private func cleanOrphans() {
         let cutoffMs = options.now() - Int64(options.retention * 1000)
         do {
+            guard let database else { return }
             try database.write { db in
                 try db.execute(sql: "DELETE FROM retro_reported WHERE last_seen < ?", arguments: [cutoffMs])
                 try db.execute(sql: "DELETE FROM names WHERE NOT EXISTS (SELECT 1 FROM history WHERE name_id = names.id)")
@@ -326,7 +402,8 @@ public final class QueryHistory: Sendable {
 
     /// Every stored row, oldest hour first, then by client and name.
     public func entries() throws -> [Entry] {
-        try database.read { db in
+        guard let database else { return [] }
+        return try database.read { db in
             try Row.fetchAll(db, sql: """
                 SELECT c.address, n.name, h.qtype, h.hour, h.count, h.first_seen, h.last_seen
                 FROM history h JOIN names n ON n.id = h.name_id JOIN clients c ON c.id = h.client_id
@@ -349,7 +426,8 @@ public final class QueryHistory: Sendable {
 
     /// Distinct names and clients stored (orphans are removed by pruning).
     public func storedCounts() throws -> (names: Int, clients: Int) {
-        try database.read { db in
+        guard let database else { return (0, 0) }
+        return try database.read { db in
             (try Int.fetchOne(db, sql: "SELECT count(*) FROM names") ?? 0,
              try Int.fetchOne(db, sql: "SELECT count(*) FROM clients") ?? 0)
         }
@@ -412,7 +490,7 @@ public final class QueryHistory: Sendable {
 
     /// Bytes of the database's free pages (what pruning freed and new rows will reuse).
     private func freePagesBytes() -> Int {
-        (try? database.read { db -> Int in
+        (try? database?.read { db -> Int in
             let pages = try Int.fetchOne(db, sql: "PRAGMA freelist_count") ?? 0
             let size = try Int.fetchOne(db, sql: "PRAGMA page_size") ?? 0
             return pages * size
@@ -463,6 +541,7 @@ public final class QueryHistory: Sendable {
         reportDrops()
         guard !batch.isEmpty else { return }
         do {
+            guard let database else { throw HistoryError("switched off") }
             try ids.withLock { cache in
                 try database.write { db in
                     let upsert = try db.cachedStatement(sql: """
@@ -485,15 +564,22 @@ public final class QueryHistory: Sendable {
             written.add(taken, ordering: .relaxed)
         } catch {
             ids.withLock { $0 = IDCache() }   // a rolled-back transaction may have taken new ids with it
-            logger.error("query history: write failed; sightings lost", metadata: [
-                "error": "\(QueryHistory.describe(error))", "sightings": "\(taken)", "path": "\(path)",
-            ])
+            // Counted as dropped (they were missing from every counter), and said at most once a
+            // minute: an immutable -wal file said it every second, for as long as it lasted.
+            dropped.add(taken, ordering: .relaxed)
+            droppedReported.store(dropped.load(ordering: .relaxed), ordering: .relaxed)   // said here
+            if writeFailurePace.withLock({ $0.due() }) {
+                logger.error("query history: write failed; sightings lost (said at most once a minute)", metadata: [
+                    "error": "\(QueryHistory.describe(error))", "sightings": "\(taken)", "dropped.total": "\(dropped.load(ordering: .relaxed))",
+                    "path": "\(path)",
+                ])
+            }
         }
     }
 
     private func reportDrops() {
         let total = dropped.load(ordering: .relaxed)
-        if total > droppedReported.load(ordering: .relaxed) {
+        if total > droppedReported.load(ordering: .relaxed), dropPace.withLock({ $0.due() }) {
             droppedReported.store(total, ordering: .relaxed)
             logger.error("query history writer fell behind; sightings dropped (DNS unaffected)", metadata: [
                 "dropped.total": "\(total)", "path": "\(path)",

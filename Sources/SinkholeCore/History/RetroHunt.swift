@@ -144,7 +144,8 @@ public final class RetroHunter: Sendable {
             let snapshot = store.snapshot
             let since = history.options.now() - Int64(history.options.retention * 1000)
             do {
-                let candidates = try RetroHunt.hunt(history.database, since: since,
+                guard let database = history.database else { throw QueryHistory.HistoryError("the query history is switched off") }
+                let candidates = try RetroHunt.hunt(database, since: since,
                                                     rule: RetroHunt.newlyBlocked(by: changed, previous: previous, in: snapshot))
                 let fresh = try unreported(candidates)
                 let seconds = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
@@ -181,7 +182,8 @@ public final class RetroHunter: Sendable {
     private func unreported(_ hits: [RetroHit]) throws -> [RetroHit] {
         guard !hits.isEmpty else { return [] }
         let now = history.options.now()
-        return try history.database.write { db in
+        guard let database = history.database else { return [] }
+        return try database.write { db in
             let select = try db.cachedStatement(sql: "SELECT last_seen FROM retro_reported WHERE client_id = ? AND name_id = ?")
             let upsert = try db.cachedStatement(sql: """
                 INSERT INTO retro_reported(client_id, name_id, last_seen, reported_at) VALUES (?, ?, ?, ?)
