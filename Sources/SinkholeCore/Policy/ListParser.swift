@@ -169,7 +169,7 @@ public enum ListParser {
         if content.isEmpty || content.hasPrefix("!") || content.hasPrefix("[") { return }   // blank, comment, Adblock header
         // AdGuard's HTML filtering rules (`site.example$$script[...]`, `$@$`): a page's, skipped
         // as the cosmetic ones are.
-        if content.contains("$$") || content.contains("$@$") { return }
+        if ListParser.has(content, "$$") || ListParser.has(content, "$@$") { return }
 
         func fail(_ reason: String) {
             reject(ListLineError(file: file, line: number, reason: reason, text: original.trimmingTrailingSpace))
@@ -237,7 +237,7 @@ public enum ListParser {
                 scope = .below
                 rule = rule.dropFirst(2)
             }
-            if rule.contains("/") || rule.contains("*") { return fail("Adblock rule with a path or pattern (only domain rules are supported)") }
+            if rule.utf8.contains(0x2F) || rule.utf8.contains(0x2A) { return fail("Adblock rule with a path or pattern (only domain rules are supported)") }
             // An exception for a whole top-level domain (`@@||com^`) in a feed would lift every
             // block rule under it, the other lists' with them: only an allowlist says that.
             return accept(rule, DomainMatcher.Kind(scope, allow ? .allow : .block, important: important), wholeTLD: !allow || allowList)
@@ -245,7 +245,7 @@ public enum ListParser {
 
         // A regular-expression rule (`/ads[0-9]+\.example/`): a browser's or AdGuard Home's.
         let regexBody = content.hasPrefix("@@") ? content.dropFirst(2) : content
-        if regexBody.count > 2, regexBody.hasPrefix("/"), regexBody.hasSuffix("/"), !regexBody.contains(" ") {
+        if regexBody.count > 2, regexBody.hasPrefix("/"), regexBody.hasSuffix("/"), !regexBody.utf8.contains(0x20) {
             return fail("an Adblock regular-expression rule, which sinkhole does not support (it matches names and the names below them, not patterns): not applied")
         }
 
@@ -267,7 +267,7 @@ public enum ListParser {
                 // dnsmasq writes a port after '#': sinkhole's flag takes host:port ([v6]:port).
                 let upstream = target.split(separator: "#", maxSplits: 1).map(String.init)
                 var address = upstream[0]
-                if upstream.count == 2 { address = (address.contains(":") ? "[\(address)]" : address) + ":" + upstream[1] }
+                if upstream.count == 2 { address = (address.utf8.contains(0x3A) ? "[\(address)]" : address) + ":" + upstream[1] }
                 let flags = names.filter { !$0.isEmpty }.map { "--forward-zone \($0)=\(address)" }.joined(separator: " ")
                 return fail("dnsmasq forwarding of a zone to \(target): not a block rule (forward it with \(flags))")
             }
@@ -291,7 +291,7 @@ public enum ListParser {
             return addAddress(address, prefix, number)
         }
         // An IPv6 address may carry a zone (macOS's `fe80::1%lo0 localhost`).
-        if IPAddress.isAddress(String(first.contains(":") ? first.prefix { $0 != "%" } : first)) {
+        if IPAddress.isAddress(String(first.utf8.contains(0x3A) ? first.prefix { $0 != "%" } : first)) {
             // Hosts-file line: ADDRESS name [name ...].
             let names = tokens.dropFirst()
             if names.isEmpty { return fail("an IP address where a domain name is expected (a hosts-file line needs a name after the address)") }
@@ -305,7 +305,7 @@ public enum ListParser {
                 // With a real address, a host's short name beside its full one (`192.168.1.20
                 // printer.home.lan printer`): an alias, not a top-level domain to block. With a
                 // sinkhole's (`0.0.0.0 wpad`), a name meant blocked: refused below, with a reason.
-                if realAddress, !bare.isEmpty, !bare.contains("."), case .success = DomainName.parse(name) {
+                if realAddress, !bare.isEmpty, !bare.utf8.contains(0x2E), case .success = DomainName.parse(name) {
                     shortNames += 1
                     continue
                 }
@@ -337,8 +337,26 @@ public enum ListParser {
         public var text: String
     }
 
+    /// Whether `text` holds the bytes of `needle` (a byte scan: `contains` with a string went
+    /// through Foundation's NSString search, most of the time a feed's rejected lines took).
+    static func has(_ text: Substring, _ needle: StaticString) -> Bool {
+        let n = UnsafeBufferPointer(start: needle.utf8Start, count: needle.utf8CodeUnitCount)
+        guard let first = n.first else { return true }
+        var view = text.utf8[...]
+        while let at = view.firstIndex(of: first) {
+            if view[at...].starts(with: n) { return true }
+            view = view[view.index(after: at)...]
+        }
+        return false
+    }
+
     /// Whether the line is a dnsmasq rule sinkhole reads (`address=`, `local=`, `server=`).
     static func isDnsmasqRule(_ line: Substring) -> Bool {
+        // Most lines are not: a look at the first byte first (this runs for every line the
+        // fast path leaves, a feed's every rejected line among them).
+        guard let lead = line.utf8.first(where: { $0 != 0x20 && $0 != 0x09 && $0 != 0xEF && $0 != 0xBB && $0 != 0xBF }),
+              [UInt8(ascii: "a"), UInt8(ascii: "l"), UInt8(ascii: "s"), UInt8(ascii: "A"), UInt8(ascii: "L"), UInt8(ascii: "S")].contains(lead)
+        else { return false }
         var text = line
         while let c = text.first, c == " " || c == "\t" || c == "\u{FEFF}" { text = text.dropFirst() }
         guard let equals = text.firstIndex(of: "="), text.distance(from: text.startIndex, to: equals) <= 7 else { return false }
@@ -350,7 +368,7 @@ public enum ListParser {
 
     /// The addresses hosts files and dnsmasq rules block with: unspecified and loopback.
     static func isBlockingAddress(_ text: String) -> Bool {
-        let bare = text.contains(":") ? String(text.prefix { $0 != "%" }) : text
+        let bare = text.utf8.contains(0x3A) ? String(text.prefix { $0 != "%" }) : text
         guard let address = IPAddress.parse(bare) else { return false }
         let v4 = IPAddress.unmapped(address)
         if v4.count == 4 { return v4[0] == 0 || v4[0] == 127 }
@@ -364,18 +382,18 @@ public enum ListParser {
         guard text.unicodeScalars.allSatisfy({ (0x21...0x7E).contains($0.value) }) else { return nil }
         // Adblock rules for a path or URL pattern (`/adserver/*`, `/^https?:…$/$script`) and
         // other non-domain Adblock rules (`-ds.metric.example^|`, `ads.$third-party`).
-        if text.contains("/") {
+        if text.utf8.contains(0x2F) {
             return "an Adblock rule for a path or URL pattern, which sinkhole does not support (only domain rules: ||name^)"
         }
         let regexMarks: Set<Character> = ["(", ")", "\\", "[", "]", "{", "}", "+", "?"]
-        if text.contains(where: regexMarks.contains) || text.hasPrefix("^") || text.contains(".*")
-            || (text.hasSuffix("$") && !text.contains("^")) {
+        if text.contains(where: regexMarks.contains) || text.hasPrefix("^") || ListParser.has(text, ".*")
+            || (text.hasSuffix("$") && !text.utf8.contains(0x5E)) {
             return "a regular expression (as in Pi-hole's regex lists), which sinkhole does not support: it matches names and the names below them, not patterns (list the domain instead)"
         }
         if text.contains(where: { $0 == "^" || $0 == "|" || $0 == "$" }) {
             return "an Adblock rule that is not a domain rule, which sinkhole does not support (only ||name^)"
         }
-        if text.contains("*") {
+        if text.utf8.contains(0x2A) {
             return "a wildcard inside a name, which sinkhole does not support (only a leading '*.' is: *.name)"
         }
         return nil
