@@ -122,6 +122,25 @@ import SinkholeTestSupport
         #expect(decide(fixed, "evil.example")?.action == .nxdomain)
     }
 
+    /// From a failure-mode trial: a 100 MB junk file took 45 s of a core to reject line by line,
+    /// while every other list's update waited. A file whose first chunk (4 MiB) gives thousands of
+    /// rejected lines and no entry is refused there, the version in force kept.
+    @Test func aLargeFileOfJunkIsRefusedAtItsFirstChunk() throws {
+        let junk = String(repeating: String(repeating: "Zm9vYmFyYmF6/+", count: 5) + "\n", count: 60_000)
+        let dir = try directory(["feed.txt": "evil.example\n"])
+        let s = BlocklistStore()
+        _ = try s.refresh(directory: dir)
+        try (junk + "late.example\n").write(toFile: dir + "/feed.txt", atomically: true, encoding: .utf8)
+        let report = try s.refresh(directory: dir)
+        let failure = try #require(report.failed.first?.failure)
+        #expect(failure.hasPrefix("not a list: its first ") && failure.hasSuffix(" lines were all rejected"), "\(failure)")
+        #expect(decide(s, "evil.example") != nil, "the version in force stays")
+        // Junk a chunk cannot hold alone, with entries in the first chunk, still loads.
+        try ("good.example\n" + junk).write(toFile: dir + "/feed.txt", atomically: true, encoding: .utf8)
+        _ = try s.refresh(directory: dir)
+        #expect(decide(s, "good.example") != nil)
+    }
+
     @Test func rpzOriginWithoutSOAAndApexTriggerRejected() throws {
         let s = try store(["feed.rpz": "$ORIGIN rpz2.example.\n@ CNAME .\nbad.example CNAME .\n"])
         #expect(decide(s, "bad.example")?.action == .nxdomain)

@@ -295,6 +295,15 @@ public enum BlocklistLoader {
                     mappedLines += 1
                 }, reject: reject)
                 if atEnd { break }
+                // Thousands of lines and not one entry: no list (a 100 MB junk file took 45 s of
+                // a core to reject line by line, and every other list's update waited for it).
+                // Refused at its first chunk, the version in force kept.
+                if builder.count == 0, addresses.isEmpty, rejected >= 10_000 {
+                    result.lineErrors = errors
+                    result.rejectedLines = rejected
+                    result.failure = "not a list: its first \(LogText.count(rejected, "line")) were all rejected"
+                    return result
+                }
                 memmove(mapping, mapping + cut, filled - cut)
                 filled -= cut
                 guard fill() else { return unreadable() }
