@@ -224,7 +224,7 @@ struct Serve: ParsableCommand {
 
     func run() throws {
         Signals.block()   // before any thread starts, so that every thread inherits the mask
-        let (configuration, settings) = try options.configuration()
+        var (configuration, settings) = try options.configuration()
         let level = Logger.Level(rawValue: settings.logLevel) ?? .info
         LoggingSystem.bootstrap { label in
             var handler = OperationalLogHandler(label: label)
@@ -232,9 +232,17 @@ struct Serve: ParsableCommand {
             return handler
         }
         let logger = Logger(label: "sinkhole")
+        let openFiles = OpenFilesLimit.raise().after
+        let fitting = configuration.tcpConnectionsFitting(openFiles: openFiles)
+        if fitting < configuration.tcpMaxConnections {
+            logger.warning("open-files-limit leaves room for fewer TCP connections than --tcp-max-connections: lowered, so that upstream sockets and files can still be opened (raise LimitNOFILE)", metadata: [
+                "open_files_limit": "\(openFiles)", "tcp.max_connections": "\(configuration.tcpMaxConnections)", "lowered_to": "\(fitting)",
+            ])
+            configuration.tcpMaxConnections = fitting
+        }
         var summary = configuration.summary.mapValues { Logger.MetadataValue.string($0) }
         summary["version"] = .string(SinkholeVersion.string)
-        summary["open-files-limit"] = .string("\(OpenFilesLimit.raise().after)")
+        summary["open-files-limit"] = .string("\(openFiles)")
         logger.info("starting", metadata: summary)
         if let problem = ResolvConf.hostAddressProblem(listen: configuration.listen) { logger.warning("\(problem)") }
 

@@ -65,6 +65,19 @@ import Testing
         #expect(overridden.blocklistDirectory == "/srv/lists")
     }
 
+    /// From a failure-mode trial: under an open-files limit of 64, TCP clients took every
+    /// descriptor and forwarded queries failed (no upstream socket). The TCP cap is lowered to what
+    /// the limit leaves after the upstream sockets, listeners and files.
+    @Test func theTCPCapFitsTheOpenFilesLimit() throws {
+        let c = ServerConfiguration(listen: [SocketAddress(address: [127, 0, 0, 1], port: 53)],
+                                    upstreams: [SocketAddress(address: [192, 0, 2, 1], port: 53)], blocklistDirectory: "/tmp")
+        // 64 + 32 × (2 cores × 1 upstream + 1) + 2 × 1 listener × 2 cores = 164 kept back.
+        #expect(c.tcpConnectionsFitting(openFiles: 1024, cpus: 2) == 860)
+        #expect(c.tcpConnectionsFitting(openFiles: 300, cpus: 2) == 136)
+        #expect(c.tcpConnectionsFitting(openFiles: 64, cpus: 2) == 16, "never below 16")
+        #expect(c.tcpConnectionsFitting(openFiles: 65_536, cpus: 2) > c.tcpMaxConnections, "the unit's limit leaves the default alone")
+    }
+
     @Test func defaultsWhenTheFileIsEmpty() throws {
         let c = try configuration("upstream: 192.0.2.53\n")
         #expect(c.listen.map(\.description) == ["127.0.0.1:53", "[::1]:53"])

@@ -1,3 +1,4 @@
+import CSinkholeNet
 import Glibc
 
 /// The process's limit on open descriptors (RLIMIT_NOFILE). Each TCP connection, upstream
@@ -24,5 +25,20 @@ public enum OpenFilesLimit {
             _ = setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
         }
         return (before, current.soft)
+    }
+}
+
+extension ServerConfiguration {
+    /// The most TCP connections per listen address that `openFiles` descriptors leave room for,
+    /// after what the rest of the server takes: per core up to 32 sockets for each upstream, the
+    /// TCP retries' 32, and 64 for lists, logs, listeners and the metrics server. From a
+    /// failure-mode trial: under a limit of 64, TCP clients took every descriptor, and forwarded
+    /// queries got SERVFAIL (no upstream socket could be opened) while list reloads and the
+    /// block log's reopening failed. Unbound likewise sizes its TCP slots to its descriptors.
+    public func tcpConnectionsFitting(openFiles: UInt64, cpus: Int = Int(sinkhole_usable_cpus())) -> Int {
+        let upstreamCount = Set(upstreams + forwardZones.flatMap(\.upstreams)).count
+        let reserve = 64 + 32 * (max(1, cpus) * upstreamCount + 1) + 2 * listen.count * max(1, cpus)
+        let room = (Int(clamping: openFiles) - reserve) / max(1, listen.count)
+        return max(16, room)
     }
 }
