@@ -135,6 +135,17 @@ import Testing
         #expect(try trusting.blockLogLines().isEmpty)
     }
 
+    @Test func malformedIsTheSameWithoutAllocating() {
+        for options: [UInt8] in [
+            [0, 8, 0, 7, 0, 1, 24, 0, 10, 1, 2], [0, 8, 0, 8, 0, 1, 24, 0, 10, 1, 2, 3], [0, 8, 0, 7, 0, 1, 23, 0, 10, 1, 3],
+            [0, 8, 0, 4, 0, 9, 0, 0], [0, 8, 0, 5, 0, 1, 33, 0, 10], [0, 8, 0, 2, 0, 1], [0, 10, 0, 2, 1, 2], [],
+            [0, 10, 0, 2, 1, 2, 0, 8, 0, 8, 0, 2, 32, 0, 0x20, 0x01, 0x0D, 0xB8],
+        ] {
+            let malformed = options.withUnsafeBytes { ClientSubnet.isMalformed(options: $0) }
+            #expect(malformed == (ClientSubnet.read(options: options) == .malformed), "\(options)")
+        }
+    }
+
     @Test func optionParsing() {
         #expect(ClientSubnet.parse(options: [0, 8, 0, 7, 0, 1, 24, 0, 10, 1, 2])?.text == "10.1.2.0/24")
         #expect(ClientSubnet.parse(options: [0, 8, 0, 4, 0, 1, 0, 0]).map { ($0.text, $0.namesAClient) } ?? ("", true) == ("0.0.0.0/0", false))

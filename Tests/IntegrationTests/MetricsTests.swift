@@ -101,6 +101,12 @@ import Testing
         let body = try runTool("curl", ["-sS", "--max-time", "4", "http://\(address)/health"])
         #expect(body == "ok\n", "\(body)")
         #expect(Date().timeIntervalSince(started) < 3)
+        // A client that sends no more is closed when its 5 s are up (a review: the first read's
+        // timeout came out as 1,000,000 µs, which Linux refuses, and it waited for ever).
+        var tv = timeval(tv_sec: 8, tv_usec: 0)
+        setsockopt(slow[19], SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var byte: UInt8 = 0
+        #expect(recv(slow[19], &byte, 1, 0) == 0, "closed by the server, not left waiting")
     }
 
     @Test func aRemovedListIsNoLongerExported() throws {

@@ -161,6 +161,22 @@ final class HistoryFixture {
         #expect(recorder.events("query history file removed or replaced while running: a new one is started at the path (what was recorded since then is in the old file only)").count == 1)
     }
 
+    /// A database renamed over the history file while it runs is opened as it is: the old
+    /// database's -wal file, still at the path, is not replayed onto it (a review: the
+    /// replacement's tables vanished under the old pages).
+    @Test func aDatabaseRenamedOverTheHistoryKeepsItsOwnPages() throws {
+        let f = try HistoryFixture()
+        for i in 0..<50 { f.record("192.0.2.\(i)", "before\(i).example") }
+        f.history.flush()
+        let other = f.directory.appendingPathComponent("other.db").path
+        _ = try runTool("sqlite3", [other, "CREATE TABLE keep(x); INSERT INTO keep VALUES (42);"])
+        #expect(rename(other, f.history.path) == 0)
+        f.record("192.0.2.1", "after.example")
+        f.history.flush()
+        #expect(try f.history.entries().map(\.name) == ["after.example"])
+        #expect(try runTool("sqlite3", [f.history.path, "SELECT x FROM keep;"]).trimmingCharacters(in: .whitespacesAndNewlines) == "42")
+    }
+
     /// A write that fails (the database locked by another process past the 5 s wait) loses its
     /// sightings: counted as dropped (they were in no counter), said at most once a minute.
     @Test func aFailedWriteCountsItsSightingsAsDropped() throws {

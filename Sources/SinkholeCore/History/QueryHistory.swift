@@ -95,6 +95,8 @@ public final class QueryHistory: Sendable {
     var database: DatabasePool? { pool.withLock { $0 } }
     /// The device and inode of the file opened, to tell when the path names another.
     private let opened = Mutex<(device: UInt64, inode: UInt64)?>(nil)
+    /// The device and inode of the -wal file last seen beside the open database.
+    private let ownWAL = Mutex<(device: UInt64, inode: UInt64)?>(nil)
     /// Switched off for good (its -shm file damaged by another process).
     private let switchedOff = Atomic<Bool>(false)
     /// A pool given up with a damaged -shm file: kept, never closed, since closing it would
@@ -211,10 +213,28 @@ public final class QueryHistory: Sendable {
         }
         let now = stat(path, &st) == 0 ? (device: UInt64(st.st_dev), inode: UInt64(st.st_ino)) : nil
         let was = opened.withLock { $0 }
-        guard now == nil || was == nil || now! != was! else { return true }
+        let wal = stat(path + "-wal", &st) == 0 ? (device: UInt64(st.st_dev), inode: UInt64(st.st_ino)) : nil
+        guard now == nil || was == nil || now! != was! else {
+            ownWAL.withLock { $0 = wal }
+            return true
+        }
+        // The old pool is closed first: its -wal and -shm files, still at the path when only the
+        // database was renamed over, would otherwise be taken by the new one as its own (SQLite
+        // replays that WAL onto the new file, a review found). Closing checkpoints into the old
+        // file, whole but unlinked, and removes them. One still in use elsewhere is left open,
+        // and its siblings moved aside.
+        if let old = pool.withLock({ p -> DatabasePool? in defer { p = nil }; return p }) {
+            do { try old.close() } catch { abandoned.withLock { $0.append(old) } }
+        }
+        // SQLite does not checkpoint a database that moved, so its -wal and -shm stay at the
+        // path: the old file's, moved aside (as .replaced) when the -wal is the one seen in use.
+        if let wal, let own = ownWAL.withLock({ $0 }), wal == own {
+            for suffix in ["-wal", "-shm"] { _ = rename(path + suffix, path + suffix + ".replaced") }
+        }
+        ownWAL.withLock { $0 = nil }
         do {
             let (database, identity) = try QueryHistory.open(path, configuration: configuration)
-            pool.withLock { $0 = database }   // the old one closes with its files, unlinked but whole
+            pool.withLock { $0 = database }
             opened.withLock { $0 = identity }
             ids.withLock { $0 = IDCache() }
             logger.error("query history file removed or replaced while running: a new one is started at the path (what was recorded since then is in the old file only)", metadata: [
@@ -303,6 +323,7 @@ public final class QueryHistory: Sendable {
     /// Prunes rows past the retention now (all batches) and waits.
     public func pruneNow() {
         queue.sync {
+            guard checkFiles() else { return }
             var total = 0
             while true {
                 let (more, deleted) = pruneStep()
@@ -334,6 +355,7 @@ public final class QueryHistory: Sendable {
     /// One pruning step now, the next ones queued behind the writes in between; names and
     /// clients are cleaned up at the end only when rows were deleted.
     private func prune(deletedSoFar: Int = 0) {
+        guard checkFiles() else { return }
         let (more, deleted) = pruneStep()
         if more {
             queue.async { [weak self] in self?.prune(deletedSoFar: deletedSoFar + deleted) }

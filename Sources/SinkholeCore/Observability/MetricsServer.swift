@@ -94,9 +94,11 @@ public final class MetricsServer: @unchecked Sendable {
         while request.count < 8192 {
             let now = DispatchTime.now().uptimeNanoseconds
             guard now < deadline else { return }
-            let left = deadline - now
-            tv = timeval(tv_sec: Int(left / 1_000_000_000), tv_usec: Int(left % 1_000_000_000 / 1000) + 1)
-            setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+            // Rounded up to whole microseconds, carried into the seconds: a tv_usec of 1,000,000
+            // is EDOM, and the read then had no timeout at all (a review).
+            let micros = (deadline - now + 999) / 1000
+            tv = timeval(tv_sec: Int(micros / 1_000_000), tv_usec: Int(micros % 1_000_000))
+            guard setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size)) == 0 else { return }
             let n = chunk.withUnsafeMutableBytes { recv(client, $0.baseAddress, $0.count, 0) }
             if n <= 0 { return }
             request += chunk[0..<n]

@@ -403,7 +403,7 @@ public final class QueryChain: Sendable {
         // Parsed only where it is used (each path asks once): a plain block with no log has no use for it.
         let ecsTrusted = q.hasOptions && !trustECSFrom.rules.isEmpty && trustECSFrom.allows(client.ip)
         // A malformed ECS option from a trusted forwarder is answered FORMERR, by the full path.
-        if ecsTrusted, ClientSubnet.read(options: UnsafeRawBufferPointer(rebasing: raw[q.options])) == .malformed { return .fullPath }
+        if ecsTrusted, ClientSubnet.isMalformed(options: UnsafeRawBufferPointer(rebasing: raw[q.options])) { return .fullPath }
         /// The client behind a trusted forwarder; nil for a source prefix of 0 (the client
         /// declining to be named: the forwarder is the client to record).
         func trustedSubnet() -> ClientSubnet? {

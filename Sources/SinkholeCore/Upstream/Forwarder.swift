@@ -270,14 +270,19 @@ public final class Forwarder: Sendable {
         let upstream = upstreams[index]
         // A probe's reply tells only the health. One a query would have taken shows the upstream
         // back. One it would have passed over (SERVFAIL that is no DNSSEC verdict, REFUSED,
-        // NOTIMP) is a failed probe, and the back-off grows: before, any reply counted, so an
-        // upstream marked down for answering SERVFAIL to every name came back at each probe,
-        // every 5 s, and three client queries paid its round trip each time (a review).
+        // NOTIMP) is no recovery: before, any reply counted, so an upstream marked down for
+        // answering SERVFAIL to every name came back at each probe, every 5 s, and three client
+        // queries paid its round trip each time (a review). Nor is it held against it: the probe
+        // asks a client's question, which may be a broken name (a later review). It stays down,
+        // and the next probe, with another question, comes after the first back-off.
         if job is Probe, case .success(let reply) = result {
             let passedOver = (reply.rcode == Rcode.servFail && !reply.isValidationFailure)
                 || reply.rcode == Rcode.refused || reply.rcode == Rcode.notImp
             guard passedOver else { return answered(job, reply, index: index) }
-            failed(index, "probe answered \(Rcode.name(UInt16(reply.rcode)))", job.question)
+            logger.debug("probe answered without an answer: still down", metadata: [
+                "upstream": "\(upstream)", "rcode": "\(Rcode.name(UInt16(reply.rcode)))",
+                "dns.question.name": "\(WireName.text(job.question.name))",
+            ])
             metrics?.upstreamFailed(upstream, reason: reply.rcode == Rcode.servFail ? "servfail" : "bad_reply")
             return attempt(job)
         }

@@ -60,6 +60,27 @@ public struct ClientSubnet: Sendable, Equatable {
         return .absent
     }
 
+    /// Whether the options hold a malformed ECS option (see `Reading.malformed`), without
+    /// making anything: the fast path asks it of every query from a trusted forwarder.
+    public static func isMalformed(options: UnsafeRawBufferPointer) -> Bool {
+        var i = 0
+        while i + 4 <= options.count {
+            let code = Int(options[i]) << 8 | Int(options[i + 1])
+            let length = Int(options[i + 2]) << 8 | Int(options[i + 3])
+            guard i + 4 + length <= options.count else { return false }
+            if code == 8 {
+                guard length >= 4 else { return true }
+                let family = Int(options[i + 4]) << 8 | Int(options[i + 5])
+                let prefix = Int(options[i + 6])
+                let size = family == 1 ? 4 : family == 2 ? 16 : 0
+                guard size > 0, prefix <= size * 8, length - 4 == (prefix + 7) / 8 else { return true }
+                return prefix % 8 != 0 && options[i + 4 + length - 1] & (0xFF >> UInt8(prefix % 8)) != 0
+            }
+            i += 4 + length
+        }
+        return false
+    }
+
     /// The option for a reply to this query (RFC 7871 7.2.2): FAMILY, SOURCE PREFIX-LENGTH and
     /// ADDRESS as asked, with `scope` as SCOPE PREFIX-LENGTH.
     public func echo(scope: UInt8) -> [UInt8] {
