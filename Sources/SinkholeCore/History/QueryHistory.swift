@@ -214,15 +214,14 @@ public final class QueryHistory: Sendable {
         let now = stat(path, &st) == 0 ? (device: UInt64(st.st_dev), inode: UInt64(st.st_ino)) : nil
         let was = opened.withLock { $0 }
         let wal = stat(path + "-wal", &st) == 0 ? (device: UInt64(st.st_dev), inode: UInt64(st.st_ino)) : nil
-        guard now == nil || was == nil || now! != was! else {
+        if let now, let was, now == was {
             ownWAL.withLock { $0 = wal }
             return true
         }
-        // The old pool is closed first: its -wal and -shm files, still at the path when only the
-        // database was renamed over, would otherwise be taken by the new one as its own (SQLite
-        // replays that WAL onto the new file, a review found). Closing checkpoints into the old
-        // file, whole but unlinked, and removes them. One still in use elsewhere is left open,
-        // and its siblings moved aside.
+        // The old pool is closed first (one still in use elsewhere is left open, never used
+        // again). Its -wal and -shm files, still at the path when only the database was renamed
+        // over, would otherwise be taken by the new one as its own: SQLite replays that WAL onto
+        // the new file (a review found). They are moved aside below.
         if let old = pool.withLock({ p -> DatabasePool? in defer { p = nil }; return p }) {
             do { try old.close() } catch { abandoned.withLock { $0.append(old) } }
         }

@@ -227,7 +227,7 @@ public enum ListParser {
             // `^|`: the separator, then the end of the address; for a name, the same as `^`.
             if rule.hasSuffix("^|") { rule = rule.dropLast() }
             if rule.hasPrefix("/") && rule.hasSuffix("/") && rule.count > 2 {
-                return fail("an Adblock regular-expression rule, which sinkhole does not support (it matches names and the names below them, not patterns): not applied")
+                return fail(ListParser.regexRuleReason)
             }
             guard rule.hasSuffix("^") else { return fail("Adblock rule without the closing '^' (only domain rules are supported)") }
             rule = rule.dropLast()
@@ -246,7 +246,7 @@ public enum ListParser {
         // A regular-expression rule (`/ads[0-9]+\.example/`): a browser's or AdGuard Home's.
         let regexBody = content.hasPrefix("@@") ? content.dropFirst(2) : content
         if regexBody.count > 2, regexBody.hasPrefix("/"), regexBody.hasSuffix("/"), !regexBody.utf8.contains(0x20) {
-            return fail("an Adblock regular-expression rule, which sinkhole does not support (it matches names and the names below them, not patterns): not applied")
+            return fail(ListParser.regexRuleReason)
         }
 
         // dnsmasq rules, as the feeds in its format write them: `address=/name/0.0.0.0` (or `::`,
@@ -363,16 +363,17 @@ public enum ListParser {
         return ["address", "local", "server"].contains(text[..<equals].lowercased())
     }
 
+    /// Why an Adblock `/.../` rule is refused.
+    static let regexRuleReason = "an Adblock regular-expression rule, which sinkhole does not support (it matches names and the names below them, not patterns): not applied"
+
     /// AdGuard Home's DNS modifiers, which it applies and sinkhole does not.
     static let adGuardHomeModifiers: Set<String> = ["client", "denyallow", "dnsrewrite", "dnstype", "ctag", "badfilter"]
 
     /// The addresses hosts files and dnsmasq rules block with: unspecified and loopback.
     static func isBlockingAddress(_ text: String) -> Bool {
         let bare = text.utf8.contains(0x3A) ? String(text.prefix { $0 != "%" }) : text
-        guard let address = IPAddress.parse(bare) else { return false }
-        let v4 = IPAddress.unmapped(address)
-        if v4.count == 4 { return v4[0] == 0 || v4[0] == 127 }
-        return address.dropLast().allSatisfy { $0 == 0 } && (address.last == 0 || address.last == 1)
+        guard let address = IPAddress.parse(bare).map(IPAddress.unmapped) else { return false }
+        return IPAddress.isLoopback(address) || IPAddress.isUnspecified(address) || (address.count == 4 && address[0] == 0)
     }
 
     /// Why `text`, which is not a domain name, looks like a pattern: a regular expression (as in

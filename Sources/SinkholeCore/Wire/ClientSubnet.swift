@@ -38,47 +38,45 @@ public struct ClientSubnet: Sendable, Equatable {
     }
 
     public static func read(options: UnsafeRawBufferPointer) -> Reading {
-        var i = 0
-        while i + 4 <= options.count {
-            let code = Int(options[i]) << 8 | Int(options[i + 1])
-            let length = Int(options[i + 2]) << 8 | Int(options[i + 3])
-            guard i + 4 + length <= options.count else { return .absent }
-            if code == 8 {
-                guard length >= 4 else { return .malformed }
-                let data = options[(i + 4)..<(i + 4 + length)]
-                let family = Int(data[data.startIndex]) << 8 | Int(data[data.startIndex + 1])
-                let prefix = Int(data[data.startIndex + 2])
-                let size = family == 1 ? 4 : family == 2 ? 16 : 0
-                let bytes = Array(data.dropFirst(4))
-                guard size > 0, prefix <= size * 8, bytes.count == (prefix + 7) / 8 else { return .malformed }
-                if prefix % 8 != 0, let last = bytes.last, last & (0xFF >> UInt8(prefix % 8)) != 0 { return .malformed }
-                let address = bytes + [UInt8](repeating: 0, count: size - bytes.count)
-                return .valid(ClientSubnet(address: address, sourcePrefix: prefix, option: Array(options[i..<(i + 4 + length)])))
-            }
-            i += 4 + length
-        }
-        return .absent
+        guard let (start, length) = find(options) else { return .absent }
+        guard isWellFormed(options, start: start, length: length) else { return .malformed }
+        let family = Int(options[start + 4]) << 8 | Int(options[start + 5])
+        let bytes = Array(options[(start + 8)..<(start + 4 + length)])
+        let address = bytes + [UInt8](repeating: 0, count: (family == 1 ? 4 : 16) - bytes.count)
+        return .valid(ClientSubnet(address: address, sourcePrefix: Int(options[start + 6]),
+                                   option: Array(options[start..<(start + 4 + length)])))
     }
 
     /// Whether the options hold a malformed ECS option (see `Reading.malformed`), without
     /// making anything: the fast path asks it of every query from a trusted forwarder.
     public static func isMalformed(options: UnsafeRawBufferPointer) -> Bool {
+        find(options).map { !isWellFormed(options, start: $0.start, length: $0.length) } ?? false
+    }
+
+    /// The first ECS option (code 8) among raw OPT options: where it starts and its data's
+    /// length; nil when there is none, or the options run past their end before it.
+    private static func find(_ options: UnsafeRawBufferPointer) -> (start: Int, length: Int)? {
         var i = 0
         while i + 4 <= options.count {
             let code = Int(options[i]) << 8 | Int(options[i + 1])
             let length = Int(options[i + 2]) << 8 | Int(options[i + 3])
-            guard i + 4 + length <= options.count else { return false }
-            if code == 8 {
-                guard length >= 4 else { return true }
-                let family = Int(options[i + 4]) << 8 | Int(options[i + 5])
-                let prefix = Int(options[i + 6])
-                let size = family == 1 ? 4 : family == 2 ? 16 : 0
-                guard size > 0, prefix <= size * 8, length - 4 == (prefix + 7) / 8 else { return true }
-                return prefix % 8 != 0 && options[i + 4 + length - 1] & (0xFF >> UInt8(prefix % 8)) != 0
-            }
+            guard i + 4 + length <= options.count else { return nil }
+            if code == 8 { return (i, length) }
             i += 4 + length
         }
-        return false
+        return nil
+    }
+
+    /// Whether the ECS option at `start`, with `length` bytes of data, is well formed (RFC 7871
+    /// 6): a known FAMILY, a prefix within its bits, as many ADDRESS octets as the prefix needs,
+    /// and no bit set past it.
+    private static func isWellFormed(_ options: UnsafeRawBufferPointer, start: Int, length: Int) -> Bool {
+        guard length >= 4 else { return false }
+        let family = Int(options[start + 4]) << 8 | Int(options[start + 5])
+        let prefix = Int(options[start + 6])
+        let size = family == 1 ? 4 : family == 2 ? 16 : 0
+        guard size > 0, prefix <= size * 8, length - 4 == (prefix + 7) / 8 else { return false }
+        return prefix % 8 == 0 || options[start + 4 + length - 1] & (0xFF >> UInt8(prefix % 8)) == 0
     }
 
     /// The option for a reply to this query (RFC 7871 7.2.2): FAMILY, SOURCE PREFIX-LENGTH and
@@ -92,15 +90,8 @@ public struct ClientSubnet: Sendable, Equatable {
     /// The SCOPE PREFIX-LENGTH of the ECS option among raw OPT options (an upstream's reply);
     /// nil when there is none.
     static func scope(in options: UnsafeRawBufferPointer) -> UInt8? {
-        var i = 0
-        while i + 4 <= options.count {
-            let code = Int(options[i]) << 8 | Int(options[i + 1])
-            let length = Int(options[i + 2]) << 8 | Int(options[i + 3])
-            guard i + 4 + length <= options.count else { return nil }
-            if code == 8, length >= 4 { return options[i + 7] }
-            i += 4 + length
-        }
-        return nil
+        guard let (start, length) = find(options), length >= 4 else { return nil }
+        return options[start + 7]
     }
 
     /// `10.1.2.0/24`.
